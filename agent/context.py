@@ -1,0 +1,117 @@
+"""Run-time settings of the batch graph (its `context_schema`).
+
+Every field has a default and a description, so LangGraph Studio can render a usable form and
+`batch-agent` can fill it from flags. Secrets are deliberately *not* fields: API keys are read from
+the environment by the provider modules when a client is built, so they never enter graph state,
+checkpoints or run context.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+ProviderName = Literal["auto", "openai", "mistral", "emulator"]
+
+
+@dataclass(kw_only=True)
+class Context:
+    """Settings for one run of the batch graph.
+
+    Values left at their default are filled from `BATCH_AGENT_<FIELD>` environment variables when
+    those are set (e.g. `BATCH_AGENT_PROVIDER=mistral`), so a deployment can configure the graph
+    without touching every client call.
+    """
+
+    provider: ProviderName = field(
+        default="auto",
+        metadata={
+            "description": "Batch provider: 'openai', 'mistral', 'emulator' (offline, synthetic "
+            "answers) or 'auto' (the provider whose API key is set, else the emulator)."
+        },
+    )
+    model: str = field(
+        default="",
+        metadata={
+            "description": "Model id for requests that do not name one. Empty means the "
+            "provider's default (openai: gpt-4o-mini, mistral: mistral-small-latest)."
+        },
+    )
+    temperature: float | None = field(
+        default=None,
+        metadata={"description": "Sampling temperature; empty uses the model's default."},
+    )
+    max_tokens: int | None = field(
+        default=None,
+        metadata={"description": "Maximum number of tokens to generate per request."},
+    )
+    top_p: float | None = field(
+        default=None,
+        metadata={"description": "Nucleus sampling probability mass; empty uses the default."},
+    )
+    system_prompt: str = field(
+        default="",
+        metadata={
+            "description": "System message prepended to every request that has none of its own."
+        },
+    )
+    base_url: str = field(
+        default="",
+        metadata={
+            "description": "Point the provider SDK at a compatible endpoint (a proxy, an "
+            "OpenAI-compatible server, or the emulator over loopback, e.g. "
+            "http://127.0.0.1:8765/openai/v1). Keys still come from the environment."
+        },
+    )
+    completion_window: str = field(
+        default="24h",
+        metadata={
+            "description": "How long the provider may take ('24h' for OpenAI; Mistral takes "
+            "whole hours, 1h to 168h)."
+        },
+    )
+    max_wait_seconds: float = field(
+        default=0.0,
+        metadata={
+            "description": "How long one run may wait for the job, polling with growing "
+            "intervals. 0 means one status check per run: invoke the thread again (or let a "
+            "schedule do it) to poll later."
+        },
+    )
+    poll_interval_seconds: float = field(
+        default=5.0,
+        metadata={"description": "First interval between status checks while waiting."},
+    )
+    poll_backoff: float = field(
+        default=1.5,
+        metadata={"description": "Factor by which the interval between checks grows."},
+    )
+    max_poll_interval_seconds: float = field(
+        default=300.0,
+        metadata={"description": "Upper bound of the interval between status checks."},
+    )
+
+    def __post_init__(self) -> None:
+        """Fill fields still at their default from `BATCH_AGENT_<FIELD>` variables."""
+        for f in fields(self):
+            env_value = os.environ.get(f"BATCH_AGENT_{f.name.upper()}")
+            if not env_value or getattr(self, f.name) != f.default:
+                continue
+            setattr(self, f.name, _coerce(env_value, f.default, f.name))
+
+    def next_poll_interval(self, checks_done: int) -> float:
+        """Return the pause before the next status check after `checks_done` waits."""
+        interval = self.poll_interval_seconds * (self.poll_backoff**checks_done)
+        return float(min(interval, self.max_poll_interval_seconds))
+
+
+def _coerce(raw: str, default: Any, name: str) -> Any:
+    """Convert an environment string to the type of a field's default."""
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, float) or name in {"temperature", "top_p"}:
+        return float(raw)
+    if isinstance(default, int) or name == "max_tokens":
+        return int(raw)
+    return raw

@@ -1,0 +1,320 @@
+"""Read, validate and normalise request records before anything is uploaded.
+
+Three input forms are accepted, in a JSONL file or as the graph's `requests` input:
+
+- `{"id": "t1", "prompt": "...", "params": {...}}`
+- `{"id": "t1", "messages": [{"role": "user", "content": "..."}], "params": {...}}`
+- OpenAI batch lines: `{"custom_id": "t1", "method": "POST", "url": "/v1/chat/completions",
+  "body": {"model": ..., "messages": [...], ...}}`
+
+A `.txt` file holds one prompt per line (ids `line-1`, `line-2`, ... by line number). Every problem
+is reported with the source, the line number and the request id, so the user can fix the input
+before paying for anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAX_ID_LENGTH = 64
+ALLOWED_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+CHAT_COMPLETIONS_URL = "/v1/chat/completions"
+# Keys a request may not set itself: the batch decides streaming and carries the messages.
+RESERVED_PARAMS = frozenset({"messages", "stream", "stream_options"})
+
+
+class InputError(ValueError):
+    """A request record is invalid; the message names the source, line and request id."""
+
+    def __init__(
+        self, problem: str, *, source: str, line: int | None = None, request_id: str | None = None
+    ) -> None:
+        """Build the error from its parts.
+
+        Args:
+            problem: What is wrong, in words a user can act on.
+            source: The file name or `input` for graph input.
+            line: 1-based line number (or record number for graph input).
+            request_id: The request's id, when it is known.
+        """
+        where = source if line is None else f"{source}:{line}"
+        suffix = f" (request id {request_id!r})" if request_id is not None else ""
+        super().__init__(f"{where}: {problem}{suffix}")
+        self.source = source
+        self.line = line
+        self.request_id = request_id
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One validated request: chat messages plus per-request model parameters."""
+
+    id: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str | None:
+        """Return the model this request names itself, if any."""
+        model = self.params.get("model")
+        return str(model) if model else None
+
+
+def load_requests(path: str | Path) -> list[BatchRequest]:
+    """Read and validate a request file (`.jsonl`/`.json` lines, or `.txt` prompts).
+
+    Args:
+        path: The input file.
+
+    Returns:
+        The validated requests in file order.
+
+    Raises:
+        InputError: The file is missing, empty, or a line is invalid.
+    """
+    path = Path(path)
+    source = path.name
+    if not path.is_file():
+        raise InputError("file not found", source=str(path))
+    if path.suffix.lower() == ".txt":
+        records: Iterable[tuple[int, Any]] = _txt_records(path)
+    else:
+        records = _jsonl_records(path, source)
+    return validate_records(records, source=source)
+
+
+def normalise_input(records: list[dict[str, Any]], source: str = "input") -> list[BatchRequest]:
+    """Validate the graph's `requests` input (record numbers stand in for line numbers)."""
+    return validate_records(enumerate(records, start=1), source=source)
+
+
+def validate_records(records: Iterable[tuple[int, Any]], *, source: str) -> list[BatchRequest]:
+    """Validate numbered records and check ids are unique.
+
+    Args:
+        records: `(line number, parsed record)` pairs.
+        source: Name used in error messages.
+
+    Returns:
+        The validated requests.
+
+    Raises:
+        InputError: On the first invalid record, a duplicate id, or no records at all.
+    """
+    requests: list[BatchRequest] = []
+    first_line: dict[str, int] = {}
+    for line, record in records:
+        request = _validate_record(record, source=source, line=line)
+        if request.id in first_line:
+            raise InputError(
+                f"duplicate id, first used on line {first_line[request.id]}",
+                source=source,
+                line=line,
+                request_id=request.id,
+            )
+        first_line[request.id] = line
+        requests.append(request)
+    if not requests:
+        raise InputError("no requests: the input is empty", source=source)
+    return requests
+
+
+def with_system_prompt(requests: list[BatchRequest], system_prompt: str) -> list[BatchRequest]:
+    """Prepend `system_prompt` to every request that has no system message of its own."""
+    if not system_prompt:
+        return requests
+    system = {"role": "system", "content": system_prompt}
+    return [
+        r
+        if any(m.get("role") in {"system", "developer"} for m in r.messages)
+        else BatchRequest(r.id, [system, *r.messages], r.params)
+        for r in requests
+    ]
+
+
+def request_set_hash(requests: Iterable[BatchRequest]) -> str:
+    """Return a stable fingerprint of a request set (ids, messages and parameters, in order)."""
+    digest = hashlib.sha256()
+    for r in requests:
+        digest.update(json.dumps([r.id, r.messages, r.params], sort_keys=True).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _txt_records(path: Path) -> Iterator[tuple[int, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        for number, text in enumerate(fh, start=1):
+            prompt = text.strip()
+            if prompt:
+                yield number, {"id": f"line-{number}", "prompt": prompt}
+
+
+def _jsonl_records(path: Path, source: str) -> Iterator[tuple[int, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        for number, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            try:
+                yield number, json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InputError(
+                    f"malformed JSON: {exc.msg} at column {exc.colno}", source=source, line=number
+                ) from None
+
+
+def _validate_record(record: Any, *, source: str, line: int) -> BatchRequest:
+    if not isinstance(record, dict):
+        raise InputError(
+            f"expected a JSON object, got {type(record).__name__}", source=source, line=line
+        )
+    if "custom_id" in record:
+        return _validate_openai_line(record, source=source, line=line)
+
+    request_id = _validate_id(record.get("id"), source=source, line=line, key="id")
+    params = record.get("params", {})
+    if not isinstance(params, dict):
+        raise InputError(
+            "'params' must be an object", source=source, line=line, request_id=request_id
+        )
+    if "prompt" in record and "messages" in record:
+        raise InputError(
+            "give either 'prompt' or 'messages', not both",
+            source=source,
+            line=line,
+            request_id=request_id,
+        )
+    if "prompt" in record:
+        prompt = record["prompt"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError(
+                "'prompt' must be a non-empty string",
+                source=source,
+                line=line,
+                request_id=request_id,
+            )
+        messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
+    elif "messages" in record:
+        messages = _validate_messages(
+            record["messages"], source=source, line=line, request_id=request_id
+        )
+    else:
+        raise InputError(
+            "a record needs 'prompt' or 'messages'", source=source, line=line, request_id=request_id
+        )
+    _validate_params(params, source=source, line=line, request_id=request_id)
+    return BatchRequest(request_id, messages, dict(params))
+
+
+def _validate_openai_line(record: dict[str, Any], *, source: str, line: int) -> BatchRequest:
+    request_id = _validate_id(record.get("custom_id"), source=source, line=line, key="custom_id")
+    method = record.get("method", "POST")
+    if method != "POST":
+        raise InputError(
+            f"'method' must be POST, got {method!r}",
+            source=source,
+            line=line,
+            request_id=request_id,
+        )
+    url = record.get("url", CHAT_COMPLETIONS_URL)
+    if url != CHAT_COMPLETIONS_URL:
+        raise InputError(
+            f"only {CHAT_COMPLETIONS_URL} is supported, got url {url!r}",
+            source=source,
+            line=line,
+            request_id=request_id,
+        )
+    body = record.get("body")
+    if not isinstance(body, dict):
+        raise InputError(
+            "'body' must be an object", source=source, line=line, request_id=request_id
+        )
+    messages = _validate_messages(
+        body.get("messages"), source=source, line=line, request_id=request_id
+    )
+    params = {k: v for k, v in body.items() if k != "messages"}
+    _validate_params(params, source=source, line=line, request_id=request_id)
+    return BatchRequest(request_id, messages, params)
+
+
+def _validate_id(value: Any, *, source: str, line: int, key: str) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"missing or empty '{key}' (a non-empty string)", source=source, line=line)
+    if len(value) > MAX_ID_LENGTH:
+        raise InputError(
+            f"'{key}' is longer than {MAX_ID_LENGTH} characters",
+            source=source,
+            line=line,
+            request_id=value,
+        )
+    return value
+
+
+def _validate_messages(
+    value: Any, *, source: str, line: int, request_id: str
+) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not value:
+        raise InputError(
+            "'messages' must be a non-empty list", source=source, line=line, request_id=request_id
+        )
+    for index, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise InputError(
+                f"message {index} is not an object", source=source, line=line, request_id=request_id
+            )
+        role = message.get("role")
+        if role not in ALLOWED_ROLES:
+            raise InputError(
+                f"message {index} has invalid role {role!r} (expected one of {', '.join(sorted(ALLOWED_ROLES))})",
+                source=source,
+                line=line,
+                request_id=request_id,
+            )
+        content = message.get("content")
+        has_tool_calls = role == "assistant" and message.get("tool_calls")
+        if isinstance(content, str):
+            if not content.strip() and not has_tool_calls:
+                raise InputError(
+                    f"message {index} has empty content",
+                    source=source,
+                    line=line,
+                    request_id=request_id,
+                )
+        elif isinstance(content, list):
+            if not content:
+                raise InputError(
+                    f"message {index} has an empty content list",
+                    source=source,
+                    line=line,
+                    request_id=request_id,
+                )
+        elif not (content is None and has_tool_calls):
+            raise InputError(
+                f"message {index} content must be a string or a list of parts",
+                source=source,
+                line=line,
+                request_id=request_id,
+            )
+    return [dict(m) for m in value]
+
+
+def _validate_params(params: dict[str, Any], *, source: str, line: int, request_id: str) -> None:
+    reserved = sorted(RESERVED_PARAMS & params.keys())
+    if reserved:
+        raise InputError(
+            f"'params' may not set {', '.join(reserved)}",
+            source=source,
+            line=line,
+            request_id=request_id,
+        )
+    model = params.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise InputError(
+            "'model' must be a non-empty string", source=source, line=line, request_id=request_id
+        )

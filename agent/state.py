@@ -1,0 +1,117 @@
+"""Input, full and output state of the batch graph.
+
+The state is deliberately small and JSON-like. The request records arrive in `requests` and are
+cleared by `submit` once they are uploaded: SqliteSaver writes the whole state into every
+checkpoint, so keeping thousands of prompts there would re-write them on every poll.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+from langchain_core.messages import AIMessage
+
+ThreadStatus = Literal["new", "submitted", "running", "completed", "failed", "cancelled"]
+"""Status of a whole thread, as shown by `batch-agent status --json`."""
+
+JobStatus = Literal["queued", "running", "cancelling", "done", "failed"]
+"""A provider status normalised: `done` means results can be collected (completed, expired or
+cancelled with partial output), `failed` means the job ended without any results."""
+
+
+class Counts(TypedDict):
+    """Request counts, summed over a thread's jobs."""
+
+    total: int
+    succeeded: int
+    failed: int
+    pending: int
+
+
+class Usage(TypedDict):
+    """Token usage totals."""
+
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class RequestError(TypedDict):
+    """Why one request failed."""
+
+    code: str
+    message: str
+
+
+class Job(TypedDict):
+    """One provider batch job: the 'parking ticket' that lets any process resume the thread."""
+
+    provider: str
+    """Protocol used: 'openai' or 'mistral'."""
+    job_id: str
+    model: str
+    created_at: float
+    request_count: int
+    input_file_id: str
+    emulated: bool
+    """True when the job lives in the in-process offline emulator (synthetic answers)."""
+    base_url: str
+    """The endpoint the job was created on ('' for the provider's default or the emulator)."""
+    provider_status: str
+    """The provider's raw status string, kept as-is."""
+    status: JobStatus
+    counts: Counts
+    output_file_id: str | None
+    error_file_id: str | None
+    errors: list[str]
+    """Batch-level errors reported by the provider (e.g. validation failures)."""
+
+
+class Result(TypedDict):
+    """The outcome of one request, in input order."""
+
+    id: str
+    status: Literal["succeeded", "failed"]
+    message: AIMessage | None
+    """The `AIMessage` the realtime LangChain call would have returned, with `usage_metadata`."""
+    usage: Usage
+    error: RequestError | None
+
+
+class InputState(TypedDict):
+    """What a caller sends to start a batch (or nothing, to resume a thread)."""
+
+    requests: NotRequired[list[dict[str, Any]]]
+    """Request records: `{"id", "prompt"}`, `{"id", "messages": [...]}` (each with optional
+    `"params"`), or OpenAI batch lines `{"custom_id", "method", "url", "body"}`."""
+
+
+class OutputState(TypedDict):
+    """What a run returns: progress, and the results once collected."""
+
+    status: NotRequired[ThreadStatus]
+    jobs: NotRequired[list[Job]]
+    counts: NotRequired[Counts]
+    results: NotRequired[list[Result]]
+    usage: NotRequired[Usage]
+    error: NotRequired[str | None]
+
+
+class State(InputState, OutputState):
+    """The full, checkpointed state of one batch thread."""
+
+    request_ids: NotRequired[list[str]]
+    """Request ids in input order; results are matched to them by `custom_id`."""
+    request_hash: NotRequired[str]
+    """Fingerprint of the submitted request set, to recognise a re-sent identical input."""
+    polls: NotRequired[int]
+    """Status checks made so far on this thread."""
+    waits_this_run: NotRequired[int]
+    """Waits done in the current run (drives the growing poll interval)."""
+    waited_seconds: NotRequired[float]
+    """Seconds slept in the current run, checked against `max_wait_seconds`."""
+
+
+def empty_usage() -> Usage:
+    """Return zeroed token usage."""
+    return {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
