@@ -19,11 +19,11 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 MAX_ID_LENGTH = 64
 ALLOWED_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
-CHAT_COMPLETIONS_URL = "/v1/chat/completions"
+CHAT_COMPLETIONS_URL: Final = "/v1/chat/completions"
 # Keys a request may not set itself: the batch decides streaming and carries the messages.
 RESERVED_PARAMS = frozenset({"messages", "stream", "stream_options"})
 

@@ -7,9 +7,14 @@ checkpoint, so keeping thousands of prompts there would re-write them on every p
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired
 
 from langchain_core.messages import AIMessage
+from pydantic import ConfigDict, with_config
+from typing_extensions import TypedDict  # pydantic needs this TypedDict on Python < 3.12
+
+# Attribute docstrings become JSON-schema descriptions, which Studio shows next to each field.
+_DOCSTRING_DESCRIPTIONS = ConfigDict(use_attribute_docstrings=True)
 
 ThreadStatus = Literal["new", "submitted", "running", "completed", "failed", "cancelled"]
 """Status of a whole thread, as shown by `batch-agent status --json`."""
@@ -19,6 +24,7 @@ JobStatus = Literal["queued", "running", "cancelling", "done", "failed"]
 cancelled with partial output), `failed` means the job ended without any results."""
 
 
+@with_config(_DOCSTRING_DESCRIPTIONS)
 class Counts(TypedDict):
     """Request counts, summed over a thread's jobs."""
 
@@ -28,6 +34,7 @@ class Counts(TypedDict):
     pending: int
 
 
+@with_config(_DOCSTRING_DESCRIPTIONS)
 class Usage(TypedDict):
     """Token usage totals."""
 
@@ -36,6 +43,7 @@ class Usage(TypedDict):
     total_tokens: int
 
 
+@with_config(_DOCSTRING_DESCRIPTIONS)
 class RequestError(TypedDict):
     """Why one request failed."""
 
@@ -43,6 +51,7 @@ class RequestError(TypedDict):
     message: str
 
 
+@with_config(_DOCSTRING_DESCRIPTIONS)
 class Job(TypedDict):
     """One provider batch job: the 'parking ticket' that lets any process resume the thread."""
 
@@ -67,6 +76,7 @@ class Job(TypedDict):
     """Batch-level errors reported by the provider (e.g. validation failures)."""
 
 
+@with_config(_DOCSTRING_DESCRIPTIONS)
 class Result(TypedDict):
     """The outcome of one request, in input order."""
 
@@ -78,6 +88,7 @@ class Result(TypedDict):
     error: RequestError | None
 
 
+@with_config(_DOCSTRING_DESCRIPTIONS)
 class InputState(TypedDict):
     """What a caller sends to start a batch (or nothing, to resume a thread)."""
 
@@ -86,6 +97,7 @@ class InputState(TypedDict):
     `"params"`), or OpenAI batch lines `{"custom_id", "method", "url", "body"}`."""
 
 
+@with_config(_DOCSTRING_DESCRIPTIONS)
 class OutputState(TypedDict):
     """What a run returns: progress, and the results once collected."""
 
@@ -97,6 +109,7 @@ class OutputState(TypedDict):
     error: NotRequired[str | None]
 
 
+@with_config(_DOCSTRING_DESCRIPTIONS)
 class State(InputState, OutputState):
     """The full, checkpointed state of one batch thread."""
 

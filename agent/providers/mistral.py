@@ -44,7 +44,7 @@ STATUS_MAP: dict[str, JobStatus] = {
 
 def chat_model(model: str, params: dict[str, Any]) -> ChatMistralAI:
     """Return the `ChatMistralAI` whose realtime calls our batch lines reproduce."""
-    return ChatMistralAI(model=model, api_key="unused-for-body-building", **model_params(params))  # type: ignore[arg-type]
+    return ChatMistralAI(model=model, api_key="unused-for-body-building", **model_params(params))  # type: ignore[call-arg,arg-type]
 
 
 def request_body(llm: ChatMistralAI, request: BatchRequest) -> dict[str, Any]:

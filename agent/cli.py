@@ -1,0 +1,363 @@
+"""The `batch-agent` command: run the batch graph standalone with a SQLite checkpointer.
+
+Every command opens the same checkpoint database (`--db`, `BATCH_AGENT_DB`, default
+`.batch-agent/checkpoints.sqlite`), so a batch submitted by one process can be inspected and
+resumed by any other. Human-readable progress goes to stderr; machine output (results JSONL,
+`--json`) goes to stdout or `--out`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph.state import CompiledStateGraph
+from rich.console import Console
+from rich.table import Table
+
+from agent.context import Context
+from agent.graph import TERMINAL_THREAD_STATUSES, build_graph
+from agent.persistence import cli_db_path, sqlite_checkpointer
+from agent.requests import BatchRequest, load_requests
+from agent.state import Result
+
+app = typer.Typer(
+    help="Run LLM requests through provider batch APIs (half the price of realtime calls).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+emulator_app = typer.Typer(
+    help="The offline emulator of the providers' batch APIs.", no_args_is_help=True
+)
+app.add_typer(emulator_app, name="emulator")
+
+err = Console(stderr=True, highlight=False)
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        help="Checkpoint database (default: $BATCH_AGENT_DB or .batch-agent/checkpoints.sqlite).",
+    ),
+]
+OutOption = Annotated[
+    Path | None, typer.Option("--out", help="Write results JSONL to this file instead of stdout.")
+]
+
+
+class CliError(Exception):
+    """An error reported as one line on stderr with exit code 1."""
+
+
+@contextmanager
+def open_graph(db: Path | None) -> Iterator[CompiledStateGraph[Any, Any, Any, Any]]:
+    """Compile the batch graph with the SQLite checkpointer at `db`."""
+    with sqlite_checkpointer(cli_db_path(db)) as saver:
+        yield build_graph().compile(checkpointer=saver, name="batch")
+
+
+def thread_values(graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str) -> dict[str, Any]:
+    """Return a thread's state values, or raise if the database has no such thread."""
+    values = graph.get_state({"configurable": {"thread_id": thread_id}}).values
+    if not values or not (values.get("jobs") or values.get("status")):
+        raise CliError(f"no batch thread {thread_id!r} in this checkpoint database")
+    return dict(values)
+
+
+@app.command()
+def run(
+    input_file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="INPUT",
+            help="Requests: .jsonl ({id, prompt|messages, params} or OpenAI batch lines) or .txt (one prompt per line).",
+        ),
+    ] = None,
+    provider: Annotated[str | None, typer.Option(help="openai, mistral, emulator or auto.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model for requests that do not name one.")
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option(help="System prompt for requests without one.")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Maximum tokens to generate per request.")
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="Send the provider SDK to this compatible endpoint.")
+    ] = None,
+    thread: Annotated[
+        str | None, typer.Option(help="Thread to submit on or resume (default: a new thread).")
+    ] = None,
+    db: DbOption = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Poll until the job is done, then write results.")
+    ] = False,
+    poll_interval: Annotated[
+        float | None,
+        typer.Option(help="First pause between polls with --wait (grows by the backoff factor)."),
+    ] = None,
+    out: OutOption = None,
+) -> None:
+    """Submit INPUT on a new thread (or --thread), or resume --thread; with --wait, finish it."""
+    overrides = {
+        "provider": provider,
+        "model": model,
+        "system_prompt": system,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "base_url": base_url,
+        "poll_interval_seconds": poll_interval,
+    }
+    context = Context(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    if input_file is None and thread is None:
+        raise CliError("give an INPUT file to submit, or --thread ID to resume")
+    records = [_record(r) for r in load_requests(input_file)] if input_file else None
+    thread_id = thread or str(uuid.uuid4())
+    config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+    with open_graph(db) as graph:
+        if records is None:
+            thread_values(graph, thread_id)  # fail clearly on an unknown thread
+        values = _advance(graph, config, context, records)
+        _print_progress(thread_id, values, to_stderr=wait and out is None)
+        checks = 0
+        while wait and values.get("status") not in TERMINAL_THREAD_STATUSES:
+            pause = context.next_poll_interval(checks)
+            checks += 1
+            time.sleep(pause)
+            values = _advance(graph, config, context, None)
+            _print_progress(thread_id, values, to_stderr=True)
+        if wait:
+            _write_results(values.get("results") or [], out)
+            _print_summary(values)
+
+
+@app.command()
+def status(
+    thread: Annotated[str, typer.Argument(help="Thread ID printed by `run`.")],
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show a thread's status, job IDs, provider status and request counts (as last polled)."""
+    with open_graph(db) as graph:
+        values = thread_values(graph, thread)
+    report = status_report(thread, values)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    table = Table(title=f"thread {thread}: {report['status']}")
+    for column in ("job", "provider", "model", "provider status", "succeeded", "failed", "total"):
+        table.add_column(column)
+    for job in report["jobs"]:
+        c = job["counts"]
+        provider = job["provider"] + (" (emulator)" if job["emulated"] else "")
+        table.add_row(
+            job["job_id"],
+            provider,
+            job["model"],
+            job["provider_status"],
+            str(c["succeeded"]),
+            str(c["failed"]),
+            str(c["total"]),
+        )
+    Console(highlight=False).print(table)
+    if report["error"]:
+        err.print(f"error: {report['error']}")
+
+
+@app.command()
+def results(
+    thread: Annotated[str, typer.Argument(help="Thread ID printed by `run`.")],
+    db: DbOption = None,
+    out: OutOption = None,
+) -> None:
+    """Write a finished thread's results as JSONL, one line per request, in input order."""
+    with open_graph(db) as graph:
+        values = thread_values(graph, thread)
+    if values.get("status") not in TERMINAL_THREAD_STATUSES:
+        raise CliError(
+            f"thread {thread} is {values.get('status')!r}: results are not collected yet (run `batch-agent run --thread {thread} --wait`)"
+        )
+    _write_results(values.get("results") or [], out)
+
+
+@emulator_app.command("serve")
+def emulator_serve(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8765,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="State directory (default: $BATCH_AGENT_EMULATOR_DIR or .batch-agent/emulator).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the emulator over HTTP: OpenAI at /openai/v1, Mistral at /mistral."""
+    from agent.emulator import serve
+
+    def ready(actual_port: int) -> None:
+        base = f"http://{host}:{actual_port}"
+        typer.echo(
+            f"emulator listening on {base} (openai: {base}/openai/v1, mistral: {base}/mistral)"
+        )
+        sys.stdout.flush()
+
+    serve(host=host, port=port, state_dir=state_dir, ready=ready)
+
+
+@emulator_app.command("jobs")
+def emulator_jobs(
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="State directory (default: $BATCH_AGENT_EMULATOR_DIR or .batch-agent/emulator).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """List the jobs the emulator holds (both protocols)."""
+    from agent.emulator import list_jobs
+
+    jobs = list_jobs(state_dir)
+    if as_json:
+        typer.echo(json.dumps(jobs))
+        return
+    for job in jobs:
+        typer.echo(
+            f"{job['provider']:8} {job['id']}  {job['status']:12} {job['request_count']} requests"
+        )
+
+
+def status_report(thread_id: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Return the `status --json` object for a thread's state values."""
+    jobs = values.get("jobs") or []
+    return {
+        "thread_id": thread_id,
+        "status": values.get("status", "new"),
+        "jobs": [
+            {
+                k: job[k]
+                for k in (
+                    "job_id",
+                    "provider",
+                    "model",
+                    "emulated",
+                    "provider_status",
+                    "status",
+                    "counts",
+                    "created_at",
+                    "errors",
+                )
+            }
+            for job in jobs
+        ],
+        "counts": values.get("counts") or {"total": 0, "succeeded": 0, "failed": 0, "pending": 0},
+        "usage": values.get("usage"),
+        "polls": values.get("polls", 0),
+        "error": values.get("error"),
+    }
+
+
+def result_line(result: Result) -> dict[str, Any]:
+    """Return the public JSONL form of one result."""
+    message = result["message"]
+    return {
+        "id": result["id"],
+        "status": result["status"],
+        "content": message.text if message is not None else None,
+        "message": message.model_dump(mode="json") if message is not None else None,
+        "usage": dict(result["usage"]),
+        "error": dict(result["error"]) if result["error"] else None,
+    }
+
+
+def _advance(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    config: RunnableConfig,
+    context: Context,
+    records: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """Invoke the thread once and return its state (a run that only ends writes no output)."""
+    graph.invoke({"requests": records} if records else {}, config, context=context)
+    return dict(graph.get_state(config).values)
+
+
+def _record(request: BatchRequest) -> dict[str, Any]:
+    return {"id": request.id, "messages": request.messages, "params": request.params}
+
+
+def _write_results(rows: list[Result], out: Path | None) -> None:
+    lines = (json.dumps(result_line(r), ensure_ascii=False) + "\n" for r in rows)
+    if out is None:
+        sys.stdout.writelines(lines)
+        sys.stdout.flush()
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as fh:
+        fh.writelines(lines)
+    err.print(f"wrote {len(rows)} results to {out}")
+
+
+def _print_progress(thread_id: str, values: dict[str, Any], *, to_stderr: bool) -> None:
+    counts = values.get("counts") or {}
+    jobs = ", ".join(
+        f"{j['job_id']} ({j['provider_status'] or 'created'})" for j in values.get("jobs") or []
+    )
+    line = (
+        f"thread {thread_id}  status {values.get('status')}  "
+        f"succeeded {counts.get('succeeded', 0)}/{counts.get('total', 0)} failed {counts.get('failed', 0)}  jobs: {jobs}"
+    )
+    if to_stderr:
+        err.print(line)
+    else:
+        typer.echo(line)
+
+
+def _print_summary(values: dict[str, Any]) -> None:
+    counts = values.get("counts") or {}
+    usage = values.get("usage") or {}
+    table = Table(title="batch summary")
+    for column in ("status", "succeeded", "failed", "input tokens", "output tokens"):
+        table.add_column(column)
+    table.add_row(
+        str(values.get("status")),
+        str(counts.get("succeeded", 0)),
+        str(counts.get("failed", 0)),
+        str(usage.get("input_tokens", 0)),
+        str(usage.get("output_tokens", 0)),
+    )
+    err.print(table)
+
+
+def main() -> None:
+    """Entry point of the `batch-agent` console script: one-line errors, non-zero exit codes."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "httpx2", "openai", "mistralai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print(
+            "interrupted: the thread is saved; resume it with `batch-agent run --thread ID --wait`"
+        )
+        raise SystemExit(130) from None
+    except Exception as exc:  # one line for the user, never a traceback with local variables
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Offline emulator of the OpenAI and Mistral batch HTTP protocols.
+
+A stdlib-only WSGI application that speaks OpenAI Files + Batches under
+``/openai/v1`` and Mistral Files + Batch Jobs under ``/mistral/v1``, so the real
+SDKs work against it unchanged, either in-process::
+
+    client = openai.OpenAI(
+        api_key="x",
+        base_url=f"{IN_PROCESS_BASE_URL}/openai/v1",
+        http_client=emulator_http_client(state_dir),
+    )
+
+or over loopback with `serve` / `running_emulator`. Jobs advance by the wall
+clock (``BATCH_AGENT_EMULATOR_DELAY`` seconds, default 2, read at creation), state
+persists under a directory shared by every process (``BATCH_AGENT_EMULATOR_DIR``,
+default ``.batch-agent/emulator``), and answers follow the deterministic rule of
+`agent.emulator.answers`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+from agent.emulator.app import EmulatorApp
+from agent.emulator.server import running_emulator, serve
+from agent.emulator.store import default_state_dir
+
+IN_PROCESS_BASE_URL = "http://emulator"
+
+__all__ = [
+    "IN_PROCESS_BASE_URL",
+    "EmulatorApp",
+    "default_state_dir",
+    "emulator_http_client",
+    "list_jobs",
+    "running_emulator",
+    "serve",
+]
+
+
+def emulator_http_client(state_dir: str | Path | None = None) -> httpx2.Client:
+    """Return an `httpx2.Client` that sends requests to an in-process emulator.
+
+    Pass it as ``http_client=`` to `openai.OpenAI` or ``client=`` to
+    `mistralai.client.Mistral`, with base URLs under `IN_PROCESS_BASE_URL`.
+
+    Args:
+        state_dir: State directory (default: `default_state_dir()`).
+
+    Returns:
+        A client whose transport calls `EmulatorApp` directly (no sockets).
+    """
+    app = EmulatorApp(state_dir)
+    return httpx2.Client(transport=httpx2.WSGITransport(app=app), base_url=IN_PROCESS_BASE_URL)
+
+
+def list_jobs(state_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """List every emulated job of both protocols with its current status.
+
+    Args:
+        state_dir: State directory (default: `default_state_dir()`).
+
+    Returns:
+        ``{"provider", "id", "status", "created_at", "request_count", "metadata"}``
+        dicts sorted by creation time.
+    """
+    return EmulatorApp(state_dir).list_jobs()

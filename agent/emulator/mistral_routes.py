@@ -1,0 +1,541 @@
+"""Mistral Files + Batch Jobs protocol, served under ``/mistral/v1``.
+
+Shapes follow `mistralai/client/models/batchjob.py`, `createfileresponse.py`,
+`getfileresponse.py`, `listbatchjobsresponse.py` of mistralai 3.7.0 and the
+reference notes (`shared/reference/provider-batch-apis.md` §2 and §6):
+
+- Lifecycle by the clock: ``QUEUED`` for the first 20 % of the job's delay,
+  ``RUNNING`` (counts rising) until 100 %, then ``SUCCESS``. Cancel:
+  ``CANCELLATION_REQUESTED`` for 10 % of the delay (at least until the next read),
+  then ``CANCELLED`` with output lines only for requests done at cancel time.
+- Jobs are created from uploaded files (``input_files``) and/or inline
+  ``requests``; an unknown file is a 404 at create. There is no batch-level
+  validation: a bad line becomes an error line in ``error_file`` with
+  ``response.status_code`` 400 and Mistral's error object as ``response.body``.
+- ``GET /batch/jobs`` filters on ``status`` (repeatable), ``model``,
+  ``agent_id``, ``created_after`` and on metadata sent as bare query parameters
+  (``job_key=k1``), which is how the SDK serialises ``metadata={...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from agent.emulator.answers import InvalidRequest, compute_reply, line_digest, validate_body
+from agent.emulator.jobs import (
+    Phase,
+    RequestLine,
+    Timeline,
+    compute_phase,
+    ended_at,
+    finalize_if_needed,
+    iter_requests,
+    split_counts,
+    write_outputs,
+)
+from agent.emulator.store import Provider, Store, current_delay
+from agent.emulator.web import HttpError, Request, Response, Router, json_response
+
+PROVIDER: Provider = "mistral"
+TIMELINE = Timeline(start=0.2, finalize=1.0)
+SUPPORTED_ENDPOINT = "/v1/chat/completions"
+# Query parameters of GET /batch/jobs that are not metadata filters.
+LIST_PARAMS = frozenset(
+    {
+        "page",
+        "page_size",
+        "model",
+        "agent_id",
+        "created_after",
+        "created_by_me",
+        "status",
+        "order_by",
+    }
+)
+_STATUS = {
+    "queued": "QUEUED",
+    "running": "RUNNING",
+    "finalizing": "RUNNING",
+    "done": "SUCCESS",
+    "failed": "FAILED",
+    "cancelling": "CANCELLATION_REQUESTED",
+    "cancelled": "CANCELLED",
+}
+
+
+def render_error(error: HttpError) -> Response:
+    """Render an error in Mistral's flat ``{"object": "error", ...}`` shape."""
+    return json_response(
+        {
+            "object": "error",
+            "message": error.message,
+            "type": error.error_type,
+            "param": error.param,
+            "code": error.code,
+        },
+        status=error.status,
+    )
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if not key.startswith("_")}
+
+
+class MistralRoutes:
+    """Handlers for the Mistral protocol.
+
+    Args:
+        store: The shared state store.
+    """
+
+    def __init__(self, store: Store) -> None:
+        """Register the routes on a fresh router."""
+        self.store = store
+        self.router = Router()
+        self.router.add("POST", "/files", self.create_file)
+        self.router.add("GET", "/files", self.list_files)
+        self.router.add("GET", "/files/{file_id}", self.get_file)
+        self.router.add("DELETE", "/files/{file_id}", self.delete_file)
+        self.router.add("GET", "/files/{file_id}/content", self.file_content)
+        self.router.add("POST", "/batch/jobs", self.create_job)
+        self.router.add("GET", "/batch/jobs", self.list_jobs)
+        self.router.add("GET", "/batch/jobs/{job_id}", self.get_job)
+        self.router.add("POST", "/batch/jobs/{job_id}/cancel", self.cancel_job)
+
+    def handle(self, request: Request) -> Response:
+        """Dispatch a request whose path is relative to ``/mistral/v1``."""
+        return self.router.dispatch(request)
+
+    # -- files -------------------------------------------------------------------
+
+    @staticmethod
+    def _file_object(meta: dict[str, Any]) -> dict[str, Any]:
+        obj = _public(meta)
+        obj["bytes"] = meta.get("_size", 0)
+        return obj
+
+    def _require_file(self, file_id: str) -> dict[str, Any]:
+        meta = self.store.get_file(PROVIDER, file_id)
+        if meta is None or meta.get("_internal"):
+            raise HttpError(
+                404, f"File {file_id} not found.", error_type="not_found", code="not_found"
+            )
+        return meta
+
+    def create_file(self, request: Request) -> Response:
+        """``POST /files``: store a multipart upload."""
+        fields, files = request.multipart()
+        upload = files.get("file")
+        if upload is None:
+            raise HttpError(400, "Missing required field 'file'.", param="file")
+        purpose = fields.get("purpose") or "fine-tune"
+        meta: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "object": "file",
+            "bytes": 0,
+            "created_at": int(time.time()),
+            "filename": upload.filename,
+            "purpose": purpose,
+            "sample_type": "batch_request" if purpose == "batch" else "instruct",
+            "source": "upload",
+            "num_lines": None,
+            "mimetype": upload.content_type or None,
+            "signature": None,
+            "expires_at": None,
+            "visibility": fields.get("visibility") or "workspace",
+        }
+        self.store.put_file(PROVIDER, meta, [upload.data])
+        # Count lines from disk, chunk by chunk, rather than copying the upload.
+        meta["num_lines"] = _count_lines(self.store.iter_file_chunks(PROVIDER, meta["id"]))
+        self.store.put_file_meta(PROVIDER, meta)
+        return json_response(self._file_object(meta))
+
+    def list_files(self, request: Request) -> Response:
+        """``GET /files``: every uploaded or generated file, newest first."""
+        directory = self.store.root / PROVIDER / "files"
+        metas = []
+        for path in directory.glob("*.json") if directory.is_dir() else []:
+            if path.name.startswith(".tmp-"):
+                continue
+            meta = self.store.read_json(path)
+            if meta is not None and not meta.get("_internal"):
+                metas.append(meta)
+        metas.sort(key=lambda m: (m.get("created_at", 0), m["id"]), reverse=True)
+        return json_response(
+            {"object": "list", "data": [self._file_object(m) for m in metas], "total": len(metas)}
+        )
+
+    def get_file(self, request: Request) -> Response:
+        """``GET /files/{id}``."""
+        obj = self._file_object(self._require_file(request.params["file_id"]))
+        obj["deleted"] = False
+        return json_response(obj)
+
+    def delete_file(self, request: Request) -> Response:
+        """``DELETE /files/{id}``."""
+        file_id = request.params["file_id"]
+        self._require_file(file_id)
+        self.store.delete_file(PROVIDER, file_id)
+        return json_response({"id": file_id, "object": "file", "deleted": True})
+
+    def file_content(self, request: Request) -> Response:
+        """``GET /files/{id}/content``: stream the raw bytes."""
+        meta = self._require_file(request.params["file_id"])
+        return Response(
+            status=200,
+            body=self.store.iter_file_chunks(PROVIDER, meta["id"]),
+            content_type="application/octet-stream",
+            length=meta.get("_size"),
+        )
+
+    # -- batch jobs ----------------------------------------------------------------
+
+    def create_job(self, request: Request) -> Response:
+        """``POST /batch/jobs``: from ``input_files`` and/or inline ``requests``."""
+        body = request.json()
+        endpoint = body.get("endpoint")
+        input_files = body.get("input_files") or []
+        inline = body.get("requests") or []
+        model = body.get("model")
+        metadata = body.get("metadata")
+        if not isinstance(endpoint, str):
+            raise HttpError(400, "Missing required field 'endpoint'.", param="endpoint")
+        if endpoint != SUPPORTED_ENDPOINT:
+            # Deliberate limit: the emulator only knows how to answer chat completions.
+            raise HttpError(
+                400,
+                f"The emulator only supports endpoint {SUPPORTED_ENDPOINT!r}.",
+                param="endpoint",
+            )
+        if not isinstance(input_files, list) or not all(isinstance(f, str) for f in input_files):
+            raise HttpError(400, "'input_files' must be a list of file ids.", param="input_files")
+        if not isinstance(inline, list):
+            raise HttpError(400, "'requests' must be a list.", param="requests")
+        if not input_files and not inline:
+            raise HttpError(400, "One of 'input_files' or 'requests' is required.")
+        if model is not None and not isinstance(model, str):
+            raise HttpError(400, "'model' must be a string.", param="model")
+        if metadata is not None and (
+            not isinstance(metadata, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+        ):
+            raise HttpError(400, "'metadata' must map strings to strings.", param="metadata")
+        for file_id in input_files:
+            self._require_file(file_id)
+        now = time.time()
+        job_id = str(uuid.uuid4())
+        sources = list(input_files)
+        if inline:
+            # Inline requests are kept as a private JSONL file so that one code
+            # path streams every job's requests.
+            inline_id = str(uuid.uuid4())
+            self.store.put_file(
+                PROVIDER,
+                {"id": inline_id, "_internal": True, "created_at": int(now)},
+                (json.dumps(item, separators=(",", ":")).encode() + b"\n" for item in inline),
+            )
+            sources.append(inline_id)
+        with self.store.lock():
+            total, failed = _scan_requests(self.store, sources, model)
+            job: dict[str, Any] = {
+                "id": job_id,
+                "object": "batch",
+                "input_files": list(input_files),
+                "endpoint": endpoint,
+                "errors": [],
+                "created_at": int(now),
+                "metadata": metadata,
+                "model": model,
+                "agent_id": body.get("agent_id"),
+                "timeout_hours": body.get("timeout_hours", 24),
+                "output_file": None,
+                "error_file": None,
+                "_created": now,
+                "_delay": current_delay(),
+                "_sources": sources,
+                "_total": total,
+                "_failed": failed,
+                "_invalid": False,
+                "_cancel_at": None,
+                "_cancel_done": None,
+                "_final": None,
+            }
+            self.store.put_job(PROVIDER, job)
+        # The create response is always QUEUED, whatever the delay.
+        return json_response(self._view(job, now, force_status="QUEUED"))
+
+    def view_now(self, job: dict[str, Any], now: float) -> dict[str, Any]:
+        """Finalise `job` if it just became terminal and return its wire object."""
+        return self._view(self._refresh(job, now), now)
+
+    def _refresh(self, job: dict[str, Any], now: float) -> dict[str, Any]:
+        return finalize_if_needed(self.store, PROVIDER, job, TIMELINE, now, self._produce)
+
+    def _produce(self, job: dict[str, Any], phase: Phase, ended: float) -> None:
+        """Write outputs for a job reaching a terminal phase (called under the lock)."""
+        model = job.get("model")
+
+        def render(
+            request: RequestLine, created: int
+        ) -> tuple[bool, dict[str, Any], tuple[int, int]]:
+            return _render_line(request, created, model)
+
+        outputs = write_outputs(
+            self.store, PROVIDER, job, phase.done, int(ended), render, _result_file_meta
+        )
+        job["output_file"] = outputs.output_file
+        job["error_file"] = outputs.error_file
+
+    def _view(
+        self,
+        job: dict[str, Any],
+        now: float,
+        force_status: str | None = None,
+        inline: bool = False,
+    ) -> dict[str, Any]:
+        """Build the wire job object for `job` as of `now`."""
+        phase = compute_phase(job, now, TIMELINE)
+        status = force_status or _STATUS[phase.name]
+        obj = _public(job)
+        obj.pop("timeout_hours", None)
+        started = job["_created"] + TIMELINE.start * job["_delay"]
+        cancel_at = job.get("_cancel_at")
+        reached = cancel_at if cancel_at is not None else now
+        if force_status == "QUEUED":
+            reached = job["_created"]
+        obj["status"] = status
+        obj["started_at"] = int(started) if reached >= started else None
+        end = ended_at(job, phase, TIMELINE)
+        obj["completed_at"] = (
+            int(end) if end is not None and status in ("SUCCESS", "CANCELLED") else None
+        )
+        done = 0 if status == "QUEUED" else phase.done
+        succeeded, failed = split_counts(job, done)
+        obj.update(
+            total_requests=job["_total"],
+            completed_requests=done,
+            succeeded_requests=succeeded,
+            failed_requests=failed,
+        )
+        if inline and job.get("_final") is not None:
+            obj["outputs"] = list(self._inline_outputs(job))
+        return obj
+
+    def _inline_outputs(self, job: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        for key in ("output_file", "error_file"):
+            file_id = job.get(key)
+            if file_id:
+                for raw in self.store.iter_file_lines(PROVIDER, file_id):
+                    yield json.loads(raw)
+
+    def _require_job(self, job_id: str) -> dict[str, Any]:
+        job = self.store.get_job(PROVIDER, job_id)
+        if job is None:
+            raise HttpError(
+                404, f"Batch job {job_id} not found.", error_type="not_found", code="not_found"
+            )
+        return job
+
+    def get_job(self, request: Request) -> Response:
+        """``GET /batch/jobs/{id}[?inline=true]``."""
+        now = time.time()
+        job = self._refresh(self._require_job(request.params["job_id"]), now)
+        inline = (request.arg("inline") or "").lower() == "true"
+        return json_response(self._view(job, now, inline=inline))
+
+    def list_jobs(self, request: Request) -> Response:
+        """``GET /batch/jobs``: filtered, ordered and paged like the real endpoint."""
+        try:
+            page = max(0, int(request.arg("page") or 0))
+            page_size = max(1, int(request.arg("page_size") or 100))
+        except ValueError as exc:
+            raise HttpError(400, "'page' and 'page_size' must be integers.") from exc
+        statuses = set(request.query.get("status", []))
+        model = request.arg("model")
+        agent_id = request.arg("agent_id")
+        created_after = _parse_time(request.arg("created_after"))
+        metadata_filter = {
+            key: values[-1] for key, values in request.query.items() if key not in LIST_PARAMS
+        }
+        newest_first = (request.arg("order_by") or "-created") != "created"
+        now = time.time()
+        selected = []
+        for job in self.store.list_jobs(PROVIDER):
+            if model and job.get("model") != model:
+                continue
+            if agent_id and job.get("agent_id") != agent_id:
+                continue
+            if created_after is not None and job["_created"] < created_after:
+                continue
+            job_metadata = job.get("metadata") or {}
+            if any(job_metadata.get(k) != v for k, v in metadata_filter.items()):
+                continue
+            if statuses:
+                job = self._refresh(job, now)
+                if _STATUS[compute_phase(job, now, TIMELINE).name] not in statuses:
+                    continue
+            selected.append(job)
+        selected.sort(key=lambda j: (j["_created"], j["id"]), reverse=newest_first)
+        window = selected[page * page_size : (page + 1) * page_size]
+        data = [self._view(self._refresh(job, now), now) for job in window]
+        return json_response({"object": "list", "data": data, "total": len(selected)})
+
+    def cancel_job(self, request: Request) -> Response:
+        """``POST /batch/jobs/{id}/cancel``; 400 if the job is already terminal."""
+        job_id = request.params["job_id"]
+        self._require_job(job_id)
+        now = time.time()
+        with self.store.lock():
+            job = self._require_job(job_id)
+            phase = compute_phase(job, now, TIMELINE)
+            if phase.terminal:
+                raise HttpError(
+                    400,
+                    f"Batch job {job_id} is {_STATUS[phase.name]} and cannot be cancelled.",
+                    code="job_not_cancellable",
+                )
+            if phase.name != "cancelling":
+                job["_cancel_at"] = now
+                job["_cancel_done"] = phase.done
+                self.store.put_job(PROVIDER, job)
+        return json_response(self._view(job, now, force_status="CANCELLATION_REQUESTED"))
+
+
+def _count_lines(chunks: Iterator[bytes]) -> int:
+    count = 0
+    last = b""
+    for chunk in chunks:
+        count += chunk.count(b"\n")
+        last = chunk
+    # A final line without a trailing newline still counts.
+    return count + (1 if last and not last.endswith(b"\n") else 0)
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError as exc:
+        raise HttpError(
+            400, "'created_after' must be an ISO 8601 datetime.", param="created_after"
+        ) from exc
+
+
+def _request_error(obj: Any, model: str | None) -> InvalidRequest | None:
+    """Return why a request line fails on its own, or None if it is answered."""
+    if not isinstance(obj, dict):
+        return InvalidRequest("The line is not a valid JSON object.", None)
+    body = obj.get("body")
+    try:
+        validate_body(body)
+    except InvalidRequest as exc:
+        return exc
+    assert isinstance(body, dict)  # validate_body guarantees it
+    if not model and not (isinstance(body.get("model"), str) and body["model"]):
+        return InvalidRequest("A model is required: set it on the job or in the body.", "model")
+    return None
+
+
+def _scan_requests(store: Store, sources: list[str], model: str | None) -> tuple[int, list[int]]:
+    """Count the requests and find the ones that will fail, in one streaming pass."""
+    total = 0
+    failed: list[int] = []
+    for request in iter_requests(store, PROVIDER, sources):
+        total += 1
+        if _request_error(request.obj, model) is not None:
+            failed.append(request.index)
+    return total, failed
+
+
+def _render_line(
+    request: RequestLine, created: int, job_model: str | None
+) -> tuple[bool, dict[str, Any], tuple[int, int]]:
+    """Build the output or error line of one request (see `agent.emulator.answers`)."""
+    obj = request.obj if isinstance(request.obj, dict) else {}
+    custom_id = obj.get("custom_id")
+    if custom_id is None:
+        # Mistral makes custom_id optional; the line position keeps results joinable.
+        custom_id = str(request.index)
+    body = obj.get("body")
+    problem = _request_error(request.obj, job_model)
+    if problem is not None:
+        seed = line_digest(custom_id, json.dumps(body, sort_keys=True, default=str))
+        return (
+            False,
+            {
+                "id": f"batch-{seed[:32]}",
+                "custom_id": custom_id,
+                "response": {
+                    "status_code": 400,
+                    "body": {
+                        "object": "error",
+                        "message": problem.message,
+                        "type": "invalid_request_error",
+                        "param": problem.param,
+                        "code": None,
+                    },
+                },
+                "error": None,
+            },
+            (0, 0),
+        )
+    assert isinstance(body, dict)
+    reply = compute_reply(body)
+    seed = line_digest(custom_id, reply.digest)
+    line = {
+        "id": f"batch-{seed[:32]}",
+        "custom_id": custom_id,
+        "response": {
+            "status_code": 200,
+            "body": {
+                "id": reply.digest[:32],
+                "object": "chat.completion",
+                "created": created,
+                "model": job_model or body.get("model"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": reply.content,
+                            "tool_calls": None,
+                            "prefix": False,
+                        },
+                        "finish_reason": reply.finish_reason,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": reply.prompt_tokens,
+                    "completion_tokens": reply.completion_tokens,
+                    "total_tokens": reply.total_tokens,
+                },
+            },
+        },
+        "error": None,
+    }
+    return True, line, (reply.prompt_tokens, reply.completion_tokens)
+
+
+def _result_file_meta(job: dict[str, Any], kind: str, size: int, lines: int) -> dict[str, Any]:
+    """Metadata of a job's output or error file."""
+    return {
+        "id": str(uuid.uuid4()),
+        "object": "file",
+        "bytes": size,
+        "created_at": int(time.time()),
+        "filename": f"{job['id']}_{kind}.jsonl",
+        "purpose": "batch",
+        "sample_type": "batch_result" if kind == "output" else "batch_error",
+        "source": "mistral",
+        "num_lines": lines,
+        "mimetype": "application/jsonl",
+        "signature": None,
+        "expires_at": None,
+        "visibility": "workspace",
+    }

@@ -1,0 +1,635 @@
+"""OpenAI Files + Batches protocol, served under ``/openai/v1``.
+
+Shapes follow `openai/types/batch.py` and `file_object.py` of the openai SDK and
+the reference notes (`shared/reference/provider-batch-apis.md` §1 and §6):
+
+- Lifecycle by the clock (fractions of the job's delay): ``validating`` until
+  10 %, ``in_progress`` until 80 % with ``request_counts`` rising, ``finalizing``
+  until 100 %, then ``completed``. Cancel: ``cancelling`` for 10 % of the delay
+  (at least until the next read), then ``cancelled`` with output lines only for
+  requests already done at cancel time.
+- Validation is asynchronous like the real API: create succeeds, then the batch
+  goes ``validating -> failed`` with ``errors.data[{code, line, message, param}]``.
+- Per-request failures (HTTP 400) go to the error file; when no request succeeds
+  the batch is still ``completed`` with ``output_file_id: null``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+from agent.emulator.answers import InvalidRequest, compute_reply, line_digest, validate_body
+from agent.emulator.jobs import (
+    Phase,
+    RequestLine,
+    Timeline,
+    compute_phase,
+    ended_at,
+    finalize_if_needed,
+    split_counts,
+    write_outputs,
+)
+from agent.emulator.store import Provider, Store, current_delay
+from agent.emulator.web import HttpError, Request, Response, Router, json_response
+
+PROVIDER: Provider = "openai"
+TIMELINE = Timeline(start=0.1, finalize=0.8)
+SUPPORTED_ENDPOINT = "/v1/chat/completions"
+KNOWN_ENDPOINTS = frozenset(
+    {
+        "/v1/responses",
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/v1/completions",
+        "/v1/moderations",
+        "/v1/images/generations",
+        "/v1/images/edits",
+        "/v1/videos",
+    }
+)
+FILE_PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data"})
+MAX_TASKS = 50_000
+# Cap on validation errors kept on a batch, so a broken 50k-line file stays small.
+MAX_REPORTED_ERRORS = 100
+BATCH_FILE_TTL = 30 * 86400
+BATCH_WINDOW = 86400
+MAX_METADATA_PAIRS = 16
+
+
+def render_error(error: HttpError) -> Response:
+    """Render an error in OpenAI's ``{"error": {...}}`` shape."""
+    return json_response(
+        {
+            "error": {
+                "message": error.message,
+                "type": error.error_type,
+                "param": error.param,
+                "code": error.code,
+            }
+        },
+        status=error.status,
+    )
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    """Drop private (underscore) keys from a stored record."""
+    return {key: value for key, value in record.items() if not key.startswith("_")}
+
+
+class OpenAIRoutes:
+    """Handlers for the OpenAI protocol.
+
+    Args:
+        store: The shared state store.
+    """
+
+    def __init__(self, store: Store) -> None:
+        """Register the routes on a fresh router."""
+        self.store = store
+        self.router = Router()
+        self.router.add("POST", "/files", self.create_file)
+        self.router.add("GET", "/files", self.list_files)
+        self.router.add("GET", "/files/{file_id}", self.get_file)
+        self.router.add("DELETE", "/files/{file_id}", self.delete_file)
+        self.router.add("GET", "/files/{file_id}/content", self.file_content)
+        self.router.add("POST", "/batches", self.create_batch)
+        self.router.add("GET", "/batches", self.list_batches)
+        self.router.add("GET", "/batches/{batch_id}", self.get_batch)
+        self.router.add("POST", "/batches/{batch_id}/cancel", self.cancel_batch)
+
+    def handle(self, request: Request) -> Response:
+        """Dispatch a request whose path is relative to ``/openai/v1``."""
+        return self.router.dispatch(request)
+
+    # -- files -------------------------------------------------------------------
+
+    def _file_object(self, meta: dict[str, Any]) -> dict[str, Any]:
+        obj = _public(meta)
+        obj["bytes"] = meta.get("_size", 0)
+        return obj
+
+    def _require_file(self, file_id: str) -> dict[str, Any]:
+        meta = self.store.get_file(PROVIDER, file_id)
+        if meta is None:
+            raise HttpError(
+                404, f"No such File object: {file_id}", code="file_not_found", param="id"
+            )
+        return meta
+
+    def create_file(self, request: Request) -> Response:
+        """``POST /files``: store a multipart upload."""
+        fields, files = request.multipart()
+        purpose = fields.get("purpose")
+        if purpose is None:
+            raise HttpError(400, "Missing required parameter: 'purpose'.", param="purpose")
+        if purpose not in FILE_PURPOSES:
+            raise HttpError(400, f"Invalid value for 'purpose': {purpose!r}.", param="purpose")
+        upload = files.get("file")
+        if upload is None:
+            raise HttpError(400, "Missing required parameter: 'file'.", param="file")
+        now = int(time.time())
+        ttl: int | None = BATCH_FILE_TTL if purpose == "batch" else None
+        seconds = fields.get("expires_after[seconds]")
+        if seconds is not None:
+            try:
+                ttl = int(seconds)
+            except ValueError as exc:
+                raise HttpError(400, "Invalid 'expires_after[seconds]'.") from exc
+        meta: dict[str, Any] = {
+            "id": f"file-{secrets.token_hex(12)}",
+            "object": "file",
+            "bytes": 0,
+            "created_at": now,
+            "filename": upload.filename,
+            "purpose": purpose,
+            "status": "processed",
+            "expires_at": now + ttl if ttl is not None else None,
+            "status_details": None,
+        }
+        self.store.put_file(PROVIDER, meta, [upload.data])
+        return json_response(self._file_object(meta))
+
+    def list_files(self, request: Request) -> Response:
+        """``GET /files``: every file, newest first (no paging beyond ``limit``)."""
+        purpose = request.arg("purpose")
+        directory = self.store.root / PROVIDER / "files"
+        metas = []
+        for path in directory.glob("*.json") if directory.is_dir() else []:
+            if path.name.startswith(".tmp-"):
+                continue
+            meta = self.store.read_json(path)
+            if meta is not None and (purpose is None or meta.get("purpose") == purpose):
+                metas.append(meta)
+        metas.sort(key=lambda m: (m.get("created_at", 0), m["id"]), reverse=True)
+        data = [self._file_object(m) for m in metas]
+        return json_response(
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": False,
+            }
+        )
+
+    def get_file(self, request: Request) -> Response:
+        """``GET /files/{id}``."""
+        return json_response(self._file_object(self._require_file(request.params["file_id"])))
+
+    def delete_file(self, request: Request) -> Response:
+        """``DELETE /files/{id}``."""
+        file_id = request.params["file_id"]
+        self._require_file(file_id)
+        self.store.delete_file(PROVIDER, file_id)
+        return json_response({"id": file_id, "object": "file", "deleted": True})
+
+    def file_content(self, request: Request) -> Response:
+        """``GET /files/{id}/content``: stream the raw bytes."""
+        meta = self._require_file(request.params["file_id"])
+        return Response(
+            status=200,
+            body=self.store.iter_file_chunks(PROVIDER, meta["id"]),
+            content_type="application/octet-stream",
+            length=meta.get("_size"),
+        )
+
+    # -- batches -----------------------------------------------------------------
+
+    def create_batch(self, request: Request) -> Response:
+        """``POST /batches``: accept the batch now, validate it "asynchronously"."""
+        body = request.json()
+        input_file_id = body.get("input_file_id")
+        endpoint = body.get("endpoint")
+        window = body.get("completion_window")
+        metadata = body.get("metadata")
+        if not isinstance(input_file_id, str) or not input_file_id:
+            raise HttpError(
+                400, "Missing required parameter: 'input_file_id'.", param="input_file_id"
+            )
+        if not isinstance(endpoint, str):
+            raise HttpError(400, "Missing required parameter: 'endpoint'.", param="endpoint")
+        if endpoint not in KNOWN_ENDPOINTS:
+            raise HttpError(400, f"Invalid value for 'endpoint': {endpoint!r}.", param="endpoint")
+        if endpoint != SUPPORTED_ENDPOINT:
+            # Deliberate limit: the emulator only knows how to answer chat completions.
+            raise HttpError(
+                400,
+                f"The emulator only supports endpoint {SUPPORTED_ENDPOINT!r}.",
+                param="endpoint",
+            )
+        if window != "24h":
+            raise HttpError(
+                400,
+                "Invalid value for 'completion_window': only '24h' is supported.",
+                param="completion_window",
+            )
+        if metadata is not None:
+            _check_metadata(metadata)
+        meta = self._require_file(input_file_id)
+        if meta.get("purpose") != "batch":
+            raise HttpError(
+                400, f"File {input_file_id} does not have purpose 'batch'.", param="input_file_id"
+            )
+        now = time.time()
+        with self.store.lock():
+            scan = _scan_input(self.store, input_file_id, endpoint)
+            job: dict[str, Any] = {
+                "id": f"batch_{secrets.token_hex(16)}",
+                "object": "batch",
+                "endpoint": endpoint,
+                "input_file_id": input_file_id,
+                "completion_window": "24h",
+                "created_at": int(now),
+                "expires_at": int(now) + BATCH_WINDOW,
+                "metadata": metadata,
+                "model": scan["model"],
+                "errors": None,
+                "output_file_id": None,
+                "error_file_id": None,
+                "usage": None,
+                "_created": now,
+                "_delay": current_delay(),
+                "_sources": [input_file_id],
+                "_total": scan["total"],
+                "_failed": scan["failed"],
+                "_invalid": bool(scan["errors"]),
+                "_validation_errors": scan["errors"],
+                "_cancel_at": None,
+                "_cancel_done": None,
+                "_final": None,
+            }
+            self.store.put_job(PROVIDER, job)
+        # The create response is always "validating", whatever the delay.
+        return json_response(self._view(job, now, force_status="validating"))
+
+    def view_now(self, job: dict[str, Any], now: float) -> dict[str, Any]:
+        """Finalise `job` if it just became terminal and return its wire object."""
+        return self._view(self._refresh(job, now), now)
+
+    def _refresh(self, job: dict[str, Any], now: float) -> dict[str, Any]:
+        return finalize_if_needed(self.store, PROVIDER, job, TIMELINE, now, self._produce)
+
+    def _produce(self, job: dict[str, Any], phase: Phase, ended: float) -> None:
+        """Write outputs for a job reaching a terminal phase (called under the lock)."""
+        if phase.name == "failed":
+            job["errors"] = {"object": "list", "data": job["_validation_errors"]}
+            return
+        outputs = write_outputs(
+            self.store, PROVIDER, job, phase.done, int(ended), _render_line, _result_file_meta
+        )
+        job["output_file_id"] = outputs.output_file
+        job["error_file_id"] = outputs.error_file
+        job["usage"] = _usage(outputs.prompt_tokens, outputs.completion_tokens)
+
+    def _view(
+        self, job: dict[str, Any], now: float, force_status: str | None = None
+    ) -> dict[str, Any]:
+        """Build the wire batch object for `job` as of `now`."""
+        phase = compute_phase(job, now, TIMELINE)
+        status = force_status or _STATUS[phase.name]
+        created, delay = job["_created"], job["_delay"]
+        obj = _public(job)
+        started = created + TIMELINE.start * delay
+        finalizing = created + TIMELINE.finalize * delay
+        cancel_at = job.get("_cancel_at")
+        reached = cancel_at if cancel_at is not None else now
+        if force_status == "validating":
+            reached = created
+        obj.update(
+            status=status,
+            in_progress_at=int(started) if reached >= started and not job["_invalid"] else None,
+            finalizing_at=int(finalizing)
+            if reached >= finalizing and not job["_invalid"]
+            else None,
+            completed_at=None,
+            failed_at=None,
+            expired_at=None,
+            cancelling_at=int(cancel_at) if cancel_at is not None else None,
+            cancelled_at=None,
+        )
+        end = ended_at(job, phase, TIMELINE)
+        if status == "completed" and end is not None:
+            obj["completed_at"] = int(end)
+        elif status == "failed" and end is not None:
+            obj["failed_at"] = int(end)
+        elif status == "cancelled" and end is not None:
+            obj["cancelled_at"] = int(end)
+        if status in ("validating", "failed"):
+            counts = {"total": 0, "completed": 0, "failed": 0}
+        else:
+            succeeded, failed = split_counts(job, phase.done)
+            counts = {"total": job["_total"], "completed": succeeded, "failed": failed}
+        obj["request_counts"] = counts
+        if obj.get("usage") is None:
+            obj["usage"] = _usage(0, 0)
+        return obj
+
+    def _require_batch(self, batch_id: str) -> dict[str, Any]:
+        job = self.store.get_job(PROVIDER, batch_id)
+        if job is None:
+            raise HttpError(
+                404, f"No batch found with id '{batch_id}'.", code="not_found", param="batch_id"
+            )
+        return job
+
+    def get_batch(self, request: Request) -> Response:
+        """``GET /batches/{id}``."""
+        now = time.time()
+        job = self._refresh(self._require_batch(request.params["batch_id"]), now)
+        return json_response(self._view(job, now))
+
+    def list_batches(self, request: Request) -> Response:
+        """``GET /batches``: newest first, cursor paging with ``after`` and ``limit``."""
+        try:
+            limit = int(request.arg("limit") or 20)
+        except ValueError as exc:
+            raise HttpError(400, "Invalid 'limit'.", param="limit") from exc
+        limit = max(1, min(100, limit))
+        after = request.arg("after")
+        jobs = sorted(
+            self.store.list_jobs(PROVIDER), key=lambda j: (j["_created"], j["id"]), reverse=True
+        )
+        start = 0
+        if after:
+            ids = [j["id"] for j in jobs]
+            # An unknown cursor yields an empty page rather than restarting (no loops).
+            start = ids.index(after) + 1 if after in ids else len(jobs)
+        page = jobs[start : start + limit]
+        now = time.time()
+        data = [self._view(self._refresh(job, now), now) for job in page]
+        return json_response(
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": start + limit < len(jobs),
+            }
+        )
+
+    def cancel_batch(self, request: Request) -> Response:
+        """``POST /batches/{id}/cancel``: go to ``cancelling``; 400 if already terminal."""
+        batch_id = request.params["batch_id"]
+        self._require_batch(batch_id)
+        now = time.time()
+        with self.store.lock():
+            job = self._require_batch(batch_id)
+            phase = compute_phase(job, now, TIMELINE)
+            if phase.terminal:
+                raise HttpError(
+                    400,
+                    f"Cannot cancel a batch with status '{_STATUS[phase.name]}'.",
+                    code="batch_not_cancellable",
+                )
+            # A repeated cancel while cancelling is a no-op that echoes the batch.
+            if phase.name != "cancelling":
+                job["_cancel_at"] = now
+                job["_cancel_done"] = phase.done
+                self.store.put_job(PROVIDER, job)
+        # Reported as cancelling even with a zero delay: the next read flips it.
+        return json_response(self._view(job, now, force_status="cancelling"))
+
+
+_STATUS = {
+    "queued": "validating",
+    "running": "in_progress",
+    "finalizing": "finalizing",
+    "done": "completed",
+    "failed": "failed",
+    "cancelling": "cancelling",
+    "cancelled": "cancelled",
+}
+
+
+def _check_metadata(metadata: Any) -> None:
+    if not isinstance(metadata, dict):
+        raise HttpError(400, "'metadata' must be an object.", param="metadata")
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise HttpError(400, "'metadata' can hold at most 16 pairs.", param="metadata")
+    for key, value in metadata.items():
+        if not isinstance(value, str) or len(key) > 64 or len(value) > 512:
+            raise HttpError(
+                400,
+                "'metadata' keys must be <= 64 chars and values strings <= 512 chars.",
+                param="metadata",
+            )
+
+
+def _usage(prompt: int, completion: int) -> dict[str, Any]:
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + completion,
+    }
+
+
+def _error(code: str, line: int | None, message: str, param: str | None) -> dict[str, Any]:
+    return {"code": code, "line": line, "message": message, "param": param}
+
+
+def _scan_input(store: Store, file_id: str, endpoint: str) -> dict[str, Any]:
+    """Validate an input file once, at create time, in one streaming pass.
+
+    Returns:
+        ``{"total", "failed", "errors", "model"}``: request count, sorted indices
+        of requests that will fail individually, batch-level validation errors
+        (shown only once the batch leaves ``validating``) and the file's model.
+    """
+    errors: list[dict[str, Any]] = []
+    failed: list[int] = []
+    seen: set[str] = set()
+    model: str | None = None
+    total = 0
+
+    def report(error: dict[str, Any]) -> None:
+        if len(errors) < MAX_REPORTED_ERRORS:
+            errors.append(error)
+
+    for number, raw in enumerate(store.iter_file_lines(PROVIDER, file_id), start=1):
+        if not raw.strip():
+            continue
+        index = total
+        total += 1
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            report(
+                _error(
+                    "invalid_json_line", number, f"Line {number} is not a valid JSON object.", None
+                )
+            )
+            continue
+        custom_id = obj.get("custom_id")
+        if not isinstance(custom_id, str) or not custom_id:
+            report(
+                _error(
+                    "missing_required_parameter",
+                    number,
+                    f"Line {number} is missing a string 'custom_id'.",
+                    "custom_id",
+                )
+            )
+        elif custom_id in seen:
+            report(
+                _error(
+                    "duplicate_custom_id",
+                    number,
+                    f"The custom_id '{custom_id}' on line {number} is not unique.",
+                    "custom_id",
+                )
+            )
+        else:
+            seen.add(custom_id)
+        if obj.get("url") != endpoint:
+            report(
+                _error(
+                    "url_mismatch",
+                    number,
+                    f"The url on line {number} does not match the batch endpoint '{endpoint}'.",
+                    "url",
+                )
+            )
+        body = obj.get("body")
+        line_model = body.get("model") if isinstance(body, dict) else None
+        if isinstance(line_model, str):
+            if model is None:
+                model = line_model
+            elif line_model != model:
+                report(
+                    _error(
+                        "model_mismatch",
+                        number,
+                        f"The model on line {number} ('{line_model}') differs from the "
+                        f"file's model ('{model}'); a batch file may use one model only.",
+                        "body.model",
+                    )
+                )
+        if _request_error(body) is not None:
+            failed.append(index)
+    if total == 0:
+        report(_error("empty_file", None, "The input file is empty.", None))
+    elif total > MAX_TASKS:
+        report(
+            _error(
+                "too_many_tasks",
+                None,
+                f"The input file has {total} requests; the limit is {MAX_TASKS}.",
+                None,
+            )
+        )
+    return {"total": total, "failed": failed, "errors": errors, "model": model}
+
+
+def _request_error(body: Any) -> InvalidRequest | None:
+    """Return why a request body fails on its own, or None if it is answered."""
+    try:
+        validate_body(body)
+    except InvalidRequest as exc:
+        return exc
+    assert isinstance(body, dict)  # validate_body guarantees it
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return InvalidRequest("you must provide a model parameter", "model")
+    return None
+
+
+def _render_line(
+    request: RequestLine, created: int
+) -> tuple[bool, dict[str, Any], tuple[int, int]]:
+    """Build the output or error line of one request (see `agent.emulator.answers`)."""
+    obj = request.obj if isinstance(request.obj, dict) else {}
+    custom_id = obj.get("custom_id")
+    body = obj.get("body")
+    problem = _request_error(body)
+    if problem is not None:
+        seed = line_digest(custom_id, json.dumps(body, sort_keys=True, default=str))
+        return (
+            False,
+            {
+                "id": f"batch_req_{seed[:32]}",
+                "custom_id": custom_id,
+                "response": {
+                    "status_code": 400,
+                    "request_id": f"req_{seed[32:64]}",
+                    "body": {
+                        "error": {
+                            "message": problem.message,
+                            "type": "invalid_request_error",
+                            "param": problem.param,
+                            "code": None,
+                        }
+                    },
+                },
+                "error": None,
+            },
+            (0, 0),
+        )
+    assert isinstance(body, dict)
+    reply = compute_reply(body)
+    seed = line_digest(custom_id, reply.digest)
+    completion = {
+        "id": f"chatcmpl-{reply.digest[:32]}",
+        "object": "chat.completion",
+        "created": created,
+        "model": body["model"],
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": reply.content,
+                    "refusal": None,
+                    "annotations": [],
+                },
+                "logprobs": None,
+                "finish_reason": reply.finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        },
+        "service_tier": "default",
+        "system_fingerprint": "fp_emulator",
+    }
+    line = {
+        "id": f"batch_req_{seed[:32]}",
+        "custom_id": custom_id,
+        "response": {
+            "status_code": 200,
+            "request_id": f"req_{reply.digest[32:64]}",
+            "body": completion,
+        },
+        "error": None,
+    }
+    return True, line, (reply.prompt_tokens, reply.completion_tokens)
+
+
+def _result_file_meta(job: dict[str, Any], kind: str, size: int, lines: int) -> dict[str, Any]:
+    """Metadata of a batch's output or error file (purpose ``batch_output``)."""
+    now = int(time.time())
+    return {
+        "id": f"file-{secrets.token_hex(12)}",
+        "object": "file",
+        "bytes": size,
+        "created_at": now,
+        "filename": f"{job['id']}_{kind}.jsonl",
+        "purpose": "batch_output",
+        "status": "processed",
+        "expires_at": now + BATCH_FILE_TTL,
+        "status_details": None,
+    }

@@ -1,0 +1,24 @@
+"""Shared fixtures: an isolated emulator state directory and no provider keys from the host."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PROVIDER_ENV = ("OPENAI_API_KEY", "MISTRAL_API_KEY", "OPENAI_BASE_URL", "MISTRAL_BASE_URL")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Run every test without real keys, against a private emulator state directory."""
+    for name in PROVIDER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name in list(__import__("os").environ):
+        if name.startswith("BATCH_AGENT_"):
+            monkeypatch.delenv(name, raising=False)
+    state_dir = tmp_path / "emulator"
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DIR", str(state_dir))
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "0.3")
+    yield state_dir

@@ -1,0 +1,96 @@
+"""Fixtures that start real processes: the `langgraph dev` server and CLI subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """Return a free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """Environment for a child process: no provider keys, private emulator and DB paths."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BATCH_AGENT_", "OPENAI_", "MISTRAL_", "LANGSMITH_", "LANGCHAIN_"))
+    }
+    env.update(
+        BATCH_AGENT_EMULATOR_DIR=str(tmp / "emulator"),
+        BATCH_AGENT_EMULATOR_DELAY="1",
+        BATCH_AGENT_DB=str(tmp / "checkpoints.sqlite"),
+        BATCH_AGENT_SERVER_DB=str(tmp / "server-checkpoints.sqlite"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Start `langgraph dev` on a free loopback port; stop it (and its children) afterwards."""
+    tmp = tmp_path_factory.mktemp("langgraph-dev")
+    port = free_port()
+    log = (tmp / "server.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(BIN / "langgraph"),
+            "dev",
+            "--no-browser",
+            "--no-reload",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=PROJECT_ROOT,
+        env=clean_env(tmp, LANGGRAPH_DISABLE_FILE_PERSISTENCE="true"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # so the whole process group can be stopped
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"langgraph dev exited early:\n{(tmp / 'server.log').read_text()[-3000:]}"
+                )
+            try:
+                if httpx2.get(f"{url}/ok", timeout=1).status_code == 200:
+                    break
+            except httpx2.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"langgraph dev did not start:\n{(tmp / 'server.log').read_text()[-3000:]}"
+                )
+            time.sleep(0.5)
+        yield url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()

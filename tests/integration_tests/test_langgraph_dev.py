@@ -1,0 +1,69 @@
+"""`langgraph dev` serves graph `batch`: run it through langgraph-sdk, re-run to poll, read results."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from langgraph_sdk import get_sync_client
+
+pytestmark = pytest.mark.slow
+
+RECORDS = [
+    {"id": "first", "prompt": "Summarise the benefits of batching"},
+    {
+        "id": "second",
+        "messages": [{"role": "user", "content": "Classify: my card was charged twice"}],
+    },
+    {"id": "third", "prompt": "Say hello"},
+]
+
+
+def test_served_graph_submits_polls_and_collects(dev_server: str) -> None:
+    client = get_sync_client(url=dev_server, api_key=None)
+    thread = client.threads.create()
+    thread_id = thread["thread_id"]
+
+    first = client.runs.wait(
+        thread_id, "batch", input={"requests": RECORDS}, context={"provider": "emulator"}
+    )
+    assert isinstance(first, dict) and first["status"] == "submitted"
+    job_id = first["jobs"][0]["job_id"]
+
+    values: dict[str, Any] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        client.runs.wait(thread_id, "batch", input={})
+        values = client.threads.get_state(thread_id)["values"]
+        if values["status"] == "completed":
+            break
+    assert values["status"] == "completed"
+    assert values["jobs"][0]["job_id"] == job_id  # the same job, never a second one
+    results = values["results"]
+    assert [r["id"] for r in results] == ["first", "second", "third"]
+    assert (
+        results[1]["message"]["content"] == "Emulated reply to: Classify: my card was charged twice"
+    )
+    assert (
+        results[1]["message"]["usage_metadata"]["total_tokens"]
+        == results[1]["usage"]["total_tokens"]
+        > 0
+    )
+    assert values["requests"] == []  # bulk input dropped after upload
+
+
+def test_studio_schemas_describe_input_state_and_context(dev_server: str) -> None:
+    client = get_sync_client(url=dev_server, api_key=None)
+    (assistant,) = client.assistants.search(graph_id="batch")
+    schemas = client.assistants.get_schemas(assistant["assistant_id"])
+    assert "requests" in schemas["input_schema"]["properties"]
+    assert {"status", "jobs", "results", "usage"} <= set(schemas["output_schema"]["properties"])
+    assert {"jobs", "request_ids", "polls"} <= set(schemas["state_schema"]["properties"])
+    context = schemas["context_schema"]["properties"]
+    assert context["provider"]["default"] == "auto"
+    assert "emulator" in context["provider"]["description"]
+    assert context["max_wait_seconds"]["default"] == 0
+    graph = client.assistants.get_graph(assistant["assistant_id"])
+    assert {"submit", "poll", "wait", "collect"} <= {node["id"] for node in graph["nodes"]}

@@ -1,0 +1,234 @@
+"""Parity: a batch line is the body the realtime LangChain call sends, a result is its AIMessage.
+
+The realtime side is the real `ChatOpenAI` / `ChatMistralAI` `.invoke()` with its HTTP client
+swapped for a recording mock transport. The batch side is our provider's `prepare` (the JSONL we
+upload) and `results` (reading an output file served through the real SDK).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from langchain_core.messages import AIMessage
+from langchain_mistralai import ChatMistralAI
+from langchain_openai import ChatOpenAI
+
+from agent.providers.base import BatchProvider
+from agent.providers.mistral import MistralProvider
+from agent.providers.openai import OpenAIProvider
+from agent.requests import BatchRequest
+
+MESSAGE_SETS: list[list[dict[str, Any]]] = [
+    [{"role": "user", "content": "Classify: my invoice is wrong"}],
+    [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Summarise the plot of Hamlet."},
+    ],
+    [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Bonjour"},
+        {"role": "user", "content": [{"type": "text", "text": "How are you?"}]},
+    ],
+]
+# (constructor parameters from the run context, per-call parameters from the request record)
+PARAM_SETS: list[tuple[dict[str, Any], dict[str, Any]]] = [
+    ({}, {}),
+    ({"temperature": 0.2, "max_tokens": 64}, {}),
+    ({"top_p": 0.5}, {"temperature": 0.9, "stop": ["\n\n"]}),
+]
+
+OPENAI_RESPONSE = {
+    "id": "chatcmpl-abc123",
+    "object": "chat.completion",
+    "created": 1767225600,
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "Billing issue.",
+                "refusal": None,
+                "annotations": [],
+            },
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {
+        "prompt_tokens": 21,
+        "completion_tokens": 3,
+        "total_tokens": 24,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    },
+    "service_tier": "default",
+    "system_fingerprint": "fp_123",
+}
+MISTRAL_RESPONSE = {
+    "id": "cmpl-e5cc70bb28c444948073e77776eb30ef",
+    "object": "chat.completion",
+    "created": 1767225600,
+    "model": "mistral-small-latest",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": "Billing issue.",
+                "tool_calls": None,
+                "prefix": False,
+            },
+            "finish_reason": "length",
+        }
+    ],
+    "usage": {"prompt_tokens": 17, "completion_tokens": 3, "total_tokens": 20},
+}
+
+
+def _realtime_openai(
+    messages: list[dict[str, Any]], ctor: dict[str, Any], call: dict[str, Any]
+) -> tuple[dict[str, Any], AIMessage]:
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(json.loads(request.content))
+        return httpx2.Response(200, json=OPENAI_RESPONSE)
+
+    llm = ChatOpenAI(
+        model="gpt-4o-mini",
+        api_key="sk-test",
+        use_responses_api=False,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+        **ctor,
+    )
+    message = llm.invoke(messages, **call)
+    return sent[0], message
+
+
+def _realtime_mistral(
+    messages: list[dict[str, Any]], ctor: dict[str, Any], call: dict[str, Any]
+) -> tuple[dict[str, Any], AIMessage]:
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json=MISTRAL_RESPONSE)
+
+    client = httpx.Client(
+        base_url="https://api.mistral.ai/v1", transport=httpx.MockTransport(handler)
+    )
+    llm = ChatMistralAI(model="mistral-small-latest", api_key="test", client=client, **ctor)  # type: ignore[arg-type]
+    message = llm.invoke(messages, **call)
+    return sent[0], message
+
+
+def _files_server(content: bytes) -> httpx2.Client:
+    """An httpx2 client whose every GET returns `content` (the provider's output file)."""
+    return httpx2.Client(
+        transport=httpx2.MockTransport(lambda request: httpx2.Response(200, content=content))
+    )
+
+
+def _batch_message(provider: BatchProvider, model: str) -> AIMessage:
+    job = provider.new_job(
+        job_id="batch_1", model=model, created_at=0.0, request_count=1, input_file_id="file-in"
+    )
+    job["output_file_id"] = "file-out"
+    (outcome,) = list(provider.results(job))
+    assert outcome.custom_id == "r1" and outcome.error is None and outcome.message is not None
+    return outcome.message
+
+
+def _comparable(message: AIMessage) -> dict[str, Any]:
+    # `invoke()` ids embed a random run id; everything else must match exactly.
+    dumped = message.model_dump()
+    dumped.pop("id")
+    return dumped
+
+
+@pytest.mark.parametrize("messages", MESSAGE_SETS, ids=["user", "system+user", "multi-turn-parts"])
+@pytest.mark.parametrize(
+    ("ctor", "call"), PARAM_SETS, ids=["defaults", "ctx-params", "request-params"]
+)
+def test_openai_batch_body_equals_realtime_body(
+    messages: list[dict[str, Any]], ctor: dict[str, Any], call: dict[str, Any]
+) -> None:
+    realtime_body, _ = _realtime_openai(messages, ctor, call)
+    provider = OpenAIProvider(emulated=False, base_url="http://unused.invalid/v1")
+    batch = provider.prepare([BatchRequest("r1", messages, call)], "gpt-4o-mini", ctor)
+    (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
+    assert (
+        line["custom_id"] == "r1"
+        and line["method"] == "POST"
+        and line["url"] == "/v1/chat/completions"
+    )
+    assert realtime_body.pop("stream") is False
+    assert line["body"] == realtime_body
+
+
+@pytest.mark.parametrize("messages", MESSAGE_SETS, ids=["user", "system+user", "multi-turn-parts"])
+@pytest.mark.parametrize(
+    ("ctor", "call"), PARAM_SETS, ids=["defaults", "ctx-params", "request-params"]
+)
+def test_mistral_batch_body_equals_realtime_body(
+    messages: list[dict[str, Any]], ctor: dict[str, Any], call: dict[str, Any]
+) -> None:
+    realtime_body, _ = _realtime_mistral(messages, ctor, call)
+    provider = MistralProvider(emulated=False, base_url="http://unused.invalid")
+    batch = provider.prepare([BatchRequest("r1", messages, call)], "mistral-small-latest", ctor)
+    (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
+    assert set(line) == {"custom_id", "body"} and line["custom_id"] == "r1"
+    assert realtime_body.pop("stream") is False
+    assert line["body"] == realtime_body
+
+
+def test_openai_result_equals_realtime_message() -> None:
+    _, realtime = _realtime_openai(MESSAGE_SETS[0], {}, {})
+    line = {
+        "id": "batch_req_1",
+        "custom_id": "r1",
+        "response": {"status_code": 200, "request_id": "req_1", "body": OPENAI_RESPONSE},
+        "error": None,
+    }
+    provider = OpenAIProvider(
+        emulated=False,
+        base_url="http://files.invalid/v1",
+        http_client=_files_server(json.dumps(line).encode() + b"\n"),
+    )
+    ours = _batch_message(provider, "gpt-4o-mini")
+    assert _comparable(ours) == _comparable(realtime)
+    assert ours.usage_metadata == realtime.usage_metadata and ours.usage_metadata is not None
+    assert ours.response_metadata["finish_reason"] == "stop"
+    assert ours.response_metadata["model_name"] == "gpt-4o-mini-2024-07-18"
+    assert ours.id and ours.id.startswith("lc_run-")
+
+
+def test_mistral_result_equals_realtime_message() -> None:
+    _, realtime = _realtime_mistral(MESSAGE_SETS[0], {}, {})
+    line = {
+        "id": "batch-1",
+        "custom_id": "r1",
+        "response": {"status_code": 200, "body": MISTRAL_RESPONSE},
+        "error": None,
+    }
+    provider = MistralProvider(
+        emulated=False,
+        base_url="http://files.invalid",
+        http_client=_files_server(json.dumps(line).encode() + b"\n"),
+    )
+    ours = _batch_message(provider, "mistral-small-latest")
+    assert _comparable(ours) == _comparable(realtime)
+    assert ours.usage_metadata == {"input_tokens": 17, "output_tokens": 3, "total_tokens": 20}
+    assert ours.response_metadata["finish_reason"] == "length"
+    assert ours.response_metadata["model_name"] == "mistral-small-latest"

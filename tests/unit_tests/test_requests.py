@@ -1,0 +1,159 @@
+"""Bad input fails with the file, line and request id, before anything is uploaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.requests import InputError, load_requests, normalise_input, with_system_prompt
+
+
+def _write(tmp_path: Path, name: str, lines: list[str]) -> Path:
+    path = tmp_path / name
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_all_three_jsonl_forms_and_params(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "in.jsonl",
+        [
+            json.dumps({"id": "a", "prompt": "hi", "params": {"temperature": 0}}),
+            "",
+            json.dumps(
+                {
+                    "id": "b",
+                    "messages": [
+                        {"role": "system", "content": "s"},
+                        {"role": "user", "content": "q"},
+                    ],
+                }
+            ),
+            json.dumps(
+                {
+                    "custom_id": "c",
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {
+                        "model": "gpt-4o",
+                        "messages": [{"role": "user", "content": "x"}],
+                        "max_tokens": 5,
+                    },
+                }
+            ),
+        ],
+    )
+    a, b, c = load_requests(path)
+    assert (a.id, a.messages, a.params) == (
+        "a",
+        [{"role": "user", "content": "hi"}],
+        {"temperature": 0},
+    )
+    assert b.messages[0]["role"] == "system"
+    assert c.id == "c" and c.model == "gpt-4o" and c.params == {"model": "gpt-4o", "max_tokens": 5}
+
+
+def test_txt_one_prompt_per_line_ids_by_line_number(tmp_path: Path) -> None:
+    path = _write(tmp_path, "in.txt", ["first", "", "third"])
+    assert [(r.id, r.messages[0]["content"]) for r in load_requests(path)] == [
+        ("line-1", "first"),
+        ("line-3", "third"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ([], "in.jsonl: no requests: the input is empty"),
+        (["", "  "], "in.jsonl: no requests: the input is empty"),
+        ([json.dumps({"id": "a", "prompt": "x"}), "{not json"], "in.jsonl:2: malformed JSON"),
+        (
+            [json.dumps({"id": "a", "prompt": "x"}), json.dumps({"id": "a", "prompt": "y"})],
+            "in.jsonl:2: duplicate id, first used on line 1 (request id 'a')",
+        ),
+        ([json.dumps({"prompt": "x"})], "in.jsonl:1: missing or empty 'id'"),
+        (
+            [json.dumps({"id": "x" * 65, "prompt": "x"})],
+            "in.jsonl:1: 'id' is longer than 64 characters",
+        ),
+        (
+            [json.dumps({"id": "a"})],
+            "in.jsonl:1: a record needs 'prompt' or 'messages' (request id 'a')",
+        ),
+        (
+            [json.dumps({"id": "a", "messages": [{"role": "robot", "content": "x"}]})],
+            "in.jsonl:1: message 0 has invalid role 'robot'",
+        ),
+        (
+            [json.dumps({"id": "a", "messages": []})],
+            "in.jsonl:1: 'messages' must be a non-empty list (request id 'a')",
+        ),
+        (
+            [json.dumps({"id": "a", "prompt": "x", "params": {"stream": True}})],
+            "in.jsonl:1: 'params' may not set stream (request id 'a')",
+        ),
+        (
+            [
+                json.dumps(
+                    {
+                        "custom_id": "a",
+                        "method": "POST",
+                        "url": "/v1/embeddings",
+                        "body": {"input": "x"},
+                    }
+                )
+            ],
+            "in.jsonl:1: only /v1/chat/completions is supported",
+        ),
+        ([json.dumps([1, 2])], "in.jsonl:1: expected a JSON object, got list"),
+    ],
+    ids=[
+        "empty",
+        "blank-lines",
+        "malformed",
+        "duplicate",
+        "no-id",
+        "long-id",
+        "no-prompt",
+        "bad-role",
+        "no-messages",
+        "reserved-param",
+        "bad-url",
+        "not-object",
+    ],
+)
+def test_bad_input_names_line_and_id(tmp_path: Path, lines: list[str], expected: str) -> None:
+    with pytest.raises(InputError) as info:
+        load_requests(_write(tmp_path, "in.jsonl", lines))
+    assert str(info.value).startswith(expected)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="file not found"):
+        load_requests(tmp_path / "nope.jsonl")
+
+
+def test_graph_input_uses_record_numbers() -> None:
+    with pytest.raises(InputError, match=r"^input:2: duplicate id"):
+        normalise_input([{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}])
+
+
+def test_system_prompt_only_where_none_is_given() -> None:
+    plain, own = normalise_input(
+        [
+            {"id": "a", "prompt": "x"},
+            {
+                "id": "b",
+                "messages": [
+                    {"role": "system", "content": "mine"},
+                    {"role": "user", "content": "y"},
+                ],
+            },
+        ]
+    )
+    plain, own = with_system_prompt([plain, own], "be brief")
+    assert plain.messages[0] == {"role": "system", "content": "be brief"}
+    assert own.messages[0]["content"] == "mine" and len(own.messages) == 2
