@@ -16,19 +16,24 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from langchain_core.runnables import RunnableConfig
-from langgraph.graph.state import CompiledStateGraph
 from rich.console import Console
 from rich.table import Table
 
 from agent.context import Context
-from agent.graph import TERMINAL_THREAD_STATUSES, build_graph
-from agent.persistence import cli_db_path, sqlite_checkpointer
 from agent.requests import BatchRequest, load_requests
-from agent.state import Result
+
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.graph.state import CompiledStateGraph
+
+    from agent.state import Result
+
+# Mirrors agent.graph.TERMINAL_THREAD_STATUSES; kept here so `batch-agent emulator ...` and
+# `--help` start without importing LangGraph and the LangChain models (seconds of start-up).
+TERMINAL_THREAD_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 app = typer.Typer(
     help="Run LLM requests through provider batch APIs (half the price of realtime calls).",
@@ -62,6 +67,9 @@ class CliError(Exception):
 @contextmanager
 def open_graph(db: Path | None) -> Iterator[CompiledStateGraph[Any, Any, Any, Any]]:
     """Compile the batch graph with the SQLite checkpointer at `db`."""
+    from agent.graph import build_graph
+    from agent.persistence import cli_db_path, sqlite_checkpointer
+
     with sqlite_checkpointer(cli_db_path(db)) as saver:
         yield build_graph().compile(checkpointer=saver, name="batch")
 

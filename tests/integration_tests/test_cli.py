@@ -1,0 +1,201 @@
+"""The `batch-agent` CLI in real processes: resume across processes, loopback emulator, bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration_tests.conftest import BIN, PROJECT_ROOT, clean_env
+
+pytestmark = pytest.mark.slow
+
+TICKETS = PROJECT_ROOT / "examples" / "tickets.jsonl"
+
+
+def cli(
+    tmp: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run `batch-agent ARGS` in a fresh process with an isolated environment."""
+    return subprocess.run(
+        [str(BIN / "batch-agent"), *args],
+        cwd=tmp,
+        env=env or clean_env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def emulator_jobs(tmp: Path) -> list[dict[str, object]]:
+    done = cli(tmp, "emulator", "jobs", "--json")
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
+
+
+def test_resume_across_processes(tmp_path: Path) -> None:
+    submitted = cli(tmp_path, "run", str(TICKETS))
+    assert submitted.returncode == 0, submitted.stderr
+    assert "offline batch emulator" in submitted.stderr and "synthetic" in submitted.stderr
+    match = re.search(r"thread (\S+)\s+status submitted", submitted.stdout)
+    assert match, submitted.stdout
+    thread = match.group(1)
+
+    status = cli(tmp_path, "status", thread, "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["status"] in {"submitted", "running"}
+    assert report["counts"]["total"] == 20 and len(report["jobs"]) == 1
+    job_id = report["jobs"][0]["job_id"]
+
+    finished = cli(
+        tmp_path,
+        "run",
+        "--thread",
+        thread,
+        "--wait",
+        "--poll-interval",
+        "0.3",
+        "--out",
+        "out.jsonl",
+    )
+    assert finished.returncode == 0, finished.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    expected_ids = [json.loads(line)["id"] for line in TICKETS.read_text().splitlines()]
+    assert [r["id"] for r in rows] == expected_ids
+    assert all(
+        r["status"] == "succeeded"
+        and r["error"] is None
+        and r["content"].startswith("Emulated reply to:")
+        for r in rows
+    )
+    assert all(
+        r["usage"]["total_tokens"] == r["usage"]["input_tokens"] + r["usage"]["output_tokens"] > 0
+        for r in rows
+    )
+    assert set(rows[0]) == {"id", "status", "content", "message", "usage", "error"}
+
+    again = cli(tmp_path, "results", thread)
+    assert again.returncode == 0, again.stderr
+    assert [json.loads(line) for line in again.stdout.splitlines()] == rows
+
+    final = json.loads(cli(tmp_path, "status", thread, "--json").stdout)
+    assert final["status"] == "completed" and final["counts"]["succeeded"] == 20
+    jobs = emulator_jobs(tmp_path)
+    assert [j["id"] for j in jobs] == [job_id]  # the provider saw exactly one job
+
+
+@pytest.fixture
+def loopback_emulator(tmp_path: Path) -> Iterator[str]:
+    """`batch-agent emulator serve --port 0` in its own process; yields its base URL."""
+    process = subprocess.Popen(
+        [
+            str(BIN / "batch-agent"),
+            "emulator",
+            "serve",
+            "--port",
+            "0",
+            "--dir",
+            str(tmp_path / "served"),
+        ],
+        cwd=tmp_path,
+        env=clean_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        assert match, line + (process.stderr.read() if process.stderr else "")
+        yield match.group(1)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("provider", "suffix"), [("openai", "/openai/v1"), ("mistral", "/mistral")]
+)
+def test_real_sdks_over_loopback_with_base_url(
+    tmp_path: Path, loopback_emulator: str, provider: str, suffix: str
+) -> None:
+    env = clean_env(tmp_path, OPENAI_API_KEY="sk-loopback-test", MISTRAL_API_KEY="loopback-test")
+    done = cli(
+        tmp_path,
+        "run",
+        str(TICKETS),
+        "--provider",
+        provider,
+        "--base-url",
+        loopback_emulator + suffix,
+        "--wait",
+        "--poll-interval",
+        "0.3",
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "emulator" not in done.stderr  # a compatible endpoint, not the in-process emulator
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(rows) == 20 and all(r["status"] == "succeeded" for r in rows)
+    served = cli(tmp_path, "emulator", "jobs", "--json", "--dir", str(tmp_path / "served"))
+    assert [j["provider"] for j in json.loads(served.stdout)] == [provider]
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "message"),
+    [
+        ("", (), "in.jsonl: no requests: the input is empty"),
+        (
+            '{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": "y"}\n',
+            (),
+            "in.jsonl:2: duplicate id",
+        ),
+        ('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": \n', (), "in.jsonl:2: malformed JSON"),
+        ('{"id": "a", "prompt": "x"}\n', ("--provider", "bogus"), "unknown provider 'bogus'"),
+    ],
+    ids=["empty", "duplicate-ids", "malformed-line", "unknown-provider"],
+)
+def test_bad_input_fails_with_one_line_and_uploads_nothing(
+    tmp_path: Path, content: str, args: tuple[str, ...], message: str
+) -> None:
+    (tmp_path / "in.jsonl").write_text(content)
+    done = cli(tmp_path, "run", "in.jsonl", *args)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and message in lines[-1], done.stderr
+    assert "Traceback" not in done.stderr
+    assert emulator_jobs(tmp_path) == []
+    assert not list((tmp_path / "emulator").rglob("file-*")), "nothing may be uploaded"
+
+
+def test_unknown_thread_and_unfinished_results_are_clear_errors(tmp_path: Path) -> None:
+    done = cli(tmp_path, "status", "no-such-thread")
+    assert done.returncode == 1 and "no batch thread 'no-such-thread'" in done.stderr
+    env = clean_env(tmp_path, BATCH_AGENT_EMULATOR_DELAY="60")
+    submitted = cli(tmp_path, "run", str(TICKETS), env=env)
+    thread = re.search(r"thread (\S+)", submitted.stdout).group(1)  # type: ignore[union-attr]
+    early = cli(tmp_path, "results", thread, env=env)
+    assert early.returncode == 1 and "not collected yet" in early.stderr
+
+
+def test_module_entry_point_matches_console_script(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=60,
+    )
+    assert (
+        done.returncode == 0
+        and "run" in done.stdout
+        and "status" in done.stdout
+        and "results" in done.stdout
+    )
