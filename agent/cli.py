@@ -46,7 +46,7 @@ emulator_app = typer.Typer(
 )
 app.add_typer(emulator_app, name="emulator")
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DbOption = Annotated[
     Path | None,
