@@ -137,17 +137,39 @@ def run(
     with open_graph(db) as graph:
         if records is None:
             thread_values(graph, thread_id)  # fail clearly on an unknown thread
-        values = _advance(graph, config, context, records)
+        values = _advance(graph, config, context, {"requests": records} if records else {})
         _print_progress(thread_id, values, to_stderr=wait and out is None)
-        checks = 0
-        while wait and values.get("status") not in TERMINAL_THREAD_STATUSES:
-            pause = context.next_poll_interval(checks)
-            checks += 1
-            time.sleep(pause)
-            values = _advance(graph, config, context, None)
-            _print_progress(thread_id, values, to_stderr=True)
         if wait:
+            values = _wait_until_done(graph, config, context, values, thread_id)
             _write_results(values.get("results") or [], out)
+            _print_summary(values)
+
+
+@app.command()
+def cancel(
+    thread: Annotated[str, typer.Argument(help="Thread ID printed by `run`.")],
+    db: DbOption = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait", help="Wait through 'cancelling' and collect partial results."
+        ),
+    ] = True,
+    poll_interval: Annotated[float | None, typer.Option(help="First pause between polls.")] = None,
+) -> None:
+    """Cancel a thread's provider jobs and collect whatever partial results exist."""
+    context = Context() if poll_interval is None else Context(poll_interval_seconds=poll_interval)
+    config: RunnableConfig = {"configurable": {"thread_id": thread}}
+    with open_graph(db) as graph:
+        values = thread_values(graph, thread)
+        if values.get("status") in TERMINAL_THREAD_STATUSES:
+            raise CliError(
+                f"thread {thread} is already {values.get('status')!r}; nothing to cancel"
+            )
+        values = _advance(graph, config, context, {"cancel": True})
+        _print_progress(thread, values, to_stderr=True)
+        if wait:
+            values = _wait_until_done(graph, config, context, values, thread)
             _print_summary(values)
 
 
@@ -274,6 +296,7 @@ def status_report(thread_id: str, values: dict[str, Any]) -> dict[str, Any]:
         ],
         "counts": values.get("counts") or {"total": 0, "succeeded": 0, "failed": 0, "pending": 0},
         "usage": values.get("usage"),
+        "attempt": values.get("attempt", 1),
         "polls": values.get("polls", 0),
         "error": values.get("error"),
     }
@@ -289,6 +312,7 @@ def result_line(result: Result) -> dict[str, Any]:
         "message": message.model_dump(mode="json") if message is not None else None,
         "usage": dict(result["usage"]),
         "error": dict(result["error"]) if result["error"] else None,
+        "attempts": result.get("attempts", 1),
     }
 
 
@@ -296,11 +320,39 @@ def _advance(
     graph: CompiledStateGraph[Any, Any, Any, Any],
     config: RunnableConfig,
     context: Context,
-    records: list[dict[str, Any]] | None,
+    graph_input: dict[str, Any],
 ) -> dict[str, Any]:
-    """Invoke the thread once and return its state (a run that only ends writes no output)."""
-    graph.invoke({"requests": records} if records else {}, config, context=context)
-    return dict(graph.get_state(config).values)
+    """Invoke the thread once and return its state (a run that only ends writes no output).
+
+    Raises:
+        CliError: The run stopped on a provider error; the message says how to resume.
+    """
+    # durability="sync": each step's checkpoint is on disk before the next provider call.
+    graph.invoke(graph_input, config, context=context, durability="sync")
+    values = dict(graph.get_state(config).values)
+    if values.get("status") == "error":
+        thread_id = config.get("configurable", {}).get("thread_id")
+        raise CliError(
+            f"{values.get('error')} [thread {thread_id}; resume: batch-agent run --thread {thread_id} --wait]"
+        )
+    return values
+
+
+def _wait_until_done(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    config: RunnableConfig,
+    context: Context,
+    values: dict[str, Any],
+    thread_id: str,
+) -> dict[str, Any]:
+    """Re-invoke the thread with growing pauses until it reaches a terminal status."""
+    checks = 0
+    while values.get("status") not in TERMINAL_THREAD_STATUSES:
+        time.sleep(context.next_poll_interval(checks))
+        checks += 1
+        values = _advance(graph, config, context, {})
+        _print_progress(thread_id, values, to_stderr=True)
+    return values
 
 
 def _record(request: BatchRequest) -> dict[str, Any]:

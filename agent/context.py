@@ -92,6 +92,41 @@ class Context:
         metadata={"description": "Upper bound of the interval between status checks."},
     )
 
+    max_attempts: int = field(
+        default=3,
+        metadata={
+            "description": "How many jobs a request may go through: failed requests of retryable "
+            "kinds (expired, rate limit, server error, timeout) are resubmitted in a follow-up job "
+            "until this many attempts. 1 disables request-level retry."
+        },
+    )
+    output_wait_seconds: float = field(
+        default=1800.0,
+        metadata={
+            "description": "How long to keep polling a job that reports a terminal status but no "
+            "output files yet (some providers publish them late) before collecting it as it is."
+        },
+    )
+    check_models: bool = field(
+        default=True,
+        metadata={
+            "description": "Refuse, before uploading, models the provider's LangChain model "
+            "profiles do not know. Turn off for new, fine-tuned or self-hosted models."
+        },
+    )
+    max_requests_per_job: int = field(
+        default=0,
+        metadata={
+            "description": "Cap on requests per job; 0 uses the provider's limit (OpenAI 50,000)."
+        },
+    )
+    max_file_bytes: int = field(
+        default=0,
+        metadata={
+            "description": "Cap on a job's input file size; 0 uses the provider's limit (OpenAI 200 MB)."
+        },
+    )
+
     def __post_init__(self) -> None:
         """Fill fields still at their default from `BATCH_AGENT_<FIELD>` variables."""
         for f in fields(self):

@@ -16,12 +16,14 @@ from typing_extensions import TypedDict  # pydantic needs this TypedDict on Pyth
 # Attribute docstrings become JSON-schema descriptions, which Studio shows next to each field.
 _DOCSTRING_DESCRIPTIONS = ConfigDict(use_attribute_docstrings=True)
 
-ThreadStatus = Literal["new", "submitted", "running", "completed", "failed", "cancelled"]
-"""Status of a whole thread, as shown by `batch-agent status --json`."""
+ThreadStatus = Literal["new", "submitted", "running", "completed", "failed", "cancelled", "error"]
+"""Status of a whole thread, as shown by `batch-agent status --json`. `error` means a provider call
+failed in a way the user must fix (a key, a quota); the thread resumes when invoked again."""
 
-JobStatus = Literal["queued", "running", "cancelling", "done", "failed"]
-"""A provider status normalised: `done` means results can be collected (completed, expired or
-cancelled with partial output), `failed` means the job ended without any results."""
+JobStatus = Literal["intent", "queued", "running", "cancelling", "done", "failed"]
+"""A provider status normalised: `intent` is recorded before the provider is called, `done` means
+results can be collected (completed, expired or cancelled with partial output), `failed` means the
+job ended without any results."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -53,15 +55,32 @@ class RequestError(TypedDict):
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
 class Job(TypedDict):
-    """One provider batch job: the 'parking ticket' that lets any process resume the thread."""
+    """One provider batch job: the 'parking ticket' that lets any process resume the thread.
 
+    The record is written as an *intent* (no `job_id` yet) before the provider is called; its
+    `job_key` travels in the job's metadata, so a job whose create response was lost is found
+    and adopted instead of created twice.
+    """
+
+    job_key: str
+    """Deterministic key (thread, request set, attempt, part), stored in the job's metadata."""
+    attempt: int
+    """1 for the first submission, 2+ for follow-up jobs that retry failed requests."""
     provider: str
     """Protocol used: 'openai' or 'mistral'."""
-    job_id: str
+    job_id: str | None
+    """The provider's job id; None while the job is only an intent."""
     model: str
-    created_at: float
+    params: dict[str, Any]
+    """Model parameters from the run context, kept so a resumed submit builds the same file."""
+    request_ids: list[str]
+    """The requests in this job, in input order."""
     request_count: int
-    input_file_id: str
+    retry_of: str | None
+    """For a follow-up job, the `job_key` of the job whose failed requests it resubmits."""
+    intent_at: float
+    created_at: float | None
+    input_file_id: str | None
     emulated: bool
     """True when the job lives in the in-process offline emulator (synthetic answers)."""
     base_url: str
@@ -73,7 +92,9 @@ class Job(TypedDict):
     output_file_id: str | None
     error_file_id: str | None
     errors: list[str]
-    """Batch-level errors reported by the provider (e.g. validation failures)."""
+    """Batch-level errors and notes (validation failures, an unknown status, missing output)."""
+    terminal_since: float | None
+    """When the job was first seen terminal without output files (some providers lag)."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -86,6 +107,8 @@ class Result(TypedDict):
     """The `AIMessage` the realtime LangChain call would have returned, with `usage_metadata`."""
     usage: Usage
     error: RequestError | None
+    attempts: int
+    """How many jobs this request went through (1 unless it was retried)."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -95,6 +118,8 @@ class InputState(TypedDict):
     requests: NotRequired[list[dict[str, Any]]]
     """Request records: `{"id", "prompt"}`, `{"id", "messages": [...]}` (each with optional
     `"params"`), or OpenAI batch lines `{"custom_id", "method", "url", "body"}`."""
+    cancel: NotRequired[bool]
+    """Set to true to cancel the thread's provider jobs and collect their partial results."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -117,6 +142,10 @@ class State(InputState, OutputState):
     """Request ids in input order; results are matched to them by `custom_id`."""
     request_hash: NotRequired[str]
     """Fingerprint of the submitted request set, to recognise a re-sent identical input."""
+    attempt: NotRequired[int]
+    """The current round: 1, then 2+ while failed requests are being retried."""
+    cancel_requested: NotRequired[bool]
+    """The user cancelled: no more submissions or retries on this thread."""
     polls: NotRequired[int]
     """Status checks made so far on this thread."""
     waits_this_run: NotRequired[int]

@@ -15,6 +15,7 @@ from agent.context import Context
 from agent.providers.base import BatchProvider, ProviderError
 from agent.providers.mistral import MistralProvider
 from agent.providers.openai import OpenAIProvider
+from agent.requests import InputError
 from agent.state import Job
 
 __all__ = ["BatchProvider", "ProviderError", "resolve_provider", "provider_for_job", "PROVIDERS"]
@@ -33,12 +34,13 @@ def resolve_provider(context: Context) -> BatchProvider:
         context: The run's settings (`provider`, `base_url`).
 
     Raises:
-        ProviderError: The provider name is unknown.
+        InputError: The provider name is unknown (a setting to fix, not a provider fault).
     """
     choice = (context.provider or "auto").strip().lower()
     if choice not in {"auto", "emulator", *PROVIDERS}:
-        raise ProviderError(
-            f"unknown provider {context.provider!r} (expected one of: auto, emulator, {', '.join(PROVIDERS)})"
+        raise InputError(
+            f"unknown provider {context.provider!r} (expected one of: auto, emulator, {', '.join(PROVIDERS)})",
+            source="context",
         )
     if choice == "auto":
         choice = next(

@@ -22,12 +22,16 @@ from langchain_core.messages import AIMessage, convert_to_messages
 from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
+from agent.providers.errors import ProviderError
 from agent.requests import BatchRequest
 from agent.state import Counts, Job, JobStatus, RequestError
 
-
-class ProviderError(RuntimeError):
-    """A provider call failed in a way the user must act on (the message never holds a key)."""
+# Metadata key carrying the deterministic job key, used to find a job whose create response was lost.
+JOB_KEY_METADATA = "batch_agent_job_key"
+# How far before an intent we look when reconciling (clock skew, a re-planned intent).
+RECONCILE_LOOKBACK_SECONDS = 3600.0
+# SDK-level retries of 429/5xx/timeouts/connection errors (exponential backoff with jitter).
+SDK_MAX_RETRIES = 5
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,23 @@ class PreparedBatch:
     request_ids: list[str]
     jsonl: bytes
     """The JSONL file content, one request per line, in input order."""
+
+
+@dataclass(frozen=True)
+class ProviderLimits:
+    """What one job may hold at this provider."""
+
+    max_requests: int
+    max_file_bytes: int
+
+
+@dataclass(frozen=True)
+class CreatedJob:
+    """A job the provider accepted (or that reconciliation found)."""
+
+    job_id: str
+    created_at: float
+    input_file_id: str
 
 
 @dataclass(frozen=True)
@@ -59,14 +80,21 @@ class RequestOutcome:
     custom_id: str
     message: AIMessage | None
     error: RequestError | None
+    retryable: bool = False
 
 
 class BatchProvider(ABC):
-    """Interface of a batch provider: prepare, submit, status, results, cancel."""
+    """Interface of a batch provider: prepare, upload/create (submit), status, results, cancel.
+
+    Submission is split in two calls, each with a lookup twin, so a crash between any two steps
+    never creates a second job: `find_file` finds an upload by its deterministic name and
+    `find_job` finds a job by the job key stored in its metadata.
+    """
 
     name: str
     """Protocol name stored in `Job.provider` ('openai', 'mistral')."""
     default_model: str
+    limits: ProviderLimits
 
     def __init__(self, *, emulated: bool, base_url: str) -> None:
         """Remember where jobs go; subclasses build their SDK client from these."""
@@ -85,11 +113,30 @@ class BatchProvider(ABC):
             params: Model parameters from the run context (per-request params win).
         """
 
+    def model_profile(self, model: str) -> dict[str, Any] | None:
+        """Return LangChain's profile of `model` (context window, ...), None if unknown."""
+        return None
+
+    def check_completion_window(self, completion_window: str) -> None:  # noqa: B027 (optional hook)
+        """Raise `InputError` if the provider cannot take this completion window."""
+
     @abstractmethod
-    def submit(
-        self, batch: PreparedBatch, *, completion_window: str, metadata: dict[str, str]
-    ) -> Job:
-        """Upload the input and create the job; return its checkpointable record."""
+    def upload(self, batch: PreparedBatch, file_name: str) -> str:
+        """Upload the batch input as `file_name`; return the file id."""
+
+    @abstractmethod
+    def find_file(self, file_name: str, size: int, since: float) -> str | None:
+        """Return the id of an earlier complete upload named `file_name` of `size` bytes."""
+
+    @abstractmethod
+    def create(
+        self, input_file_id: str, *, model: str, completion_window: str, metadata: dict[str, str]
+    ) -> CreatedJob:
+        """Create the batch job from an uploaded file."""
+
+    @abstractmethod
+    def find_job(self, job_key: str, since: float) -> CreatedJob | None:
+        """Return the job created with `job_key` in its metadata, if the provider has one."""
 
     @abstractmethod
     def status(self, job: Job) -> JobUpdate:
@@ -100,29 +147,12 @@ class BatchProvider(ABC):
         """Stream the outcome of every request the provider returned for `job`."""
 
     @abstractmethod
+    def input_lines(self, job: Job) -> Iterator[tuple[str, bytes]]:
+        """Stream `(custom_id, raw line)` from the job's input file (to resubmit some of them)."""
+
+    @abstractmethod
     def cancel(self, job: Job) -> JobUpdate:
         """Ask the provider to cancel the job."""
-
-    def new_job(
-        self, *, job_id: str, model: str, created_at: float, request_count: int, input_file_id: str
-    ) -> Job:
-        """Return a fresh job record for a job the provider just accepted."""
-        return Job(
-            provider=self.name,
-            job_id=job_id,
-            model=model,
-            created_at=created_at,
-            request_count=request_count,
-            input_file_id=input_file_id,
-            emulated=self.emulated,
-            base_url=self.base_url,
-            provider_status="",
-            status="queued",
-            counts=Counts(total=request_count, succeeded=0, failed=0, pending=request_count),
-            output_file_id=None,
-            error_file_id=None,
-            errors=[],
-        )
 
 
 def to_jsonl(lines: Iterable[dict[str, Any]]) -> bytes:
@@ -162,40 +192,97 @@ def finish_message(model: BaseChatModel, result: ChatResult, message_key: str) -
     return message
 
 
-def parse_output_line(raw: bytes | str) -> tuple[str, dict[str, Any] | None, RequestError | None]:
-    """Split one OpenAI/Mistral output or error line into (custom_id, body, error).
+def parse_output_line(
+    raw: bytes | str,
+) -> tuple[str, dict[str, Any] | None, RequestError | None, bool]:
+    """Split one OpenAI/Mistral output or error line into (custom_id, body, error, retryable).
 
     A line fails when `error` is set *or* `response.status_code >= 400` (per-request HTTP errors
-    carry `error: null` and the error inside the body, a known pitfall).
+    carry `error: null` and the error inside the body, a known pitfall). Error bodies come as
+    OpenAI's `{"error": {...}}` or Mistral's flat `{"message", "type", "code"}`.
     """
     line = json.loads(raw)
     custom_id = str(line.get("custom_id"))
     response = line.get("response") or {}
     error = line.get("error")
-    status_code = response.get("status_code") or 0
+    status_code = int(response.get("status_code") or 0)
     body = response.get("body")
     if error:
         if isinstance(error, dict):
+            code = str(error.get("code") or error.get("type") or "error")
             return (
                 custom_id,
                 None,
-                RequestError(
-                    code=str(error.get("code") or "error"),
-                    message=str(error.get("message") or error),
-                ),
+                RequestError(code=code, message=str(error.get("message") or error)),
+                is_retryable(code, status_code),
             )
-        return custom_id, None, RequestError(code="error", message=str(error))
+        return (
+            custom_id,
+            None,
+            RequestError(code="error", message=str(error)),
+            is_retryable("error", status_code),
+        )
     if status_code >= 400 or not isinstance(body, dict):
-        inner = (body or {}).get("error") if isinstance(body, dict) else None
-        if isinstance(inner, dict):
-            code = inner.get("code") or inner.get("type") or f"http_{status_code}"
-            message = inner.get("message") or json.dumps(inner)
+        inner = (
+            body.get("error")
+            if isinstance(body, dict) and isinstance(body.get("error"), dict)
+            else body
+        )
+        if isinstance(inner, dict) and (
+            inner.get("message") or inner.get("code") or inner.get("type")
+        ):
+            code = str(inner.get("code") or inner.get("type") or f"http_{status_code}")
+            message = str(inner.get("message") or json.dumps(inner))
         else:
             code, message = f"http_{status_code}", json.dumps(body)
-        return custom_id, None, RequestError(code=str(code), message=str(message))
-    return custom_id, body, None
+        return (
+            custom_id,
+            None,
+            RequestError(code=code, message=message),
+            is_retryable(code, status_code),
+        )
+    return custom_id, body, None, False
+
+
+# Request-level error codes worth a follow-up job: the request itself was fine.
+RETRYABLE_CODES = frozenset(
+    {
+        "batch_expired",
+        "rate_limit_exceeded",
+        "rate_limit_error",
+        "server_error",
+        "internal_error",
+        "api_error",
+        "overloaded_error",
+        "service_unavailable",
+        "timeout",
+        "timeout_error",
+        "request_timeout",
+        "no_result",
+    }
+)
+
+
+def is_retryable(code: str, status_code: int = 0) -> bool:
+    """Tell whether a failed request may succeed if sent again (rate, server, expiry, timeout)."""
+    return (
+        code in RETRYABLE_CODES
+        or status_code == 429
+        or status_code >= 500
+        or code.startswith(("http_429", "http_5"))
+    )
 
 
 def model_params(params: dict[str, Any]) -> dict[str, Any]:
     """Drop unset (None) parameters so the chat model's own defaults apply, as in realtime."""
     return {k: v for k, v in params.items() if v is not None}
+
+
+def normalise_status(raw: str, known: dict[str, JobStatus], errors: list[str]) -> JobStatus:
+    """Map a raw provider status; an unknown one is kept raw, treated as terminal and reported."""
+    if raw in known:
+        return known[raw]
+    errors.append(
+        f"unknown provider status {raw!r}: treated as terminal, results collected as they are"
+    )
+    return "done"

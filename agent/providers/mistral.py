@@ -7,28 +7,36 @@ model per job, so the model is set at job level and also kept in each body, as r
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
 from langchain_mistralai import ChatMistralAI
 from mistralai.client import Mistral
+from mistralai.client.utils import BackoffStrategy, RetryConfig
 
 from agent.providers.base import (
+    JOB_KEY_METADATA,
+    RECONCILE_LOOKBACK_SECONDS,
     BatchProvider,
+    CreatedJob,
     JobUpdate,
     PreparedBatch,
-    ProviderError,
+    ProviderLimits,
     RequestOutcome,
     finish_message,
     lc_messages,
     model_params,
+    normalise_status,
     parse_output_line,
     to_jsonl,
 )
-from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest
+from agent.providers.errors import ProviderError, provider_call
+from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus
 
 STATUS_MAP: dict[str, JobStatus] = {
@@ -73,6 +81,8 @@ class MistralProvider(BatchProvider):
 
     name = "mistral"
     default_model = "mistral-small-latest"
+    # Mistral caps pending requests per workspace (1M) rather than per job; keep jobs OpenAI-sized.
+    limits = ProviderLimits(max_requests=1_000_000, max_file_bytes=512 * 1024 * 1024)
 
     def __init__(
         self, *, emulated: bool, base_url: str, http_client: httpx2.Client | None = None
@@ -88,7 +98,14 @@ class MistralProvider(BatchProvider):
         else:
             server_url = base_url or None
             api_key = os.environ.get("MISTRAL_API_KEY") or "no-key-set"
-        self._client = Mistral(api_key=api_key, server_url=server_url, client=http_client)
+        # Without a retry config the SDK does not retry; this one retries 429/5xx and dropped
+        # connections with exponential backoff (0.5 s doubling-ish, capped at 30 s, 2 min total).
+        retry = RetryConfig(
+            "backoff", BackoffStrategy(500, 30_000, 1.8, 120_000), retry_connection_errors=True
+        )
+        self._client = Mistral(
+            api_key=api_key, server_url=server_url, client=http_client, retry_config=retry
+        )
 
     def prepare(
         self, requests: list[BatchRequest], model: str, params: dict[str, Any]
@@ -100,38 +117,88 @@ class MistralProvider(BatchProvider):
             model=model, request_ids=[r.id for r in requests], jsonl=to_jsonl(lines)
         )
 
-    def submit(
-        self, batch: PreparedBatch, *, completion_window: str, metadata: dict[str, str]
-    ) -> Job:
-        """Upload the JSONL file and create the batch job."""
+    def check_completion_window(self, completion_window: str) -> None:
+        """Mistral takes whole hours from 1 to 168."""
+        try:
+            timeout_hours(completion_window)
+        except ProviderError as exc:
+            raise InputError(str(exc), source="context") from None
+
+    def model_profile(self, model: str) -> dict[str, Any] | None:
+        """Return LangChain's model profile (None for a model it does not know)."""
+        profile = chat_model(model, {}).profile
+        return dict(profile) if profile else None
+
+    def upload(self, batch: PreparedBatch, file_name: str) -> str:
+        """Upload the JSONL input file (purpose `batch`)."""
+        with provider_call(self.name, "upload the batch input file"):
+            return str(
+                self._client.files.upload(
+                    file={"file_name": file_name, "content": batch.jsonl}, purpose="batch"
+                ).id
+            )
+
+    def find_file(self, file_name: str, size: int, since: float) -> str | None:
+        """Page through recent batch files (newest first) for an upload with this name and size."""
+        page = 0
+        with provider_call(self.name, "list files"):
+            while True:
+                listing = self._client.files.list(page=page, page_size=100, purpose="batch")
+                for item in listing.data:
+                    if item.filename == file_name and item.size_bytes == size:
+                        return str(item.id)
+                    if item.created_at < since - RECONCILE_LOOKBACK_SECONDS:
+                        return None
+                if len(listing.data) < 100:
+                    return None
+                page += 1
+
+    def create(
+        self, input_file_id: str, *, model: str, completion_window: str, metadata: dict[str, str]
+    ) -> CreatedJob:
+        """Create the batch job from an uploaded file."""
         hours = timeout_hours(completion_window)
-        uploaded = self._client.files.upload(
-            file={"file_name": "batch-input.jsonl", "content": batch.jsonl}, purpose="batch"
-        )
-        created = self._client.batch.jobs.create(
-            input_files=[uploaded.id],
-            model=batch.model,
-            endpoint=CHAT_COMPLETIONS_URL,
-            metadata=metadata,
-            timeout_hours=hours,
-        )
-        job = self.new_job(
-            job_id=created.id,
-            model=batch.model,
+        with provider_call(self.name, "create the batch job"):
+            created = self._client.batch.jobs.create(
+                input_files=[input_file_id],
+                model=model,
+                endpoint=CHAT_COMPLETIONS_URL,
+                metadata=metadata,
+                timeout_hours=hours,
+            )
+        return CreatedJob(
+            job_id=str(created.id),
             created_at=float(created.created_at),
-            request_count=len(batch.request_ids),
-            input_file_id=uploaded.id,
+            input_file_id=input_file_id,
         )
-        job["provider_status"] = str(created.status)
-        return job
+
+    def find_job(self, job_key: str, since: float) -> CreatedJob | None:
+        """Look the job up with Mistral's server-side metadata filter."""
+        after = datetime.fromtimestamp(since - RECONCILE_LOOKBACK_SECONDS, tz=UTC)
+        with provider_call(self.name, "list batch jobs"):
+            listing = self._client.batch.jobs.list(
+                metadata={JOB_KEY_METADATA: job_key}, created_after=after, page_size=10
+            )
+        for job in listing.data or []:
+            if (job.metadata or {}).get(JOB_KEY_METADATA) == job_key:
+                return CreatedJob(
+                    job_id=str(job.id),
+                    created_at=float(job.created_at),
+                    input_file_id=str((job.input_files or [""])[0]),
+                )
+        return None
 
     def status(self, job: Job) -> JobUpdate:
         """Get the batch job once."""
-        return self._update(self._client.batch.jobs.get(job_id=job["job_id"]), job)
+        with provider_call(self.name, f"check batch job {job['job_id']}"):
+            batch = self._client.batch.jobs.get(job_id=str(job["job_id"]))
+        return self._update(batch, job)
 
     def cancel(self, job: Job) -> JobUpdate:
         """Request cancellation (the job passes through CANCELLATION_REQUESTED)."""
-        return self._update(self._client.batch.jobs.cancel(job_id=job["job_id"]), job)
+        with provider_call(self.name, f"cancel batch job {job['job_id']}"):
+            batch = self._client.batch.jobs.cancel(job_id=str(job["job_id"]))
+        return self._update(batch, job)
 
     def results(self, job: Job) -> Iterator[RequestOutcome]:
         """Stream the output file, then the error file, line by line."""
@@ -139,18 +206,27 @@ class MistralProvider(BatchProvider):
         for file_id in (job["output_file_id"], job["error_file_id"]):
             if not file_id:
                 continue
+            for raw in self._lines(file_id):
+                custom_id, body, error, retryable = parse_output_line(raw)
+                if body is None:
+                    yield RequestOutcome(custom_id, None, error, retryable)
+                    continue
+                result = llm._create_chat_result(body)
+                message = finish_message(llm, result, f"{job['job_id']}/{custom_id}")
+                yield RequestOutcome(custom_id, message, None)
+
+    def input_lines(self, job: Job) -> Iterator[tuple[str, bytes]]:
+        """Stream the job's input file (`custom_id`, raw line)."""
+        for raw in self._lines(str(job["input_file_id"])):
+            yield str(json.loads(raw)["custom_id"]), raw
+
+    def _lines(self, file_id: str) -> Iterator[bytes]:
+        with provider_call(self.name, f"download file {file_id}"):
             response = self._client.files.download(file_id=file_id)
             try:
                 for raw in response.iter_lines():
-                    if not raw.strip():
-                        continue
-                    custom_id, body, error = parse_output_line(raw)
-                    if body is None:
-                        yield RequestOutcome(custom_id, None, error)
-                        continue
-                    result = llm._create_chat_result(body)
-                    message = finish_message(llm, result, f"{job['job_id']}/{custom_id}")
-                    yield RequestOutcome(custom_id, message, None)
+                    if raw.strip():
+                        yield raw.encode() if isinstance(raw, str) else raw
             finally:
                 response.close()
 
@@ -160,12 +236,12 @@ class MistralProvider(BatchProvider):
         succeeded = batch.succeeded_requests or 0
         failed = batch.failed_requests or 0
         errors = [
-            f"{e.message}" + (f" (x{e.count})" if getattr(e, "count", 1) and e.count > 1 else "")
+            f"{e.message}" + (f" (x{e.count})" if (getattr(e, "count", 1) or 1) > 1 else "")
             for e in batch.errors or []
         ]
         return JobUpdate(
             provider_status=raw,
-            status=STATUS_MAP.get(raw, "done"),
+            status=normalise_status(raw, STATUS_MAP, errors),
             counts=Counts(
                 total=total,
                 succeeded=succeeded,

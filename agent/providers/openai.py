@@ -7,8 +7,8 @@ result are exactly what the realtime call would send and return.
 
 from __future__ import annotations
 
+import json
 import os
-import time
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -19,16 +19,23 @@ from openai._models import construct_type
 from openai.types.chat import ChatCompletion
 
 from agent.providers.base import (
+    JOB_KEY_METADATA,
+    RECONCILE_LOOKBACK_SECONDS,
+    SDK_MAX_RETRIES,
     BatchProvider,
+    CreatedJob,
     JobUpdate,
     PreparedBatch,
+    ProviderLimits,
     RequestOutcome,
     finish_message,
     lc_messages,
     model_params,
+    normalise_status,
     parse_output_line,
     to_jsonl,
 )
+from agent.providers.errors import provider_call
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest
 from agent.state import Counts, Job, JobStatus
 
@@ -79,6 +86,7 @@ class OpenAIProvider(BatchProvider):
 
     name = "openai"
     default_model = "gpt-4o-mini"
+    limits = ProviderLimits(max_requests=50_000, max_file_bytes=200 * 1024 * 1024)
 
     def __init__(
         self, *, emulated: bool, base_url: str, http_client: httpx2.Client | None = None
@@ -94,7 +102,13 @@ class OpenAIProvider(BatchProvider):
         else:
             sdk_base_url = base_url or None
             api_key = os.environ.get("OPENAI_API_KEY") or "no-key-set"
-        self._client = OpenAI(api_key=api_key, base_url=sdk_base_url, http_client=http_client)
+        # The SDK retries 408/409/429/5xx and connection errors with exponential backoff and jitter.
+        self._client = OpenAI(
+            api_key=api_key,
+            base_url=sdk_base_url,
+            http_client=http_client,
+            max_retries=SDK_MAX_RETRIES,
+        )
 
     def prepare(
         self, requests: list[BatchRequest], model: str, params: dict[str, Any]
@@ -114,36 +128,70 @@ class OpenAIProvider(BatchProvider):
             model=model, request_ids=[r.id for r in requests], jsonl=to_jsonl(lines)
         )
 
-    def submit(
-        self, batch: PreparedBatch, *, completion_window: str, metadata: dict[str, str]
-    ) -> Job:
-        """Upload the JSONL file and create the batch."""
-        uploaded = self._client.files.create(
-            file=("batch-input.jsonl", batch.jsonl), purpose="batch"
+    def model_profile(self, model: str) -> dict[str, Any] | None:
+        """Return LangChain's model profile (None for a model it does not know)."""
+        profile = chat_model(model, {}).profile
+        return dict(profile) if profile else None
+
+    def upload(self, batch: PreparedBatch, file_name: str) -> str:
+        """Upload the JSONL input file (purpose `batch`)."""
+        with provider_call(self.name, "upload the batch input file"):
+            return self._client.files.create(file=(file_name, batch.jsonl), purpose="batch").id
+
+    def find_file(self, file_name: str, size: int, since: float) -> str | None:
+        """Page through recent batch files (newest first) for an upload with this name and size."""
+        with provider_call(self.name, "list files"):
+            for item in self._client.files.list(purpose="batch", order="desc", limit=100):
+                if item.filename == file_name and item.bytes == size and item.status != "error":
+                    return item.id
+                if item.created_at < since - RECONCILE_LOOKBACK_SECONDS:
+                    break
+        return None
+
+    def create(
+        self, input_file_id: str, *, model: str, completion_window: str, metadata: dict[str, str]
+    ) -> CreatedJob:
+        """Create the batch from an uploaded file."""
+        with provider_call(self.name, "create the batch"):
+            created = self._client.batches.create(
+                input_file_id=input_file_id,
+                endpoint=CHAT_COMPLETIONS_URL,
+                completion_window=completion_window,  # type: ignore[arg-type]
+                metadata=metadata,
+            )
+        return CreatedJob(
+            job_id=created.id, created_at=float(created.created_at), input_file_id=input_file_id
         )
-        created = self._client.batches.create(
-            input_file_id=uploaded.id,
-            endpoint=CHAT_COMPLETIONS_URL,
-            completion_window=completion_window,  # type: ignore[arg-type]
-            metadata=metadata,
-        )
-        job = self.new_job(
-            job_id=created.id,
-            model=batch.model,
-            created_at=float(created.created_at or time.time()),
-            request_count=len(batch.request_ids),
-            input_file_id=uploaded.id,
-        )
-        job["provider_status"] = created.status
-        return job
+
+    def find_job(self, job_key: str, since: float) -> CreatedJob | None:
+        """Page through recent batches (newest first) and match the job key in their metadata.
+
+        OpenAI has no server-side metadata filter, so this is a client-side scan that stops at
+        batches older than the intent.
+        """
+        with provider_call(self.name, "list batches"):
+            for batch in self._client.batches.list(limit=100):
+                if (batch.metadata or {}).get(JOB_KEY_METADATA) == job_key:
+                    return CreatedJob(
+                        job_id=batch.id,
+                        created_at=float(batch.created_at),
+                        input_file_id=batch.input_file_id,
+                    )
+                if batch.created_at < since - RECONCILE_LOOKBACK_SECONDS:
+                    break
+        return None
 
     def status(self, job: Job) -> JobUpdate:
         """Retrieve the batch once."""
-        return self._update(self._client.batches.retrieve(job["job_id"]), job)
+        with provider_call(self.name, f"check batch {job['job_id']}"):
+            batch = self._client.batches.retrieve(str(job["job_id"]))
+        return self._update(batch, job)
 
     def cancel(self, job: Job) -> JobUpdate:
         """Cancel the batch; it passes through `cancelling` before `cancelled`."""
-        return self._update(self._client.batches.cancel(job["job_id"]), job)
+        with provider_call(self.name, f"cancel batch {job['job_id']}"):
+            batch = self._client.batches.cancel(str(job["job_id"]))
+        return self._update(batch, job)
 
     def results(self, job: Job) -> Iterator[RequestOutcome]:
         """Stream the output file, then the error file, line by line."""
@@ -151,17 +199,26 @@ class OpenAIProvider(BatchProvider):
         for file_id in (job["output_file_id"], job["error_file_id"]):
             if not file_id:
                 continue
+            for raw in self._lines(file_id):
+                custom_id, body, error, retryable = parse_output_line(raw)
+                if body is None:
+                    yield RequestOutcome(custom_id, None, error, retryable)
+                    continue
+                result = llm._create_chat_result(parse_completion(body))
+                message = finish_message(llm, result, f"{job['job_id']}/{custom_id}")
+                yield RequestOutcome(custom_id, message, None)
+
+    def input_lines(self, job: Job) -> Iterator[tuple[str, bytes]]:
+        """Stream the job's input file (`custom_id`, raw line)."""
+        for raw in self._lines(str(job["input_file_id"])):
+            yield str(json.loads(raw)["custom_id"]), raw
+
+    def _lines(self, file_id: str) -> Iterator[bytes]:
+        with provider_call(self.name, f"download file {file_id}"):
             with self._client.files.with_streaming_response.content(file_id) as response:
                 for raw in response.iter_lines():
-                    if not raw.strip():
-                        continue
-                    custom_id, body, error = parse_output_line(raw)
-                    if body is None:
-                        yield RequestOutcome(custom_id, None, error)
-                        continue
-                    result = llm._create_chat_result(parse_completion(body))
-                    message = finish_message(llm, result, f"{job['job_id']}/{custom_id}")
-                    yield RequestOutcome(custom_id, message, None)
+                    if raw.strip():
+                        yield raw.encode() if isinstance(raw, str) else raw
 
     def _update(self, batch: Any, job: Job) -> JobUpdate:
         raw = str(batch.status)
@@ -175,7 +232,7 @@ class OpenAIProvider(BatchProvider):
         ]
         return JobUpdate(
             provider_status=raw,
-            status=STATUS_MAP.get(raw, "done"),
+            status=normalise_status(raw, STATUS_MAP, errors),
             counts=Counts(
                 total=total,
                 succeeded=succeeded,

@@ -17,6 +17,7 @@ from langchain_core.messages import AIMessage
 from langchain_mistralai import ChatMistralAI
 from langchain_openai import ChatOpenAI
 
+from agent.planning import new_intent
 from agent.providers.base import BatchProvider
 from agent.providers.mistral import MistralProvider
 from agent.providers.openai import OpenAIProvider
@@ -141,10 +142,8 @@ def _files_server(content: bytes) -> httpx2.Client:
 
 
 def _batch_message(provider: BatchProvider, model: str) -> AIMessage:
-    job = provider.new_job(
-        job_id="batch_1", model=model, created_at=0.0, request_count=1, input_file_id="file-in"
-    )
-    job["output_file_id"] = "file-out"
+    job = new_intent(provider, key="k", attempt=1, model=model, params={}, request_ids=["r1"])
+    job.update(job_id="batch_1", status="done", output_file_id="file-out")
     (outcome,) = list(provider.results(job))
     assert outcome.custom_id == "r1" and outcome.error is None and outcome.message is not None
     return outcome.message

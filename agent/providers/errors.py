@@ -1,0 +1,89 @@
+"""Classify provider failures: transient (retry) or permanent (stop and tell the user).
+
+The SDKs already retry 429/5xx/timeouts a few times with backoff; what still escapes is
+translated here so nodes can apply one rule: `TransientProviderError` is retried by the node's
+`RetryPolicy`, `ProviderError` ends the run with a clear status and message in state, and the
+thread can be resumed once the cause (a key, a quota, a model name) is fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx2
+
+from agent.secrets import redact
+
+TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+
+
+class ProviderError(RuntimeError):
+    """A provider call failed in a way the user must act on (the message never holds a key)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        """Store a redacted message and the HTTP status, when there was one."""
+        super().__init__(redact(message))
+        self.status_code = status_code
+
+
+class TransientProviderError(ProviderError):
+    """A provider call failed in a way that may pass: rate limit, server error, network."""
+
+
+@contextmanager
+def provider_call(provider: str, action: str) -> Iterator[None]:
+    """Translate any SDK or transport exception raised inside into our two error kinds.
+
+    Args:
+        provider: Provider name for the message ('openai', 'mistral').
+        action: What was being done ('upload the input file', 'check job batch_1', ...).
+    """
+    try:
+        yield
+    except ProviderError:
+        raise
+    except Exception as exc:  # the SDKs raise many types; classify by status code and transport
+        raise classify(exc, provider, action) from None
+
+
+def classify(exc: BaseException, provider: str, action: str) -> ProviderError:
+    """Return the `ProviderError` (transient or permanent) that describes `exc`."""
+    status = _status_code(exc)
+    detail = _detail(exc)
+    if status is not None:
+        message = f"{provider}: could not {action}: HTTP {status}: {detail}"
+        kind = TransientProviderError if status in TRANSIENT_STATUS else ProviderError
+        return kind(message, status_code=status)
+    if isinstance(
+        exc, httpx2.TransportError | TimeoutError | ConnectionError
+    ) or _is_sdk_connection_error(exc):
+        return TransientProviderError(f"{provider}: could not {action}: network error: {detail}")
+    return ProviderError(f"{provider}: could not {action}: {type(exc).__name__}: {detail}")
+
+
+def _status_code(exc: BaseException) -> int | None:
+    for attr in ("status_code", "status"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, int):
+            return value
+    response = getattr(exc, "response", None) or getattr(exc, "raw_response", None)
+    code = getattr(response, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+def _is_sdk_connection_error(exc: BaseException) -> bool:
+    # openai.APIConnectionError / APITimeoutError carry no status code.
+    return type(exc).__name__ in {
+        "APIConnectionError",
+        "APITimeoutError",
+        "ConnectError",
+        "ReadTimeout",
+    }
+
+
+def _detail(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    # Keep the one-line shape the CLI promises.
+    text = " ".join(text.split())
+    return text[:500]
