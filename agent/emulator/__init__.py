@@ -15,6 +15,12 @@ clock (``BATCH_AGENT_EMULATOR_DELAY`` seconds, default 2, read at creation), sta
 persists under a directory shared by every process (``BATCH_AGENT_EMULATOR_DIR``,
 default ``.batch-agent/emulator``), and answers follow the deterministic rule of
 `agent.emulator.answers`.
+
+Every request is appended to ``<state_dir>/access.log`` (read it with
+`read_access_log`; headers and bodies are never logged), and
+``BATCH_AGENT_EMULATOR_FAULTS`` injects provider misbehaviour (rate-limited or
+failed requests, expired jobs, shuffled or late results, unknown statuses, HTTP
+errors, slow creates): see `agent.emulator.faults` for every knob.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 
 import httpx2
 
+from agent.emulator.access_log import read_access_log
 from agent.emulator.app import EmulatorApp
 from agent.emulator.server import running_emulator, serve
 from agent.emulator.store import default_state_dir
@@ -36,6 +43,7 @@ __all__ = [
     "default_state_dir",
     "emulator_http_client",
     "list_jobs",
+    "read_access_log",
     "running_emulator",
     "serve",
 ]

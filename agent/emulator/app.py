@@ -4,16 +4,26 @@ Each protocol lives under its own prefix so an SDK's base URL can point at it
 unchanged: ``/openai/v1`` for the openai SDK (``base_url=<root>/openai/v1``) and
 ``/mistral/v1`` for the mistralai SDK (``server_url=<root>/mistral``, the SDK adds
 ``/v1``). Every request must carry a non-empty bearer key; its value is ignored.
+
+Every request is recorded in ``<state_dir>/access.log`` (`agent.emulator.access_log`),
+and the fault knobs of ``BATCH_AGENT_EMULATOR_FAULTS`` (`agent.emulator.faults`) are
+parsed once per request: a malformed value answers 500, ``http_error_rate`` may
+answer 429/500 before any route runs.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import random
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from agent.emulator.access_log import append_access_log
+from agent.emulator.faults import ERROR_SHAPES, Faults, current_faults
 from agent.emulator.mistral_routes import MistralRoutes
 from agent.emulator.mistral_routes import render_error as render_mistral_error
 from agent.emulator.openai_routes import OpenAIRoutes
@@ -42,6 +52,9 @@ class EmulatorApp:
         self.store = Store(state_dir)
         self.openai = OpenAIRoutes(self.store)
         self.mistral = MistralRoutes(self.store)
+        # `http_error_rate` draws: one seeded generator per app (per process).
+        self._rng_lock = threading.Lock()
+        self._rngs: dict[int, random.Random] = {}
 
     @property
     def state_dir(self) -> Path:
@@ -70,8 +83,17 @@ class EmulatorApp:
         return [row[1] for row in rows]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """Serve one WSGI request."""
+        """Serve one WSGI request and record it in the access log."""
+        arrived = time.time()
         response = self.respond(environ)
+        append_access_log(
+            self.store.root,
+            arrived,
+            str(environ.get("REQUEST_METHOD", "GET")),
+            str(environ.get("PATH_INFO", "") or "/"),
+            str(environ.get("QUERY_STRING", "") or ""),
+            response.status,
+        )
         start_response(response.status_line(), response.wsgi_headers())
         return response.body
 
@@ -80,10 +102,12 @@ class EmulatorApp:
         path = environ.get("PATH_INFO", "") or "/"
         routes: OpenAIRoutes | MistralRoutes | None
         render: Callable[[HttpError], Response]
+        provider = "openai"
         if path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/"):
             routes, render, rest = self.openai, render_openai_error, path[len(OPENAI_PREFIX) :]
         elif path == MISTRAL_PREFIX or path.startswith(MISTRAL_PREFIX + "/"):
             routes, render, rest = self.mistral, render_mistral_error, path[len(MISTRAL_PREFIX) :]
+            provider = "mistral"
         else:
             routes, render, rest = None, render_openai_error, path
         try:
@@ -92,14 +116,39 @@ class EmulatorApp:
                     # Unauthenticated readiness probe for whoever starts the server.
                     return json_response({"status": "ok"})
                 raise HttpError(404, f"Unknown path: {path}", code="unknown_url")
+            try:
+                faults = current_faults()
+            except ValueError as exc:
+                response = render(HttpError(500, str(exc), error_type="emulator_config_error"))
+                # A configuration error will not go away: tell the openai SDK not to retry.
+                response.headers.append(("x-should-retry", "false"))
+                return response
             request = Request.from_environ(environ, rest or "/")
+            request.faults = faults
             _check_auth(request)
+            injected = self._injected_http_error(faults, provider)
+            if injected is not None:
+                response = render(injected)
+                response.headers.extend([("retry-after-ms", "10"), ("retry-after", "0")])
+                return response
             return routes.handle(request)
         except HttpError as error:
             return render(error)
         except Exception:  # noqa: BLE001 - a test double must answer, not crash the server
             logger.exception("emulator error on %s %s", environ.get("REQUEST_METHOD"), path)
             return render(HttpError(500, "Internal emulator error.", error_type="server_error"))
+
+    def _injected_http_error(self, faults: Faults, provider: str) -> HttpError | None:
+        """Draw whether `http_error_rate` turns this call into a 429 or a 500."""
+        if faults.http_error_rate <= 0:
+            return None
+        with self._rng_lock:
+            rng = self._rngs.setdefault(faults.seed, random.Random(faults.seed))
+            if rng.random() >= faults.http_error_rate:
+                return None
+            kind = "rate_limit" if rng.random() < 0.5 else "server_error"
+        status, message, error_type, code = ERROR_SHAPES[provider][kind]
+        return HttpError(status, message, error_type=error_type, code=code)
 
 
 def _summary(provider: str, job: dict[str, Any], status: str) -> dict[str, Any]:
@@ -114,10 +163,13 @@ def _summary(provider: str, job: dict[str, Any], status: str) -> dict[str, Any]:
 
 
 def _check_auth(request: Request) -> None:
-    """Accept any non-empty bearer key, like a real provider accepts a valid one.
+    """Accept any non-empty bearer key, or exactly ``BATCH_AGENT_EMULATOR_API_KEY`` when set.
+
+    Requiring a given key lets tests exercise a real 401 (a wrong key the user fixes). The
+    message never echoes the key that was sent.
 
     Raises:
-        HttpError: 401 without an ``Authorization: Bearer <key>`` header.
+        HttpError: 401 without an ``Authorization: Bearer <key>`` header, or with another key.
     """
     header = (request.header("Authorization") or "").strip()
     scheme, _, key = header.partition(" ")
@@ -125,6 +177,14 @@ def _check_auth(request: Request) -> None:
         raise HttpError(
             401,
             "Missing or invalid Authorization header: expected 'Bearer <api key>'.",
+            error_type="invalid_request_error",
+            code="invalid_api_key",
+        )
+    required = os.environ.get("BATCH_AGENT_EMULATOR_API_KEY")
+    if required and key.strip() != required:
+        raise HttpError(
+            401,
+            "Incorrect API key provided.",
             error_type="invalid_request_error",
             code="invalid_api_key",
         )

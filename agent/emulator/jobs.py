@@ -16,6 +16,8 @@ Private keys of a job record (never sent on the wire):
 - ``_cancel_at`` / ``_cancel_done``: cancel time and the number of requests
   already done then
 - ``_final``: ``{"status", "done", "ended_at"}`` once finalised
+- ``_faults``: the job-shaping fault knobs read at creation, or None (see
+  `agent.emulator.faults`); ``expire`` replaces the ``done`` phase by ``expired``
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from agent.emulator.faults import expire_limit
 from agent.emulator.store import Provider, Store
 
 # Share of the delay a cancelled job spends in its "cancelling" state.
@@ -39,7 +42,7 @@ class Phase:
 
     Attributes:
         name: One of ``queued``, ``running``, ``finalizing``, ``done``, ``failed``,
-            ``cancelling``, ``cancelled``.
+            ``expired``, ``cancelling``, ``cancelled``.
         done: How many requests (in input order) are processed.
         terminal: Whether the phase can no longer change.
     """
@@ -49,8 +52,8 @@ class Phase:
 
     @property
     def terminal(self) -> bool:
-        """Return True for done, failed and cancelled."""
-        return self.name in ("done", "failed", "cancelled")
+        """Return True for done, failed, expired and cancelled."""
+        return self.name in ("done", "failed", "expired", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -90,13 +93,22 @@ def compute_phase(job: dict[str, Any], now: float, timeline: Timeline) -> Phase:
         return Phase("queued", 0)
     if job.get("_invalid"):
         return Phase("failed", 0)
+    limit = expire_limit(job)
+    if limit is not None:
+        # An expiring job runs until the window closes, never finalizing, and
+        # gets only `limit` requests done.
+        if elapsed >= delay:
+            return Phase("expired", limit)
+        if elapsed >= timeline.finalize * delay:
+            return Phase("running", limit)
     if elapsed >= delay:
         return Phase("done", total)
     if elapsed >= timeline.finalize * delay:
         return Phase("finalizing", total)
     span = (timeline.finalize - timeline.start) * delay
     fraction = (elapsed - timeline.start * delay) / span if span > 0 else 1.0
-    return Phase("running", min(total, math.floor(total * fraction)))
+    cap = total if limit is None else limit
+    return Phase("running", min(cap, math.floor(total * fraction)))
 
 
 def split_counts(job: dict[str, Any], done: int) -> tuple[int, int]:
@@ -115,7 +127,7 @@ def ended_at(job: dict[str, Any], phase: Phase, timeline: Timeline) -> float | N
         return float(job["_cancel_at"]) + CANCEL_FRACTION * delay
     if phase.name == "failed":
         return created + timeline.start * delay
-    if phase.name == "done":
+    if phase.name in ("done", "expired"):
         return created + delay
     return None
 
@@ -163,6 +175,8 @@ def iter_requests(store: Store, provider: Provider, sources: list[str]) -> Itera
 LineRenderer = Callable[[RequestLine, int], tuple[bool, dict[str, Any], tuple[int, int]]]
 # (job, kind "output"|"error", size, lines) -> file metadata to store
 FileMetaFactory = Callable[[dict[str, Any], str, int, int], dict[str, Any]]
+# request not processed (expired) -> its error line, or None for no line
+UnfinishedRenderer = Callable[[RequestLine], dict[str, Any] | None]
 
 
 @dataclass
@@ -190,11 +204,15 @@ def write_outputs(
     created: int,
     render: LineRenderer,
     make_meta: FileMetaFactory,
+    unfinished: UnfinishedRenderer | None = None,
+    shuffle: Callable[[int], float] | None = None,
 ) -> Outputs:
     """Answer the first `done` requests and write the output and error files.
 
     Both files are written in one pass over the input, line by line, so memory
     stays flat whatever the batch size. A file with no line is not created.
+    With `shuffle` (a fault knob, for tests), lines are buffered and written
+    sorted by ``shuffle(index)`` instead.
 
     Args:
         store: The state store.
@@ -204,6 +222,9 @@ def write_outputs(
         created: The ``created`` timestamp to put in reply bodies.
         render: Turns a request into an output or error line.
         make_meta: Builds the API metadata of a result file.
+        unfinished: If given, called for every request past `done`; a returned
+            line goes to the error file (OpenAI ``batch_expired``).
+        shuffle: If given, the sort key of a line from its request index.
 
     Returns:
         The ids of the files written and the token totals.
@@ -217,19 +238,34 @@ def write_outputs(
     prompt = completion = 0
     out_path = store.file_data_path(provider, ids["output"])
     err_path = store.file_data_path(provider, ids["error"])
+    buffered: dict[str, list[tuple[float, bytes]]] = {"output": [], "error": []}
     with store.atomic_writer(out_path) as out, store.atomic_writer(err_path) as err:
+        handles = {"output": out, "error": err}
         for request in iter_requests(store, provider, job["_sources"]):
+            ok = False
+            line: dict[str, Any] | None
             if request.index >= done:
-                break
-            ok, line, (p_tokens, c_tokens) = render(request, created)
+                if unfinished is None:
+                    break
+                line = unfinished(request)
+                if line is None:
+                    continue
+            else:
+                ok, line, (p_tokens, c_tokens) = render(request, created)
+                if ok:
+                    prompt += p_tokens
+                    completion += c_tokens
             data = json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
             kind = "output" if ok else "error"
-            (out if ok else err).write(data)
+            if shuffle is None:
+                handles[kind].write(data)
+            else:
+                buffered[kind].append((shuffle(request.index), data))
             counts[kind] += 1
             sizes[kind] += len(data)
-            if ok:
-                prompt += p_tokens
-                completion += c_tokens
+        for kind, rows in buffered.items():
+            for _, data in sorted(rows, key=lambda row: row[0]):
+                handles[kind].write(data)
     result: dict[str, str | None] = {}
     for kind in ("output", "error"):
         file_id = ids[kind]

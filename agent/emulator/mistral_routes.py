@@ -15,6 +15,9 @@ reference notes (`shared/reference/provider-batch-apis.md` §2 and §6):
 - ``GET /batch/jobs`` filters on ``status`` (repeatable), ``model``,
   ``agent_id``, ``created_after`` and on metadata sent as bare query parameters
   (``job_key=k1``), which is how the SDK serialises ``metadata={...}``.
+- Fault knobs (`agent.emulator.faults`) stored on the job at creation add 429/500
+  request failures, ``TIMEOUT_EXCEEDED`` jobs (no line for unfinished requests),
+  shuffled result files, late file ids and unknown final statuses.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from agent.emulator.answers import InvalidRequest, compute_reply, line_digest, validate_body
+from agent.emulator.faults import ERROR_SHAPES, job_faults, request_fault, shuffle_key
 from agent.emulator.jobs import (
     Phase,
     RequestLine,
@@ -63,9 +67,19 @@ _STATUS = {
     "finalizing": "RUNNING",
     "done": "SUCCESS",
     "failed": "FAILED",
+    "expired": "TIMEOUT_EXCEEDED",
     "cancelling": "CANCELLATION_REQUESTED",
     "cancelled": "CANCELLED",
 }
+
+
+def _status(job: dict[str, Any], phase: Phase) -> str:
+    """Return the wire status of a phase (``unknown_status`` replaces SUCCESS)."""
+    if phase.name == "done":
+        unknown = job_faults(job).get("unknown_status")
+        if unknown:
+            return str(unknown)
+    return _STATUS[phase.name]
 
 
 def render_error(error: HttpError) -> Response:
@@ -229,6 +243,7 @@ class MistralRoutes:
             self._require_file(file_id)
         now = time.time()
         job_id = str(uuid.uuid4())
+        faults = request.faults.job_record()
         sources = list(input_files)
         if inline:
             # Inline requests are kept as a private JSONL file so that one code
@@ -241,7 +256,10 @@ class MistralRoutes:
             )
             sources.append(inline_id)
         with self.store.lock():
-            total, failed = _scan_requests(self.store, sources, model)
+            if faults is not None:
+                # Draws hash the job's creation order, not its random id (see faults.py).
+                faults = {**faults, "_sequence": len(self.store.list_jobs(PROVIDER))}
+            total, failed = _scan_requests(self.store, sources, model, job_id, faults or {})
             job: dict[str, Any] = {
                 "id": job_id,
                 "object": "batch",
@@ -264,8 +282,12 @@ class MistralRoutes:
                 "_cancel_at": None,
                 "_cancel_done": None,
                 "_final": None,
+                "_faults": faults,
             }
             self.store.put_job(PROVIDER, job)
+        if request.faults.create_delay > 0:
+            # Fault: the job exists, but its create response is late (or lost).
+            time.sleep(request.faults.create_delay)
         # The create response is always QUEUED, whatever the delay.
         return json_response(self._view(job, now, force_status="QUEUED"))
 
@@ -279,14 +301,24 @@ class MistralRoutes:
     def _produce(self, job: dict[str, Any], phase: Phase, ended: float) -> None:
         """Write outputs for a job reaching a terminal phase (called under the lock)."""
         model = job.get("model")
+        faults = job_faults(job)
+        job_id = job["id"]
 
         def render(
             request: RequestLine, created: int
         ) -> tuple[bool, dict[str, Any], tuple[int, int]]:
-            return _render_line(request, created, model)
+            return _render_line(request, created, model, job_id, faults)
 
+        # An expired job writes no line for its unfinished requests (no `unfinished`).
         outputs = write_outputs(
-            self.store, PROVIDER, job, phase.done, int(ended), render, _result_file_meta
+            self.store,
+            PROVIDER,
+            job,
+            phase.done,
+            int(ended),
+            render,
+            _result_file_meta,
+            shuffle=(lambda index: shuffle_key(job, index)) if faults.get("shuffle") else None,
         )
         job["output_file"] = outputs.output_file
         job["error_file"] = outputs.error_file
@@ -300,7 +332,7 @@ class MistralRoutes:
     ) -> dict[str, Any]:
         """Build the wire job object for `job` as of `now`."""
         phase = compute_phase(job, now, TIMELINE)
-        status = force_status or _STATUS[phase.name]
+        status = force_status or _status(job, phase)
         obj = _public(job)
         obj.pop("timeout_hours", None)
         started = job["_created"] + TIMELINE.start * job["_delay"]
@@ -311,9 +343,15 @@ class MistralRoutes:
         obj["status"] = status
         obj["started_at"] = int(started) if reached >= started else None
         end = ended_at(job, phase, TIMELINE)
-        obj["completed_at"] = (
-            int(end) if end is not None and status in ("SUCCESS", "CANCELLED") else None
-        )
+        ended = end is not None and force_status is None
+        obj["completed_at"] = int(end) if end is not None and ended else None
+        lagging = False
+        if end is not None and ended:
+            lagging = now < end + float(job_faults(job).get("output_lag") or 0.0)
+            if lagging:
+                # Fault: terminal status first, result file ids a little later.
+                obj["output_file"] = None
+                obj["error_file"] = None
         done = 0 if status == "QUEUED" else phase.done
         succeeded, failed = split_counts(job, done)
         obj.update(
@@ -322,7 +360,7 @@ class MistralRoutes:
             succeeded_requests=succeeded,
             failed_requests=failed,
         )
-        if inline and job.get("_final") is not None:
+        if inline and job.get("_final") is not None and not lagging:
             obj["outputs"] = list(self._inline_outputs(job))
         return obj
 
@@ -377,7 +415,7 @@ class MistralRoutes:
                 continue
             if statuses:
                 job = self._refresh(job, now)
-                if _STATUS[compute_phase(job, now, TIMELINE).name] not in statuses:
+                if _status(job, compute_phase(job, now, TIMELINE)) not in statuses:
                     continue
             selected.append(job)
         selected.sort(key=lambda j: (j["_created"], j["id"]), reverse=newest_first)
@@ -396,7 +434,7 @@ class MistralRoutes:
             if phase.terminal:
                 raise HttpError(
                     400,
-                    f"Batch job {job_id} is {_STATUS[phase.name]} and cannot be cancelled.",
+                    f"Batch job {job_id} is {_status(job, phase)} and cannot be cancelled.",
                     code="job_not_cancellable",
                 )
             if phase.name != "cancelling":
@@ -442,49 +480,82 @@ def _request_error(obj: Any, model: str | None) -> InvalidRequest | None:
     return None
 
 
-def _scan_requests(store: Store, sources: list[str], model: str | None) -> tuple[int, list[int]]:
+def _scan_requests(
+    store: Store, sources: list[str], model: str | None, job_id: str, faults: dict[str, Any]
+) -> tuple[int, list[int]]:
     """Count the requests and find the ones that will fail, in one streaming pass."""
     total = 0
     failed: list[int] = []
     for request in iter_requests(store, PROVIDER, sources):
         total += 1
-        if _request_error(request.obj, model) is not None:
+        if _request_error(request.obj, model) is not None or _fault(request, job_id, faults):
             failed.append(request.index)
     return total, failed
 
 
+def _custom_id(request: RequestLine) -> Any:
+    """Return a line's custom_id (optional on Mistral: its position stands in)."""
+    obj = request.obj if isinstance(request.obj, dict) else {}
+    custom_id = obj.get("custom_id")
+    return str(request.index) if custom_id is None else custom_id
+
+
+def _fault(request: RequestLine, job_id: str, faults: dict[str, Any]) -> str | None:
+    """Return the injected failure kind of a (valid) request line, if any."""
+    obj = request.obj if isinstance(request.obj, dict) else {}
+    return request_fault(faults, job_id, _custom_id(request), obj.get("body"))
+
+
+def _error_line(
+    custom_id: Any,
+    body: Any,
+    status: int,
+    message: str,
+    error_type: str,
+    code: str | None,
+    param: str | None,
+) -> dict[str, Any]:
+    """Build an error-file line: HTTP status and Mistral's error object as body."""
+    seed = line_digest(custom_id, json.dumps(body, sort_keys=True, default=str))
+    return {
+        "id": f"batch-{seed[:32]}",
+        "custom_id": custom_id,
+        "response": {
+            "status_code": status,
+            "body": {
+                "object": "error",
+                "message": message,
+                "type": error_type,
+                "param": param,
+                "code": code,
+            },
+        },
+        "error": None,
+    }
+
+
 def _render_line(
-    request: RequestLine, created: int, job_model: str | None
+    request: RequestLine,
+    created: int,
+    job_model: str | None,
+    job_id: str,
+    faults: dict[str, Any],
 ) -> tuple[bool, dict[str, Any], tuple[int, int]]:
     """Build the output or error line of one request (see `agent.emulator.answers`)."""
     obj = request.obj if isinstance(request.obj, dict) else {}
-    custom_id = obj.get("custom_id")
-    if custom_id is None:
-        # Mistral makes custom_id optional; the line position keeps results joinable.
-        custom_id = str(request.index)
+    # Mistral makes custom_id optional; the line position keeps results joinable.
+    custom_id = _custom_id(request)
     body = obj.get("body")
     problem = _request_error(request.obj, job_model)
     if problem is not None:
-        seed = line_digest(custom_id, json.dumps(body, sort_keys=True, default=str))
-        return (
-            False,
-            {
-                "id": f"batch-{seed[:32]}",
-                "custom_id": custom_id,
-                "response": {
-                    "status_code": 400,
-                    "body": {
-                        "object": "error",
-                        "message": problem.message,
-                        "type": "invalid_request_error",
-                        "param": problem.param,
-                        "code": None,
-                    },
-                },
-                "error": None,
-            },
-            (0, 0),
+        line = _error_line(
+            custom_id, body, 400, problem.message, "invalid_request_error", None, problem.param
         )
+        return False, line, (0, 0)
+    fault = _fault(request, job_id, faults)
+    if fault is not None:
+        status, message, error_type, code = ERROR_SHAPES[PROVIDER][fault]
+        return False, _error_line(custom_id, body, status, message, error_type, code, None), (0, 0)
     assert isinstance(body, dict)
     reply = compute_reply(body)
     seed = line_digest(custom_id, reply.digest)

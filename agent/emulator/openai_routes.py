@@ -12,6 +12,9 @@ the reference notes (`shared/reference/provider-batch-apis.md` §1 and §6):
   goes ``validating -> failed`` with ``errors.data[{code, line, message, param}]``.
 - Per-request failures (HTTP 400) go to the error file; when no request succeeds
   the batch is still ``completed`` with ``output_file_id: null``.
+- Fault knobs (`agent.emulator.faults`) stored on the job at creation add 429/500
+  request failures, ``expired`` batches with ``batch_expired`` lines, shuffled
+  result files, late file ids and unknown final statuses.
 """
 
 from __future__ import annotations
@@ -22,6 +25,13 @@ import time
 from typing import Any
 
 from agent.emulator.answers import InvalidRequest, compute_reply, line_digest, validate_body
+from agent.emulator.faults import (
+    BATCH_EXPIRED_ERROR,
+    ERROR_SHAPES,
+    job_faults,
+    request_fault,
+    shuffle_key,
+)
 from agent.emulator.jobs import (
     Phase,
     RequestLine,
@@ -234,10 +244,16 @@ class OpenAIRoutes:
                 400, f"File {input_file_id} does not have purpose 'batch'.", param="input_file_id"
             )
         now = time.time()
+        batch_id = f"batch_{secrets.token_hex(16)}"
+        faults = request.faults.job_record()
         with self.store.lock():
-            scan = _scan_input(self.store, input_file_id, endpoint)
+            if faults is not None:
+                # Draws hash the job's creation order, not its random id, so a seeded run of
+                # jobs fails the same requests every time (and a retry still gets a fresh draw).
+                faults = {**faults, "_sequence": len(self.store.list_jobs(PROVIDER))}
+            scan = _scan_input(self.store, input_file_id, endpoint, batch_id, faults or {})
             job: dict[str, Any] = {
-                "id": f"batch_{secrets.token_hex(16)}",
+                "id": batch_id,
                 "object": "batch",
                 "endpoint": endpoint,
                 "input_file_id": input_file_id,
@@ -260,8 +276,12 @@ class OpenAIRoutes:
                 "_cancel_at": None,
                 "_cancel_done": None,
                 "_final": None,
+                "_faults": faults,
             }
             self.store.put_job(PROVIDER, job)
+        if request.faults.create_delay > 0:
+            # Fault: the batch exists, but its create response is late (or lost).
+            time.sleep(request.faults.create_delay)
         # The create response is always "validating", whatever the delay.
         return json_response(self._view(job, now, force_status="validating"))
 
@@ -277,8 +297,24 @@ class OpenAIRoutes:
         if phase.name == "failed":
             job["errors"] = {"object": "list", "data": job["_validation_errors"]}
             return
+        faults = job_faults(job)
+        job_id = job["id"]
+
+        def render(
+            request: RequestLine, created: int
+        ) -> tuple[bool, dict[str, Any], tuple[int, int]]:
+            return _render_line(request, created, job_id, faults)
+
         outputs = write_outputs(
-            self.store, PROVIDER, job, phase.done, int(ended), _render_line, _result_file_meta
+            self.store,
+            PROVIDER,
+            job,
+            phase.done,
+            int(ended),
+            render,
+            _result_file_meta,
+            unfinished=_expired_line if phase.name == "expired" else None,
+            shuffle=(lambda index: shuffle_key(job, index)) if faults.get("shuffle") else None,
         )
         job["output_file_id"] = outputs.output_file
         job["error_file_id"] = outputs.error_file
@@ -289,8 +325,9 @@ class OpenAIRoutes:
     ) -> dict[str, Any]:
         """Build the wire batch object for `job` as of `now`."""
         phase = compute_phase(job, now, TIMELINE)
-        status = force_status or _STATUS[phase.name]
+        status = force_status or _status(job, phase)
         created, delay = job["_created"], job["_delay"]
+        faults = job_faults(job)
         obj = _public(job)
         started = created + TIMELINE.start * delay
         finalizing = created + TIMELINE.finalize * delay
@@ -298,12 +335,12 @@ class OpenAIRoutes:
         reached = cancel_at if cancel_at is not None else now
         if force_status == "validating":
             reached = created
+        # An expiring batch never enters "finalizing".
+        finalizes = not job["_invalid"] and faults.get("expire") is None
         obj.update(
             status=status,
             in_progress_at=int(started) if reached >= started and not job["_invalid"] else None,
-            finalizing_at=int(finalizing)
-            if reached >= finalizing and not job["_invalid"]
-            else None,
+            finalizing_at=int(finalizing) if reached >= finalizing and finalizes else None,
             completed_at=None,
             failed_at=None,
             expired_at=None,
@@ -311,12 +348,14 @@ class OpenAIRoutes:
             cancelled_at=None,
         )
         end = ended_at(job, phase, TIMELINE)
-        if status == "completed" and end is not None:
-            obj["completed_at"] = int(end)
-        elif status == "failed" and end is not None:
-            obj["failed_at"] = int(end)
-        elif status == "cancelled" and end is not None:
-            obj["cancelled_at"] = int(end)
+        if end is not None and force_status is None:
+            stamp = {"done": "completed_at", "failed": "failed_at", "expired": "expired_at"}
+            obj[stamp.get(phase.name, "cancelled_at")] = int(end)
+            lag = float(faults.get("output_lag") or 0.0)
+            if now < end + lag:
+                # Fault: terminal status first, result file ids a little later.
+                obj["output_file_id"] = None
+                obj["error_file_id"] = None
         if status in ("validating", "failed"):
             counts = {"total": 0, "completed": 0, "failed": 0}
         else:
@@ -381,7 +420,7 @@ class OpenAIRoutes:
             if phase.terminal:
                 raise HttpError(
                     400,
-                    f"Cannot cancel a batch with status '{_STATUS[phase.name]}'.",
+                    f"Cannot cancel a batch with status '{_status(job, phase)}'.",
                     code="batch_not_cancellable",
                 )
             # A repeated cancel while cancelling is a no-op that echoes the batch.
@@ -399,9 +438,19 @@ _STATUS = {
     "finalizing": "finalizing",
     "done": "completed",
     "failed": "failed",
+    "expired": "expired",
     "cancelling": "cancelling",
     "cancelled": "cancelled",
 }
+
+
+def _status(job: dict[str, Any], phase: Phase) -> str:
+    """Return the wire status of a phase (``unknown_status`` replaces completed)."""
+    if phase.name == "done":
+        unknown = job_faults(job).get("unknown_status")
+        if unknown:
+            return str(unknown)
+    return _STATUS[phase.name]
 
 
 def _check_metadata(metadata: Any) -> None:
@@ -432,8 +481,17 @@ def _error(code: str, line: int | None, message: str, param: str | None) -> dict
     return {"code": code, "line": line, "message": message, "param": param}
 
 
-def _scan_input(store: Store, file_id: str, endpoint: str) -> dict[str, Any]:
+def _scan_input(
+    store: Store, file_id: str, endpoint: str, job_id: str, faults: dict[str, Any]
+) -> dict[str, Any]:
     """Validate an input file once, at create time, in one streaming pass.
+
+    Args:
+        store: The state store.
+        file_id: The input file.
+        endpoint: The batch endpoint.
+        job_id: The new batch's id (seeds the fault draws).
+        faults: The job's fault knobs (empty for none).
 
     Returns:
         ``{"total", "failed", "errors", "model"}``: request count, sorted indices
@@ -511,7 +569,10 @@ def _scan_input(store: Store, file_id: str, endpoint: str) -> dict[str, Any]:
                         "body.model",
                     )
                 )
-        if _request_error(body) is not None:
+        if (
+            _request_error(body) is not None
+            or request_fault(faults, job_id, custom_id, body) is not None
+        ):
             failed.append(index)
     if total == 0:
         report(_error("empty_file", None, "The input file is empty.", None))
@@ -539,8 +600,46 @@ def _request_error(body: Any) -> InvalidRequest | None:
     return None
 
 
+def _error_line(
+    custom_id: Any,
+    body: Any,
+    status: int,
+    message: str,
+    error_type: str,
+    code: str | None,
+    param: str | None,
+) -> dict[str, Any]:
+    """Build the error-file line of a request that failed with an HTTP error."""
+    seed = line_digest(custom_id, json.dumps(body, sort_keys=True, default=str))
+    return {
+        "id": f"batch_req_{seed[:32]}",
+        "custom_id": custom_id,
+        "response": {
+            "status_code": status,
+            "request_id": f"req_{seed[32:64]}",
+            "body": {
+                "error": {"message": message, "type": error_type, "param": param, "code": code}
+            },
+        },
+        "error": None,
+    }
+
+
+def _expired_line(request: RequestLine) -> dict[str, Any]:
+    """Build the error-file line of a request unprocessed when the batch expired."""
+    obj = request.obj if isinstance(request.obj, dict) else {}
+    custom_id = obj.get("custom_id")
+    seed = line_digest(custom_id, json.dumps(obj.get("body"), sort_keys=True, default=str))
+    return {
+        "id": f"batch_req_{seed[:32]}",
+        "custom_id": custom_id,
+        "response": None,
+        "error": dict(BATCH_EXPIRED_ERROR),
+    }
+
+
 def _render_line(
-    request: RequestLine, created: int
+    request: RequestLine, created: int, job_id: str, faults: dict[str, Any]
 ) -> tuple[bool, dict[str, Any], tuple[int, int]]:
     """Build the output or error line of one request (see `agent.emulator.answers`)."""
     obj = request.obj if isinstance(request.obj, dict) else {}
@@ -548,28 +647,14 @@ def _render_line(
     body = obj.get("body")
     problem = _request_error(body)
     if problem is not None:
-        seed = line_digest(custom_id, json.dumps(body, sort_keys=True, default=str))
-        return (
-            False,
-            {
-                "id": f"batch_req_{seed[:32]}",
-                "custom_id": custom_id,
-                "response": {
-                    "status_code": 400,
-                    "request_id": f"req_{seed[32:64]}",
-                    "body": {
-                        "error": {
-                            "message": problem.message,
-                            "type": "invalid_request_error",
-                            "param": problem.param,
-                            "code": None,
-                        }
-                    },
-                },
-                "error": None,
-            },
-            (0, 0),
+        line = _error_line(
+            custom_id, body, 400, problem.message, "invalid_request_error", None, problem.param
         )
+        return False, line, (0, 0)
+    fault = request_fault(faults, job_id, custom_id, body)
+    if fault is not None:
+        status, message, error_type, code = ERROR_SHAPES[PROVIDER][fault]
+        return False, _error_line(custom_id, body, status, message, error_type, code, None), (0, 0)
     assert isinstance(body, dict)
     reply = compute_reply(body)
     seed = line_digest(custom_id, reply.digest)

@@ -16,6 +16,8 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
+from agent.emulator.faults import Faults
+
 
 class HttpError(Exception):
     """An error answered to the client; each protocol renders it in its own shape.
@@ -70,6 +72,7 @@ class Request:
         query: Query parameters; repeated keys keep every value.
         environ: The raw WSGI environ (headers live there).
         params: Path parameters filled in by the router.
+        faults: The fault knobs in force for this request (parsed once by the app).
     """
 
     method: str
@@ -77,6 +80,7 @@ class Request:
     query: dict[str, list[str]]
     environ: dict[str, Any]
     params: dict[str, str] = field(default_factory=dict)
+    faults: Faults = field(default_factory=Faults)
     _body: bytes | None = None
 
     @classmethod
@@ -151,18 +155,21 @@ class Response:
         body: Byte chunks; a generator streams big files.
         content_type: The Content-Type header value.
         length: Content-Length, when known up front.
+        headers: Extra response headers.
     """
 
     status: int
     body: Iterable[bytes]
     content_type: str = "application/json"
     length: int | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
     def wsgi_headers(self) -> list[tuple[str, str]]:
         """Return the header list for `start_response`."""
         headers = [("Content-Type", self.content_type)]
         if self.length is not None:
             headers.append(("Content-Length", str(self.length)))
+        headers.extend(self.headers)
         return headers
 
     def status_line(self) -> str:

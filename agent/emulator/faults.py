@@ -1,0 +1,384 @@
+"""Fault injection for the emulator: the ``BATCH_AGENT_EMULATOR_FAULTS`` knobs.
+
+By default the emulator behaves like a healthy provider. Set
+``BATCH_AGENT_EMULATOR_FAULTS`` to a comma-separated list of ``name=value`` knobs,
+e.g. ``request_fail_rate=0.3,shuffle=1,seed=7``, to make it misbehave in the ways
+real batch APIs do. Parsing is strict: an unknown knob, a repeated knob or a bad
+value makes every API call answer HTTP 500 with a JSON error naming the knob
+(``/health`` keeps answering).
+
+Knobs that shape a job are read when the job is created and stored on the job
+record, so every process sharing the state directory agrees on the job's fate
+even if the variable changes later. ``http_error_rate`` is read on every request.
+All random choices are deterministic, derived by hashing ``seed``, the job's
+creation order in the state directory and the request's ``custom_id`` (so a
+retried ``custom_id`` in a *new* job gets a fresh draw, and a seeded run of jobs
+fails the same requests every time), except ``http_error_rate``, which uses a ``random.Random(seed)``
+per emulator app (per process).
+
+Knobs:
+
+- ``seed=N`` (integer, default 0): seed of every random choice below.
+- ``request_fail_rate=F`` (0..1): each request of a job fails with probability F.
+  A failed request gets an error-file line with an HTTP error, half of them (by
+  hash) ``429`` rate-limit errors and half ``500`` server errors. OpenAI:
+  ``response.status_code`` 429/500, ``response.body = {"error": {"message",
+  "type": "requests" | "server_error", "param": null, "code":
+  "rate_limit_exceeded" | "server_error"}}`` and ``error: null``. Mistral:
+  ``response.status_code`` 429/500 and ``response.body = {"object": "error",
+  "message", "type": "rate_limited" | "server_error", "param": null, "code":
+  "1300" | "server_error"}``.
+- ``http_error_rate=F`` (0..1): every API call (anything but ``/health``) is
+  answered, with probability F and before any state change, by a 429 (half of
+  the time) or a 500 in the provider's error shape (OpenAI ``{"error": {message,
+  type, param, code}}``; Mistral ``{"object": "error", message, type, param,
+  code}``), with headers ``retry-after-ms: 10`` and ``retry-after: 0`` so SDK
+  retries stay fast.
+- ``create_delay=S`` (seconds >= 0): a batch/job create persists the job, then
+  sleeps S seconds before answering: the job exists even if the client gives up
+  (a create whose response is lost). Its clock starts at creation as usual.
+- ``expire=F`` (0..1, the fraction that completes): the job ends ``expired``
+  (OpenAI, with ``expired_at``) / ``TIMEOUT_EXCEEDED`` (Mistral) instead of
+  completed/SUCCESS. Only the first ``floor(F * total)`` requests in input order
+  get their normal outcome. The others get, on OpenAI, an error-file line
+  ``{"id", "custom_id", "response": null, "error": {"code": "batch_expired",
+  "message": "This request could not be executed before the completion window
+  expired."}}``; on Mistral no line at all. Request counts cover only the
+  requests that were processed. There is no ``finalizing`` phase.
+- ``all_fail=1``: every request fails with a 500 ``server_error`` line in the
+  error file. OpenAI still reports ``completed`` with ``output_file_id: null``;
+  Mistral ``SUCCESS`` with ``output_file: null`` and an ``error_file``.
+- ``shuffle=1``: the lines of the output and error files come in a (seeded)
+  random order instead of input order.
+- ``output_lag=S`` (seconds >= 0): for S seconds after the job reaches a
+  terminal status, it reports that status but with ``output_file_id`` /
+  ``error_file_id`` (OpenAI) or ``output_file`` / ``error_file`` and inline
+  ``outputs`` (Mistral) null; afterwards they appear.
+- ``unknown_status=NAME`` (letters, digits, ``_``, ``-``; not a status either
+  protocol defines): a job that would end completed/SUCCESS reports the status
+  NAME instead (e.g. ``paused_for_review``), with its output and error files as
+  usual. The openai SDK does not validate ``Batch.status`` and the mistralai SDK
+  types ``BatchJob.status`` as ``Literal[...] | UnrecognizedStr``, so both pass
+  the string through unchanged.
+
+Magic prompt markers (always on, no knob needed; non-retryable failures): when
+the text of a request's last user message contains ``[emulator:reject]`` the
+request fails with HTTP 400 ``invalid_request_error`` / code ``invalid_request``;
+when it contains ``[emulator:content_policy]`` it fails with HTTP 400
+``invalid_request_error`` / code ``content_policy_violation``.
+
+Precedence for one request: an invalid body (the emulator's usual 400) first,
+then ``all_fail``, then the markers, then ``request_fail_rate``. Cancellation
+works as without faults: lines only for requests done at cancel time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from agent.emulator.answers import message_text
+
+FAULTS_ENV = "BATCH_AGENT_EMULATOR_FAULTS"
+
+REJECT_MARKER = "[emulator:reject]"
+CONTENT_POLICY_MARKER = "[emulator:content_policy]"
+
+# Statuses either protocol defines; `unknown_status` must be none of them.
+KNOWN_STATUSES = frozenset(
+    {
+        "validating",
+        "failed",
+        "in_progress",
+        "finalizing",
+        "completed",
+        "expired",
+        "cancelling",
+        "cancelled",
+        "QUEUED",
+        "RUNNING",
+        "SUCCESS",
+        "FAILED",
+        "TIMEOUT_EXCEEDED",
+        "CANCELLATION_REQUESTED",
+        "CANCELLED",
+    }
+)
+_STATUS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# Error kinds -> (HTTP status, message, type, code) per protocol. Used for per-request
+# error lines and for `http_error_rate` answers. The Mistral 429 body is the one the
+# real API returns (type "rate_limited", code "1300"); its 500 body is a guess.
+ERROR_SHAPES: dict[str, dict[str, tuple[int, str, str, str]]] = {
+    "openai": {
+        "rate_limit": (
+            429,
+            "Rate limit reached for requests (emulated). Please try again later.",
+            "requests",
+            "rate_limit_exceeded",
+        ),
+        "server_error": (
+            500,
+            "The server had an error while processing your request. Sorry about that! (emulated)",
+            "server_error",
+            "server_error",
+        ),
+        "reject": (
+            400,
+            "The request was rejected (emulator marker [emulator:reject]).",
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        "content_policy": (
+            400,
+            "Your request was rejected as a result of our safety system "
+            "(emulator marker [emulator:content_policy]).",
+            "invalid_request_error",
+            "content_policy_violation",
+        ),
+    },
+    "mistral": {
+        "rate_limit": (429, "Rate limit exceeded (emulated).", "rate_limited", "1300"),
+        "server_error": (
+            500,
+            "The server had an error while processing your request (emulated).",
+            "server_error",
+            "server_error",
+        ),
+        "reject": (
+            400,
+            "The request was rejected (emulator marker [emulator:reject]).",
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        "content_policy": (
+            400,
+            "The request was rejected by the content policy "
+            "(emulator marker [emulator:content_policy]).",
+            "invalid_request_error",
+            "content_policy_violation",
+        ),
+    },
+}
+
+BATCH_EXPIRED_ERROR = {
+    "code": "batch_expired",
+    "message": "This request could not be executed before the completion window expired.",
+}
+
+
+@dataclass(frozen=True)
+class Faults:
+    """The parsed ``BATCH_AGENT_EMULATOR_FAULTS`` knobs (see the module docstring).
+
+    Attributes:
+        seed: Seed of every random choice.
+        request_fail_rate: Probability that a request fails with a 429/500 line.
+        http_error_rate: Probability that an API call is answered 429/500.
+        create_delay: Seconds a create sleeps after persisting the job.
+        expire: Fraction of requests done before the job expires, or None.
+        all_fail: Whether every request fails with a 500 line.
+        shuffle: Whether result lines come in random order.
+        output_lag: Seconds after the terminal status during which file ids are null.
+        unknown_status: Status string replacing completed/SUCCESS, or None.
+    """
+
+    seed: int = 0
+    request_fail_rate: float = 0.0
+    http_error_rate: float = 0.0
+    create_delay: float = 0.0
+    expire: float | None = None
+    all_fail: bool = False
+    shuffle: bool = False
+    output_lag: float = 0.0
+    unknown_status: str | None = None
+
+    def job_record(self) -> dict[str, Any] | None:
+        """Return the knobs that shape a job, for its record (None if all default)."""
+        record = {
+            "seed": self.seed,
+            "request_fail_rate": self.request_fail_rate,
+            "expire": self.expire,
+            "all_fail": self.all_fail,
+            "shuffle": self.shuffle,
+            "output_lag": self.output_lag,
+            "unknown_status": self.unknown_status,
+        }
+        defaults = asdict(Faults())
+        if all(record[key] == defaults[key] for key in record if key != "seed"):
+            return None
+        return record
+
+
+def _fraction(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # also rejects NaN
+        raise ValueError(f"{FAULTS_ENV}: knob {name!r} needs a number in 0..1, got {raw!r}")
+    return value
+
+
+def _seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"{FAULTS_ENV}: knob {name!r} needs seconds >= 0, got {raw!r}")
+    return value
+
+
+def _flag(name: str, raw: str) -> bool:
+    if raw not in ("0", "1"):
+        raise ValueError(f"{FAULTS_ENV}: knob {name!r} needs 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
+def _seed(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{FAULTS_ENV}: knob {name!r} needs an integer, got {raw!r}") from None
+
+
+def _status(name: str, raw: str) -> str:
+    if not _STATUS_NAME.match(raw):
+        raise ValueError(
+            f"{FAULTS_ENV}: knob {name!r} needs a name of letters, digits, '_' or '-', got {raw!r}"
+        )
+    if raw in KNOWN_STATUSES:
+        raise ValueError(
+            f"{FAULTS_ENV}: knob {name!r} must not be a status the protocols define, got {raw!r}"
+        )
+    return raw
+
+
+_PARSERS = {
+    "seed": _seed,
+    "request_fail_rate": _fraction,
+    "http_error_rate": _fraction,
+    "create_delay": _seconds,
+    "expire": _fraction,
+    "all_fail": _flag,
+    "shuffle": _flag,
+    "output_lag": _seconds,
+    "unknown_status": _status,
+}
+assert set(_PARSERS) == {f.name for f in fields(Faults)}
+
+
+def parse_faults(text: str | None) -> Faults:
+    """Parse ``name=value,name=value`` knob text strictly.
+
+    Args:
+        text: The knob list; None, empty or blank means no fault.
+
+    Returns:
+        The parsed knobs.
+
+    Raises:
+        ValueError: Naming the offending knob, for an unknown or repeated knob, an
+            item without ``=`` or a bad value.
+    """
+    values: dict[str, Any] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, raw = item.partition("=")
+        name, raw = name.strip(), raw.strip()
+        if not sep:
+            raise ValueError(f"{FAULTS_ENV}: expected name=value, got {item!r}")
+        parser = _PARSERS.get(name)
+        if parser is None:
+            raise ValueError(
+                f"{FAULTS_ENV}: unknown knob {name!r} (known: {', '.join(sorted(_PARSERS))})"
+            )
+        if name in values:
+            raise ValueError(f"{FAULTS_ENV}: knob {name!r} is given twice")
+        values[name] = parser(name, raw)
+    return Faults(**values)
+
+
+def current_faults() -> Faults:
+    """Parse the knobs from ``BATCH_AGENT_EMULATOR_FAULTS`` now.
+
+    Raises:
+        ValueError: If the variable is malformed (see `parse_faults`).
+    """
+    return parse_faults(os.environ.get(FAULTS_ENV))
+
+
+# -- deterministic draws -----------------------------------------------------------
+
+
+def unit_draw(seed: Any, *parts: Any) -> float:
+    """Return a number in [0, 1) determined by the seed and the parts."""
+    text = "\x00".join(str(part) for part in (seed, *parts))
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def shuffle_key(job: dict[str, Any], index: int) -> float:
+    """Sort key of a result line when the job has ``shuffle`` on."""
+    seed = (job.get("_faults") or {}).get("seed", 0)
+    return unit_draw(seed, job["id"], index, "shuffle")
+
+
+def job_faults(job: dict[str, Any]) -> dict[str, Any]:
+    """Return the fault knobs stored on a job (empty for a job created without)."""
+    stored = job.get("_faults")
+    return stored if isinstance(stored, dict) else {}
+
+
+def expire_limit(job: dict[str, Any]) -> int | None:
+    """Return how many requests an ``expire`` job processes, or None if it does not expire."""
+    fraction = job_faults(job).get("expire")
+    if fraction is None:
+        return None
+    return min(job["_total"], math.floor(job["_total"] * float(fraction)))
+
+
+def last_user_text(body: Any) -> str:
+    """Return the text of the last user message of a chat body ("" if none)."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return message_text(message)
+    return ""
+
+
+def request_fault(faults: dict[str, Any], job_id: str, custom_id: Any, body: Any) -> str | None:
+    """Decide whether a (valid) request fails because of a fault or a marker.
+
+    Args:
+        faults: The knobs stored on the job (`job_faults`).
+        job_id: The job's id.
+        custom_id: The request's custom_id (Mistral: its index when absent).
+        body: The request body.
+
+    Returns:
+        An `ERROR_SHAPES` kind (``rate_limit``, ``server_error``, ``reject``,
+        ``content_policy``) or None when the request gets its normal answer.
+    """
+    if faults.get("all_fail"):
+        return "server_error"
+    text = last_user_text(body)
+    if REJECT_MARKER in text:
+        return "reject"
+    if CONTENT_POLICY_MARKER in text:
+        return "content_policy"
+    rate = float(faults.get("request_fail_rate") or 0.0)
+    if rate > 0:
+        seed = faults.get("seed", 0)
+        job = faults.get("_sequence", job_id)
+        if unit_draw(seed, job, custom_id, "fail") < rate:
+            kind = unit_draw(seed, job, custom_id, "kind") < 0.5
+            return "rate_limit" if kind else "server_error"
+    return None

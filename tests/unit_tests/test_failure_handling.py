@@ -1,0 +1,292 @@
+"""Never pay twice, never lose a result: faults, partial failures, retries, cancel, bad input.
+
+Everything runs against the in-process emulator through the real SDKs; the emulator's fault knobs
+(`BATCH_AGENT_EMULATOR_FAULTS`) make it misbehave the way real batch APIs do.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agent.context import Context
+from agent.emulator import list_jobs, read_access_log
+from agent.graph import build_graph
+from agent.providers.errors import ProviderError, classify
+from agent.requests import InputError
+
+N = 12
+RECORDS: list[dict[str, Any]] = [
+    {"id": f"req-{i:02d}", "prompt": f"question number {i}"} for i in range(N)
+]
+FAST = {
+    "max_wait_seconds": 20.0,
+    "poll_interval_seconds": 0.05,
+    "poll_backoff": 1.5,
+    "max_poll_interval_seconds": 0.3,
+    "output_wait_seconds": 5.0,
+}
+
+
+def _run(
+    provider: str, records: list[dict[str, Any]] = RECORDS, thread: str = "t", **context: Any
+) -> tuple[dict[str, Any], Any]:
+    graph = build_graph().compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": thread}}
+    ctx = Context(provider=provider, **{**FAST, **context})  # type: ignore[arg-type]
+    graph.invoke({"requests": records}, config, context=ctx)
+    deadline = time.monotonic() + 60
+    values = graph.get_state(config).values
+    while (
+        values.get("status") not in {"completed", "failed", "cancelled", "error"}
+        and time.monotonic() < deadline
+    ):
+        graph.invoke({}, config, context=ctx)
+        values = graph.get_state(config).values
+    return values, graph
+
+
+def _assert_all_accounted(values: dict[str, Any], records: list[dict[str, Any]] = RECORDS) -> None:
+    results = values["results"]
+    assert [r["id"] for r in results] == [r["id"] for r in records]
+    for r in results:
+        assert r["status"] in {"succeeded", "failed"}
+        assert (r["message"] is None) == (r["status"] == "failed")
+        assert (r["error"] is None) == (r["status"] == "succeeded")
+        if r["error"]:
+            assert r["error"]["code"] and r["error"]["message"]
+    counts = values["counts"]
+    assert counts["succeeded"] + counts["failed"] == counts["total"] == len(records)
+    assert counts["succeeded"] == sum(r["status"] == "succeeded" for r in results)
+
+
+KNOBS = [
+    "request_fail_rate=0.3",
+    "http_error_rate=0.2",
+    "create_delay=0.3",
+    "expire=0.5",
+    "all_fail=1",
+    "shuffle=1",
+    "output_lag=0.5",
+    "unknown_status=paused_for_review",
+]
+
+
+@pytest.mark.parametrize("provider", ["openai", "mistral"])
+@pytest.mark.parametrize("faults", KNOBS, ids=[k.split("=")[0] for k in KNOBS])
+def test_every_fault_knob_ends_with_every_request_accounted_for(
+    provider: str, faults: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", faults)
+    values, _ = _run(provider)
+    assert values["status"] == "completed", values.get("error")
+    _assert_all_accounted(values)
+    first_round = [j for j in values["jobs"] if j["attempt"] == 1]
+    assert len(first_round) == 1  # never a duplicate job, whatever the fault
+    if faults.startswith(("shuffle", "output_lag", "http_error", "create_delay")):
+        assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in values["results"])
+    if faults.startswith("unknown_status"):
+        assert values["jobs"][0]["provider_status"] == "paused_for_review"
+        assert any("unknown provider status" in e for e in values["jobs"][0]["errors"])
+        assert all(r["status"] == "succeeded" for r in values["results"])
+    if faults.startswith("all_fail"):
+        assert all(r["status"] == "failed" and r["attempts"] == 3 for r in values["results"])
+        assert {r["error"]["code"] for r in values["results"]} == {"server_error"}
+
+
+@pytest.mark.parametrize("provider", ["openai", "mistral"])
+def test_retryable_failures_are_recovered_within_max_attempts(
+    provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "request_fail_rate=0.3,seed=3")
+    records = [{"id": f"r{i}", "prompt": f"retry me {i}"} for i in range(40)]
+    values, _ = _run(provider, records, max_attempts=6)
+    _assert_all_accounted(values, records)
+    retried = [r for r in values["results"] if r["attempts"] > 1]
+    assert retried, "a 30% failure rate must have needed follow-up jobs"
+    assert all(r["status"] == "succeeded" for r in values["results"])
+    assert max(r["attempts"] for r in values["results"]) <= 6
+    # Follow-up jobs carry only the failed requests, and the successes were kept.
+    follow_ups = [j for j in values["jobs"] if j["attempt"] > 1]
+    assert follow_ups and all(j["retry_of"] for j in follow_ups)
+    assert sum(j["request_count"] for j in follow_ups if j["attempt"] == 2) == len(
+        [r for r in values["results"] if r["attempts"] >= 2]
+    )
+
+
+def test_non_retryable_request_errors_are_reported_not_retried(isolated_env: Path) -> None:
+    records = [
+        {"id": "ok", "prompt": "fine"},
+        {"id": "bad", "prompt": "please [emulator:reject] this"},
+        {"id": "policy", "prompt": "[emulator:content_policy] nope"},
+    ]
+    values, _ = _run("openai", records)
+    _assert_all_accounted(values, records)
+    by_id = {r["id"]: r for r in values["results"]}
+    assert by_id["ok"]["status"] == "succeeded"
+    assert by_id["bad"]["error"]["code"] == "invalid_request" and by_id["bad"]["attempts"] == 1
+    assert by_id["policy"]["error"]["code"] == "content_policy_violation"
+    assert len(values["jobs"]) == 1  # nothing worth retrying
+
+
+def test_expired_requests_are_resubmitted_and_successes_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "expire=0.5")
+    values, _ = _run("openai", max_attempts=2)
+    _assert_all_accounted(values)
+    results = values["results"]
+    assert all(r["status"] == "succeeded" for r in results[: N // 2]) and all(
+        r["attempts"] == 1 for r in results[: N // 2]
+    )
+    assert all(r["attempts"] == 2 for r in results[N // 2 :])
+    # Attempt 2 expires half again: the last quarter fails with the provider's batch_expired code.
+    assert {r["error"]["code"] for r in results if r["status"] == "failed"} == {"batch_expired"}
+
+
+def test_cancel_collects_partial_results_and_never_resubmits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "2")
+    graph = build_graph().compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    ctx = Context(provider="emulator", **FAST)
+    graph.invoke({"requests": RECORDS}, config, context=Context(provider="emulator"))
+    time.sleep(0.8)
+    graph.invoke({"cancel": True}, config, context=ctx)
+    values = graph.get_state(config).values
+    assert values["status"] == "cancelled"
+    assert values["jobs"][0]["provider_status"] == "cancelled"
+    _assert_all_accounted(values)
+    done = [r for r in values["results"] if r["status"] == "succeeded"]
+    assert 0 < len(done) < N  # partial output was collected
+    assert {r["error"]["code"] for r in values["results"] if r["status"] == "failed"} == {
+        "no_result"
+    }
+    assert len(list_jobs()) == 1  # cancelled requests are not retried
+
+
+def test_permanent_provider_error_keeps_state_and_thread_resumes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from agent.emulator import running_emulator
+
+    with running_emulator(tmp_path / "served") as url:
+        graph = build_graph().compile(checkpointer=InMemorySaver())
+        config = {"configurable": {"thread_id": "t"}}
+        ctx = Context(provider="openai", base_url=f"{url}/openai/v1", **FAST)
+        monkeypatch.setenv("BATCH_AGENT_EMULATOR_API_KEY", "sk-the-right-key-123")
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-a-wrong-key-456789")
+        graph.invoke({"requests": RECORDS}, config, context=ctx)
+        values = graph.get_state(config).values
+        assert values["status"] == "error"
+        assert "HTTP 401" in values["error"] and "invoke the thread again" in values["error"]
+        assert "wrong-key" not in values["error"]
+        assert values["requests"] and values["jobs"][0]["job_id"] is None  # nothing lost
+        # The cause is fixed (the right key): the same thread resumes and finishes.
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-the-right-key-123")
+        graph.invoke({}, config, context=ctx)
+        values = graph.get_state(config).values
+        assert values["status"] == "completed"
+        _assert_all_accounted(values)
+
+
+def test_provider_error_messages_never_carry_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-proj-SECRETSECRET1234")
+
+    class FakeAuthError(Exception):
+        status_code = 401
+
+    error = classify(
+        FakeAuthError("Incorrect API key provided: sk-proj-SECRETSECRET1234 (or sk-pro***1234)"),
+        "openai",
+        "create the batch",
+    )
+    assert isinstance(error, ProviderError) and error.status_code == 401
+    assert "SECRET" not in str(error) and "sk-pro" not in str(error)
+    assert "HTTP 401" in str(error)
+
+
+def _context(**overrides: Any) -> Context:
+    return Context(**{"provider": "emulator", **overrides})
+
+
+BAD_INPUT = [
+    ([], {}, "no requests: the input is empty"),
+    ([{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}], {}, "duplicate id"),
+    ([{"id": "x" * 65, "prompt": "x"}], {}, "longer than 64 characters"),
+    ([{"id": "a", "messages": [{"role": "wizard", "content": "x"}]}], {}, "invalid role 'wizard'"),
+    ([{"id": "a", "messages": [{"role": "user", "content": "   "}]}], {}, "empty content"),
+    (
+        [{"id": "a", "prompt": "x", "params": {"model": "gpt-imaginary-9"}}],
+        {},
+        "unknown model 'gpt-imaginary-9' for openai",
+    ),
+    (
+        [{"id": "big", "prompt": "word " * 140_000}],
+        {},
+        "larger than gpt-4o-mini's context window (at least 175,000 tokens > 128,000) (request id 'big')",
+    ),
+    (
+        [{"id": f"r{i}", "prompt": "y" * 300} for i in range(10)],
+        {"max_file_bytes": 2000},
+        "over openai's 2,000-byte limit (crossed at this request) (request id 'r",
+    ),
+    (
+        [{"id": "huge", "prompt": "z" * 3000}],
+        {"max_file_bytes": 2000},
+        "larger than openai's 2,000-byte batch file limit (request id 'huge')",
+    ),
+    (
+        [{"id": f"r{i}", "prompt": "y"} for i in range(5)],
+        {"max_requests_per_job": 3},
+        "5 requests for model gpt-4o-mini exceed openai's limit of 3 per job",
+    ),
+    ([{"id": "a", "prompt": "x"}], {"provider": "bogus"}, "unknown provider 'bogus'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("records", "overrides", "message"),
+    BAD_INPUT,
+    ids=[
+        "empty",
+        "duplicate",
+        "long-id",
+        "role",
+        "empty-content",
+        "unknown-model",
+        "too-large-request",
+        "file-too-big",
+        "line-too-big",
+        "too-many",
+        "unknown-provider",
+    ],
+)
+def test_bad_input_costs_nothing(
+    isolated_env: Path, records: list[dict[str, Any]], overrides: dict[str, Any], message: str
+) -> None:
+    graph = build_graph().compile(checkpointer=InMemorySaver())
+    with pytest.raises(InputError) as info:
+        graph.invoke(
+            {"requests": records},
+            {"configurable": {"thread_id": "t"}},
+            context=_context(**overrides),
+        )
+    assert message in str(info.value)
+    assert read_access_log() == []  # the emulator received nothing at all
+
+
+def test_mistral_completion_window_is_checked_before_upload(isolated_env: Path) -> None:
+    graph = build_graph().compile(checkpointer=InMemorySaver())
+    with pytest.raises(InputError, match="1h to 168h"):
+        graph.invoke(
+            {"requests": RECORDS},
+            {"configurable": {"thread_id": "t"}},
+            context=Context(provider="mistral", completion_window="30d"),
+        )
+    assert read_access_log() == []
