@@ -41,7 +41,7 @@ from langgraph.types import RetryPolicy
 
 from agent.context import Context
 from agent.planning import first_round_batch, job_key, new_intent, plan_jobs, retry_batch
-from agent.providers import provider_for_job, resolve_provider
+from agent.providers import BatchProvider, provider_for_job, resolve_provider
 from agent.providers.base import JOB_KEY_METADATA, JobUpdate, RequestOutcome
 from agent.providers.errors import ProviderError, TransientProviderError
 from agent.requests import InputError, normalise_input, request_set_hash, with_system_prompt
@@ -202,7 +202,7 @@ def cancel(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
                 continue
             job = _adopt(job, found.job_id, found.created_at, found.input_file_id)
         if job["status"] not in TERMINAL_JOB_STATUSES:
-            job = _apply_update(job, provider.cancel(job), runtime.context)
+            job = _apply_update(job, _cancel_job(provider, job), runtime.context)
         jobs.append(job)
     return {
         "jobs": jobs,
@@ -386,6 +386,19 @@ def _submit_intent(job: Job, jobs: list[Job], records: list[dict[str, Any]], ctx
     return _adopt(job, created.job_id, created.created_at, file_id)
 
 
+def _cancel_job(provider: BatchProvider, job: Job) -> JobUpdate:
+    """Cancel a job; one that ended since the last poll is simply taken as it ended."""
+    try:
+        return provider.cancel(job)
+    except TransientProviderError:
+        raise
+    except ProviderError:
+        update = provider.status(job)
+        if update.status in TERMINAL_JOB_STATUSES:
+            return update
+        raise
+
+
 def _adopt(job: Job, job_id: str, created_at: float, input_file_id: str) -> Job:
     return Job(
         **{
@@ -559,8 +572,12 @@ def _progress_status(jobs: list[Job]) -> ThreadStatus:
     return "running"
 
 
+CANCELLED_PROVIDER_STATUSES = frozenset({"cancelled", "CANCELLED", "not_submitted"})
+
+
 def _final_status(jobs: list[Job], results: list[Result], cancelled: bool) -> ThreadStatus:
-    if cancelled:
+    # A cancel that arrived after every job had already ended leaves a completed thread.
+    if cancelled and any(job["provider_status"] in CANCELLED_PROVIDER_STATUSES for job in jobs):
         return "cancelled"
     if (
         jobs

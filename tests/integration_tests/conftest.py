@@ -43,12 +43,10 @@ def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start `langgraph dev` on a free loopback port; stop it (and its children) afterwards."""
-    tmp = tmp_path_factory.mktemp("langgraph-dev")
-    port = free_port()
-    log = (tmp / "server.log").open("wb")
+def start_dev_server(tmp: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `langgraph dev` on a loopback port with state under `tmp`; wait until it answers."""
+    port = port or free_port()
+    log = (tmp / "server.log").open("ab")
     process = subprocess.Popen(
         [
             str(BIN / "langgraph"),
@@ -66,31 +64,43 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stderr=subprocess.STDOUT,
         start_new_session=True,  # so the whole process group can be stopped
     )
+    log.close()
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"langgraph dev exited early:\n{(tmp / 'server.log').read_text()[-3000:]}"
+            )
+        try:
+            if httpx2.get(f"{url}/ok", timeout=1).status_code == 200:
+                return process, url
+        except httpx2.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_dev_server(process, signal.SIGKILL)
+            raise RuntimeError(
+                f"langgraph dev did not start:\n{(tmp / 'server.log').read_text()[-3000:]}"
+            )
+        time.sleep(0.5)
+
+
+def stop_dev_server(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Stop the server's whole process group (SIGKILL simulates a crash)."""
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A `langgraph dev` server shared by a module's tests; stopped afterwards."""
+    process, url = start_dev_server(tmp_path_factory.mktemp("langgraph-dev"))
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"langgraph dev exited early:\n{(tmp / 'server.log').read_text()[-3000:]}"
-                )
-            try:
-                if httpx2.get(f"{url}/ok", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"langgraph dev did not start:\n{(tmp / 'server.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
         yield url
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        log.close()
+        stop_dev_server(process)

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,3 +201,24 @@ def test_module_entry_point_matches_console_script(tmp_path: Path) -> None:
         and "status" in done.stdout
         and "results" in done.stdout
     )
+
+
+def test_cancel_command_collects_partial_results(tmp_path: Path) -> None:
+    # The job takes 12 s; the CLI's own start-up (a few seconds) puts the cancel mid-job.
+    env = clean_env(tmp_path, BATCH_AGENT_EMULATOR_DELAY="12")
+    submitted = cli(tmp_path, "run", str(TICKETS), env=env)
+    thread = re.search(r"thread (\S+)", submitted.stdout).group(1)  # type: ignore[union-attr]
+    time.sleep(2)
+    cancelled = cli(tmp_path, "cancel", thread, "--poll-interval", "0.2", env=env)
+    assert cancelled.returncode == 0, cancelled.stderr
+    report = json.loads(cli(tmp_path, "status", thread, "--json", env=env).stdout)
+    assert report["status"] == "cancelled"
+    assert report["jobs"][0]["provider_status"] == "cancelled"
+    rows = [
+        json.loads(line) for line in cli(tmp_path, "results", thread, env=env).stdout.splitlines()
+    ]
+    assert len(rows) == 20
+    statuses = {r["status"] for r in rows}
+    assert statuses == {"succeeded", "failed"}  # partial output kept, the rest accounted for
+    again = cli(tmp_path, "cancel", thread, env=env)
+    assert again.returncode == 1 and "already 'cancelled'" in again.stderr

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from langgraph_sdk import get_sync_client
+
+from agent.emulator import list_jobs
+from tests.integration_tests.conftest import start_dev_server, stop_dev_server
 
 pytestmark = pytest.mark.slow
 
@@ -67,3 +72,38 @@ def test_studio_schemas_describe_input_state_and_context(dev_server: str) -> Non
     assert context["max_wait_seconds"]["default"] == 0
     graph = client.assistants.get_graph(assistant["assistant_id"])
     assert {"submit", "poll", "wait", "collect"} <= {node["id"] for node in graph["nodes"]}
+
+
+def test_hard_kill_of_the_server_loses_no_job(tmp_path: Path) -> None:
+    """SIGKILL `langgraph dev` with a job in flight, restart it, resume: one job, all results."""
+    process, url = start_dev_server(tmp_path)
+    try:
+        client = get_sync_client(url=url, api_key=None)
+        thread_id = client.threads.create()["thread_id"]
+        first = client.runs.wait(
+            thread_id, "batch", input={"requests": RECORDS}, context={"provider": "emulator"}
+        )
+        assert isinstance(first, dict) and first["status"] == "submitted"
+        job_id = first["jobs"][0]["job_id"]
+    finally:
+        stop_dev_server(process, signal.SIGKILL)
+
+    process, url = start_dev_server(tmp_path)
+    try:
+        client = get_sync_client(url=url, api_key=None)
+        values: dict[str, Any] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            # The durable checkpointer kept the thread's state; the run re-creates the thread record.
+            client.runs.wait(thread_id, "batch", input={}, if_not_exists="create")
+            values = client.threads.get_state(thread_id)["values"]
+            if values.get("status") == "completed":
+                break
+            time.sleep(0.5)
+        assert values.get("status") == "completed", values
+        assert [j["job_id"] for j in values["jobs"]] == [job_id]
+        assert [r["id"] for r in values["results"]] == [r["id"] for r in RECORDS]
+        assert all(r["status"] == "succeeded" for r in values["results"])
+        assert [j["id"] for j in list_jobs(tmp_path / "emulator")] == [job_id]
+    finally:
+        stop_dev_server(process)

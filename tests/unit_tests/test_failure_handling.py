@@ -290,3 +290,14 @@ def test_mistral_completion_window_is_checked_before_upload(isolated_env: Path) 
             context=Context(provider="mistral", completion_window="30d"),
         )
     assert read_access_log() == []
+
+
+def test_cancel_after_the_job_ended_keeps_the_results(isolated_env: Path) -> None:
+    graph = build_graph().compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "t"}}
+    graph.invoke({"requests": RECORDS}, config, context=Context(provider="emulator"))
+    time.sleep(0.5)  # the job (0.3 s) ends before anyone polls it
+    graph.invoke({"cancel": True}, config, context=Context(provider="emulator", **FAST))
+    values = graph.get_state(config).values
+    assert values["status"] == "completed"
+    assert all(r["status"] == "succeeded" for r in values["results"])

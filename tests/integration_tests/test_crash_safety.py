@@ -1,0 +1,180 @@
+"""SIGKILL the CLI anywhere: never a duplicate job, never a lost result; keys never stored."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from agent.cli import app
+from agent.emulator import list_jobs, running_emulator
+from tests.integration_tests.conftest import BIN, PROJECT_ROOT, clean_env
+
+pytestmark = pytest.mark.slow
+
+TICKETS = PROJECT_ROOT / "examples" / "tickets.jsonl"
+TICKET_IDS = [json.loads(line)["id"] for line in TICKETS.read_text().splitlines()]
+
+
+def _jobs_of(thread: str, state_dir: Path) -> list[dict[str, Any]]:
+    return [
+        j
+        for j in list_jobs(state_dir)
+        if (j.get("metadata") or {}).get("batch_agent_thread") == thread
+    ]
+
+
+def _assert_complete(out: Path) -> None:
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == TICKET_IDS
+    assert all(r["status"] == "succeeded" for r in rows)
+
+
+def test_kill_while_the_create_response_is_held_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = tmp_path / "served"
+    # The loopback emulator lives in this test process: it creates the job, then holds the response.
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "create_delay=30")
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "1")
+    with running_emulator(served) as url:
+        args = [
+            str(BIN / "batch-agent"),
+            "run",
+            str(TICKETS),
+            "--provider",
+            "openai",
+            "--base-url",
+            f"{url}/openai/v1",
+            "--thread",
+            "held",
+            "--wait",
+            "--poll-interval",
+            "0.2",
+            "--out",
+            "out.jsonl",
+        ]
+        env = clean_env(tmp_path, OPENAI_API_KEY="sk-test-held")
+        process = subprocess.Popen(
+            args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + 60
+        while not list_jobs(served) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(list_jobs(served)) == 1, "the provider should have created the job"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not (tmp_path / "out.jsonl").exists()
+
+        monkeypatch.delenv("BATCH_AGENT_EMULATOR_FAULTS")
+        resumed = subprocess.run(
+            args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        assert len(list_jobs(served)) == 1  # adopted through its metadata key, not created again
+        _assert_complete(tmp_path / "out.jsonl")
+
+
+def _cli_child(cwd: str, args: list[str]) -> None:
+    """Run `batch-agent ARGS` in a forked child (modules are preloaded by the fork server)."""
+    from agent.cli import main
+
+    os.chdir(cwd)
+    import sys
+
+    sys.argv = ["batch-agent", *args]
+    main()
+
+
+def test_random_kill_points_never_duplicate_or_lose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in clean_env(tmp_path, BATCH_AGENT_EMULATOR_DELAY="0.6").items():
+        if name.startswith("BATCH_AGENT_"):
+            monkeypatch.setenv(name, value)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["agent.cli", "agent.graph", "agent.emulator"])
+    rng = random.Random(20261122)
+    runner = CliRunner()
+    killed = 0
+    for trial in range(20):
+        thread = f"trial-{trial}"
+        out = tmp_path / f"{thread}.jsonl"
+        # Half the trials hold the create response back, to land kills inside the create call.
+        if trial % 2:
+            monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "create_delay=0.4")
+        else:
+            monkeypatch.delenv("BATCH_AGENT_EMULATOR_FAULTS", raising=False)
+        args = [
+            "run",
+            str(TICKETS),
+            "--thread",
+            thread,
+            "--wait",
+            "--poll-interval",
+            "0.1",
+            "--out",
+            str(out),
+        ]
+        child = ctx.Process(target=_cli_child, args=(str(tmp_path), args))
+        child.start()
+        time.sleep(rng.uniform(0.0, 1.5))
+        if child.is_alive():
+            os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        child.join()
+        killed += child.exitcode == -signal.SIGKILL
+
+        monkeypatch.delenv("BATCH_AGENT_EMULATOR_FAULTS", raising=False)
+        resumed = runner.invoke(app, args)
+        assert resumed.exit_code == 0, f"trial {trial}: {resumed.output} {resumed.exception!r}"
+        jobs = _jobs_of(thread, Path(os.environ["BATCH_AGENT_EMULATOR_DIR"]))
+        assert len(jobs) == 1, f"trial {trial}: {len(jobs)} jobs"
+        _assert_complete(out)
+    assert killed >= 15, f"only {killed} of 20 trials were killed mid-run"
+
+
+def test_api_key_canary_is_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    canary = f"canary-{uuid.uuid4().hex}"
+    served = tmp_path / "served"
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "0.5")
+    with running_emulator(served) as url:
+        env = clean_env(tmp_path, OPENAI_API_KEY=canary)
+        done = subprocess.run(
+            [str(BIN / "batch-agent"), "run", str(TICKETS), "--provider", "openai", "--base-url", f"{url}/openai/v1", "--thread", "canary", "--wait", "--poll-interval", "0.2", "--out", "out.jsonl"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        status = subprocess.run(
+            [str(BIN / "batch-agent"), "status", "canary", "--json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        # A wrong key makes the provider answer 401: the stored error must not carry the key either.
+        monkeypatch.setenv("BATCH_AGENT_EMULATOR_API_KEY", "the-only-valid-key")
+        refused = subprocess.run(
+            [str(BIN / "batch-agent"), "run", str(TICKETS), "--provider", "openai", "--base-url", f"{url}/openai/v1", "--thread", "refused"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert refused.returncode == 1 and "HTTP 401" in refused.stderr
+    _assert_complete(tmp_path / "out.jsonl")
+    outputs = (
+        done.stdout + done.stderr + status.stdout + status.stderr + refused.stdout + refused.stderr
+    )
+    assert canary not in outputs
+    stored = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name.startswith("checkpoints.sqlite") for p in stored)
+    for path in stored:
+        assert canary.encode() not in path.read_bytes(), f"the API key leaked into {path}"
