@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.emulator import list_jobs, running_emulator
+from agent.emulator import list_jobs, read_access_log, running_emulator
 from tests.integration_tests.conftest import BIN, PROJECT_ROOT, clean_env
 
 pytestmark = pytest.mark.slow
@@ -141,6 +141,13 @@ def test_random_kill_points_never_duplicate_or_lose(
         assert len(jobs) == 1, f"trial {trial}: {len(jobs)} jobs"
         _assert_complete(out)
     assert killed >= 15, f"only {killed} of 20 trials were killed mid-run"
+    # A file uploaded before a kill is found by its name and reused, never uploaded twice.
+    uploads = [
+        e
+        for e in read_access_log()
+        if e["method"] == "POST" and e["path"].endswith("/files") and e["status"] == 200
+    ]
+    assert len(uploads) == 20
 
 
 def test_api_key_canary_is_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
