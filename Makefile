@@ -42,5 +42,5 @@ demo: .venv
 	$(PY) -m pip install -q -e .
 	.venv/bin/batch-agent run examples/tickets.jsonl --wait --poll-interval 1 --out results.jsonl
 
-bench:
-	@if [ -f bench/run.py ]; then $(PY) bench/run.py; else echo "no benchmark yet (bench/run.py)"; fi
+bench: install
+	$(PY) bench/run.py

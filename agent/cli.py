@@ -23,13 +23,11 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.context import Context
-from agent.requests import BatchRequest, load_requests
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
     from langgraph.graph.state import CompiledStateGraph
 
-    from agent.state import Result
 
 # Mirrors agent.graph.TERMINAL_THREAD_STATUSES; kept here so `batch-agent emulator ...` and
 # `--help` start without importing LangGraph and the LangChain models (seconds of start-up).
@@ -65,13 +63,23 @@ class CliError(Exception):
 
 
 @contextmanager
-def open_graph(db: Path | None) -> Iterator[CompiledStateGraph[Any, Any, Any, Any]]:
-    """Compile the batch graph with the SQLite checkpointer at `db`."""
-    from agent.graph import build_graph
-    from agent.persistence import cli_db_path, sqlite_checkpointer
+def open_graph(db: Path | str | None) -> Iterator[CompiledStateGraph[Any, Any, Any, Any]]:
+    """Compile the batch graph on `db`: a SQLite file or a `postgresql://` URL.
 
-    with sqlite_checkpointer(cli_db_path(db)) as saver:
-        yield build_graph().compile(checkpointer=saver, name="batch")
+    Inside the block the database's per-thread lock is the one `_advance` holds.
+    """
+    from agent.graph import build_graph
+    from agent.persistence import ACTIVE_PERSISTENCE, open_persistence
+
+    with open_persistence(db) as persistence:
+        graph = build_graph().compile(
+            checkpointer=persistence.checkpointer, store=persistence.store, name="batch"
+        )
+        token = ACTIVE_PERSISTENCE.set(persistence)
+        try:
+            yield graph
+        finally:
+            ACTIVE_PERSISTENCE.reset(token)
 
 
 def thread_values(graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str) -> dict[str, Any]:
@@ -131,17 +139,20 @@ def run(
     context = Context(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     if input_file is None and thread is None:
         raise CliError("give an INPUT file to submit, or --thread ID to resume")
-    records = [_record(r) for r in load_requests(input_file)] if input_file else None
+    if input_file is not None and not input_file.is_file():
+        raise CliError(f"{input_file}: file not found")
     thread_id = thread or str(uuid.uuid4())
     config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
     with open_graph(db) as graph:
-        if records is None:
+        if input_file is None:
             thread_values(graph, thread_id)  # fail clearly on an unknown thread
-        values = _advance(graph, config, context, {"requests": records} if records else {})
+        # The graph streams the file itself: any size, never loaded into state.
+        graph_input = {"input_path": str(input_file.resolve())} if input_file else {}
+        values = _advance(graph, config, context, graph_input)
         _print_progress(thread_id, values, to_stderr=wait and out is None)
         if wait:
             values = _wait_until_done(graph, config, context, values, thread_id)
-            _write_results(values.get("results") or [], out)
+            _write_results(graph, thread_id, values, out)
             _print_summary(values)
 
 
@@ -215,11 +226,69 @@ def results(
     """Write a finished thread's results as JSONL, one line per request, in input order."""
     with open_graph(db) as graph:
         values = thread_values(graph, thread)
-    if values.get("status") not in TERMINAL_THREAD_STATUSES:
-        raise CliError(
-            f"thread {thread} is {values.get('status')!r}: results are not collected yet (run `batch-agent run --thread {thread} --wait`)"
-        )
-    _write_results(values.get("results") or [], out)
+        if values.get("status") not in TERMINAL_THREAD_STATUSES:
+            raise CliError(
+                f"thread {thread} is {values.get('status')!r}: results are not collected yet (run `batch-agent run --thread {thread} --wait`)"
+            )
+        _write_results(graph, thread, values, out)
+
+
+@app.command()
+def plan(
+    input_file: Annotated[
+        Path, typer.Argument(metavar="INPUT", help="Requests file, as for `run`.")
+    ],
+    provider: Annotated[str | None, typer.Option(help="openai, mistral, emulator or auto.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model for requests that do not name one.")
+    ] = None,
+    system: Annotated[
+        str | None, typer.Option(help="System prompt for requests without one.")
+    ] = None,
+    max_requests_per_job: Annotated[
+        int | None, typer.Option(help="Cap on requests per job.")
+    ] = None,
+    max_file_bytes: Annotated[
+        int | None, typer.Option(help="Cap on a job's input file size.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Check INPUT and show how it would be split into jobs, without uploading anything."""
+    from agent.planning import plan_requests
+    from agent.providers import resolve_provider
+    from agent.requests import iter_file_requests, iter_with_system_prompt
+
+    overrides = {
+        "provider": provider,
+        "model": model,
+        "system_prompt": system,
+        "max_requests_per_job": max_requests_per_job,
+        "max_file_bytes": max_file_bytes,
+    }
+    context = Context(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    chosen = resolve_provider(context)
+    requests = iter_with_system_prompt(iter_file_requests(input_file), context.system_prompt)
+    checked = plan_requests(requests, provider=chosen, context=context)
+    checked.discard()
+    summary = checked.summary()
+    report = {
+        "provider": chosen.name,
+        "emulated": chosen.emulated,
+        "requests": len(checked.request_ids),
+        "bytes": sum(j["bytes"] for j in summary),
+        "jobs": summary,
+    }
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    table = Table(
+        title=f"plan: {report['requests']:,} requests in {len(summary)} job(s) on {chosen.name}"
+    )
+    for column in ("job", "model", "requests", "bytes"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for job in summary:
+        table.add_row(str(job["part"]), job["model"], f"{job['requests']:,}", f"{job['bytes']:,}")
+    Console(highlight=False).print(table)
 
 
 @emulator_app.command("serve")
@@ -302,20 +371,6 @@ def status_report(thread_id: str, values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def result_line(result: Result) -> dict[str, Any]:
-    """Return the public JSONL form of one result."""
-    message = result["message"]
-    return {
-        "id": result["id"],
-        "status": result["status"],
-        "content": message.text if message is not None else None,
-        "message": message.model_dump(mode="json") if message is not None else None,
-        "usage": dict(result["usage"]),
-        "error": dict(result["error"]) if result["error"] else None,
-        "attempts": result.get("attempts", 1),
-    }
-
-
 def _advance(
     graph: CompiledStateGraph[Any, Any, Any, Any],
     config: RunnableConfig,
@@ -327,11 +382,15 @@ def _advance(
     Raises:
         CliError: The run stopped on a provider error; the message says how to resume.
     """
-    # durability="sync": each step's checkpoint is on disk before the next provider call.
-    graph.invoke(graph_input, config, context=context, durability="sync")
-    values = dict(graph.get_state(config).values)
+    from agent.persistence import active_thread_lock
+
+    thread_id = str(config.get("configurable", {}).get("thread_id"))
+    # One worker at a time runs a thread: one that waited here starts from the other's checkpoint.
+    with active_thread_lock(thread_id):
+        # durability="sync": each step's checkpoint is on disk before the next provider call.
+        graph.invoke(graph_input, config, context=context, durability="sync")
+        values = dict(graph.get_state(config).values)
     if values.get("status") == "error":
-        thread_id = config.get("configurable", {}).get("thread_id")
         raise CliError(
             f"{values.get('error')} [thread {thread_id}; resume: batch-agent run --thread {thread_id} --wait]"
         )
@@ -355,12 +414,35 @@ def _wait_until_done(
     return values
 
 
-def _record(request: BatchRequest) -> dict[str, Any]:
-    return {"id": request.id, "messages": request.messages, "params": request.params}
+def stored_line(stored: dict[str, Any]) -> dict[str, Any]:
+    """Return the public JSONL form of one result as kept in the store (see `agent.bulk`)."""
+    message = stored.get("message")
+    content = message.get("content") if message else None
+    if isinstance(content, list):
+        content = "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
+    return {
+        "id": stored["id"],
+        "status": stored["status"],
+        "content": content,
+        "message": message,
+        "usage": stored["usage"],
+        "error": stored.get("error"),
+        "attempts": stored.get("attempts", 1),
+    }
 
 
-def _write_results(rows: list[Result], out: Path | None) -> None:
-    lines = (json.dumps(result_line(r), ensure_ascii=False) + "\n" for r in rows)
+def _write_results(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    thread_id: str,
+    values: dict[str, Any],
+    out: Path | None,
+) -> None:
+    """Stream a thread's results from the store, page by page, as JSONL."""
+    from agent.bulk import ThreadData
+
+    count = int(values.get("request_count") or 0)
+    rows = ThreadData(graph.store, thread_id).iter_results(count)
+    lines = (json.dumps(stored_line(r), ensure_ascii=False, default=str) + "\n" for r in rows)
     if out is None:
         sys.stdout.writelines(lines)
         sys.stdout.flush()
@@ -368,7 +450,7 @@ def _write_results(rows: list[Result], out: Path | None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as fh:
         fh.writelines(lines)
-    err.print(f"wrote {len(rows)} results to {out}")
+    err.print(f"wrote {count} results to {out}")
 
 
 def _print_progress(thread_id: str, values: dict[str, Any], *, to_stderr: bool) -> None:

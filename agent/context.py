@@ -9,6 +9,7 @@ checkpoints or run context.
 from __future__ import annotations
 
 import os
+import random
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -92,6 +93,13 @@ class Context:
         metadata={"description": "Upper bound of the interval between status checks."},
     )
 
+    poll_jitter: float = field(
+        default=0.1,
+        metadata={
+            "description": "Random spread (0.1 = ±10%) applied to each pause, so many threads "
+            "polling the same provider do not fall into step."
+        },
+    )
     max_attempts: int = field(
         default=3,
         metadata={
@@ -127,6 +135,14 @@ class Context:
         },
     )
 
+    results_in_state: int = field(
+        default=1000,
+        metadata={
+            "description": "Keep results in thread state (as AIMessages) for batches up to this "
+            "many requests; larger batches keep them only in the store, in pages."
+        },
+    )
+
     def __post_init__(self) -> None:
         """Fill fields still at their default from `BATCH_AGENT_<FIELD>` variables."""
         for f in fields(self):
@@ -136,9 +152,19 @@ class Context:
             setattr(self, f.name, _coerce(env_value, f.default, f.name))
 
     def next_poll_interval(self, checks_done: int) -> float:
-        """Return the pause before the next status check after `checks_done` waits."""
-        interval = self.poll_interval_seconds * (self.poll_backoff**checks_done)
-        return float(min(interval, self.max_poll_interval_seconds))
+        """Return the pause before the next status check after `checks_done` waits.
+
+        The pause grows geometrically from `poll_interval_seconds` by `poll_backoff` up to
+        `max_poll_interval_seconds`, with `poll_jitter` spread. With the defaults (5 s, x1.5,
+        300 s cap) a job that takes 24 hours costs about 300 status calls and is noticed at most
+        about 5 minutes after it ends.
+        """
+        interval = min(
+            self.poll_interval_seconds * (self.poll_backoff**checks_done),
+            self.max_poll_interval_seconds,
+        )
+        spread = max(0.0, min(self.poll_jitter, 1.0))
+        return float(interval * random.uniform(1.0 - spread, 1.0 + spread))
 
 
 def _coerce(raw: str, default: Any, name: str) -> Any:

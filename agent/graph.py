@@ -31,6 +31,7 @@ again resumes where it stopped.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from functools import wraps
 from typing import Any, Literal, Protocol
 
@@ -39,12 +40,20 @@ from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
+from agent.bulk import PAGE_SIZE, ResultSpool, ThreadData, to_result
 from agent.context import Context
-from agent.planning import first_round_batch, job_key, new_intent, plan_jobs, retry_batch
+from agent.planning import intents_for, job_key, new_intent, plan_requests, spool_path, write_lines
 from agent.providers import BatchProvider, provider_for_job, resolve_provider
 from agent.providers.base import JOB_KEY_METADATA, JobUpdate, RequestOutcome
 from agent.providers.errors import ProviderError, TransientProviderError
-from agent.requests import InputError, normalise_input, request_set_hash, with_system_prompt
+from agent.requests import (
+    BatchRequest,
+    InputError,
+    iter_file_requests,
+    iter_validated,
+    iter_with_system_prompt,
+    request_set_hash,
+)
 from agent.state import (
     Counts,
     InputState,
@@ -110,59 +119,41 @@ def records_errors(node: Node) -> Node:
 
 @records_errors
 def submit(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Record job intents, then submit one intent per step (adopting jobs that already exist)."""
+    """Plan and record job intents, then submit one intent per step (adopting existing jobs)."""
     ctx = runtime.context
     jobs = list(state.get("jobs") or [])
-    records = state.get("requests") or []
-    if records:
-        requests = with_system_prompt(normalise_input(records), ctx.system_prompt)
-        request_hash = request_set_hash(requests)
-        if jobs and state.get("request_hash") != request_hash:
+    has_source = bool(state.get("requests") or state.get("input_path"))
+    if has_source and jobs:
+        # Input sent again to a thread that has a batch: accept only the identical request set.
+        system_prompt = state.get("system_prompt", ctx.system_prompt)
+        if request_set_hash(_source(state, system_prompt)) != state.get("request_hash"):
             raise InputError(
                 "this thread already holds a batch with a different request set; start a new thread",
                 source="input",
             )
+    elif has_source:
+        return _plan(state, ctx, runtime)
+    else:
         if not jobs:
-            # Step 1: plan and check everything, record intents; nothing is uploaded yet.
-            provider = resolve_provider(ctx)
-            intents = plan_jobs(
-                requests,
-                provider=provider,
-                context=ctx,
-                thread_id=_thread_id(),
-                request_hash=request_hash,
+            raise InputError(
+                "no requests: the input is empty (give `requests` or `input_path`)", source="input"
             )
-            return {
-                "requests": [
-                    {"id": r.id, "messages": r.messages, "params": r.params} for r in requests
-                ],
-                "request_ids": [r.id for r in requests],
-                "request_hash": request_hash,
-                "jobs": intents,
-                "attempt": 1,
-                "status": "new",
-                "counts": _sum_counts(intents),
-                "error": None,
-            }
-    elif not jobs:
-        normalise_input([])  # raises the clear "input is empty" error
 
     pending = [i for i, job in enumerate(jobs) if job["job_id"] is None]
     if not pending:
         # Identical input sent again to a thread whose jobs all exist: nothing to submit.
-        return {"requests": [], "error": None}
+        return {"requests": [], "input_path": "", "error": None}
     index = pending[0]
-    jobs[index] = _submit_intent(jobs[index], jobs, records, ctx)
-    done = len(pending) == 1
-    update: dict[str, Any] = {
-        "jobs": jobs,
-        "counts": _sum_counts(jobs, state.get("results")),
-        "error": None,
-    }
-    if done:
+    jobs[index] = _submit_intent(jobs[index], jobs, state, runtime)
+    update: dict[str, Any] = {"jobs": jobs, "counts": _progress_counts(state, jobs), "error": None}
+    if len(pending) == 1:
         # Every job exists: drop the bulk input so later checkpoints do not re-write it.
         update.update(
-            requests=[], status=_progress_status(jobs), waits_this_run=0, waited_seconds=0.0
+            requests=[],
+            input_path="",
+            status=_progress_status(jobs),
+            waits_this_run=0,
+            waited_seconds=0.0,
         )
     return update
 
@@ -209,7 +200,7 @@ def cancel(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
         "requests": [],
         "cancel": False,
         "cancel_requested": True,
-        "counts": _sum_counts(jobs, state.get("results")),
+        "counts": _progress_counts(state, jobs),
         "status": "running" if jobs else "cancelled",
         "error": None,
         "waits_this_run": 0,
@@ -223,50 +214,55 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = runtime.context
     attempt = state.get("attempt", 1)
     jobs = list(state.get("jobs") or [])
+    count = state.get("request_count", 0)
+    data = ThreadData(runtime.store, _thread_id())
     cancelled = bool(state.get("cancel_requested"))
-    results_by_id: dict[str, Result] = {r["id"]: r for r in state.get("results") or []}
     to_retry: dict[str, list[str]] = {}
-    for job in (j for j in jobs if j["attempt"] == attempt):
-        outcomes = _outcomes(job)
-        missing, missing_retryable = _missing_error(job)
-        for request_id in job["request_ids"]:
-            outcome = outcomes.get(request_id)
-            if outcome is None:
-                result, retryable = _failed(request_id, missing, attempt), missing_retryable
-            elif outcome.message is None:
-                result, retryable = (
-                    _failed(request_id, outcome.error or missing, attempt),
-                    outcome.retryable,
-                )
-            else:
-                result, retryable = _succeeded(request_id, outcome, attempt), False
-            results_by_id[request_id] = result
-            if retryable and not cancelled:
-                to_retry.setdefault(job["job_key"], []).append(request_id)
+    with ResultSpool() as spool:
+        positions = {
+            request_id: position for position, request_id in enumerate(data.request_ids(count))
+        }
+        for job in (j for j in jobs if j["attempt"] == attempt):
+            ids = data.job_ids(job["job_key"], job["request_count"])
+            for request_id, result, retryable in _job_results(job, ids, attempt):
+                spool.put(positions[request_id], result)
+                if retryable and not cancelled:
+                    to_retry.setdefault(job["job_key"], []).append(request_id)
+        pages = spool.merge_into(data, first_round=attempt == 1, count=count)
 
-    results = [results_by_id[i] for i in state.get("request_ids") or [] if i in results_by_id]
+    counts, usage = _totals(data, count)
     update: dict[str, Any] = {
-        "results": results,
-        "usage": _sum_usage(results),
-        "counts": _result_counts(results),
+        "counts": counts,
+        "collected_counts": counts,
+        "usage": usage,
+        "results": _state_results(data, count, ctx),
+        "results_store": {
+            "namespace": list(data.namespace("results")),
+            "pages": pages,
+            "page_size": PAGE_SIZE,
+            "count": count,
+        },
         "error": None,
     }
     if to_retry and attempt < ctx.max_attempts:
         by_key = {job["job_key"]: job for job in jobs}
-        follow_ups = [
-            new_intent(
-                provider_for_job(by_key[source]),
-                key=job_key(_thread_id(), state.get("request_hash", ""), attempt + 1, part),
-                attempt=attempt + 1,
-                model=by_key[source]["model"],
-                params=by_key[source]["params"],
-                request_ids=ids,
-                retry_of=source,
+        follow_ups = []
+        for part, (source, ids) in enumerate(to_retry.items()):
+            key = job_key(_thread_id(), state.get("request_hash", ""), attempt + 1, part)
+            data.put_ids(ids, "jobs", key)
+            follow_ups.append(
+                new_intent(
+                    provider_for_job(by_key[source]),
+                    key=key,
+                    attempt=attempt + 1,
+                    model=by_key[source]["model"],
+                    params=by_key[source]["params"],
+                    request_count=len(ids),
+                    retry_of=source,
+                )
             )
-            for part, (source, ids) in enumerate(to_retry.items())
-        ]
         return {**update, "jobs": jobs + follow_ups, "attempt": attempt + 1, "status": "running"}
-    status = _final_status(jobs, results, cancelled)
+    status = _final_status(jobs, counts, cancelled)
     failures = [e for job in jobs for e in job["errors"]]
     return {
         **update,
@@ -360,30 +356,106 @@ def _thread_id() -> str:
     return str(get_config().get("configurable", {}).get("thread_id", ""))
 
 
-def _submit_intent(job: Job, jobs: list[Job], records: list[dict[str, Any]], ctx: Context) -> Job:
+def _plan(state: State, ctx: Context, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Stream the source once: check it, split it into jobs, build their files, record intents."""
+    provider = resolve_provider(ctx)
+    plan = plan_requests(_source(state, ctx.system_prompt), provider=provider, context=ctx)
+    if state.get("dry_run"):
+        plan.discard()
+        return {
+            "plan": plan.summary(),
+            "requests": [],
+            "input_path": "",
+            "dry_run": False,
+            "status": "new",
+            "error": None,
+        }
+    intents = intents_for(plan, provider, ctx, _thread_id())
+    data = ThreadData(runtime.store, _thread_id())
+    data.put_ids(plan.request_ids, "request_ids")
+    for planned, intent in zip(plan.jobs, intents, strict=True):
+        data.put_ids(planned.request_ids, "jobs", intent["job_key"])
+    return {
+        "request_count": len(plan.request_ids),
+        "request_hash": plan.request_hash,
+        "system_prompt": ctx.system_prompt,
+        "jobs": intents,
+        "plan": plan.summary(),
+        "attempt": 1,
+        "status": "new",
+        "counts": _progress_counts(state, intents),
+        "error": None,
+    }
+
+
+def _source(state: State, system_prompt: str) -> Iterator[BatchRequest]:
+    """Stream the thread's requests from inline records or the input file."""
+    records = state.get("requests") or []
+    if records:
+        requests = iter_validated(enumerate(records, start=1), source="input")
+    else:
+        requests = iter_file_requests(str(state.get("input_path")))
+    return iter_with_system_prompt(requests, system_prompt)
+
+
+def _submit_intent(job: Job, jobs: list[Job], state: State, runtime: Runtime[Context]) -> Job:
     """Submit one intent: adopt an existing job with its key, else upload (or reuse) and create."""
     provider = provider_for_job(job)
     found = provider.find_job(job["job_key"], job["intent_at"])
     if found is not None:
         return _adopt(job, found.job_id, found.created_at, found.input_file_id)
-    if job["retry_of"] is None:
-        batch = first_round_batch(job, records, provider)
-    else:
-        source = next(j for j in jobs if j["job_key"] == job["retry_of"])
-        batch = retry_batch(job, source, provider)
+    path = spool_path(job["job_key"])
+    if not (path.is_file() and path.stat().st_size == job["input_bytes"]):
+        # Another process planned this job (or the spool was cleaned): rebuild the same bytes.
+        data = ThreadData(runtime.store, _thread_id())
+        wanted = data.job_ids(job["job_key"], job["request_count"])
+        job = Job(
+            **{
+                **job,
+                "input_bytes": write_lines(
+                    path, _rebuild_lines(job, wanted, jobs, state, provider)
+                ),
+            }
+        )  # type: ignore[typeddict-item]
     file_name = f"batch-agent-{job['job_key']}.jsonl"
-    file_id = provider.find_file(file_name, len(batch.jsonl), job["intent_at"]) or provider.upload(
-        batch, file_name
-    )
+    file_id = provider.find_file(
+        file_name, job["input_bytes"], job["intent_at"]
+    ) or provider.upload(path, file_name)
     metadata = {
         JOB_KEY_METADATA: job["job_key"],
         "batch_agent_thread": _thread_id()[:500],
         "batch_agent_attempt": str(job["attempt"]),
     }
     created = provider.create(
-        file_id, model=job["model"], completion_window=ctx.completion_window, metadata=metadata
+        file_id,
+        model=job["model"],
+        completion_window=runtime.context.completion_window,
+        metadata=metadata,
     )
+    path.unlink(missing_ok=True)
     return _adopt(job, created.job_id, created.created_at, file_id)
+
+
+def _rebuild_lines(
+    job: Job, ids: list[str], jobs: list[Job], state: State, provider: BatchProvider
+) -> Iterator[bytes]:
+    """Rebuild a job's input lines (from the thread's source, or the source job's input file)."""
+    wanted = set(ids)
+    if job["retry_of"] is not None:
+        source = next(j for j in jobs if j["job_key"] == job["retry_of"])
+        lines = {
+            custom_id: raw for custom_id, raw in provider.input_lines(source) if custom_id in wanted
+        }
+        missing = [i for i in ids if i not in lines]
+        if missing:
+            raise InputError(
+                f"the input file of job {source['job_id']} lacks {len(missing)} request(s) to retry",
+                source="provider",
+                request_id=missing[0],
+            )
+        return (lines[i] for i in ids)
+    build = provider.line_builder(job["model"], job["params"])
+    return (build(r) for r in _source(state, state.get("system_prompt", "")) if r.id in wanted)
 
 
 def _cancel_job(provider: BatchProvider, job: Job) -> JobUpdate:
@@ -431,7 +503,7 @@ def _check_jobs(state: State, ctx: Context) -> dict[str, Any]:
         jobs.append(job)
     return {
         "jobs": jobs,
-        "counts": _sum_counts(jobs, state.get("results")),
+        "counts": _progress_counts(state, jobs),
         "status": _progress_status(jobs),
         "polls": state.get("polls", 0) + 1,
         "error": None,
@@ -474,18 +546,33 @@ def _apply_update(job: Job, update: JobUpdate, ctx: Context) -> Job:
     )
 
 
-def _outcomes(job: Job) -> dict[str, RequestOutcome]:
-    outcomes: dict[str, RequestOutcome] = {}
-    if job["status"] == "failed" or job["job_id"] is None:
-        return outcomes
-    wanted = set(job["request_ids"])
-    for outcome in provider_for_job(job).results(job):
-        if outcome.custom_id not in wanted:
-            continue  # a line for a request this job does not hold: never trust position or strays
-        # A success wins over an error line for the same id.
-        if outcome.custom_id not in outcomes or outcome.message is not None:
-            outcomes[outcome.custom_id] = outcome
-    return outcomes
+def _job_results(
+    job: Job, ids: list[str], attempt: int
+) -> Iterator[tuple[str, dict[str, Any], bool]]:
+    """Yield `(id, stored result, retryable)` for every request of a job, matched by custom_id."""
+    wanted = set(ids)
+    done: dict[str, bool] = {}  # id -> succeeded
+    if job["status"] != "failed" and job["job_id"] is not None:
+        for outcome in provider_for_job(job).results(job):
+            request_id = outcome.custom_id
+            # A line for a request this job does not hold: never trust position or strays.
+            # A success wins over an error line for the same id.
+            if request_id not in wanted or done.get(request_id):
+                continue
+            done[request_id] = outcome.message is not None
+            if outcome.message is not None:
+                yield request_id, _succeeded(request_id, outcome, attempt), False
+            else:
+                missing, _ = _missing_error(job)
+                yield (
+                    request_id,
+                    _failed(request_id, outcome.error or missing, attempt),
+                    outcome.retryable,
+                )
+    missing, retryable = _missing_error(job)
+    for request_id in ids:
+        if request_id not in done:
+            yield request_id, _failed(request_id, missing, attempt), retryable
 
 
 def _missing_error(job: Job) -> tuple[RequestError, bool]:
@@ -502,68 +589,72 @@ def _missing_error(job: Job) -> tuple[RequestError, bool]:
     ), True
 
 
-def _failed(request_id: str, error: RequestError, attempt: int) -> Result:
-    return Result(
-        id=request_id,
-        status="failed",
-        message=None,
-        usage=empty_usage(),
-        error=error,
-        attempts=attempt,
-    )
+def _failed(request_id: str, error: RequestError, attempt: int) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "status": "failed",
+        "message": None,
+        "usage": empty_usage(),
+        "error": dict(error),
+        "attempts": attempt,
+    }
 
 
-def _succeeded(request_id: str, outcome: RequestOutcome, attempt: int) -> Result:
-    meta = outcome.message.usage_metadata if outcome.message is not None else None
+def _succeeded(request_id: str, outcome: RequestOutcome, attempt: int) -> dict[str, Any]:
+    message = outcome.message
+    assert message is not None
+    meta = message.usage_metadata
     usage = Usage(
         input_tokens=meta["input_tokens"] if meta else 0,
         output_tokens=meta["output_tokens"] if meta else 0,
         total_tokens=meta["total_tokens"] if meta else 0,
     )
-    return Result(
-        id=request_id,
-        status="succeeded",
-        message=outcome.message,
-        usage=usage,
-        error=None,
-        attempts=attempt,
-    )
+    return {
+        "id": request_id,
+        "status": "succeeded",
+        "message": message.model_dump(),
+        "usage": usage,
+        "error": None,
+        "attempts": attempt,
+    }
 
 
-def _sum_counts(jobs: list[Job], results: list[Result] | None = None) -> Counts:
-    """Progress counts: job counts in the first round, then results plus the follow-up jobs."""
-    if not results:
+def _progress_counts(state: State, jobs: list[Job]) -> Counts:
+    """Progress: job counts in the first round, then the last collect plus follow-up jobs."""
+    base = state.get("collected_counts")
+    if base is None:
         total = Counts(total=0, succeeded=0, failed=0, pending=0)
         for job in jobs:
             for key in total:
                 total[key] += job["counts"][key]  # type: ignore[literal-required]
         return total
-    by_id = {r["id"]: r for r in results}
-    counts = _result_counts(results)
+    counts = Counts(**base)
     for job in jobs:
-        first = by_id.get(job["request_ids"][0]) if job["request_ids"] else None
-        if first is None or first["attempts"] >= job["attempt"]:
-            continue  # this job's outcome is already in the results
-        # A follow-up job in flight: its requests count by the job's own progress.
-        counts["failed"] -= job["request_count"]
-        for key in ("succeeded", "failed", "pending"):
-            counts[key] += job["counts"][key]  # type: ignore[literal-required]
+        if job["attempt"] == state.get("attempt", 1) and job["attempt"] > 1:
+            # A follow-up job in flight: its requests count by the job's own progress.
+            counts["failed"] -= job["request_count"]
+            for key in ("succeeded", "failed", "pending"):
+                counts[key] += job["counts"][key]  # type: ignore[literal-required]
     return counts
 
 
-def _result_counts(results: list[Result]) -> Counts:
-    succeeded = sum(r["status"] == "succeeded" for r in results)
-    return Counts(
-        total=len(results), succeeded=succeeded, failed=len(results) - succeeded, pending=0
-    )
-
-
-def _sum_usage(results: list[Result]) -> Usage:
+def _totals(data: ThreadData, count: int) -> tuple[Counts, Usage]:
+    """Count outcomes and sum token usage over every stored result (streamed page by page)."""
+    counts = Counts(total=0, succeeded=0, failed=0, pending=0)
     usage = empty_usage()
-    for result in results:
+    for result in data.iter_results(count):
+        counts["total"] += 1
+        counts["succeeded" if result["status"] == "succeeded" else "failed"] += 1
         for key in usage:
             usage[key] += result["usage"][key]  # type: ignore[literal-required]
-    return usage
+    return counts, usage
+
+
+def _state_results(data: ThreadData, count: int, ctx: Context) -> list[Result]:
+    """Results for thread state: small batches only (large ones are read from the store)."""
+    if count > ctx.results_in_state:
+        return []
+    return [to_result(r) for r in data.iter_results(count)]
 
 
 def _progress_status(jobs: list[Job]) -> ThreadStatus:
@@ -575,14 +666,10 @@ def _progress_status(jobs: list[Job]) -> ThreadStatus:
 CANCELLED_PROVIDER_STATUSES = frozenset({"cancelled", "CANCELLED", "not_submitted"})
 
 
-def _final_status(jobs: list[Job], results: list[Result], cancelled: bool) -> ThreadStatus:
+def _final_status(jobs: list[Job], counts: Counts, cancelled: bool) -> ThreadStatus:
     # A cancel that arrived after every job had already ended leaves a completed thread.
     if cancelled and any(job["provider_status"] in CANCELLED_PROVIDER_STATUSES for job in jobs):
         return "cancelled"
-    if (
-        jobs
-        and all(job["status"] == "failed" for job in jobs)
-        and not any(r["status"] == "succeeded" for r in results)
-    ):
+    if jobs and all(job["status"] == "failed" for job in jobs) and counts["succeeded"] == 0:
         return "failed"
     return "completed"

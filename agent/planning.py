@@ -1,28 +1,49 @@
 """Plan a request set into provider jobs, and check it, before anything is uploaded.
 
-Planning groups requests by model (providers run one model per job), checks what would make the
-provider reject or bill a bad job (an unknown model, a request larger than the model's context
-window, a job over the provider's request or file-size limit), and writes each job as an *intent*
-with a deterministic `job_key`. Submitting an intent later, in this process or another, always
-produces the same key, which is what lets a crashed submit find its job instead of creating a
-second one.
+Planning streams the requests once: it groups them by model (providers run one model per job),
+splits each group into jobs by the provider's request-count and file-size limits, builds every
+input line (the exact bytes that will be uploaded) into a local spool file per job, and checks
+what would make the provider reject or bill a bad job: an unknown model, a request larger than
+the model's context window, a single request larger than a whole batch file.
+
+Each job becomes an *intent* with a deterministic `job_key`. Submitting an intent later, in this
+process or another, always produces the same key, which is what lets a crashed submit find its job
+instead of creating a second one. A spool file only saves rebuilding: a process that does not
+have it rebuilds the same bytes from the thread's source.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
-from collections.abc import Iterable
-from typing import Any
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
 
 from agent.context import Context
-from agent.providers.base import BatchProvider, PreparedBatch, ProviderLimits
-from agent.requests import BatchRequest, InputError, normalise_input
+from agent.providers.base import BatchProvider, ProviderLimits
+from agent.requests import BatchRequest, InputError, update_hash
 from agent.state import Counts, Job
 
 # A conservative chars-per-token ratio: it underestimates tokens, so it never refuses a request
 # the model would accept; it only catches requests that cannot fit.
 CHARS_PER_TOKEN = 4
+DEFAULT_SPOOL_DIR = Path(".batch-agent") / "spool"
+
+
+def spool_dir() -> Path:
+    """Return the local directory for built input files (`BATCH_AGENT_SPOOL_DIR`)."""
+    path = Path(os.environ.get("BATCH_AGENT_SPOOL_DIR") or DEFAULT_SPOOL_DIR)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def spool_path(job_key: str) -> Path:
+    """Return where the built input file of a job is kept until it is uploaded."""
+    return spool_dir() / f"{job_key}.jsonl"
 
 
 def context_params(context: Context) -> dict[str, Any]:
@@ -48,44 +69,142 @@ def job_key(thread_id: str, request_hash: str, attempt: int, part: int) -> str:
     return hashlib.sha256(f"{thread_id}|{request_hash}|{attempt}|{part}".encode()).hexdigest()[:32]
 
 
-def plan_jobs(
-    requests: list[BatchRequest],
-    *,
-    provider: BatchProvider,
-    context: Context,
-    thread_id: str,
-    request_hash: str,
-) -> list[Job]:
-    """Check the request set and return one job intent per model.
+@dataclass
+class PlannedJob:
+    """One job of a plan: its model, requests and the built input file."""
+
+    part: int
+    model: str
+    request_ids: list[str] = field(default_factory=list)
+    input_bytes: int = 0
+    path: Path | None = None
+    _handle: IO[bytes] | None = None
+
+    def add(self, request_id: str, line: bytes) -> None:
+        """Append one built line."""
+        assert self._handle is not None
+        self._handle.write(line)
+        self.request_ids.append(request_id)
+        self.input_bytes += len(line)
+
+    def close(self) -> None:
+        """Close the spool file."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+@dataclass
+class Plan:
+    """A checked request set, split into jobs with their input files built."""
+
+    request_hash: str
+    request_ids: list[str]
+    jobs: list[PlannedJob]
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Return jobs, requests and bytes per job (what `batch-agent plan` shows)."""
+        return [
+            {
+                "part": j.part,
+                "model": j.model,
+                "requests": len(j.request_ids),
+                "bytes": j.input_bytes,
+            }
+            for j in self.jobs
+        ]
+
+    def discard(self) -> None:
+        """Delete the spool files (a dry run, or a plan that was refused)."""
+        for job in self.jobs:
+            job.close()
+            if job.path is not None:
+                job.path.unlink(missing_ok=True)
+
+
+def plan_requests(
+    requests: Iterable[BatchRequest], *, provider: BatchProvider, context: Context
+) -> Plan:
+    """Check the request set and split it into jobs, building each job's input file.
 
     Raises:
-        InputError: A model is unknown, a request cannot fit the model, or a job would exceed the
-            provider's limits. Nothing has been uploaded.
+        InputError: A model is unknown, a request cannot fit its model or a batch file, or the
+            completion window is not accepted. Nothing has been uploaded.
     """
     provider.check_completion_window(context.completion_window)
     limits = effective_limits(provider, context)
     params = context_params(context)
-    groups: dict[str, list[BatchRequest]] = {}
-    for request in requests:
-        groups.setdefault(request.model or context.model or provider.default_model, []).append(
-            request
+    directory = spool_dir()
+    token = uuid.uuid4().hex[:12]
+    builders: dict[str, tuple[Callable[[BatchRequest], bytes], int | None]] = {}
+    filling: dict[str, PlannedJob] = {}
+    jobs: list[PlannedJob] = []
+    ids: list[str] = []
+    digest = hashlib.sha256()
+    try:
+        for request in requests:
+            update_hash(digest, request)
+            ids.append(request.id)
+            model = request.model or context.model or provider.default_model
+            if model not in builders:
+                builders[model] = (
+                    provider.line_builder(model, params),
+                    context_window(provider, model, request, context),
+                )
+            build, window = builders[model]
+            if window is not None:
+                check_fits(request, model, window)
+            line = build(request)
+            if len(line) > limits.max_file_bytes:
+                raise InputError(
+                    f"request is {len(line):,} bytes, larger than {provider.name}'s {limits.max_file_bytes:,}-byte batch file limit",
+                    source="input",
+                    request_id=request.id,
+                )
+            job = filling.get(model)
+            if (
+                job is None
+                or len(job.request_ids) >= limits.max_requests
+                or job.input_bytes + len(line) > limits.max_file_bytes
+            ):
+                if job is not None:
+                    job.close()
+                job = PlannedJob(
+                    part=len(jobs), model=model, path=directory / f"plan-{token}-{len(jobs)}.jsonl"
+                )
+                assert job.path is not None
+                job._handle = job.path.open("wb")
+                filling[model] = job
+                jobs.append(job)
+            job.add(request.id, line)
+    except BaseException:
+        Plan("", ids, jobs).discard()
+        raise
+    for job in jobs:
+        job.close()
+    return Plan(request_hash=digest.hexdigest(), request_ids=ids, jobs=jobs)
+
+
+def intents_for(plan: Plan, provider: BatchProvider, context: Context, thread_id: str) -> list[Job]:
+    """Turn a plan into job intents and move each spool file to its job key's name."""
+    params = context_params(context)
+    intents = []
+    for planned in plan.jobs:
+        key = job_key(thread_id, plan.request_hash, 1, planned.part)
+        if planned.path is not None:
+            planned.path.replace(spool_path(key))
+            planned.path = spool_path(key)
+        intent = new_intent(
+            provider,
+            key=key,
+            attempt=1,
+            model=planned.model,
+            params=params,
+            request_count=len(planned.request_ids),
         )
-    jobs = []
-    for part, (model, group) in enumerate(groups.items()):
-        check_model(provider, model, group, context)
-        # Building the file is how we learn its exact size; it is rebuilt identically at submit.
-        check_size(provider.prepare(group, model, params), limits, provider.name)
-        jobs.append(
-            new_intent(
-                provider,
-                key=job_key(thread_id, request_hash, 1, part),
-                attempt=1,
-                model=model,
-                params=params,
-                request_ids=[r.id for r in group],
-            )
-        )
-    return jobs
+        intent["input_bytes"] = planned.input_bytes
+        intents.append(intent)
+    return intents
 
 
 def new_intent(
@@ -95,11 +214,10 @@ def new_intent(
     attempt: int,
     model: str,
     params: dict[str, Any],
-    request_ids: list[str],
+    request_count: int,
     retry_of: str | None = None,
 ) -> Job:
     """Return a job record for a job that is about to be submitted."""
-    count = len(request_ids)
     return Job(
         job_key=key,
         attempt=attempt,
@@ -107,8 +225,8 @@ def new_intent(
         job_id=None,
         model=model,
         params=params,
-        request_ids=request_ids,
-        request_count=count,
+        request_count=request_count,
+        input_bytes=0,
         retry_of=retry_of,
         intent_at=time.time(),
         created_at=None,
@@ -117,7 +235,7 @@ def new_intent(
         base_url=provider.base_url,
         provider_status="",
         status="intent",
-        counts=Counts(total=count, succeeded=0, failed=0, pending=count),
+        counts=Counts(total=request_count, succeeded=0, failed=0, pending=request_count),
         output_file_id=None,
         error_file_id=None,
         errors=[],
@@ -125,89 +243,44 @@ def new_intent(
     )
 
 
-def check_model(
-    provider: BatchProvider, model: str, requests: list[BatchRequest], context: Context
-) -> None:
-    """Refuse an unknown model, and requests that cannot fit the model's context window."""
+def context_window(
+    provider: BatchProvider, model: str, request: BatchRequest, context: Context
+) -> int | None:
+    """Return the model's context window, refusing a model the provider's profiles do not know."""
     profile = provider.model_profile(model)
     if profile is None:
         if context.check_models and not model.startswith("ft:"):
             raise InputError(
                 f"unknown model {model!r} for {provider.name} (set check_models=false for new, fine-tuned or self-hosted models)",
                 source="input",
-                request_id=requests[0].id,
-            )
-        return
-    window = profile.get("max_input_tokens")
-    if not window:
-        return
-    for request in requests:
-        estimate = _text_length(request.messages) // CHARS_PER_TOKEN
-        if estimate > window:
-            raise InputError(
-                f"request is larger than {model}'s context window (at least {estimate:,} tokens > {window:,})",
-                source="input",
                 request_id=request.id,
             )
+        return None
+    window = profile.get("max_input_tokens")
+    return int(window) if window else None
 
 
-def check_size(batch: PreparedBatch, limits: ProviderLimits, provider_name: str) -> None:
-    """Refuse a job with more requests or bytes than the provider accepts, naming the request."""
-    if len(batch.request_ids) > limits.max_requests:
+def check_fits(request: BatchRequest, model: str, window: int) -> None:
+    """Refuse a request that cannot fit the model's context window."""
+    estimate = _text_length(request.messages) // CHARS_PER_TOKEN
+    if estimate > window:
         raise InputError(
-            f"{len(batch.request_ids):,} requests for model {batch.model} exceed {provider_name}'s limit of "
-            f"{limits.max_requests:,} per job (crossed at this request)",
+            f"request is larger than {model}'s context window (at least {estimate:,} tokens > {window:,})",
             source="input",
-            request_id=batch.request_ids[limits.max_requests],
+            request_id=request.id,
         )
-    if len(batch.jsonl) <= limits.max_file_bytes:
-        return
-    total = 0
-    for request_id, line in zip(
-        batch.request_ids, batch.jsonl.splitlines(keepends=True), strict=True
-    ):
-        total += len(line)
-        if len(line) > limits.max_file_bytes:
-            raise InputError(
-                f"request is {len(line):,} bytes, larger than {provider_name}'s {limits.max_file_bytes:,}-byte batch file limit",
-                source="input",
-                request_id=request_id,
-            )
-        if total > limits.max_file_bytes:
-            raise InputError(
-                f"the batch file for model {batch.model} is {len(batch.jsonl):,} bytes, over {provider_name}'s "
-                f"{limits.max_file_bytes:,}-byte limit (crossed at this request)",
-                source="input",
-                request_id=request_id,
-            )
 
 
-def first_round_batch(
-    job: Job, records: list[dict[str, Any]], provider: BatchProvider
-) -> PreparedBatch:
-    """Rebuild the input file of a first-round intent from the thread's (normalised) requests."""
-    wanted = set(job["request_ids"])
-    requests = [r for r in normalise_input(records) if r.id in wanted]
-    return provider.prepare(requests, job["model"], job["params"])
-
-
-def retry_batch(job: Job, source: Job, provider: BatchProvider) -> PreparedBatch:
-    """Build a follow-up job's input from the lines of its source job's input file."""
-    wanted = set(job["request_ids"])
-    lines = {
-        custom_id: raw for custom_id, raw in provider.input_lines(source) if custom_id in wanted
-    }
-    missing = [i for i in job["request_ids"] if i not in lines]
-    if missing:
-        raise InputError(
-            f"the input file of job {source['job_id']} lacks {len(missing)} request(s) to retry",
-            source="provider",
-            request_id=missing[0],
-        )
-    body = b"".join(
-        lines[i] if lines[i].endswith(b"\n") else lines[i] + b"\n" for i in job["request_ids"]
-    )
-    return PreparedBatch(model=job["model"], request_ids=list(job["request_ids"]), jsonl=body)
+def write_lines(path: Path, lines: Iterator[bytes]) -> int:
+    """Write lines to `path` atomically; return the byte count."""
+    tmp = path.with_suffix(f".tmp-{uuid.uuid4().hex[:8]}")
+    size = 0
+    with tmp.open("wb") as fh:
+        for line in lines:
+            fh.write(line if line.endswith(b"\n") else line + b"\n")
+            size += len(line) + (0 if line.endswith(b"\n") else 1)
+    tmp.replace(path)
+    return size
 
 
 def _text_length(messages: Iterable[dict[str, Any]]) -> int:

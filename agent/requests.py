@@ -77,6 +77,15 @@ def load_requests(path: str | Path) -> list[BatchRequest]:
     Raises:
         InputError: The file is missing, empty, or a line is invalid.
     """
+    return list(iter_file_requests(path))
+
+
+def iter_file_requests(path: str | Path) -> Iterator[BatchRequest]:
+    """Stream and validate a request file, one request at a time (constant memory per line).
+
+    Raises:
+        InputError: The file is missing, empty, or a line is invalid (raised when reached).
+    """
     path = Path(path)
     source = path.name
     if not path.is_file():
@@ -85,7 +94,7 @@ def load_requests(path: str | Path) -> list[BatchRequest]:
         records: Iterable[tuple[int, Any]] = _txt_records(path)
     else:
         records = _jsonl_records(path, source)
-    return validate_records(records, source=source)
+    return iter_validated(records, source=source)
 
 
 def normalise_input(records: list[dict[str, Any]], source: str = "input") -> list[BatchRequest]:
@@ -106,7 +115,11 @@ def validate_records(records: Iterable[tuple[int, Any]], *, source: str) -> list
     Raises:
         InputError: On the first invalid record, a duplicate id, or no records at all.
     """
-    requests: list[BatchRequest] = []
+    return list(iter_validated(records, source=source))
+
+
+def iter_validated(records: Iterable[tuple[int, Any]], *, source: str) -> Iterator[BatchRequest]:
+    """Yield validated requests from numbered records, checking ids are unique as it goes."""
     first_line: dict[str, int] = {}
     for line, record in records:
         request = _validate_record(record, source=source, line=line)
@@ -118,32 +131,45 @@ def validate_records(records: Iterable[tuple[int, Any]], *, source: str) -> list
                 request_id=request.id,
             )
         first_line[request.id] = line
-        requests.append(request)
-    if not requests:
+        yield request
+    if not first_line:
         raise InputError("no requests: the input is empty", source=source)
-    return requests
 
 
 def with_system_prompt(requests: list[BatchRequest], system_prompt: str) -> list[BatchRequest]:
     """Prepend `system_prompt` to every request that has no system message of its own."""
+    return list(iter_with_system_prompt(requests, system_prompt))
+
+
+def iter_with_system_prompt(
+    requests: Iterable[BatchRequest], system_prompt: str
+) -> Iterator[BatchRequest]:
+    """Stream `with_system_prompt`."""
     if not system_prompt:
-        return requests
+        yield from requests
+        return
     system = {"role": "system", "content": system_prompt}
-    return [
-        r
-        if any(m.get("role") in {"system", "developer"} for m in r.messages)
-        else BatchRequest(r.id, [system, *r.messages], r.params)
-        for r in requests
-    ]
+    for r in requests:
+        if any(m.get("role") in {"system", "developer"} for m in r.messages):
+            yield r
+        else:
+            yield BatchRequest(r.id, [system, *r.messages], r.params)
 
 
 def request_set_hash(requests: Iterable[BatchRequest]) -> str:
     """Return a stable fingerprint of a request set (ids, messages and parameters, in order)."""
     digest = hashlib.sha256()
     for r in requests:
-        digest.update(json.dumps([r.id, r.messages, r.params], sort_keys=True).encode())
-        digest.update(b"\n")
+        update_hash(digest, r)
     return digest.hexdigest()
+
+
+def update_hash(digest: Any, request: BatchRequest) -> None:
+    """Feed one request into a running `request_set_hash` digest."""
+    digest.update(
+        json.dumps([request.id, request.messages, request.params], sort_keys=True).encode()
+    )
+    digest.update(b"\n")
 
 
 def _txt_records(path: Path) -> Iterator[tuple[int, Any]]:

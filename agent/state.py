@@ -73,9 +73,9 @@ class Job(TypedDict):
     model: str
     params: dict[str, Any]
     """Model parameters from the run context, kept so a resumed submit builds the same file."""
-    request_ids: list[str]
-    """The requests in this job, in input order."""
     request_count: int
+    """Requests in this job; their ids are in the store (`agent.bulk`), not in state."""
+    input_bytes: int
     retry_of: str | None
     """For a follow-up job, the `job_key` of the job whose failed requests it resubmits."""
     intent_at: float
@@ -118,6 +118,12 @@ class InputState(TypedDict):
     requests: NotRequired[list[dict[str, Any]]]
     """Request records: `{"id", "prompt"}`, `{"id", "messages": [...]}` (each with optional
     `"params"`), or OpenAI batch lines `{"custom_id", "method", "url", "body"}`."""
+    input_path: NotRequired[str]
+    """Instead of `requests`: a JSONL/TXT request file readable by the graph's process, of any
+    size (it is streamed, never loaded into state)."""
+    dry_run: NotRequired[bool]
+    """Plan only: check the requests and report jobs, requests and bytes per job in `plan`,
+    without uploading anything."""
     cancel: NotRequired[bool]
     """Set to true to cancel the thread's provider jobs and collect their partial results."""
 
@@ -130,6 +136,12 @@ class OutputState(TypedDict):
     jobs: NotRequired[list[Job]]
     counts: NotRequired[Counts]
     results: NotRequired[list[Result]]
+    """Results in input order, kept in state only for batches up to `results_in_state`
+    requests; every batch's results are also in the store (see `results_store`)."""
+    results_store: NotRequired[dict[str, Any] | None]
+    """Where the results live in the store: `{"namespace", "pages", "page_size", "count"}`."""
+    plan: NotRequired[list[dict[str, Any]]]
+    """Jobs, requests and bytes per job (from a dry run, or of the submitted batch)."""
     usage: NotRequired[Usage]
     error: NotRequired[str | None]
 
@@ -138,8 +150,12 @@ class OutputState(TypedDict):
 class State(InputState, OutputState):
     """The full, checkpointed state of one batch thread."""
 
-    request_ids: NotRequired[list[str]]
-    """Request ids in input order; results are matched to them by `custom_id`."""
+    request_count: NotRequired[int]
+    """Requests in the batch; their ids are in the store in input order (`agent.bulk`)."""
+    system_prompt: NotRequired[str]
+    """The system prompt the batch was planned with (a resumed submit rebuilds the same files)."""
+    collected_counts: NotRequired[Counts]
+    """Counts as of the last collect (the base for progress while follow-up jobs run)."""
     request_hash: NotRequired[str]
     """Fingerprint of the submitted request set, to recognise a re-sent identical input."""
     attempt: NotRequired[int]

@@ -21,4 +21,5 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     state_dir = tmp_path / "emulator"
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_DIR", str(state_dir))
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "0.3")
+    monkeypatch.setenv("BATCH_AGENT_SPOOL_DIR", str(tmp_path / "spool"))
     yield state_dir

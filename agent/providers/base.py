@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -102,16 +103,21 @@ class BatchProvider(ABC):
         self.base_url = base_url
 
     @abstractmethod
+    def line_builder(self, model: str, params: dict[str, Any]) -> Callable[[BatchRequest], bytes]:
+        """Return a function turning one request for `model` into its JSONL input line.
+
+        Args:
+            model: The model every request of the job uses.
+            params: Model parameters from the run context (per-request params win).
+        """
+
     def prepare(
         self, requests: list[BatchRequest], model: str, params: dict[str, Any]
     ) -> PreparedBatch:
-        """Build the batch input for `requests`, all sent to `model`.
-
-        Args:
-            requests: Validated requests for one job.
-            model: The model every request in this job uses.
-            params: Model parameters from the run context (per-request params win).
-        """
+        """Build the whole batch input for `requests` in memory (small batches, tests)."""
+        build = self.line_builder(model, params)
+        jsonl = b"".join(build(r) for r in requests)
+        return PreparedBatch(model=model, request_ids=[r.id for r in requests], jsonl=jsonl)
 
     def model_profile(self, model: str) -> dict[str, Any] | None:
         """Return LangChain's profile of `model` (context window, ...), None if unknown."""
@@ -121,8 +127,8 @@ class BatchProvider(ABC):
         """Raise `InputError` if the provider cannot take this completion window."""
 
     @abstractmethod
-    def upload(self, batch: PreparedBatch, file_name: str) -> str:
-        """Upload the batch input as `file_name`; return the file id."""
+    def upload(self, path: Path, file_name: str) -> str:
+        """Upload the batch input file at `path` as `file_name` (streamed); return the file id."""
 
     @abstractmethod
     def find_file(self, file_name: str, size: int, since: float) -> str | None:
@@ -157,10 +163,12 @@ class BatchProvider(ABC):
 
 def to_jsonl(lines: Iterable[dict[str, Any]]) -> bytes:
     """Serialise batch lines as compact JSONL."""
-    return b"".join(
-        json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-        for line in lines
-    )
+    return b"".join(jsonl_line(line) for line in lines)
+
+
+def jsonl_line(line: dict[str, Any]) -> bytes:
+    """Serialise one batch line (compact JSON and a newline)."""
+    return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
 def lc_messages(request: BatchRequest) -> list[Any]:

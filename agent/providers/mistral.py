@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -25,15 +26,12 @@ from agent.providers.base import (
     BatchProvider,
     CreatedJob,
     JobUpdate,
-    PreparedBatch,
     ProviderLimits,
     RequestOutcome,
-    finish_message,
+    jsonl_line,
     lc_messages,
     model_params,
     normalise_status,
-    parse_output_line,
-    to_jsonl,
 )
 from agent.providers.errors import ProviderError, provider_call
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
@@ -107,15 +105,16 @@ class MistralProvider(BatchProvider):
             api_key=api_key, server_url=server_url, client=http_client, retry_config=retry
         )
 
-    def prepare(
-        self, requests: list[BatchRequest], model: str, params: dict[str, Any]
-    ) -> PreparedBatch:
-        """Build `{custom_id, body}` lines with ChatMistralAI's realtime body."""
-        llm = chat_model(model, params)
-        lines = ({"custom_id": r.id, "body": request_body(llm, r)} for r in requests)
-        return PreparedBatch(
-            model=model, request_ids=[r.id for r in requests], jsonl=to_jsonl(lines)
-        )
+    def line_builder(self, model: str, params: dict[str, Any]) -> Callable[[BatchRequest], bytes]:
+        """Build `{custom_id, body}` lines with ChatMistralAI's realtime body (fast, parity-exact)."""
+        from agent.providers.fastpath import MistralBodyBuilder
+
+        builder = MistralBodyBuilder(model, params)
+
+        def build(request: BatchRequest) -> bytes:
+            return jsonl_line({"custom_id": request.id, "body": builder.build(request)})
+
+        return build
 
     def check_completion_window(self, completion_window: str) -> None:
         """Mistral takes whole hours from 1 to 168."""
@@ -129,14 +128,13 @@ class MistralProvider(BatchProvider):
         profile = chat_model(model, {}).profile
         return dict(profile) if profile else None
 
-    def upload(self, batch: PreparedBatch, file_name: str) -> str:
-        """Upload the JSONL input file (purpose `batch`)."""
-        with provider_call(self.name, "upload the batch input file"):
-            return str(
-                self._client.files.upload(
-                    file={"file_name": file_name, "content": batch.jsonl}, purpose="batch"
-                ).id
+    def upload(self, path: Path, file_name: str) -> str:
+        """Upload the JSONL input file (purpose `batch`), streamed from disk."""
+        with provider_call(self.name, "upload the batch input file"), path.open("rb") as fh:
+            uploaded = self._client.files.upload(
+                file={"file_name": file_name, "content": fh}, purpose="batch"
             )
+        return str(uploaded.id)
 
     def find_file(self, file_name: str, size: int, since: float) -> str | None:
         """Page through recent batch files (newest first) for an upload with this name and size."""
@@ -201,19 +199,14 @@ class MistralProvider(BatchProvider):
         return self._update(batch, job)
 
     def results(self, job: Job) -> Iterator[RequestOutcome]:
-        """Stream the output file, then the error file, line by line."""
-        llm = chat_model(job["model"], {})
+        """Stream the output file, then the error file, line by line (fast, parity-exact parse)."""
+        from agent.providers.fastpath import MistralMessageParser
+
+        parser = MistralMessageParser(job["model"])
         for file_id in (job["output_file_id"], job["error_file_id"]):
-            if not file_id:
-                continue
-            for raw in self._lines(file_id):
-                custom_id, body, error, retryable = parse_output_line(raw)
-                if body is None:
-                    yield RequestOutcome(custom_id, None, error, retryable)
-                    continue
-                result = llm._create_chat_result(body)
-                message = finish_message(llm, result, f"{job['job_id']}/{custom_id}")
-                yield RequestOutcome(custom_id, message, None)
+            if file_id:
+                for raw in self._lines(file_id):
+                    yield RequestOutcome(*parser.parse_line(raw, str(job["job_id"])))
 
     def input_lines(self, job: Job) -> Iterator[tuple[str, bytes]]:
         """Stream the job's input file (`custom_id`, raw line)."""

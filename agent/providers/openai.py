@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import httpx2
@@ -25,15 +26,12 @@ from agent.providers.base import (
     BatchProvider,
     CreatedJob,
     JobUpdate,
-    PreparedBatch,
     ProviderLimits,
     RequestOutcome,
-    finish_message,
+    jsonl_line,
     lc_messages,
     model_params,
     normalise_status,
-    parse_output_line,
-    to_jsonl,
 )
 from agent.providers.errors import provider_call
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest
@@ -110,33 +108,36 @@ class OpenAIProvider(BatchProvider):
             max_retries=SDK_MAX_RETRIES,
         )
 
-    def prepare(
-        self, requests: list[BatchRequest], model: str, params: dict[str, Any]
-    ) -> PreparedBatch:
-        """Build `{custom_id, method, url, body}` lines with ChatOpenAI's realtime body."""
-        llm = chat_model(model, params)
-        lines = (
-            {
-                "custom_id": r.id,
+    def line_builder(self, model: str, params: dict[str, Any]) -> Callable[[BatchRequest], bytes]:
+        """Build `{custom_id, method, url, body}` lines with ChatOpenAI's realtime body.
+
+        The fast builder produces the same bytes as `request_body` (checked at construction and
+        by property tests) and falls back to it for anything it does not handle.
+        """
+        from agent.providers.fastpath import OpenAIBodyBuilder
+
+        builder = OpenAIBodyBuilder(model, params)
+
+        def build(request: BatchRequest) -> bytes:
+            line = {
+                "custom_id": request.id,
                 "method": "POST",
                 "url": CHAT_COMPLETIONS_URL,
-                "body": request_body(llm, r),
+                "body": builder.build(request),
             }
-            for r in requests
-        )
-        return PreparedBatch(
-            model=model, request_ids=[r.id for r in requests], jsonl=to_jsonl(lines)
-        )
+            return jsonl_line(line)
+
+        return build
 
     def model_profile(self, model: str) -> dict[str, Any] | None:
         """Return LangChain's model profile (None for a model it does not know)."""
         profile = chat_model(model, {}).profile
         return dict(profile) if profile else None
 
-    def upload(self, batch: PreparedBatch, file_name: str) -> str:
-        """Upload the JSONL input file (purpose `batch`)."""
-        with provider_call(self.name, "upload the batch input file"):
-            return self._client.files.create(file=(file_name, batch.jsonl), purpose="batch").id
+    def upload(self, path: Path, file_name: str) -> str:
+        """Upload the JSONL input file (purpose `batch`), streamed from disk."""
+        with provider_call(self.name, "upload the batch input file"), path.open("rb") as fh:
+            return self._client.files.create(file=(file_name, fh), purpose="batch").id
 
     def find_file(self, file_name: str, size: int, since: float) -> str | None:
         """Page through recent batch files (newest first) for an upload with this name and size."""
@@ -194,19 +195,14 @@ class OpenAIProvider(BatchProvider):
         return self._update(batch, job)
 
     def results(self, job: Job) -> Iterator[RequestOutcome]:
-        """Stream the output file, then the error file, line by line."""
-        llm = chat_model(job["model"], {})
+        """Stream the output file, then the error file, line by line (fast, parity-exact parse)."""
+        from agent.providers.fastpath import OpenAIMessageParser
+
+        parser = OpenAIMessageParser(job["model"])
         for file_id in (job["output_file_id"], job["error_file_id"]):
-            if not file_id:
-                continue
-            for raw in self._lines(file_id):
-                custom_id, body, error, retryable = parse_output_line(raw)
-                if body is None:
-                    yield RequestOutcome(custom_id, None, error, retryable)
-                    continue
-                result = llm._create_chat_result(parse_completion(body))
-                message = finish_message(llm, result, f"{job['job_id']}/{custom_id}")
-                yield RequestOutcome(custom_id, message, None)
+            if file_id:
+                for raw in self._lines(file_id):
+                    yield RequestOutcome(*parser.parse_line(raw, str(job["job_id"])))
 
     def input_lines(self, job: Job) -> Iterator[tuple[str, bytes]]:
         """Stream the job's input file (`custom_id`, raw line)."""

@@ -65,7 +65,7 @@ def test_studio_schemas_describe_input_state_and_context(dev_server: str) -> Non
     schemas = client.assistants.get_schemas(assistant["assistant_id"])
     assert "requests" in schemas["input_schema"]["properties"]
     assert {"status", "jobs", "results", "usage"} <= set(schemas["output_schema"]["properties"])
-    assert {"jobs", "request_ids", "polls"} <= set(schemas["state_schema"]["properties"])
+    assert {"jobs", "request_count", "polls"} <= set(schemas["state_schema"]["properties"])
     context = schemas["context_schema"]["properties"]
     assert context["provider"]["default"] == "auto"
     assert "emulator" in context["provider"]["description"]

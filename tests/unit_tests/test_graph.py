@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.store.memory import InMemoryStore
 
 from agent.context import Context
 from agent.emulator import list_jobs
@@ -59,7 +60,7 @@ def _run_until_done(
 
 @pytest.mark.parametrize("provider", ["openai", "mistral"])
 def test_submit_poll_collect(provider: str, isolated_env: Path) -> None:
-    graph = build_graph().compile(checkpointer=InMemorySaver())
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": f"t-{provider}"}}
     context = Context(provider=provider)  # type: ignore[arg-type]
 
@@ -101,7 +102,7 @@ def test_submit_poll_collect(provider: str, isolated_env: Path) -> None:
 
 
 def test_finished_thread_answers_without_calling_the_provider(isolated_env: Path) -> None:
-    graph = build_graph().compile(checkpointer=InMemorySaver())
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "t"}}
     context = Context(provider="emulator")
     graph.invoke({"requests": RECORDS[:2]}, config, context=context)
@@ -116,7 +117,7 @@ def test_finished_thread_answers_without_calling_the_provider(isolated_env: Path
 
 
 def test_wait_budget_finishes_in_one_run(isolated_env: Path) -> None:
-    graph = build_graph().compile(checkpointer=InMemorySaver())
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "t"}}
     context = Context(
         provider="emulator", max_wait_seconds=10, poll_interval_seconds=0.05, poll_backoff=2
@@ -132,7 +133,7 @@ def test_wait_budget_spent_ends_the_run_without_losing_the_job(
     isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "30")
-    graph = build_graph().compile(checkpointer=InMemorySaver())
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "t"}}
     context = Context(provider="emulator", max_wait_seconds=0.3, poll_interval_seconds=0.1)
     started = time.monotonic()
@@ -143,7 +144,7 @@ def test_wait_budget_spent_ends_the_run_without_losing_the_job(
 
 
 def test_same_input_again_does_not_resubmit_and_other_input_is_refused(isolated_env: Path) -> None:
-    graph = build_graph().compile(checkpointer=InMemorySaver())
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "t"}}
     context = Context(provider="emulator")
     graph.invoke({"requests": RECORDS}, config, context=context)
@@ -155,7 +156,7 @@ def test_same_input_again_does_not_resubmit_and_other_input_is_refused(isolated_
 
 
 def test_one_job_per_model(isolated_env: Path) -> None:
-    graph = build_graph().compile(checkpointer=InMemorySaver())
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "t"}}
     records = [
         {"id": "a", "prompt": "one"},
@@ -179,7 +180,7 @@ def test_one_job_per_model(isolated_env: Path) -> None:
 def test_bad_graph_input_uploads_nothing(
     isolated_env: Path, records: list[dict[str, Any]], message: str
 ) -> None:
-    graph = build_graph().compile(checkpointer=InMemorySaver())
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     with pytest.raises(InputError, match=message):
         graph.invoke(
             {"requests": records},
@@ -190,7 +191,7 @@ def test_bad_graph_input_uploads_nothing(
 
 
 def test_unknown_provider_is_refused(isolated_env: Path) -> None:
-    graph = build_graph().compile(checkpointer=InMemorySaver())
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     with pytest.raises(Exception, match="unknown provider 'bogus'"):
         graph.invoke(
             {"requests": RECORDS},

@@ -142,7 +142,7 @@ def _files_server(content: bytes) -> httpx2.Client:
 
 
 def _batch_message(provider: BatchProvider, model: str) -> AIMessage:
-    job = new_intent(provider, key="k", attempt=1, model=model, params={}, request_ids=["r1"])
+    job = new_intent(provider, key="k", attempt=1, model=model, params={}, request_count=1)
     job.update(job_id="batch_1", status="done", output_file_id="file-out")
     (outcome,) = list(provider.results(job))
     assert outcome.custom_id == "r1" and outcome.error is None and outcome.message is not None

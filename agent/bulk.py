@@ -1,0 +1,205 @@
+"""Bulk thread data (request ids, per-job ids, results) kept in the LangGraph store, in pages.
+
+Why the store and not graph state: SqliteSaver writes the whole state into every checkpoint, so
+200,000 request ids or results in state would be re-written on every poll (megabytes per step).
+In the store they are written once, in pages of `PAGE_SIZE`, and the checkpointed state keeps only
+counts and job records, so a poll step costs the same at 20 or 200,000 requests.
+
+The store is the one the graph is compiled with: `SqliteStore` (CLI), `PostgresStore` (shared
+workers), `InMemoryStore` (tests), and the server's store under `langgraph dev` / LangGraph Server,
+where the pages are also readable through the store API (`GET /store/items`), which is the paged
+way to fetch results of any size from a served thread.
+
+Layout, under the namespace `("batch_agent", <thread id>, ...)`:
+
+- `("request_ids",)`: keys `000000`, `000001`, ... each `{"ids": [...]}`: input order.
+- `("jobs", <job key>)`: the ids of one job, same paging.
+- `("results",)`: keys `000000`, ... each `{"results": [result, ...]}` in input order, where a
+  result is `{"id", "status", "message" (an AIMessage as a dict) | None, "usage", "error",
+  "attempts"}`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import AIMessage
+from langgraph.store.base import BaseStore, PutOp
+
+from agent.state import Result
+
+ROOT = "batch_agent"
+PAGE_SIZE = 1000
+ID_PAGE_SIZE = 10_000
+
+
+class MissingStoreError(RuntimeError):
+    """The graph was compiled without a store, which large batches need."""
+
+
+class ThreadData:
+    """Paged bulk data of one thread in a LangGraph store."""
+
+    def __init__(self, store: BaseStore | None, thread_id: str) -> None:
+        """Bind to `store` and a thread; raise a clear error when there is no store."""
+        if store is None:
+            raise MissingStoreError(
+                "the batch graph needs a store for its bulk data: compile it with "
+                "build_graph().compile(checkpointer=..., store=InMemoryStore()) (or SqliteStore / "
+                "PostgresStore); LangGraph Server and `langgraph dev` provide one"
+            )
+        self.store = store
+        self.thread_id = thread_id
+
+    def namespace(self, *parts: str) -> tuple[str, ...]:
+        """Return this thread's namespace for `parts`."""
+        return (ROOT, self.thread_id, *parts)
+
+    # ----------------------------------------------------------------- ids
+
+    def put_ids(self, ids: list[str], *parts: str) -> int:
+        """Store `ids` in pages under `parts`; return the number of pages."""
+        namespace = self.namespace(*parts)
+        ops = [
+            PutOp(namespace, page_key(n), {"ids": ids[start : start + ID_PAGE_SIZE]})
+            for n, start in enumerate(range(0, len(ids), ID_PAGE_SIZE))
+        ]
+        _put_all(self.store, ops)
+        return len(ops)
+
+    def iter_ids(self, count: int, *parts: str) -> Iterator[str]:
+        """Yield `count` ids stored under `parts`, in order."""
+        namespace = self.namespace(*parts)
+        pages = -(-count // ID_PAGE_SIZE)
+        for n in range(pages):
+            item = self.store.get(namespace, page_key(n))
+            if item is None:
+                raise KeyError(f"missing id page {n} of {namespace} in the store")
+            yield from item.value["ids"]
+
+    def request_ids(self, count: int) -> Iterator[str]:
+        """Yield the thread's request ids in input order."""
+        return self.iter_ids(count, "request_ids")
+
+    def job_ids(self, job_key: str, count: int) -> list[str]:
+        """Return the ids of one job, in input order."""
+        return list(self.iter_ids(count, "jobs", job_key))
+
+    # ----------------------------------------------------------------- results
+
+    def put_result_pages(self, pages: Iterable[tuple[int, list[dict[str, Any]]]]) -> None:
+        """Store result pages `(page number, results)`."""
+        namespace = self.namespace("results")
+        batch: list[PutOp] = []
+        for n, results in pages:
+            batch.append(PutOp(namespace, page_key(n), {"results": results}))
+            if len(batch) >= 20:
+                _put_all(self.store, batch)
+                batch = []
+        _put_all(self.store, batch)
+
+    def result_page(self, n: int) -> list[dict[str, Any]]:
+        """Return result page `n` (empty if it does not exist)."""
+        item = self.store.get(self.namespace("results"), page_key(n))
+        return list(item.value["results"]) if item is not None else []
+
+    def iter_results(self, count: int) -> Iterator[dict[str, Any]]:
+        """Yield `count` stored results in input order."""
+        for n in range(-(-count // PAGE_SIZE)):
+            yield from self.result_page(n)
+
+
+def page_key(n: int) -> str:
+    """Return the store key of page `n` (zero-padded, so keys sort in page order)."""
+    return f"{n:06d}"
+
+
+def _put_all(store: BaseStore, ops: list[PutOp]) -> None:
+    if ops:
+        store.batch(ops)
+
+
+class ResultSpool:
+    """One collect round's results on local disk, keyed by input position.
+
+    Output lines arrive in any order and a batch can hold 200,000 results, so they are parked in
+    a temporary SQLite table and then written to the store page by page, in input order, with
+    memory bounded by one page.
+    """
+
+    def __enter__(self) -> ResultSpool:
+        """Open the temporary table."""
+        self._dir = tempfile.TemporaryDirectory(prefix="batch-agent-results-")
+        self._db = sqlite3.connect(str(Path(self._dir.name) / "results.sqlite"))
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute(
+            "CREATE TABLE results (position INTEGER PRIMARY KEY, result TEXT NOT NULL)"
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Drop the temporary table."""
+        self._db.close()
+        self._dir.cleanup()
+
+    def put(self, position: int, result: dict[str, Any]) -> None:
+        """Park the result of the request at `position` (a later put for it wins)."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO results VALUES (?, ?)", (position, json.dumps(result))
+        )
+
+    def merge_into(self, data: ThreadData, *, first_round: bool, count: int) -> int:
+        """Write the parked results into the thread's result pages; return the page count.
+
+        The first round writes every page; a follow-up round patches only the pages that hold
+        a retried request, keeping every other result as it was.
+        """
+        pages = -(-count // PAGE_SIZE)
+        if first_round:
+            data.put_result_pages((n, self._rows(n)) for n in range(pages))
+            return pages
+        touched = [
+            row[0]
+            for row in self._db.execute(
+                f"SELECT DISTINCT position / {PAGE_SIZE} FROM results ORDER BY 1"
+            )
+        ]
+
+        def patched() -> Iterator[tuple[int, list[dict[str, Any]]]]:
+            for n in touched:
+                page = data.result_page(n)
+                for position, raw in self._db.execute(
+                    "SELECT position, result FROM results WHERE position >= ? AND position < ?",
+                    (n * PAGE_SIZE, (n + 1) * PAGE_SIZE),
+                ):
+                    page[position - n * PAGE_SIZE] = json.loads(raw)
+                yield n, page
+
+        data.put_result_pages(patched())
+        return pages
+
+    def _rows(self, n: int) -> list[dict[str, Any]]:
+        cursor = self._db.execute(
+            "SELECT result FROM results WHERE position >= ? AND position < ? ORDER BY position",
+            (n * PAGE_SIZE, (n + 1) * PAGE_SIZE),
+        )
+        return [json.loads(raw) for (raw,) in cursor]
+
+
+def to_result(stored: dict[str, Any]) -> Result:
+    """Turn a stored result back into a `Result` with its `AIMessage`."""
+    message = stored.get("message")
+    return Result(
+        id=stored["id"],
+        status=stored["status"],
+        message=AIMessage(**message) if message else None,
+        usage=stored["usage"],
+        error=stored.get("error"),
+        attempts=stored.get("attempts", 1),
+    )

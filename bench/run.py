@@ -1,0 +1,216 @@
+"""Benchmark: batch-agent's CLI against a plain openai+orjson script, on the emulator, in one run.
+
+For each size (default 10,000 / 50,000 / 200,000 requests) both run the same batch against one
+loopback emulator (`batch-agent emulator serve`), each in its own process, and the table reports
+wall time, requests per second, peak RSS, checkpoint database bytes, bytes written per poll step,
+status calls, and the batch-agent / baseline ratios (goals: wall <= 1.5x, RSS <= 2x).
+
+A second table simulates polling with a fake clock against the emulator: how many status calls a
+job of 1, 6 and 24 hours costs with the default backoff, and how late its completion is noticed.
+
+    make bench                       # all sizes
+    python bench/run.py --sizes 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))
+
+
+def measure(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """Run `cmd`; return (wall seconds, peak RSS in MiB of that process tree's largest member)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    stderr = process.stderr.read().decode() if process.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{stderr[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def write_input(path: Path, n: int) -> None:
+    with path.open("w") as fh:
+        for i in range(n):
+            fh.write(json.dumps({"id": f"req-{i:07d}", "prompt": f"Classify support ticket {i}: my invoice is wrong"}) + "\n")
+
+
+def status_calls(state_dir: Path) -> int:
+    from agent.emulator import read_access_log
+
+    return sum(1 for e in read_access_log(state_dir) if e["method"] == "GET" and re.search(r"/batches/[^/]+$", e["path"].split("?")[0]))
+
+
+def checkpoint_stats(db: Path) -> tuple[int, float]:
+    """Return the database size and the mean bytes one poll step writes (its writes + checkpoint)."""
+    size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+    with sqlite3.connect(db) as conn:
+        ordered = conn.execute("SELECT checkpoint_id, LENGTH(checkpoint) + LENGTH(metadata) FROM checkpoints ORDER BY checkpoint_id").fetchall()
+        poll_writes = dict(
+            conn.execute("SELECT checkpoint_id, SUM(LENGTH(value)) FROM writes WHERE task_path LIKE '%, poll' GROUP BY checkpoint_id").fetchall()
+        )
+    steps = [poll_writes[cid] + ordered[i + 1][1] for i, (cid, _) in enumerate(ordered[:-1]) if cid in poll_writes]
+    return size, (sum(steps) / len(steps)) if steps else 0.0
+
+
+def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]]:
+    rows = []
+    source = base / f"input-{n}.jsonl"
+    write_input(source, n)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MISTRAL_", "BATCH_AGENT_"))}
+    env.update(OPENAI_API_KEY="bench", PYTHONUNBUFFERED="1")
+
+    base_dir = base / f"baseline-{n}"
+    base_dir.mkdir()
+    wall, rss = measure([sys.executable, str(ROOT / "bench" / "baseline.py"), str(source), str(base_dir / "out.jsonl"), "--base-url", url_for["baseline"]], env, base_dir)
+    rows.append({"size": n, "impl": "baseline", "wall": wall, "rss": rss, "db": 0, "per_poll": 0.0, "calls": status_calls(Path(url_for["baseline_dir"]))})
+
+    agent_dir = base / f"agent-{n}"
+    agent_dir.mkdir()
+    db = agent_dir / "checkpoints.sqlite"
+    agent_env = {**env, "BATCH_AGENT_DB": str(db), "BATCH_AGENT_SPOOL_DIR": str(agent_dir / "spool")}
+    cmd = [str(BIN / "batch-agent"), "run", str(source), "--provider", "openai", "--base-url", url_for["agent"], "--wait", "--poll-interval", "0.5", "--out", str(agent_dir / "out.jsonl")]
+    wall, rss = measure(cmd, agent_env, agent_dir)
+    size, per_poll = checkpoint_stats(db)
+    rows.append({"size": n, "impl": "batch-agent", "wall": wall, "rss": rss, "db": size, "per_poll": per_poll, "calls": status_calls(Path(url_for["agent_dir"]))})
+    lines = sum(1 for _ in (agent_dir / "out.jsonl").open())
+    assert lines == n, f"batch-agent wrote {lines} results for {n} requests"
+    return rows
+
+
+def start_emulator(state_dir: Path, delay: str) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "BATCH_AGENT_EMULATOR_DELAY": delay}
+    env.pop("BATCH_AGENT_EMULATOR_FAULTS", None)
+    process = subprocess.Popen([str(BIN / "batch-agent"), "emulator", "serve", "--port", "0", "--dir", str(state_dir)], env=env, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", process.stdout.readline())
+    if not match:
+        raise RuntimeError("the emulator did not start")
+    return process, match.group(1)
+
+
+class FakeClock:
+    """A clock that only moves when someone sleeps: a day of polling runs in a second."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def simulate_polling(hours: list[int]) -> list[dict[str, Any]]:
+    """Drive the CLI's `--wait` loop against the in-process emulator with a simulated clock.
+
+    The emulator's modules and the CLI share one fake clock; the job takes `h` hours; we count
+    the status calls the emulator received and how long after the job ended the CLI noticed.
+    """
+    from typer.testing import CliRunner
+
+    from agent import cli
+    from agent.context import Context
+    from agent.emulator import read_access_log
+
+    rows = []
+    for h in hours:
+        with tempfile.TemporaryDirectory() as tmp:
+            clock = FakeClock()
+            started = clock.now
+            os.environ.update(BATCH_AGENT_EMULATOR_DIR=f"{tmp}/emu", BATCH_AGENT_EMULATOR_DELAY=str(h * 3600), BATCH_AGENT_SPOOL_DIR=f"{tmp}/spool")
+            modules = [m for name, m in list(sys.modules.items()) if name.startswith("agent.emulator") and getattr(m, "time", None) is time]
+            for module in [*modules, cli]:
+                module.time = clock  # type: ignore[attr-defined]
+            try:
+                src = Path(tmp) / "in.jsonl"
+                write_input(src, 10)
+                args = ["run", str(src), "--provider", "emulator", "--thread", "sim", "--db", f"{tmp}/db.sqlite", "--wait", "--out", f"{tmp}/out.jsonl"]
+                result = CliRunner().invoke(cli.app, args)
+                if result.exit_code != 0:
+                    raise RuntimeError(result.output)
+                calls = sum(1 for e in read_access_log(f"{tmp}/emu") if e["method"] == "GET" and "/batches/batch_" in e["path"])
+            finally:
+                for module in [*modules, cli]:
+                    module.time = time  # type: ignore[attr-defined]
+            ctx = Context()
+            rows.append(
+                {
+                    "hours": h,
+                    "calls": calls,
+                    "noticed_after_s": clock.now - (started + h * 3600),
+                    "schedule": f"{ctx.poll_interval_seconds:g} s x{ctx.poll_backoff:g}, cap {ctx.max_poll_interval_seconds:g} s, ±{ctx.poll_jitter:.0%}",
+                }
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,50000,200000")
+    parser.add_argument("--no-simulation", action="store_true")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=150)
+    with tempfile.TemporaryDirectory(prefix="batch-agent-bench-") as tmp:
+        base = Path(tmp)
+        processes = []
+        try:
+            urls: dict[str, str] = {}
+            for name in ("baseline", "agent"):
+                state = base / f"emulator-{name}"
+                process, url = start_emulator(state, "1")
+                processes.append(process)
+                urls[name] = f"{url}/openai/v1"
+                urls[f"{name}_dir"] = str(state)
+            rows = []
+            for n in sizes:
+                console.print(f"[bold]running {n:,} requests...[/bold]")
+                rows.extend(run_size(n, base, urls))
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait()
+
+    table = Table(title="batch-agent vs plain openai+orjson script (emulator over loopback, job delay 1 s)")
+    for column in ("requests", "impl", "wall s", "req/s", "peak RSS MiB", "checkpoint DB", "bytes/poll step", "status calls"):
+        table.add_column(column, justify="right")
+    by_size: dict[int, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        by_size.setdefault(row["size"], {})[row["impl"]] = row
+        table.add_row(f"{row['size']:,}", row["impl"], f"{row['wall']:.1f}", f"{row['size'] / row['wall']:,.0f}", f"{row['rss']:.0f}", f"{row['db']:,}", f"{row['per_poll']:,.0f}", str(row["calls"]))
+    for n, pair in by_size.items():
+        a, b = pair["batch-agent"], pair["baseline"]
+        table.add_row(f"{n:,}", "[bold]ratio[/bold]", f"{a['wall'] / b['wall']:.2f}x", "", f"{a['rss'] / b['rss']:.2f}x", "", "", "")
+    console.print(table)
+    console.print("goals: wall <= 1.5x and peak RSS <= 2x the baseline at every size; bytes/poll step < 20 KB")
+
+    if not args.no_simulation:
+        sim = Table(title="polling with a simulated clock against the emulator (defaults), one job")
+        for column in ("job takes", "status calls", "completion noticed after", "schedule"):
+            sim.add_column(column, justify="right")
+        for row in simulate_polling([1, 6, 24]):
+            sim.add_row(f"{row['hours']} h", str(row["calls"]), f"{row['noticed_after_s']:.0f} s", row["schedule"])
+        console.print(sim)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Scale: splitting across jobs, and a poll step whose checkpoint does not grow with the batch."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.store.memory import InMemoryStore
+
+from agent.context import Context
+from agent.emulator import list_jobs, read_access_log
+from agent.graph import build_graph
+from agent.persistence import sqlite_checkpointer
+from agent.planning import plan_requests
+from agent.providers import resolve_provider
+from agent.requests import iter_file_requests
+
+
+def _write_input(path: Path, n: int, model_every: int = 0) -> Path:
+    with path.open("w") as fh:
+        for i in range(n):
+            record: dict[str, Any] = {"id": f"r{i:06d}", "prompt": f"classify item {i}"}
+            if model_every and i % model_every == 0:
+                record["params"] = {"model": "gpt-4o"}
+            fh.write(json.dumps(record) + "\n")
+    return path
+
+
+def test_120k_requests_with_a_50k_cap_plan_three_jobs(tmp_path: Path) -> None:
+    source = _write_input(tmp_path / "big.jsonl", 120_000)
+    ctx = Context(provider="emulator")
+    plan = plan_requests(iter_file_requests(source), provider=resolve_provider(ctx), context=ctx)
+    try:
+        assert [(j["model"], j["requests"]) for j in plan.summary()] == [("gpt-4o-mini", 50_000), ("gpt-4o-mini", 50_000), ("gpt-4o-mini", 20_000)]
+        # The built files are exactly what will be uploaded, one line per request, in order.
+        first = plan.jobs[0]
+        assert first.path is not None and first.path.stat().st_size == first.input_bytes
+        with first.path.open("rb") as fh:
+            assert json.loads(fh.readline())["custom_id"] == "r000000"
+        assert plan.jobs[2].request_ids[-1] == "r119999"
+    finally:
+        plan.discard()
+    assert read_access_log() == []  # planning uploads nothing
+
+
+def test_split_by_count_bytes_and_model_returns_results_in_input_order(tmp_path: Path) -> None:
+    source = _write_input(tmp_path / "mixed.jsonl", 1_200, model_every=3)
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config = {"configurable": {"thread_id": "split"}}
+    ctx = Context(provider="emulator", max_requests_per_job=300, max_file_bytes=40_000, max_wait_seconds=30, poll_interval_seconds=0.05, results_in_state=10_000)
+    graph.invoke({"input_path": str(source)}, config, context=ctx)
+    values = graph.get_state(config).values
+    assert values["status"] == "completed", values.get("error")
+    jobs = values["jobs"]
+    assert {j["model"] for j in jobs} == {"gpt-4o", "gpt-4o-mini"}
+    assert all(j["request_count"] <= 300 and j["input_bytes"] <= 40_000 for j in jobs)
+    assert sum(j["request_count"] for j in jobs) == 1_200
+    assert len(jobs) == len(list_jobs()) >= 6
+    ids = [r["id"] for r in values["results"]]
+    assert ids == [f"r{i:06d}" for i in range(1_200)]
+    assert all(r["status"] == "succeeded" for r in values["results"])
+    assert values["results"][3]["message"].response_metadata["model_name"] == "gpt-4o"
+    assert values["plan"] and sum(p["requests"] for p in values["plan"]) == 1_200
+
+
+def test_dry_run_reports_the_plan_and_uploads_nothing(tmp_path: Path) -> None:
+    source = _write_input(tmp_path / "in.jsonl", 500)
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config = {"configurable": {"thread_id": "dry"}}
+    graph.invoke({"input_path": str(source), "dry_run": True}, config, context=Context(provider="emulator", max_requests_per_job=200))
+    values = graph.get_state(config).values
+    assert [p["requests"] for p in values["plan"]] == [200, 200, 100]
+    assert not values.get("jobs")
+    assert read_access_log() == []
+
+
+def _checkpoint_bytes(db: Path) -> tuple[int, int]:
+    with sqlite3.connect(db) as conn:
+        checkpoints = conn.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(checkpoint) + LENGTH(metadata)), 0) FROM checkpoints").fetchone()
+        writes = conn.execute("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM writes").fetchone()
+    return int(checkpoints[1]) + int(writes[0]), int(checkpoints[0])
+
+
+def test_a_poll_step_writes_under_20kb_at_20000_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "600")  # the job stays in flight for all 30 polls
+    source = _write_input(tmp_path / "in.jsonl", 20_000)
+    db = tmp_path / "checkpoints.sqlite"
+    with sqlite_checkpointer(db) as saver:
+        graph = build_graph().compile(checkpointer=saver, store=InMemoryStore())
+        config = {"configurable": {"thread_id": "growth"}}
+        ctx = Context(provider="emulator")
+        graph.invoke({"input_path": str(source)}, config, context=ctx)
+        assert graph.get_state(config).values["status"] == "submitted"
+        before, rows_before = _checkpoint_bytes(db)
+        started = time.monotonic()
+        for _ in range(30):
+            graph.invoke({}, config, context=ctx)
+        after, rows_after = _checkpoint_bytes(db)
+        values = graph.get_state(config).values
+    assert values["polls"] == 30 and values["status"] in {"submitted", "running"}
+    per_poll = (after - before) / 30
+    print(f"bytes written per poll step at 20,000 requests: {per_poll:.0f}")
+    assert per_poll < 20_000, f"{per_poll:.0f} bytes written per poll step"
+    assert rows_after > rows_before
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("hours", [1, 6, 24])
+def test_polling_schedule_costs_a_few_hundred_calls_a_day(hours: int) -> None:
+    ctx = Context()
+    done_at = hours * 3600.0
+    clock, calls = 0.0, 0
+    while clock < done_at:
+        clock += ctx.next_poll_interval(calls)
+        calls += 1
+    assert calls <= 330
+    assert clock - done_at <= ctx.max_poll_interval_seconds * (1 + ctx.poll_jitter)
