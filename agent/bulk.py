@@ -14,20 +14,21 @@ Layout, under the namespace `("batch_agent", <thread id>, ...)`:
 
 - `("request_ids",)`: keys `000000`, `000001`, ... each `{"ids": [...]}`: input order.
 - `("jobs", <job key>)`: the ids of one job, same paging.
-- `("results",)`: keys `000000`, ... each `{"results": [result, ...]}` in input order, where a
-  result is `{"id", "status", "message" (an AIMessage as a dict) | None, "usage", "error",
-  "attempts"}`.
+- `("results",)`: keys `000000`, ... each `{"count": n, "jsonl": "<one JSON result per line>"}`
+  in input order, where a result is `{"id", "status", "message" (an AIMessage as a dict) | None,
+  "usage", "error", "attempts"}`. Pages hold serialised lines rather than nested objects because
+  the store would otherwise re-encode every message of a 200,000-request batch field by field.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from langchain_core.messages import AIMessage
 from langgraph.store.base import BaseStore, PutOp
 
@@ -92,26 +93,33 @@ class ThreadData:
 
     # ----------------------------------------------------------------- results
 
-    def put_result_pages(self, pages: Iterable[tuple[int, list[dict[str, Any]]]]) -> None:
-        """Store result pages `(page number, results)`."""
+    def put_result_pages(self, pages: Iterable[tuple[int, list[bytes]]]) -> None:
+        """Store result pages `(page number, serialised results)`."""
         namespace = self.namespace("results")
         batch: list[PutOp] = []
-        for n, results in pages:
-            batch.append(PutOp(namespace, page_key(n), {"results": results}))
+        for n, lines in pages:
+            jsonl = b"\n".join(lines).decode()
+            batch.append(PutOp(namespace, page_key(n), {"count": len(lines), "jsonl": jsonl}))
             if len(batch) >= 20:
                 _put_all(self.store, batch)
                 batch = []
         _put_all(self.store, batch)
 
-    def result_page(self, n: int) -> list[dict[str, Any]]:
-        """Return result page `n` (empty if it does not exist)."""
+    def result_lines(self, n: int) -> list[bytes]:
+        """Return result page `n` as serialised lines (empty if it does not exist)."""
         item = self.store.get(self.namespace("results"), page_key(n))
-        return list(item.value["results"]) if item is not None else []
+        if item is None or not item.value.get("jsonl"):
+            return []
+        return [line.encode() for line in item.value["jsonl"].split("\n")]
+
+    def iter_result_lines(self, count: int) -> Iterator[bytes]:
+        """Yield `count` stored results, serialised, in input order."""
+        for n in range(-(-count // PAGE_SIZE)):
+            yield from self.result_lines(n)
 
     def iter_results(self, count: int) -> Iterator[dict[str, Any]]:
         """Yield `count` stored results in input order."""
-        for n in range(-(-count // PAGE_SIZE)):
-            yield from self.result_page(n)
+        return (orjson.loads(line) for line in self.iter_result_lines(count))
 
 
 def page_key(n: int) -> str:
@@ -141,6 +149,7 @@ class ResultSpool:
         self._db.execute(
             "CREATE TABLE results (position INTEGER PRIMARY KEY, result TEXT NOT NULL)"
         )
+        self._pending: list[tuple[int, bytes]] = []
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -150,20 +159,32 @@ class ResultSpool:
 
     def put(self, position: int, result: dict[str, Any]) -> None:
         """Park the result of the request at `position` (a later put for it wins)."""
-        self._db.execute(
-            "INSERT OR REPLACE INTO results VALUES (?, ?)", (position, json.dumps(result))
-        )
+        self._pending.append((position, dumps(result)))
+        if len(self._pending) >= 2000:
+            self._flush()
 
-    def merge_into(self, data: ThreadData, *, first_round: bool, count: int) -> int:
-        """Write the parked results into the thread's result pages; return the page count.
+    def _flush(self) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?)", self._pending)
+        self._pending = []
+
+    def merge_into(
+        self, data: ThreadData, *, first_round: bool, count: int
+    ) -> list[dict[str, Any]]:
+        """Write the parked results into the thread's result pages, in input order.
 
         The first round writes every page; a follow-up round patches only the pages that hold
         a retried request, keeping every other result as it was.
+
+        Returns:
+            The results this merge replaced (empty in the first round), so the caller can
+            adjust its totals without re-reading every page.
         """
+        self._flush()
         pages = -(-count // PAGE_SIZE)
         if first_round:
             data.put_result_pages((n, self._rows(n)) for n in range(pages))
-            return pages
+            return []
+        replaced: list[dict[str, Any]] = []
         touched = [
             row[0]
             for row in self._db.execute(
@@ -171,25 +192,32 @@ class ResultSpool:
             )
         ]
 
-        def patched() -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        def patched() -> Iterator[tuple[int, list[bytes]]]:
             for n in touched:
-                page = data.result_page(n)
-                for position, raw in self._db.execute(
+                page = data.result_lines(n)
+                rows = self._db.execute(
                     "SELECT position, result FROM results WHERE position >= ? AND position < ?",
                     (n * PAGE_SIZE, (n + 1) * PAGE_SIZE),
-                ):
-                    page[position - n * PAGE_SIZE] = json.loads(raw)
+                )
+                for position, raw in rows:
+                    replaced.append(orjson.loads(page[position - n * PAGE_SIZE]))
+                    page[position - n * PAGE_SIZE] = raw
                 yield n, page
 
         data.put_result_pages(patched())
-        return pages
+        return replaced
 
-    def _rows(self, n: int) -> list[dict[str, Any]]:
+    def _rows(self, n: int) -> list[bytes]:
         cursor = self._db.execute(
             "SELECT result FROM results WHERE position >= ? AND position < ? ORDER BY position",
             (n * PAGE_SIZE, (n + 1) * PAGE_SIZE),
         )
-        return [json.loads(raw) for (raw,) in cursor]
+        return [raw for (raw,) in cursor]
+
+
+def dumps(value: Any) -> bytes:
+    """Serialise a result compactly (orjson: UTF-8, no spaces; unknown types as strings)."""
+    return orjson.dumps(value, default=str)
 
 
 def to_result(stored: dict[str, Any]) -> Result:

@@ -47,10 +47,10 @@ app.add_typer(emulator_app, name="emulator")
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DbOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--db",
-        help="Checkpoint database (default: $BATCH_AGENT_DB or .batch-agent/checkpoints.sqlite).",
+        help="Checkpoint database: a SQLite file or a postgresql:// URL (default: $BATCH_AGENT_DB or .batch-agent/checkpoints.sqlite).",
     ),
 ]
 OutOption = Annotated[
@@ -438,17 +438,20 @@ def _write_results(
     out: Path | None,
 ) -> None:
     """Stream a thread's results from the store, page by page, as JSONL."""
+    import orjson
+
     from agent.bulk import ThreadData
 
     count = int(values.get("request_count") or 0)
     rows = ThreadData(graph.store, thread_id).iter_results(count)
-    lines = (json.dumps(stored_line(r), ensure_ascii=False, default=str) + "\n" for r in rows)
+    lines = (orjson.dumps(stored_line(r), default=str) + b"\n" for r in rows)
     if out is None:
-        sys.stdout.writelines(lines)
+        for line in lines:
+            sys.stdout.buffer.write(line)
         sys.stdout.flush()
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as fh:
+    with out.open("wb") as fh:
         fh.writelines(lines)
     err.print(f"wrote {count} results to {out}")
 

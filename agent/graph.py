@@ -30,11 +30,14 @@ again resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from functools import wraps
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import orjson
 from langgraph.config import get_config
 from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
@@ -123,20 +126,19 @@ def submit(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = runtime.context
     jobs = list(state.get("jobs") or [])
     has_source = bool(state.get("requests") or state.get("input_path"))
-    if has_source and jobs:
+    if not jobs:
+        if not has_source:
+            raise InputError(
+                "no requests: the input is empty (give `requests` or `input_path`)", source="input"
+            )
+        return _plan(state, ctx, runtime)
+    if has_source and _source_fingerprint(state) != state.get("source_fingerprint"):
         # Input sent again to a thread that has a batch: accept only the identical request set.
         system_prompt = state.get("system_prompt", ctx.system_prompt)
         if request_set_hash(_source(state, system_prompt)) != state.get("request_hash"):
             raise InputError(
                 "this thread already holds a batch with a different request set; start a new thread",
                 source="input",
-            )
-    elif has_source:
-        return _plan(state, ctx, runtime)
-    else:
-        if not jobs:
-            raise InputError(
-                "no requests: the input is empty (give `requests` or `input_path`)", source="input"
             )
 
     pending = [i for i, job in enumerate(jobs) if job["job_id"] is None]
@@ -218,6 +220,7 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     data = ThreadData(runtime.store, _thread_id())
     cancelled = bool(state.get("cancel_requested"))
     to_retry: dict[str, list[str]] = {}
+    added = Totals()
     with ResultSpool() as spool:
         positions = {
             request_id: position for position, request_id in enumerate(data.request_ids(count))
@@ -226,11 +229,18 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
             ids = data.job_ids(job["job_key"], job["request_count"])
             for request_id, result, retryable in _job_results(job, ids, attempt):
                 spool.put(positions[request_id], result)
+                added.add(result)
                 if retryable and not cancelled:
                     to_retry.setdefault(job["job_key"], []).append(request_id)
-        pages = spool.merge_into(data, first_round=attempt == 1, count=count)
-
-    counts, usage = _totals(data, count)
+        replaced = spool.merge_into(data, first_round=attempt == 1, count=count)
+    pages = -(-count // PAGE_SIZE)
+    totals = (
+        Totals() if attempt == 1 else Totals.of(state.get("collected_counts"), state.get("usage"))
+    )
+    totals.merge(added)
+    for result in replaced:
+        totals.remove(result)
+    counts, usage = totals.counts(), totals.usage
     update: dict[str, Any] = {
         "counts": counts,
         "collected_counts": counts,
@@ -241,6 +251,7 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
             "pages": pages,
             "page_size": PAGE_SIZE,
             "count": count,
+            "format": "jsonl",
         },
         "error": None,
     }
@@ -378,6 +389,7 @@ def _plan(state: State, ctx: Context, runtime: Runtime[Context]) -> dict[str, An
     return {
         "request_count": len(plan.request_ids),
         "request_hash": plan.request_hash,
+        "source_fingerprint": _source_fingerprint(state),
         "system_prompt": ctx.system_prompt,
         "jobs": intents,
         "plan": plan.summary(),
@@ -386,6 +398,20 @@ def _plan(state: State, ctx: Context, runtime: Runtime[Context]) -> dict[str, An
         "counts": _progress_counts(state, intents),
         "error": None,
     }
+
+
+def _source_fingerprint(state: State) -> str:
+    """Identify the source cheaply: the same inline records, or the same unchanged file.
+
+    The planned source stays in state until every job exists; this tells "still the planned
+    input" from "input sent again" without re-reading a large file on every submit step.
+    """
+    records = state.get("requests") or []
+    if records:
+        return hashlib.sha256(orjson.dumps(records, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    path = Path(str(state.get("input_path")))
+    stat = path.stat() if path.is_file() else None
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}" if stat else str(path)
 
 
 def _source(state: State, system_prompt: str) -> Iterator[BatchRequest]:
@@ -638,16 +664,53 @@ def _progress_counts(state: State, jobs: list[Job]) -> Counts:
     return counts
 
 
-def _totals(data: ThreadData, count: int) -> tuple[Counts, Usage]:
-    """Count outcomes and sum token usage over every stored result (streamed page by page)."""
-    counts = Counts(total=0, succeeded=0, failed=0, pending=0)
-    usage = empty_usage()
-    for result in data.iter_results(count):
-        counts["total"] += 1
-        counts["succeeded" if result["status"] == "succeeded" else "failed"] += 1
-        for key in usage:
-            usage[key] += result["usage"][key]  # type: ignore[literal-required]
-    return counts, usage
+class Totals:
+    """Running counts and token usage over stored results."""
+
+    def __init__(self) -> None:
+        """Start from nothing."""
+        self.succeeded = 0
+        self.failed = 0
+        self.usage = empty_usage()
+
+    @classmethod
+    def of(cls, counts: Counts | None, usage: Usage | None) -> Totals:
+        """Start from the totals of the last collect."""
+        totals = cls()
+        if counts:
+            totals.succeeded, totals.failed = counts["succeeded"], counts["failed"]
+        if usage:
+            totals.usage = Usage(**usage)
+        return totals
+
+    def add(self, result: dict[str, Any], sign: int = 1) -> None:
+        """Count one stored result in (or, with `sign=-1`, out)."""
+        if result["status"] == "succeeded":
+            self.succeeded += sign
+        else:
+            self.failed += sign
+        for key in self.usage:
+            self.usage[key] += sign * result["usage"][key]  # type: ignore[literal-required]
+
+    def remove(self, result: dict[str, Any]) -> None:
+        """Count out a result that was replaced."""
+        self.add(result, -1)
+
+    def merge(self, other: Totals) -> None:
+        """Add another set of totals."""
+        self.succeeded += other.succeeded
+        self.failed += other.failed
+        for key in self.usage:
+            self.usage[key] += other.usage[key]  # type: ignore[literal-required]
+
+    def counts(self) -> Counts:
+        """Return the totals as progress counts (nothing pending)."""
+        return Counts(
+            total=self.succeeded + self.failed,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            pending=0,
+        )
 
 
 def _state_results(data: ThreadData, count: int, ctx: Context) -> list[Result]:

@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.store.sqlite import SqliteStore
+from langgraph.store.sqlite.aio import AsyncSqliteStore
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -335,3 +336,18 @@ async def server_checkpointer() -> AsyncIterator[AsyncSqliteSaver]:
     async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
         await saver.setup()
         yield saver
+
+
+@asynccontextmanager
+async def server_store() -> AsyncIterator[AsyncSqliteStore]:
+    """Yield the durable store named in `langgraph.json` (bulk ids and result pages).
+
+    The dev server's default store is a pickle file flushed every few seconds, so a hard kill
+    could lose a batch's request ids; this store lives in the same SQLite file as the server's
+    checkpoints (`BATCH_AGENT_SERVER_DB`).
+    """
+    path = Path(os.environ.get("BATCH_AGENT_SERVER_DB") or DEFAULT_SERVER_DB)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    async with AsyncSqliteStore.from_conn_string(str(path)) as store:
+        await store.setup()
+        yield store

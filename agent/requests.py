@@ -15,11 +15,12 @@ before paying for anything.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+import orjson
 
 MAX_ID_LENGTH = 64
 ALLOWED_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -167,7 +168,7 @@ def request_set_hash(requests: Iterable[BatchRequest]) -> str:
 def update_hash(digest: Any, request: BatchRequest) -> None:
     """Feed one request into a running `request_set_hash` digest."""
     digest.update(
-        json.dumps([request.id, request.messages, request.params], sort_keys=True).encode()
+        orjson.dumps([request.id, request.messages, request.params], option=orjson.OPT_SORT_KEYS)
     )
     digest.update(b"\n")
 
@@ -186,8 +187,8 @@ def _jsonl_records(path: Path, source: str) -> Iterator[tuple[int, Any]]:
             if not text.strip():
                 continue
             try:
-                yield number, json.loads(text)
-            except json.JSONDecodeError as exc:
+                yield number, orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
                 raise InputError(
                     f"malformed JSON: {exc.msg} at column {exc.colno}", source=source, line=number
                 ) from None

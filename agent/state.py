@@ -156,6 +156,8 @@ class State(InputState, OutputState):
     """The system prompt the batch was planned with (a resumed submit rebuilds the same files)."""
     collected_counts: NotRequired[Counts]
     """Counts as of the last collect (the base for progress while follow-up jobs run)."""
+    source_fingerprint: NotRequired[str]
+    """Cheap identity of the planned source (inline records hash, or file path, size, mtime)."""
     request_hash: NotRequired[str]
     """Fingerprint of the submitted request set, to recognise a re-sent identical input."""
     attempt: NotRequired[int]

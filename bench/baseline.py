@@ -32,11 +32,26 @@ def main() -> None:
     with open(args.input, "rb") as src, open(batch_path, "wb") as dst:
         for raw in src:
             record = orjson.loads(raw)
-            body = {"model": args.model, "messages": [{"role": "user", "content": record["prompt"]}]}
-            dst.write(orjson.dumps({"custom_id": record["id"], "method": "POST", "url": "/v1/chat/completions", "body": body}) + b"\n")
+            body = {
+                "model": args.model,
+                "messages": [{"role": "user", "content": record["prompt"]}],
+            }
+            dst.write(
+                orjson.dumps(
+                    {
+                        "custom_id": record["id"],
+                        "method": "POST",
+                        "url": "/v1/chat/completions",
+                        "body": body,
+                    }
+                )
+                + b"\n"
+            )
     with open(batch_path, "rb") as fh:
         uploaded = client.files.create(file=("input.jsonl", fh), purpose="batch")
-    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
     while batch.status not in {"completed", "failed", "expired", "cancelled"}:
         time.sleep(args.poll_interval)
         batch = client.batches.retrieve(batch.id)

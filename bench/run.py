@@ -34,7 +34,9 @@ sys.path.insert(0, str(ROOT))
 def measure(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
     """Run `cmd`; return (wall seconds, peak RSS in MiB of that process tree's largest member)."""
     started = time.perf_counter()
-    process = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     stderr = process.stderr.read().decode() if process.stderr else ""
@@ -46,24 +48,44 @@ def measure(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, floa
 def write_input(path: Path, n: int) -> None:
     with path.open("w") as fh:
         for i in range(n):
-            fh.write(json.dumps({"id": f"req-{i:07d}", "prompt": f"Classify support ticket {i}: my invoice is wrong"}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "id": f"req-{i:07d}",
+                        "prompt": f"Classify support ticket {i}: my invoice is wrong",
+                    }
+                )
+                + "\n"
+            )
 
 
 def status_calls(state_dir: Path) -> int:
     from agent.emulator import read_access_log
 
-    return sum(1 for e in read_access_log(state_dir) if e["method"] == "GET" and re.search(r"/batches/[^/]+$", e["path"].split("?")[0]))
+    return sum(
+        1
+        for e in read_access_log(state_dir)
+        if e["method"] == "GET" and re.search(r"/batches/[^/]+$", e["path"].split("?")[0])
+    )
 
 
 def checkpoint_stats(db: Path) -> tuple[int, float]:
     """Return the database size and the mean bytes one poll step writes (its writes + checkpoint)."""
     size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
     with sqlite3.connect(db) as conn:
-        ordered = conn.execute("SELECT checkpoint_id, LENGTH(checkpoint) + LENGTH(metadata) FROM checkpoints ORDER BY checkpoint_id").fetchall()
+        ordered = conn.execute(
+            "SELECT checkpoint_id, LENGTH(checkpoint) + LENGTH(metadata) FROM checkpoints ORDER BY checkpoint_id"
+        ).fetchall()
         poll_writes = dict(
-            conn.execute("SELECT checkpoint_id, SUM(LENGTH(value)) FROM writes WHERE task_path LIKE '%, poll' GROUP BY checkpoint_id").fetchall()
+            conn.execute(
+                "SELECT checkpoint_id, SUM(LENGTH(value)) FROM writes WHERE task_path LIKE '%, poll' GROUP BY checkpoint_id"
+            ).fetchall()
         )
-    steps = [poll_writes[cid] + ordered[i + 1][1] for i, (cid, _) in enumerate(ordered[:-1]) if cid in poll_writes]
+    steps = [
+        poll_writes[cid] + ordered[i + 1][1]
+        for i, (cid, _) in enumerate(ordered[:-1])
+        if cid in poll_writes
+    ]
     return size, (sum(steps) / len(steps)) if steps else 0.0
 
 
@@ -71,22 +93,74 @@ def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]
     rows = []
     source = base / f"input-{n}.jsonl"
     write_input(source, n)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "MISTRAL_", "BATCH_AGENT_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OPENAI_", "MISTRAL_", "BATCH_AGENT_"))
+    }
     env.update(OPENAI_API_KEY="bench", PYTHONUNBUFFERED="1")
 
     base_dir = base / f"baseline-{n}"
     base_dir.mkdir()
-    wall, rss = measure([sys.executable, str(ROOT / "bench" / "baseline.py"), str(source), str(base_dir / "out.jsonl"), "--base-url", url_for["baseline"]], env, base_dir)
-    rows.append({"size": n, "impl": "baseline", "wall": wall, "rss": rss, "db": 0, "per_poll": 0.0, "calls": status_calls(Path(url_for["baseline_dir"]))})
+    wall, rss = measure(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "baseline.py"),
+            str(source),
+            str(base_dir / "out.jsonl"),
+            "--base-url",
+            url_for["baseline"],
+        ],
+        env,
+        base_dir,
+    )
+    rows.append(
+        {
+            "size": n,
+            "impl": "baseline",
+            "wall": wall,
+            "rss": rss,
+            "db": 0,
+            "per_poll": 0.0,
+            "calls": status_calls(Path(url_for["baseline_dir"])),
+        }
+    )
 
     agent_dir = base / f"agent-{n}"
     agent_dir.mkdir()
     db = agent_dir / "checkpoints.sqlite"
-    agent_env = {**env, "BATCH_AGENT_DB": str(db), "BATCH_AGENT_SPOOL_DIR": str(agent_dir / "spool")}
-    cmd = [str(BIN / "batch-agent"), "run", str(source), "--provider", "openai", "--base-url", url_for["agent"], "--wait", "--poll-interval", "0.5", "--out", str(agent_dir / "out.jsonl")]
+    agent_env = {
+        **env,
+        "BATCH_AGENT_DB": str(db),
+        "BATCH_AGENT_SPOOL_DIR": str(agent_dir / "spool"),
+    }
+    cmd = [
+        str(BIN / "batch-agent"),
+        "run",
+        str(source),
+        "--provider",
+        "openai",
+        "--base-url",
+        url_for["agent"],
+        "--wait",
+        "--poll-interval",
+        "0.5",
+        "--out",
+        str(agent_dir / "out.jsonl"),
+    ]
     wall, rss = measure(cmd, agent_env, agent_dir)
     size, per_poll = checkpoint_stats(db)
-    rows.append({"size": n, "impl": "batch-agent", "wall": wall, "rss": rss, "db": size, "per_poll": per_poll, "calls": status_calls(Path(url_for["agent_dir"]))})
+    rows.append(
+        {
+            "size": n,
+            "impl": "batch-agent",
+            "wall": wall,
+            "rss": rss,
+            "db": size,
+            "per_poll": per_poll,
+            "calls": status_calls(Path(url_for["agent_dir"])),
+        }
+    )
     lines = sum(1 for _ in (agent_dir / "out.jsonl").open())
     assert lines == n, f"batch-agent wrote {lines} results for {n} requests"
     return rows
@@ -95,7 +169,12 @@ def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]
 def start_emulator(state_dir: Path, delay: str) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "BATCH_AGENT_EMULATOR_DELAY": delay}
     env.pop("BATCH_AGENT_EMULATOR_FAULTS", None)
-    process = subprocess.Popen([str(BIN / "batch-agent"), "emulator", "serve", "--port", "0", "--dir", str(state_dir)], env=env, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(BIN / "batch-agent"), "emulator", "serve", "--port", "0", "--dir", str(state_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout is not None
     match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", process.stdout.readline())
     if not match:
@@ -133,18 +212,42 @@ def simulate_polling(hours: list[int]) -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory() as tmp:
             clock = FakeClock()
             started = clock.now
-            os.environ.update(BATCH_AGENT_EMULATOR_DIR=f"{tmp}/emu", BATCH_AGENT_EMULATOR_DELAY=str(h * 3600), BATCH_AGENT_SPOOL_DIR=f"{tmp}/spool")
-            modules = [m for name, m in list(sys.modules.items()) if name.startswith("agent.emulator") and getattr(m, "time", None) is time]
+            os.environ.update(
+                BATCH_AGENT_EMULATOR_DIR=f"{tmp}/emu",
+                BATCH_AGENT_EMULATOR_DELAY=str(h * 3600),
+                BATCH_AGENT_SPOOL_DIR=f"{tmp}/spool",
+            )
+            modules = [
+                m
+                for name, m in list(sys.modules.items())
+                if name.startswith("agent.emulator") and getattr(m, "time", None) is time
+            ]
             for module in [*modules, cli]:
                 module.time = clock  # type: ignore[attr-defined]
             try:
                 src = Path(tmp) / "in.jsonl"
                 write_input(src, 10)
-                args = ["run", str(src), "--provider", "emulator", "--thread", "sim", "--db", f"{tmp}/db.sqlite", "--wait", "--out", f"{tmp}/out.jsonl"]
+                args = [
+                    "run",
+                    str(src),
+                    "--provider",
+                    "emulator",
+                    "--thread",
+                    "sim",
+                    "--db",
+                    f"{tmp}/db.sqlite",
+                    "--wait",
+                    "--out",
+                    f"{tmp}/out.jsonl",
+                ]
                 result = CliRunner().invoke(cli.app, args)
                 if result.exit_code != 0:
                     raise RuntimeError(result.output)
-                calls = sum(1 for e in read_access_log(f"{tmp}/emu") if e["method"] == "GET" and "/batches/batch_" in e["path"])
+                calls = sum(
+                    1
+                    for e in read_access_log(f"{tmp}/emu")
+                    if e["method"] == "GET" and "/batches/batch_" in e["path"]
+                )
             finally:
                 for module in [*modules, cli]:
                     module.time = time  # type: ignore[attr-defined]
@@ -190,25 +293,61 @@ def main() -> None:
                 process.terminate()
                 process.wait()
 
-    table = Table(title="batch-agent vs plain openai+orjson script (emulator over loopback, job delay 1 s)")
-    for column in ("requests", "impl", "wall s", "req/s", "peak RSS MiB", "checkpoint DB", "bytes/poll step", "status calls"):
+    table = Table(
+        title="batch-agent vs plain openai+orjson script (emulator over loopback, job delay 1 s)"
+    )
+    for column in (
+        "requests",
+        "impl",
+        "wall s",
+        "req/s",
+        "peak RSS MiB",
+        "checkpoint DB",
+        "bytes/poll step",
+        "status calls",
+    ):
         table.add_column(column, justify="right")
     by_size: dict[int, dict[str, dict[str, Any]]] = {}
     for row in rows:
         by_size.setdefault(row["size"], {})[row["impl"]] = row
-        table.add_row(f"{row['size']:,}", row["impl"], f"{row['wall']:.1f}", f"{row['size'] / row['wall']:,.0f}", f"{row['rss']:.0f}", f"{row['db']:,}", f"{row['per_poll']:,.0f}", str(row["calls"]))
+        table.add_row(
+            f"{row['size']:,}",
+            row["impl"],
+            f"{row['wall']:.1f}",
+            f"{row['size'] / row['wall']:,.0f}",
+            f"{row['rss']:.0f}",
+            f"{row['db']:,}",
+            f"{row['per_poll']:,.0f}",
+            str(row["calls"]),
+        )
     for n, pair in by_size.items():
         a, b = pair["batch-agent"], pair["baseline"]
-        table.add_row(f"{n:,}", "[bold]ratio[/bold]", f"{a['wall'] / b['wall']:.2f}x", "", f"{a['rss'] / b['rss']:.2f}x", "", "", "")
+        table.add_row(
+            f"{n:,}",
+            "[bold]ratio[/bold]",
+            f"{a['wall'] / b['wall']:.2f}x",
+            "",
+            f"{a['rss'] / b['rss']:.2f}x",
+            "",
+            "",
+            "",
+        )
     console.print(table)
-    console.print("goals: wall <= 1.5x and peak RSS <= 2x the baseline at every size; bytes/poll step < 20 KB")
+    console.print(
+        "goals: wall <= 1.5x and peak RSS <= 2x the baseline at every size; bytes/poll step < 20 KB"
+    )
 
     if not args.no_simulation:
         sim = Table(title="polling with a simulated clock against the emulator (defaults), one job")
         for column in ("job takes", "status calls", "completion noticed after", "schedule"):
             sim.add_column(column, justify="right")
         for row in simulate_polling([1, 6, 24]):
-            sim.add_row(f"{row['hours']} h", str(row["calls"]), f"{row['noticed_after_s']:.0f} s", row["schedule"])
+            sim.add_row(
+                f"{row['hours']} h",
+                str(row["calls"]),
+                f"{row['noticed_after_s']:.0f} s",
+                row["schedule"],
+            )
         console.print(sim)
 
 

@@ -8,13 +8,12 @@ collecting keep talking to the same endpoint even if the run context changed.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 
 from agent.context import Context
 from agent.providers.base import BatchProvider, ProviderError
-from agent.providers.mistral import MistralProvider
-from agent.providers.openai import OpenAIProvider
 from agent.requests import InputError
 from agent.state import Job
 
@@ -22,7 +21,21 @@ __all__ = ["BatchProvider", "ProviderError", "resolve_provider", "provider_for_j
 
 logger = logging.getLogger("batch_agent")
 
-PROVIDERS: dict[str, type[BatchProvider]] = {"openai": OpenAIProvider, "mistral": MistralProvider}
+# name -> "module:class"; modules are imported on first use, since each pulls in its SDK and
+# LangChain integration (about a second of start-up for a provider the run does not use).
+PROVIDERS: dict[str, str] = {
+    "openai": "agent.providers.openai:OpenAIProvider",
+    "mistral": "agent.providers.mistral:MistralProvider",
+}
+
+
+def provider_class(name: str) -> type[BatchProvider]:
+    """Import and return the provider class registered under `name`."""
+    module, _, attribute = PROVIDERS[name].partition(":")
+    cls: type[BatchProvider] = getattr(importlib.import_module(module), attribute)
+    return cls
+
+
 API_KEY_ENV = {"openai": "OPENAI_API_KEY", "mistral": "MISTRAL_API_KEY"}
 _announced: set[str] = set()
 
@@ -53,13 +66,13 @@ def resolve_provider(context: Context) -> BatchProvider:
         emulated = not context.base_url and not os.environ.get(API_KEY_ENV[choice])
     if emulated:
         _announce_emulator(choice)
-    return PROVIDERS[choice](emulated=emulated, base_url="" if emulated else context.base_url)
+    return provider_class(choice)(emulated=emulated, base_url="" if emulated else context.base_url)
 
 
 def provider_for_job(job: Job) -> BatchProvider:
     """Rebuild the provider client that created `job`."""
     try:
-        cls = PROVIDERS[job["provider"]]
+        cls = provider_class(job["provider"])
     except KeyError:
         raise ProviderError(
             f"job {job['job_id']} names unknown provider {job['provider']!r}"

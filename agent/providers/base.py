@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, convert_to_messages
 from langchain_core.outputs import ChatResult
@@ -167,8 +168,8 @@ def to_jsonl(lines: Iterable[dict[str, Any]]) -> bytes:
 
 
 def jsonl_line(line: dict[str, Any]) -> bytes:
-    """Serialise one batch line (compact JSON and a newline)."""
-    return json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    """Serialise one batch line (compact UTF-8 JSON and a newline)."""
+    return orjson.dumps(line) + b"\n"
 
 
 def lc_messages(request: BatchRequest) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -57,6 +58,13 @@ def test_served_graph_submits_polls_and_collects(dev_server: str) -> None:
         > 0
     )
     assert values["requests"] == []  # bulk input dropped after upload
+    # The paged way to results of any size: the store API, one page of up to 1,000 results.
+    where = values["results_store"]
+    page = client.store.get_item(where["namespace"], key="000000")
+    assert page is not None and where["pages"] == 1
+    paged = [json.loads(line) for line in page["value"]["jsonl"].split("\n")]
+    assert [r["id"] for r in paged] == ["first", "second", "third"]
+    assert paged[1]["message"]["content"] == results[1]["message"]["content"]
 
 
 def test_studio_schemas_describe_input_state_and_context(dev_server: str) -> None:

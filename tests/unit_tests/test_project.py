@@ -38,6 +38,7 @@ def test_langgraph_json_points_at_the_graph_and_a_durable_checkpointer() -> None
     config = json.loads((ROOT / "langgraph.json").read_text())
     assert config["graphs"]["batch"]["path"] == "./graphs/batch.py:graph"
     assert config["checkpointer"]["path"] == "./agent/persistence.py:server_checkpointer"
+    assert config["store"]["path"] == "agent.persistence.server_store"
     from graphs.batch import graph
 
     assert graph.checkpointer is None  # langgraph dev refuses graphs that bring their own

@@ -36,7 +36,11 @@ def test_120k_requests_with_a_50k_cap_plan_three_jobs(tmp_path: Path) -> None:
     ctx = Context(provider="emulator")
     plan = plan_requests(iter_file_requests(source), provider=resolve_provider(ctx), context=ctx)
     try:
-        assert [(j["model"], j["requests"]) for j in plan.summary()] == [("gpt-4o-mini", 50_000), ("gpt-4o-mini", 50_000), ("gpt-4o-mini", 20_000)]
+        assert [(j["model"], j["requests"]) for j in plan.summary()] == [
+            ("gpt-4o-mini", 50_000),
+            ("gpt-4o-mini", 50_000),
+            ("gpt-4o-mini", 20_000),
+        ]
         # The built files are exactly what will be uploaded, one line per request, in order.
         first = plan.jobs[0]
         assert first.path is not None and first.path.stat().st_size == first.input_bytes
@@ -52,7 +56,14 @@ def test_split_by_count_bytes_and_model_returns_results_in_input_order(tmp_path:
     source = _write_input(tmp_path / "mixed.jsonl", 1_200, model_every=3)
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "split"}}
-    ctx = Context(provider="emulator", max_requests_per_job=300, max_file_bytes=40_000, max_wait_seconds=30, poll_interval_seconds=0.05, results_in_state=10_000)
+    ctx = Context(
+        provider="emulator",
+        max_requests_per_job=300,
+        max_file_bytes=40_000,
+        max_wait_seconds=30,
+        poll_interval_seconds=0.05,
+        results_in_state=10_000,
+    )
     graph.invoke({"input_path": str(source)}, config, context=ctx)
     values = graph.get_state(config).values
     assert values["status"] == "completed", values.get("error")
@@ -72,7 +83,11 @@ def test_dry_run_reports_the_plan_and_uploads_nothing(tmp_path: Path) -> None:
     source = _write_input(tmp_path / "in.jsonl", 500)
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "dry"}}
-    graph.invoke({"input_path": str(source), "dry_run": True}, config, context=Context(provider="emulator", max_requests_per_job=200))
+    graph.invoke(
+        {"input_path": str(source), "dry_run": True},
+        config,
+        context=Context(provider="emulator", max_requests_per_job=200),
+    )
     values = graph.get_state(config).values
     assert [p["requests"] for p in values["plan"]] == [200, 200, 100]
     assert not values.get("jobs")
@@ -81,13 +96,19 @@ def test_dry_run_reports_the_plan_and_uploads_nothing(tmp_path: Path) -> None:
 
 def _checkpoint_bytes(db: Path) -> tuple[int, int]:
     with sqlite3.connect(db) as conn:
-        checkpoints = conn.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(checkpoint) + LENGTH(metadata)), 0) FROM checkpoints").fetchone()
+        checkpoints = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(checkpoint) + LENGTH(metadata)), 0) FROM checkpoints"
+        ).fetchone()
         writes = conn.execute("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM writes").fetchone()
     return int(checkpoints[1]) + int(writes[0]), int(checkpoints[0])
 
 
-def test_a_poll_step_writes_under_20kb_at_20000_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "600")  # the job stays in flight for all 30 polls
+def test_a_poll_step_writes_under_20kb_at_20000_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "BATCH_AGENT_EMULATOR_DELAY", "600"
+    )  # the job stays in flight for all 30 polls
     source = _write_input(tmp_path / "in.jsonl", 20_000)
     db = tmp_path / "checkpoints.sqlite"
     with sqlite_checkpointer(db) as saver:
