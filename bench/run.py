@@ -46,6 +46,7 @@ def measure(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, floa
 
 
 def write_input(path: Path, n: int) -> None:
+    """Write `n` ticket-classification requests as JSONL."""
     with path.open("w") as fh:
         for i in range(n):
             fh.write(
@@ -60,6 +61,7 @@ def write_input(path: Path, n: int) -> None:
 
 
 def status_calls(state_dir: Path) -> int:
+    """Count the batch status calls an emulator state directory received."""
     from agent.emulator import read_access_log
 
     return sum(
@@ -90,6 +92,7 @@ def checkpoint_stats(db: Path) -> tuple[int, float]:
 
 
 def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]]:
+    """Run the baseline and batch-agent on `n` requests; return one table row each."""
     rows = []
     source = base / f"input-{n}.jsonl"
     write_input(source, n)
@@ -167,6 +170,7 @@ def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]
 
 
 def start_emulator(state_dir: Path, delay: str) -> tuple[subprocess.Popen[str], str]:
+    """Start `batch-agent emulator serve` on a free loopback port; return it and its URL."""
     env = {**os.environ, "BATCH_AGENT_EMULATOR_DELAY": delay}
     env.pop("BATCH_AGENT_EMULATOR_FAULTS", None)
     process = subprocess.Popen(
@@ -186,12 +190,15 @@ class FakeClock:
     """A clock that only moves when someone sleeps: a day of polling runs in a second."""
 
     def __init__(self) -> None:
+        """Start at the real time."""
         self.now = time.time()
 
     def time(self) -> float:
+        """Return the simulated time."""
         return self.now
 
     def sleep(self, seconds: float) -> None:
+        """Advance the simulated time instead of waiting."""
         self.now += seconds
 
 
@@ -264,6 +271,7 @@ def simulate_polling(hours: list[int]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
+    """Run every size, print the comparison and the polling simulation."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,50000,200000")
     parser.add_argument("--no-simulation", action="store_true")
