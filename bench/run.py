@@ -164,8 +164,10 @@ def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]
             "calls": status_calls(Path(url_for["agent_dir"])),
         }
     )
-    lines = sum(1 for _ in (agent_dir / "out.jsonl").open())
-    assert lines == n, f"batch-agent wrote {lines} results for {n} requests"
+    for impl, out in (("batch-agent", agent_dir / "out.jsonl"), ("baseline", base_dir / "out.jsonl")):
+        with out.open("rb") as fh:
+            ok = sum(1 for line in fh if b'"succeeded"' in line)
+        assert ok == n, f"{impl} returned {ok} successful results for {n} requests"
     return rows
 
 
