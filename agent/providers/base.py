@@ -11,13 +11,15 @@ realtime `.invoke()` calls.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import httpx2
 import orjson
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, convert_to_messages
@@ -85,6 +87,16 @@ class RequestOutcome:
     retryable: bool = False
 
 
+class LineParser(Protocol):
+    """Parses one output/error file line into `(custom_id, message, error, retryable)`."""
+
+    def parse_line(
+        self, raw: bytes | str, job_id: str
+    ) -> tuple[str, AIMessage | None, RequestError | None, bool]:
+        """Parse `raw`; `job_id` prefixes the message key."""
+        ...
+
+
 class BatchProvider(ABC):
     """Interface of a batch provider: prepare, upload/create (submit), status, results, cancel.
 
@@ -102,6 +114,25 @@ class BatchProvider(ABC):
         """Remember where jobs go; subclasses build their SDK client from these."""
         self.emulated = emulated
         self.base_url = base_url
+
+    def sdk_endpoint(
+        self, emulator_prefix: str, key_env: str, http_client: httpx2.Client | None
+    ) -> tuple[str | None, str, httpx2.Client | None]:
+        """Return `(base URL, API key, HTTP client)` for this provider's SDK client.
+
+        The in-process emulator gets a placeholder key and an HTTP client wired to it; anything
+        else gets `base_url` (None: the SDK's default) and the key from the environment, read
+        here and kept only inside the SDK client.
+        """
+        if self.emulated:
+            from agent.emulator import IN_PROCESS_BASE_URL, emulator_http_client
+
+            return (
+                f"{IN_PROCESS_BASE_URL}{emulator_prefix}",
+                "emulator",
+                http_client or emulator_http_client(),
+            )
+        return self.base_url or None, os.environ.get(key_env) or "no-key-set", http_client
 
     @abstractmethod
     def line_builder(self, model: str, params: dict[str, Any]) -> Callable[[BatchRequest], bytes]:
@@ -150,12 +181,28 @@ class BatchProvider(ABC):
         """Check the job's status once."""
 
     @abstractmethod
-    def results(self, job: Job) -> Iterator[RequestOutcome]:
-        """Stream the outcome of every request the provider returned for `job`."""
+    def file_lines(self, file_id: str) -> Iterator[bytes]:
+        """Stream the non-blank lines of a provider file (downloaded as a stream)."""
 
     @abstractmethod
+    def message_parser(self, model: str) -> LineParser:
+        """Return the parity-exact parser of this provider's output lines for `model`."""
+
+    def results(self, job: Job) -> Iterator[RequestOutcome]:
+        """Stream the outcome of every request the provider returned for `job`.
+
+        The output file comes first, then the error file; lines are parsed one at a time.
+        """
+        parser = self.message_parser(job["model"])
+        for file_id in (job["output_file_id"], job["error_file_id"]):
+            if file_id:
+                for raw in self.file_lines(file_id):
+                    yield RequestOutcome(*parser.parse_line(raw, str(job["job_id"])))
+
     def input_lines(self, job: Job) -> Iterator[tuple[str, bytes]]:
         """Stream `(custom_id, raw line)` from the job's input file (to resubmit some of them)."""
+        for raw in self.file_lines(str(job["input_file_id"])):
+            yield str(orjson.loads(raw)["custom_id"]), raw
 
     @abstractmethod
     def cancel(self, job: Job) -> JobUpdate:

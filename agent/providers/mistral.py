@@ -7,8 +7,6 @@ model per job, so the model is set at job level and also kept in each body, as r
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -26,8 +24,8 @@ from agent.providers.base import (
     BatchProvider,
     CreatedJob,
     JobUpdate,
+    LineParser,
     ProviderLimits,
-    RequestOutcome,
     jsonl_line,
     lc_messages,
     model_params,
@@ -87,15 +85,9 @@ class MistralProvider(BatchProvider):
     ) -> None:
         """Build the SDK client; the API key is read from the environment and kept only there."""
         super().__init__(emulated=emulated, base_url=base_url)
-        if emulated:
-            from agent.emulator import IN_PROCESS_BASE_URL, emulator_http_client
-
-            http_client = http_client or emulator_http_client()
-            server_url: str | None = f"{IN_PROCESS_BASE_URL}/mistral"
-            api_key = "emulator"
-        else:
-            server_url = base_url or None
-            api_key = os.environ.get("MISTRAL_API_KEY") or "no-key-set"
+        server_url, api_key, http_client = self.sdk_endpoint(
+            "/mistral", "MISTRAL_API_KEY", http_client
+        )
         # Without a retry config the SDK does not retry; this one retries 429/5xx and dropped
         # connections with exponential backoff (0.5 s doubling-ish, capped at 30 s, 2 min total).
         retry = RetryConfig(
@@ -198,22 +190,8 @@ class MistralProvider(BatchProvider):
             batch = self._client.batch.jobs.cancel(job_id=str(job["job_id"]))
         return self._update(batch, job)
 
-    def results(self, job: Job) -> Iterator[RequestOutcome]:
-        """Stream the output file, then the error file, line by line (fast, parity-exact parse)."""
-        from agent.providers.fastpath import MistralMessageParser
-
-        parser = MistralMessageParser(job["model"])
-        for file_id in (job["output_file_id"], job["error_file_id"]):
-            if file_id:
-                for raw in self._lines(file_id):
-                    yield RequestOutcome(*parser.parse_line(raw, str(job["job_id"])))
-
-    def input_lines(self, job: Job) -> Iterator[tuple[str, bytes]]:
-        """Stream the job's input file (`custom_id`, raw line)."""
-        for raw in self._lines(str(job["input_file_id"])):
-            yield str(json.loads(raw)["custom_id"]), raw
-
-    def _lines(self, file_id: str) -> Iterator[bytes]:
+    def file_lines(self, file_id: str) -> Iterator[bytes]:
+        """Stream a file's content line by line."""
         with provider_call(self.name, f"download file {file_id}"):
             response = self._client.files.download(file_id=file_id)
             try:
@@ -222,6 +200,12 @@ class MistralProvider(BatchProvider):
                         yield raw.encode() if isinstance(raw, str) else raw
             finally:
                 response.close()
+
+    def message_parser(self, model: str) -> LineParser:
+        """Return the fast, parity-exact parser of this provider's result lines."""
+        from agent.providers.fastpath import MistralMessageParser
+
+        return MistralMessageParser(model)
 
     def _update(self, batch: Any, job: Job) -> JobUpdate:
         raw = str(getattr(batch.status, "value", batch.status))

@@ -7,8 +7,6 @@ result are exactly what the realtime call would send and return.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -26,8 +24,8 @@ from agent.providers.base import (
     BatchProvider,
     CreatedJob,
     JobUpdate,
+    LineParser,
     ProviderLimits,
-    RequestOutcome,
     jsonl_line,
     lc_messages,
     model_params,
@@ -91,15 +89,9 @@ class OpenAIProvider(BatchProvider):
     ) -> None:
         """Build the SDK client; the API key is read from the environment and kept only there."""
         super().__init__(emulated=emulated, base_url=base_url)
-        if emulated:
-            from agent.emulator import IN_PROCESS_BASE_URL, emulator_http_client
-
-            http_client = http_client or emulator_http_client()
-            sdk_base_url: str | None = f"{IN_PROCESS_BASE_URL}/openai/v1"
-            api_key = "emulator"
-        else:
-            sdk_base_url = base_url or None
-            api_key = os.environ.get("OPENAI_API_KEY") or "no-key-set"
+        sdk_base_url, api_key, http_client = self.sdk_endpoint(
+            "/openai/v1", "OPENAI_API_KEY", http_client
+        )
         # The SDK retries 408/409/429/5xx and connection errors with exponential backoff and jitter.
         self._client = OpenAI(
             api_key=api_key,
@@ -194,27 +186,19 @@ class OpenAIProvider(BatchProvider):
             batch = self._client.batches.cancel(str(job["job_id"]))
         return self._update(batch, job)
 
-    def results(self, job: Job) -> Iterator[RequestOutcome]:
-        """Stream the output file, then the error file, line by line (fast, parity-exact parse)."""
-        from agent.providers.fastpath import OpenAIMessageParser
-
-        parser = OpenAIMessageParser(job["model"])
-        for file_id in (job["output_file_id"], job["error_file_id"]):
-            if file_id:
-                for raw in self._lines(file_id):
-                    yield RequestOutcome(*parser.parse_line(raw, str(job["job_id"])))
-
-    def input_lines(self, job: Job) -> Iterator[tuple[str, bytes]]:
-        """Stream the job's input file (`custom_id`, raw line)."""
-        for raw in self._lines(str(job["input_file_id"])):
-            yield str(json.loads(raw)["custom_id"]), raw
-
-    def _lines(self, file_id: str) -> Iterator[bytes]:
+    def file_lines(self, file_id: str) -> Iterator[bytes]:
+        """Stream a file's content line by line."""
         with provider_call(self.name, f"download file {file_id}"):
             with self._client.files.with_streaming_response.content(file_id) as response:
                 for raw in response.iter_lines():
                     if raw.strip():
                         yield raw.encode() if isinstance(raw, str) else raw
+
+    def message_parser(self, model: str) -> LineParser:
+        """Return the fast, parity-exact parser of this provider's result lines."""
+        from agent.providers.fastpath import OpenAIMessageParser
+
+        return OpenAIMessageParser(model)
 
     def _update(self, batch: Any, job: Job) -> JobUpdate:
         raw = str(batch.status)
