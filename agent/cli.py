@@ -53,6 +53,9 @@ DbOption = Annotated[
         help="Checkpoint database: a SQLite file or a postgresql:// URL (default: $BATCH_AGENT_DB or .batch-agent/checkpoints.sqlite).",
     ),
 ]
+ProviderOption = Annotated[str | None, typer.Option(help="openai, mistral, emulator or auto.")]
+ModelOption = Annotated[str | None, typer.Option(help="Model for requests that do not name one.")]
+SystemOption = Annotated[str | None, typer.Option(help="System prompt for requests without one.")]
 OutOption = Annotated[
     Path | None, typer.Option("--out", help="Write results JSONL to this file instead of stdout.")
 ]
@@ -99,13 +102,9 @@ def run(
             help="Requests: .jsonl ({id, prompt|messages, params} or OpenAI batch lines) or .txt (one prompt per line).",
         ),
     ] = None,
-    provider: Annotated[str | None, typer.Option(help="openai, mistral, emulator or auto.")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Model for requests that do not name one.")
-    ] = None,
-    system: Annotated[
-        str | None, typer.Option(help="System prompt for requests without one.")
-    ] = None,
+    provider: ProviderOption = None,
+    model: ModelOption = None,
+    system: SystemOption = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature.")] = None,
     max_tokens: Annotated[
         int | None, typer.Option(help="Maximum tokens to generate per request.")
@@ -136,7 +135,7 @@ def run(
         "base_url": base_url,
         "poll_interval_seconds": poll_interval,
     }
-    context = Context(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    context = _context(overrides)
     if input_file is None and thread is None:
         raise CliError("give an INPUT file to submit, or --thread ID to resume")
     if input_file is not None and not input_file.is_file():
@@ -238,13 +237,9 @@ def plan(
     input_file: Annotated[
         Path, typer.Argument(metavar="INPUT", help="Requests file, as for `run`.")
     ],
-    provider: Annotated[str | None, typer.Option(help="openai, mistral, emulator or auto.")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="Model for requests that do not name one.")
-    ] = None,
-    system: Annotated[
-        str | None, typer.Option(help="System prompt for requests without one.")
-    ] = None,
+    provider: ProviderOption = None,
+    model: ModelOption = None,
+    system: SystemOption = None,
     max_requests_per_job: Annotated[
         int | None, typer.Option(help="Cap on requests per job.")
     ] = None,
@@ -265,7 +260,7 @@ def plan(
         "max_requests_per_job": max_requests_per_job,
         "max_file_bytes": max_file_bytes,
     }
-    context = Context(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    context = _context(overrides)
     chosen = resolve_provider(context)
     requests = iter_with_system_prompt(iter_file_requests(input_file), context.system_prompt)
     checked = plan_requests(requests, provider=chosen, context=context)
@@ -369,6 +364,11 @@ def status_report(thread_id: str, values: dict[str, Any]) -> dict[str, Any]:
         "polls": values.get("polls", 0),
         "error": values.get("error"),
     }
+
+
+def _context(overrides: dict[str, Any]) -> Context:
+    """Build the run context from the flags that were given (unset flags keep the defaults)."""
+    return Context(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def _advance(
