@@ -15,8 +15,8 @@ Layout, under the namespace `("batch_agent", <thread id>, ...)`:
 - `("request_ids",)`: keys `000000`, `000001`, ... each `{"ids": [...]}`: input order.
 - `("jobs", <job key>)`: the ids of one job, same paging.
 - `("results",)`: keys `000000`, ... each `{"count": n, "jsonl": "<one JSON result per line>"}`
-  in input order, where a result is `{"id", "status", "message" (an AIMessage as a dict) | None,
-  "usage", "error", "attempts"}`. Pages hold serialised lines rather than nested objects because
+  in input order, where a result is `{"id", "status", "content", "message" (an AIMessage as a
+  dict) | None, "usage", "error", "attempts"}`: the same line `batch-agent results` prints. Pages hold serialised lines rather than nested objects because
   the store would otherwise re-encode every message of a 200,000-request batch field by field.
 """
 

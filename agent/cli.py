@@ -414,40 +414,23 @@ def _wait_until_done(
     return values
 
 
-def stored_line(stored: dict[str, Any]) -> dict[str, Any]:
-    """Return the public JSONL form of one result as kept in the store (see `agent.bulk`)."""
-    message = stored.get("message")
-    content = message.get("content") if message else None
-    if isinstance(content, list):
-        content = "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in content)
-    return {
-        "id": stored["id"],
-        "status": stored["status"],
-        "content": content,
-        "message": message,
-        "usage": stored["usage"],
-        "error": stored.get("error"),
-        "attempts": stored.get("attempts", 1),
-    }
-
-
 def _write_results(
     graph: CompiledStateGraph[Any, Any, Any, Any],
     thread_id: str,
     values: dict[str, Any],
     out: Path | None,
 ) -> None:
-    """Stream a thread's results from the store, page by page, as JSONL."""
-    import orjson
+    """Stream a thread's results from the store as JSONL, page by page.
 
+    The store keeps each result as the very line this command prints, so pages are copied out
+    without decoding a single result.
+    """
     from agent.bulk import ThreadData
 
     count = int(values.get("request_count") or 0)
-    rows = ThreadData(graph.store, thread_id).iter_results(count)
-    lines = (orjson.dumps(stored_line(r), default=str) + b"\n" for r in rows)
+    lines = (line + b"\n" for line in ThreadData(graph.store, thread_id).iter_result_lines(count))
     if out is None:
-        for line in lines:
-            sys.stdout.buffer.write(line)
+        sys.stdout.buffer.writelines(lines)
         sys.stdout.flush()
         return
     out.parent.mkdir(parents=True, exist_ok=True)

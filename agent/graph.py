@@ -619,6 +619,7 @@ def _failed(request_id: str, error: RequestError, attempt: int) -> dict[str, Any
     return {
         "id": request_id,
         "status": "failed",
+        "content": None,
         "message": None,
         "usage": empty_usage(),
         "error": dict(error),
@@ -638,6 +639,7 @@ def _succeeded(request_id: str, outcome: RequestOutcome, attempt: int) -> dict[s
     return {
         "id": request_id,
         "status": "succeeded",
+        "content": message.text,
         "message": message.model_dump(),
         "usage": usage,
         "error": None,

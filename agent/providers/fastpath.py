@@ -57,12 +57,11 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from langchain_core.messages import AIMessage
 from langchain_core.utils.utils import LC_ID_PREFIX
-from langchain_mistralai import ChatMistralAI
 from langchain_openai import ChatOpenAI
 from openai.types.chat import ChatCompletionMessage
 from openai.types.completion_usage import (
@@ -71,11 +70,13 @@ from openai.types.completion_usage import (
     PromptTokensDetails,
 )
 
-from agent.providers import mistral as mistral_provider
 from agent.providers import openai as openai_provider
 from agent.providers.base import finish_message, parse_output_line
 from agent.requests import BatchRequest
 from agent.state import RequestError
+
+if TYPE_CHECKING:
+    from langchain_mistralai import ChatMistralAI
 
 __all__ = [
     "MistralBodyBuilder",
@@ -390,13 +391,15 @@ class MistralBodyBuilder:
             model: The job's model.
             ctx_params: Model parameters from the run context (as given to `prepare`).
         """
+        from agent.providers import mistral as mistral_provider  # imported only for Mistral jobs
+
         self.llm: ChatMistralAI = mistral_provider.chat_model(model, ctx_params)
         # `_create_message_dicts(messages, stop=None)`: client params plus the model's own stop.
         params = self.llm._client_params
         if self.llm.stop:
             params["stop"] = self.llm.stop
         self._params: dict[str, Any] = params
-        self.fast_enabled = type(self.llm) is ChatMistralAI and _self_check_builder(self)
+        self.fast_enabled = type(self.llm).__name__ == "ChatMistralAI" and _self_check_builder(self)
 
     def build(self, request: BatchRequest) -> dict[str, Any]:
         """Return the body `request_body(chat_model(model, ctx_params), request)` returns.
@@ -415,6 +418,8 @@ class MistralBodyBuilder:
 
     def build_reference(self, request: BatchRequest) -> dict[str, Any]:
         """Build the body through `ChatMistralAI._create_message_dicts` (the reference path)."""
+        from agent.providers import mistral as mistral_provider
+
         return mistral_provider.request_body(self.llm, request)
 
     def build_fast(self, request: BatchRequest) -> dict[str, Any] | None:
@@ -827,12 +832,14 @@ class MistralMessageParser(_MessageParser):
         Args:
             model: The job's model (as stored in `Job.model`).
         """
+        from agent.providers import mistral as mistral_provider
+
         self.llm: ChatMistralAI = mistral_provider.chat_model(model, {})
         self._model = self.llm.model
         self.fast_enabled = (
             _RAW_CONSTRUCT_OK
             and self.llm.output_version != "v1"
-            and type(self.llm) is ChatMistralAI
+            and type(self.llm).__name__ == "ChatMistralAI"
         )
         if self.fast_enabled:
             self.fast_enabled = _self_check_parser(self, _MISTRAL_PROBES)
