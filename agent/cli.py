@@ -123,6 +123,10 @@ def run(
         float | None,
         typer.Option(help="First pause between polls with --wait (grows by the backoff factor)."),
     ] = None,
+    poll_backoff: Annotated[
+        float | None,
+        typer.Option(help="Factor by which the pause grows (1 keeps it constant; default 1.5)."),
+    ] = None,
     out: OutOption = None,
 ) -> None:
     """Submit INPUT on a new thread (or --thread), or resume --thread; with --wait, finish it."""
@@ -134,6 +138,7 @@ def run(
         "max_tokens": max_tokens,
         "base_url": base_url,
         "poll_interval_seconds": poll_interval,
+        "poll_backoff": poll_backoff,
     }
     context = _context(overrides)
     if input_file is None and thread is None:

@@ -39,18 +39,40 @@ def main() -> None:
                 paths.append(f"{args.output}.input-{len(paths)}.jsonl")
                 out = open(paths[-1], "wb")  # noqa: SIM115 (closed when the next part starts)
             record = orjson.loads(raw)
-            body = {"model": args.model, "messages": [{"role": "user", "content": record["prompt"]}]}
-            out.write(orjson.dumps({"custom_id": record["id"], "method": "POST", "url": "/v1/chat/completions", "body": body}) + b"\n")
+            body = {
+                "model": args.model,
+                "messages": [{"role": "user", "content": record["prompt"]}],
+            }
+            out.write(
+                orjson.dumps(
+                    {
+                        "custom_id": record["id"],
+                        "method": "POST",
+                        "url": "/v1/chat/completions",
+                        "body": body,
+                    }
+                )
+                + b"\n"
+            )
     if out is not None:
         out.close()
     batches = []
     for path in paths:
         with open(path, "rb") as fh:
             uploaded = client.files.create(file=("input.jsonl", fh), purpose="batch")
-        batches.append(client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"))
+        batches.append(
+            client.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+        )
     while any(b.status not in {"completed", "failed", "expired", "cancelled"} for b in batches):
         time.sleep(args.poll_interval)
-        batches = [b if b.status in {"completed", "failed", "expired", "cancelled"} else client.batches.retrieve(b.id) for b in batches]
+        batches = [
+            b
+            if b.status in {"completed", "failed", "expired", "cancelled"}
+            else client.batches.retrieve(b.id)
+            for b in batches
+        ]
 
     results: dict[str, bytes] = {}
     for batch in batches:
