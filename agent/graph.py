@@ -7,7 +7,9 @@
       └─────► END                               (results already collected)
     collect ──► submit (follow-up job for retryable failures) | END
 
-- `submit` first records every job as an *intent* with a deterministic key (one checkpoint), then
+- `submit` first streams the requests once (`agent.planning`): checks them, splits them into jobs
+  by model, count and bytes, builds each job's input file, puts the ids in the store
+  (`agent.bulk`) and records every job as an *intent* with a deterministic key; then it
   submits one intent per step: it looks the job up by that key (adopting a job whose create
   response was lost), else finds or uploads the input file and creates the job, and stores the job
   ID. So a crash at any point never creates a second job, and every job ID is checkpointed right
@@ -16,8 +18,8 @@
 - The polling edge after `poll` goes to `collect` once every job is terminal; otherwise it ends the
   run (the default: one check per invocation) or, with a wait budget (`max_wait_seconds`), goes to
   `wait`, which sleeps for a growing interval and checks again.
-- `collect` reads output and error files and records one result per request, in input order,
-  matched by `custom_id`. Failed requests of retryable kinds go back to `submit` as a follow-up
+- `collect` streams output and error files and records one result per request, in input order,
+  matched by `custom_id`, as pages in the store (and in state for small batches). Failed requests of retryable kinds go back to `submit` as a follow-up
   job, up to `max_attempts`.
 - `cancel` (input `{"cancel": true}`) cancels the provider jobs; their partial results are
   collected once they end.
