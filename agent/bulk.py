@@ -133,12 +133,25 @@ def _put_all(store: BaseStore, ops: list[PutOp]) -> None:
 
 
 class ResultSpool:
-    """One collect round's results on local disk, keyed by input position.
+    """One collect round's results, written to the thread's result pages in input order.
 
-    Output lines arrive in any order and a batch can hold 200,000 results, so they are parked in
-    a temporary SQLite table and then written to the store page by page, in input order, with
-    memory bounded by one page.
+    A batch can hold 200,000 results and output lines may come in any order. In the first round,
+    while results arrive in input order (the usual case), whole pages go straight to the store;
+    from the first result out of order on, they are parked in a temporary SQLite table by input
+    position and written out page by page at the end. Memory stays bounded by a page either way.
+    A follow-up round parks its results and patches only the pages that hold a retried request.
+    Each position must be put at most once per round.
     """
+
+    def __init__(self, data: ThreadData, *, first_round: bool, count: int) -> None:
+        """Prepare a round for `count` requests of `data`'s thread."""
+        self.data = data
+        self.first_round = first_round
+        self.count = count
+        self._ordered = first_round
+        self._page: list[bytes] = []
+        self._flushed_pages = 0
+        self._pending: list[tuple[int, bytes]] = []
 
     def __enter__(self) -> ResultSpool:
         """Open the temporary table."""
@@ -149,7 +162,6 @@ class ResultSpool:
         self._db.execute(
             "CREATE TABLE results (position INTEGER PRIMARY KEY, result TEXT NOT NULL)"
         )
-        self._pending: list[tuple[int, bytes]] = []
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -158,8 +170,22 @@ class ResultSpool:
         self._dir.cleanup()
 
     def put(self, position: int, result: dict[str, Any]) -> None:
-        """Park the result of the request at `position` (a later put for it wins)."""
-        self._pending.append((position, dumps(result)))
+        """Record the result of the request at `position`."""
+        raw = dumps(result)
+        if self._ordered:
+            if position == self._flushed_pages * PAGE_SIZE + len(self._page):
+                self._page.append(raw)
+                if len(self._page) == PAGE_SIZE:
+                    self.data.put_result_pages([(self._flushed_pages, self._page)])
+                    self._flushed_pages += 1
+                    self._page = []
+                return
+            # Out of order: park what the current page holds and continue through the table.
+            self._ordered = False
+            start = self._flushed_pages * PAGE_SIZE
+            self._pending.extend((start + i, line) for i, line in enumerate(self._page))
+            self._page = []
+        self._pending.append((position, raw))
         if len(self._pending) >= 2000:
             self._flush()
 
@@ -167,22 +193,23 @@ class ResultSpool:
         self._db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?)", self._pending)
         self._pending = []
 
-    def merge_into(
-        self, data: ThreadData, *, first_round: bool, count: int
-    ) -> list[dict[str, Any]]:
-        """Write the parked results into the thread's result pages, in input order.
-
-        The first round writes every page; a follow-up round patches only the pages that hold
-        a retried request, keeping every other result as it was.
+    def merge(self) -> list[dict[str, Any]]:
+        """Write whatever is not in the store yet.
 
         Returns:
             The results this merge replaced (empty in the first round), so the caller can
             adjust its totals without re-reading every page.
         """
         self._flush()
-        pages = -(-count // PAGE_SIZE)
-        if first_round:
-            data.put_result_pages((n, self._rows(n)) for n in range(pages))
+        pages = -(-self.count // PAGE_SIZE)
+        if self.first_round:
+            if self._ordered:
+                if self._page:
+                    self.data.put_result_pages([(self._flushed_pages, self._page)])
+                return []
+            self.data.put_result_pages(
+                (n, self._rows(n)) for n in range(self._flushed_pages, pages)
+            )
             return []
         replaced: list[dict[str, Any]] = []
         touched = [
@@ -194,7 +221,7 @@ class ResultSpool:
 
         def patched() -> Iterator[tuple[int, list[bytes]]]:
             for n in touched:
-                page = data.result_lines(n)
+                page = self.data.result_lines(n)
                 rows = self._db.execute(
                     "SELECT position, result FROM results WHERE position >= ? AND position < ?",
                     (n * PAGE_SIZE, (n + 1) * PAGE_SIZE),
@@ -204,7 +231,7 @@ class ResultSpool:
                     page[position - n * PAGE_SIZE] = raw
                 yield n, page
 
-        data.put_result_pages(patched())
+        self.data.put_result_pages(patched())
         return replaced
 
     def _rows(self, n: int) -> list[bytes]:
@@ -212,7 +239,11 @@ class ResultSpool:
             "SELECT result FROM results WHERE position >= ? AND position < ? ORDER BY position",
             (n * PAGE_SIZE, (n + 1) * PAGE_SIZE),
         )
-        return [raw for (raw,) in cursor]
+        rows = [raw for (raw,) in cursor]
+        expected = min(PAGE_SIZE, self.count - n * PAGE_SIZE)
+        if len(rows) != expected:
+            raise RuntimeError(f"result page {n} has {len(rows)} of {expected} results")
+        return rows
 
 
 def dumps(value: Any) -> bytes:

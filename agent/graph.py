@@ -223,7 +223,7 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     cancelled = bool(state.get("cancel_requested"))
     to_retry: dict[str, list[str]] = {}
     added = Totals()
-    with ResultSpool() as spool:
+    with ResultSpool(data, first_round=attempt == 1, count=count) as spool:
         positions = {
             request_id: position for position, request_id in enumerate(data.request_ids(count))
         }
@@ -234,7 +234,7 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
                 added.add(result)
                 if retryable and not cancelled:
                     to_retry.setdefault(job["job_key"], []).append(request_id)
-        replaced = spool.merge_into(data, first_round=attempt == 1, count=count)
+        replaced = spool.merge()
     pages = -(-count // PAGE_SIZE)
     totals = (
         Totals() if attempt == 1 else Totals.of(state.get("collected_counts"), state.get("usage"))
@@ -577,30 +577,35 @@ def _apply_update(job: Job, update: JobUpdate, ctx: Context) -> Job:
 def _job_results(
     job: Job, ids: list[str], attempt: int
 ) -> Iterator[tuple[str, dict[str, Any], bool]]:
-    """Yield `(id, stored result, retryable)` for every request of a job, matched by custom_id."""
+    """Yield `(id, stored result, retryable)` once for every request of a job, by custom_id.
+
+    Successes are yielded as they stream in; failures wait until the files are read, because a
+    success for the same id wins over an error line; requests with no line at all come last.
+    """
     wanted = set(ids)
-    done: dict[str, bool] = {}  # id -> succeeded
+    succeeded: set[str] = set()
+    failures: dict[str, tuple[dict[str, Any], bool]] = {}
+    missing, missing_retryable = _missing_error(job)
     if job["status"] != "failed" and job["job_id"] is not None:
         for outcome in provider_for_job(job).results(job):
             request_id = outcome.custom_id
             # A line for a request this job does not hold: never trust position or strays.
-            # A success wins over an error line for the same id.
-            if request_id not in wanted or done.get(request_id):
+            if request_id not in wanted or request_id in succeeded:
                 continue
-            done[request_id] = outcome.message is not None
             if outcome.message is not None:
+                succeeded.add(request_id)
+                failures.pop(request_id, None)
                 yield request_id, _succeeded(request_id, outcome, attempt), False
-            else:
-                missing, _ = _missing_error(job)
-                yield (
-                    request_id,
+            elif request_id not in failures:
+                failures[request_id] = (
                     _failed(request_id, outcome.error or missing, attempt),
                     outcome.retryable,
                 )
-    missing, retryable = _missing_error(job)
+    for request_id, (result, retryable) in failures.items():
+        yield request_id, result, retryable
     for request_id in ids:
-        if request_id not in done:
-            yield request_id, _failed(request_id, missing, attempt), retryable
+        if request_id not in succeeded and request_id not in failures:
+            yield request_id, _failed(request_id, missing, attempt), missing_retryable
 
 
 def _missing_error(job: Job) -> tuple[RequestError, bool]:

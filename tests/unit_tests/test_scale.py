@@ -141,3 +141,29 @@ def test_polling_schedule_costs_a_few_hundred_calls_a_day(hours: int) -> None:
         calls += 1
     assert calls <= 330
     assert clock - done_at <= ctx.max_poll_interval_seconds * (1 + ctx.poll_jitter)
+
+
+@pytest.mark.parametrize("order", ["in-order", "reversed", "late-swap"])
+def test_result_pages_are_in_input_order_whatever_the_arrival_order(order: str) -> None:
+    from agent.bulk import PAGE_SIZE, ResultSpool, ThreadData
+
+    count = PAGE_SIZE * 2 + 345
+    positions = list(range(count))
+    if order == "reversed":
+        positions.reverse()
+    elif order == "late-swap":  # in order for two full pages, then out of order
+        positions[PAGE_SIZE * 2 + 10], positions[-1] = positions[-1], positions[PAGE_SIZE * 2 + 10]
+    data = ThreadData(InMemoryStore(), "t")
+    with ResultSpool(data, first_round=True, count=count) as spool:
+        for p in positions:
+            spool.put(p, {"id": f"r{p}", "status": "succeeded", "usage": {}})
+        assert spool.merge() == []
+    assert [r["id"] for r in data.iter_results(count)] == [f"r{p}" for p in range(count)]
+    # A follow-up round patches only what it retried and reports what it replaced.
+    with ResultSpool(data, first_round=False, count=count) as spool:
+        spool.put(5, {"id": "r5", "status": "failed", "usage": {}})
+        spool.put(count - 1, {"id": f"r{count - 1}", "status": "failed", "usage": {}})
+        replaced = spool.merge()
+    assert [r["id"] for r in replaced] == ["r5", f"r{count - 1}"]
+    results = list(data.iter_results(count))
+    assert [r["status"] for r in results].count("failed") == 2 and len(results) == count
