@@ -31,6 +31,7 @@ from typing import Any
 
 from agent.emulator.answers import InvalidRequest, compute_reply, line_digest, validate_body
 from agent.emulator.faults import ERROR_SHAPES, job_faults, request_fault, shuffle_key
+from agent.emulator.file_routes import FileRoutes, public
 from agent.emulator.jobs import (
     Phase,
     RequestLine,
@@ -96,11 +97,7 @@ def render_error(error: HttpError) -> Response:
     )
 
 
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in record.items() if not key.startswith("_")}
-
-
-class MistralRoutes:
+class MistralRoutes(FileRoutes):
     """Handlers for the Mistral protocol.
 
     Args:
@@ -109,6 +106,7 @@ class MistralRoutes:
 
     def __init__(self, store: Store) -> None:
         """Register the routes on a fresh router."""
+        self.provider = PROVIDER
         self.store = store
         self.router = Router()
         self.router.add("POST", "/files", self.create_file)
@@ -126,12 +124,6 @@ class MistralRoutes:
         return self.router.dispatch(request)
 
     # -- files -------------------------------------------------------------------
-
-    @staticmethod
-    def _file_object(meta: dict[str, Any]) -> dict[str, Any]:
-        obj = _public(meta)
-        obj["bytes"] = meta.get("_size", 0)
-        return obj
 
     def _require_file(self, file_id: str) -> dict[str, Any]:
         meta = self.store.get_file(PROVIDER, file_id)
@@ -171,15 +163,7 @@ class MistralRoutes:
 
     def list_files(self, request: Request) -> Response:
         """``GET /files``: every uploaded or generated file, newest first."""
-        directory = self.store.root / PROVIDER / "files"
-        metas = []
-        for path in directory.glob("*.json") if directory.is_dir() else []:
-            if path.name.startswith(".tmp-"):
-                continue
-            meta = self.store.read_json(path)
-            if meta is not None and not meta.get("_internal"):
-                metas.append(meta)
-        metas.sort(key=lambda m: (m.get("created_at", 0), m["id"]), reverse=True)
+        metas = [m for m in self._file_metas() if not m.get("_internal")]
         return json_response(
             {"object": "list", "data": [self._file_object(m) for m in metas], "total": len(metas)}
         )
@@ -189,23 +173,6 @@ class MistralRoutes:
         obj = self._file_object(self._require_file(request.params["file_id"]))
         obj["deleted"] = False
         return json_response(obj)
-
-    def delete_file(self, request: Request) -> Response:
-        """``DELETE /files/{id}``."""
-        file_id = request.params["file_id"]
-        self._require_file(file_id)
-        self.store.delete_file(PROVIDER, file_id)
-        return json_response({"id": file_id, "object": "file", "deleted": True})
-
-    def file_content(self, request: Request) -> Response:
-        """``GET /files/{id}/content``: stream the raw bytes."""
-        meta = self._require_file(request.params["file_id"])
-        return Response(
-            status=200,
-            body=self.store.iter_file_chunks(PROVIDER, meta["id"]),
-            content_type="application/octet-stream",
-            length=meta.get("_size"),
-        )
 
     # -- batch jobs ----------------------------------------------------------------
 
@@ -333,7 +300,7 @@ class MistralRoutes:
         """Build the wire job object for `job` as of `now`."""
         phase = compute_phase(job, now, TIMELINE)
         status = force_status or _status(job, phase)
-        obj = _public(job)
+        obj = public(job)
         obj.pop("timeout_hours", None)
         started = job["_created"] + TIMELINE.start * job["_delay"]
         cancel_at = job.get("_cancel_at")

@@ -32,6 +32,7 @@ from agent.emulator.faults import (
     request_fault,
     shuffle_key,
 )
+from agent.emulator.file_routes import FileRoutes, public
 from agent.emulator.jobs import (
     Phase,
     RequestLine,
@@ -84,12 +85,7 @@ def render_error(error: HttpError) -> Response:
     )
 
 
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    """Drop private (underscore) keys from a stored record."""
-    return {key: value for key, value in record.items() if not key.startswith("_")}
-
-
-class OpenAIRoutes:
+class OpenAIRoutes(FileRoutes):
     """Handlers for the OpenAI protocol.
 
     Args:
@@ -98,6 +94,7 @@ class OpenAIRoutes:
 
     def __init__(self, store: Store) -> None:
         """Register the routes on a fresh router."""
+        self.provider = PROVIDER
         self.store = store
         self.router = Router()
         self.router.add("POST", "/files", self.create_file)
@@ -115,11 +112,6 @@ class OpenAIRoutes:
         return self.router.dispatch(request)
 
     # -- files -------------------------------------------------------------------
-
-    def _file_object(self, meta: dict[str, Any]) -> dict[str, Any]:
-        obj = _public(meta)
-        obj["bytes"] = meta.get("_size", 0)
-        return obj
 
     def _require_file(self, file_id: str) -> dict[str, Any]:
         meta = self.store.get_file(PROVIDER, file_id)
@@ -165,15 +157,7 @@ class OpenAIRoutes:
     def list_files(self, request: Request) -> Response:
         """``GET /files``: every file, newest first (no paging beyond ``limit``)."""
         purpose = request.arg("purpose")
-        directory = self.store.root / PROVIDER / "files"
-        metas = []
-        for path in directory.glob("*.json") if directory.is_dir() else []:
-            if path.name.startswith(".tmp-"):
-                continue
-            meta = self.store.read_json(path)
-            if meta is not None and (purpose is None or meta.get("purpose") == purpose):
-                metas.append(meta)
-        metas.sort(key=lambda m: (m.get("created_at", 0), m["id"]), reverse=True)
+        metas = [m for m in self._file_metas() if purpose is None or m.get("purpose") == purpose]
         data = [self._file_object(m) for m in metas]
         return json_response(
             {
@@ -188,23 +172,6 @@ class OpenAIRoutes:
     def get_file(self, request: Request) -> Response:
         """``GET /files/{id}``."""
         return json_response(self._file_object(self._require_file(request.params["file_id"])))
-
-    def delete_file(self, request: Request) -> Response:
-        """``DELETE /files/{id}``."""
-        file_id = request.params["file_id"]
-        self._require_file(file_id)
-        self.store.delete_file(PROVIDER, file_id)
-        return json_response({"id": file_id, "object": "file", "deleted": True})
-
-    def file_content(self, request: Request) -> Response:
-        """``GET /files/{id}/content``: stream the raw bytes."""
-        meta = self._require_file(request.params["file_id"])
-        return Response(
-            status=200,
-            body=self.store.iter_file_chunks(PROVIDER, meta["id"]),
-            content_type="application/octet-stream",
-            length=meta.get("_size"),
-        )
 
     # -- batches -----------------------------------------------------------------
 
@@ -328,7 +295,7 @@ class OpenAIRoutes:
         status = force_status or _status(job, phase)
         created, delay = job["_created"], job["_delay"]
         faults = job_faults(job)
-        obj = _public(job)
+        obj = public(job)
         started = created + TIMELINE.start * delay
         finalizing = created + TIMELINE.finalize * delay
         cancel_at = job.get("_cancel_at")
