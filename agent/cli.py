@@ -56,6 +56,13 @@ DbOption = Annotated[
 ProviderOption = Annotated[str | None, typer.Option(help="openai, mistral, emulator or auto.")]
 ModelOption = Annotated[str | None, typer.Option(help="Model for requests that do not name one.")]
 SystemOption = Annotated[str | None, typer.Option(help="System prompt for requests without one.")]
+EmulatorDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir",
+        help="State directory (default: $BATCH_AGENT_EMULATOR_DIR or .batch-agent/emulator).",
+    ),
+]
 OutOption = Annotated[
     Path | None, typer.Option("--out", help="Write results JSONL to this file instead of stdout.")
 ]
@@ -295,13 +302,7 @@ def plan(
 def emulator_serve(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8765,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--dir",
-            help="State directory (default: $BATCH_AGENT_EMULATOR_DIR or .batch-agent/emulator).",
-        ),
-    ] = None,
+    state_dir: EmulatorDirOption = None,
 ) -> None:
     """Serve the emulator over HTTP: OpenAI at /openai/v1, Mistral at /mistral."""
     from agent.emulator import serve
@@ -318,13 +319,7 @@ def emulator_serve(
 
 @emulator_app.command("jobs")
 def emulator_jobs(
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--dir",
-            help="State directory (default: $BATCH_AGENT_EMULATOR_DIR or .batch-agent/emulator).",
-        ),
-    ] = None,
+    state_dir: EmulatorDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
     """List the jobs the emulator holds (both protocols)."""

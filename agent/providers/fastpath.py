@@ -290,7 +290,36 @@ def _plain_messages(
     return out
 
 
-class OpenAIBodyBuilder:
+class _BodyBuilder:
+    """What both body builders share: the fast path with its reference fallback."""
+
+    fast_enabled: bool
+
+    def build(self, request: BatchRequest) -> dict[str, Any]:
+        """Return the body `request_body(chat_model(model, ctx_params), request)` returns.
+
+        Args:
+            request: One validated request.
+
+        Returns:
+            The chat-completions body (without `stream`).
+        """
+        if self.fast_enabled:
+            body = self.build_fast(request)
+            if body is not None:
+                return body
+        return self.build_reference(request)
+
+    def build_fast(self, request: BatchRequest) -> dict[str, Any] | None:
+        """Build the body directly, or return None if it needs the reference path."""
+        raise NotImplementedError
+
+    def build_reference(self, request: BatchRequest) -> dict[str, Any]:
+        """Build the body through the LangChain chat model (the reference path)."""
+        raise NotImplementedError
+
+
+class OpenAIBodyBuilder(_BodyBuilder):
     """Build OpenAI chat-completions batch bodies equal to `openai.request_body`.
 
     Construct once per job (model and run-context parameters); `build` is then safe to call for
@@ -323,21 +352,6 @@ class OpenAIBodyBuilder:
         if self.fast_enabled:
             self.fast_enabled = _self_check_builder(self)
 
-    def build(self, request: BatchRequest) -> dict[str, Any]:
-        """Return the body `request_body(chat_model(model, ctx_params), request)` returns.
-
-        Args:
-            request: One validated request.
-
-        Returns:
-            The chat-completions body (without `stream`).
-        """
-        if self.fast_enabled:
-            body = self.build_fast(request)
-            if body is not None:
-                return body
-        return self.build_reference(request)
-
     def build_reference(self, request: BatchRequest) -> dict[str, Any]:
         """Build the body through `ChatOpenAI._get_request_payload` (the reference path)."""
         return openai_provider.request_body(self.llm, request)
@@ -369,7 +383,7 @@ class OpenAIBodyBuilder:
         return payload
 
 
-class MistralBodyBuilder:
+class MistralBodyBuilder(_BodyBuilder):
     """Build Mistral batch bodies equal to `mistral.request_body`.
 
     Attributes:
@@ -400,21 +414,6 @@ class MistralBodyBuilder:
             params["stop"] = self.llm.stop
         self._params: dict[str, Any] = params
         self.fast_enabled = type(self.llm).__name__ == "ChatMistralAI" and _self_check_builder(self)
-
-    def build(self, request: BatchRequest) -> dict[str, Any]:
-        """Return the body `request_body(chat_model(model, ctx_params), request)` returns.
-
-        Args:
-            request: One validated request.
-
-        Returns:
-            The chat-completions body (without `stream`).
-        """
-        if self.fast_enabled:
-            body = self.build_fast(request)
-            if body is not None:
-                return body
-        return self.build_reference(request)
 
     def build_reference(self, request: BatchRequest) -> dict[str, Any]:
         """Build the body through `ChatMistralAI._create_message_dicts` (the reference path)."""
