@@ -14,4 +14,25 @@ The package is split by concern:
 - `agent.secrets`: keeping API keys out of everything stored or printed.
 - `agent.emulator`: the offline emulator of the providers' batch HTTP protocols.
 - `agent.cli`: the `batch-agent` command.
+- `agent.remote`: the same commands against a served graph (`--url`, `langgraph-sdk`).
+- `agent.export`: results as JSONL or CSV, page by page.
+- `agent.api`: `run_batch`, the Python API (exported here, imported on first use).
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.api import BatchError, BatchResult, BatchResults, run_batch
+
+__all__ = ["BatchError", "BatchResult", "BatchResults", "run_batch"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the Python API on first use, so `import agent` (and the CLI) stays cheap."""
+    if name in __all__:
+        from agent import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'agent' has no attribute {name!r}")

@@ -14,9 +14,14 @@ Layout, under the namespace `("batch_agent", <thread id>, ...)`:
 
 - `("request_ids",)`: keys `000000`, `000001`, ... each `{"ids": [...]}`: input order.
 - `("jobs", <job key>)`: the ids of one job, same paging.
+- `("duplicates",)`: `{"pairs": [[request id, original id], ...]}` pages: requests not sent
+  because an identical one was (`dedupe`); they take the original's answer at collect.
+- `("creates",)`: key `<job key>`, `{"sent_at", "job_id"}`: the create journal of providers whose
+  jobs carry no metadata (Anthropic), written before and right after each create call.
 - `("results",)`: keys `000000`, ... each `{"count": n, "jsonl": "<one JSON result per line>"}`
   in input order, where a result is `{"id", "status", "content", "message" (an AIMessage as a
-  dict) | None, "usage", "error", "attempts"}`: the same line `batch-agent results` prints. Pages hold serialised lines rather than nested objects because
+  dict) | None, "usage", "error", "attempts"}` (plus "tool_calls" and "parsed" for a request set
+  with tools or a response schema): the same line `batch-agent results` prints. Pages hold serialised lines rather than nested objects because
   the store would otherwise re-encode every message of a 200,000-request batch field by field.
 """
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -91,6 +97,43 @@ class ThreadData:
         """Return the ids of one job, in input order."""
         return list(self.iter_ids(count, "jobs", job_key))
 
+    # ----------------------------------------------------------------- create journal
+
+    def journal_create(self, job_key: str, job_id: str | None = None) -> None:
+        """Record that a create was sent for `job_key` (`job_id` None), or what it returned.
+
+        The store write is durable at once, unlike state, which waits for the step's checkpoint.
+        """
+        previous = self.create_record(job_key)
+        sent_at = previous["sent_at"] if previous and job_id is not None else time.time()
+        self.store.put(self.namespace("creates"), job_key, {"sent_at": sent_at, "job_id": job_id})
+
+    def create_record(self, job_key: str) -> dict[str, Any] | None:
+        """Return the create journal entry of `job_key` (`{"sent_at", "job_id"}`), if any."""
+        item = self.store.get(self.namespace("creates"), job_key)
+        return dict(item.value) if item is not None else None
+
+    def put_duplicates(self, pairs: list[tuple[str, str]]) -> None:
+        """Store `(request id, original id)` pairs of requests answered from an identical one."""
+        namespace = self.namespace("duplicates")
+        ops = [
+            PutOp(namespace, page_key(n), {"pairs": pairs[start : start + ID_PAGE_SIZE]})
+            for n, start in enumerate(range(0, len(pairs), ID_PAGE_SIZE))
+        ]
+        _put_all(self.store, ops)
+
+    def duplicates_by_original(self, count: int) -> dict[str, list[str]]:
+        """Return original id -> ids of the `count` stored duplicates that take its answer."""
+        copies: dict[str, list[str]] = {}
+        namespace = self.namespace("duplicates")
+        for n in range(-(-count // ID_PAGE_SIZE)):
+            item = self.store.get(namespace, page_key(n))
+            if item is None:
+                raise KeyError(f"missing duplicates page {n} of {namespace} in the store")
+            for copy_id, original in item.value["pairs"]:
+                copies.setdefault(original, []).append(copy_id)
+        return copies
+
     # ----------------------------------------------------------------- results
 
     def put_result_pages(self, pages: Iterable[tuple[int, list[bytes]]]) -> None:
@@ -111,6 +154,14 @@ class ThreadData:
         if item is None or not item.value.get("jsonl"):
             return []
         return [line.encode() for line in item.value["jsonl"].split("\n")]
+
+    def iter_result_pages(self, count: int) -> Iterator[bytes]:
+        """Yield the stored result pages of `count` results, each as JSONL ending in a newline."""
+        namespace = self.namespace("results")
+        for n in range(-(-count // PAGE_SIZE)):
+            item = self.store.get(namespace, page_key(n))
+            if item is not None and item.value.get("jsonl"):
+                yield item.value["jsonl"].encode() + b"\n"
 
     def iter_result_lines(self, count: int) -> Iterator[bytes]:
         """Yield `count` stored results, serialised, in input order."""
@@ -254,7 +305,7 @@ def dumps(value: Any) -> bytes:
 def to_result(stored: dict[str, Any]) -> Result:
     """Turn a stored result back into a `Result` with its `AIMessage`."""
     message = stored.get("message")
-    return Result(
+    result = Result(
         id=stored["id"],
         status=stored["status"],
         message=AIMessage(**message) if message else None,
@@ -262,3 +313,11 @@ def to_result(stored: dict[str, Any]) -> Result:
         error=stored.get("error"),
         attempts=stored.get("attempts", 1),
     )
+    # Only request sets with tools or a response schema store these (`agent.structured`).
+    if "tool_calls" in stored:
+        result["tool_calls"] = stored["tool_calls"]
+    if "parsed" in stored:
+        result["parsed"] = stored["parsed"]
+    if "duplicate_of" in stored:
+        result["duplicate_of"] = stored["duplicate_of"]
+    return result

@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -22,11 +22,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agent.cli_progress import WaitDisplay, summary_table
 from agent.context import Context
+from agent.export import ResultFormat
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
     from langgraph.graph.state import CompiledStateGraph
+
+    from agent.remote import RemoteBatch
 
 
 # Mirrors agent.graph.TERMINAL_THREAD_STATUSES; kept here so `batch-agent emulator ...` and
@@ -53,7 +57,9 @@ DbOption = Annotated[
         help="Checkpoint database: a SQLite file or a postgresql:// URL (default: $BATCH_AGENT_DB or .batch-agent/checkpoints.sqlite).",
     ),
 ]
-ProviderOption = Annotated[str | None, typer.Option(help="openai, mistral, emulator or auto.")]
+ProviderOption = Annotated[
+    str | None, typer.Option(help="openai, mistral, anthropic, emulator or auto.")
+]
 ModelOption = Annotated[str | None, typer.Option(help="Model for requests that do not name one.")]
 SystemOption = Annotated[str | None, typer.Option(help="System prompt for requests without one.")]
 EmulatorDirOption = Annotated[
@@ -64,7 +70,62 @@ EmulatorDirOption = Annotated[
     ),
 ]
 OutOption = Annotated[
-    Path | None, typer.Option("--out", help="Write results JSONL to this file instead of stdout.")
+    Path | None, typer.Option("--out", help="Write results to this file instead of stdout.")
+]
+FormatOption = Annotated[
+    ResultFormat,
+    typer.Option(
+        "--format",
+        help="Results as JSONL (one object per request) or CSV (id, status, content, input_tokens, output_tokens, error).",
+    ),
+]
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="BATCH_AGENT_URL",
+        help="Drive the graph served at this LangGraph Server URL (key: $LANGGRAPH_API_KEY) instead of a local one.",
+    ),
+]
+MaxCostOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Budget in USD: refuse before uploading when the estimated batch cost exceeds it."
+    ),
+]
+PriceOverrideOption = Annotated[
+    str | None,
+    typer.Option(
+        help='Prices instead of genai-prices\', as JSON: {"MODEL" or "*": {"batch": [IN, OUT], "realtime": [IN, OUT]}} USD per million tokens.'
+    ),
+]
+
+ToolsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--tools",
+        help="JSON file with a list of tool definitions (OpenAI function tools) bound to every request; answers carry tool_calls.",
+    ),
+]
+SchemaOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--schema",
+        help="JSON file with the answer's JSON schema (top-level title = its name); answers are parsed and validated into 'parsed'.",
+    ),
+]
+ToolChoiceOption = Annotated[
+    str | None, typer.Option(help="With --tools: a tool name, auto, any/required or none.")
+]
+SchemaMethodOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --schema: json_schema, function_calling or json_mode (default: the provider's)."
+    ),
+]
+StrictOption = Annotated[
+    bool | None,
+    typer.Option("--strict/--no-strict", help="OpenAI strict mode for --tools/--schema."),
 ]
 
 
@@ -135,9 +196,26 @@ def run(
         typer.Option(help="Factor by which the pause grows (1 keeps it constant; default 1.5)."),
     ] = None,
     out: OutOption = None,
+    max_cost: MaxCostOption = None,
+    price_override: PriceOverrideOption = None,
+    url: UrlOption = None,
+    server_input: Annotated[
+        str | None,
+        typer.Option(
+            help="With --url: a request file on the server's file system (any size), instead of sending INPUT inline.",
+        ),
+    ] = None,
+    fmt: FormatOption = ResultFormat.jsonl,
+    tools: ToolsOption = None,
+    schema: SchemaOption = None,
+    tool_choice: ToolChoiceOption = None,
+    schema_method: SchemaMethodOption = None,
+    strict: StrictOption = None,
 ) -> None:
     """Submit INPUT on a new thread (or --thread), or resume --thread; with --wait, finish it."""
     overrides = {
+        "max_cost": max_cost,
+        "price_override": price_override,
         "provider": provider,
         "model": model,
         "system_prompt": system,
@@ -148,6 +226,22 @@ def run(
         "poll_backoff": poll_backoff,
     }
     context = _context(overrides)
+    spec_input = _spec_input(input_file, tools, schema, tool_choice, schema_method, strict)
+    if url:
+        _remote_run(
+            url,
+            input_file,
+            server_input,
+            spec_input,
+            thread,
+            overrides,
+            wait=wait,
+            out=out,
+            fmt=fmt,
+        )
+        return
+    if server_input is not None:
+        raise CliError("--server-input needs --url (locally, give the file as INPUT)")
     if input_file is None and thread is None:
         raise CliError("give an INPUT file to submit, or --thread ID to resume")
     if input_file is not None and not input_file.is_file():
@@ -158,13 +252,16 @@ def run(
         if input_file is None:
             thread_values(graph, thread_id)  # fail clearly on an unknown thread
         # The graph streams the file itself: any size, never loaded into state.
-        graph_input = {"input_path": str(input_file.resolve())} if input_file else {}
-        values = _advance(graph, config, context, graph_input)
-        _print_progress(thread_id, values, to_stderr=wait and out is None)
-        if wait:
-            values = _wait_until_done(graph, config, context, values, thread_id)
-            _write_results(graph, thread_id, values, out)
-            _print_summary(values)
+        graph_input = {"input_path": str(input_file.resolve()), **spec_input} if input_file else {}
+        if not wait:
+            values = _advance(graph, config, context, graph_input)
+            _print_progress(thread_id, values, to_stderr=False)
+            return
+        with WaitDisplay(err, thread_id) as display:
+            values = _advance(graph, config, context, graph_input, display.event)
+            values = _wait_until_done(graph, config, context, values, display)
+        _write_results(graph, thread_id, values, out, fmt)
+        _print_summary(values, display.elapsed())
 
 
 @app.command()
@@ -178,9 +275,13 @@ def cancel(
         ),
     ] = True,
     poll_interval: Annotated[float | None, typer.Option(help="First pause between polls.")] = None,
+    url: UrlOption = None,
 ) -> None:
     """Cancel a thread's provider jobs and collect whatever partial results exist."""
     context = Context() if poll_interval is None else Context(poll_interval_seconds=poll_interval)
+    if url:
+        _remote_cancel(url, thread, context, wait=wait)
+        return
     config: RunnableConfig = {"configurable": {"thread_id": thread}}
     with open_graph(db) as graph:
         values = thread_values(graph, thread)
@@ -191,8 +292,9 @@ def cancel(
         values = _advance(graph, config, context, {"cancel": True})
         _print_progress(thread, values, to_stderr=True)
         if wait:
-            values = _wait_until_done(graph, config, context, values, thread)
-            _print_summary(values)
+            with WaitDisplay(err, thread) as display:
+                values = _wait_until_done(graph, config, context, values, display)
+            _print_summary(values, display.elapsed())
 
 
 @app.command()
@@ -200,10 +302,14 @@ def status(
     thread: Annotated[str, typer.Argument(help="Thread ID printed by `run`.")],
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    url: UrlOption = None,
 ) -> None:
     """Show a thread's status, job IDs, provider status and request counts (as last polled)."""
-    with open_graph(db) as graph:
-        values = thread_values(graph, thread)
+    if url:
+        values = _remote(url).thread_values(thread)
+    else:
+        with open_graph(db) as graph:
+            values = thread_values(graph, thread)
     report = status_report(thread, values)
     if as_json:
         typer.echo(json.dumps(report))
@@ -224,6 +330,9 @@ def status(
             str(c["total"]),
         )
     Console(highlight=False).print(table)
+    cost = _cost_line(values)
+    if cost:
+        typer.echo(cost)
     if report["error"]:
         err.print(f"error: {report['error']}")
 
@@ -233,15 +342,21 @@ def results(
     thread: Annotated[str, typer.Argument(help="Thread ID printed by `run`.")],
     db: DbOption = None,
     out: OutOption = None,
+    fmt: FormatOption = ResultFormat.jsonl,
+    url: UrlOption = None,
 ) -> None:
-    """Write a finished thread's results as JSONL, one line per request, in input order."""
+    """Write a finished thread's results (JSONL or CSV), one per request, in input order."""
+    if url:
+        remote = _remote(url)
+        values = remote.thread_values(thread)
+        _require_collected(thread, values, url)
+        count = int(values.get("request_count") or 0)
+        _write_pages(remote.iter_result_pages(thread, values), count, out, fmt)
+        return
     with open_graph(db) as graph:
         values = thread_values(graph, thread)
-        if values.get("status") not in TERMINAL_THREAD_STATUSES:
-            raise CliError(
-                f"thread {thread} is {values.get('status')!r}: results are not collected yet (run `batch-agent run --thread {thread} --wait`)"
-            )
-        _write_results(graph, thread, values, out)
+        _require_collected(thread, values, None)
+        _write_results(graph, thread, values, out, fmt)
 
 
 @app.command()
@@ -258,12 +373,27 @@ def plan(
     max_file_bytes: Annotated[
         int | None, typer.Option(help="Cap on a job's input file size.")
     ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Output cap per request (bounds the output cost).")
+    ] = None,
+    max_cost: MaxCostOption = None,
+    price_override: PriceOverrideOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    tools: ToolsOption = None,
+    schema: SchemaOption = None,
+    tool_choice: ToolChoiceOption = None,
+    schema_method: SchemaMethodOption = None,
+    strict: StrictOption = None,
 ) -> None:
-    """Check INPUT and show how it would be split into jobs, without uploading anything."""
+    """Check INPUT; show its jobs, estimated tokens and cost, without uploading anything.
+
+    With --max-cost, exits non-zero (after the report) when `run` would refuse the batch.
+    """
+    from agent.estimate import check_budget, describe, price_plan
     from agent.planning import plan_requests
+    from agent.pricing import format_usd
     from agent.providers import resolve_provider
-    from agent.requests import iter_file_requests, iter_with_system_prompt
+    from agent.requests import InputError, iter_file_requests, iter_with_system_prompt
 
     overrides = {
         "provider": provider,
@@ -271,31 +401,65 @@ def plan(
         "system_prompt": system,
         "max_requests_per_job": max_requests_per_job,
         "max_file_bytes": max_file_bytes,
+        "max_tokens": max_tokens,
+        "max_cost": max_cost,
+        "price_override": price_override,
     }
     context = _context(overrides)
     chosen = resolve_provider(context)
     requests = iter_with_system_prompt(iter_file_requests(input_file), context.system_prompt)
-    checked = plan_requests(requests, provider=chosen, context=context)
+    from agent.structured import OutputSpec
+
+    spec = OutputSpec.from_values(
+        _spec_input(input_file, tools, schema, tool_choice, schema_method, strict)
+    )
+    checked = plan_requests(requests, provider=chosen, context=context, spec=spec)
     checked.discard()
-    summary = checked.summary()
+    summary, estimate = price_plan(checked.summary(), chosen.name, context.price_override)
+    try:
+        check_budget(estimate, context.max_cost)
+        refused = None
+    except InputError as exc:
+        refused = str(exc)
+    from agent.graph import dedup_estimate
+
+    dedup = dedup_estimate(checked, chosen.name, context)
     report = {
         "provider": chosen.name,
         "emulated": chosen.emulated,
         "requests": len(checked.request_ids),
         "bytes": sum(j["bytes"] for j in summary),
         "jobs": summary,
+        "dedup": dedup,
+        "estimate": estimate,
+        "max_cost": context.max_cost,
+        "refused": refused,
     }
     if as_json:
         typer.echo(json.dumps(report))
-        return
-    table = Table(
-        title=f"plan: {report['requests']:,} requests in {len(summary)} job(s) on {chosen.name}"
-    )
-    for column in ("job", "model", "requests", "bytes"):
-        table.add_column(column, justify="right" if column != "model" else "left")
-    for job in summary:
-        table.add_row(str(job["part"]), job["model"], f"{job['requests']:,}", f"{job['bytes']:,}")
-    Console(highlight=False).print(table)
+    else:
+        table = Table(
+            title=f"plan: {report['requests']:,} requests in {len(summary)} job(s) on {chosen.name}"
+        )
+        columns = ("job", "model", "requests", "bytes", "input tokens", "batch", "realtime")
+        for column in columns:
+            table.add_column(column, justify="right" if column != "model" else "left")
+        for job in summary:
+            table.add_row(
+                str(job["part"]),
+                job["model"],
+                f"{job['requests']:,}",
+                f"{job['bytes']:,}",
+                f"{job['input_tokens']:,}",
+                format_usd(job["batch_usd"]),
+                format_usd(job["realtime_usd"]),
+            )
+        Console(highlight=False).print(table)
+        typer.echo(describe(estimate))
+        if dedup:
+            typer.echo(_dedup_line(dedup))
+    if refused:
+        raise CliError(refused)
 
 
 @emulator_app.command("serve")
@@ -304,13 +468,14 @@ def emulator_serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     state_dir: EmulatorDirOption = None,
 ) -> None:
-    """Serve the emulator over HTTP: OpenAI at /openai/v1, Mistral at /mistral."""
+    """Serve the emulator over HTTP: OpenAI at /openai/v1, Mistral at /mistral, Anthropic at /anthropic."""
     from agent.emulator import serve
 
     def ready(actual_port: int) -> None:
         base = f"http://{host}:{actual_port}"
         typer.echo(
-            f"emulator listening on {base} (openai: {base}/openai/v1, mistral: {base}/mistral)"
+            f"emulator listening on {base} (openai: {base}/openai/v1, mistral: {base}/mistral, "
+            f"anthropic: {base}/anthropic)"
         )
         sys.stdout.flush()
 
@@ -356,14 +521,42 @@ def status_report(thread_id: str, values: dict[str, Any]) -> dict[str, Any]:
                     "errors",
                 )
             }
+            | {"cost": job.get("cost")}
             for job in jobs
         ],
         "counts": values.get("counts") or {"total": 0, "succeeded": 0, "failed": 0, "pending": 0},
         "usage": values.get("usage"),
+        "cost": values.get("cost"),
+        "estimate": values.get("estimate"),
         "attempt": values.get("attempt", 1),
         "polls": values.get("polls", 0),
         "error": values.get("error"),
     }
+
+
+def _spec_input(
+    input_file: Path | None,
+    tools: Path | None,
+    schema: Path | None,
+    tool_choice: str | None,
+    schema_method: str | None,
+    strict: bool | None,
+) -> dict[str, Any]:
+    """Read and check `--tools` / `--schema` (naming the bad file) into graph input fields.
+
+    Every field is present, None when not given, so input re-sent to a thread without the
+    flags is a different request set from one sent with them.
+    """
+    options = {"tool_choice": tool_choice, "schema_method": schema_method, "strict": strict}
+    if input_file is None:
+        if tools is not None or schema is not None or any(v is not None for v in options.values()):
+            raise CliError("--tools/--schema and their options go with a new INPUT file")
+        return {}
+    from agent.structured import SPEC_KEYS, spec_from_files
+
+    spec = spec_from_files(tools, schema, **options)
+    values = spec.to_state() if spec else {}
+    return {key: values.get(key) for key in SPEC_KEYS}
 
 
 def _context(overrides: dict[str, Any]) -> Context:
@@ -376,8 +569,11 @@ def _advance(
     config: RunnableConfig,
     context: Context,
     graph_input: dict[str, Any],
+    on_event: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Invoke the thread once and return its state (a run that only ends writes no output).
+    """Run the thread once and return its state (a run that only ends writes no output).
+
+    `on_event` receives the run's custom stream events (`batch_progress` after each check).
 
     Raises:
         CliError: The run stopped on a provider error; the message says how to resume.
@@ -388,7 +584,11 @@ def _advance(
     # One worker at a time runs a thread: one that waited here starts from the other's checkpoint.
     with active_thread_lock(thread_id):
         # durability="sync": each step's checkpoint is on disk before the next provider call.
-        graph.invoke(graph_input, config, context=context, durability="sync")
+        for event in graph.stream(
+            graph_input, config, context=context, durability="sync", stream_mode="custom"
+        ):
+            if on_event is not None and isinstance(event, dict):
+                on_event(event)
         values = dict(graph.get_state(config).values)
     if values.get("status") == "error":
         raise CliError(
@@ -402,15 +602,17 @@ def _wait_until_done(
     config: RunnableConfig,
     context: Context,
     values: dict[str, Any],
-    thread_id: str,
+    display: WaitDisplay,
 ) -> dict[str, Any]:
-    """Re-invoke the thread with growing pauses until it reaches a terminal status."""
+    """Re-run the thread with growing pauses until it reaches a terminal status."""
     checks = 0
     while values.get("status") not in TERMINAL_THREAD_STATUSES:
-        time.sleep(context.next_poll_interval(checks))
+        pause = context.next_poll_interval(checks)
+        display.values(values, pause)
+        time.sleep(pause)
         checks += 1
-        values = _advance(graph, config, context, {})
-        _print_progress(thread_id, values, to_stderr=True)
+        values = _advance(graph, config, context, {}, display.event)
+    display.values(values, None)
     return values
 
 
@@ -419,24 +621,145 @@ def _write_results(
     thread_id: str,
     values: dict[str, Any],
     out: Path | None,
+    fmt: ResultFormat = ResultFormat.jsonl,
 ) -> None:
-    """Stream a thread's results from the store as JSONL, page by page.
+    """Stream a thread's results from the store as JSONL or CSV, page by page.
 
-    The store keeps each result as the very line this command prints, so pages are copied out
+    The store keeps each result as the very line JSONL output prints, so pages are copied out
     without decoding a single result.
     """
     from agent.bulk import ThreadData
 
     count = int(values.get("request_count") or 0)
-    lines = (line + b"\n" for line in ThreadData(graph.store, thread_id).iter_result_lines(count))
+    pages = ThreadData(graph.store, thread_id).iter_result_pages(count)
+    _write_pages(pages, count, out, fmt)
+
+
+def _write_pages(pages: Iterator[bytes], count: int, out: Path | None, fmt: ResultFormat) -> None:
+    """Write result pages (local or remote) to `out`, else stdout, in `fmt`."""
+    from agent.export import write_results
+
     if out is None:
-        sys.stdout.buffer.writelines(lines)
+        write_results(pages, sys.stdout.buffer, fmt)
         sys.stdout.flush()
         return
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as fh:
-        fh.writelines(lines)
+        write_results(pages, fh, fmt)
     err.print(f"wrote {count} results to {out}")
+
+
+def _require_collected(thread_id: str, values: dict[str, Any], url: str | None) -> None:
+    """Refuse to write results of a thread that has not collected them yet."""
+    if values.get("status") not in TERMINAL_THREAD_STATUSES:
+        where = f" --url {url}" if url else ""
+        raise CliError(
+            f"thread {thread_id} is {values.get('status')!r}: results are not collected yet (run `batch-agent run{where} --thread {thread_id} --wait`)"
+        )
+
+
+# --------------------------------------------------------------------------- --url (served graph)
+
+
+def _remote(url: str) -> RemoteBatch:
+    """Connect to the served graph at `url` (`agent.remote`)."""
+    from agent.remote import RemoteBatch
+
+    return RemoteBatch(url)
+
+
+def _remote_advance(
+    remote: RemoteBatch, thread_id: str, graph_input: Any, context: dict[str, Any]
+) -> dict[str, Any]:
+    """Run the served thread once; a run that stopped on a provider error fails like locally."""
+    values = remote.advance(thread_id, graph_input, context)
+    if values.get("status") == "error":
+        raise CliError(
+            f"{values.get('error')} [thread {thread_id}; resume: batch-agent run --url {remote.url} --thread {thread_id} --wait]"
+        )
+    return values
+
+
+def _remote_run(
+    url: str,
+    input_file: Path | None,
+    server_input: str | None,
+    spec_input: dict[str, Any],
+    thread: str | None,
+    overrides: dict[str, Any],
+    *,
+    wait: bool,
+    out: Path | None,
+    fmt: ResultFormat,
+) -> None:
+    """`run --url`: submit (inline records or a server-side path) or resume a served thread.
+
+    `spec_input` (`--tools` / `--schema`, read locally) goes with the records, as locally.
+    """
+    from agent.remote import inline_requests
+
+    if input_file is not None and server_input is not None:
+        raise CliError("give INPUT or --server-input, not both")
+    if input_file is None and server_input is None and thread is None:
+        raise CliError("give an INPUT file to submit, or --thread ID to resume")
+    if input_file is not None and not input_file.is_file():
+        raise CliError(f"{input_file}: file not found")
+    # Only the flags given go to the server: its own defaults (and environment) apply otherwise.
+    run_context = {k: v for k, v in overrides.items() if v is not None}
+    graph_input: dict[str, Any] = {}
+    if input_file is not None:
+        # Validated here, before anything is sent: file, line and request id in every error.
+        graph_input = {"requests": inline_requests(input_file), **spec_input}
+    elif server_input is not None:
+        graph_input = {"input_path": server_input, **spec_input}
+    remote = _remote(url)
+    if graph_input:
+        thread_id = remote.create_thread(thread)
+    else:
+        thread_id = str(thread)
+        remote.thread_values(thread_id)  # fail clearly on an unknown thread
+    values = _remote_advance(remote, thread_id, graph_input, run_context)
+    if not wait:
+        _print_progress(thread_id, values, to_stderr=False)
+        return
+    with WaitDisplay(err, thread_id) as display:
+        values = _remote_wait(remote, thread_id, _context(overrides), run_context, values, display)
+    _require_collected(thread_id, values, url)
+    pages = remote.iter_result_pages(thread_id, values)
+    _write_pages(pages, int(values.get("request_count") or 0), out, fmt)
+    _print_summary(values, display.elapsed())
+
+
+def _remote_cancel(url: str, thread_id: str, context: Context, *, wait: bool) -> None:
+    """`cancel --url`: cancel a served thread's jobs, then (by default) wait for the partial results."""
+    remote = _remote(url)
+    values = remote.thread_values(thread_id)
+    if values.get("status") in TERMINAL_THREAD_STATUSES:
+        raise CliError(f"thread {thread_id} is already {values.get('status')!r}; nothing to cancel")
+    values = _remote_advance(remote, thread_id, {"cancel": True}, {})
+    _print_progress(thread_id, values, to_stderr=True)
+    if wait:
+        run_context = {"poll_interval_seconds": context.poll_interval_seconds}
+        with WaitDisplay(err, thread_id) as display:
+            values = _remote_wait(remote, thread_id, context, run_context, values, display)
+        _print_summary(values, display.elapsed())
+
+
+def _remote_wait(
+    remote: RemoteBatch,
+    thread_id: str,
+    context: Context,
+    run_context: dict[str, Any],
+    values: dict[str, Any],
+    display: WaitDisplay,
+) -> dict[str, Any]:
+    """Poll a served thread to a terminal status, with the local mode's backoff."""
+    values = remote.wait_until_done(thread_id, context, run_context, values, display.values)
+    if values.get("status") == "error":
+        raise CliError(
+            f"{values.get('error')} [thread {thread_id}; resume: batch-agent run --url {remote.url} --thread {thread_id} --wait]"
+        )
+    return values
 
 
 def _print_progress(thread_id: str, values: dict[str, Any], *, to_stderr: bool) -> None:
@@ -454,26 +777,53 @@ def _print_progress(thread_id: str, values: dict[str, Any], *, to_stderr: bool) 
         typer.echo(line)
 
 
-def _print_summary(values: dict[str, Any]) -> None:
-    counts = values.get("counts") or {}
-    usage = values.get("usage") or {}
-    table = Table(title="batch summary")
-    for column in ("status", "succeeded", "failed", "input tokens", "output tokens"):
-        table.add_column(column)
-    table.add_row(
-        str(values.get("status")),
-        str(counts.get("succeeded", 0)),
-        str(counts.get("failed", 0)),
-        str(usage.get("input_tokens", 0)),
-        str(usage.get("output_tokens", 0)),
+def _print_summary(values: dict[str, Any], elapsed: float | None = None) -> None:
+    err.print(summary_table(values, elapsed))
+    if values.get("dedup"):
+        err.print(_dedup_line(values["dedup"]))
+    line = _cost_line(values)
+    if line:
+        err.print(line)
+
+
+def _dedup_line(dedup: Mapping[str, Any]) -> str:
+    """Describe identical requests sent once (planned, or collected) in one line."""
+    from agent.pricing import format_usd
+
+    if dedup.get("saved_batch_usd") is not None:
+        saved = (
+            f"saved {format_usd(dedup['saved_batch_usd'])} at the batch price "
+            f"({format_usd(dedup['saved_realtime_usd'])} realtime)"
+        )
+    else:
+        saved = f"estimated saving {format_usd(dedup.get('estimated_batch_usd'))}"
+    return f"duplicates: {dedup['requests']:,} identical requests sent once; {saved}"
+
+
+def _cost_line(values: dict[str, Any]) -> str | None:
+    """Describe the collected cost (or, before collection, the estimate) in one line."""
+    from agent.estimate import describe
+    from agent.pricing import format_usd
+
+    cost = values.get("cost")
+    if not cost:
+        estimate = values.get("estimate")
+        return describe(estimate) if estimate else None
+    line = (
+        f"cost: batch {format_usd(cost['batch_usd'])}, realtime {format_usd(cost['realtime_usd'])}, "
+        f"saving {format_usd(cost['saving_usd'])} ({cost['source']})"
     )
-    err.print(table)
+    if cost["note"]:
+        line += f"; {cost['note']}"
+    if any(job.get("emulated") for job in values.get("jobs") or []):
+        line += "; emulated run: token counts are synthetic"
+    return line
 
 
 def main() -> None:
     """Entry point of the `batch-agent` console script: one-line errors, non-zero exit codes."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "httpx2", "openai", "mistralai"):
+    for noisy in ("httpx", "httpx2", "openai", "mistralai", "anthropic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         app()

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-ProviderName = Literal["auto", "openai", "mistral", "emulator"]
+ProviderName = Literal["auto", "openai", "mistral", "anthropic", "emulator"]
 
 
 @dataclass(kw_only=True)
@@ -28,15 +28,16 @@ class Context:
     provider: ProviderName = field(
         default="auto",
         metadata={
-            "description": "Batch provider: 'openai', 'mistral', 'emulator' (offline, synthetic "
-            "answers) or 'auto' (the provider whose API key is set, else the emulator)."
+            "description": "Batch provider: 'openai', 'mistral', 'anthropic', 'emulator' (offline, "
+            "synthetic answers) or 'auto' (the provider whose API key is set, else the emulator)."
         },
     )
     model: str = field(
         default="",
         metadata={
             "description": "Model id for requests that do not name one. Empty means the "
-            "provider's default (openai: gpt-4o-mini, mistral: mistral-small-latest)."
+            "provider's default (openai: gpt-4o-mini, mistral: mistral-small-latest, "
+            "anthropic: claude-haiku-4-5)."
         },
     )
     temperature: float | None = field(
@@ -68,8 +69,8 @@ class Context:
     completion_window: str = field(
         default="24h",
         metadata={
-            "description": "How long the provider may take ('24h' for OpenAI; Mistral takes "
-            "whole hours, 1h to 168h)."
+            "description": "How long the provider may take ('24h' for OpenAI and Anthropic; "
+            "Mistral takes whole hours, 1h to 168h)."
         },
     )
     max_wait_seconds: float = field(
@@ -98,6 +99,31 @@ class Context:
         metadata={
             "description": "Random spread (0.1 = ±10%) applied to each pause, so many threads "
             "polling the same provider do not fall into step."
+        },
+    )
+    self_schedule: bool = field(
+        default=True,
+        metadata={
+            "description": "On a LangGraph server: while a job is in flight, each run books the "
+            "thread's next poll as a delayed run (following the poll interval and backoff), so "
+            "the batch finishes with no client. Turn off to poll only when invoked. No effect "
+            "under the standalone CLI."
+        },
+    )
+    webhook_url: str = field(
+        default="",
+        metadata={
+            "description": "POST a small JSON notice (status, counts, usage, cost, where to fetch "
+            "the results) to this URL once, when the thread's results are collected. Set it on "
+            "the assistant, or in a thread's run context (self-scheduled runs pass it on)."
+        },
+    )
+    dedupe: bool = field(
+        default=True,
+        metadata={
+            "description": "Pay once for identical requests: requests whose provider bodies are "
+            "identical (same model, messages and parameters) are sent once and the answer is "
+            "given to each of their ids. Turn off to send every request."
         },
     )
     max_attempts: int = field(
@@ -142,6 +168,23 @@ class Context:
             "many requests; larger batches keep them only in the store, in pages."
         },
     )
+    max_cost: float | None = field(
+        default=None,
+        metadata={
+            "description": "Budget in USD: refuse, before anything is uploaded, a batch whose "
+            "estimated batch cost (input tokens, plus output at max_tokens when every request "
+            "has a cap) exceeds this, or whose price is unknown. Empty means no limit."
+        },
+    )
+    price_override: str = field(
+        default="",
+        metadata={
+            "description": "Prices to use instead of genai-prices', as JSON mapping a model "
+            '(or "*" for any) to [input, output] USD per million tokens for the batch and/or '
+            'realtime price, e.g. {"gpt-4o-mini": {"batch": [0.075, 0.3], "realtime": '
+            "[0.15, 0.6]}}. A side left out keeps the database's price."
+        },
+    )
 
     def __post_init__(self) -> None:
         """Fill fields still at their default from `BATCH_AGENT_<FIELD>` variables."""
@@ -171,7 +214,7 @@ def _coerce(raw: str, default: Any, name: str) -> Any:
     """Convert an environment string to the type of a field's default."""
     if isinstance(default, bool):
         return raw.strip().lower() in {"1", "true", "yes", "on"}
-    if isinstance(default, float) or name in {"temperature", "top_p"}:
+    if isinstance(default, float) or name in {"temperature", "top_p", "max_cost"}:
         return float(raw)
     if isinstance(default, int) or name == "max_tokens":
         return int(raw)

@@ -1,28 +1,35 @@
 """The batch graph: submit -> poll (conditional polling edge) -> collect, crash-safe.
 
-    START ──► submit ⟲ (one job per step) ──► (END | wait | poll)
-      ├─────► poll ──► (collect | wait | END)
-      │       wait ──► (collect | wait | END)
-      ├─────► cancel ──► (collect | wait | END)
-      └─────► END                               (results already collected)
-    collect ──► submit (follow-up job for retryable failures) | END
+    START ──► submit ⟲ (one job per step) ──► (schedule | wait | poll)
+      ├─────► poll ──► (collect | wait | schedule)
+      │       wait ──► (collect | wait | schedule)
+      ├─────► cancel ──► (collect | wait | schedule)
+      └─────► (notify | END)                    (results already collected)
+    collect ──► submit (follow-up job for retryable failures) | notify | END
+    schedule ──► END;  notify ──► END
 
 - `submit` first streams the requests once (`agent.planning`): checks them, splits them into jobs
   by model, count and bytes, builds each job's input file, puts the ids in the store
-  (`agent.bulk`) and records every job as an *intent* with a deterministic key; then it
+  (`agent.bulk`), estimates tokens and cost (`agent.estimate`; over `max_cost` it stops here)
+  and records every job as an *intent* with a deterministic key; then it
   submits one intent per step: it looks the job up by that key (adopting a job whose create
   response was lost), else finds or uploads the input file and creates the job, and stores the job
   ID. So a crash at any point never creates a second job, and every job ID is checkpointed right
   after the provider returns it. The request records are cleared once every job exists.
 - `poll` makes one status check of every open job.
-- The polling edge after `poll` goes to `collect` once every job is terminal; otherwise it ends the
-  run (the default: one check per invocation) or, with a wait budget (`max_wait_seconds`), goes to
-  `wait`, which sleeps for a growing interval and checks again.
+- The polling edge after `poll` goes to `collect` once every job is terminal; otherwise it goes to
+  `schedule` (the default: one check per run) or, with a wait budget (`max_wait_seconds`), to
+  `wait`, which sleeps for a growing interval and checks again. Each check emits a
+  `batch_progress` custom stream event.
+- `schedule` ends the run; on a LangGraph server it first books the thread's next poll as a
+  delayed run (`agent.scheduling`), so a served batch finishes with no client.
 - `collect` streams output and error files and records one result per request, in input order,
   matched by `custom_id`, as pages in the store (and in state for small batches). Failed requests of retryable kinds go back to `submit` as a follow-up
-  job, up to `max_attempts`.
+  job, up to `max_attempts`. Each job's tokens are priced at batch and realtime prices
+  (`agent.pricing`).
 - `cancel` (input `{"cancel": true}`) cancels the provider jobs; their partial results are
   collected once they end.
+- `notify` sends the completion webhook (`agent.notify`) once, when `webhook_url` is set.
 
 Provider faults: transient ones (429, 5xx, network) are retried by the SDKs and then by the
 node's `RetryPolicy`; a permanent one (401, 403, 400) or exhausted retries end the run with
@@ -33,23 +40,46 @@ again resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import orjson
-from langgraph.config import get_config
-from langgraph.graph import START, StateGraph
+from langchain_core.runnables import RunnableLambda
+from langgraph.config import get_config, get_stream_writer
+from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
 from agent.bulk import PAGE_SIZE, ResultSpool, ThreadData, to_result
 from agent.context import Context
-from agent.planning import intents_for, job_key, new_intent, plan_requests, spool_path, write_lines
+from agent.estimate import check_budget, price_plan
+from agent.notify import completion_payload, safe_target, send_notice
+from agent.planning import (
+    Plan,
+    intents_for,
+    job_key,
+    new_intent,
+    plan_requests,
+    spool_path,
+    write_lines,
+)
+from agent.pricing import Cost, TokenTally, total_cost
 from agent.providers import BatchProvider, provider_for_job, resolve_provider
-from agent.providers.base import JOB_KEY_METADATA, JobUpdate, RequestOutcome
+from agent.providers.base import (
+    CANCELLED_NOTE,
+    JOB_KEY_METADATA,
+    CreateAttempt,
+    CreatedJob,
+    JobUpdate,
+    RequestOutcome,
+    line_builder_for,
+    message_dump,
+)
 from agent.providers.errors import ProviderError, TransientProviderError
 from agent.requests import (
     BatchRequest,
@@ -59,8 +89,10 @@ from agent.requests import (
     iter_with_system_prompt,
     request_set_hash,
 )
+from agent.scheduling import schedule_next_poll, schedule_noop
 from agent.state import (
     Counts,
+    Dedup,
     InputState,
     Job,
     OutputState,
@@ -71,7 +103,9 @@ from agent.state import (
     Usage,
     empty_usage,
 )
+from agent.structured import OutputSpec, answer_check, checked_result, spec_fingerprint
 
+logger = logging.getLogger("batch_agent")
 TERMINAL_THREAD_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 TERMINAL_JOB_STATUSES = frozenset({"done", "failed"})
 # Node-level retries on top of the SDKs' own: a provider outage of a minute or two passes.
@@ -134,10 +168,14 @@ def submit(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
                 "no requests: the input is empty (give `requests` or `input_path`)", source="input"
             )
         return _plan(state, ctx, runtime)
-    if has_source and _source_fingerprint(state) != state.get("source_fingerprint"):
+    spec = OutputSpec.from_values(state)
+    if has_source and (
+        _source_fingerprint(state) != state.get("source_fingerprint")
+        or spec_fingerprint(spec) != spec_fingerprint(_planned_spec(state))
+    ):
         # Input sent again to a thread that has a batch: accept only the identical request set.
         system_prompt = state.get("system_prompt", ctx.system_prompt)
-        if request_set_hash(_source(state, system_prompt)) != state.get("request_hash"):
+        if request_set_hash(_source(state, system_prompt), spec) != state.get("request_hash"):
             raise InputError(
                 "this thread already holds a batch with a different request set; start a new thread",
                 source="input",
@@ -187,11 +225,12 @@ def wait(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
 def cancel(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     """Cancel every open provider job; partial results are collected when they end."""
     jobs: list[Job] = []
+    data = ThreadData(runtime.store, _thread_id())
     for job in state.get("jobs") or []:
         provider = provider_for_job(job)
         if job["job_id"] is None:
             # The create may have reached the provider before a crash: cancel that job too.
-            found = provider.find_job(job["job_key"], job["intent_at"])
+            found = _reconcile(provider, job, state.get("jobs") or [], data)
             if found is None:
                 jobs.append(_never_submitted(job))
                 continue
@@ -223,17 +262,34 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     cancelled = bool(state.get("cancel_requested"))
     to_retry: dict[str, list[str]] = {}
     added = Totals()
+    copies_of = data.duplicates_by_original(state.get("duplicate_count", 0))
+    saved: list[Cost] = []
     with ResultSpool(data, first_round=attempt == 1, count=count) as spool:
         positions = {
             request_id: position for position, request_id in enumerate(data.request_ids(count))
         }
-        for job in (j for j in jobs if j["attempt"] == attempt):
+        for index, job in enumerate(jobs):
+            if job["attempt"] != attempt:
+                continue
             ids = data.job_ids(job["job_key"], job["request_count"])
-            for request_id, result, retryable in _job_results(job, ids, attempt):
+            tally, copies_tally = TokenTally(), TokenTally()
+            for request_id, result, retryable in _job_results(
+                job, ids, attempt, _planned_spec(state)
+            ):
                 spool.put(positions[request_id], result)
                 added.add(result)
+                tally.add(result)
+                for copy_id in copies_of.get(request_id, ()):
+                    # An identical request, sent once: the same answer under its own id.
+                    copy = {**result, "id": copy_id, "duplicate_of": request_id}
+                    spool.put(positions[copy_id], copy)
+                    added.add(copy)
+                    copies_tally.add(copy)
                 if retryable and not cancelled:
                     to_retry.setdefault(job["job_key"], []).append(request_id)
+            jobs[index] = _priced(job, tally, ctx)
+            if copies_tally.input_tokens or copies_tally.output_tokens:
+                saved.append(_priced(job, copies_tally, ctx)["cost"])
         replaced = spool.merge()
     pages = -(-count // PAGE_SIZE)
     totals = (
@@ -244,9 +300,12 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
         totals.remove(result)
     counts, usage = totals.counts(), totals.usage
     update: dict[str, Any] = {
+        "jobs": jobs,
         "counts": counts,
         "collected_counts": counts,
         "usage": usage,
+        "cost": total_cost(job["cost"] for job in jobs if "cost" in job),
+        "dedup": _dedup_saved(state.get("dedup"), saved, attempt),
         "results": _state_results(data, count, ctx),
         "results_store": {
             "namespace": list(data.namespace("results")),
@@ -255,6 +314,7 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
             "count": count,
             "format": "jsonl",
         },
+        "next_check_at": None,
         "error": None,
     }
     if to_retry and attempt < ctx.max_attempts:
@@ -284,18 +344,41 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     }
 
 
+def notify(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Send the completion webhook once (`agent.notify`); a failing receiver never fails the batch."""
+    url = runtime.context.webhook_url
+    problem = send_notice(url, completion_payload(_thread_id(), dict(state)))
+    if problem:
+        logger.warning("%s", problem)
+        # Given up on: recorded, and not retried by later runs (the receiver refused it).
+        return {"webhook": {"target": safe_target(url), "sent_at": None, "error": problem}}
+    return {"webhook": {"target": safe_target(url), "sent_at": time.time(), "error": None}}
+
+
 # --------------------------------------------------------------------------- routers
 
 
-def route_start(state: State) -> Literal["submit", "poll", "cancel", "__end__"]:
+def _notice_due(state: State, ctx: Context) -> bool:
+    """Tell whether a finished thread has a webhook set and no notice attempted yet."""
+    return bool(
+        ctx.webhook_url
+        and state.get("status") in TERMINAL_THREAD_STATUSES
+        and not state.get("webhook")
+    )
+
+
+def route_start(
+    state: State, runtime: Runtime[Context]
+) -> Literal["submit", "poll", "cancel", "notify", "__end__"]:
     """Route a new invocation by what the thread already holds."""
     if state.get("cancel") and state.get("status") not in TERMINAL_THREAD_STATUSES:
         return "cancel"
     if state.get("requests"):
         return "submit"
     if state.get("status") in TERMINAL_THREAD_STATUSES:
-        # A finished thread answers again from its state, without calling the provider.
-        return "__end__"
+        # A finished thread answers again from its state, without calling the provider; only a
+        # notice that a crash kept from being sent is still due.
+        return "notify" if _notice_due(state, runtime.context) else "__end__"
     jobs = state.get("jobs") or []
     if any(job["job_id"] is None for job in jobs):
         return "submit"  # an intent (or a follow-up job) still has to be submitted
@@ -307,7 +390,7 @@ def route_start(state: State) -> Literal["submit", "poll", "cancel", "__end__"]:
 
 def route_after_submit(
     state: State, runtime: Runtime[Context]
-) -> Literal["submit", "poll", "wait", "__end__"]:
+) -> Literal["submit", "poll", "wait", "schedule", "__end__"]:
     """Keep submitting one intent per step; then end the run, or wait within its budget."""
     jobs = state.get("jobs") or []
     if state.get("status") == "error" or not jobs:
@@ -317,27 +400,32 @@ def route_after_submit(
     if runtime.context.max_wait_seconds > 0:
         return "wait"
     # Identical input re-sent to a thread that is already being polled: poll as a resume would.
-    return "poll" if state.get("polls", 0) > 0 else "__end__"
+    return "poll" if state.get("polls", 0) > 0 else "schedule"
 
 
 def route_after_check(
     state: State, runtime: Runtime[Context]
-) -> Literal["collect", "wait", "__end__"]:
-    """Decide after a status check: collect when every job is terminal, else wait or end."""
+) -> Literal["collect", "wait", "schedule", "__end__"]:
+    """Decide on the polling edge: collect when every job is terminal, else wait or schedule."""
     if state.get("status") in {"error", "cancelled"}:
         return "__end__"
     if all(job["status"] in TERMINAL_JOB_STATUSES for job in state.get("jobs") or []):
         return "collect"
     if state.get("waited_seconds", 0.0) < runtime.context.max_wait_seconds:
         return "wait"
-    return "__end__"
+    # Jobs still in flight: on a server, book the next poll; standalone, just end the run.
+    return "schedule"
 
 
-def route_after_collect(state: State) -> Literal["submit", "__end__"]:
-    """Submit the follow-up job when collect queued retries, else finish."""
+def route_after_collect(
+    state: State, runtime: Runtime[Context]
+) -> Literal["submit", "notify", "__end__"]:
+    """Submit the follow-up job when collect queued retries, else notify (if asked) and finish."""
     if state.get("status") == "error":
         return "__end__"
-    return "submit" if any(job["job_id"] is None for job in state.get("jobs") or []) else "__end__"
+    if any(job["job_id"] is None for job in state.get("jobs") or []):
+        return "submit"
+    return "notify" if _notice_due(state, runtime.context) else "__end__"
 
 
 # --------------------------------------------------------------------------- builder
@@ -353,12 +441,17 @@ def build_graph() -> StateGraph[State, Context, InputState, OutputState]:
     builder.add_node("wait", wait, retry_policy=NODE_RETRY)
     builder.add_node("cancel", cancel, retry_policy=NODE_RETRY)
     builder.add_node("collect", collect, retry_policy=NODE_RETRY)
+    # Sync under the CLI (a no-op), async under a server (books a delayed run in process).
+    builder.add_node("schedule", RunnableLambda(schedule_noop, afunc=schedule_next_poll))
+    builder.add_node("notify", notify)
     builder.add_conditional_edges(START, route_start)
     builder.add_conditional_edges("submit", route_after_submit)
     builder.add_conditional_edges("poll", route_after_check)
     builder.add_conditional_edges("wait", route_after_check)
     builder.add_conditional_edges("cancel", route_after_check)
     builder.add_conditional_edges("collect", route_after_collect)
+    builder.add_edge("schedule", END)
+    builder.add_edge("notify", END)
     return builder
 
 
@@ -372,11 +465,29 @@ def _thread_id() -> str:
 def _plan(state: State, ctx: Context, runtime: Runtime[Context]) -> dict[str, Any]:
     """Stream the source once: check it, split it into jobs, build their files, record intents."""
     provider = resolve_provider(ctx)
-    plan = plan_requests(_source(state, ctx.system_prompt), provider=provider, context=ctx)
+    spec = OutputSpec.from_values(state)
+    plan = plan_requests(
+        _source(state, ctx.system_prompt),
+        provider=provider,
+        context=ctx,
+        spec=spec,
+        # Exact token counts where the budget or a plan needs them; else the cheap heuristic.
+        exact_tokens=bool(state.get("dry_run")) or ctx.max_cost is not None,
+    )
+    try:
+        summary, estimate = price_plan(plan.summary(), provider.name, ctx.price_override)
+        dedup = dedup_estimate(plan, provider.name, ctx)
+        if not state.get("dry_run"):
+            check_budget(estimate, ctx.max_cost)  # before anything is uploaded
+    except InputError:
+        plan.discard()
+        raise
     if state.get("dry_run"):
         plan.discard()
         return {
-            "plan": plan.summary(),
+            "plan": summary,
+            "estimate": estimate,
+            "dedup": dedup,
             "requests": [],
             "input_path": "",
             "dry_run": False,
@@ -388,18 +499,39 @@ def _plan(state: State, ctx: Context, runtime: Runtime[Context]) -> dict[str, An
     data.put_ids(plan.request_ids, "request_ids")
     for planned, intent in zip(plan.jobs, intents, strict=True):
         data.put_ids(planned.request_ids, "jobs", intent["job_key"])
+    data.put_duplicates(plan.duplicates)
+    counts = _progress_counts(state, intents)
+    counts["total"] += len(plan.duplicates)  # answered at collect, from their originals
+    counts["pending"] += len(plan.duplicates)
     return {
         "request_count": len(plan.request_ids),
+        "duplicate_count": len(plan.duplicates),
+        "dedup": dedup,
         "request_hash": plan.request_hash,
         "source_fingerprint": _source_fingerprint(state),
         "system_prompt": ctx.system_prompt,
+        "output_spec": spec.to_state() if spec else None,
         "jobs": intents,
-        "plan": plan.summary(),
+        "plan": summary,
+        "estimate": estimate,
         "attempt": 1,
         "status": "new",
-        "counts": _progress_counts(state, intents),
+        "counts": counts,
         "error": None,
     }
+
+
+def dedup_estimate(plan: Plan, provider: str, ctx: Context) -> Dedup | None:
+    """Price what the plan's duplicates would have cost: the estimated saving of sending each once."""
+    if not plan.duplicates:
+        return None
+    _, saved = price_plan(plan.duplicate_summary(), provider, ctx.price_override)
+    return Dedup(
+        requests=len(plan.duplicates),
+        estimated_batch_usd=saved["batch_usd"],
+        saved_batch_usd=None,
+        saved_realtime_usd=None,
+    )
 
 
 def _source_fingerprint(state: State) -> str:
@@ -429,13 +561,13 @@ def _source(state: State, system_prompt: str) -> Iterator[BatchRequest]:
 def _submit_intent(job: Job, jobs: list[Job], state: State, runtime: Runtime[Context]) -> Job:
     """Submit one intent: adopt an existing job with its key, else upload (or reuse) and create."""
     provider = provider_for_job(job)
-    found = provider.find_job(job["job_key"], job["intent_at"])
+    data = ThreadData(runtime.store, _thread_id())
+    found = _reconcile(provider, job, jobs, data)
     if found is not None:
         return _adopt(job, found.job_id, found.created_at, found.input_file_id)
     path = spool_path(job["job_key"])
     if not (path.is_file() and path.stat().st_size == job["input_bytes"]):
         # Another process planned this job (or the spool was cleaned): rebuild the same bytes.
-        data = ThreadData(runtime.store, _thread_id())
         wanted = data.job_ids(job["job_key"], job["request_count"])
         job = Job(
             **{
@@ -454,14 +586,31 @@ def _submit_intent(job: Job, jobs: list[Job], state: State, runtime: Runtime[Con
         "batch_agent_thread": _thread_id()[:500],
         "batch_agent_attempt": str(job["attempt"]),
     }
+    if provider.journals_creates:
+        data.journal_create(job["job_key"])  # from here on, a job may exist for this intent
     created = provider.create(
         file_id,
         model=job["model"],
         completion_window=runtime.context.completion_window,
         metadata=metadata,
     )
+    if provider.journals_creates:
+        data.journal_create(job["job_key"], created.job_id)  # durable before the checkpoint
     path.unlink(missing_ok=True)
     return _adopt(job, created.job_id, created.created_at, file_id)
+
+
+def _reconcile(
+    provider: BatchProvider, job: Job, jobs: list[Job], data: ThreadData
+) -> CreatedJob | None:
+    """Find the job an intent already created: by its metadata key, or from the create journal."""
+    record = data.create_record(job["job_key"]) if provider.journals_creates else None
+    return provider.reconcile(
+        job,
+        claimed={j["job_id"] for j in jobs if j["job_id"]},
+        attempt=CreateAttempt(record["sent_at"], record["job_id"]) if record else None,
+        request_ids=lambda: data.job_ids(job["job_key"], job["request_count"]),
+    )
 
 
 def _rebuild_lines(
@@ -482,7 +631,7 @@ def _rebuild_lines(
                 request_id=missing[0],
             )
         return (lines[i] for i in ids)
-    build = provider.line_builder(job["model"], job["params"])
+    build = line_builder_for(provider, job["model"], job["params"], _planned_spec(state))
     return (build(r) for r in _source(state, state.get("system_prompt", "")) if r.id in wanted)
 
 
@@ -497,6 +646,18 @@ def _cancel_job(provider: BatchProvider, job: Job) -> JobUpdate:
         if update.status in TERMINAL_JOB_STATUSES:
             return update
         raise
+
+
+def _priced(job: Job, tally: TokenTally, ctx: Context) -> Job:
+    """Record a collected job's tokens and their cost at the prices in force when it was created."""
+    created = job["created_at"] or job["intent_at"]
+    cost = tally.cost(
+        job["provider"],
+        job["model"],
+        when=datetime.fromtimestamp(created, tz=UTC),
+        price_override=ctx.price_override,
+    )
+    return Job(**{**job, "cost": cost})  # type: ignore[typeddict-item]
 
 
 def _adopt(job: Job, job_id: str, created_at: float, input_file_id: str) -> Job:
@@ -529,12 +690,41 @@ def _check_jobs(state: State, ctx: Context) -> dict[str, Any]:
         if job["job_id"] is not None and job["status"] not in TERMINAL_JOB_STATUSES:
             job = _apply_update(job, provider_for_job(job).status(job), ctx)
         jobs.append(job)
-    return {
+    update = {
         "jobs": jobs,
         "counts": _progress_counts(state, jobs),
         "status": _progress_status(jobs),
         "polls": state.get("polls", 0) + 1,
         "error": None,
+    }
+    get_stream_writer()(progress_event(_thread_id(), update, ctx))
+    return update
+
+
+def progress_event(thread_id: str, update: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """Return the custom stream event a status check emits (`stream_mode="custom"`).
+
+    Small at any batch size: the thread's counts and one line per job.
+    """
+    jobs = update["jobs"]
+    done = all(job["status"] in TERMINAL_JOB_STATUSES for job in jobs)
+    return {
+        "event": "batch_progress",
+        "thread_id": thread_id,
+        "status": update["status"],
+        "counts": update["counts"],
+        "polls": update["polls"],
+        "jobs": [
+            {
+                "job_id": job["job_id"],
+                "provider_status": job["provider_status"],
+                "status": job["status"],
+                "counts": job["counts"],
+            }
+            for job in jobs
+        ],
+        # A hint for progress displays; the actual pause depends on how the thread is driven.
+        "next_check_seconds": None if done else ctx.next_poll_interval(update["polls"] - 1),
     }
 
 
@@ -575,19 +765,23 @@ def _apply_update(job: Job, update: JobUpdate, ctx: Context) -> Job:
 
 
 def _job_results(
-    job: Job, ids: list[str], attempt: int
+    job: Job, ids: list[str], attempt: int, spec: OutputSpec | None = None
 ) -> Iterator[tuple[str, dict[str, Any], bool]]:
     """Yield `(id, stored result, retryable)` once for every request of a job, by custom_id.
 
     Successes are yielded as they stream in; failures wait until the files are read, because a
     success for the same id wins over an error line; requests with no line at all come last.
+    With tools / a response schema (`spec`), answers carry `tool_calls` and `parsed`, and one
+    that breaks the schema is failed with code `schema` (`agent.structured.checked_result`).
     """
     wanted = set(ids)
     succeeded: set[str] = set()
     failures: dict[str, tuple[dict[str, Any], bool]] = {}
     missing, missing_retryable = _missing_error(job)
     if job["status"] != "failed" and job["job_id"] is not None:
-        for outcome in provider_for_job(job).results(job):
+        provider = provider_for_job(job)
+        check = answer_check(provider, job["model"], spec)
+        for outcome in provider.results(job, spec):
             request_id = outcome.custom_id
             # A line for a request this job does not hold: never trust position or strays.
             if request_id not in wanted or request_id in succeeded:
@@ -595,7 +789,10 @@ def _job_results(
             if outcome.message is not None:
                 succeeded.add(request_id)
                 failures.pop(request_id, None)
-                yield request_id, _succeeded(request_id, outcome, attempt), False
+                result = _succeeded(request_id, outcome, attempt)
+                if check is not None and outcome.message is not None:
+                    result = checked_result(result, outcome.message, check, request_id)
+                yield request_id, result, False
             elif request_id not in failures:
                 failures[request_id] = (
                     _failed(request_id, outcome.error or missing, attempt),
@@ -606,6 +803,11 @@ def _job_results(
     for request_id in ids:
         if request_id not in succeeded and request_id not in failures:
             yield request_id, _failed(request_id, missing, attempt), missing_retryable
+
+
+def _planned_spec(state: State) -> OutputSpec | None:
+    """Return the tools / response schema the thread's batch was planned with."""
+    return OutputSpec.from_state(state.get("output_spec"))
 
 
 def _missing_error(job: Job) -> tuple[RequestError, bool]:
@@ -647,11 +849,40 @@ def _succeeded(request_id: str, outcome: RequestOutcome, attempt: int) -> dict[s
         "id": request_id,
         "status": "succeeded",
         "content": message.text,
-        "message": message.model_dump(),
+        "message": message_dump(message),
         "usage": usage,
         "error": None,
         "attempts": attempt,
     }
+
+
+def _dedup_saved(dedup: Dedup | None, saved: list[Cost], attempt: int) -> Dedup | None:
+    """Add this round's answered duplicates, priced like their originals, to what dedup saved."""
+    if dedup is None:
+        return None
+    total = total_cost(saved)
+    if total is None:
+        return dedup
+    if attempt == 1 or dedup["saved_batch_usd"] is None:
+        return Dedup(
+            **{  # type: ignore[typeddict-item]
+                **dedup,
+                "saved_batch_usd": total["batch_usd"],
+                "saved_realtime_usd": total["realtime_usd"],
+            }
+        )
+    # Follow-up rounds: retried originals' copies come on top of what was saved before.
+    return Dedup(
+        **{  # type: ignore[typeddict-item]
+            **dedup,
+            "saved_batch_usd": _add_usd(dedup["saved_batch_usd"], total["batch_usd"]),
+            "saved_realtime_usd": _add_usd(dedup["saved_realtime_usd"], total["realtime_usd"]),
+        }
+    )
+
+
+def _add_usd(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
 
 
 def _progress_counts(state: State, jobs: list[Job]) -> Counts:
@@ -693,11 +924,16 @@ class Totals:
         return totals
 
     def add(self, result: dict[str, Any], sign: int = 1) -> None:
-        """Count one stored result in (or, with `sign=-1`, out)."""
+        """Count one stored result in (or, with `sign=-1`, out).
+
+        A duplicate's answer counts as a result, but its tokens were billed once, to the original.
+        """
         if result["status"] == "succeeded":
             self.succeeded += sign
         else:
             self.failed += sign
+        if result.get("duplicate_of"):
+            return
         for key in self.usage:
             self.usage[key] += sign * result["usage"][key]  # type: ignore[literal-required]
 
@@ -740,7 +976,10 @@ CANCELLED_PROVIDER_STATUSES = frozenset({"cancelled", "CANCELLED", "not_submitte
 
 def _final_status(jobs: list[Job], counts: Counts, cancelled: bool) -> ThreadStatus:
     # A cancel that arrived after every job had already ended leaves a completed thread.
-    if cancelled and any(job["provider_status"] in CANCELLED_PROVIDER_STATUSES for job in jobs):
+    if cancelled and any(
+        job["provider_status"] in CANCELLED_PROVIDER_STATUSES or CANCELLED_NOTE in job["errors"]
+        for job in jobs
+    ):
         return "cancelled"
     if jobs and all(job["status"] == "failed" for job in jobs) and counts["succeeded"] == 0:
         return "failed"

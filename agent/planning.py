@@ -23,10 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from agent.context import Context
-from agent.providers.base import BatchProvider, ProviderLimits
-from agent.requests import BatchRequest, InputError, update_hash
+from agent.estimate import JobTokens, TokenCounter
+from agent.providers.base import BatchProvider, ProviderLimits, line_builder_for
+from agent.requests import BatchRequest, InputError, finish_hash, update_hash
 from agent.state import Counts, Job
+from agent.structured import OutputSpec
 
 # A conservative chars-per-token ratio: it underestimates tokens, so it never refuses a request
 # the model would accept; it only catches requests that cannot fit.
@@ -78,6 +82,8 @@ class PlannedJob:
     request_ids: list[str] = field(default_factory=list)
     input_bytes: int = 0
     path: Path | None = None
+    tokens: JobTokens | None = None
+    """The job's estimated input tokens and output cap (`agent.estimate`)."""
     _handle: IO[bytes] | None = None
 
     def add(self, request_id: str, line: bytes) -> None:
@@ -101,6 +107,23 @@ class Plan:
     request_hash: str
     request_ids: list[str]
     jobs: list[PlannedJob]
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    """`(request id, id of the earlier request with the same body)`: sent once, answered for both."""
+    duplicate_tokens: dict[str, JobTokens] = field(default_factory=dict)
+    """Per model, the tokens the duplicates would have cost (for the plan's saving estimate)."""
+
+    def duplicate_summary(self) -> list[dict[str, Any]]:
+        """Return the duplicates per model as plan-like entries (to price what they save)."""
+        return [
+            {
+                "part": -1,
+                "model": model,
+                "requests": tokens.requests,
+                "bytes": 0,
+                **tokens.summary(),
+            }
+            for model, tokens in self.duplicate_tokens.items()
+        ]
 
     def summary(self) -> list[dict[str, Any]]:
         """Return jobs, requests and bytes per job (what `batch-agent plan` shows)."""
@@ -110,6 +133,7 @@ class Plan:
                 "model": j.model,
                 "requests": len(j.request_ids),
                 "bytes": j.input_bytes,
+                **(j.tokens.summary() if j.tokens else {}),
             }
             for j in self.jobs
         ]
@@ -123,24 +147,40 @@ class Plan:
 
 
 def plan_requests(
-    requests: Iterable[BatchRequest], *, provider: BatchProvider, context: Context
+    requests: Iterable[BatchRequest],
+    *,
+    provider: BatchProvider,
+    context: Context,
+    spec: OutputSpec | None = None,
+    exact_tokens: bool = True,
 ) -> Plan:
     """Check the request set and split it into jobs, building each job's input file.
 
+    `spec` (the set's tools / response schema) is bound into every body and fed into the
+    request-set hash, so it is part of every job key. With `context.dedupe`, a request whose
+    provider body equals an earlier one's is not sent: it is listed in `Plan.duplicates` and
+    answered with the earlier request's result. `exact_tokens=False` estimates tokens with the
+    heuristic even where a tokenizer exists (see `agent.estimate.TokenCounter`).
+
     Raises:
-        InputError: A model is unknown, a request cannot fit its model or a batch file, or the
-            completion window is not accepted. Nothing has been uploaded.
+        InputError: A model is unknown, a request cannot fit its model or a batch file, the
+            completion window is not accepted, or the model refuses the tools / schema.
+            Nothing has been uploaded.
     """
     provider.check_completion_window(context.completion_window)
     limits = effective_limits(provider, context)
     params = context_params(context)
     directory = spool_dir()
     token = uuid.uuid4().hex[:12]
-    builders: dict[str, tuple[Callable[[BatchRequest], bytes], int | None]] = {}
+    builders: dict[str, tuple[Callable[[BatchRequest], bytes], int | None, TokenCounter]] = {}
     filling: dict[str, PlannedJob] = {}
     jobs: list[PlannedJob] = []
     ids: list[str] = []
     digest = hashlib.sha256()
+    # Body digest -> first request id with that body. 16-byte keys: ~100 bytes per request.
+    first_with_body: dict[bytes, str] | None = {} if context.dedupe else None
+    duplicates: list[tuple[str, str]] = []
+    duplicate_tokens: dict[str, JobTokens] = {}
     try:
         for request in requests:
             update_hash(digest, request)
@@ -148,10 +188,11 @@ def plan_requests(
             model = request.model or context.model or provider.default_model
             if model not in builders:
                 builders[model] = (
-                    provider.line_builder(model, params),
+                    line_builder_for(provider, model, params, spec),
                     context_window(provider, model, request, context),
+                    TokenCounter(provider.name, model, exact=exact_tokens),
                 )
-            build, window = builders[model]
+            build, window, counter = builders[model]
             if window is not None:
                 check_fits(request, model, window)
             line = build(request)
@@ -161,6 +202,16 @@ def plan_requests(
                     source="input",
                     request_id=request.id,
                 )
+            if first_with_body is not None:
+                body_key = _body_key(line, request.id)
+                if body_key is not None:
+                    original = first_with_body.setdefault(body_key, request.id)
+                    if original != request.id:
+                        duplicates.append((request.id, original))
+                        if model not in duplicate_tokens:
+                            duplicate_tokens[model] = JobTokens(counter, context.max_tokens)
+                        duplicate_tokens[model].add(request)
+                        continue
             job = filling.get(model)
             if (
                 job is None
@@ -170,19 +221,44 @@ def plan_requests(
                 if job is not None:
                     job.close()
                 job = PlannedJob(
-                    part=len(jobs), model=model, path=directory / f"plan-{token}-{len(jobs)}.jsonl"
+                    part=len(jobs),
+                    model=model,
+                    path=directory / f"plan-{token}-{len(jobs)}.jsonl",
+                    tokens=JobTokens(counter, context.max_tokens),
                 )
                 assert job.path is not None
                 job._handle = job.path.open("wb")
                 filling[model] = job
                 jobs.append(job)
             job.add(request.id, line)
+            assert job.tokens is not None
+            job.tokens.add(request)
     except BaseException:
         Plan("", ids, jobs).discard()
         raise
     for job in jobs:
         job.close()
-    return Plan(request_hash=digest.hexdigest(), request_ids=ids, jobs=jobs)
+    finish_hash(digest, spec)
+    return Plan(
+        request_hash=digest.hexdigest(),
+        request_ids=ids,
+        jobs=jobs,
+        duplicates=duplicates,
+        duplicate_tokens=duplicate_tokens,
+    )
+
+
+def _body_key(line: bytes, request_id: str) -> bytes | None:
+    """Return a digest of a built line without its `custom_id`: equal for identical bodies.
+
+    Every provider's line starts with `{"custom_id":<id>,`; a line that does not (a future
+    format) is simply never deduplicated. The model is part of the body, so only requests for
+    the same model can match.
+    """
+    prefix = b'{"custom_id":' + orjson.dumps(request_id)
+    if not line.startswith(prefix):
+        return None
+    return hashlib.blake2b(memoryview(line)[len(prefix) :], digest_size=16).digest()
 
 
 def intents_for(plan: Plan, provider: BatchProvider, context: Context, thread_id: str) -> list[Job]:

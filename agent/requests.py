@@ -18,9 +18,12 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+
+if TYPE_CHECKING:
+    from agent.structured import OutputSpec
 
 MAX_ID_LENGTH = 64
 ALLOWED_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -157,12 +160,22 @@ def iter_with_system_prompt(
             yield BatchRequest(r.id, [system, *r.messages], r.params)
 
 
-def request_set_hash(requests: Iterable[BatchRequest]) -> str:
-    """Return a stable fingerprint of a request set (ids, messages and parameters, in order)."""
+def request_set_hash(requests: Iterable[BatchRequest], spec: OutputSpec | None = None) -> str:
+    """Return a stable fingerprint of a request set (ids, messages and parameters, in order).
+
+    The set's tools / response schema (`spec`) are part of it: changing them is a new set.
+    """
     digest = hashlib.sha256()
     for r in requests:
         update_hash(digest, r)
+    finish_hash(digest, spec)
     return digest.hexdigest()
+
+
+def finish_hash(digest: Any, spec: OutputSpec | None) -> None:
+    """Feed the request set's tools / response schema, if any, into a `request_set_hash` digest."""
+    if spec is not None:
+        digest.update(spec.digest_bytes())
 
 
 def update_hash(digest: Any, request: BatchRequest) -> None:

@@ -13,6 +13,9 @@ from langchain_core.messages import AIMessage
 from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict  # pydantic needs this TypedDict on Python < 3.12
 
+from agent.estimate import Estimate
+from agent.pricing import Cost
+
 # Attribute docstrings become JSON-schema descriptions, which Studio shows next to each field.
 _DOCSTRING_DESCRIPTIONS = ConfigDict(use_attribute_docstrings=True)
 
@@ -67,7 +70,7 @@ class Job(TypedDict):
     attempt: int
     """1 for the first submission, 2+ for follow-up jobs that retry failed requests."""
     provider: str
-    """Protocol used: 'openai' or 'mistral'."""
+    """Protocol used: 'openai', 'mistral' or 'anthropic'."""
     job_id: str | None
     """The provider's job id; None while the job is only an intent."""
     model: str
@@ -95,6 +98,22 @@ class Job(TypedDict):
     """Batch-level errors and notes (validation failures, an unknown status, missing output)."""
     terminal_since: float | None
     """When the job was first seen terminal without output files (some providers lag)."""
+    cost: NotRequired[Cost]
+    """Tokens of the collected results and their batch and realtime cost (`agent.pricing`)."""
+
+
+@with_config(_DOCSTRING_DESCRIPTIONS)
+class Dedup(TypedDict):
+    """Identical requests sent once: how many, and what that saved."""
+
+    requests: int
+    """Requests answered from an identical earlier request instead of being sent."""
+    estimated_batch_usd: float | None
+    """At planning: what sending them would have cost at the batch price (None: unknown)."""
+    saved_batch_usd: float | None
+    """Once collected: their answers' tokens at the batch price (None: not yet, or unknown)."""
+    saved_realtime_usd: float | None
+    """The same tokens at the realtime price."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -109,6 +128,13 @@ class Result(TypedDict):
     error: RequestError | None
     attempts: int
     """How many jobs this request went through (1 unless it was retried)."""
+    duplicate_of: NotRequired[str]
+    """Set when this request was identical to an earlier one and got its answer (`dedupe`)."""
+    tool_calls: NotRequired[list[dict[str, Any]]]
+    """With tools or a response schema: the answer's tool calls `{name, args, id, type}`."""
+    parsed: NotRequired[Any]
+    """With a response schema: the parsed answer (None when it did not parse or the model
+    called a tool instead); a schema mismatch also sets `error` with code `schema`."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -126,6 +152,20 @@ class InputState(TypedDict):
     without uploading anything."""
     cancel: NotRequired[bool]
     """Set to true to cancel the thread's provider jobs and collect their partial results."""
+    tools: NotRequired[list[dict[str, Any]] | None]
+    """Tool definitions for every request (as `bind_tools` takes them, e.g. OpenAI function
+    tools `{"type": "function", "function": {"name", "description", "parameters"}}`); answers
+    carry `tool_calls`. Part of the request set: changing them is a new set."""
+    tool_choice: NotRequired[str | dict[str, Any] | None]
+    """`bind_tools`' tool_choice: a tool name, "auto", "any"/"required" or "none"."""
+    response_schema: NotRequired[dict[str, Any] | None]
+    """JSON schema of the answer (with a top-level "title"), as `with_structured_output` takes
+    it; each answer is parsed and validated into `parsed`, a mismatch fails that request."""
+    schema_method: NotRequired[str | None]
+    """`with_structured_output`'s method ("json_schema", "function_calling", "json_mode");
+    empty uses the provider's default."""
+    strict: NotRequired[bool | None]
+    """`strict` for the tools / schema (OpenAI structured outputs); empty leaves it unset."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -143,7 +183,18 @@ class OutputState(TypedDict):
     plan: NotRequired[list[dict[str, Any]]]
     """Jobs, requests and bytes per job (from a dry run, or of the submitted batch)."""
     usage: NotRequired[Usage]
+    cost: NotRequired[Cost | None]
+    """The collected batch's cost at the batch and realtime price, summed over its jobs."""
+    estimate: NotRequired[Estimate | None]
+    """Estimated input tokens and cost, from planning (a dry run, or before submitting)."""
     error: NotRequired[str | None]
+    dedup: NotRequired[Dedup | None]
+    """Identical requests sent once (context `dedupe`): count, estimated and actual saving."""
+    next_check_at: NotRequired[float | None]
+    """On a LangGraph server: when the self-scheduled next poll runs (epoch seconds); None when
+    nothing is booked (finished, standalone, or `self_schedule` off)."""
+    webhook: NotRequired[dict[str, Any] | None]
+    """The completion notice: `{"target" (scheme and host only), "sent_at", "error"}`."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -152,8 +203,13 @@ class State(InputState, OutputState):
 
     request_count: NotRequired[int]
     """Requests in the batch; their ids are in the store in input order (`agent.bulk`)."""
+    duplicate_count: NotRequired[int]
+    """Requests not sent because an identical one was (their pairs are in the store)."""
     system_prompt: NotRequired[str]
     """The system prompt the batch was planned with (a resumed submit rebuilds the same files)."""
+    output_spec: NotRequired[dict[str, Any] | None]
+    """The tools / response schema the batch was planned with (`agent.structured.OutputSpec`):
+    bodies are rebuilt and answers checked with these, whatever later input says."""
     collected_counts: NotRequired[Counts]
     """Counts as of the last collect (the base for progress while follow-up jobs run)."""
     source_fingerprint: NotRequired[str]

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-PROVIDER_ENV = ("OPENAI_API_KEY", "MISTRAL_API_KEY", "OPENAI_BASE_URL", "MISTRAL_BASE_URL")
+PROVIDER_ENV = (
+    "OPENAI_API_KEY",
+    "MISTRAL_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "OPENAI_BASE_URL",
+    "MISTRAL_BASE_URL",
+    "ANTHROPIC_BASE_URL",
+)
 
 
 @pytest.fixture(autouse=True)

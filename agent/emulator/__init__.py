@@ -1,8 +1,9 @@
-"""Offline emulator of the OpenAI and Mistral batch HTTP protocols.
+"""Offline emulator of the OpenAI, Mistral and Anthropic batch HTTP protocols.
 
 A stdlib-only WSGI application that speaks OpenAI Files + Batches under
-``/openai/v1`` and Mistral Files + Batch Jobs under ``/mistral/v1``, so the real
-SDKs work against it unchanged, either in-process::
+``/openai/v1``, Mistral Files + Batch Jobs under ``/mistral/v1`` and Anthropic
+Message Batches under ``/anthropic/v1``, so the real SDKs work against it
+unchanged, either in-process::
 
     client = openai.OpenAI(
         api_key="x",
@@ -25,6 +26,7 @@ errors, slow creates): see `agent.emulator.faults` for every knob.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +63,31 @@ def emulator_http_client(state_dir: str | Path | None = None) -> httpx2.Client:
     Returns:
         A client whose transport calls `EmulatorApp` directly (no sockets).
     """
-    app = EmulatorApp(state_dir)
+    app = _in_process_app(state_dir)
     return httpx2.Client(transport=httpx2.WSGITransport(app=app), base_url=IN_PROCESS_BASE_URL)
 
 
+_apps: dict[Path, EmulatorApp] = {}
+_apps_lock = threading.Lock()
+
+
+def _in_process_app(state_dir: str | Path | None) -> EmulatorApp:
+    """Return this process's one app per state directory.
+
+    The graph builds a provider (and so a client) at every step; one app per directory keeps the
+    `http_error_rate` draws going on from call to call instead of restarting the seeded sequence,
+    which would replay the same first draws (often no error at all) at every step.
+    """
+    key = Path(state_dir or default_state_dir()).resolve()
+    with _apps_lock:
+        app = _apps.get(key)
+        if app is None:
+            app = _apps[key] = EmulatorApp(key)
+        return app
+
+
 def list_jobs(state_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """List every emulated job of both protocols with its current status.
+    """List every emulated job of every protocol with its current status.
 
     Args:
         state_dir: State directory (default: `default_state_dir()`).

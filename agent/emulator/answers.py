@@ -14,6 +14,11 @@ derived ids, in any process and on any day:
 - **Tokens**: ``prompt_tokens`` = sum over messages of (3 + number of
   whitespace-separated words in the message text); ``completion_tokens`` = number
   of whitespace-separated words in the reply; ``total_tokens`` = their sum.
+- **Tools and JSON answers**: a body with ``tools`` is answered with a tool call
+  (``finish_reason`` ``"tool_calls"``), a body with a ``response_format`` with JSON built
+  from its schema; the rules, and the markers ``[emulator:invalid_json]`` /
+  ``[emulator:schema_violation]`` that break such answers on purpose, are in
+  `agent.emulator.structured_answers`. A tool call's tokens are the words of its arguments.
 - **Invalid bodies**: a body that is not an object, lacks a non-empty ``messages``
   list, contains a message that is not an object, or a message whose ``role`` is
   not one of system/developer/user/assistant/tool, is rejected: the request gets an
@@ -31,6 +36,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from agent.emulator.structured_answers import ToolCall, plan_answer
+
 REPLY_PREFIX = "Emulated reply to: "
 ALLOWED_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 # Every message costs this many tokens on top of its words (role and separators).
@@ -47,6 +54,7 @@ class Reply:
         prompt_tokens: Tokens charged for the input, per the module rule.
         completion_tokens: Words in `content`.
         digest: Hex SHA-256 of the canonical body, the seed of derived ids.
+        tool_calls: The tool calls of the answer (then `content` is empty).
     """
 
     content: str
@@ -54,6 +62,7 @@ class Reply:
     prompt_tokens: int
     completion_tokens: int
     digest: str
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def total_tokens(self) -> int:
@@ -170,6 +179,18 @@ def compute_reply(body: Any) -> Reply:
         if message.get("role") == "user":
             last_user = text
     content = REPLY_PREFIX + last_user
+    structured, tool_calls = plan_answer(body, last_user, content)
+    if tool_calls:
+        return Reply(
+            content="",
+            finish_reason="tool_calls",
+            prompt_tokens=prompt_tokens,
+            completion_tokens=sum(len(call.arguments.split()) for call in tool_calls),
+            digest=body_digest(body),
+            tool_calls=tuple(tool_calls),
+        )
+    if structured is not None:
+        content = structured
     finish_reason = "stop"
     limit = _word_limit(body)
     if limit is not None:

@@ -1,9 +1,11 @@
 """The WSGI application: authentication, protocol dispatch and error rendering.
 
 Each protocol lives under its own prefix so an SDK's base URL can point at it
-unchanged: ``/openai/v1`` for the openai SDK (``base_url=<root>/openai/v1``) and
+unchanged: ``/openai/v1`` for the openai SDK (``base_url=<root>/openai/v1``),
 ``/mistral/v1`` for the mistralai SDK (``server_url=<root>/mistral``, the SDK adds
-``/v1``). Every request must carry a non-empty bearer key; its value is ignored.
+``/v1``) and ``/anthropic/v1`` for the anthropic SDK (``base_url=<root>/anthropic``).
+Every request must carry a non-empty key (a bearer token, or Anthropic's ``x-api-key``);
+its value is ignored.
 
 Every request is recorded in ``<state_dir>/access.log`` (`agent.emulator.access_log`),
 and the fault knobs of ``BATCH_AGENT_EMULATOR_FAULTS`` (`agent.emulator.faults`) are
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.emulator.access_log import append_access_log
+from agent.emulator.anthropic_routes import AnthropicRoutes
+from agent.emulator.anthropic_routes import render_error as render_anthropic_error
 from agent.emulator.faults import ERROR_SHAPES, Faults, current_faults
 from agent.emulator.mistral_routes import MistralRoutes
 from agent.emulator.mistral_routes import render_error as render_mistral_error
@@ -35,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 OPENAI_PREFIX = "/openai/v1"
 MISTRAL_PREFIX = "/mistral/v1"
+ANTHROPIC_PREFIX = "/anthropic/v1"
 
 StartResponse = Callable[..., Any]
 
@@ -52,6 +57,7 @@ class EmulatorApp:
         self.store = Store(state_dir)
         self.openai = OpenAIRoutes(self.store)
         self.mistral = MistralRoutes(self.store)
+        self.anthropic = AnthropicRoutes(self.store)
         # `http_error_rate` draws: one seeded generator per app (per process).
         self._rng_lock = threading.Lock()
         self._rngs: dict[int, random.Random] = {}
@@ -62,7 +68,7 @@ class EmulatorApp:
         return self.store.root
 
     def list_jobs(self) -> list[dict[str, Any]]:
-        """Summarise every job of both protocols, oldest first.
+        """Summarise every job of every protocol, oldest first.
 
         Reading a job that has reached its terminal state finalises it (writes its
         outputs), exactly as an API read would.
@@ -79,6 +85,9 @@ class EmulatorApp:
         for job in self.store.list_jobs("mistral"):
             view = self.mistral.view_now(job, now)
             rows.append((job["_created"], _summary("mistral", job, view["status"])))
+        for job in self.store.list_jobs("anthropic"):
+            view = self.anthropic.view_now(job, now)
+            rows.append((job["_created"], _summary("anthropic", job, view["status"])))
         rows.sort(key=lambda row: (row[0], row[1]["id"]))
         return [row[1] for row in rows]
 
@@ -100,7 +109,7 @@ class EmulatorApp:
     def respond(self, environ: dict[str, Any]) -> Response:
         """Compute the response to a WSGI environ (never raises)."""
         path = environ.get("PATH_INFO", "") or "/"
-        routes: OpenAIRoutes | MistralRoutes | None
+        routes: OpenAIRoutes | MistralRoutes | AnthropicRoutes | None
         render: Callable[[HttpError], Response]
         provider = "openai"
         if path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/"):
@@ -108,6 +117,9 @@ class EmulatorApp:
         elif path == MISTRAL_PREFIX or path.startswith(MISTRAL_PREFIX + "/"):
             routes, render, rest = self.mistral, render_mistral_error, path[len(MISTRAL_PREFIX) :]
             provider = "mistral"
+        elif path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/"):
+            routes, render = self.anthropic, render_anthropic_error
+            rest, provider = path[len(ANTHROPIC_PREFIX) :], "anthropic"
         else:
             routes, render, rest = None, render_openai_error, path
         try:
@@ -163,7 +175,7 @@ def _summary(provider: str, job: dict[str, Any], status: str) -> dict[str, Any]:
 
 
 def _check_auth(request: Request) -> None:
-    """Accept any non-empty bearer key, or exactly ``BATCH_AGENT_EMULATOR_API_KEY`` when set.
+    """Accept any non-empty bearer (or ``x-api-key``) key, or exactly ``BATCH_AGENT_EMULATOR_API_KEY``.
 
     Requiring a given key lets tests exercise a real 401 (a wrong key the user fixes). The
     message never echoes the key that was sent.
@@ -174,6 +186,9 @@ def _check_auth(request: Request) -> None:
     header = (request.header("Authorization") or "").strip()
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
+        # Anthropic's own header (its SDK sends a bearer token; curl examples use x-api-key).
+        key = (request.header("x-api-key") or "").strip()
+    if not key.strip():
         raise HttpError(
             401,
             "Missing or invalid Authorization header: expected 'Bearer <api key>'.",

@@ -61,6 +61,13 @@ Knobs:
   types ``BatchJob.status`` as ``Literal[...] | UnrecognizedStr``, so both pass
   the string through unchanged.
 
+Anthropic Message Batches (one results file, one line per request): a failed
+request is an ``errored`` result (``rate_limit_error`` / ``api_error``; markers give
+``invalid_request_error``); ``expire`` ends the batch ``ended`` with ``expired``
+results for the unfinished requests; ``all_fail`` ends it with every result
+``errored``; ``output_lag`` holds back ``results_url``; ``unknown_status`` replaces
+``ended``; cancellation gives ``canceled`` results for requests not yet done.
+
 Magic prompt markers (always on, no knob needed; non-retryable failures): when
 the text of a request's last user message contains ``[emulator:reject]`` the
 request fails with HTTP 400 ``invalid_request_error`` / code ``invalid_request``;
@@ -106,6 +113,8 @@ KNOWN_STATUSES = frozenset(
         "TIMEOUT_EXCEEDED",
         "CANCELLATION_REQUESTED",
         "CANCELLED",
+        "canceling",
+        "ended",
     }
 )
 _STATUS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -161,6 +170,31 @@ ERROR_SHAPES: dict[str, dict[str, tuple[int, str, str, str]]] = {
             "(emulator marker [emulator:content_policy]).",
             "invalid_request_error",
             "content_policy_violation",
+        ),
+    },
+    # Anthropic errors carry only a type (`{"type": "error", "error": {"type", "message"}}`);
+    # the code slot repeats it. Both markers are `invalid_request_error`s, as the API has no
+    # separate content-policy code.
+    "anthropic": {
+        "rate_limit": (
+            429,
+            "Number of requests has exceeded your rate limit (emulated).",
+            "rate_limit_error",
+            "rate_limit_error",
+        ),
+        "server_error": (500, "Internal server error (emulated).", "api_error", "api_error"),
+        "reject": (
+            400,
+            "The request was rejected (emulator marker [emulator:reject]).",
+            "invalid_request_error",
+            "invalid_request_error",
+        ),
+        "content_policy": (
+            400,
+            "Output blocked by content filtering policy "
+            "(emulator marker [emulator:content_policy]).",
+            "invalid_request_error",
+            "invalid_request_error",
         ),
     },
 }

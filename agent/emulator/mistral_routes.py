@@ -29,7 +29,13 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from agent.emulator.answers import InvalidRequest, compute_reply, line_digest, validate_body
+from agent.emulator.answers import (
+    InvalidRequest,
+    Reply,
+    compute_reply,
+    line_digest,
+    validate_body,
+)
 from agent.emulator.faults import ERROR_SHAPES, job_faults, request_fault, shuffle_key
 from agent.emulator.file_routes import FileRoutes, public
 from agent.emulator.jobs import (
@@ -542,7 +548,7 @@ def _render_line(
                         "message": {
                             "role": "assistant",
                             "content": reply.content,
-                            "tool_calls": None,
+                            "tool_calls": _tool_calls(reply),
                             "prefix": False,
                         },
                         "finish_reason": reply.finish_reason,
@@ -558,6 +564,21 @@ def _render_line(
         "error": None,
     }
     return True, line, (reply.prompt_tokens, reply.completion_tokens)
+
+
+def _tool_calls(reply: Reply) -> list[dict[str, Any]] | None:
+    """Return Mistral's tool calls (9-character ids, JSON string arguments), None for none."""
+    if not reply.tool_calls:
+        return None
+    return [
+        {
+            "id": line_digest(index, reply.digest)[:9],
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+            "index": index,
+        }
+        for index, call in enumerate(reply.tool_calls)
+    ]
 
 
 def _result_file_meta(job: dict[str, Any], kind: str, size: int, lines: int) -> dict[str, Any]:

@@ -24,7 +24,13 @@ import secrets
 import time
 from typing import Any
 
-from agent.emulator.answers import InvalidRequest, compute_reply, line_digest, validate_body
+from agent.emulator.answers import (
+    InvalidRequest,
+    Reply,
+    compute_reply,
+    line_digest,
+    validate_body,
+)
 from agent.emulator.faults import (
     BATCH_EXPIRED_ERROR,
     ERROR_SHAPES,
@@ -633,12 +639,7 @@ def _render_line(
         "choices": [
             {
                 "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": reply.content,
-                    "refusal": None,
-                    "annotations": [],
-                },
+                "message": _message(reply),
                 "logprobs": None,
                 "finish_reason": reply.finish_reason,
             }
@@ -669,6 +670,26 @@ def _render_line(
         "error": None,
     }
     return True, line, (reply.prompt_tokens, reply.completion_tokens)
+
+
+def _message(reply: Reply) -> dict[str, Any]:
+    """Return the assistant message of a completion: text, or tool calls and null content."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": reply.content if not reply.tool_calls else None,
+        "refusal": None,
+        "annotations": [],
+    }
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": f"call_{line_digest(index, reply.digest)[:24]}",
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for index, call in enumerate(reply.tool_calls)
+        ]
+    return message
 
 
 def _result_file_meta(job: dict[str, Any], kind: str, size: int, lines: int) -> dict[str, Any]:

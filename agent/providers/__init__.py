@@ -26,6 +26,7 @@ logger = logging.getLogger("batch_agent")
 PROVIDERS: dict[str, str] = {
     "openai": "agent.providers.openai:OpenAIProvider",
     "mistral": "agent.providers.mistral:MistralProvider",
+    "anthropic": "agent.providers.anthropic:AnthropicProvider",
 }
 
 
@@ -36,7 +37,11 @@ def provider_class(name: str) -> type[BatchProvider]:
     return cls
 
 
-API_KEY_ENV = {"openai": "OPENAI_API_KEY", "mistral": "MISTRAL_API_KEY"}
+API_KEY_ENV = {
+    "openai": "OPENAI_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+}
 _announced: set[str] = set()
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import httpx2
 import orjson
@@ -27,8 +28,11 @@ from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
 from agent.providers.errors import ProviderError
-from agent.requests import BatchRequest
+from agent.requests import BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus, RequestError
+
+if TYPE_CHECKING:
+    from agent.structured import OutputSpec
 
 # Metadata key carrying the deterministic job key, used to find a job whose create response was lost.
 JOB_KEY_METADATA = "batch_agent_job_key"
@@ -36,6 +40,8 @@ JOB_KEY_METADATA = "batch_agent_job_key"
 RECONCILE_LOOKBACK_SECONDS = 3600.0
 # SDK-level retries of 429/5xx/timeouts/connection errors (exponential backoff with jitter).
 SDK_MAX_RETRIES = 5
+# A job note for a provider whose final status does not say "cancelled" (Anthropic: `ended`).
+CANCELLED_NOTE = "ended after a cancel request"
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,16 @@ class CreatedJob:
     job_id: str
     created_at: float
     input_file_id: str
+
+
+@dataclass(frozen=True)
+class CreateAttempt:
+    """A create the graph sent for an intent, as recorded in the store (`journals_creates`)."""
+
+    sent_at: float
+    """When the create call started (this machine's clock)."""
+    job_id: str | None
+    """The job id the create returned; None if no answer was recorded (lost or still pending)."""
 
 
 @dataclass(frozen=True)
@@ -102,11 +118,14 @@ class BatchProvider(ABC):
 
     Submission is split in two calls, each with a lookup twin, so a crash between any two steps
     never creates a second job: `find_file` finds an upload by its deterministic name and
-    `find_job` finds a job by the job key stored in its metadata.
+    `find_job` finds a job by the job key stored in its metadata (`reconcile` wraps it; a
+    provider without job metadata overrides `reconcile` and works from the create journal).
+    A provider that takes requests inline (Anthropic) keeps the file locally in `upload` and
+    returns its path as the file id, which `create` streams.
     """
 
     name: str
-    """Protocol name stored in `Job.provider` ('openai', 'mistral')."""
+    """Protocol name stored in `Job.provider` ('openai', 'mistral', 'anthropic')."""
     default_model: str
     limits: ProviderLimits
 
@@ -116,13 +135,18 @@ class BatchProvider(ABC):
         self.base_url = base_url
 
     def sdk_endpoint(
-        self, emulator_prefix: str, key_env: str, http_client: httpx2.Client | None
+        self,
+        emulator_prefix: str,
+        key_env: str,
+        http_client: httpx2.Client | None,
+        default_client: Callable[[], httpx2.Client] | None = None,
     ) -> tuple[str | None, str, httpx2.Client | None]:
         """Return `(base URL, API key, HTTP client)` for this provider's SDK client.
 
         The in-process emulator gets a placeholder key and an HTTP client wired to it; anything
         else gets `base_url` (None: the SDK's default) and the key from the environment, read
-        here and kept only inside the SDK client.
+        here and kept only inside the SDK client. Given `default_client`, a real endpoint gets
+        one HTTP client per process built by it (see `shared_http_client`).
         """
         if self.emulated:
             from agent.emulator import IN_PROCESS_BASE_URL, emulator_http_client
@@ -132,7 +156,14 @@ class BatchProvider(ABC):
                 "emulator",
                 http_client or emulator_http_client(),
             )
+        if http_client is None and default_client is not None:
+            http_client = shared_http_client(key_env, default_client)
         return self.base_url or None, os.environ.get(key_env) or "no-key-set", http_client
+
+    supports_output_spec: bool = False
+    """True when `line_builder` and `message_parser` take a third argument, the request set's
+    tools / response schema (`agent.structured.OutputSpec`), and `chat_model` is implemented.
+    Call them through `line_builder_for` / `results`, which pass a spec only when there is one."""
 
     @abstractmethod
     def line_builder(self, model: str, params: dict[str, Any]) -> Callable[[BatchRequest], bytes]:
@@ -143,11 +174,19 @@ class BatchProvider(ABC):
             params: Model parameters from the run context (per-request params win).
         """
 
+    def chat_model(self, model: str, params: dict[str, Any]) -> BaseChatModel:
+        """Return the LangChain chat model whose realtime calls this provider's lines reproduce."""
+        raise NotImplementedError(f"{self.name} has no chat model for tools or response schemas")
+
     def prepare(
-        self, requests: list[BatchRequest], model: str, params: dict[str, Any]
+        self,
+        requests: list[BatchRequest],
+        model: str,
+        params: dict[str, Any],
+        spec: OutputSpec | None = None,
     ) -> PreparedBatch:
         """Build the whole batch input for `requests` in memory (small batches, tests)."""
-        build = self.line_builder(model, params)
+        build = line_builder_for(self, model, params, spec)
         jsonl = b"".join(build(r) for r in requests)
         return PreparedBatch(model=model, request_ids=[r.id for r in requests], jsonl=jsonl)
 
@@ -176,6 +215,32 @@ class BatchProvider(ABC):
     def find_job(self, job_key: str, since: float) -> CreatedJob | None:
         """Return the job created with `job_key` in its metadata, if the provider has one."""
 
+    journals_creates: bool = False
+    """True for a provider whose jobs carry no metadata (Anthropic): the graph then records in
+    the store that a create was sent (before the call) and the job id it returned (right after),
+    and hands that record to `reconcile`, which cannot look the job key up at the provider."""
+
+    def reconcile(
+        self,
+        job: Job,
+        *,
+        claimed: Collection[str],
+        attempt: CreateAttempt | None,
+        request_ids: Callable[[], list[str]],
+    ) -> CreatedJob | None:
+        """Return the provider job this intent already created (its create answer was lost).
+
+        Args:
+            job: The intent (no `job_id` yet).
+            claimed: Job ids the thread already holds; never adopt one of them twice.
+            attempt: The store's record of a create sent for this intent (only with
+                `journals_creates`), None when none was sent.
+            request_ids: Returns the intent's request ids, in order (read only if needed).
+
+        The default looks the job key up in the jobs' metadata (`find_job`).
+        """
+        return self.find_job(job["job_key"], job["intent_at"])
+
     @abstractmethod
     def status(self, job: Job) -> JobUpdate:
         """Check the job's status once."""
@@ -188,12 +253,18 @@ class BatchProvider(ABC):
     def message_parser(self, model: str) -> LineParser:
         """Return the parity-exact parser of this provider's output lines for `model`."""
 
-    def results(self, job: Job) -> Iterator[RequestOutcome]:
+    def results(self, job: Job, spec: OutputSpec | None = None) -> Iterator[RequestOutcome]:
         """Stream the outcome of every request the provider returned for `job`.
 
         The output file comes first, then the error file; lines are parsed one at a time.
+        `spec` is the request set's tools / response schema, which some providers' realtime
+        parsing depends on (OpenAI parses answers to a response format differently).
         """
-        parser = self.message_parser(job["model"])
+        if spec is None:
+            parser = self.message_parser(job["model"])
+        else:
+            _check_spec_support(self)
+            parser = self.message_parser(job["model"], spec)  # type: ignore[call-arg]
         for file_id in (job["output_file_id"], job["error_file_id"]):
             if file_id:
                 for raw in self.file_lines(file_id):
@@ -207,6 +278,65 @@ class BatchProvider(ABC):
     @abstractmethod
     def cancel(self, job: Job) -> JobUpdate:
         """Ask the provider to cancel the job."""
+
+
+_shared_clients: dict[str, Any] = {}
+_shared_clients_lock = threading.Lock()
+_ClientT = TypeVar("_ClientT", httpx2.Client, httpx2.AsyncClient)
+
+
+def shared_http_client(name: str, factory: Callable[[], _ClientT]) -> _ClientT:
+    """Return the process's one HTTP client for `name`, building it with `factory` once.
+
+    A graph run rebuilds its provider at every step (submit, each poll, collect), and every new
+    HTTP client loads the system CA bundle (about 45 ms) and opens new connections. One client per
+    SDK keeps connections alive between polls. It carries no key: the SDKs send theirs per request.
+    """
+    with _shared_clients_lock:
+        client = _shared_clients.get(name)
+        if client is None or client.is_closed:
+            client = _shared_clients[name] = factory()
+        return client  # type: ignore[no-any-return]
+
+
+class FastExtra(dict[str, Any]):
+    """The (empty) extras of a message the fast parsers assembled: marks it for `message_dump`."""
+
+
+def message_dump(message: AIMessage) -> dict[str, Any]:
+    """Return `message.model_dump()`, without pydantic for a message the fast parsers assembled.
+
+    Their state is plain JSON values in field order, which is what `model_dump` returns (the
+    parser self-check and the property tests compare both); skipping pydantic's serializer saves
+    about 8 µs per result. Any other message, or one given extra attributes since, goes through
+    `model_dump`.
+    """
+    extra = message.__pydantic_extra__
+    if type(extra) is FastExtra and not extra and type(message) is AIMessage:
+        return dict(message.__dict__)
+    return message.model_dump()
+
+
+def line_builder_for(
+    provider: BatchProvider, model: str, params: dict[str, Any], spec: OutputSpec | None
+) -> Callable[[BatchRequest], bytes]:
+    """Return `provider.line_builder(model, params)`, with the request set's spec if it has one.
+
+    Raises:
+        InputError: The request set has tools or a response schema the provider cannot take.
+    """
+    if spec is None:
+        return provider.line_builder(model, params)
+    _check_spec_support(provider)
+    return provider.line_builder(model, params, spec)  # type: ignore[call-arg]
+
+
+def _check_spec_support(provider: BatchProvider) -> None:
+    if not provider.supports_output_spec:
+        raise InputError(
+            f"the {provider.name} provider does not support tools or a response schema yet",
+            source="input",
+        )
 
 
 def to_jsonl(lines: Iterable[dict[str, Any]]) -> bytes:

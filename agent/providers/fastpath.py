@@ -71,9 +71,10 @@ from openai.types.completion_usage import (
 )
 
 from agent.providers import openai as openai_provider
-from agent.providers.base import finish_message, parse_output_line
+from agent.providers.base import FastExtra, finish_message, message_dump, parse_output_line
 from agent.requests import BatchRequest
 from agent.state import RequestError
+from agent.structured import OutputSpec, bind_kwargs
 
 if TYPE_CHECKING:
     from langchain_mistralai import ChatMistralAI
@@ -206,7 +207,7 @@ def _ai_message(values: dict[str, Any], fields_set: set[str]) -> AIMessage:
     message = AIMessage.__new__(AIMessage)
     _object_setattr(message, "__dict__", values)
     _object_setattr(message, "__pydantic_fields_set__", fields_set)
-    _object_setattr(message, "__pydantic_extra__", {})
+    _object_setattr(message, "__pydantic_extra__", FastExtra())
     _object_setattr(message, "__pydantic_private__", None)
     return message
 
@@ -227,6 +228,7 @@ def _same_message(a: AIMessage, b: AIMessage) -> bool:
         a == b
         and a.model_fields_set == b.model_fields_set
         and _same_json(a.model_dump(), b.model_dump())
+        and _same_json(message_dump(a), b.model_dump())
     )
 
 
@@ -331,14 +333,19 @@ class OpenAIBodyBuilder(_BodyBuilder):
             case every request takes the reference path.
     """
 
-    def __init__(self, model: str, ctx_params: dict[str, Any]) -> None:
+    def __init__(
+        self, model: str, ctx_params: dict[str, Any], spec: OutputSpec | None = None
+    ) -> None:
         """Read the reference model's defaults and self-check the fast path.
 
         Args:
             model: The job's model.
             ctx_params: Model parameters from the run context (as given to `prepare`).
+            spec: The request set's tools / response schema; with one, every request takes the
+                reference path (bound through `bind_tools` / `with_structured_output`).
         """
         self.llm: ChatOpenAI = openai_provider.chat_model(model, ctx_params)
+        self._bound: dict[str, Any] = openai_provider.bound_kwargs(self.llm, spec)
         self._defaults: dict[str, Any] = self.llm._default_params
         # `ChatOpenAI._get_request_payload` sends system messages as `developer` to o-series.
         o_series = bool(self.llm.model_name and re.match(r"^o\d", self.llm.model_name))
@@ -348,13 +355,15 @@ class OpenAIBodyBuilder(_BodyBuilder):
             "user": "user",
             "assistant": "assistant",
         }
-        self.fast_enabled = self.llm.use_responses_api is False and type(self.llm) is ChatOpenAI
+        self.fast_enabled = (
+            not self._bound and self.llm.use_responses_api is False and type(self.llm) is ChatOpenAI
+        )
         if self.fast_enabled:
             self.fast_enabled = _self_check_builder(self)
 
     def build_reference(self, request: BatchRequest) -> dict[str, Any]:
         """Build the body through `ChatOpenAI._get_request_payload` (the reference path)."""
-        return openai_provider.request_body(self.llm, request)
+        return openai_provider.request_body(self.llm, request, self._bound)
 
     def build_fast(self, request: BatchRequest) -> dict[str, Any] | None:
         """Build the body directly, or return None if the request needs the reference path."""
@@ -398,28 +407,37 @@ class MistralBodyBuilder(_BodyBuilder):
         "assistant": "assistant",
     }
 
-    def __init__(self, model: str, ctx_params: dict[str, Any]) -> None:
+    def __init__(
+        self, model: str, ctx_params: dict[str, Any], spec: OutputSpec | None = None
+    ) -> None:
         """Read the reference model's parameters and self-check the fast path.
 
         Args:
             model: The job's model.
             ctx_params: Model parameters from the run context (as given to `prepare`).
+            spec: The request set's tools / response schema; with one, every request takes the
+                reference path (bound through `bind_tools` / `with_structured_output`).
         """
         from agent.providers import mistral as mistral_provider  # imported only for Mistral jobs
 
         self.llm: ChatMistralAI = mistral_provider.chat_model(model, ctx_params)
+        self._bound: dict[str, Any] = bind_kwargs(self.llm, spec)
         # `_create_message_dicts(messages, stop=None)`: client params plus the model's own stop.
         params = self.llm._client_params
         if self.llm.stop:
             params["stop"] = self.llm.stop
         self._params: dict[str, Any] = params
-        self.fast_enabled = type(self.llm).__name__ == "ChatMistralAI" and _self_check_builder(self)
+        self.fast_enabled = (
+            not self._bound
+            and type(self.llm).__name__ == "ChatMistralAI"
+            and _self_check_builder(self)
+        )
 
     def build_reference(self, request: BatchRequest) -> dict[str, Any]:
         """Build the body through `ChatMistralAI._create_message_dicts` (the reference path)."""
         from agent.providers import mistral as mistral_provider
 
-        return mistral_provider.request_body(self.llm, request)
+        return mistral_provider.request_body(self.llm, request, self._bound)
 
     def build_fast(self, request: BatchRequest) -> dict[str, Any] | None:
         """Build the body directly, or return None if the request needs the reference path."""
@@ -659,15 +677,22 @@ class OpenAIMessageParser(_MessageParser):
         fast_enabled: False when the construction-time self-check found a difference.
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, spec: OutputSpec | None = None) -> None:
         """Build the reference model and self-check the fast path.
 
         Args:
             model: The job's model (as stored in `Job.model`).
+            spec: The request set's tools / response schema. With a response format, realtime
+                parses through the SDK's `chat.completions.parse`, and so does every answer here
+                (the reference path).
         """
         self.llm: ChatOpenAI = openai_provider.chat_model(model, {})
+        bound = openai_provider.bound_kwargs(self.llm, spec)
+        self._response_format: Any = bound.get("response_format")
+        self._input_tools: list[Any] | None = bound.get("tools")
         self.fast_enabled = (
-            _RAW_CONSTRUCT_OK
+            self._response_format is None
+            and _RAW_CONSTRUCT_OK
             and _USAGE_SHAPE_OK
             and self.llm.output_version != "v1"
             and type(self.llm) is ChatOpenAI
@@ -677,7 +702,12 @@ class OpenAIMessageParser(_MessageParser):
 
     def parse_reference(self, body: dict[str, Any], message_key: str) -> AIMessage:
         """Parse through the SDK's `ChatCompletion` and `ChatOpenAI._create_chat_result`."""
-        result = self.llm._create_chat_result(openai_provider.parse_completion(body))
+        completion = openai_provider.parse_completion(body)
+        if self._response_format is not None:
+            completion = openai_provider.parse_structured(
+                completion, self._response_format, self._input_tools
+            )
+        result = self.llm._create_chat_result(completion)
         return finish_message(self.llm, result, message_key)
 
     def parse_fast(self, body: Any, message_key: str) -> AIMessage | None:

@@ -8,7 +8,7 @@ model per job, so the model is set at job level and also kept in each body, as r
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,10 +30,12 @@ from agent.providers.base import (
     lc_messages,
     model_params,
     normalise_status,
+    shared_http_client,
 )
 from agent.providers.errors import ProviderError, provider_call
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus
+from agent.structured import OutputSpec
 
 STATUS_MAP: dict[str, JobStatus] = {
     "QUEUED": "queued",
@@ -51,9 +53,15 @@ def chat_model(model: str, params: dict[str, Any]) -> ChatMistralAI:
     return ChatMistralAI(model=model, api_key="unused-for-body-building", **model_params(params))  # type: ignore[call-arg,arg-type]
 
 
-def request_body(llm: ChatMistralAI, request: BatchRequest) -> dict[str, Any]:
-    """Return the chat-completions body `llm.invoke(messages, **params)` would send."""
-    kwargs = {k: v for k, v in request.params.items() if k != "model"}
+def request_body(
+    llm: ChatMistralAI, request: BatchRequest, bound: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the chat-completions body `llm.invoke(messages, **params)` would send.
+
+    `bound` holds what a `bind_tools` / `with_structured_output` wrapper passes to the model on
+    every call (`agent.structured.bind_kwargs`); the request's own parameters win.
+    """
+    kwargs = {**(bound or {}), **{k: v for k, v in request.params.items() if k != "model"}}
     message_dicts, params = llm._create_message_dicts(lc_messages(request), None)
     # Realtime adds "stream": False; batch lines carry no streaming flag.
     return {"messages": message_dicts, **params, **kwargs}
@@ -72,6 +80,16 @@ def timeout_hours(completion_window: str) -> int:
     return hours
 
 
+def _mistral_http_client() -> httpx2.Client:
+    """Build the HTTP client the Mistral SDK builds when given none."""
+    return httpx2.Client(follow_redirects=True)
+
+
+def _mistral_async_client() -> httpx2.AsyncClient:
+    """Build the async HTTP client the Mistral SDK builds when given none."""
+    return httpx2.AsyncClient(follow_redirects=True)
+
+
 class MistralProvider(BatchProvider):
     """Files + Batch Jobs through the official `mistralai` SDK."""
 
@@ -79,6 +97,7 @@ class MistralProvider(BatchProvider):
     default_model = "mistral-small-latest"
     # Mistral caps pending requests per workspace (1M) rather than per job; keep jobs OpenAI-sized.
     limits = ProviderLimits(max_requests=1_000_000, max_file_bytes=512 * 1024 * 1024)
+    supports_output_spec = True
 
     def __init__(
         self, *, emulated: bool, base_url: str, http_client: httpx2.Client | None = None
@@ -86,7 +105,7 @@ class MistralProvider(BatchProvider):
         """Build the SDK client; the API key is read from the environment and kept only there."""
         super().__init__(emulated=emulated, base_url=base_url)
         server_url, api_key, http_client = self.sdk_endpoint(
-            "/mistral", "MISTRAL_API_KEY", http_client
+            "/mistral", "MISTRAL_API_KEY", http_client, _mistral_http_client
         )
         # Without a retry config the SDK does not retry; this one retries 429/5xx and dropped
         # connections with exponential backoff (0.5 s doubling-ish, capped at 30 s, 2 min total).
@@ -94,14 +113,21 @@ class MistralProvider(BatchProvider):
             "backoff", BackoffStrategy(500, 30_000, 1.8, 120_000), retry_connection_errors=True
         )
         self._client = Mistral(
-            api_key=api_key, server_url=server_url, client=http_client, retry_config=retry
+            api_key=api_key,
+            server_url=server_url,
+            client=http_client,
+            # Unused (all calls here are sync), but the SDK would build a fresh one per provider.
+            async_client=shared_http_client("mistral-async", _mistral_async_client),
+            retry_config=retry,
         )
 
-    def line_builder(self, model: str, params: dict[str, Any]) -> Callable[[BatchRequest], bytes]:
+    def line_builder(
+        self, model: str, params: dict[str, Any], spec: OutputSpec | None = None
+    ) -> Callable[[BatchRequest], bytes]:
         """Build `{custom_id, body}` lines with ChatMistralAI's realtime body (fast, parity-exact)."""
         from agent.providers.fastpath import MistralBodyBuilder
 
-        builder = MistralBodyBuilder(model, params)
+        builder = MistralBodyBuilder(model, params, spec)
 
         def build(request: BatchRequest) -> bytes:
             return jsonl_line({"custom_id": request.id, "body": builder.build(request)})
@@ -201,11 +227,18 @@ class MistralProvider(BatchProvider):
             finally:
                 response.close()
 
-    def message_parser(self, model: str) -> LineParser:
-        """Return the fast, parity-exact parser of this provider's result lines."""
+    def message_parser(self, model: str, spec: OutputSpec | None = None) -> LineParser:
+        """Return the fast, parity-exact parser of this provider's result lines.
+
+        A spec changes nothing here: realtime `ChatMistralAI` parses every answer the same way.
+        """
         from agent.providers.fastpath import MistralMessageParser
 
         return MistralMessageParser(model)
+
+    def chat_model(self, model: str, params: dict[str, Any]) -> ChatMistralAI:
+        """Return the `ChatMistralAI` whose realtime calls this provider's batch lines reproduce."""
+        return chat_model(model, params)
 
     def _update(self, batch: Any, job: Job) -> JobUpdate:
         raw = str(getattr(batch.status, "value", batch.status))

@@ -7,14 +7,19 @@ result are exactly what the realtime call would send and return.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
 import httpx2
 from langchain_openai import ChatOpenAI
-from openai import OpenAI
+from openai import DefaultHttpxClient, OpenAI, OpenAIError, omit
 from openai._models import construct_type
+from openai.lib._parsing._completions import (
+    parse_chat_completion,
+    type_to_response_format_param,
+    validate_input_tools,
+)
 from openai.types.chat import ChatCompletion
 
 from agent.providers.base import (
@@ -32,8 +37,9 @@ from agent.providers.base import (
     normalise_status,
 )
 from agent.providers.errors import provider_call
-from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest
+from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus
+from agent.structured import OutputSpec, bind_kwargs
 
 # Raw status -> normalised status. Anything unknown is treated as terminal ("done") and kept raw.
 STATUS_MAP: dict[str, JobStatus] = {
@@ -58,12 +64,22 @@ def chat_model(model: str, params: dict[str, Any]) -> ChatOpenAI:
     return ChatOpenAI(model=model, **_CHAT_MODEL_DEFAULTS, **model_params(params))
 
 
-def request_body(llm: ChatOpenAI, request: BatchRequest) -> dict[str, Any]:
-    """Return the chat-completions body `llm.invoke(messages, **params)` would send."""
-    kwargs = {k: v for k, v in request.params.items() if k != "model"}
+def request_body(
+    llm: ChatOpenAI, request: BatchRequest, bound: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the chat-completions body `llm.invoke(messages, **params)` would send.
+
+    `bound` holds what a `bind_tools` / `with_structured_output` wrapper passes to the model on
+    every call (`bound_kwargs`); the request's own parameters win, as call kwargs do.
+    """
+    kwargs = {**(bound or {}), **{k: v for k, v in request.params.items() if k != "model"}}
     body = llm._get_request_payload(lc_messages(request), **kwargs)
     # `invoke()` sends stream=False; a batch line must not carry streaming flags at all.
     body.pop("stream", None)
+    if isinstance(body.get("response_format"), type):
+        # A Pydantic response format goes through the SDK's `chat.completions.parse`, which
+        # sends it as this strict JSON schema.
+        body["response_format"] = type_to_response_format_param(body["response_format"])
     return body
 
 
@@ -77,12 +93,52 @@ def parse_completion(body: dict[str, Any]) -> ChatCompletion:
     return cast(ChatCompletion, construct_type(type_=ChatCompletion, value=body))
 
 
+def bound_kwargs(llm: ChatOpenAI, spec: OutputSpec | None) -> dict[str, Any]:
+    """Return what the spec's LangChain wrapper passes to `llm`, checked as `.invoke()` checks it.
+
+    With a `response_format`, realtime `.invoke()` calls the SDK's `chat.completions.parse`,
+    which refuses non-strict tools before sending anything; so do we, before anything is uploaded.
+    """
+    kwargs = bind_kwargs(llm, spec)
+    if "response_format" in kwargs and kwargs.get("tools"):
+        try:
+            validate_input_tools(kwargs["tools"])
+        except ValueError as exc:
+            raise InputError(
+                f"tools with a response_schema: {exc} (OpenAI needs '\"strict\": true' in every "
+                "function tool given alongside a response schema)",
+                source="input",
+            ) from None
+    return kwargs
+
+
+def parse_structured(
+    completion: ChatCompletion, response_format: Any, tools: list[Any] | None
+) -> ChatCompletion:
+    """Return the `ParsedChatCompletion` realtime `.invoke()` gets when it sends a response format.
+
+    `chat.completions.parse` adds `parsed` (and parsed tool arguments) to the SDK's completion,
+    which `_create_chat_result` copies into `additional_kwargs`. Where realtime raises (a cut-off
+    or filtered answer, unparseable strict tool arguments), a batch keeps the plain completion and
+    the problem is reported for that request alone (`agent.structured.AnswerCheck`).
+    """
+    try:
+        return parse_chat_completion(
+            response_format=response_format,
+            input_tools=tools if tools else omit,
+            chat_completion=completion,
+        )
+    except (OpenAIError, ValueError):
+        return completion
+
+
 class OpenAIProvider(BatchProvider):
     """Files + Batches through the official `openai` SDK."""
 
     name = "openai"
     default_model = "gpt-4o-mini"
     limits = ProviderLimits(max_requests=50_000, max_file_bytes=200 * 1024 * 1024)
+    supports_output_spec = True
 
     def __init__(
         self, *, emulated: bool, base_url: str, http_client: httpx2.Client | None = None
@@ -90,7 +146,7 @@ class OpenAIProvider(BatchProvider):
         """Build the SDK client; the API key is read from the environment and kept only there."""
         super().__init__(emulated=emulated, base_url=base_url)
         sdk_base_url, api_key, http_client = self.sdk_endpoint(
-            "/openai/v1", "OPENAI_API_KEY", http_client
+            "/openai/v1", "OPENAI_API_KEY", http_client, DefaultHttpxClient
         )
         # The SDK retries 408/409/429/5xx and connection errors with exponential backoff and jitter.
         self._client = OpenAI(
@@ -100,15 +156,18 @@ class OpenAIProvider(BatchProvider):
             max_retries=SDK_MAX_RETRIES,
         )
 
-    def line_builder(self, model: str, params: dict[str, Any]) -> Callable[[BatchRequest], bytes]:
+    def line_builder(
+        self, model: str, params: dict[str, Any], spec: OutputSpec | None = None
+    ) -> Callable[[BatchRequest], bytes]:
         """Build `{custom_id, method, url, body}` lines with ChatOpenAI's realtime body.
 
         The fast builder produces the same bytes as `request_body` (checked at construction and
-        by property tests) and falls back to it for anything it does not handle.
+        by property tests) and falls back to it for anything it does not handle (including
+        every request of a set with tools or a response schema).
         """
         from agent.providers.fastpath import OpenAIBodyBuilder
 
-        builder = OpenAIBodyBuilder(model, params)
+        builder = OpenAIBodyBuilder(model, params, spec)
 
         def build(request: BatchRequest) -> bytes:
             line = {
@@ -194,11 +253,15 @@ class OpenAIProvider(BatchProvider):
                     if raw.strip():
                         yield raw.encode() if isinstance(raw, str) else raw
 
-    def message_parser(self, model: str) -> LineParser:
+    def message_parser(self, model: str, spec: OutputSpec | None = None) -> LineParser:
         """Return the fast, parity-exact parser of this provider's result lines."""
         from agent.providers.fastpath import OpenAIMessageParser
 
-        return OpenAIMessageParser(model)
+        return OpenAIMessageParser(model, spec)
+
+    def chat_model(self, model: str, params: dict[str, Any]) -> ChatOpenAI:
+        """Return the `ChatOpenAI` whose realtime calls this provider's batch lines reproduce."""
+        return chat_model(model, params)
 
     def _update(self, batch: Any, job: Job) -> JobUpdate:
         raw = str(batch.status)

@@ -30,7 +30,9 @@ def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("BATCH_AGENT_", "OPENAI_", "MISTRAL_", "LANGSMITH_", "LANGCHAIN_"))
+        if not k.startswith(
+            ("BATCH_AGENT_", "OPENAI_", "MISTRAL_", "ANTHROPIC_", "LANGSMITH_", "LANGCHAIN_")
+        )
     }
     env.update(
         BATCH_AGENT_EMULATOR_DIR=str(tmp / "emulator"),
@@ -43,8 +45,13 @@ def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_dev_server(tmp: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `langgraph dev` on a loopback port with state under `tmp`; wait until it answers."""
+def start_dev_server(
+    tmp: Path, port: int | None = None, **env: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `langgraph dev` on a loopback port with state under `tmp`; wait until it answers.
+
+    `env` adds or overrides environment variables of the server (e.g. the emulator's delay).
+    """
     port = port or free_port()
     log = (tmp / "server.log").open("ab")
     process = subprocess.Popen(
@@ -59,7 +66,7 @@ def start_dev_server(tmp: Path, port: int | None = None) -> tuple[subprocess.Pop
             str(port),
         ],
         cwd=PROJECT_ROOT,
-        env=clean_env(tmp, LANGGRAPH_DISABLE_FILE_PERSISTENCE="true"),
+        env=clean_env(tmp, LANGGRAPH_DISABLE_FILE_PERSISTENCE="true", **env),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # so the whole process group can be stopped

@@ -78,8 +78,19 @@ def test_studio_schemas_describe_input_state_and_context(dev_server: str) -> Non
     assert context["provider"]["default"] == "auto"
     assert "emulator" in context["provider"]["description"]
     assert context["max_wait_seconds"]["default"] == 0
+    # Studio's forms: every input and context field is typed and described.
+    for name, spec in {**schemas["input_schema"]["properties"], **context}.items():
+        assert spec.get("description"), f"{name} has no description"
+        assert "type" in spec or "anyOf" in spec or "enum" in spec, f"{name} has no type"
+    assert context["self_schedule"]["type"] == "boolean" and context["self_schedule"]["default"]
+    assert context["poll_interval_seconds"]["type"] == "number"
     graph = client.assistants.get_graph(assistant["assistant_id"])
-    assert {"submit", "poll", "wait", "collect"} <= {node["id"] for node in graph["nodes"]}
+    nodes = {node["id"] for node in graph["nodes"]}
+    assert {"submit", "poll", "wait", "collect", "schedule", "notify"} <= nodes
+    # The polling edge: poll leads to collect, wait and schedule (come back later).
+    assert {"collect", "wait", "schedule"} <= {
+        edge["target"] for edge in graph["edges"] if edge["source"] == "poll"
+    }
 
 
 def test_hard_kill_of_the_server_loses_no_job(tmp_path: Path) -> None:

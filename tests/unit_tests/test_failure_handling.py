@@ -67,7 +67,7 @@ def _assert_all_accounted(values: dict[str, Any], records: list[dict[str, Any]] 
 
 KNOBS = [
     "request_fail_rate=0.3",
-    "http_error_rate=0.2",
+    "http_error_rate=0.3,seed=1",
     "create_delay=0.3",
     "expire=0.5",
     "all_fail=1",
@@ -80,7 +80,7 @@ KNOBS = [
 @pytest.mark.parametrize("provider", ["openai", "mistral"])
 @pytest.mark.parametrize("faults", KNOBS, ids=[k.split("=")[0] for k in KNOBS])
 def test_every_fault_knob_ends_with_every_request_accounted_for(
-    provider: str, faults: str, monkeypatch: pytest.MonkeyPatch
+    provider: str, faults: str, monkeypatch: pytest.MonkeyPatch, isolated_env: Path
 ) -> None:
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", faults)
     values, _ = _run(provider)
@@ -90,6 +90,10 @@ def test_every_fault_knob_ends_with_every_request_accounted_for(
     assert len(first_round) == 1  # never a duplicate job, whatever the fault
     if faults.startswith(("shuffle", "output_lag", "http_error", "create_delay")):
         assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in values["results"])
+    if faults.startswith("http_error"):
+        # The injected 429/500s did happen, and the SDKs' retries absorbed them.
+        statuses = {row["status"] for row in read_access_log(isolated_env)}
+        assert {429, 500} & statuses and 200 in statuses
     if faults.startswith("unknown_status"):
         assert values["jobs"][0]["provider_status"] == "paused_for_review"
         assert any("unknown provider status" in e for e in values["jobs"][0]["errors"])

@@ -29,6 +29,7 @@ from agent.providers.fastpath import (
     MistralMessageParser,
     OpenAIBodyBuilder,
     OpenAIMessageParser,
+    message_dump,
     message_id,
 )
 from agent.requests import BatchRequest
@@ -86,6 +87,8 @@ def assert_same_message(fast: AIMessage, reference: AIMessage, *, serde: bool = 
     assert fast == reference
     assert fast.model_dump() == reference.model_dump()
     assert json.dumps(fast.model_dump()) == json.dumps(reference.model_dump())
+    # What collect stores: the pydantic-free dump must be the same, key order included.
+    assert json.dumps(message_dump(fast)) == json.dumps(reference.model_dump())
     assert fast.model_fields_set == reference.model_fields_set
     assert fast.text == reference.text
     assert fast.usage_metadata == reference.usage_metadata

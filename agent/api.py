@@ -1,0 +1,357 @@
+"""`run_batch`: the batch graph from Python, for notebooks and scripts.
+
+    from agent import run_batch
+    results = run_batch(["Classify: my invoice is wrong", "Say hello"], model="gpt-4o-mini")
+    results[0].message  # the AIMessage `.invoke()` would have returned, with usage_metadata
+
+It runs the very graph the CLI runs (submit, poll, collect), compiled with a checkpointer and a
+store: in memory by default (a module-wide pair, so a thread can be resumed by id for as long as
+the Python process lives), or on `db` (a SQLite file or a `postgresql://` URL, as the CLI's
+`--db`), where a thread survives the process and `batch-agent status/results THREAD --db ...`
+sees it too. `model=` also takes a `ChatOpenAI` / `ChatMistralAI`, possibly wrapped by
+`bind_tools` / `with_structured_output`; it is turned into the graph's context and input by
+`agent.model_spec`, so the batch sends what that runnable would send in realtime.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from agent.context import Context
+
+if TYPE_CHECKING:
+    from langchain_core.messages import AIMessage
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.graph.state import CompiledStateGraph
+    from langgraph.store.base import BaseStore
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+_CONTEXT_FIELDS = frozenset(f.name for f in dataclasses.fields(Context))
+# The in-memory checkpointer and store of `db=None` runs, shared so a thread can be resumed.
+_MEMORY: tuple[BaseCheckpointSaver[Any], BaseStore] | None = None
+
+
+class BatchError(RuntimeError):
+    """A run of the batch stopped on a provider error (bad key, quota, outage).
+
+    Everything already stored is kept: call `run_batch(None, thread_id=err.thread_id, db=...)`
+    once the cause is fixed, and it resumes where it stopped.
+    """
+
+    def __init__(self, message: str, thread_id: str) -> None:
+        """Record the message and the thread to resume."""
+        super().__init__(f"{message} [thread {thread_id}]")
+        self.thread_id = thread_id
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The outcome of one request.
+
+    Attributes:
+        id: The request's id (given, or its position in the input as a string).
+        status: `succeeded` or `failed`.
+        message: The `AIMessage` the realtime call would have returned (with `usage_metadata`
+            and `response_metadata`), or None when the request failed.
+        error: `{"code", "message"}` when the request failed (or its answer did not match the
+            response schema), else None.
+        usage: `{"input_tokens", "output_tokens", "total_tokens"}`.
+        attempts: How many jobs the request went through (more than 1 after a retry).
+        parsed: With a response schema, the parsed answer.
+    """
+
+    id: str
+    status: Literal["succeeded", "failed"]
+    message: AIMessage | None
+    error: dict[str, str] | None
+    usage: dict[str, int]
+    attempts: int = 1
+    parsed: Any = None
+
+    @property
+    def ok(self) -> bool:
+        """Tell whether the request succeeded."""
+        return self.status == "succeeded"
+
+    @property
+    def content(self) -> str:
+        """Return the answer's text ('' for a failed request)."""
+        return self.message.text if self.message is not None else ""
+
+
+class BatchResults(list[BatchResult]):
+    """The results of a batch in input order, plus the thread's id, status and totals.
+
+    Empty while the batch is still running (`wait=False`): call `run_batch` again with
+    `thread_id=results.thread_id` to check again.
+    """
+
+    def __init__(
+        self, results: Iterator[BatchResult] | list[BatchResult], thread_id: str, values: dict
+    ) -> None:
+        """Hold `results` and the thread state's summary."""
+        super().__init__(results)
+        self.thread_id: str = thread_id
+        self.status: str = str(values.get("status", "new"))
+        self.counts: dict[str, int] = dict(values.get("counts") or {})
+        self.usage: dict[str, int] = dict(values.get("usage") or {})
+        self.cost: dict[str, Any] | None = values.get("cost")
+        self.jobs: list[dict[str, Any]] = list(values.get("jobs") or [])
+
+    @property
+    def done(self) -> bool:
+        """Tell whether the batch reached a final status (results collected)."""
+        return self.status in TERMINAL_STATUSES
+
+
+@dataclass
+class _Prepared:
+    graph_input: dict[str, Any]
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+def run_batch(
+    requests: Sequence[Any] | os.PathLike[str] | None,
+    *,
+    model: Any = None,
+    provider: str | None = None,
+    system_prompt: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: str | dict[str, Any] | None = None,
+    response_schema: dict[str, Any] | None = None,
+    db: str | os.PathLike[str] | None = None,
+    thread_id: str | None = None,
+    wait: bool = True,
+    **context: Any,
+) -> BatchResults:
+    """Run requests through a provider batch API; return one result per request, in order.
+
+    Args:
+        requests: A list whose items are each a prompt (str), a request record (a dict, as
+            in a JSONL input line: `{"id", "prompt"|"messages", "params"}` or an OpenAI batch
+            line), or a conversation (a list of LangChain messages or `{"role", "content"}`
+            dicts); or a `pathlib.Path` to a JSONL/TXT request file (streamed, any size); or
+            None to resume `thread_id`. Items without an id get their position ("0", "1", ...).
+        model: A model name, or a `ChatOpenAI` / `ChatMistralAI` (optionally wrapped by
+            `bind_tools` / `with_structured_output`), whose provider, parameters, tools and
+            schema are then used. None uses the provider's default model.
+        provider: `openai`, `mistral`, `emulator` or `auto` (default: the provider whose API
+            key is set, else the offline emulator).
+        system_prompt: System message for requests without one.
+        temperature: Sampling temperature.
+        max_tokens: Output cap per request.
+        tools: Tool definitions for every request (as `bind_tools` takes them).
+        tool_choice: `bind_tools`' tool_choice.
+        response_schema: JSON schema of the answer (parsed into `BatchResult.parsed`).
+        db: A SQLite file or `postgresql://` URL to keep the thread in; None keeps it in
+            memory for the life of the process.
+        thread_id: The thread to submit on or resume (default: a new one).
+        wait: Poll until the batch is done (with the context's growing pauses). False submits
+            (or checks once) and returns at once; the results are empty until it is done.
+        **context: Any other run-context field (`agent.context.Context`), e.g.
+            `poll_interval_seconds=1`, `max_attempts=1`, `base_url=...`, `max_cost=5`.
+
+    Returns:
+        The results, with `.thread_id`, `.status`, `.counts`, `.usage` and `.cost`.
+
+    Raises:
+        agent.requests.InputError: A request is invalid (nothing is uploaded).
+        BatchError: A provider call failed for good; resume the thread later.
+        TypeError, ValueError: Bad arguments (an unknown context field, an unusable model).
+    """
+    unknown = sorted(set(context) - _CONTEXT_FIELDS)
+    if unknown:
+        raise TypeError(f"run_batch() got unknown setting(s): {', '.join(unknown)}")
+    if requests is None and thread_id is None:
+        raise ValueError("give requests to submit, or thread_id to resume")
+    prepared = _Prepared(graph_input=_graph_input(requests))
+    prepared.context.update(
+        {
+            "provider": provider,
+            "system_prompt": system_prompt,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            **context,
+        }
+    )
+    for key, value in (
+        ("tools", tools),
+        ("tool_choice", tool_choice),
+        ("response_schema", response_schema),
+    ):
+        if value is not None:
+            prepared.graph_input[key] = value
+    _apply_model(prepared, model)
+    settings = Context(**{k: v for k, v in prepared.context.items() if v is not None})
+
+    thread_id = thread_id or str(uuid.uuid4())
+    config: Any = {"configurable": {"thread_id": thread_id}}
+    with _open(db) as graph:
+        if requests is None and not graph.get_state(config).values:
+            raise ValueError(f"no batch thread {thread_id!r} in {'memory' if db is None else db}")
+        values = _advance(graph, config, settings, prepared.graph_input)
+        checks = 0
+        while wait and values.get("status") not in TERMINAL_STATUSES:
+            time.sleep(settings.next_poll_interval(checks))
+            checks += 1
+            values = _advance(graph, config, settings, {})
+        if values.get("status") not in TERMINAL_STATUSES:
+            return BatchResults([], thread_id, values)
+        return BatchResults(_read_results(graph, thread_id, values), thread_id, values)
+
+
+def _graph_input(requests: Sequence[Any] | os.PathLike[str] | None) -> dict[str, Any]:
+    """Turn `run_batch`'s `requests` into the graph's input (`requests` or `input_path`)."""
+    if requests is None:
+        return {}
+    if isinstance(requests, os.PathLike):
+        path = Path(requests)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: request file not found")
+        return {"input_path": str(path.resolve())}
+    if isinstance(requests, str | bytes):
+        raise TypeError(
+            "requests must be a list (of prompts, records or conversations) or a pathlib.Path "
+            "to a request file, not a single string"
+        )
+    records = [_record(item, index) for index, item in enumerate(requests)]
+    return {"requests": records}
+
+
+def _record(item: Any, index: int) -> dict[str, Any]:
+    """Turn one `requests` item into a graph input record."""
+    if isinstance(item, str):
+        return {"id": str(index), "prompt": item}
+    if isinstance(item, Mapping):
+        record = dict(item)
+        if "id" not in record and "custom_id" not in record:
+            record["id"] = str(index)
+        return record
+    if isinstance(item, Sequence):
+        from langchain_core.messages import convert_to_openai_messages
+
+        messages = convert_to_openai_messages(list(item))
+        return {"id": str(index), "messages": messages}
+    raise TypeError(
+        f"request {index}: expected a prompt, a record dict or a list of messages, "
+        f"got {type(item).__name__}"
+    )
+
+
+def _apply_model(prepared: _Prepared, model: Any) -> None:
+    """Put a model name, or a chat model's spec (`agent.model_spec`), into context and input."""
+    if model is None or isinstance(model, str):
+        prepared.context["model"] = model
+        return
+    from agent.model_spec import spec_from_chat_model
+
+    spec = spec_from_chat_model(model)
+    given = prepared.context.get("provider")
+    if given not in (None, "auto", spec["provider"]):
+        raise ValueError(f"provider={given!r} does not match the model's ({spec['provider']!r})")
+    prepared.context["provider"] = spec["provider"]
+    prepared.context["model"] = spec["model"]
+    for key, value in spec["params"].items():
+        if prepared.context.get(key) is None:
+            prepared.context[key] = value
+    for key in ("tools", "tool_choice", "response_schema", "schema_method", "strict"):
+        if key in spec and key not in prepared.graph_input:
+            prepared.graph_input[key] = spec[key]
+    extra = spec["request_params"]
+    if extra and "requests" in prepared.graph_input:
+        # The model's own request parameters apply to every request; a record's own win.
+        prepared.graph_input["requests"] = [
+            _with_params(record, extra) for record in prepared.graph_input["requests"]
+        ]
+    elif extra:
+        raise ValueError(
+            f"this model sets per-request parameters ({', '.join(sorted(extra))}), which a "
+            "request file cannot take on: pass the requests as a list"
+        )
+
+
+def _with_params(record: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    if "custom_id" in record:
+        return {**record, "body": {**extra, **(record.get("body") or {})}}
+    return {**record, "params": {**extra, **(record.get("params") or {})}}
+
+
+@contextmanager
+def _open(db: str | os.PathLike[str] | None) -> Iterator[CompiledStateGraph[Any, Any, Any, Any]]:
+    """Compile the batch graph on the in-memory pair, or on `db` with its thread lock."""
+    from agent.graph import build_graph
+    from agent.persistence import ACTIVE_PERSISTENCE, open_persistence
+
+    if db is None:
+        checkpointer, store = _memory()
+        yield build_graph().compile(checkpointer=checkpointer, store=store, name="batch")
+        return
+    with open_persistence(os.fspath(db)) as persistence:
+        graph = build_graph().compile(
+            checkpointer=persistence.checkpointer, store=persistence.store, name="batch"
+        )
+        token = ACTIVE_PERSISTENCE.set(persistence)
+        try:
+            yield graph
+        finally:
+            ACTIVE_PERSISTENCE.reset(token)
+
+
+def _memory() -> tuple[BaseCheckpointSaver[Any], BaseStore]:
+    global _MEMORY
+    if _MEMORY is None:
+        from langgraph.checkpoint.memory import InMemorySaver
+        from langgraph.store.memory import InMemoryStore
+
+        _MEMORY = (InMemorySaver(), InMemoryStore())
+    return _MEMORY
+
+
+def _advance(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    config: Any,
+    settings: Context,
+    graph_input: dict[str, Any],
+) -> dict[str, Any]:
+    """Run the thread once (holding its lock) and return its state."""
+    from agent.persistence import active_thread_lock
+
+    thread_id = str(config["configurable"]["thread_id"])
+    with active_thread_lock(thread_id):
+        graph.invoke(graph_input, config, context=settings, durability="sync")
+        values = dict(graph.get_state(config).values)
+    if values.get("status") == "error":
+        raise BatchError(str(values.get("error")), thread_id)
+    return values
+
+
+def _read_results(
+    graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str, values: dict[str, Any]
+) -> Iterator[BatchResult]:
+    """Yield the thread's results from the store, page by page, as `BatchResult`s."""
+    from langchain_core.messages import AIMessage
+
+    from agent.bulk import ThreadData
+
+    count = int(values.get("request_count") or 0)
+    for stored in ThreadData(graph.store, thread_id).iter_results(count):
+        message = stored.get("message")
+        yield BatchResult(
+            id=stored["id"],
+            status=stored["status"],
+            message=AIMessage(**message) if message else None,
+            error=stored.get("error"),
+            usage=stored["usage"],
+            attempts=stored.get("attempts", 1),
+            parsed=stored.get("parsed"),
+        )

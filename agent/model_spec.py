@@ -1,0 +1,199 @@
+"""Describe a LangChain chat model, possibly wrapped by `bind_tools` / `with_structured_output`.
+
+`spec_from_chat_model(runnable)` turns what a caller would `.invoke()` in realtime, e.g.
+`ChatOpenAI(model="gpt-4o-mini", temperature=0).with_structured_output(Ticket)`, into the plain
+JSON the batch graph takes: provider, model and run-context parameters (the graph's context),
+per-request parameters, and the request set's tools / response schema (the graph's input).
+
+Exactness is checked, not assumed: the batch body built from the returned spec (through
+`bind_tools` / `with_structured_output` again, `agent.structured`) is compared with the body the
+given runnable would send for a probe message, and a model whose requests the batch path cannot
+reproduce (say, one set to use the Responses API) is refused with the keys that differ.
+API keys and HTTP clients are never read into the spec.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Final
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableParallel, RunnableSequence
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from agent.requests import BatchRequest
+from agent.structured import OutputSpec, bind_kwargs
+
+# Model parameters the run context carries (`agent.planning.context_params`).
+CONTEXT_PARAMS: Final = ("temperature", "max_tokens", "top_p")
+_TRACING_KEY: Final = "ls_structured_output_format"
+_PROBE: Final = BatchRequest("probe", [{"role": "user", "content": "probe"}], {})
+
+
+def spec_from_chat_model(runnable: Runnable[Any, Any]) -> dict[str, Any]:
+    """Return the batch description of a chat model as a realtime caller would invoke it.
+
+    Args:
+        runnable: A `ChatOpenAI` / `ChatMistralAI` / `ChatAnthropic`, or one wrapped by `.bind_tools(...)`,
+            `.with_structured_output(...)` (also with `include_raw=True` or `tools=`) or `.bind(...)`.
+
+    Returns:
+        `{"provider", "model", "params", "request_params"}` plus whichever of `tools`,
+        `tool_choice`, `response_schema`, `schema_method`, `strict` apply. `provider`,
+        `model` and `params` (temperature, max_tokens, top_p) go to the graph's context;
+        `request_params` into every request's `params`; the rest into the graph input.
+
+    Raises:
+        TypeError: The runnable holds no chat model of a supported provider.
+        ValueError: The batch path cannot reproduce this model's requests exactly.
+    """
+    binding, llm = _find_model(runnable)
+    provider, module = _provider_of(llm)
+    model = str(getattr(llm, "model_name", None) or getattr(llm, "model", ""))
+    reference = module.chat_model(model, {})
+    params = {
+        key: getattr(llm, key)
+        for key in CONTEXT_PARAMS
+        if getattr(llm, key, None) != getattr(reference, key, None)
+    }
+    reference = module.chat_model(model, params)
+    # Every parameter the model sends by default (`_default_params` of both chat models).
+    user_defaults: dict[str, Any] = getattr(llm, "_default_params", {})
+    ref_defaults: dict[str, Any] = getattr(reference, "_default_params", {})
+    request_params = {
+        key: value
+        for key, value in user_defaults.items()
+        if key not in ("model", "stream") and ref_defaults.get(key, object()) != value
+    }
+    kwargs = dict(binding.kwargs) if binding is not None else {}
+    pydantic_format = isinstance(kwargs.get("response_format"), type)
+    if pydantic_format and provider == "openai":
+        # What the SDK sends for a Pydantic class (`openai.request_body`): the spec keeps JSON.
+        kwargs["response_format"] = module.type_to_response_format_param(kwargs["response_format"])
+    spec = _output_spec(kwargs, runnable)
+    bound = bind_kwargs(reference, spec)
+    for key, value in kwargs.items():
+        if key != _TRACING_KEY and (key not in bound or bound[key] != value):
+            request_params[key] = value
+    _check_same_body(module, llm, kwargs, reference, bound, request_params)
+    result: dict[str, Any] = {
+        "provider": provider,
+        "model": model,
+        "params": params,
+        "request_params": request_params,
+    }
+    if spec is not None:
+        result.update(spec.to_state())
+    return result
+
+
+def _find_model(
+    runnable: Runnable[Any, Any],
+) -> tuple[RunnableBinding[Any, Any] | None, BaseChatModel]:
+    """Return the chat model inside `runnable` and the binding that wraps it, if any."""
+    if isinstance(runnable, BaseChatModel):
+        return None, runnable
+    if isinstance(runnable, RunnableBinding):
+        if isinstance(runnable.bound, BaseChatModel):
+            return runnable, runnable.bound
+        return _find_model(runnable.bound)
+    if isinstance(runnable, RunnableSequence):
+        return _find_model(runnable.first)
+    if isinstance(runnable, RunnableParallel):
+        for step in runnable.steps__.values():
+            try:
+                return _find_model(step)
+            except TypeError:
+                continue
+    raise TypeError(f"no chat model found in {type(runnable).__name__}")
+
+
+def _provider_of(llm: BaseChatModel) -> tuple[str, Any]:
+    """Return the batch provider name and its module for a chat model."""
+    from langchain_openai import ChatOpenAI
+
+    if type(llm) is ChatOpenAI:
+        from agent.providers import openai
+
+        return "openai", openai
+    # Only a module already imported can have made `llm`: no import cost for the others.
+    mistral = sys.modules.get("langchain_mistralai")
+    if mistral is not None and isinstance(llm, mistral.ChatMistralAI):
+        from agent.providers import mistral as mistral_provider
+
+        return "mistral", mistral_provider
+    anthropic = sys.modules.get("langchain_anthropic")
+    if anthropic is not None and isinstance(llm, anthropic.ChatAnthropic):
+        from agent.providers import anthropic as anthropic_provider
+
+        return "anthropic", anthropic_provider
+    raise TypeError(
+        f"{type(llm).__name__} has no batch provider here (ChatOpenAI, ChatMistralAI, ChatAnthropic)"
+    )
+
+
+def _output_spec(kwargs: dict[str, Any], runnable: Runnable[Any, Any]) -> OutputSpec | None:
+    """Recover the tools / response schema the wrapper was built with."""
+    structured = kwargs.get(_TRACING_KEY)
+    tools = kwargs.get("tools")
+    if isinstance(structured, dict) and structured.get("schema") is not None:
+        options = structured.get("kwargs") or {}
+        method = options.get("method")
+        strict = options.get("strict")
+        bound_schema = _bound_json_schema(kwargs) if method == "json_schema" else None
+        if bound_schema is not None:
+            # The schema as bound (strictness and SDK conversion included) is sent unchanged
+            # when bound again, so the body stays exact.
+            schema: dict[str, Any] = bound_schema
+            strict = None
+        else:
+            # `with_structured_output` records its schema as given (OpenAI json_schema: as a tool).
+            schema = convert_to_openai_tool(structured["schema"])["function"]
+        return OutputSpec(
+            tools=None if method == "function_calling" else tools,
+            response_schema=schema,
+            schema_method=method,
+            strict=strict,
+        )
+    if tools and not isinstance(runnable, RunnableSequence):
+        return OutputSpec(tools=tools, tool_choice=kwargs.get("tool_choice"))
+    return None
+
+
+def _bound_json_schema(kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the JSON schema a `json_schema` structured output bound, in a re-bindable form.
+
+    OpenAI / Mistral bind `response_format={"type": "json_schema", "json_schema": {...}}`, whose
+    inner object `with_structured_output` takes back as is; Anthropic binds
+    `output_config={"format": {"type": "json_schema", "schema": {...}}}`, a titled JSON schema.
+    """
+    response_format = kwargs.get("response_format")
+    if isinstance(response_format, dict) and isinstance(response_format.get("json_schema"), dict):
+        return dict(response_format["json_schema"])
+    output_format = (kwargs.get("output_config") or {}).get("format")
+    if isinstance(output_format, dict) and isinstance(output_format.get("schema"), dict):
+        return dict(output_format["schema"])
+    return None
+
+
+def _check_same_body(
+    module: Any,
+    llm: BaseChatModel,
+    kwargs: dict[str, Any],
+    reference: BaseChatModel,
+    bound: dict[str, Any],
+    request_params: dict[str, Any],
+) -> None:
+    """Refuse the spec unless it rebuilds the body the given runnable would send."""
+    user_kwargs = {k: v for k, v in kwargs.items() if k != _TRACING_KEY}
+    # Each provider module's "body realtime would send" (Anthropic: the Messages params).
+    body = getattr(module, "request_body", None) or module.request_params
+    theirs = body(llm, _PROBE, user_kwargs)
+    probe = BatchRequest(_PROBE.id, _PROBE.messages, request_params)
+    ours = body(reference, probe, bound)
+    if theirs != ours:
+        differ = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+        raise ValueError(
+            f"cannot reproduce this {type(llm).__name__}'s requests in a batch exactly "
+            f"(body keys that differ: {', '.join(differ)})"
+        )

@@ -1,0 +1,176 @@
+"""A served thread finishes by itself, tells a webhook once, and streams progress (`langgraph dev`)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from langgraph_sdk import get_sync_client
+
+from tests.integration_tests.conftest import start_dev_server, stop_dev_server
+
+pytestmark = pytest.mark.slow
+
+RECORDS = [{"id": f"r{i}", "prompt": f"Summarise ticket {i}"} for i in range(5)]
+# Fast polling so the test takes seconds; the emulator's jobs take 3 s (see the fixture's env).
+FAST = {"provider": "emulator", "poll_interval_seconds": 1, "poll_backoff": 1.2}
+
+
+class Receiver:
+    """A local webhook receiver on a free loopback port that records what it is sent."""
+
+    def __init__(self) -> None:
+        """Start serving in a thread."""
+        received: list[tuple[dict[str, str], bytes]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append((dict(self.headers), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.received = received
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/batch?token=s3cret"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """This module's `langgraph dev`, whose emulated jobs take a few seconds."""
+    process, url = start_dev_server(
+        tmp_path_factory.mktemp("served"), BATCH_AGENT_EMULATOR_DELAY="3"
+    )
+    try:
+        yield url
+    finally:
+        stop_dev_server(process)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    hook = Receiver()
+    try:
+        yield hook
+    finally:
+        hook.close()
+
+
+def wait_for(predicate: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    return predicate()
+
+
+def test_thread_completes_by_itself_and_notifies_once(dev_server: str, receiver: Receiver) -> None:
+    client = get_sync_client(url=dev_server, api_key=None)
+    thread_id = client.threads.create()["thread_id"]
+    first = client.runs.wait(
+        thread_id,
+        "batch",
+        input={"requests": RECORDS},
+        context={**FAST, "webhook_url": receiver.url},
+    )
+    assert isinstance(first, dict) and first["status"] == "submitted"
+    assert first["next_check_at"] is not None  # the next poll is booked on the server
+
+    # No client invokes the thread again: the server's delayed runs poll and collect it.
+    values = wait_for(
+        lambda: (
+            (v := client.threads.get_state(thread_id)["values"]).get("status") == "completed" and v
+        ),
+        timeout=90,
+    )
+    assert values, client.threads.get_state(thread_id)["values"]
+    assert [r["id"] for r in values["results"]] == [r["id"] for r in RECORDS]
+    assert values["next_check_at"] is None
+    assert len(values["jobs"]) == 1
+
+    # Nothing stays scheduled for the finished thread: no pending run, no cron.
+    def settled() -> bool:
+        runs = client.runs.list(thread_id, limit=50)
+        return all(run["status"] not in {"pending", "running"} for run in runs)
+
+    assert wait_for(settled, timeout=20)
+    assert client.crons.search(thread_id=thread_id) == []
+    assert len(client.runs.list(thread_id, limit=50)) >= 2  # it did run again by itself
+
+    # The webhook fired exactly once, with a small payload that says where the results are.
+    assert wait_for(lambda: receiver.received, timeout=10)
+    time.sleep(1.5)
+    assert len(receiver.received) == 1
+    headers, body = receiver.received[0]
+    assert len(body) < 2000
+    notice = json.loads(body)
+    assert notice["event"] == "batch.finished"
+    assert notice["thread_id"] == thread_id == headers["X-Batch-Agent-Thread"]
+    assert notice["status"] == "completed"
+    assert notice["counts"]["succeeded"] == len(RECORDS)
+    assert notice["results"]["store_namespace"] == values["results_store"]["namespace"]
+    assert "results" not in notice["results"]  # never the result list itself
+    # The webhook URL (it carries a token) is not kept in state; only its scheme and host are.
+    assert values["webhook"]["target"].startswith("http://127.0.0.1:")
+    assert "s3cret" not in json.dumps(values, default=str)
+
+    # Invoking the finished thread again sends nothing more.
+    client.runs.wait(thread_id, "batch", input={}, context={**FAST, "webhook_url": receiver.url})
+    time.sleep(1)
+    assert len(receiver.received) == 1
+
+
+def test_self_scheduling_can_be_turned_off(dev_server: str) -> None:
+    client = get_sync_client(url=dev_server, api_key=None)
+    thread_id = client.threads.create()["thread_id"]
+    first = client.runs.wait(
+        thread_id,
+        "batch",
+        input={"requests": RECORDS[:2]},
+        context={**FAST, "self_schedule": False},
+    )
+    assert isinstance(first, dict) and first["status"] == "submitted"
+    assert first["next_check_at"] is None
+    time.sleep(5)  # longer than the job takes: nobody polls, so the thread stays submitted
+    assert client.threads.get_state(thread_id)["values"]["status"] == "submitted"
+    assert [r["status"] for r in client.runs.list(thread_id)] == ["success"]
+
+
+def test_progress_events_stream_through_the_sdk(dev_server: str) -> None:
+    client = get_sync_client(url=dev_server, api_key=None)
+    thread_id = client.threads.create()["thread_id"]
+    context = {**FAST, "max_wait_seconds": 30, "self_schedule": False}
+    events = [
+        part.data
+        for part in client.runs.stream(
+            thread_id,
+            "batch",
+            input={"requests": RECORDS},
+            context=context,
+            stream_mode="custom",
+        )
+        if part.event == "custom"
+    ]
+    progress = [e for e in events if e.get("event") == "batch_progress"]
+    assert progress, events
+    assert all(e["thread_id"] == thread_id for e in progress)
+    assert all(e["counts"]["total"] == len(RECORDS) for e in progress)
+    assert progress[-1]["counts"]["succeeded"] == len(RECORDS)
+    assert progress[-1]["jobs"][0]["status"] == "done"
+    assert [e["polls"] for e in progress] == sorted({e["polls"] for e in progress})

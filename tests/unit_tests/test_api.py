@@ -1,0 +1,114 @@
+"""`agent.run_batch`: the batch graph from Python, on the in-process emulator through the real SDKs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel
+
+from agent import BatchResults, run_batch
+from agent.emulator import list_jobs
+from agent.requests import InputError
+
+FAST = {"poll_interval_seconds": 0.1, "poll_backoff": 1.0}
+
+
+def test_run_batch_returns_ai_messages_in_input_order_and_errors() -> None:
+    results = run_batch(
+        [
+            "Say hello",
+            {"id": "bad", "prompt": "Refuse this [emulator:reject]"},
+            [SystemMessage("Be brief."), HumanMessage("Classify: my card was charged twice")],
+            {"prompt": "No id given", "params": {"max_tokens": 2}},
+        ],
+        provider="emulator",
+        **FAST,
+    )
+    assert isinstance(results, BatchResults) and results.status == "completed"
+    assert [r.id for r in results] == ["0", "bad", "2", "3"]
+    assert [r.status for r in results] == ["succeeded", "failed", "succeeded", "succeeded"]
+    hello, bad, classify, capped = results
+    assert isinstance(hello.message, AIMessage)
+    assert hello.content == "Emulated reply to: Say hello"
+    assert classify.content == "Emulated reply to: Classify: my card was charged twice"
+    for ok in (hello, classify, capped):
+        assert ok.ok and ok.error is None and ok.message is not None
+        meta = ok.message.usage_metadata
+        assert meta is not None and meta["total_tokens"] == ok.usage["total_tokens"] > 0
+    # The system message counts: 3 + 2 words, plus 3 + 6 words for the user message.
+    assert classify.usage["input_tokens"] == 14
+    assert capped.content == "Emulated reply" and capped.usage["output_tokens"] == 2
+    assert capped.message is not None
+    assert capped.message.response_metadata["finish_reason"] == "length"
+    assert not bad.ok and bad.message is None and bad.content == ""
+    assert bad.error is not None and bad.error["code"] == "invalid_request"
+    assert results.counts == {"total": 4, "succeeded": 3, "failed": 1, "pending": 0}
+    assert results.usage["total_tokens"] == sum(r.usage["total_tokens"] for r in results)
+
+
+def test_run_batch_resumes_a_thread_by_id_from_another_call(tmp_path: Path) -> None:
+    db = tmp_path / "notebook.sqlite"
+    submitted = run_batch(["First", "Second"], provider="emulator", db=db, wait=False, **FAST)
+    assert submitted.status == "submitted" and list(submitted) == [] and not submitted.done
+    (job,) = submitted.jobs
+
+    finished = run_batch(None, thread_id=submitted.thread_id, db=db, **FAST)
+    assert finished.done and [r.content for r in finished] == [
+        "Emulated reply to: First",
+        "Emulated reply to: Second",
+    ]
+    assert [j["job_id"] for j in finished.jobs] == [job["job_id"]]
+    # A finished thread answers from its checkpoint and store; the provider sees one job.
+    again = run_batch(None, thread_id=submitted.thread_id, db=db)
+    assert [r.message for r in again] == [r.message for r in finished]
+    assert len(list_jobs()) == 1
+
+    with pytest.raises(ValueError, match="no batch thread 'nope'"):
+        run_batch(None, thread_id="nope", db=db)
+
+
+def test_run_batch_takes_a_chat_model_and_its_settings() -> None:
+    # No OPENAI_API_KEY: the openai protocol runs on the emulator (the key is never read).
+    llm = ChatOpenAI(model="gpt-4o-mini", temperature=0, max_tokens=3, api_key="sk-unused")
+    results = run_batch(["Explain batching in many words please"], model=llm, **FAST)
+    (result,) = results
+    assert result.content == "Emulated reply to:"
+    assert result.message is not None
+    assert result.message.response_metadata["model_name"].startswith("gpt-4o-mini")
+    assert results.jobs[0]["provider"] == "openai" and results.jobs[0]["model"] == "gpt-4o-mini"
+
+
+def test_run_batch_takes_a_structured_output_model() -> None:
+    class Ticket(BaseModel):
+        category: str
+        urgent: bool
+
+    llm = ChatOpenAI(model="gpt-4o-mini", api_key="sk-unused").with_structured_output(Ticket)
+    good, broken = run_batch(
+        ["Classify: my card was charged twice", "Classify [emulator:schema_violation]"],
+        model=llm,
+        **FAST,
+    )
+    assert good.ok and Ticket.model_validate(good.parsed).category
+    assert not broken.ok and broken.error is not None and broken.error["code"] == "schema"
+
+
+def test_bad_requests_fail_before_anything_is_uploaded() -> None:
+    with pytest.raises(InputError, match=r"input:2: duplicate id.*'a'"):
+        run_batch([{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}], provider="emulator")
+    with pytest.raises(TypeError, match="not a single string"):
+        run_batch("tickets.jsonl")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unknown setting"):
+        run_batch(["x"], poll_every=3)
+    assert list_jobs() == []
+
+
+def test_importing_agent_stays_cheap() -> None:
+    code = "import sys, agent; print(sorted(m for m in sys.modules if m.split('.')[0] in {'langgraph', 'langchain_core', 'openai'}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,176 @@
+"""Operating a batch: the completion webhook, progress events and the CLI's wait display, offline."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.store.memory import InMemoryStore
+from rich.console import Console
+
+from agent.cli_progress import WaitDisplay, summary_table
+from agent.context import Context
+from agent.graph import build_graph
+from agent.notify import safe_target, send_notice
+
+RECORDS = [{"id": f"n{i}", "prompt": f"Summarise note {i}"} for i in range(3)]
+
+
+class Receiver:
+    """A loopback webhook receiver answering with a fixed status code."""
+
+    def __init__(self, status: int = 200) -> None:
+        """Serve in a thread on a free port."""
+        received: list[bytes] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.received = received
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?token=tok-123456"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    hook = Receiver()
+    yield hook
+    hook.close()
+
+
+def run_to_end(graph: Any, config: dict[str, Any], context: Context) -> dict[str, Any]:
+    graph.invoke({"requests": RECORDS}, config, context=context)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        values = dict(graph.get_state(config).values)
+        if values["status"] in {"completed", "failed", "cancelled"}:
+            return values
+        time.sleep(0.1)
+        graph.invoke({}, config, context=context)
+    raise AssertionError("the batch did not finish")
+
+
+def test_standalone_thread_notifies_its_webhook_once(receiver: Receiver) -> None:
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config = {"configurable": {"thread_id": "hooked"}}
+    context = Context(provider="emulator", webhook_url=receiver.url)
+    values = run_to_end(graph, config, context)
+    assert len(receiver.received) == 1
+    notice = json.loads(receiver.received[0])
+    assert notice["thread_id"] == "hooked" and notice["status"] == "completed"
+    assert notice["counts"]["succeeded"] == 3
+    assert notice["results"]["cli"] == "batch-agent results hooked"
+    assert values["webhook"]["error"] is None and values["webhook"]["sent_at"]
+    assert "tok-123456" not in json.dumps(values, default=str)
+    # Later invocations of the finished thread send nothing more.
+    graph.invoke({}, config, context=context)
+    assert len(receiver.received) == 1
+
+
+def test_webhook_that_refuses_is_given_up_on_without_failing_the_batch() -> None:
+    refusing = Receiver(status=403)
+    try:
+        graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+        config = {"configurable": {"thread_id": "refused"}}
+        values = run_to_end(graph, config, Context(provider="emulator", webhook_url=refusing.url))
+    finally:
+        refusing.close()
+    assert values["status"] == "completed"  # the batch is unaffected
+    assert len(refusing.received) == 1  # a 403 is not retried
+    assert "HTTP 403" in values["webhook"]["error"]
+    assert "tok-123456" not in values["webhook"]["error"]
+
+
+def test_unreachable_webhook_is_retried_then_reported_by_host_only() -> None:
+    pauses: list[float] = []
+    problem = send_notice(
+        "http://127.0.0.1:9/hook?token=tok-123456", {"thread_id": "t"}, sleep=pauses.append
+    )
+    assert problem is not None and "127.0.0.1" in problem and "tok-123456" not in problem
+    assert len(pauses) == 2  # three tries
+    assert safe_target("https://user:pw@hooks.example.com:8443/a/b?c=d") == (
+        "https://hooks.example.com:8443"
+    )
+
+
+def test_each_status_check_streams_a_progress_event() -> None:
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config = {"configurable": {"thread_id": "streamed"}}
+    context = Context(provider="emulator", max_wait_seconds=20, poll_interval_seconds=0.2)
+    events = list(
+        graph.stream({"requests": RECORDS}, config, context=context, stream_mode="custom")
+    )
+    assert events and all(e["event"] == "batch_progress" for e in events)
+    assert [e["polls"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["counts"] == {"total": 3, "succeeded": 3, "failed": 0, "pending": 0}
+    assert events[-1]["next_check_seconds"] is None
+    assert all(e["next_check_seconds"] > 0 for e in events[:-1])
+
+
+def event(succeeded: int, status: str = "running") -> dict[str, Any]:
+    return {
+        "event": "batch_progress",
+        "status": status,
+        "counts": {"total": 40, "succeeded": succeeded, "failed": 2, "pending": 0},
+        "jobs": [{"job_id": "batch_1", "provider_status": "in_progress"}],
+        "next_check_seconds": 5.0,
+    }
+
+
+def test_wait_display_draws_a_bar_on_a_terminal() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    with WaitDisplay(console, "thread-abc") as display:
+        display.event(event(10))
+        display.event(event(38))
+    text = out.getvalue()
+    assert "\x1b[" in text  # drawn with terminal control codes
+    assert "40/40" in text and "failed 2" in text
+
+
+def test_wait_display_prints_plain_lines_elsewhere() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    with WaitDisplay(console, "thread-abc") as display:
+        display.event(event(10))  # plain mode prints per run, from values
+        display.values({"status": "running", "counts": event(10)["counts"], "jobs": []}, 5.0)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    assert "\x1b[" not in lines[0]
+    assert "succeeded 10/40 failed 2" in lines[0] and "next check in 5s" in lines[0]
+
+
+def test_summary_table_shows_counts_tokens_and_time() -> None:
+    out = io.StringIO()
+    Console(file=out, width=120).print(
+        summary_table(
+            {
+                "status": "completed",
+                "counts": {"succeeded": 1200, "failed": 3},
+                "usage": {"input_tokens": 54321, "output_tokens": 999},
+            },
+            75.0,
+        )
+    )
+    text = out.getvalue()
+    for expected in ("completed", "1,200", "3", "54,321", "999", "1m15s"):
+        assert expected in text

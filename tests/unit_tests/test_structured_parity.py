@@ -1,0 +1,476 @@
+"""Parity with tools and structured output: batch bodies and results equal realtime ones.
+
+The realtime side is the real `ChatOpenAI` / `ChatMistralAI` / `ChatAnthropic` wrapped by
+`.bind_tools(tools)` or `.with_structured_output(schema)` and `.invoke()`d with its HTTP client
+swapped for a recording mock transport (as `test_parity.py` does). The batch side is our
+provider's `prepare` with the request set's `OutputSpec` (the input we upload), and `results`
+reading a result file served through the real SDK, followed by the parse/validate step collect
+applies (`AnswerCheck`).
+
+Parametrized by provider (`CASES`): a new provider is one more `Case`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from langchain_core.messages import AIMessage
+
+from agent.planning import new_intent
+from agent.providers.base import BatchProvider
+from agent.providers.mistral import MistralProvider
+from agent.providers.openai import OpenAIProvider
+from agent.requests import BatchRequest
+from agent.structured import AnswerCheck, OutputSpec
+
+TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"enum": ["C", "F"]}},
+                "required": ["city"],
+            },
+        },
+    },
+    {
+        "title": "lookup_order",
+        "description": "Find an order by its number.",
+        "type": "object",
+        "properties": {"order_id": {"type": "integer"}},
+        "required": ["order_id"],
+    },
+]
+SCHEMA: dict[str, Any] = {
+    "title": "Ticket",
+    "description": "A classified support ticket.",
+    "type": "object",
+    "properties": {
+        "category": {"type": "string", "enum": ["billing", "bug", "other"]},
+        "urgent": {"type": "boolean"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["category", "urgent"],
+}
+MESSAGES: list[dict[str, Any]] = [
+    {"role": "system", "content": "You triage support tickets."},
+    {"role": "user", "content": "My invoice is wrong and I need it today"},
+]
+ANSWER = {"category": "billing", "urgent": True, "tags": ["invoice"]}
+WRONG = {"category": "refund", "urgent": "yes"}
+BROKEN_JSON = '{"category": "bill'
+BATCH_ID = "batch_01"
+
+# ----------------------------------------------------------------------------- providers
+
+
+@dataclass(frozen=True)
+class Case:
+    """How one provider is called in realtime and read in batch."""
+
+    model: str
+    realtime: Callable[..., tuple[Any, list[dict[str, Any]]]]
+    """(response body, constructor params, monkeypatch) -> (chat model on a mock, sent bodies)."""
+    provider: Callable[[httpx2.Client | None], BatchProvider]
+    text: Callable[[str, bool], dict[str, Any]]
+    """(text, cut off?) -> a realtime response body with a text answer."""
+    call: Callable[[str, str], dict[str, Any]]
+    """(tool name, JSON arguments) -> a realtime response body calling that tool."""
+    tool_call_id: str
+    default_method: str
+    """`with_structured_output`'s default method on this model."""
+    body_of: Callable[[dict[str, Any]], dict[str, Any]] = lambda line: line["body"]
+    """The request body inside one uploaded input line."""
+    result_line: Callable[[dict[str, Any]], dict[str, Any]] = lambda response: {
+        "id": "batch_req_1",
+        "custom_id": "r1",
+        "response": {"status_code": 200, "request_id": "req_1", "body": response},
+        "error": None,
+    }
+    files_client: Callable[[bytes], httpx2.Client] = lambda content: httpx2.Client(
+        transport=httpx2.MockTransport(lambda request: httpx2.Response(200, content=content))
+    )
+    output_file_id: str = "file-out"
+    call_params: dict[str, Any] = field(default_factory=lambda: {"seed": 7})
+    methods: tuple[str | None, ...] = (None, "json_schema", "function_calling", "json_mode")
+
+    def structured_answer(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """Return the response to the default `with_structured_output(SCHEMA)` call."""
+        if self.default_method == "json_schema":
+            return self.text(json.dumps(answer), False)
+        return self.call("Ticket", json.dumps(answer))
+
+    def broken_answer(self) -> dict[str, Any]:
+        """Return a response the default structured call cannot turn into an answer."""
+        if self.default_method == "json_schema":
+            return self.text(BROKEN_JSON, True)  # cut off at max tokens
+        if self.model.startswith("claude"):
+            return self.text("I would rather not say.", False)  # no tool call at all
+        return self.call("Ticket", BROKEN_JSON)
+
+
+def _openai_realtime(
+    response: dict[str, Any], ctor: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, list[dict[str, Any]]]:
+    from langchain_openai import ChatOpenAI
+
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(json.loads(request.content))
+        return httpx2.Response(200, json=response)
+
+    llm = ChatOpenAI(
+        model="gpt-4o-mini",
+        api_key="sk-test",
+        use_responses_api=False,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+        **ctor,
+    )
+    return llm, sent
+
+
+def _openai_response(message: dict[str, Any], finish_reason: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-abc123",
+        "object": "chat.completion",
+        "created": 1767225600,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "refusal": None, "annotations": [], **message},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52},
+        "service_tier": "default",
+        "system_fingerprint": "fp_123",
+    }
+
+
+def _mistral_realtime(
+    response: dict[str, Any], ctor: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, list[dict[str, Any]]]:
+    from langchain_mistralai import ChatMistralAI
+
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json=response)
+
+    client = httpx.Client(
+        base_url="https://api.mistral.ai/v1", transport=httpx.MockTransport(handler)
+    )
+    llm = ChatMistralAI(model="mistral-small-latest", api_key="test", client=client, **ctor)  # type: ignore[arg-type]
+    return llm, sent
+
+
+def _mistral_response(message: dict[str, Any], finish_reason: str) -> dict[str, Any]:
+    return {
+        "id": "cmpl-e5cc70bb28c444948073e77776eb30ef",
+        "object": "chat.completion",
+        "created": 1767225600,
+        "model": "mistral-small-latest",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "prefix": False, **message},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52},
+    }
+
+
+def _function_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _anthropic_realtime(
+    response: dict[str, Any], ctor: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, list[dict[str, Any]]]:
+    import langchain_anthropic.chat_models as chat_models
+    from langchain_anthropic import ChatAnthropic
+
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(json.loads(request.content))
+        return httpx2.Response(200, json=response)
+
+    def client(**kwargs: Any) -> httpx2.Client:
+        return httpx2.Client(transport=httpx2.MockTransport(handler), base_url=kwargs["base_url"])
+
+    # ChatAnthropic builds its SDK client on an httpx2 client from this factory.
+    monkeypatch.setattr(chat_models, "_get_default_httpx_client", client)
+    llm = ChatAnthropic(model="claude-haiku-4-5", api_key="sk-ant-test", **ctor)  # type: ignore[arg-type]
+    return llm, sent
+
+
+def _anthropic_response(content: list[dict[str, Any]], stop_reason: str) -> dict[str, Any]:
+    return {
+        "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-haiku-4-5-20251001",
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 40, "output_tokens": 12, "service_tier": "batch"},
+    }
+
+
+def _anthropic_files(content: bytes) -> httpx2.Client:
+    """The Message Batches API as the SDK reads results: the batch, then its results URL."""
+    state = {
+        "id": BATCH_ID,
+        "type": "message_batch",
+        "processing_status": "ended",
+        "request_counts": {
+            "processing": 0,
+            "succeeded": 1,
+            "errored": 0,
+            "canceled": 0,
+            "expired": 0,
+        },
+        "created_at": "2026-11-22T10:00:00.000000Z",
+        "expires_at": "2026-11-23T10:00:00.000000Z",
+        "ended_at": "2026-11-22T10:10:00.000000Z",
+        "archived_at": None,
+        "cancel_initiated_at": None,
+        "results_url": f"https://files.invalid/v1/messages/batches/{BATCH_ID}/results",
+    }
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path.endswith("/results"):
+            return httpx2.Response(200, content=content)
+        return httpx2.Response(200, json=state)
+
+    return httpx2.Client(transport=httpx2.MockTransport(handler))
+
+
+def _anthropic_provider(client: httpx2.Client | None) -> BatchProvider:
+    from agent.providers.anthropic import AnthropicProvider
+
+    return AnthropicProvider(emulated=False, base_url="https://api.invalid", http_client=client)
+
+
+CASES: dict[str, Case] = {
+    "openai": Case(
+        model="gpt-4o-mini",
+        realtime=_openai_realtime,
+        provider=lambda client: OpenAIProvider(
+            emulated=False, base_url="http://files.invalid/v1", http_client=client
+        ),
+        text=lambda text, cut: _openai_response({"content": text}, "length" if cut else "stop"),
+        call=lambda name, arguments: _openai_response(
+            {"content": None, "tool_calls": [_function_call("call_Ab12Cd34", name, arguments)]},
+            "tool_calls",
+        ),
+        tool_call_id="call_Ab12Cd34",
+        default_method="json_schema",
+    ),
+    "mistral": Case(
+        model="mistral-small-latest",
+        realtime=_mistral_realtime,
+        provider=lambda client: MistralProvider(
+            emulated=False, base_url="http://files.invalid", http_client=client
+        ),
+        text=lambda text, cut: _mistral_response({"content": text}, "length" if cut else "stop"),
+        call=lambda name, arguments: _mistral_response(
+            {"content": "", "tool_calls": [_function_call("Ab12Cd34e", name, arguments)]},
+            "tool_calls",
+        ),
+        tool_call_id="Ab12Cd34e",
+        default_method="function_calling",
+    ),
+    "anthropic": Case(
+        model="claude-haiku-4-5",
+        realtime=_anthropic_realtime,
+        provider=_anthropic_provider,
+        text=lambda text, cut: _anthropic_response(
+            [{"type": "text", "text": text}], "max_tokens" if cut else "end_turn"
+        ),
+        call=lambda name, arguments: _anthropic_response(
+            [
+                {
+                    "type": "tool_use",
+                    "id": "toolu_01Ab12Cd34",
+                    "name": name,
+                    "input": json.loads(arguments),
+                }
+            ],
+            "tool_use",
+        ),
+        tool_call_id="toolu_01Ab12Cd34",
+        default_method="function_calling",
+        body_of=lambda line: line["params"],
+        result_line=lambda response: {
+            "custom_id": "r1",
+            "result": {"type": "succeeded", "message": response},
+        },
+        files_client=_anthropic_files,
+        output_file_id=f"https://files.invalid/v1/messages/batches/{BATCH_ID}/results",
+        call_params={"top_k": 5},
+        methods=(None, "json_schema", "function_calling"),
+    ),
+}
+PROVIDERS = list(CASES)
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _batch_body(
+    case: Case, spec: OutputSpec, ctor: dict[str, Any], call: dict[str, Any]
+) -> dict[str, Any]:
+    batch = case.provider(None).prepare(
+        [BatchRequest("r1", MESSAGES, call)], case.model, ctor, spec
+    )
+    (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
+    assert line["custom_id"] == "r1"
+    return dict(case.body_of(line))
+
+
+def _batch_message(case: Case, spec: OutputSpec, response: dict[str, Any]) -> AIMessage:
+    content = json.dumps(case.result_line(response)).encode() + b"\n"
+    provider = case.provider(case.files_client(content))
+    job = new_intent(provider, key="k", attempt=1, model=case.model, params={}, request_count=1)
+    job.update(job_id=BATCH_ID, status="done", output_file_id=case.output_file_id)
+    (outcome,) = list(provider.results(job, spec))
+    assert outcome.custom_id == "r1" and outcome.error is None and outcome.message is not None
+    return outcome.message
+
+
+def _check(case: Case, spec: OutputSpec) -> AnswerCheck:
+    return AnswerCheck(case.provider(None).chat_model(case.model, {}), spec)
+
+
+def _comparable(message: AIMessage) -> dict[str, Any]:
+    # `invoke()` ids embed a random run id; everything else must match exactly.
+    dumped = message.model_dump()
+    dumped.pop("id")
+    return dumped
+
+
+def _sent_body(sent: list[dict[str, Any]]) -> dict[str, Any]:
+    body = dict(sent[0])
+    body.pop("stream", None)  # realtime's stream=False; a batch line carries no streaming flag
+    return body
+
+
+def _params(case: Case, with_params: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(constructor parameters from the run context, per-call parameters of the request)."""
+    if not with_params:
+        return {}, {}
+    return {"temperature": 0.2, "max_tokens": 64}, case.call_params
+
+
+# ----------------------------------------------------------------------------- tests
+
+TOOL_OPTIONS: list[dict[str, Any]] = [{}, {"tool_choice": "get_weather"}, {"tool_choice": "any"}]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("options", TOOL_OPTIONS, ids=["auto", "named", "any"])
+@pytest.mark.parametrize("with_params", [False, True], ids=["defaults", "params"])
+def test_tools_batch_body_equals_realtime_body(
+    provider: str, options: dict[str, Any], with_params: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = CASES[provider]
+    ctor, call = _params(case, with_params)
+    llm, sent = case.realtime(case.call("get_weather", '{"city": "Paris"}'), ctor, monkeypatch)
+    llm.bind_tools(TOOLS, **options).invoke(MESSAGES, **call)
+    spec = OutputSpec(tools=TOOLS, tool_choice=options.get("tool_choice"))
+    body = _batch_body(case, spec, ctor, call)
+    assert body == _sent_body(sent)
+    assert len(body["tools"]) == 2
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("method", [None, "json_schema", "function_calling", "json_mode"])
+@pytest.mark.parametrize("with_params", [False, True], ids=["defaults", "params"])
+def test_structured_batch_body_equals_realtime_body(
+    provider: str, method: str | None, with_params: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = CASES[provider]
+    if method not in case.methods:
+        pytest.skip(f"{provider} has no structured-output method {method!r}")
+    ctor, call = _params(case, with_params)
+    llm, sent = case.realtime(case.structured_answer(ANSWER), ctor, monkeypatch)
+    options = {"method": method} if method else {}
+    try:
+        llm.with_structured_output(SCHEMA, **options).invoke(MESSAGES, **call)
+    except Exception:
+        pass  # the canned answer may not fit this method; only the request matters here
+    spec = OutputSpec(response_schema=SCHEMA, schema_method=method)
+    assert _batch_body(case, spec, ctor, call) == _sent_body(sent)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_tool_call_result_equals_realtime_message(
+    provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = CASES[provider]
+    response = case.call("get_weather", '{"city": "Paris"}')
+    llm, _ = case.realtime(response, {}, monkeypatch)
+    realtime = llm.bind_tools(TOOLS).invoke(MESSAGES)
+    ours = _batch_message(case, OutputSpec(tools=TOOLS), response)
+    assert _comparable(ours) == _comparable(realtime)
+    expected = {"name": "get_weather", "args": {"city": "Paris"}, "id": case.tool_call_id}
+    assert ours.tool_calls == realtime.tool_calls == [{**expected, "type": "tool_call"}]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_structured_result_equals_realtime_answer(
+    provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = CASES[provider]
+    response = case.structured_answer(ANSWER)
+    llm, _ = case.realtime(response, {}, monkeypatch)
+    realtime = llm.with_structured_output(SCHEMA, include_raw=True).invoke(MESSAGES)
+    assert realtime["parsing_error"] is None
+    spec = OutputSpec(response_schema=SCHEMA)
+    ours = _batch_message(case, spec, response)
+    # The raw message, including what realtime adds for a response format (OpenAI's
+    # `additional_kwargs["parsed"]` from the SDK's `chat.completions.parse`) and tool calls.
+    assert _comparable(ours) == _comparable(realtime["raw"])
+    assert _check(case, spec).check(ours, "r1") == (ANSWER, None)
+    assert realtime["parsed"] == ANSWER
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_answer_breaking_the_schema_is_a_per_request_error(
+    provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case = CASES[provider]
+    spec = OutputSpec(response_schema=SCHEMA)
+    check = _check(case, spec)
+
+    parsed, problem = check.check(_batch_message(case, spec, case.structured_answer(WRONG)), "r1")
+    assert parsed == WRONG
+    assert problem is not None and problem.startswith("schema: the answer does not match")
+    assert "(request id 'r1')" in problem
+
+    # Realtime `.invoke()` raises on (or returns nothing for) a broken answer; a batch reports it
+    # for that request alone and keeps the message.
+    broken = case.broken_answer()
+    llm, _ = case.realtime(broken, {}, monkeypatch)
+    try:
+        answer = llm.with_structured_output(SCHEMA).invoke(MESSAGES)
+    except Exception:
+        answer = None
+    assert answer is None
+    _, problem = check.check(_batch_message(case, spec, broken), "r1")
+    assert problem is not None and problem.startswith("schema: ") and "(request id 'r1')" in problem
