@@ -290,21 +290,14 @@ def _with_params(record: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any
 def _open(db: str | os.PathLike[str] | None) -> Iterator[CompiledStateGraph[Any, Any, Any, Any]]:
     """Compile the batch graph on the in-memory pair, or on `db` with its thread lock."""
     from agent.graph import build_graph
-    from agent.persistence import ACTIVE_PERSISTENCE, open_persistence
+    from agent.persistence import open_batch_graph
 
     if db is None:
         checkpointer, store = _memory()
         yield build_graph().compile(checkpointer=checkpointer, store=store, name="batch")
         return
-    with open_persistence(os.fspath(db)) as persistence:
-        graph = build_graph().compile(
-            checkpointer=persistence.checkpointer, store=persistence.store, name="batch"
-        )
-        token = ACTIVE_PERSISTENCE.set(persistence)
-        try:
-            yield graph
-        finally:
-            ACTIVE_PERSISTENCE.reset(token)
+    with open_batch_graph(os.fspath(db)) as graph:
+        yield graph
 
 
 def _memory() -> tuple[BaseCheckpointSaver[Any], BaseStore]:

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -135,24 +135,13 @@ class CliError(Exception):
     """An error reported as one line on stderr with exit code 1."""
 
 
-@contextmanager
-def open_graph(db: Path | str | None) -> Iterator[CompiledStateGraph[Any, Any, Any, Any]]:
-    """Compile the batch graph on `db`: a SQLite file or a `postgresql://` URL.
+def open_graph(
+    db: Path | str | None,
+) -> AbstractContextManager[CompiledStateGraph[Any, Any, Any, Any]]:
+    """Compile the batch graph on `db`: a SQLite file or a `postgresql://` URL."""
+    from agent.persistence import open_batch_graph
 
-    Inside the block the database's per-thread lock is the one `_advance` holds.
-    """
-    from agent.graph import build_graph
-    from agent.persistence import ACTIVE_PERSISTENCE, open_persistence
-
-    with open_persistence(db) as persistence:
-        graph = build_graph().compile(
-            checkpointer=persistence.checkpointer, store=persistence.store, name="batch"
-        )
-        token = ACTIVE_PERSISTENCE.set(persistence)
-        try:
-            yield graph
-        finally:
-            ACTIVE_PERSISTENCE.reset(token)
+    return open_batch_graph(db)
 
 
 def thread_values(graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from langgraph.store.sqlite.aio import AsyncSqliteStore
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.graph.state import CompiledStateGraph
     from langgraph.store.base import BaseStore
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class Persistence:
     location: str
 
 
-# The persistence of the running CLI command (set by `agent.cli.open_graph`).
+# The persistence of the running command (set by `open_batch_graph`).
 ACTIVE_PERSISTENCE: ContextVar[Persistence | None] = ContextVar(
     "batch_agent_persistence", default=None
 )
@@ -175,6 +176,26 @@ def open_persistence(db: str | Path | None = None) -> Iterator[Persistence]:
     else:
         with _open_postgres(resolved) as persistence:
             yield persistence
+
+
+@contextmanager
+def open_batch_graph(db: str | Path | None) -> Iterator[CompiledStateGraph[Any, Any, Any, Any]]:
+    """Compile the batch graph on `db` (a SQLite file or a `postgresql://` URL; None: the default).
+
+    Inside the block the database's per-thread lock is the one `active_thread_lock` takes, so
+    every worker on the same database runs a thread one at a time.
+    """
+    from agent.graph import build_graph
+
+    with open_persistence(db) as persistence:
+        graph = build_graph().compile(
+            checkpointer=persistence.checkpointer, store=persistence.store, name="batch"
+        )
+        token = ACTIVE_PERSISTENCE.set(persistence)
+        try:
+            yield graph
+        finally:
+            ACTIVE_PERSISTENCE.reset(token)
 
 
 @contextmanager

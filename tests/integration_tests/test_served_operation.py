@@ -3,50 +3,21 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from langgraph_sdk import get_sync_client
 
 from tests.integration_tests.conftest import start_dev_server, stop_dev_server
+from tests.support import WebhookReceiver
 
 pytestmark = pytest.mark.slow
 
 RECORDS = [{"id": f"r{i}", "prompt": f"Summarise ticket {i}"} for i in range(5)]
 # Fast polling so the test takes seconds; the emulator's jobs take 3 s (see the fixture's env).
 FAST = {"provider": "emulator", "poll_interval_seconds": 1, "poll_backoff": 1.2}
-
-
-class Receiver:
-    """A local webhook receiver on a free loopback port that records what it is sent."""
-
-    def __init__(self) -> None:
-        """Start serving in a thread."""
-        received: list[tuple[dict[str, str], bytes]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append((dict(self.headers), body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.received = received
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/batch?token=s3cret"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        """Stop serving."""
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +33,8 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    hook = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    hook = WebhookReceiver()
     try:
         yield hook
     finally:
@@ -80,7 +51,9 @@ def wait_for(predicate: Any, timeout: float) -> Any:
     return predicate()
 
 
-def test_thread_completes_by_itself_and_notifies_once(dev_server: str, receiver: Receiver) -> None:
+def test_thread_completes_by_itself_and_notifies_once(
+    dev_server: str, receiver: WebhookReceiver
+) -> None:
     client = get_sync_client(url=dev_server, api_key=None)
     thread_id = client.threads.create()["thread_id"]
     first = client.runs.wait(
@@ -128,7 +101,7 @@ def test_thread_completes_by_itself_and_notifies_once(dev_server: str, receiver:
     assert "results" not in notice["results"]  # never the result list itself
     # The webhook URL (it carries a token) is not kept in state; only its scheme and host are.
     assert values["webhook"]["target"].startswith("http://127.0.0.1:")
-    assert "s3cret" not in json.dumps(values, default=str)
+    assert "s3cret-tok" not in json.dumps(values, default=str)
 
     # Invoking the finished thread again sends nothing more.
     client.runs.wait(thread_id, "batch", input={}, context={**FAST, "webhook_url": receiver.url})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from langgraph.store.memory import InMemoryStore
 from agent.context import Context
 from agent.emulator import list_jobs
 from agent.graph import build_graph
+from tests.support import run_to_end
 
 # 100 requests, 10 distinct bodies; ids and the order of repeats vary.
 RECORDS = [{"id": f"q{i:03d}", "prompt": f"Classify ticket kind {i % 10}"} for i in range(100)]
@@ -20,16 +20,7 @@ RECORDS = [{"id": f"q{i:03d}", "prompt": f"Classify ticket kind {i % 10}"} for i
 
 def run(context: Context, records: list[dict[str, Any]], thread: str) -> dict[str, Any]:
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
-    config = {"configurable": {"thread_id": thread}}
-    graph.invoke({"requests": records}, config, context=context)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        values = dict(graph.get_state(config).values)
-        if values["status"] in {"completed", "failed", "cancelled"}:
-            return values
-        time.sleep(0.1)
-        graph.invoke({}, config, context=context)
-    raise AssertionError("the batch did not finish")
+    return run_to_end(graph, {"configurable": {"thread_id": thread}}, context, records)
 
 
 @pytest.mark.parametrize("provider", ["openai", "mistral"])

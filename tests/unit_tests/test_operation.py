@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,93 +16,56 @@ from agent.cli_progress import WaitDisplay, summary_table
 from agent.context import Context
 from agent.graph import build_graph
 from agent.notify import safe_target, send_notice
+from tests.support import WebhookReceiver, run_to_end
 
 RECORDS = [{"id": f"n{i}", "prompt": f"Summarise note {i}"} for i in range(3)]
 
 
-class Receiver:
-    """A loopback webhook receiver answering with a fixed status code."""
-
-    def __init__(self, status: int = 200) -> None:
-        """Serve in a thread on a free port."""
-        received: list[bytes] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.received = received
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook?token=tok-123456"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        """Stop serving."""
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    hook = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    hook = WebhookReceiver(status=200)
     yield hook
     hook.close()
 
 
-def run_to_end(graph: Any, config: dict[str, Any], context: Context) -> dict[str, Any]:
-    graph.invoke({"requests": RECORDS}, config, context=context)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        values = dict(graph.get_state(config).values)
-        if values["status"] in {"completed", "failed", "cancelled"}:
-            return values
-        time.sleep(0.1)
-        graph.invoke({}, config, context=context)
-    raise AssertionError("the batch did not finish")
-
-
-def test_standalone_thread_notifies_its_webhook_once(receiver: Receiver) -> None:
+def test_standalone_thread_notifies_its_webhook_once(receiver: WebhookReceiver) -> None:
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "hooked"}}
     context = Context(provider="emulator", webhook_url=receiver.url)
-    values = run_to_end(graph, config, context)
+    values = run_to_end(graph, config, context, RECORDS)
     assert len(receiver.received) == 1
-    notice = json.loads(receiver.received[0])
+    notice = json.loads(receiver.bodies[0])
     assert notice["thread_id"] == "hooked" and notice["status"] == "completed"
     assert notice["counts"]["succeeded"] == 3
     assert notice["results"]["cli"] == "batch-agent results hooked"
     assert values["webhook"]["error"] is None and values["webhook"]["sent_at"]
-    assert "tok-123456" not in json.dumps(values, default=str)
+    assert "s3cret-tok" not in json.dumps(values, default=str)
     # Later invocations of the finished thread send nothing more.
     graph.invoke({}, config, context=context)
     assert len(receiver.received) == 1
 
 
 def test_webhook_that_refuses_is_given_up_on_without_failing_the_batch() -> None:
-    refusing = Receiver(status=403)
+    refusing = WebhookReceiver(status=403)
     try:
         graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
         config = {"configurable": {"thread_id": "refused"}}
-        values = run_to_end(graph, config, Context(provider="emulator", webhook_url=refusing.url))
+        context = Context(provider="emulator", webhook_url=refusing.url)
+        values = run_to_end(graph, config, context, RECORDS)
     finally:
         refusing.close()
     assert values["status"] == "completed"  # the batch is unaffected
     assert len(refusing.received) == 1  # a 403 is not retried
     assert "HTTP 403" in values["webhook"]["error"]
-    assert "tok-123456" not in values["webhook"]["error"]
+    assert "s3cret-tok" not in values["webhook"]["error"]
 
 
 def test_unreachable_webhook_is_retried_then_reported_by_host_only() -> None:
     pauses: list[float] = []
     problem = send_notice(
-        "http://127.0.0.1:9/hook?token=tok-123456", {"thread_id": "t"}, sleep=pauses.append
+        "http://127.0.0.1:9/hook?token=s3cret-tok", {"thread_id": "t"}, sleep=pauses.append
     )
-    assert problem is not None and "127.0.0.1" in problem and "tok-123456" not in problem
+    assert problem is not None and "127.0.0.1" in problem and "s3cret-tok" not in problem
     assert len(pauses) == 2  # three tries
     assert safe_target("https://user:pw@hooks.example.com:8443/a/b?c=d") == (
         "https://hooks.example.com:8443"
