@@ -143,11 +143,14 @@ def records_errors(node: Node) -> Node:
             return {
                 "status": "error",
                 "error": f"{exc} (gave up after {info.node_attempt} attempts; invoke the thread again to retry)",
+                # An outage may pass: a served thread books another try (see `_retry_later`).
+                "retry_later": True,
             }
         except ProviderError as exc:
             return {
                 "status": "error",
                 "error": f"{exc} (fix the cause, then invoke the thread again to resume)",
+                "retry_later": False,
             }
 
     return guarded
@@ -358,6 +361,19 @@ def notify(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- routers
 
 
+def _retry_later(state: State) -> bool:
+    """Tell whether a run ended on a provider outage that outlasted the retries (worth another try).
+
+    Standalone, `schedule` then just ends the run (the CLI reports the error; `--wait` resumes);
+    on a server it books another run, so an unattended thread survives an outage.
+    """
+    return (
+        state.get("status") == "error"
+        and bool(state.get("retry_later"))
+        and bool(state.get("jobs"))
+    )
+
+
 def _notice_due(state: State, ctx: Context) -> bool:
     """Tell whether a finished thread has a webhook set and no notice attempted yet."""
     return bool(
@@ -394,7 +410,7 @@ def route_after_submit(
     """Keep submitting one intent per step; then end the run, or wait within its budget."""
     jobs = state.get("jobs") or []
     if state.get("status") == "error" or not jobs:
-        return "__end__"
+        return "schedule" if _retry_later(state) else "__end__"
     if any(job["job_id"] is None for job in jobs):
         return "submit"
     if runtime.context.max_wait_seconds > 0:
@@ -408,7 +424,7 @@ def route_after_check(
 ) -> Literal["collect", "wait", "schedule", "__end__"]:
     """Decide on the polling edge: collect when every job is terminal, else wait or schedule."""
     if state.get("status") in {"error", "cancelled"}:
-        return "__end__"
+        return "schedule" if _retry_later(state) else "__end__"
     if all(job["status"] in TERMINAL_JOB_STATUSES for job in state.get("jobs") or []):
         return "collect"
     if state.get("waited_seconds", 0.0) < runtime.context.max_wait_seconds:
@@ -419,10 +435,10 @@ def route_after_check(
 
 def route_after_collect(
     state: State, runtime: Runtime[Context]
-) -> Literal["submit", "notify", "__end__"]:
+) -> Literal["submit", "notify", "schedule", "__end__"]:
     """Submit the follow-up job when collect queued retries, else notify (if asked) and finish."""
     if state.get("status") == "error":
-        return "__end__"
+        return "schedule" if _retry_later(state) else "__end__"
     if any(job["job_id"] is None for job in state.get("jobs") or []):
         return "submit"
     return "notify" if _notice_due(state, runtime.context) else "__end__"

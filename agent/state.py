@@ -222,6 +222,9 @@ class State(InputState, OutputState):
     """The user cancelled: no more submissions or retries on this thread."""
     polls: NotRequired[int]
     """Status checks made so far on this thread."""
+    retry_later: NotRequired[bool]
+    """With status `error`: the provider stayed unavailable through the retries (a served thread
+    books another try); False for errors that need a fix (a key, a quota)."""
     waits_this_run: NotRequired[int]
     """Waits done in the current run (drives the growing poll interval)."""
     waited_seconds: NotRequired[float]

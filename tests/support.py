@@ -48,11 +48,11 @@ def run_to_end(
     graph: Any,
     config: dict[str, Any],
     context: Context,
-    records: list[dict[str, Any]],
+    records: list[dict[str, Any]] | None,
     timeout: float = 20.0,
 ) -> dict[str, Any]:
-    """Submit `records` on a compiled graph, then re-invoke it until the thread is finished."""
-    graph.invoke({"requests": records}, config, context=context)
+    """Submit `records` (None: resume the thread), then re-invoke it until it is finished."""
+    graph.invoke({"requests": records} if records else {}, config, context=context)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         values = dict(graph.get_state(config).values)

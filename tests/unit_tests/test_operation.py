@@ -134,3 +134,39 @@ def test_summary_table_shows_counts_tokens_and_time() -> None:
     text = out.getvalue()
     for expected in ("completed", "1,200", "3", "54,321", "999", "1m15s"):
         assert expected in text
+
+
+def test_an_outage_that_outlasts_the_retries_books_another_try(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A provider down through every retry: status `error` marked retry_later, routed to schedule."""
+    from langgraph.types import RetryPolicy
+
+    import agent.graph as graph_module
+    from agent.graph import route_after_check
+
+    fast_retry = RetryPolicy(
+        initial_interval=0.01, max_attempts=2, jitter=False, retry_on=Exception
+    )
+    monkeypatch.setattr(graph_module, "NODE_RETRY", fast_retry)
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config = {"configurable": {"thread_id": "outage"}}
+    context = Context(provider="openai", max_attempts=1)
+    submitted = graph.invoke({"requests": RECORDS}, config, context=context)
+    assert submitted["status"] == "submitted"
+
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "http_error_rate=1")
+    graph.invoke({}, config, context=context)
+    values = dict(graph.get_state(config).values)
+    assert values["status"] == "error" and values["retry_later"] is True
+    assert "gave up after 2 attempts" in values["error"]
+
+    class Runtime:  # only the context is read by the router
+        def __init__(self, context: Context) -> None:
+            self.context = context
+
+    assert route_after_check(values, Runtime(context)) == "schedule"  # type: ignore[arg-type]
+    # Once the provider answers again, the next run picks up where it stopped.
+    monkeypatch.delenv("BATCH_AGENT_EMULATOR_FAULTS")
+    values = run_to_end(graph, config, context, None)
+    assert values["status"] == "completed" and values["counts"]["succeeded"] == 3
