@@ -61,3 +61,56 @@ def run_to_end(
         time.sleep(0.1)
         graph.invoke({}, config, context=context)
     raise AssertionError("the batch did not finish")
+
+
+# Short poll intervals so a graph run waits for the emulator's jobs in well under a second.
+FAST_POLLING: dict[str, Any] = {
+    "max_wait_seconds": 20.0,
+    "poll_interval_seconds": 0.05,
+    "poll_backoff": 1.5,
+    "max_poll_interval_seconds": 0.3,
+    "output_wait_seconds": 5.0,
+}
+
+
+def run_with_wait_budget(
+    provider: str, records: list[dict[str, Any]], thread: str = "t", **context: Any
+) -> tuple[dict[str, Any], Any]:
+    """Run a batch in memory, each invocation waiting in-run (`FAST_POLLING`), until it ends.
+
+    Returns:
+        The thread's final values and the compiled graph.
+    """
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.store.memory import InMemoryStore
+
+    from agent.graph import build_graph
+
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config = {"configurable": {"thread_id": thread}}
+    ctx = Context(provider=provider, **{**FAST_POLLING, **context})  # type: ignore[arg-type]
+    graph.invoke({"requests": records}, config, context=ctx)
+    deadline = time.monotonic() + 60
+    values = graph.get_state(config).values
+    while (
+        values.get("status") not in {"completed", "failed", "cancelled", "error"}
+        and time.monotonic() < deadline
+    ):
+        graph.invoke({}, config, context=ctx)
+        values = graph.get_state(config).values
+    return values, graph
+
+
+def assert_all_accounted(values: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """Every request has exactly one result, in input order, and the counts add up."""
+    results = values["results"]
+    assert [r["id"] for r in results] == [r["id"] for r in records]
+    for r in results:
+        assert r["status"] in {"succeeded", "failed"}
+        assert (r["message"] is None) == (r["status"] == "failed")
+        assert (r["error"] is None) == (r["status"] == "succeeded")
+        if r["error"]:
+            assert r["error"]["code"] and r["error"]["message"]
+    counts = values["counts"]
+    assert counts["succeeded"] + counts["failed"] == counts["total"] == len(records)
+    assert counts["succeeded"] == sum(r["status"] == "succeeded" for r in results)

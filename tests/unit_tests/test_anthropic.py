@@ -26,6 +26,7 @@ from agent.planning import new_intent
 from agent.providers.anthropic import AnthropicProvider, InlineRequests
 from agent.providers.base import CreateAttempt
 from agent.requests import BatchRequest, InputError
+from tests.support import FAST_POLLING, assert_all_accounted, run_with_wait_budget
 
 MODEL = "claude-haiku-4-5"
 MESSAGE_SETS: list[list[dict[str, Any]]] = [
@@ -64,13 +65,7 @@ ANTHROPIC_RESPONSE = {
     },
 }
 BATCH_ID = "msgbatch_0123456789abcdef"
-FAST = {
-    "max_wait_seconds": 20.0,
-    "poll_interval_seconds": 0.05,
-    "poll_backoff": 1.5,
-    "max_poll_interval_seconds": 0.3,
-    "output_wait_seconds": 5.0,
-}
+FAST = FAST_POLLING
 N = 12
 RECORDS: list[dict[str, Any]] = [
     {"id": f"req-{i:02d}", "prompt": f"question number {i}"} for i in range(N)
@@ -281,32 +276,11 @@ def test_errored_canceled_and_expired_results_become_clear_request_errors() -> N
 def _run(
     records: list[dict[str, Any]] = RECORDS, thread: str = "t", **context: Any
 ) -> tuple[dict[str, Any], Any]:
-    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
-    config = {"configurable": {"thread_id": thread}}
-    ctx = Context(provider="anthropic", **{**FAST, **context})  # type: ignore[arg-type]
-    graph.invoke({"requests": records}, config, context=ctx)
-    deadline = time.monotonic() + 60
-    values = graph.get_state(config).values
-    while (
-        values.get("status") not in {"completed", "failed", "cancelled", "error"}
-        and time.monotonic() < deadline
-    ):
-        graph.invoke({}, config, context=ctx)
-        values = graph.get_state(config).values
-    return values, graph
+    return run_with_wait_budget("anthropic", records, thread, **context)
 
 
 def _assert_all_accounted(values: dict[str, Any], records: list[dict[str, Any]] = RECORDS) -> None:
-    results = values["results"]
-    assert [r["id"] for r in results] == [r["id"] for r in records]
-    for r in results:
-        assert r["status"] in {"succeeded", "failed"}
-        assert (r["message"] is None) == (r["status"] == "failed")
-        assert (r["error"] is None) == (r["status"] == "succeeded")
-        if r["error"]:
-            assert r["error"]["code"] and r["error"]["message"]
-    counts = values["counts"]
-    assert counts["succeeded"] + counts["failed"] == counts["total"] == len(records)
+    assert_all_accounted(values, records)
 
 
 def _batch_creates() -> list[dict[str, Any]]:

@@ -19,50 +19,23 @@ from agent.emulator import list_jobs, read_access_log
 from agent.graph import build_graph
 from agent.providers.errors import ProviderError, classify
 from agent.requests import InputError
+from tests.support import FAST_POLLING, assert_all_accounted, run_with_wait_budget
 
 N = 12
 RECORDS: list[dict[str, Any]] = [
     {"id": f"req-{i:02d}", "prompt": f"question number {i}"} for i in range(N)
 ]
-FAST = {
-    "max_wait_seconds": 20.0,
-    "poll_interval_seconds": 0.05,
-    "poll_backoff": 1.5,
-    "max_poll_interval_seconds": 0.3,
-    "output_wait_seconds": 5.0,
-}
+FAST = FAST_POLLING
 
 
 def _run(
     provider: str, records: list[dict[str, Any]] = RECORDS, thread: str = "t", **context: Any
 ) -> tuple[dict[str, Any], Any]:
-    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
-    config = {"configurable": {"thread_id": thread}}
-    ctx = Context(provider=provider, **{**FAST, **context})  # type: ignore[arg-type]
-    graph.invoke({"requests": records}, config, context=ctx)
-    deadline = time.monotonic() + 60
-    values = graph.get_state(config).values
-    while (
-        values.get("status") not in {"completed", "failed", "cancelled", "error"}
-        and time.monotonic() < deadline
-    ):
-        graph.invoke({}, config, context=ctx)
-        values = graph.get_state(config).values
-    return values, graph
+    return run_with_wait_budget(provider, records, thread, **context)
 
 
 def _assert_all_accounted(values: dict[str, Any], records: list[dict[str, Any]] = RECORDS) -> None:
-    results = values["results"]
-    assert [r["id"] for r in results] == [r["id"] for r in records]
-    for r in results:
-        assert r["status"] in {"succeeded", "failed"}
-        assert (r["message"] is None) == (r["status"] == "failed")
-        assert (r["error"] is None) == (r["status"] == "succeeded")
-        if r["error"]:
-            assert r["error"]["code"] and r["error"]["message"]
-    counts = values["counts"]
-    assert counts["succeeded"] + counts["failed"] == counts["total"] == len(records)
-    assert counts["succeeded"] == sum(r["status"] == "succeeded" for r in results)
+    assert_all_accounted(values, records)
 
 
 KNOBS = [
