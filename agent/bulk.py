@@ -14,6 +14,8 @@ Layout, under the namespace `("batch_agent", <thread id>, ...)`:
 
 - `("request_ids",)`: keys `000000`, `000001`, ... each `{"ids": [...]}`: input order.
 - `("jobs", <job key>)`: the ids of one job, same paging.
+- `("settings",)`: key `webhook`: the thread's completion webhook URL, kept here rather than in
+  checkpointed state, so that any later run of the thread (whatever its context) sends the notice.
 - `("duplicates",)`: `{"pairs": [[request id, original id], ...]}` pages: requests not sent
   because an identical one was (`dedupe`); they take the original's answer at collect.
 - `("creates",)`: key `<job key>`, `{"sent_at", "job_id"}`: the create journal of providers whose
@@ -133,6 +135,18 @@ class ThreadData:
             for copy_id, original in item.value["pairs"]:
                 copies.setdefault(original, []).append(copy_id)
         return copies
+
+    # ----------------------------------------------------------------- settings
+
+    def webhook_url(self) -> str:
+        """Return the completion webhook remembered for this thread ('' when none)."""
+        item = self.store.get(self.namespace("settings"), "webhook")
+        return str(item.value.get("url") or "") if item is not None else ""
+
+    def remember_webhook_url(self, url: str) -> None:
+        """Remember `url` as this thread's completion webhook (the latest one given wins)."""
+        if url and url != self.webhook_url():
+            self.store.put(self.namespace("settings"), "webhook", {"url": url})
 
     # ----------------------------------------------------------------- results
 

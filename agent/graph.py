@@ -134,6 +134,7 @@ def records_errors(node: Node) -> Node:
 
     @wraps(node)
     def guarded(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
+        _remember_webhook(runtime)
         try:
             return node(state, runtime=runtime)
         except TransientProviderError as exc:
@@ -349,7 +350,7 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
 
 def notify(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     """Send the completion webhook once (`agent.notify`); a failing receiver never fails the batch."""
-    url = runtime.context.webhook_url
+    url = _webhook_url(runtime)
     problem = send_notice(url, completion_payload(_thread_id(), dict(state)))
     if problem:
         logger.warning("%s", problem)
@@ -374,13 +375,26 @@ def _retry_later(state: State) -> bool:
     )
 
 
-def _notice_due(state: State, ctx: Context) -> bool:
+def _notice_due(state: State, runtime: Runtime[Context]) -> bool:
     """Tell whether a finished thread has a webhook set and no notice attempted yet."""
     return bool(
-        ctx.webhook_url
-        and state.get("status") in TERMINAL_THREAD_STATUSES
+        state.get("status") in TERMINAL_THREAD_STATUSES
         and not state.get("webhook")
+        and _webhook_url(runtime)
     )
+
+
+def _webhook_url(runtime: Runtime[Context]) -> str:
+    """Return the run's `webhook_url`, else the one an earlier run of the thread gave."""
+    if runtime.context.webhook_url:
+        return runtime.context.webhook_url
+    return ThreadData(runtime.store, _thread_id()).webhook_url() if runtime.store else ""
+
+
+def _remember_webhook(runtime: Runtime[Context]) -> None:
+    """Keep a run's webhook for the thread, so a later run without it still sends the notice."""
+    if runtime.context.webhook_url and runtime.store is not None:
+        ThreadData(runtime.store, _thread_id()).remember_webhook_url(runtime.context.webhook_url)
 
 
 def route_start(
@@ -394,7 +408,7 @@ def route_start(
     if state.get("status") in TERMINAL_THREAD_STATUSES:
         # A finished thread answers again from its state, without calling the provider; only a
         # notice that a crash kept from being sent is still due.
-        return "notify" if _notice_due(state, runtime.context) else "__end__"
+        return "notify" if _notice_due(state, runtime) else "__end__"
     jobs = state.get("jobs") or []
     if any(job["job_id"] is None for job in jobs):
         return "submit"  # an intent (or a follow-up job) still has to be submitted
@@ -441,7 +455,7 @@ def route_after_collect(
         return "schedule" if _retry_later(state) else "__end__"
     if any(job["job_id"] is None for job in state.get("jobs") or []):
         return "submit"
-    return "notify" if _notice_due(state, runtime.context) else "__end__"
+    return "notify" if _notice_due(state, runtime) else "__end__"
 
 
 # --------------------------------------------------------------------------- builder

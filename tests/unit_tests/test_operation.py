@@ -170,3 +170,19 @@ def test_an_outage_that_outlasts_the_retries_books_another_try(
     monkeypatch.delenv("BATCH_AGENT_EMULATOR_FAULTS")
     values = run_to_end(graph, config, context, None)
     assert values["status"] == "completed" and values["counts"]["succeeded"] == 3
+
+
+def test_a_threads_webhook_is_kept_for_later_runs_without_it(receiver: WebhookReceiver) -> None:
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config = {"configurable": {"thread_id": "kept-hook"}}
+    graph.invoke(
+        {"requests": RECORDS},
+        config,
+        context=Context(provider="emulator", webhook_url=receiver.url),
+    )
+    # Later runs (another client, the CLI) do not repeat the URL: the notice still goes out once.
+    values = run_to_end(graph, config, Context(provider="emulator"), None)
+    assert values["status"] == "completed"
+    assert len(receiver.received) == 1
+    assert json.loads(receiver.bodies[0])["thread_id"] == "kept-hook"
+    assert "s3cret-tok" not in json.dumps(values, default=str)  # in the store, not the state
