@@ -11,9 +11,14 @@ The package is split by concern:
 - `agent.graph`: nodes, routers and `build_graph()`.
 - `agent.bulk`: request ids and result pages kept in the LangGraph store, out of state.
 - `agent.persistence`: SQLite / PostgreSQL checkpointers, stores and per-thread locks.
+- `agent.structured`, `agent.model_spec`: tools and response schemas (`bind_tools` /
+  `with_structured_output`), from graph input or a LangChain chat model.
+- `agent.pricing`, `agent.estimate`: what a batch cost (genai-prices), estimates and the budget.
+- `agent.scheduling`: self-scheduled polls on a LangGraph server (delayed runs).
+- `agent.notify`: the completion webhook.
 - `agent.secrets`: keeping API keys out of everything stored or printed.
 - `agent.emulator`: the offline emulator of the providers' batch HTTP protocols.
-- `agent.cli`: the `batch-agent` command.
+- `agent.cli`: the `batch-agent` command (`agent.cli_progress`: its wait display).
 - `agent.remote`: the same commands against a served graph (`--url`, `langgraph-sdk`).
 - `agent.export`: results as JSONL or CSV, page by page.
 - `agent.api`: `run_batch`, the Python API (exported here, imported on first use).
