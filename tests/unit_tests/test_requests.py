@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.requests import InputError, load_requests, normalise_input, with_system_prompt
 
@@ -157,3 +160,25 @@ def test_system_prompt_only_where_none_is_given() -> None:
     plain, own = with_system_prompt([plain, own], "be brief")
     assert plain.messages[0] == {"role": "system", "content": "be brief"}
     assert own.messages[0]["content"] == "mine" and len(own.messages) == 2
+
+
+@given(
+    record=st.fixed_dictionaries(
+        {
+            "id": st.one_of(st.text(max_size=70), st.integers(), st.none()),
+            "prompt": st.one_of(st.text(max_size=20), st.integers(), st.none()),
+        }
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_common_record_shortcut_equals_full_validation(record: dict[str, Any]) -> None:
+    """The `{"id", "prompt"}` shortcut returns what full validation returns, or raises the same."""
+    from agent.requests import _validate_record, _validate_record_fully
+
+    def outcome(validate: Any) -> Any:
+        try:
+            return validate(record, source="f.jsonl", line=3)
+        except InputError as exc:
+            return ("error", str(exc))
+
+    assert outcome(_validate_record) == outcome(_validate_record_fully)
