@@ -75,6 +75,7 @@ from agent.providers.base import (
     CreateAttempt,
     CreatedJob,
     JobUpdate,
+    LineParser,
     ProviderLimits,
     RequestOutcome,
     finish_message,
@@ -332,16 +333,19 @@ class AnthropicProvider(BatchProvider):
     def line_builder(
         self, model: str, params: dict[str, Any], spec: OutputSpec | None = None
     ) -> Callable[[BatchRequest], bytes]:
-        """Build `{custom_id, params}` lines with ChatAnthropic's realtime body."""
-        from agent.structured import bind_kwargs
+        """Build `{custom_id, params}` lines with ChatAnthropic's realtime body.
 
-        llm = chat_model(model, params)
-        bound = bind_kwargs(llm, spec)
+        The fast builder produces the same bytes as `request_params` (checked at construction
+        and by property tests) and falls back to it for anything it does not handle (including
+        every request of a set with tools or a response schema).
+        """
+        from agent.providers.anthropic_fastpath import AnthropicBodyBuilder
+
+        builder = AnthropicBodyBuilder(model, params, spec)
 
         def build(request: BatchRequest) -> bytes:
             custom_id = check_custom_id(request.id)
-            body = request_params(llm, request, bound)
-            return jsonl_line({"custom_id": custom_id, "params": body})
+            return jsonl_line({"custom_id": custom_id, "params": builder.build(request)})
 
         return build
 
@@ -525,9 +529,14 @@ class AnthropicProvider(BatchProvider):
 
     # ----------------------------------------------------------------- results
 
-    def message_parser(self, model: str, spec: OutputSpec | None = None) -> AnthropicLineParser:
-        """Return the parser of this provider's results lines for `model` (any spec parses alike)."""
-        return AnthropicLineParser(model)
+    def message_parser(self, model: str, spec: OutputSpec | None = None) -> LineParser:
+        """Return the fast, parity-exact parser of this provider's results lines for `model`.
+
+        Any spec parses alike (tool-use answers take the reference path of the parser).
+        """
+        from agent.providers.anthropic_fastpath import AnthropicMessageParser
+
+        return AnthropicMessageParser(model)
 
     def results(self, job: Job, spec: OutputSpec | None = None) -> Iterator[RequestOutcome]:
         """Stream the outcome of every request of an ended batch, one results line at a time."""
