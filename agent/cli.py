@@ -95,6 +95,19 @@ MaxCostOption = Annotated[
         help="Budget in USD: refuse before uploading when the estimated batch cost exceeds it."
     ),
 ]
+DedupeOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--dedupe/--no-dedupe",
+        help="Send requests with identical bodies once and give every id the answer (default: on).",
+    ),
+]
+WebhookOption = Annotated[
+    str | None,
+    typer.Option(
+        help="POST a small notice here once the results are collected (remembered by the thread).",
+    ),
+]
 PriceOverrideOption = Annotated[
     str | None,
     typer.Option(
@@ -189,6 +202,8 @@ def run(
     out: OutOption = None,
     max_cost: MaxCostOption = None,
     price_override: PriceOverrideOption = None,
+    dedupe: DedupeOption = None,
+    webhook_url: WebhookOption = None,
     url: UrlOption = None,
     server_input: Annotated[
         str | None,
@@ -207,6 +222,8 @@ def run(
     overrides = {
         "max_cost": max_cost,
         "price_override": price_override,
+        "dedupe": dedupe,
+        "webhook_url": webhook_url,
         "provider": provider,
         "model": model,
         "system_prompt": system,
@@ -369,6 +386,7 @@ def plan(
     ] = None,
     max_cost: MaxCostOption = None,
     price_override: PriceOverrideOption = None,
+    dedupe: DedupeOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     tools: ToolsOption = None,
     schema: SchemaOption = None,
@@ -395,6 +413,7 @@ def plan(
         "max_tokens": max_tokens,
         "max_cost": max_cost,
         "price_override": price_override,
+        "dedupe": dedupe,
     }
     context = _context(overrides)
     chosen = resolve_provider(context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,24 @@ def test_duplicates_of_a_retried_request_get_its_final_answer(
     # Follow-up jobs carry only originals: no duplicate is ever sent.
     assert sum(j["request_count"] for j in values["jobs"] if j["attempt"] == 1) == 10
     assert all(j["request_count"] <= 10 for j in values["jobs"])
+
+
+def test_cli_plan_reports_duplicates_and_no_dedupe_turns_it_off(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    runner = CliRunner()
+    on = runner.invoke(app, ["plan", str(source), "--provider", "emulator", "--json"])
+    assert on.exit_code == 0, on.output
+    report = json.loads(on.stdout)
+    assert report["jobs"][0]["requests"] == 10 and report["dedup"]["requests"] == 90
+    text = runner.invoke(app, ["plan", str(source), "--provider", "emulator"])
+    assert "duplicates: 90 identical requests sent once" in text.stdout
+    off = runner.invoke(
+        app, ["plan", str(source), "--provider", "emulator", "--no-dedupe", "--json"]
+    )
+    report = json.loads(off.stdout)
+    assert report["jobs"][0]["requests"] == 100 and report["dedup"] is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -186,3 +187,18 @@ def test_a_threads_webhook_is_kept_for_later_runs_without_it(receiver: WebhookRe
     assert len(receiver.received) == 1
     assert json.loads(receiver.bodies[0])["thread_id"] == "kept-hook"
     assert "s3cret-tok" not in json.dumps(values, default=str)  # in the store, not the state
+
+
+def test_cli_run_takes_a_webhook_url(receiver: WebhookReceiver, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    args = ["run", str(source), "--provider", "emulator", "--db", str(tmp_path / "db.sqlite")]
+    args += ["--wait", "--poll-interval", "0.2", "--out", str(tmp_path / "out.jsonl")]
+    result = CliRunner().invoke(app, [*args, "--webhook-url", receiver.url])
+    assert result.exit_code == 0, result.output
+    assert len(receiver.received) == 1
+    assert json.loads(receiver.bodies[0])["counts"]["succeeded"] == len(RECORDS)
