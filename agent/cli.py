@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli_progress import WaitDisplay, summary_table
+from agent.cli_progress import WaitDisplay, progress_line, summary_table
 from agent.context import Context
 from agent.export import ResultFormat
 
@@ -773,13 +773,8 @@ def _remote_wait(
 
 
 def _print_progress(thread_id: str, values: dict[str, Any], *, to_stderr: bool) -> None:
-    counts = values.get("counts") or {}
-    jobs = ", ".join(
-        f"{j['job_id']} ({j['provider_status'] or 'created'})" for j in values.get("jobs") or []
-    )
-    line = (
-        f"thread {thread_id}  status {values.get('status')}  "
-        f"succeeded {counts.get('succeeded', 0)}/{counts.get('total', 0)} failed {counts.get('failed', 0)}  jobs: {jobs}"
+    line = progress_line(
+        thread_id, values.get("status"), values.get("counts") or {}, values.get("jobs") or []
     )
     if to_stderr:
         err.print(line)

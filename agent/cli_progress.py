@@ -79,11 +79,7 @@ class WaitDisplay:
     def values(self, values: dict[str, Any], next_pause: float | None) -> None:
         """Take the thread's values after a run, and the pause before the next one."""
         self._next_check_at = None if next_pause is None else time.monotonic() + next_pause
-        jobs = [
-            {"job_id": j.get("job_id"), "provider_status": j.get("provider_status")}
-            for j in values.get("jobs") or []
-        ]
-        self._show(values.get("status"), values.get("counts") or {}, jobs)
+        self._show(values.get("status"), values.get("counts") or {}, values.get("jobs") or [])
 
     def _show(self, status: Any, counts: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
         total = int(counts.get("total") or 0)
@@ -102,18 +98,30 @@ class WaitDisplay:
                 next_check=f"{status}  {wait}".strip(),
             )
             return
-        job_text = ", ".join(
-            f"{j.get('job_id')} ({j.get('provider_status') or 'created'})" for j in jobs
-        )
-        self.console.print(
-            f"thread {self.thread_id}  status {status}  "
-            f"succeeded {counts.get('succeeded', 0)}/{total} failed {counts.get('failed', 0)}  "
-            f"elapsed {time.monotonic() - self.started:.0f}s  {wait}  jobs: {job_text}".rstrip()
-        )
+        elapsed = f"elapsed {time.monotonic() - self.started:.0f}s  {wait}".rstrip()
+        self.console.print(progress_line(self.thread_id, status, counts, jobs, elapsed))
 
     def elapsed(self) -> float:
         """Seconds since the display started."""
         return time.monotonic() - self.started
+
+
+def progress_line(
+    thread_id: str,
+    status: Any,
+    counts: dict[str, Any],
+    jobs: list[dict[str, Any]],
+    extra: str = "",
+) -> str:
+    """Return the one-line progress of a thread: status, counts, `extra`, then each job."""
+    job_text = ", ".join(
+        f"{j.get('job_id')} ({j.get('provider_status') or 'created'})" for j in jobs
+    )
+    return (
+        f"thread {thread_id}  status {status}  "
+        f"succeeded {counts.get('succeeded', 0)}/{counts.get('total', 0)} "
+        f"failed {counts.get('failed', 0)}  {extra + '  ' if extra else ''}jobs: {job_text}"
+    )
 
 
 def summary_table(values: dict[str, Any], elapsed: float | None) -> Table:

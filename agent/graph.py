@@ -888,25 +888,20 @@ def _succeeded(request_id: str, outcome: RequestOutcome, attempt: int) -> dict[s
 
 def _dedup_saved(dedup: Dedup | None, saved: list[Cost], attempt: int) -> Dedup | None:
     """Add this round's answered duplicates, priced like their originals, to what dedup saved."""
-    if dedup is None:
-        return None
     total = total_cost(saved)
-    if total is None:
+    if dedup is None or total is None:
         return dedup
-    if attempt == 1 or dedup["saved_batch_usd"] is None:
-        return Dedup(
-            **{  # type: ignore[typeddict-item]
-                **dedup,
-                "saved_batch_usd": total["batch_usd"],
-                "saved_realtime_usd": total["realtime_usd"],
-            }
-        )
-    # Follow-up rounds: retried originals' copies come on top of what was saved before.
+    # Follow-up rounds add the copies of retried originals to what earlier rounds saved.
+    earlier = attempt > 1 and dedup["saved_batch_usd"] is not None
     return Dedup(
         **{  # type: ignore[typeddict-item]
             **dedup,
-            "saved_batch_usd": _add_usd(dedup["saved_batch_usd"], total["batch_usd"]),
-            "saved_realtime_usd": _add_usd(dedup["saved_realtime_usd"], total["realtime_usd"]),
+            "saved_batch_usd": _add_usd(dedup["saved_batch_usd"], total["batch_usd"])
+            if earlier
+            else total["batch_usd"],
+            "saved_realtime_usd": _add_usd(dedup["saved_realtime_usd"], total["realtime_usd"])
+            if earlier
+            else total["realtime_usd"],
         }
     )
 
