@@ -83,6 +83,7 @@ from agent.providers.base import (
     jsonl_line,
     lc_messages,
     model_params,
+    nonblank_lines,
     normalise_status,
 )
 from agent.providers.errors import ProviderError, provider_call
@@ -552,9 +553,7 @@ class AnthropicProvider(BatchProvider):
         with provider_call(self.name, f"download the results of batch {batch_id}"):
             results = self._client.messages.batches.with_streaming_response.results(batch_id)
             with results as response:
-                for raw in response.iter_lines():
-                    if raw.strip():
-                        yield raw.encode() if isinstance(raw, str) else raw
+                yield from nonblank_lines(response.iter_bytes())
 
     def file_lines(self, file_id: str) -> Iterator[bytes]:
         """Stream a kept input file (the only files this provider has; see `upload`)."""

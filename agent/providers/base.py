@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import httpx2
 import orjson
@@ -93,9 +93,11 @@ class JobUpdate:
     errors: list[str]
 
 
-@dataclass(frozen=True)
-class RequestOutcome:
-    """One request's result as read from the provider's output or error file."""
+class RequestOutcome(NamedTuple):
+    """One request's result as read from the provider's output or error file.
+
+    A named tuple rather than a frozen dataclass: one is made per request, several times faster.
+    """
 
     custom_id: str
     message: AIMessage | None
@@ -342,6 +344,23 @@ def _check_spec_support(provider: BatchProvider) -> None:
 def to_jsonl(lines: Iterable[dict[str, Any]]) -> bytes:
     """Serialise batch lines as compact JSONL."""
     return b"".join(jsonl_line(line) for line in lines)
+
+
+def nonblank_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Split a downloaded byte stream into its non-blank lines (without line endings).
+
+    The SDKs' `iter_lines` decode every line to text and we encode it back; splitting the raw
+    chunks here saves that round trip, a few microseconds per result line.
+    """
+    rest = b""
+    for chunk in chunks:
+        lines = (rest + chunk if rest else chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            if line.strip():
+                yield line.rstrip(b"\r")
+    if rest.strip():
+        yield rest.rstrip(b"\r")
 
 
 def jsonl_line(line: dict[str, Any]) -> bytes:

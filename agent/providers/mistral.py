@@ -29,6 +29,7 @@ from agent.providers.base import (
     jsonl_line,
     lc_messages,
     model_params,
+    nonblank_lines,
     normalise_status,
     shared_http_client,
 )
@@ -221,9 +222,7 @@ class MistralProvider(BatchProvider):
         with provider_call(self.name, f"download file {file_id}"):
             response = self._client.files.download(file_id=file_id)
             try:
-                for raw in response.iter_lines():
-                    if raw.strip():
-                        yield raw.encode() if isinstance(raw, str) else raw
+                yield from nonblank_lines(response.iter_bytes())
             finally:
                 response.close()
 
