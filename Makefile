@@ -19,6 +19,8 @@ help:
 
 install: .venv
 	$(PY) -m pip install -q -e ".[dev]"
+	@# An editable install compiles nothing; without cached bytecode every run recompiles agent/.
+	$(PY) -m compileall -q agent
 
 test: install
 	$(PY) -m pytest $(TEST_FILE)

@@ -212,7 +212,8 @@ class TokenTally:
         self.input_tokens += int(usage.get("input_tokens") or 0)
         self.output_tokens += int(usage.get("output_tokens") or 0)
         message = result.get("message") or {}
-        meta = message.get("usage_metadata") if isinstance(message, Mapping) else None
+        # A stored result is plain JSON: `dict`, whose check is far cheaper than `Mapping`'s.
+        meta = message.get("usage_metadata") if isinstance(message, dict) else None
         details = (meta or {}).get("input_token_details") or {}
         self.cached_input_tokens += int(details.get("cache_read") or 0)
 

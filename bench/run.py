@@ -1,6 +1,7 @@
 """Benchmark: batch-agent's CLI against a plain openai+orjson script, on the emulator, in one run.
 
-For each size (default 10,000 / 50,000 / 200,000 requests) both run the same batch against one
+For each size (default 10,000 / 50,000 / 200,000 requests, each run `--repeat` times, default
+3, reporting medians and the wall-time range) both run the same batch against one
 loopback emulator (`batch-agent emulator serve`), each in its own process, both polling every
 0.5 s (batch-agent's growing schedule is measured separately, with a simulated clock), and the table reports
 wall time, requests per second, peak RSS, checkpoint database bytes, bytes written per poll step,
@@ -20,6 +21,7 @@ import json
 import os
 import re
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,14 +63,19 @@ def write_input(path: Path, n: int) -> None:
             )
 
 
-def status_calls(state_dir: Path) -> int:
-    """Count the batch status calls an emulator state directory received."""
+def status_calls(state_dir: Path, since: float) -> int:
+    """Count the batch status calls an emulator state directory received after `since`.
+
+    One emulator serves every size and repeat of an implementation, so its log is cumulative.
+    """
     from agent.emulator import read_access_log
 
     return sum(
         1
         for e in read_access_log(state_dir)
-        if e["method"] == "GET" and re.search(r"/batches/[^/]+$", e["path"].split("?")[0])
+        if e["time"] >= since
+        and e["method"] == "GET"
+        and re.search(r"/batches/[^/]+$", e["path"].split("?")[0])
     )
 
 
@@ -95,6 +102,7 @@ def checkpoint_stats(db: Path) -> tuple[int, float]:
 def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]]:
     """Run the baseline and batch-agent on `n` requests; return one table row each."""
     rows = []
+    base.mkdir(parents=True, exist_ok=True)
     source = base / f"input-{n}.jsonl"
     write_input(source, n)
     env = {
@@ -106,6 +114,7 @@ def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]
 
     base_dir = base / f"baseline-{n}"
     base_dir.mkdir()
+    started = time.time()
     wall, rss = measure(
         [
             sys.executable,
@@ -126,7 +135,7 @@ def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]
             "rss": rss,
             "db": 0,
             "per_poll": 0.0,
-            "calls": status_calls(Path(url_for["baseline_dir"])),
+            "calls": status_calls(Path(url_for["baseline_dir"]), started),
         }
     )
 
@@ -154,6 +163,7 @@ def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]
         "--out",
         str(agent_dir / "out.jsonl"),
     ]
+    started = time.time()
     wall, rss = measure(cmd, agent_env, agent_dir)
     size, per_poll = checkpoint_stats(db)
     rows.append(
@@ -164,7 +174,7 @@ def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]
             "rss": rss,
             "db": size,
             "per_poll": per_poll,
-            "calls": status_calls(Path(url_for["agent_dir"])),
+            "calls": status_calls(Path(url_for["agent_dir"]), started),
         }
     )
     for impl, out in (
@@ -175,6 +185,15 @@ def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]
             ok = sum(1 for line in fh if b'"succeeded"' in line)
         assert ok == n, f"{impl} returned {ok} successful results for {n} requests"
     return rows
+
+
+def median_row(group: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge repeated runs of one size and implementation: the median of every figure."""
+    merged = dict(group[0])
+    for key in ("wall", "rss", "db", "per_poll", "calls"):
+        merged[key] = statistics.median(row[key] for row in group)
+    merged["walls"] = sorted(row["wall"] for row in group)
+    return merged
 
 
 def start_emulator(state_dir: Path, delay: str) -> tuple[subprocess.Popen[str], str]:
@@ -283,8 +302,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,50000,200000")
     parser.add_argument("--no-simulation", action="store_true")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs per size; the table shows medians (this machine's timings vary by ±15%%)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    # Like any installed package, start from compiled bytecode (an editable install has none,
+    # and PYTHONDONTWRITEBYTECODE would make every run recompile agent/).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "agent")], check=True)
     from rich.console import Console
     from rich.table import Table
 
@@ -300,10 +328,15 @@ def main() -> None:
                 processes.append(process)
                 urls[name] = f"{url}/openai/v1"
                 urls[f"{name}_dir"] = str(state)
-            rows = []
+            runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
             for n in sizes:
-                console.print(f"[bold]running {n:,} requests...[/bold]")
-                rows.extend(run_size(n, base, urls))
+                for attempt in range(1, args.repeat + 1):
+                    console.print(
+                        f"[bold]running {n:,} requests ({attempt}/{args.repeat})...[/bold]"
+                    )
+                    for row in run_size(n, base / f"run-{attempt}", urls):
+                        runs.setdefault((n, row["impl"]), []).append(row)
+            rows = [median_row(group) for group in runs.values()]
         finally:
             for process in processes:
                 process.terminate()
@@ -315,7 +348,7 @@ def main() -> None:
     for column in (
         "requests",
         "impl",
-        "wall s",
+        "wall s (range)",
         "req/s",
         "peak RSS MiB",
         "checkpoint DB",
@@ -329,12 +362,12 @@ def main() -> None:
         table.add_row(
             f"{row['size']:,}",
             row["impl"],
-            f"{row['wall']:.1f}",
+            f"{row['wall']:.1f} ({row['walls'][0]:.1f}-{row['walls'][-1]:.1f})",
             f"{row['size'] / row['wall']:,.0f}",
             f"{row['rss']:.0f}",
-            f"{row['db']:,}",
+            f"{row['db']:,.0f}",
             f"{row['per_poll']:,.0f}",
-            str(row["calls"]),
+            f"{row['calls']:g}",
         )
     for n, pair in by_size.items():
         a, b = pair["batch-agent"], pair["baseline"]
@@ -360,7 +393,7 @@ def main() -> None:
         for row in simulate_polling([1, 6, 24]):
             sim.add_row(
                 f"{row['hours']} h",
-                str(row["calls"]),
+                f"{row['calls']:g}",
                 f"{row['noticed_after_s']:.0f} s",
                 row["schedule"],
             )
