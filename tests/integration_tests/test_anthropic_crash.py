@@ -7,15 +7,18 @@ listing rule can save: the batch exists at the provider, the killed process neve
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from agent.emulator import list_jobs, running_emulator
-from tests.integration_tests.conftest import BIN, PROJECT_ROOT, clean_env
+from tests.integration_tests.conftest import (
+    PROJECT_ROOT,
+    clean_env,
+    held_run_args,
+    kill_once_a_job_exists,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -31,32 +34,10 @@ def test_kill_while_the_anthropic_create_answer_is_held_back(
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "create_delay=30")
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "1")
     with running_emulator(served) as url:
-        args = [
-            str(BIN / "batch-agent"),
-            "run",
-            str(TICKETS),
-            "--provider",
-            "anthropic",
-            "--base-url",
-            f"{url}/anthropic",
-            "--thread",
-            "held",
-            "--wait",
-            "--poll-interval",
-            "0.2",
-            "--out",
-            "out.jsonl",
-        ]
+        args = held_run_args("anthropic", f"{url}/anthropic")
         env = clean_env(tmp_path, ANTHROPIC_API_KEY="sk-ant-test-held")
-        process = subprocess.Popen(
-            args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        deadline = time.monotonic() + 60
-        while not list_jobs(served) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        kill_once_a_job_exists(args, tmp_path, env, served)
         assert len(list_jobs(served)) == 1, "the provider should have created the batch"
-        process.send_signal(signal.SIGKILL)
-        process.wait()
         assert not (tmp_path / "out.jsonl").exists()
 
         monkeypatch.delenv("BATCH_AGENT_EMULATOR_FAULTS")

@@ -18,7 +18,13 @@ from typer.testing import CliRunner
 
 from agent.cli import app
 from agent.emulator import list_jobs, read_access_log, running_emulator
-from tests.integration_tests.conftest import BIN, PROJECT_ROOT, clean_env
+from tests.integration_tests.conftest import (
+    BIN,
+    PROJECT_ROOT,
+    clean_env,
+    held_run_args,
+    kill_once_a_job_exists,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -48,32 +54,10 @@ def test_kill_while_the_create_response_is_held_back(
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "create_delay=30")
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "1")
     with running_emulator(served) as url:
-        args = [
-            str(BIN / "batch-agent"),
-            "run",
-            str(TICKETS),
-            "--provider",
-            "openai",
-            "--base-url",
-            f"{url}/openai/v1",
-            "--thread",
-            "held",
-            "--wait",
-            "--poll-interval",
-            "0.2",
-            "--out",
-            "out.jsonl",
-        ]
+        args = held_run_args("openai", f"{url}/openai/v1")
         env = clean_env(tmp_path, OPENAI_API_KEY="sk-test-held")
-        process = subprocess.Popen(
-            args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        deadline = time.monotonic() + 60
-        while not list_jobs(served) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        kill_once_a_job_exists(args, tmp_path, env, served)
         assert len(list_jobs(served)) == 1, "the provider should have created the job"
-        process.send_signal(signal.SIGKILL)
-        process.wait()
         assert not (tmp_path / "out.jsonl").exists()
 
         monkeypatch.delenv("BATCH_AGENT_EMULATOR_FAULTS")
