@@ -3,6 +3,10 @@
 Results come as pages of serialised lines (the store's layout, `agent.bulk`), read from the local
 store or from a served graph's `/store/items`. JSONL copies each page as it is; CSV decodes one
 page at a time and writes one row per result, so a 200,000-request batch never sits in memory.
+
+CSV is for spreadsheets, and answers are untrusted text (a support ticket can talk a model into
+answering `=HYPERLINK(...)`). A text cell that a spreadsheet would run as a formula gets a leading
+apostrophe, so spreadsheets show it as plain text. JSONL keeps every answer byte for byte.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ from typing import IO, Any
 import orjson
 
 CSV_COLUMNS = ("id", "status", "content", "input_tokens", "output_tokens", "error")
+
+# The first characters that make Excel, LibreOffice or Google Sheets read a cell as a formula
+# (OWASP "CSV injection"); tab and carriage return start one after the spreadsheet trims them.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class ResultFormat(StrEnum):
@@ -56,14 +64,26 @@ def write_results(pages: Iterable[bytes], out: IO[bytes], fmt: ResultFormat | st
 
 
 def csv_row(result: dict[str, Any]) -> list[Any]:
-    """Return the CSV row of one stored result (`error` is `code: message`, empty on success)."""
+    """Return the CSV row of one stored result (`error` is `code: message`, empty on success).
+
+    Text that a spreadsheet would read as a formula is defused (`as_text_cell`).
+    """
     usage = result.get("usage") or {}
     error = result.get("error")
     return [
         result["id"],
         result["status"],
-        result.get("content") or "",
+        as_text_cell(result.get("content") or ""),
         usage.get("input_tokens", 0),
         usage.get("output_tokens", 0),
-        f"{error.get('code')}: {error.get('message')}" if error else "",
+        as_text_cell(f"{error.get('code')}: {error.get('message')}") if error else "",
     ]
+
+
+def as_text_cell(text: str) -> str:
+    """Return `text` so that a spreadsheet shows it as text and never evaluates it.
+
+    Only model answers and provider error messages go through here: ids are the caller's own
+    and must match the input exactly, and token counts are numbers.
+    """
+    return "'" + text if text.startswith(FORMULA_STARTS) else text

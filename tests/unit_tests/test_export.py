@@ -10,7 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.export import CSV_COLUMNS
+from agent.export import CSV_COLUMNS, write_results
 
 # Commas, quotes, a newline and non-ASCII text in the answers; one request the emulator refuses.
 RECORDS = [
@@ -55,3 +55,44 @@ def test_csv_export_round_trips_ids_statuses_and_contents(tmp_path: Path) -> Non
         ]
         assert rows[2]["status"] == "failed" and rows[2]["error"].startswith("invalid_request: ")
         assert rows[0]["error"] == ""
+
+
+def test_csv_defuses_answers_a_spreadsheet_would_run_as_formulas() -> None:
+    # A ticket can talk a model into answering a formula; ids stay exactly as given.
+    answers = {
+        "=1": '=HYPERLINK("http://evil.example","click")',
+        "+2": "+1+1",
+        "-3": "-2+3",
+        "@4": "@SUM(A1:A2)",
+        "tab": "\t=1+1",
+        "plain": "A normal answer = fine",
+    }
+    lines = [
+        json.dumps(
+            {
+                "id": rid,
+                "status": "succeeded",
+                "content": text,
+                "usage": {"input_tokens": 1, "output_tokens": 2},
+            }
+        )
+        for rid, text in answers.items()
+    ]
+    lines.append(
+        json.dumps(
+            {
+                "id": "bad",
+                "status": "failed",
+                "content": None,
+                "error": {"code": "=bad", "message": "x"},
+            }
+        )
+    )
+    out = io.BytesIO()
+    assert write_results([("\n".join(lines) + "\n").encode()], out, "csv") == len(lines)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue().decode(), newline="")))
+    assert [r["id"] for r in rows] == [*answers, "bad"]
+    assert [r["content"] for r in rows[:-1]] == [
+        "'" + text if rid != "plain" else text for rid, text in answers.items()
+    ]
+    assert rows[-1]["error"] == "'=bad: x"
