@@ -30,6 +30,10 @@ ALLOWED_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 CHAT_COMPLETIONS_URL: Final = "/v1/chat/completions"
 # Keys a request may not set itself: the batch decides streaming and carries the messages.
 RESERVED_PARAMS = frozenset({"messages", "stream", "stream_options"})
+# The keys of each record form. Any other key is refused rather than dropped: a top-level
+# `"model"` or `"temperature"` that is silently ignored would run the whole batch with defaults.
+RECORD_KEYS = frozenset({"id", "prompt", "messages", "params"})
+OPENAI_LINE_KEYS = frozenset({"custom_id", "method", "url", "body"})
 
 
 class InputError(ValueError):
@@ -233,6 +237,14 @@ def _validate_record_fully(record: Any, *, source: str, line: int) -> BatchReque
         return _validate_openai_line(record, source=source, line=line)
 
     request_id = _validate_id(record.get("id"), source=source, line=line, key="id")
+    _refuse_unknown_keys(
+        record,
+        RECORD_KEYS,
+        "model parameters such as 'model' or 'temperature' go in 'params'",
+        source=source,
+        line=line,
+        request_id=request_id,
+    )
     params = record.get("params", {})
     if not isinstance(params, dict):
         raise InputError(
@@ -269,6 +281,14 @@ def _validate_record_fully(record: Any, *, source: str, line: int) -> BatchReque
 
 def _validate_openai_line(record: dict[str, Any], *, source: str, line: int) -> BatchRequest:
     request_id = _validate_id(record.get("custom_id"), source=source, line=line, key="custom_id")
+    _refuse_unknown_keys(
+        record,
+        OPENAI_LINE_KEYS,
+        "model parameters go in 'body'",
+        source=source,
+        line=line,
+        request_id=request_id,
+    )
     method = record.get("method", "POST")
     if method != "POST":
         raise InputError(
@@ -296,6 +316,27 @@ def _validate_openai_line(record: dict[str, Any], *, source: str, line: int) -> 
     params = {k: v for k, v in body.items() if k != "messages"}
     _validate_params(params, source=source, line=line, request_id=request_id)
     return BatchRequest(request_id, messages, params)
+
+
+def _refuse_unknown_keys(
+    record: dict[str, Any],
+    allowed: frozenset[str],
+    hint: str,
+    *,
+    source: str,
+    line: int,
+    request_id: str,
+) -> None:
+    unknown = sorted(record.keys() - allowed)
+    if unknown:
+        names = ", ".join(repr(key) for key in unknown)
+        raise InputError(
+            f"unknown key{'s' if len(unknown) > 1 else ''} {names} (this form has "
+            f"{', '.join(sorted(allowed))}; {hint})",
+            source=source,
+            line=line,
+            request_id=request_id,
+        )
 
 
 def _validate_id(value: Any, *, source: str, line: int, key: str) -> str:

@@ -112,6 +112,28 @@ def test_txt_one_prompt_per_line_ids_by_line_number(tmp_path: Path) -> None:
             "in.jsonl:1: only /v1/chat/completions is supported",
         ),
         ([json.dumps([1, 2])], "in.jsonl:1: expected a JSON object, got list"),
+        (
+            [
+                json.dumps({"id": "a", "prompt": "x"}),
+                json.dumps({"id": "b", "prompt": "y", "model": "gpt-4o"}),
+            ],
+            "in.jsonl:2: unknown key 'model' (this form has id, messages, params, prompt; model "
+            "parameters such as 'model' or 'temperature' go in 'params') (request id 'b')",
+        ),
+        (
+            [
+                json.dumps(
+                    {
+                        "custom_id": "a",
+                        "body": {"messages": [{"role": "user", "content": "x"}]},
+                        "temperature": 0,
+                        "model": "gpt-4o",
+                    }
+                )
+            ],
+            "in.jsonl:1: unknown keys 'model', 'temperature' (this form has body, custom_id, "
+            "method, url; model parameters go in 'body') (request id 'a')",
+        ),
     ],
     ids=[
         "empty",
@@ -126,6 +148,8 @@ def test_txt_one_prompt_per_line_ids_by_line_number(tmp_path: Path) -> None:
         "reserved-param",
         "bad-url",
         "not-object",
+        "top-level-model",
+        "openai-line-extra-keys",
     ],
 )
 def test_bad_input_names_line_and_id(tmp_path: Path, lines: list[str], expected: str) -> None:
