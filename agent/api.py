@@ -19,7 +19,7 @@ import dataclasses
 import os
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,11 +61,14 @@ class BatchResult:
         status: `succeeded` or `failed`.
         message: The `AIMessage` the realtime call would have returned (with `usage_metadata`
             and `response_metadata`), or None when the request failed.
-        error: `{"code", "message"}` when the request failed (or its answer did not match the
-            response schema), else None.
+        error: `{"code", "message"}` when the request failed, its answer did not match the
+            response schema (`schema`) or the model's output parser rejected it
+            (`output_parsing`), else None.
         usage: `{"input_tokens", "output_tokens", "total_tokens"}`.
         attempts: How many jobs the request went through (more than 1 after a retry).
-        parsed: With a response schema, the parsed answer.
+        parsed: With a response schema, the parsed answer: JSON, or with
+            `model=llm.with_structured_output(Schema)` what that runnable's `.invoke()` returns
+            (a `Schema` instance for a Pydantic class).
     """
 
     id: str
@@ -105,6 +108,11 @@ class BatchResults(list[BatchResult]):
         self.usage: dict[str, int] = dict(values.get("usage") or {})
         self.cost: dict[str, Any] | None = values.get("cost")
         self.jobs: list[dict[str, Any]] = list(values.get("jobs") or [])
+        if self:
+            # The results are the truth: the model's own output parser may have failed answers
+            # that the graph's JSON-schema check let through (`_read_results`).
+            succeeded = sum(1 for result in self if result.ok)
+            self.counts.update(succeeded=succeeded, failed=len(self) - succeeded)
 
     @property
     def done(self) -> bool:
@@ -116,6 +124,8 @@ class BatchResults(list[BatchResult]):
 class _Prepared:
     graph_input: dict[str, Any]
     context: dict[str, Any] = field(default_factory=dict)
+    # The model's realtime output (`with_structured_output`), applied to each answer.
+    output: Callable[[AIMessage], tuple[AIMessage, Any]] | None = None
 
 
 def run_batch(
@@ -207,7 +217,9 @@ def run_batch(
             values = _advance(graph, config, settings, {})
         if values.get("status") not in TERMINAL_STATUSES:
             return BatchResults([], thread_id, values)
-        return BatchResults(_read_results(graph, thread_id, values), thread_id, values)
+        return BatchResults(
+            _read_results(graph, thread_id, values, prepared.output), thread_id, values
+        )
 
 
 def _graph_input(requests: Sequence[Any] | os.PathLike[str] | None) -> dict[str, Any]:
@@ -253,9 +265,10 @@ def _apply_model(prepared: _Prepared, model: Any) -> None:
     if model is None or isinstance(model, str):
         prepared.context["model"] = model
         return
-    from agent.model_spec import spec_from_chat_model
+    from agent.model_spec import realtime_output, spec_from_chat_model
 
     spec = spec_from_chat_model(model)
+    prepared.output = realtime_output(model)
     given = prepared.context.get("provider")
     if given not in (None, "auto", spec["provider"]):
         raise ValueError(f"provider={given!r} does not match the model's ({spec['provider']!r})")
@@ -329,22 +342,38 @@ def _advance(
 
 
 def _read_results(
-    graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str, values: dict[str, Any]
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    thread_id: str,
+    values: dict[str, Any],
+    output: Callable[[AIMessage], tuple[AIMessage, Any]] | None = None,
 ) -> Iterator[BatchResult]:
-    """Yield the thread's results from the store, page by page, as `BatchResult`s."""
+    """Yield the thread's results from the store, page by page, as `BatchResult`s.
+
+    With `output` (`agent.model_spec.realtime_output` of a structured-output model), a
+    succeeded answer's `message` and `parsed` are what `.invoke()` would give, e.g. a Pydantic
+    instance instead of the stored JSON; an answer the model's parser rejects is a failed result
+    with the code `output_parsing` (realtime `.invoke()` would have raised), its message kept.
+    """
     from langchain_core.messages import AIMessage
 
     from agent.bulk import ThreadData
 
     count = int(values.get("request_count") or 0)
     for stored in ThreadData(graph.store, thread_id).iter_results(count):
-        message = stored.get("message")
+        message = AIMessage(**stored["message"]) if stored.get("message") else None
+        status, error, parsed = stored["status"], stored.get("error"), stored.get("parsed")
+        if output is not None and message is not None and status == "succeeded":
+            try:
+                message, parsed = output(message)
+            except Exception as exc:  # noqa: BLE001 (any parser error fails this answer only)
+                status, parsed = "failed", None
+                error = {"code": "output_parsing", "message": f"{type(exc).__name__}: {exc}"}
         yield BatchResult(
             id=stored["id"],
-            status=stored["status"],
-            message=AIMessage(**message) if message else None,
-            error=stored.get("error"),
+            status=status,
+            message=message,
+            error=error,
             usage=stored["usage"],
             attempts=stored.get("attempts", 1),
-            parsed=stored.get("parsed"),
+            parsed=parsed,
         )

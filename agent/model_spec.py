@@ -15,9 +15,11 @@ API keys and HTTP clients are never read into the spec.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, Final
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableParallel, RunnableSequence
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
@@ -85,6 +87,65 @@ def spec_from_chat_model(runnable: Runnable[Any, Any]) -> dict[str, Any]:
     if spec is not None:
         result.update(spec.to_state())
     return result
+
+
+def realtime_output(
+    runnable: Runnable[Any, Any],
+) -> Callable[[AIMessage], tuple[AIMessage, Any]] | None:
+    """Return what turns an answer into `runnable`'s realtime message and output.
+
+    `with_structured_output(Schema)` is the chat model followed by an output parser, and its
+    `.invoke()` returns what that parser makes of the `AIMessage` (a `Schema` instance for a
+    Pydantic class). The batch has the same message, with one gap: the graph keeps the schema
+    as JSON, so for a class the OpenAI SDK's `parsed` (which `chat.completions.parse` fills from
+    the class in realtime) is missing; it is filled here the SDK's way. Then the runnable's own
+    parser runs. With `include_raw=True` the output is the `parsed` entry, and a
+    `parsing_error` is raised, as the parser raises without it.
+
+    Args:
+        runnable: What `spec_from_chat_model` was given.
+
+    Returns:
+        A function of the answer message that returns `(message, output)` and raises what the
+        realtime call would raise; None when `runnable` has no parser after the model (a bare
+        or `bind_tools` chat model: the message is the output).
+    """
+    if not isinstance(runnable, RunnableSequence):
+        return None
+    binding, llm = _find_model(runnable)
+    response_format = binding.kwargs.get("response_format") if binding is not None else None
+    sdk_format = response_format if isinstance(response_format, type) else None
+    fill_sdk_parsed = sdk_format is not None and _provider_of(llm)[0] == "openai"
+    rest = RunnableSequence(*runnable.steps[1:]) if len(runnable.steps) > 2 else runnable.last
+    with_raw = isinstance(runnable.first, RunnableParallel)
+
+    def output(message: AIMessage) -> tuple[AIMessage, Any]:
+        if fill_sdk_parsed and sdk_format and message.additional_kwargs.get("parsed") is None:
+            message = _with_sdk_parsed(message, sdk_format)
+        if not with_raw:
+            return message, rest.invoke(message)
+        # `include_raw=True`: {"raw": model} | assign(parsed=..., parsing_error=...).
+        result = rest.invoke({"raw": message})
+        if result.get("parsing_error") is not None:
+            raise result["parsing_error"]
+        return message, result.get("parsed")
+
+    return output
+
+
+def _with_sdk_parsed(message: AIMessage, response_format: type) -> AIMessage:
+    """Add the `parsed` that `chat.completions.parse(response_format=cls)` puts on the message."""
+    from openai.lib._parsing._completions import maybe_parse_content
+    from openai.types.chat import ChatCompletionMessage
+
+    refusal = message.additional_kwargs.get("refusal")
+    # An OpenAI chat completion's content is a string (or null).
+    content = message.content if isinstance(message.content, str) else None
+    sdk_message = ChatCompletionMessage(role="assistant", content=content or None, refusal=refusal)
+    # Raises as realtime `.parse()` does when the answer does not validate against the class.
+    parsed = maybe_parse_content(response_format=response_format, message=sdk_message)
+    kwargs = {**message.additional_kwargs, "parsed": parsed}
+    return message.model_copy(update={"additional_kwargs": kwargs})
 
 
 def _find_model(

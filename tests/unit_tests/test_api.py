@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
+import httpx2
+import openai
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from agent import BatchResults, run_batch
-from agent.emulator import list_jobs
+from agent.emulator import IN_PROCESS_BASE_URL, emulator_http_client, list_jobs
 from agent.requests import InputError
 
 FAST = {"poll_interval_seconds": 0.1, "poll_backoff": 1.0}
@@ -94,8 +98,46 @@ def test_run_batch_takes_a_structured_output_model() -> None:
         model=llm,
         **FAST,
     )
-    assert good.ok and Ticket.model_validate(good.parsed).category
+    # `parsed` is what the structured model's `.invoke()` returns: a Ticket, not its JSON.
+    assert good.ok and isinstance(good.parsed, Ticket) and good.parsed.category
     assert not broken.ok and broken.error is not None and broken.error["code"] == "schema"
+
+
+@pytest.mark.parametrize("method", ["json_schema", "function_calling"])
+@pytest.mark.parametrize("include_raw", [False, True])
+def test_structured_results_are_what_the_realtime_runnable_returns(
+    method: str, include_raw: bool
+) -> None:
+    class Ticket(BaseModel):
+        category: Literal["billing", "refund"]
+        urgent: bool
+
+        @field_validator("category")
+        @classmethod
+        def not_refund(cls, value: str) -> str:
+            # A rule a JSON schema cannot carry: the graph's check passes it, Pydantic does not.
+            if value == "refund":
+                raise ValueError("refunds go to a person")
+            return value
+
+    llm = ChatOpenAI(model="gpt-4o-mini", api_key="sk-unused").with_structured_output(
+        Ticket, method=method, include_raw=include_raw
+    )
+    # The emulator answers an enum with the value the prompt names.
+    results = run_batch(
+        ["Classify as billing: charged twice", "Classify as refund"], model=llm, **FAST
+    )
+    good, refused = results
+    assert good.ok and good.parsed == Ticket(category="billing", urgent=good.parsed.urgent)
+    assert isinstance(good.parsed, Ticket) and good.message is not None
+    if method == "json_schema":
+        # As `chat.completions.parse(response_format=Ticket)` leaves it on the realtime message.
+        assert good.message.additional_kwargs["parsed"] == good.parsed
+    assert not refused.ok and refused.parsed is None and refused.error is not None
+    assert refused.error["code"] == "output_parsing"
+    assert "refunds go to a person" in refused.error["message"]
+    assert refused.message is not None  # the answer was produced (and billed): it is kept
+    assert (results.counts["succeeded"], results.counts["failed"]) == (1, 1)
 
 
 def test_bad_requests_fail_before_anything_is_uploaded() -> None:
@@ -112,3 +154,43 @@ def test_importing_agent_stays_cheap() -> None:
     code = "import sys, agent; print(sorted(m for m in sys.modules if m.split('.')[0] in {'langgraph', 'langchain_core', 'openai'}))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+class Ticket(BaseModel):
+    category: Literal["billing", "bug"]
+    urgent: bool
+
+
+@pytest.mark.parametrize("method", ["json_schema", "function_calling"])
+def test_structured_result_equals_the_realtime_invoke(method: str, isolated_env: Path) -> None:
+    """`message` and `parsed` equal what `.invoke()` returns when the provider gives that answer."""
+    prompt = "Classify as bug: the app crashes on start"
+    ctor = {"model": "gpt-4o-mini", "api_key": "sk-unused"}
+    batch = run_batch(
+        [prompt], model=ChatOpenAI(**ctor).with_structured_output(Ticket, method=method), **FAST
+    )  # type: ignore[arg-type]
+    (result,) = batch
+
+    # The provider's answer to that request: the line in the job's output file.
+    sdk = openai.OpenAI(
+        api_key="x",
+        base_url=f"{IN_PROCESS_BASE_URL}/openai/v1",
+        http_client=emulator_http_client(isolated_env),
+    )
+    output_file = sdk.batches.retrieve(str(batch.jobs[0]["job_id"])).output_file_id
+    assert output_file is not None
+    answer = json.loads(sdk.files.content(output_file).text)["response"]["body"]
+
+    # Realtime: the same runnable, its HTTP client answering with that very body.
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json=answer)
+
+    realtime = ChatOpenAI(
+        **ctor,  # type: ignore[arg-type]
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    ).with_structured_output(Ticket, method=method, include_raw=True)
+    expected = realtime.invoke(prompt)
+    assert isinstance(result.parsed, Ticket) and result.parsed == expected["parsed"]
+    assert result.message is not None
+    # `invoke()` message ids embed a random run id; everything else is equal.
+    assert result.message.model_dump(exclude={"id"}) == expected["raw"].model_dump(exclude={"id"})
