@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -256,7 +256,7 @@ def run(
         raise CliError(f"{input_file}: file not found")
     thread_id = thread or str(uuid.uuid4())
     config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-    with open_graph(db) as graph:
+    with _resume_hint_on_interrupt(thread_id, db=db), open_graph(db) as graph:
         if input_file is None:
             thread_values(graph, thread_id)  # fail clearly on an unknown thread
         # The graph streams the file itself: any size, never loaded into state.
@@ -607,6 +607,31 @@ def _advance(
     return values
 
 
+@contextmanager
+def _resume_hint_on_interrupt(
+    thread_id: str, *, db: str | None = None, url: str | None = None
+) -> Iterator[None]:
+    """Turn Ctrl-C into the commands that pick the thread up again (exit code 130).
+
+    Typer ends an interrupted command with 130 and not a word. Nothing is lost (every step is
+    checkpointed before the next provider call, and the jobs run on at the provider), but the
+    user needs the thread id to get back to it.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        from agent.persistence import redact_db_url
+
+        # A --db given on the command line is repeated (a PostgreSQL password as ***).
+        where = f" --url {url}" if url else f" --db {redact_db_url(db)}" if db else ""
+        err.print(
+            f"interrupted: thread {thread_id} is saved and its jobs run on at the provider; "
+            f"resume: batch-agent run{where} --thread {thread_id} --wait "
+            f"(or stop them: batch-agent cancel {thread_id}{where})"
+        )
+        raise typer.Exit(130) from None
+
+
 def _wait_until_done(
     graph: CompiledStateGraph[Any, Any, Any, Any],
     config: RunnableConfig,
@@ -728,12 +753,15 @@ def _remote_run(
     else:
         thread_id = str(thread)
         remote.thread_values(thread_id)  # fail clearly on an unknown thread
-    values = _remote_advance(remote, thread_id, graph_input, run_context)
-    if not wait:
-        _print_progress(thread_id, values, to_stderr=False)
-        return
-    with WaitDisplay(err, thread_id) as display:
-        values = _remote_wait(remote, thread_id, _context(overrides), run_context, values, display)
+    with _resume_hint_on_interrupt(thread_id, url=url):
+        values = _remote_advance(remote, thread_id, graph_input, run_context)
+        if not wait:
+            _print_progress(thread_id, values, to_stderr=False)
+            return
+        with WaitDisplay(err, thread_id) as display:
+            values = _remote_wait(
+                remote, thread_id, _context(overrides), run_context, values, display
+            )
     _require_collected(thread_id, values, url)
     pages = remote.iter_result_pages(thread_id, values)
     _write_pages(pages, int(values.get("request_count") or 0), out, fmt)
@@ -839,11 +867,6 @@ def main() -> None:
             code = 1
         else:
             code = exc.code or 0
-    except KeyboardInterrupt:
-        err.print(
-            "interrupted: the thread is saved; resume it with `batch-agent run --thread ID --wait`"
-        )
-        code = 130
     except Exception as exc:  # one line for the user, never a traceback with local variables
         typer.echo(f"error: {exc}", err=True)
         code = 1

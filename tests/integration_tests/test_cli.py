@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -222,3 +223,32 @@ def test_cancel_command_collects_partial_results(tmp_path: Path) -> None:
     assert statuses == {"succeeded", "failed"}  # partial output kept, the rest accounted for
     again = cli(tmp_path, "cancel", thread, env=env)
     assert again.returncode == 1 and "already 'cancelled'" in again.stderr
+
+
+def test_ctrl_c_while_waiting_says_how_to_resume(tmp_path: Path) -> None:
+    env = clean_env(tmp_path, BATCH_AGENT_EMULATOR_DELAY="8")
+    waiting = subprocess.Popen(
+        [str(BIN / "batch-agent"), "run", str(TICKETS), "--thread", "t-int", "--wait"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Children of a non-interactive shell may inherit an ignored SIGINT; a terminal's is live.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.time() + 60
+    while not emulator_jobs(tmp_path) and time.time() < deadline:
+        time.sleep(0.2)
+    waiting.send_signal(signal.SIGINT)
+    _, stderr = waiting.communicate(timeout=30)
+    assert waiting.returncode == 130, stderr
+    assert "interrupted: thread t-int is saved" in stderr
+    assert "resume: batch-agent run --thread t-int --wait" in stderr
+    assert "Traceback" not in stderr
+
+    # The hint works: the same job is picked up (not submitted again) and finished.
+    resumed = cli(tmp_path, "run", "--thread", "t-int", "--wait", "--poll-interval", "0.5", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(resumed.stdout.splitlines()) == 20
+    assert len(emulator_jobs(tmp_path)) == 1
