@@ -14,6 +14,7 @@ before paying for anything.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ def iter_file_requests(path: str | Path) -> Iterator[BatchRequest]:
     if not path.is_file():
         raise InputError("file not found", source=str(path))
     if path.suffix.lower() == ".txt":
-        records: Iterable[tuple[int, Any]] = _txt_records(path)
+        records: Iterable[tuple[int, Any]] = _txt_records(path, source)
     else:
         records = _jsonl_records(path, source)
     return iter_validated(records, source=source)
@@ -190,25 +191,53 @@ def update_hash(digest: Any, request: BatchRequest) -> None:
     digest.update(b"\n")
 
 
-def _txt_records(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for number, text in enumerate(fh, start=1):
-            prompt = text.strip()
-            if prompt:
-                yield number, {"id": f"line-{number}", "prompt": prompt}
+def _txt_records(path: Path, source: str) -> Iterator[tuple[int, Any]]:
+    for number, raw in _numbered_lines(path):
+        try:
+            prompt = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise _not_utf8(exc, source, number) from None
+        if prompt:
+            yield number, {"id": f"line-{number}", "prompt": prompt}
 
 
 def _jsonl_records(path: Path, source: str) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for number, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
+    for number, raw in _numbered_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            # orjson reads the bytes as they are: no decode per line, and it checks UTF-8.
+            yield number, orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
             try:
-                yield number, orjson.loads(text)
-            except orjson.JSONDecodeError as exc:
-                raise InputError(
-                    f"malformed JSON: {exc.msg} at column {exc.colno}", source=source, line=number
-                ) from None
+                raw.decode("utf-8")
+            except UnicodeDecodeError as bad:  # orjson's own words for this mislead
+                raise _not_utf8(bad, source, number) from None
+            raise InputError(
+                f"malformed JSON: {exc.msg} at column {exc.colno}", source=source, line=number
+            ) from None
+
+
+def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Yield `(line number, raw line)`, each line ending at a newline byte, as JSONL has it.
+
+    A byte order mark at the start of the file is dropped: spreadsheet and Windows tools write
+    one, and it is no part of the first request.
+    """
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            yield number, raw
+
+
+def _not_utf8(exc: UnicodeDecodeError, source: str, line: int) -> InputError:
+    return InputError(
+        f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at byte {exc.start + 1} of the "
+        "line); save the file as UTF-8",
+        source=source,
+        line=line,
+    )
 
 
 def _validate_record(record: Any, *, source: str, line: int) -> BatchRequest:

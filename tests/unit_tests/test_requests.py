@@ -206,3 +206,33 @@ def test_common_record_shortcut_equals_full_validation(record: dict[str, Any]) -
             return ("error", str(exc))
 
     assert outcome(_validate_record) == outcome(_validate_record_fully)
+
+
+def test_a_byte_order_mark_and_crlf_are_read_as_plain_utf8(tmp_path: Path) -> None:
+    # Excel's and Notepad's "UTF-8" files start with a BOM and end lines with CRLF.
+    records = b'{"id": "a", "prompt": "caf\xc3\xa9"}\r\n{"id": "b", "prompt": "y"}\r\n'
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + records)
+    assert [(r.id, r.messages[0]["content"]) for r in load_requests(jsonl)] == [
+        ("a", "café"),
+        ("b", "y"),
+    ]
+    txt = tmp_path / "in.txt"
+    txt.write_bytes(b"\xef\xbb\xbfhello\r\nworld\r\n")
+    assert [(r.id, r.messages[0]["content"]) for r in load_requests(txt)] == [
+        ("line-1", "hello"),
+        ("line-2", "world"),
+    ]
+
+
+@pytest.mark.parametrize("name", ["in.jsonl", "in.txt"])
+def test_text_that_is_not_utf8_names_file_line_and_byte(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    second = b'{"id": "b", "prompt": "caf\xe9"}' if name.endswith("jsonl") else b"caf\xe9"
+    path.write_bytes(b'{"id": "a", "prompt": "x"}\n' + second + b"\n")
+    with pytest.raises(InputError) as info:
+        load_requests(path)
+    column = second.index(b"\xe9") + 1
+    assert str(info.value) == (
+        f"{name}:2: not UTF-8 text (byte 0xe9 at byte {column} of the line); save the file as UTF-8"
+    )
