@@ -426,7 +426,7 @@ def spec_from_files(
 
 def _read_json(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading byte order mark is fine
     except FileNotFoundError:
         raise InputError("file not found", source=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -189,7 +189,8 @@ def test_cli_tools_and_schema_files(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in RECORDS[:3]))
     schema = tmp_path / "schema.json"
-    schema.write_text(json.dumps(SCHEMA))
+    # Saved by a Windows editor: a byte order mark first, which is no part of the JSON.
+    schema.write_bytes(b"\xef\xbb\xbf" + json.dumps(SCHEMA).encode())
     out = tmp_path / "results.jsonl"
     runner = CliRunner()
     result = runner.invoke(
