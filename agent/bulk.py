@@ -51,6 +51,23 @@ class MissingStoreError(RuntimeError):
     """The graph was compiled without a store, which large batches need."""
 
 
+def stored_thread_ids(store: BaseStore) -> list[str]:
+    """Return the ids of all threads with batch data in `store` (`batch-agent threads`).
+
+    Every submitted thread keeps its request ids here from its first step on, so the store's
+    namespaces list the threads with one query, where the checkpointer would have to read
+    every checkpoint of every thread.
+    """
+    ids: set[str] = set()
+    offset = 0
+    while True:
+        page = store.list_namespaces(prefix=(ROOT,), max_depth=2, limit=1000, offset=offset)
+        ids.update(namespace[1] for namespace in page if len(namespace) > 1)
+        if len(page) < 1000:
+            return sorted(ids)
+        offset += len(page)
+
+
 class ThreadData:
     """Paged bulk data of one thread in a LangGraph store."""
 

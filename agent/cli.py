@@ -149,12 +149,24 @@ class CliError(Exception):
 
 
 def open_graph(
-    db: Path | str | None,
+    db: Path | str | None, *, existing: bool = False
 ) -> AbstractContextManager[CompiledStateGraph[Any, Any, Any, Any]]:
-    """Compile the batch graph on `db`: a SQLite file or a `postgresql://` URL."""
-    from agent.persistence import open_batch_graph
+    """Compile the batch graph on `db`: a SQLite file or a `postgresql://` URL.
 
-    return open_batch_graph(db)
+    Args:
+        db: `--db` (None: `BATCH_AGENT_DB`, else the default file).
+        existing: Only read threads: a SQLite file that does not exist is an error, rather than
+            a new empty database left behind by a mistyped path.
+    """
+    from agent.persistence import open_batch_graph, resolve_db
+
+    resolved = resolve_db(db)
+    if existing and isinstance(resolved, Path) and not resolved.is_file():
+        raise CliError(
+            f"no checkpoint database at {resolved}: name the one `run` used with --db or "
+            "BATCH_AGENT_DB"
+        )
+    return open_batch_graph(resolved)
 
 
 def thread_values(graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str) -> dict[str, Any]:
@@ -256,7 +268,10 @@ def run(
         raise CliError(f"{input_file}: file not found")
     thread_id = thread or str(uuid.uuid4())
     config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-    with _resume_hint_on_interrupt(thread_id, db=db), open_graph(db) as graph:
+    with (
+        _resume_hint_on_interrupt(thread_id, db=db),
+        open_graph(db, existing=input_file is None) as graph,
+    ):
         if input_file is None:
             thread_values(graph, thread_id)  # fail clearly on an unknown thread
         # The graph streams the file itself: any size, never loaded into state.
@@ -291,7 +306,7 @@ def cancel(
         _remote_cancel(url, thread, context, wait=wait)
         return
     config: RunnableConfig = {"configurable": {"thread_id": thread}}
-    with open_graph(db) as graph:
+    with open_graph(db, existing=True) as graph:
         values = thread_values(graph, thread)
         if values.get("status") in TERMINAL_THREAD_STATUSES:
             raise CliError(
@@ -316,7 +331,7 @@ def status(
     if url:
         values = _remote(url).thread_values(thread)
     else:
-        with open_graph(db) as graph:
+        with open_graph(db, existing=True) as graph:
             values = thread_values(graph, thread)
     report = status_report(thread, values)
     if as_json:
@@ -346,6 +361,54 @@ def status(
 
 
 @app.command()
+def threads(
+    db: DbOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many threads.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+    url: UrlOption = None,
+) -> None:
+    """List the batch threads in the database (or on --url), newest first, with their status."""
+    if url:
+        rows = _remote(url).list_threads(limit)
+    else:
+        with open_graph(db, existing=True) as graph:
+            rows = _local_threads(graph, limit)
+    reports = [thread_summary(thread_id, values, updated) for thread_id, values, updated in rows]
+    if as_json:
+        typer.echo(json.dumps(reports))
+        return
+    if not reports:
+        err.print("no batch threads yet: `batch-agent run INPUT` starts one")
+        return
+    # Plain lines, not a table: the full thread id must survive a narrow or piped terminal.
+    for r in reports:
+        c = r["counts"]
+        typer.echo(
+            f"{r['updated_at'][:16].replace('T', ' ')}  {r['thread_id']}  {r['status']:<10} "
+            f"succeeded {c.get('succeeded', 0)}/{c.get('total', 0)}  failed {c.get('failed', 0)}  "
+            f"jobs {r['jobs']}"
+        )
+
+
+def _local_threads(
+    graph: CompiledStateGraph[Any, Any, Any, Any], limit: int
+) -> list[tuple[str, dict[str, Any], str]]:
+    """Return `(thread id, state values, last checkpoint time)` of the newest `limit` threads."""
+    from agent.bulk import stored_thread_ids
+
+    rows: list[tuple[str, dict[str, Any], str]] = []
+    if graph.store is None:  # `open_batch_graph` always gives one; a bare compile may not
+        return rows
+    for thread_id in stored_thread_ids(graph.store):
+        snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
+        values = snapshot.values
+        if values and (values.get("jobs") or values.get("status")):
+            rows.append((thread_id, dict(values), str(snapshot.created_at)))
+    rows.sort(key=lambda row: row[2], reverse=True)
+    return rows[:limit]
+
+
+@app.command()
 def results(
     thread: Annotated[str, typer.Argument(help="Thread ID printed by `run`.")],
     db: DbOption = None,
@@ -361,7 +424,7 @@ def results(
         count = int(values.get("request_count") or 0)
         _write_pages(remote.iter_result_pages(thread, values), count, out, fmt)
         return
-    with open_graph(db) as graph:
+    with open_graph(db, existing=True) as graph:
         values = thread_values(graph, thread)
         _require_collected(thread, values, None)
         _write_results(graph, thread, values, out, fmt)
@@ -508,6 +571,17 @@ def emulator_jobs(
         typer.echo(
             f"{job['provider']:8} {job['id']}  {job['status']:12} {job['request_count']} requests"
         )
+
+
+def thread_summary(thread_id: str, values: dict[str, Any], updated_at: str) -> dict[str, Any]:
+    """Return one `threads --json` entry: id, status, counts, number of jobs, last update."""
+    return {
+        "thread_id": thread_id,
+        "status": values.get("status", "new"),
+        "counts": values.get("counts") or {"total": 0, "succeeded": 0, "failed": 0, "pending": 0},
+        "jobs": len(values.get("jobs") or []),
+        "updated_at": updated_at,
+    }
 
 
 def status_report(thread_id: str, values: dict[str, Any]) -> dict[str, Any]:

@@ -119,6 +119,26 @@ class RemoteBatch:
             thread = self.client.threads.create(thread_id=thread_id, if_exists="do_nothing")
         return str(thread["thread_id"])
 
+    def list_threads(self, limit: int) -> list[tuple[str, dict[str, Any], str]]:
+        """Return `(thread id, state values, updated at)` of the newest batch threads.
+
+        Only threads the batch graph has run on (the server records its `graph_id`) that hold a
+        batch, newest update first.
+        """
+        with self._calling("listing threads"):
+            found = self.client.threads.search(
+                metadata={"graph_id": GRAPH_ID},
+                limit=limit,
+                sort_by="updated_at",
+                sort_order="desc",
+            )
+        rows = []
+        for thread in found:
+            values = thread.get("values")
+            if isinstance(values, dict) and (values.get("jobs") or values.get("status")):
+                rows.append((str(thread["thread_id"]), values, str(thread.get("updated_at"))))
+        return rows
+
     def thread_values(self, thread_id: str) -> dict[str, Any]:
         """Return a batch thread's state values.
 

@@ -179,11 +179,18 @@ def test_bad_input_fails_with_one_line_and_uploads_nothing(
 
 
 def test_unknown_thread_and_unfinished_results_are_clear_errors(tmp_path: Path) -> None:
-    done = cli(tmp_path, "status", "no-such-thread")
-    assert done.returncode == 1 and "no batch thread 'no-such-thread'" in done.stderr
+    db = tmp_path / "checkpoints.sqlite"
+    for command in (["status", "t"], ["results", "t"], ["threads"], ["run", "--thread", "t"]):
+        done = cli(tmp_path, *command)
+        assert done.returncode == 1, command
+        assert f"error: no checkpoint database at {db}" in done.stderr, done.stderr
+    assert not db.exists()  # a mistyped --db leaves no empty database behind
+
     env = clean_env(tmp_path, BATCH_AGENT_EMULATOR_DELAY="60")
     submitted = cli(tmp_path, "run", str(TICKETS), env=env)
     thread = re.search(r"thread (\S+)", submitted.stdout).group(1)  # type: ignore[union-attr]
+    done = cli(tmp_path, "status", "no-such-thread")
+    assert done.returncode == 1 and "no batch thread 'no-such-thread'" in done.stderr
     early = cli(tmp_path, "results", thread, env=env)
     assert early.returncode == 1 and "not collected yet" in early.stderr
 

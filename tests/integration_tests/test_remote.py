@@ -77,6 +77,13 @@ def test_remote_run_status_results_match_local_mode(dev_server: str, tmp_path: P
         "r1100": "invalid_request",
     }
 
+    # The served thread is listed by `threads --url` (newest first, so it is there at any limit).
+    listed = cli(tmp_path, "threads", "--url", dev_server, "--json", "--limit", "1")
+    assert listed.returncode == 0, listed.stderr
+    (newest,) = json.loads(listed.stdout)
+    assert newest["thread_id"] == thread and newest["status"] == "completed"
+    assert newest["counts"]["total"] == COUNT and newest["jobs"] == 1
+
     status = cli(tmp_path, "status", thread, "--url", dev_server, "--json")
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)

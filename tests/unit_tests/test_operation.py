@@ -202,3 +202,30 @@ def test_cli_run_takes_a_webhook_url(receiver: WebhookReceiver, tmp_path: Path) 
     assert result.exit_code == 0, result.output
     assert len(receiver.received) == 1
     assert json.loads(receiver.bodies[0])["counts"]["succeeded"] == len(RECORDS)
+
+
+def test_threads_lists_each_batch_newest_first_with_its_full_id(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    db = ["--db", str(tmp_path / "checkpoints.sqlite")]
+    runner = CliRunner()
+    fast = ["--poll-interval", "0.1", "--poll-backoff", "1"]
+    for args in (["--thread", "finished-thread", "--wait", *fast], ["--thread", "left-running"]):
+        done = runner.invoke(app, ["run", str(source), *db, *args, "--out", str(tmp_path / "o")])
+        assert done.exit_code == 0, done.output
+
+    listed = runner.invoke(app, ["threads", *db])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert [line.split()[2] for line in lines] == ["left-running", "finished-thread"]
+    assert "completed" in lines[1] and "succeeded 3/3" in lines[1]
+    assert "submitted" in lines[0] and "jobs 1" in lines[0]
+
+    as_json = runner.invoke(app, ["threads", *db, "--json", "--limit", "1"])
+    (newest,) = json.loads(as_json.stdout)
+    assert newest["thread_id"] == "left-running" and newest["status"] == "submitted"
+    assert newest["counts"]["total"] == 3 and newest["jobs"] == 1
