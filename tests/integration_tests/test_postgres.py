@@ -174,6 +174,11 @@ def test_two_threads_then_status_and_results_from_a_third_process(
     results = cli(tmp_path, env, "results", threads[1])
     assert results.returncode == 0, results.stderr
     assert results.stdout == outs[1].read_text()
+    # Both threads are listed from the shared database (the server is shared across tests).
+    listed = cli(tmp_path, env, "threads", "--json", "--limit", "1000")
+    assert listed.returncode == 0, listed.stderr
+    found = {t["thread_id"]: t for t in json.loads(listed.stdout)}
+    assert all(found[t]["status"] == "completed" and found[t]["jobs"] == 1 for t in threads)
 
 
 HOLD_LOCK = """
