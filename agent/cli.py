@@ -144,6 +144,9 @@ StrictOption = Annotated[
 ]
 
 
+NO_COUNTS = {"total": 0, "succeeded": 0, "failed": 0, "pending": 0}
+
+
 class CliError(Exception):
     """An error reported as one line on stderr with exit code 1."""
 
@@ -171,8 +174,10 @@ def open_graph(
 
 def thread_values(graph: CompiledStateGraph[Any, Any, Any, Any], thread_id: str) -> dict[str, Any]:
     """Return a thread's state values, or raise if the database has no such thread."""
+    from agent.remote import holds_batch
+
     values = graph.get_state({"configurable": {"thread_id": thread_id}}).values
-    if not values or not (values.get("jobs") or values.get("status")):
+    if not holds_batch(values):
         raise CliError(f"no batch thread {thread_id!r} in this checkpoint database")
     return dict(values)
 
@@ -395,6 +400,7 @@ def _local_threads(
 ) -> list[tuple[str, dict[str, Any], str]]:
     """Return `(thread id, state values, last checkpoint time)` of the newest `limit` threads."""
     from agent.bulk import stored_thread_ids
+    from agent.remote import holds_batch
 
     rows: list[tuple[str, dict[str, Any], str]] = []
     if graph.store is None:  # `open_batch_graph` always gives one; a bare compile may not
@@ -402,7 +408,7 @@ def _local_threads(
     for thread_id in stored_thread_ids(graph.store):
         snapshot = graph.get_state({"configurable": {"thread_id": thread_id}})
         values = snapshot.values
-        if values and (values.get("jobs") or values.get("status")):
+        if holds_batch(values):
             rows.append((thread_id, dict(values), str(snapshot.created_at)))
     rows.sort(key=lambda row: row[2], reverse=True)
     return rows[:limit]
@@ -578,7 +584,7 @@ def thread_summary(thread_id: str, values: dict[str, Any], updated_at: str) -> d
     return {
         "thread_id": thread_id,
         "status": values.get("status", "new"),
-        "counts": values.get("counts") or {"total": 0, "succeeded": 0, "failed": 0, "pending": 0},
+        "counts": values.get("counts") or dict(NO_COUNTS),
         "jobs": len(values.get("jobs") or []),
         "updated_at": updated_at,
     }
@@ -608,7 +614,7 @@ def status_report(thread_id: str, values: dict[str, Any]) -> dict[str, Any]:
             | {"cost": job.get("cost")}
             for job in jobs
         ],
-        "counts": values.get("counts") or {"total": 0, "succeeded": 0, "failed": 0, "pending": 0},
+        "counts": values.get("counts") or dict(NO_COUNTS),
         "usage": values.get("usage"),
         "cost": values.get("cost"),
         "estimate": values.get("estimate"),

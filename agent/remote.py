@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import orjson
 
@@ -77,6 +77,11 @@ def inline_requests(path: Path, max_bytes: int = INLINE_MAX_BYTES) -> orjson.Fra
             )
     body += b"]"
     return orjson.Fragment(bytes(body))
+
+
+def holds_batch(values: Any) -> TypeGuard[dict[str, Any]]:
+    """Tell whether a thread's state values (local or served) hold a batch: others are not ours."""
+    return isinstance(values, dict) and bool(values.get("jobs") or values.get("status"))
 
 
 class RemoteBatch:
@@ -135,7 +140,7 @@ class RemoteBatch:
         rows = []
         for thread in found:
             values = thread.get("values")
-            if isinstance(values, dict) and (values.get("jobs") or values.get("status")):
+            if holds_batch(values):
                 rows.append((str(thread["thread_id"]), values, str(thread.get("updated_at"))))
         return rows
 
@@ -149,7 +154,7 @@ class RemoteBatch:
         with self._calling(f"reading thread {thread_id}", not_found=missing):
             state = self.client.threads.get_state(thread_id)
         values = state.get("values") if isinstance(state, dict) else None
-        if not isinstance(values, dict) or not (values.get("jobs") or values.get("status")):
+        if not holds_batch(values):
             raise RemoteError(missing)
         return values
 
