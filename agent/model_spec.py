@@ -114,13 +114,14 @@ def realtime_output(
         return None
     binding, llm = _find_model(runnable)
     response_format = binding.kwargs.get("response_format") if binding is not None else None
-    sdk_format = response_format if isinstance(response_format, type) else None
-    fill_sdk_parsed = sdk_format is not None and _provider_of(llm)[0] == "openai"
+    # OpenAI's `parsed` comes from a class only (a JSON schema leaves it None in realtime too).
+    openai_class = isinstance(response_format, type) and _provider_of(llm)[0] == "openai"
+    sdk_format = response_format if openai_class else None
     rest = RunnableSequence(*runnable.steps[1:]) if len(runnable.steps) > 2 else runnable.last
     with_raw = isinstance(runnable.first, RunnableParallel)
 
     def output(message: AIMessage) -> tuple[AIMessage, Any]:
-        if fill_sdk_parsed and sdk_format and message.additional_kwargs.get("parsed") is None:
+        if sdk_format is not None and message.additional_kwargs.get("parsed") is None:
             message = _with_sdk_parsed(message, sdk_format)
         if not with_raw:
             return message, rest.invoke(message)
