@@ -50,7 +50,6 @@ Usage, one object per job:
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Final
 
 import orjson
@@ -67,6 +66,8 @@ from agent.providers.fastpath import (
     _ai_message,
     _same_json,
     _same_message,
+    fast_path_agrees,
+    fresh_copy,
     message_id,
 )
 from agent.requests import BatchRequest
@@ -74,7 +75,6 @@ from agent.structured import OutputSpec, bind_kwargs
 
 __all__ = ["ANTHROPIC_FAST_PARAMS", "AnthropicBodyBuilder", "AnthropicMessageParser"]
 
-logger = logging.getLogger("batch_agent")
 
 # Per-request parameters the builder handles: `_get_request_payload` only merges these (no
 # special rules beyond `stop`), and `wire_params` passes them on.
@@ -304,19 +304,13 @@ def _probe_requests() -> list[BatchRequest]:
 
 
 def _self_check_builder(builder: AnthropicBodyBuilder) -> bool:
-    for request in _probe_requests():
-        try:
-            fast = builder.build_fast(request)
-            reference = builder.build_reference(request)
-        except Exception:
-            logger.warning(
-                "fast Anthropic body building disabled: self-check raised", exc_info=True
-            )
-            return False
-        if fast is None or not _same_json(fast, reference):
-            logger.warning("fast Anthropic body building disabled: it differs from the reference")
-            return False
-    return True
+    return fast_path_agrees(
+        "fast Anthropic body building",
+        _probe_requests(),
+        builder.build_fast,
+        builder.build_reference,
+        _same_json,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -592,16 +586,10 @@ _PROBES: Final[list[dict[str, Any]]] = [
 
 
 def _self_check_parser(parser: AnthropicMessageParser) -> bool:
-    for probe in _PROBES:
-        try:
-            fast = parser.parse_fast(orjson.loads(orjson.dumps(probe)), "probe/r1")
-            reference = parser.parse_reference(orjson.loads(orjson.dumps(probe)), "probe/r1")
-        except Exception:
-            logger.warning(
-                "fast Anthropic result parsing disabled: self-check raised", exc_info=True
-            )
-            return False
-        if fast is None or not _same_message(fast, reference):
-            logger.warning("fast Anthropic result parsing disabled: it differs from the reference")
-            return False
-    return True
+    return fast_path_agrees(
+        "fast Anthropic result parsing",
+        _PROBES,
+        lambda probe: parser.parse_fast(fresh_copy(probe), "probe/r1"),
+        lambda probe: parser.parse_reference(fresh_copy(probe), "probe/r1"),
+        _same_message,
+    )

@@ -56,8 +56,8 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
 from langchain_core.messages import AIMessage
@@ -89,6 +89,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger("batch_agent")
+_Probe = TypeVar("_Probe")
 
 OutputLine = tuple[str, AIMessage | None, RequestError | None, bool]
 """`(custom_id, message, error, retryable)`: one parsed output or error line."""
@@ -480,21 +481,40 @@ def _probe_requests() -> list[BatchRequest]:
     ]
 
 
-def _self_check_builder(builder: OpenAIBodyBuilder | MistralBodyBuilder) -> bool:
-    for request in _probe_requests():
+def fast_path_agrees(
+    what: str,
+    probes: Iterable[_Probe],
+    fast: Callable[[_Probe], Any],
+    reference: Callable[[_Probe], Any],
+    same: Callable[[Any, Any], bool],
+) -> bool:
+    """Run `probes` through a fast path and its reference; tell whether every result agrees.
+
+    The self-check every fast builder and parser runs when created. At the first probe that
+    raises, that the fast path declines (None), or whose results differ, it logs that `what` is
+    disabled and returns False, so a library upgrade costs speed rather than changing results.
+    """
+    for probe in probes:
         try:
-            fast = builder.build_fast(request)
-            reference = builder.build_reference(request)
+            got = fast(probe)
+            expected = reference(probe)
         except Exception:
-            logger.warning("fast body building disabled: self-check raised", exc_info=True)
+            logger.warning("%s disabled: self-check raised", what, exc_info=True)
             return False
-        if fast is None or not _same_json(fast, reference):
-            logger.warning(
-                "fast body building disabled for %s: it differs from the reference",
-                type(builder).__name__,
-            )
+        if got is None or not same(got, expected):
+            logger.warning("%s disabled: it differs from the reference", what)
             return False
     return True
+
+
+def _self_check_builder(builder: OpenAIBodyBuilder | MistralBodyBuilder) -> bool:
+    return fast_path_agrees(
+        f"fast body building for {type(builder).__name__}",
+        _probe_requests(),
+        builder.build_fast,
+        builder.build_reference,
+        _same_json,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -998,17 +1018,15 @@ _MISTRAL_PROBES: Final[list[dict[str, Any]]] = [
 
 
 def _self_check_parser(parser: _MessageParser, probes: list[dict[str, Any]]) -> bool:
-    for probe in probes:
-        try:
-            fast = parser.parse_fast(orjson.loads(orjson.dumps(probe)), "probe/r1")
-            reference = parser.parse_reference(orjson.loads(orjson.dumps(probe)), "probe/r1")
-        except Exception:
-            logger.warning("fast result parsing disabled: self-check raised", exc_info=True)
-            return False
-        if fast is None or not _same_message(fast, reference):
-            logger.warning(
-                "fast result parsing disabled for %s: it differs from the reference",
-                type(parser).__name__,
-            )
-            return False
-    return True
+    return fast_path_agrees(
+        f"fast result parsing for {type(parser).__name__}",
+        probes,
+        lambda probe: parser.parse_fast(fresh_copy(probe), "probe/r1"),
+        lambda probe: parser.parse_reference(fresh_copy(probe), "probe/r1"),
+        _same_message,
+    )
+
+
+def fresh_copy(probe: dict[str, Any]) -> Any:
+    """Return a deep copy of a probe body, as a downloaded line decodes (no shared objects)."""
+    return orjson.loads(orjson.dumps(probe))
