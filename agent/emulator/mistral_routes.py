@@ -168,10 +168,21 @@ class MistralRoutes(FileRoutes):
         return json_response(self._file_object(meta))
 
     def list_files(self, request: Request) -> Response:
-        """``GET /files``: every uploaded or generated file, newest first."""
-        metas = [m for m in self._file_metas() if not m.get("_internal")]
+        """``GET /files``: newest first, ``page`` / ``page_size`` (default 100) and ``purpose``."""
+        try:
+            page = max(0, int(request.arg("page") or 0))
+            page_size = max(1, int(request.arg("page_size") or 100))
+        except ValueError as exc:
+            raise HttpError(400, "'page' and 'page_size' must be integers.") from exc
+        purpose = request.arg("purpose")
+        metas = [
+            m
+            for m in self._file_metas()
+            if not m.get("_internal") and (purpose is None or m.get("purpose") == purpose)
+        ]
+        window = metas[page * page_size : (page + 1) * page_size]
         return json_response(
-            {"object": "list", "data": [self._file_object(m) for m in metas], "total": len(metas)}
+            {"object": "list", "data": [self._file_object(m) for m in window], "total": len(metas)}
         )
 
     def get_file(self, request: Request) -> Response:

@@ -161,17 +161,32 @@ class OpenAIRoutes(FileRoutes):
         return json_response(self._file_object(meta))
 
     def list_files(self, request: Request) -> Response:
-        """``GET /files``: every file, newest first (no paging beyond ``limit``)."""
+        """``GET /files``: cursor paging with ``after``, ``limit`` (1..10000) and ``order``."""
         purpose = request.arg("purpose")
+        try:
+            limit = max(1, min(10_000, int(request.arg("limit") or 10_000)))
+        except ValueError as exc:
+            raise HttpError(400, "Invalid 'limit'.", param="limit") from exc
+        order = request.arg("order") or "desc"
+        if order not in ("asc", "desc"):
+            raise HttpError(400, f"Invalid value for 'order': {order!r}.", param="order")
         metas = [m for m in self._file_metas() if purpose is None or m.get("purpose") == purpose]
-        data = [self._file_object(m) for m in metas]
+        if order == "asc":
+            metas.reverse()
+        start = 0
+        after = request.arg("after")
+        if after:
+            ids = [m["id"] for m in metas]
+            # An unknown cursor yields an empty page rather than restarting (no loops).
+            start = ids.index(after) + 1 if after in ids else len(metas)
+        data = [self._file_object(m) for m in metas[start : start + limit]]
         return json_response(
             {
                 "object": "list",
                 "data": data,
                 "first_id": data[0]["id"] if data else None,
                 "last_id": data[-1]["id"] if data else None,
-                "has_more": False,
+                "has_more": start + limit < len(metas),
             }
         )
 
