@@ -204,6 +204,8 @@ def run_batch(
     _apply_model(prepared, model)
     settings = Context(**{k: v for k, v in prepared.context.items() if v is not None})
 
+    if thread_id is None and requests is not None:
+        prepared.graph_input["new_thread"] = True  # a made-up id: no earlier life to look for
     thread_id = thread_id or str(uuid.uuid4())
     config: Any = {"configurable": {"thread_id": thread_id}}
     with _open(db) as graph:

@@ -18,8 +18,16 @@ Layout, under the namespace `("batch_agent", <thread id>, ...)`:
   checkpointed state, so that any later run of the thread (whatever its context) sends the notice.
 - `("duplicates",)`: `{"pairs": [[request id, original id], ...]}` pages: requests not sent
   because an identical one was (`dedupe`); they take the original's answer at collect.
-- `("creates",)`: key `<job key>`, `{"sent_at", "job_id"}`: the create journal of providers whose
-  jobs carry no metadata (Anthropic), written before and right after each create call.
+- `("creates",)`: key `<job key>`, `{"sent_at", "job_id", "created_at", "input_file_id",
+  "verified"}`: the create journal, written before and right after each create call (and for a job
+  a lookup found), so a resume adopts the job a crash or a lost answer left behind.
+- `("inputs", <job key>)`: the job's input lines in pages like the results, for a provider that
+  keeps no copy of its input (Anthropic), which follow-up jobs rebuild their requests from.
+- `("settings",)`, key `inventory`: set once the thread has looked for jobs an earlier life of it
+  created (a lost checkpoint database).
+
+And one store-wide namespace, `("batch_agent_jobs",)`: key `<job id>`, `{"thread_id", "job_key"}`
+for every job a thread holds, so that no other thread adopts it.
 - `("results",)`: keys `000000`, ... each `{"count": n, "jsonl": "<one JSON result per line>"}`
   in input order, where a result is `{"id", "status", "content", "message" (an AIMessage as a
   dict) | None, "usage", "error", "attempts"}` (plus "tool_calls" and "parsed" for a request set
@@ -32,7 +40,7 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +51,9 @@ from langgraph.store.base import BaseStore, PutOp
 from agent.state import Result
 
 ROOT = "batch_agent"
+# Store-wide index of every job id a thread of this store holds (`ThreadData.journal_job`), so no
+# other thread adopts it. Outside `ROOT`, so it is not listed as a thread.
+JOBS_INDEX = "batch_agent_jobs"
 PAGE_SIZE = 1000
 ID_PAGE_SIZE = 10_000
 
@@ -118,19 +129,105 @@ class ThreadData:
 
     # ----------------------------------------------------------------- create journal
 
-    def journal_create(self, job_key: str, job_id: str | None = None) -> None:
-        """Record that a create was sent for `job_key` (`job_id` None), or what it returned.
+    def journal_create(self, job_key: str) -> float:
+        """Record that a create is about to be sent for `job_key`; return the time it records.
 
-        The store write is durable at once, unlike state, which waits for the step's checkpoint.
+        The store write is durable at once, unlike state, which waits for the step's checkpoint:
+        from here on a job may exist for this intent, and a resume looks for it.
+        """
+        sent_at = time.time()
+        self.store.put(self.namespace("creates"), job_key, {"sent_at": sent_at, "job_id": None})
+        return sent_at
+
+    def journal_job(
+        self,
+        job_key: str,
+        job_id: str,
+        *,
+        created_at: float,
+        input_file_id: str,
+        verified: bool = True,
+    ) -> None:
+        """Record the job a create for `job_key` made (or a lookup found), and claim its id.
+
+        The claim is a store-wide index (`JOBS_INDEX`): no other thread of this store adopts it.
         """
         previous = self.create_record(job_key)
-        sent_at = previous["sent_at"] if previous and job_id is not None else time.time()
-        self.store.put(self.namespace("creates"), job_key, {"sent_at": sent_at, "job_id": job_id})
+        self.store.batch(
+            [
+                PutOp(
+                    self.namespace("creates"),
+                    job_key,
+                    {
+                        "sent_at": previous.get("sent_at") if previous else None,
+                        "job_id": job_id,
+                        "created_at": created_at,
+                        "input_file_id": input_file_id,
+                        "verified": verified,
+                    },
+                ),
+                PutOp((JOBS_INDEX,), job_id, {"thread_id": self.thread_id, "job_key": job_key}),
+            ]
+        )
+
+    def forget_job(self, job_key: str) -> None:
+        """Drop the journal entry of `job_key` (a job adopted unverified that was not ours)."""
+        self.store.delete(self.namespace("creates"), job_key)
 
     def create_record(self, job_key: str) -> dict[str, Any] | None:
-        """Return the create journal entry of `job_key` (`{"sent_at", "job_id"}`), if any."""
+        """Return the create journal entry of `job_key` (`{"sent_at", "job_id", ...}`), if any."""
         item = self.store.get(self.namespace("creates"), job_key)
         return dict(item.value) if item is not None else None
+
+    def claimed(self, own: Iterable[str]) -> ClaimedJobs:
+        """Return the job ids no intent of this thread may adopt: `own` plus other threads'."""
+        return ClaimedJobs(self.store, self.thread_id, set(own))
+
+    def inventory_taken(self) -> bool:
+        """Tell whether this thread already looked for jobs an earlier life of it created."""
+        return self.store.get(self.namespace("settings"), "inventory") is not None
+
+    def mark_inventory_taken(self) -> None:
+        """Remember that the thread's look for earlier jobs is done (it runs once)."""
+        self.store.put(self.namespace("settings"), "inventory", {"at": time.time()})
+
+    # ----------------------------------------------------------------- kept inputs
+
+    def put_input(self, job_key: str, path: Path) -> None:
+        """Keep a job's input lines (for a provider that keeps no copy), in pages."""
+        namespace = self.namespace("inputs", job_key)
+        ops: list[PutOp] = []
+        page: list[str] = []
+        with path.open("rb") as fh:
+            for raw in fh:
+                if raw.strip():
+                    page.append(raw.rstrip(b"\r\n").decode())
+                    if len(page) == PAGE_SIZE:
+                        ops.append(_text_page(namespace, len(ops), page))
+                        page = []
+        if page or not ops:
+            ops.append(_text_page(namespace, len(ops), page))
+        for start in range(0, len(ops), 20):
+            _put_all(self.store, ops[start : start + 20])
+
+    def has_input(self, job_key: str) -> bool:
+        """Tell whether the store keeps the input lines of `job_key`."""
+        return self.store.get(self.namespace("inputs", job_key), page_key(0)) is not None
+
+    def input_lines(self, job_key: str, count: int) -> Iterator[bytes]:
+        """Yield the `count` kept input lines of `job_key`, in order.
+
+        Raises:
+            KeyError: The store does not keep this job's input (a thread from before it did).
+        """
+        namespace = self.namespace("inputs", job_key)
+        for n in range(-(-count // PAGE_SIZE)):
+            item = self.store.get(namespace, page_key(n))
+            if item is None:
+                raise KeyError(f"missing input page {n} of {namespace} in the store")
+            text = item.value["jsonl"]
+            if text:
+                yield from (line.encode() for line in text.split("\n"))
 
     def put_duplicates(self, pairs: list[tuple[str, str]]) -> None:
         """Store `(request id, original id)` pairs of requests answered from an identical one."""
@@ -202,6 +299,39 @@ class ThreadData:
     def iter_results(self, count: int) -> Iterator[dict[str, Any]]:
         """Yield `count` stored results in input order."""
         return (orjson.loads(line) for line in self.iter_result_lines(count))
+
+
+class ClaimedJobs(Collection[str]):
+    """Job ids taken already, which no lookup may adopt.
+
+    A thread's own (a set) plus, probed one at a time, every job id another thread of the same
+    store recorded in `JOBS_INDEX`.
+    """
+
+    def __init__(self, store: BaseStore, thread_id: str, own: set[str]) -> None:
+        """Bind to the store's index and the thread's own ids."""
+        self._store, self._thread_id, self._own = store, thread_id, own
+
+    def __contains__(self, job_id: object) -> bool:
+        """Tell whether `job_id` is this thread's or recorded by another thread."""
+        if job_id in self._own:
+            return True
+        if not isinstance(job_id, str) or not job_id:
+            return False
+        item = self._store.get((JOBS_INDEX,), job_id)
+        return item is not None and item.value.get("thread_id") != self._thread_id
+
+    def __iter__(self) -> Iterator[str]:
+        """Iterate over the thread's own ids (the index is only ever probed)."""
+        return iter(self._own)
+
+    def __len__(self) -> int:
+        """Count the thread's own ids."""
+        return len(self._own)
+
+
+def _text_page(namespace: tuple[str, ...], n: int, lines: list[str]) -> PutOp:
+    return PutOp(namespace, page_key(n), {"count": len(lines), "jsonl": "\n".join(lines)})
 
 
 def page_key(n: int) -> str:

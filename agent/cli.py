@@ -281,6 +281,8 @@ def run(
             thread_values(graph, thread_id)  # fail clearly on an unknown thread
         # The graph streams the file itself: any size, never loaded into state.
         graph_input = {"input_path": str(input_file.resolve()), **spec_input} if input_file else {}
+        if input_file and thread is None:
+            graph_input["new_thread"] = True  # a made-up id: no earlier life to look for jobs of
         if not wait:
             values = _advance(graph, config, context, graph_input)
             _print_progress(thread_id, values, to_stderr=False)
@@ -830,6 +832,8 @@ def _remote_run(
     remote = _remote(url)
     if graph_input:
         thread_id = remote.create_thread(thread)
+        if thread is None:
+            graph_input["new_thread"] = True  # the server made the id: no earlier life
     else:
         thread_id = str(thread)
         remote.thread_values(thread_id)  # fail clearly on an unknown thread

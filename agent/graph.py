@@ -12,10 +12,13 @@
   by model, count and bytes, builds each job's input file, puts the ids in the store
   (`agent.bulk`), estimates tokens and cost (`agent.estimate`; over `max_cost` it stops here)
   and records every job as an *intent* with a deterministic key; then it
-  submits one intent per step: it looks the job up by that key (adopting a job whose create
-  response was lost), else finds or uploads the input file and creates the job, and stores the job
-  ID. So a crash at any point never creates a second job, and every job ID is checkpointed right
-  after the provider returns it. The request records are cleared once every job exists.
+  submits one intent per step: it adopts the job the create journal (in the store) says a create
+  made, else finds or uploads the input file and creates the job, never resending either call
+  blindly (`send_once` looks the file or job up first), and stores the job ID. So neither a crash
+  at any point nor a lost answer ever creates a second job, and every job ID is checkpointed right
+  after the provider returns it. A thread with no records of its own (a lost database) first looks
+  for the jobs an earlier run of it created (`_take_inventory`). The request records are cleared
+  once every job exists.
 - `poll` makes one status check of every open job.
 - The polling edge after `poll` goes to `collect` once every job is terminal; otherwise it goes to
   `schedule` (the default: one check per run) or, with a wait budget (`max_wait_seconds`), to
@@ -71,14 +74,16 @@ from agent.planning import (
 from agent.pricing import Cost, TokenTally, total_cost
 from agent.providers import BatchProvider, provider_for_job, resolve_provider
 from agent.providers.base import (
+    ADOPTION_LOOKBACK_SECONDS,
     CANCELLED_NOTE,
     JOB_KEY_METADATA,
-    CreateAttempt,
+    THREAD_METADATA,
     CreatedJob,
     JobUpdate,
     RequestOutcome,
     line_builder_for,
     message_dump,
+    send_once,
 )
 from agent.providers.errors import ProviderError, TransientProviderError
 from agent.requests import (
@@ -163,7 +168,6 @@ def records_errors(node: Node) -> Node:
 @records_errors
 def submit(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     """Plan and record job intents, then submit one intent per step (adopting existing jobs)."""
-    ctx = runtime.context
     jobs = list(state.get("jobs") or [])
     has_source = bool(state.get("requests") or state.get("input_path"))
     if not jobs:
@@ -171,21 +175,9 @@ def submit(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
             raise InputError(
                 "no requests: the input is empty (give `requests` or `input_path`)", source="input"
             )
-        return _plan(state, ctx, runtime)
-    spec = OutputSpec.from_values(state)
-    if has_source and (
-        _source_fingerprint(state) != state.get("source_fingerprint")
-        or spec_fingerprint(spec) != spec_fingerprint(_planned_spec(state))
-    ):
-        # Input sent again to a thread that has a batch: accept only the identical request set.
-        system_prompt = state.get("system_prompt", ctx.system_prompt)
-        if request_set_hash(_source(state, system_prompt), spec) != state.get("request_hash"):
-            raise InputError(
-                "this thread already holds a batch with a different request set; start a new thread",
-                source="input",
-            )
-
-    pending = [i for i, job in enumerate(jobs) if job["job_id"] is None]
+        return _plan(state, runtime.context, runtime)
+    # Input sent again to a thread that holds a batch was checked by `route_start`: the same set.
+    pending = [i for i, job in enumerate(jobs) if _pending_intent(job)]
     if not pending:
         # Identical input sent again to a thread whose jobs all exist: nothing to submit.
         return {"requests": [], "input_path": "", "error": None}
@@ -207,7 +199,8 @@ def submit(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
 @records_errors
 def poll(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     """Check the status of every open job once (the first check of a run)."""
-    return {**_check_jobs(state, runtime.context), "waits_this_run": 0, "waited_seconds": 0.0}
+    data = ThreadData(runtime.store, _thread_id())
+    return {**_check_jobs(state, runtime.context, data), "waits_this_run": 0, "waited_seconds": 0.0}
 
 
 @records_errors
@@ -219,7 +212,7 @@ def wait(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     pause = max(0.0, min(ctx.next_poll_interval(waits), ctx.max_wait_seconds - waited))
     time.sleep(pause)
     return {
-        **_check_jobs(state, ctx),
+        **_check_jobs(state, ctx, ThreadData(runtime.store, _thread_id())),
         "waits_this_run": waits + 1,
         "waited_seconds": waited + pause,
     }
@@ -230,15 +223,22 @@ def cancel(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     """Cancel every open provider job; partial results are collected when they end."""
     jobs: list[Job] = []
     data = ThreadData(runtime.store, _thread_id())
-    for job in state.get("jobs") or []:
+    held = list(state.get("jobs") or [])
+    for job in held:
         provider = provider_for_job(job)
-        if job["job_id"] is None:
+        if _pending_intent(job):
             # The create may have reached the provider before a crash: cancel that job too.
-            found = _reconcile(provider, job, state.get("jobs") or [], data)
+            _take_inventory(provider, held, state, data)
+            found = _reconcile(provider, job, held, data)
             if found is None:
-                jobs.append(_never_submitted(job))
+                jobs.append(_never_submitted(job, "cancelled before it was submitted"))
                 continue
-            job = _adopt(job, found.job_id, found.created_at, found.input_file_id)
+            job = _adopt(job, found)
+        if job.get("unverified") and job["status"] not in TERMINAL_JOB_STATUSES:
+            # Adopted without proof that it is ours: cancelling it could stop another's batch.
+            note = f"not cancelled: batch {job['job_id']} was adopted without proof that it is this thread's; check it at the provider"
+            jobs.append(_never_submitted(job, note))
+            continue
         if job["status"] not in TERMINAL_JOB_STATUSES:
             job = _apply_update(job, _cancel_job(provider, job), runtime.context)
         jobs.append(job)
@@ -400,17 +400,24 @@ def _remember_webhook(runtime: Runtime[Context]) -> None:
 def route_start(
     state: State, runtime: Runtime[Context]
 ) -> Literal["submit", "poll", "cancel", "notify", "__end__"]:
-    """Route a new invocation by what the thread already holds."""
+    """Route a new invocation by what the thread already holds.
+
+    Input sent to a thread that holds a batch is checked here, before any node runs: a
+    different request set raises, and LangGraph then drops the input with the failed step, so
+    the thread is left as it was (a refusal in a node would keep the input in state for good).
+    """
     if state.get("cancel") and state.get("status") not in TERMINAL_THREAD_STATUSES:
         return "cancel"
-    if state.get("requests"):
-        return "submit"
+    jobs = state.get("jobs") or []
+    if state.get("requests") or state.get("input_path"):
+        if jobs:
+            _refuse_another_request_set(state, runtime.context)
+        return "submit"  # plan a new batch, or (the same set again) clear the input and go on
     if state.get("status") in TERMINAL_THREAD_STATUSES:
         # A finished thread answers again from its state, without calling the provider; only a
         # notice that a crash kept from being sent is still due.
         return "notify" if _notice_due(state, runtime) else "__end__"
-    jobs = state.get("jobs") or []
-    if any(job["job_id"] is None for job in jobs):
+    if any(_pending_intent(job) for job in jobs):
         return "submit"  # an intent (or a follow-up job) still has to be submitted
     if jobs:
         return "poll"
@@ -418,15 +425,61 @@ def route_start(
     return "submit"
 
 
+def _refuse_another_request_set(state: State, ctx: Context) -> None:
+    """Raise unless the input sent to a thread that holds a batch is the batch's request set.
+
+    Cheap when it is the planned input (same inline records, or the same unchanged file);
+    otherwise the input is read once and its fingerprint compared.
+
+    Raises:
+        InputError: The input is another request set (requests, tools or response schema differ),
+            naming both sizes and how to start a new thread. Nothing was sent anywhere.
+    """
+    spec = OutputSpec.from_values(state)
+    planned_spec = _planned_spec(state)
+    if _source_fingerprint(state) == state.get("source_fingerprint") and spec_fingerprint(
+        spec
+    ) == spec_fingerprint(planned_spec):
+        return
+    count = 0
+
+    def counted() -> Iterator[BatchRequest]:
+        nonlocal count
+        for request in _source(state, state.get("system_prompt", ctx.system_prompt)):
+            count += 1
+            yield request
+
+    fingerprint = request_set_hash(counted(), spec)
+    held = str(state.get("request_hash", ""))
+    if fingerprint == held:
+        return
+    thread = _thread_id()
+    raise InputError(
+        f"thread {thread} already holds a batch of {_requests(state.get('request_count', 0))} "
+        f"(request set {held[:12]}); this input is a different request set, of "
+        f"{_requests(count)} (request set {fingerprint[:12]}): requests, tools or response "
+        "schema differ. A thread runs one request set: send this input on a new thread (run it "
+        "without --thread, or with a new --thread ID); nothing was sent",
+        source="input",
+    )
+
+
+def _requests(count: int) -> str:
+    return f"{count:,} request{'' if count == 1 else 's'}"
+
+
 def route_after_submit(
     state: State, runtime: Runtime[Context]
-) -> Literal["submit", "poll", "wait", "schedule", "__end__"]:
+) -> Literal["submit", "poll", "wait", "schedule", "notify", "__end__"]:
     """Keep submitting one intent per step; then end the run, or wait within its budget."""
     jobs = state.get("jobs") or []
     if state.get("status") == "error" or not jobs:
         return "schedule" if _retry_later(state) else "__end__"
-    if any(job["job_id"] is None for job in jobs):
+    if any(_pending_intent(job) for job in jobs):
         return "submit"
+    if state.get("status") in TERMINAL_THREAD_STATUSES:
+        # The same request set sent again to a finished thread: answer from its state.
+        return "notify" if _notice_due(state, runtime) else "__end__"
     if runtime.context.max_wait_seconds > 0:
         return "wait"
     # Identical input re-sent to a thread that is already being polled: poll as a resume would.
@@ -435,10 +488,12 @@ def route_after_submit(
 
 def route_after_check(
     state: State, runtime: Runtime[Context]
-) -> Literal["collect", "wait", "schedule", "__end__"]:
+) -> Literal["submit", "collect", "wait", "schedule", "__end__"]:
     """Decide on the polling edge: collect when every job is terminal, else wait or schedule."""
     if state.get("status") in {"error", "cancelled"}:
         return "schedule" if _retry_later(state) else "__end__"
+    if any(_pending_intent(job) for job in state.get("jobs") or []):
+        return "submit"  # a batch adopted unverified was not ours: create the job after all
     if all(job["status"] in TERMINAL_JOB_STATUSES for job in state.get("jobs") or []):
         return "collect"
     if state.get("waited_seconds", 0.0) < runtime.context.max_wait_seconds:
@@ -453,7 +508,7 @@ def route_after_collect(
     """Submit the follow-up job when collect queued retries, else notify (if asked) and finish."""
     if state.get("status") == "error":
         return "schedule" if _retry_later(state) else "__end__"
-    if any(job["job_id"] is None for job in state.get("jobs") or []):
+    if any(_pending_intent(job) for job in state.get("jobs") or []):
         return "submit"
     return "notify" if _notice_due(state, runtime) else "__end__"
 
@@ -589,80 +644,198 @@ def _source(state: State, system_prompt: str) -> Iterator[BatchRequest]:
 
 
 def _submit_intent(job: Job, jobs: list[Job], state: State, runtime: Runtime[Context]) -> Job:
-    """Submit one intent: adopt an existing job with its key, else upload (or reuse) and create."""
+    """Submit one intent: adopt the job it already made, else upload (or reuse) and create, once.
+
+    Neither the upload nor the create is ever resent blindly (`send_once`): after a failure that
+    may have happened once the provider had acted, the file or job is looked for first.
+    """
     provider = provider_for_job(job)
     data = ThreadData(runtime.store, _thread_id())
+    _take_inventory(provider, jobs, state, data)
+    path = spool_path(job["job_key"])
+    if not provider.keeps_input and not data.has_input(job["job_key"]):
+        # The provider keeps no copy of the input: the store does, for follow-up jobs.
+        job = _built_input(job, path, jobs, state, provider, data)
+        data.put_input(job["job_key"], path)
     found = _reconcile(provider, job, jobs, data)
     if found is not None:
-        return _adopt(job, found.job_id, found.created_at, found.input_file_id)
-    path = spool_path(job["job_key"])
-    if not (path.is_file() and path.stat().st_size == job["input_bytes"]):
-        # Another process planned this job (or the spool was cleaned): rebuild the same bytes.
-        wanted = data.job_ids(job["job_key"], job["request_count"])
-        job = Job(
-            **{
-                **job,
-                "input_bytes": write_lines(
-                    path, _rebuild_lines(job, wanted, jobs, state, provider)
-                ),
-            }
-        )  # type: ignore[typeddict-item]
+        return _adopt(job, found)
+    job = _built_input(job, path, jobs, state, provider, data)
     file_name = f"batch-agent-{job['job_key']}.jsonl"
-    file_id = provider.find_file(
-        file_name, job["input_bytes"], job["intent_at"]
-    ) or provider.upload(path, file_name)
+    size, intent_at = job["input_bytes"], job["intent_at"]
+    file_id = provider.find_file(file_name, size, intent_at) or send_once(
+        lambda: provider.upload(path, file_name),
+        lambda: provider.find_file(file_name, size, intent_at),
+    )
     metadata = {
         JOB_KEY_METADATA: job["job_key"],
-        "batch_agent_thread": _thread_id()[:500],
+        THREAD_METADATA: _thread_id()[:500],
         "batch_agent_attempt": str(job["attempt"]),
     }
-    if provider.journals_creates:
-        data.journal_create(job["job_key"])  # from here on, a job may exist for this intent
-    created = provider.create(
-        file_id,
-        model=job["model"],
-        completion_window=runtime.context.completion_window,
-        metadata=metadata,
+    sent_at = data.journal_create(job["job_key"])  # from here on, a job may exist for this intent
+    claimed = data.claimed(j["job_id"] for j in jobs if j["job_id"])
+    created = send_once(
+        lambda: provider.create(
+            file_id,
+            model=job["model"],
+            completion_window=runtime.context.completion_window,
+            metadata=metadata,
+        ),
+        lambda: provider.find_job(job, sent_at=sent_at, claimed=claimed),
     )
-    if provider.journals_creates:
-        data.journal_create(job["job_key"], created.job_id)  # durable before the checkpoint
+    _journal(data, job["job_key"], created)  # durable before the checkpoint
     path.unlink(missing_ok=True)
-    return _adopt(job, created.job_id, created.created_at, file_id)
+    return _adopt(job, created)
+
+
+def _built_input(
+    job: Job, path: Path, jobs: list[Job], state: State, provider: BatchProvider, data: ThreadData
+) -> Job:
+    """Make sure the job's input file is in the spool, rebuilding the same bytes if it is not.
+
+    Another process may have planned this job, or the spool may have been cleaned.
+    """
+    if path.is_file() and path.stat().st_size == job["input_bytes"]:
+        return job
+    wanted = data.job_ids(job["job_key"], job["request_count"])
+    size = write_lines(path, _rebuild_lines(job, wanted, jobs, state, provider, data))
+    return Job(**{**job, "input_bytes": size})  # type: ignore[typeddict-item]
+
+
+def _journal(data: ThreadData, job_key: str, created: CreatedJob) -> None:
+    data.journal_job(
+        job_key,
+        created.job_id,
+        created_at=created.created_at,
+        input_file_id=created.input_file_id,
+        verified=created.verified,
+    )
+
+
+def _take_inventory(
+    provider: BatchProvider, jobs: list[Job], state: State, data: ThreadData
+) -> None:
+    """Once per thread, before it submits anything: adopt jobs an earlier life of it created.
+
+    A thread whose checkpoint database was lost (a new worker, a deleted file) starts again with
+    no record of its jobs, but they exist at the provider under the same deterministic keys.
+    They are found by the provider's own identity of each job (`BatchProvider.thread_jobs`) and
+    written to the create journal, which `_reconcile` adopts from. A thread whose id was just
+    made (`new_thread` input) has no earlier life and skips the lookup.
+    """
+    if data.inventory_taken():
+        return
+    intents = [job for job in jobs if _pending_intent(job)]
+    if intents and not state.get("new_thread"):
+        since = min(job["intent_at"] for job in intents) - ADOPTION_LOOKBACK_SECONDS
+        claimed = data.claimed(job["job_id"] for job in jobs if job["job_id"])
+        found = provider.thread_jobs(_thread_id(), intents, since=since, claimed=claimed)
+        for key, created in found.items():
+            if data.create_record(key) is None:
+                _journal(data, key, created)
+                logger.warning(
+                    "thread %s: adopted %s job %s that an earlier run of this thread created%s",
+                    _thread_id(),
+                    provider.name,
+                    created.job_id,
+                    "" if created.verified else " (to be verified once it ends)",
+                )
+    data.mark_inventory_taken()
 
 
 def _reconcile(
     provider: BatchProvider, job: Job, jobs: list[Job], data: ThreadData
 ) -> CreatedJob | None:
-    """Find the job an intent already created: by its metadata key, or from the create journal."""
-    record = data.create_record(job["job_key"]) if provider.journals_creates else None
-    return provider.reconcile(
+    """Return the job an intent already made, from the create journal.
+
+    No entry: no create was ever sent for it (jobs of an earlier life were journaled by
+    `_take_inventory`). An entry with a job id: a crash came after the answer, before the
+    checkpoint. An entry without one: the answer was lost, so the job is looked for at the
+    provider by its identity.
+    """
+    record = data.create_record(job["job_key"])
+    if record is None:
+        return None
+    if record.get("job_id"):
+        return CreatedJob(
+            job_id=str(record["job_id"]),
+            created_at=float(record.get("created_at") or record.get("sent_at") or time.time()),
+            input_file_id=str(record.get("input_file_id") or ""),
+            verified=bool(record.get("verified", True)),
+        )
+    found = provider.find_job(
         job,
-        claimed={j["job_id"] for j in jobs if j["job_id"]},
-        attempt=CreateAttempt(record["sent_at"], record["job_id"]) if record else None,
-        request_ids=lambda: data.job_ids(job["job_key"], job["request_count"]),
+        sent_at=float(record["sent_at"]),
+        claimed=data.claimed(j["job_id"] for j in jobs if j["job_id"]),
     )
+    if found is not None:
+        _journal(data, job["job_key"], found)
+    return found
 
 
 def _rebuild_lines(
-    job: Job, ids: list[str], jobs: list[Job], state: State, provider: BatchProvider
+    job: Job,
+    ids: list[str],
+    jobs: list[Job],
+    state: State,
+    provider: BatchProvider,
+    data: ThreadData,
 ) -> Iterator[bytes]:
-    """Rebuild a job's input lines (from the thread's source, or the source job's input file)."""
+    """Rebuild a job's input lines (from the thread's source, or the source job's input)."""
     wanted = set(ids)
     if job["retry_of"] is not None:
         source = next(j for j in jobs if j["job_key"] == job["retry_of"])
         lines = {
-            custom_id: raw for custom_id, raw in provider.input_lines(source) if custom_id in wanted
+            custom_id: raw
+            for custom_id, raw in _source_job_lines(source, provider, data)
+            if custom_id in wanted
         }
         missing = [i for i in ids if i not in lines]
         if missing:
             raise InputError(
-                f"the input file of job {source['job_id']} lacks {len(missing)} request(s) to retry",
+                f"the input of job {source['job_id']} lacks {len(missing)} request(s) to retry",
                 source="provider",
                 request_id=missing[0],
             )
         return (lines[i] for i in ids)
     build = line_builder_for(provider, job["model"], job["params"], _planned_spec(state))
     return (build(r) for r in _source(state, state.get("system_prompt", "")) if r.id in wanted)
+
+
+def _source_job_lines(
+    source: Job, provider: BatchProvider, data: ThreadData
+) -> Iterator[tuple[str, bytes]]:
+    """Stream `(request id, input line)` of an earlier job, to resubmit some of its requests.
+
+    From the provider's copy of the input file, or, for a provider that keeps none, from the
+    store. A thread from before inputs were kept in the store may still have the old local copy.
+    """
+    if provider.keeps_input:
+        yield from provider.input_lines(source)
+        return
+    try:
+        raws: Iterator[bytes] = data.input_lines(source["job_key"], source["request_count"])
+        first = next(raws, None)
+    except KeyError:
+        old_copy = Path(str(source["input_file_id"] or ""))
+        if not source["input_file_id"] or not old_copy.is_file():
+            raise ProviderError(
+                f"{provider.name} keeps no copy of a batch's input, and the input of job "
+                f"{source['job_id']} is neither in this thread's store nor at "
+                f"{source['input_file_id'] or 'a local path'}; its failed requests cannot be "
+                f"resubmitted: finish the thread with `batch-agent cancel {_thread_id()}` and send "
+                "them on a new thread"
+            ) from None
+        raws, first = iter(old_copy.read_bytes().splitlines()), None
+    if first is not None:
+        yield _keyed_line(first)
+    for raw in raws:
+        if raw.strip():
+            yield _keyed_line(raw)
+
+
+def _keyed_line(raw: bytes) -> tuple[str, bytes]:
+    return str(orjson.loads(raw)["custom_id"]), raw
 
 
 def _cancel_job(provider: BatchProvider, job: Job) -> JobUpdate:
@@ -690,20 +863,25 @@ def _priced(job: Job, tally: TokenTally, ctx: Context) -> Job:
     return Job(**{**job, "cost": cost})  # type: ignore[typeddict-item]
 
 
-def _adopt(job: Job, job_id: str, created_at: float, input_file_id: str) -> Job:
+def _adopt(job: Job, created: CreatedJob) -> Job:
     return Job(
         **{
             **job,
-            "job_id": job_id,
-            "created_at": created_at,
-            "input_file_id": input_file_id,
+            "job_id": created.job_id,
+            "created_at": created.created_at,
+            "input_file_id": created.input_file_id,
             "status": "queued",
+            "unverified": not created.verified,
         }
     )  # type: ignore[typeddict-item]
 
 
-def _never_submitted(job: Job) -> Job:
-    note = "cancelled before it was submitted"
+def _pending_intent(job: Job) -> bool:
+    """Tell whether `job` is an intent still to be submitted (not one cancelled before it was)."""
+    return job["job_id"] is None and job["status"] == "intent"
+
+
+def _never_submitted(job: Job, note: str) -> Job:
     return Job(
         **{
             **job,
@@ -714,12 +892,15 @@ def _never_submitted(job: Job) -> Job:
     )  # type: ignore[typeddict-item]
 
 
-def _check_jobs(state: State, ctx: Context) -> dict[str, Any]:
+def _check_jobs(state: State, ctx: Context, data: ThreadData) -> dict[str, Any]:
     jobs: list[Job] = []
     for job in state.get("jobs") or []:
         if job["job_id"] is not None and job["status"] not in TERMINAL_JOB_STATUSES:
             job = _apply_update(job, provider_for_job(job).status(job), ctx)
         jobs.append(job)
+    for index, job in enumerate(jobs):
+        if job.get("unverified") and job["status"] in TERMINAL_JOB_STATUSES:
+            _settle_identity(jobs, index, data, cancelled=bool(state.get("cancel_requested")))
     update = {
         "jobs": jobs,
         "counts": _progress_counts(state, jobs),
@@ -729,6 +910,98 @@ def _check_jobs(state: State, ctx: Context) -> dict[str, Any]:
     }
     get_stream_writer()(progress_event(_thread_id(), update, ctx))
     return update
+
+
+def _settle_identity(jobs: list[Job], index: int, data: ThreadData, *, cancelled: bool) -> None:
+    """Check whose a job adopted unverified is, now that it ended and its results exist.
+
+    Its results carry the key of the job they belong to (`BatchProvider.job_owner`). Ours: it
+    is verified. Another job of this thread's that holds an unverified batch too: the two swap.
+    Anyone else's (or unreadable): it is released, and the intent is created after all. Its
+    results were never at risk of being taken for ours: they match none of our custom ids.
+    """
+    job = jobs[index]
+    owner = provider_for_job(job).job_owner(job)
+    if owner == job["job_key"]:
+        jobs[index] = Job(**{**job, "unverified": False})  # type: ignore[typeddict-item]
+        return
+    other = next((i for i, j in enumerate(jobs) if owner and j["job_key"] == owner), None)
+    logger.warning(
+        "thread %s: batch %s, adopted for job %s without proof, belongs to %s; released",
+        _thread_id(),
+        job["job_id"],
+        job["job_key"],
+        "job " + str(owner) if other is not None else "another thread",
+    )
+    if other is not None and jobs[other].get("unverified"):
+        # Two unverified adoptions crossed: each holds the other's batch.
+        theirs = jobs[other]
+        jobs[other] = _moved(theirs, job)
+        jobs[index] = _moved(job, theirs)
+        _journal_moved(data, jobs[other])
+        _journal_moved(data, jobs[index])
+        return
+    if other is not None and _pending_intent(jobs[other]):
+        jobs[other] = _moved(jobs[other], job)
+        _journal_moved(data, jobs[other])
+    data.forget_job(job["job_key"])
+    if cancelled:
+        jobs[index] = _never_submitted(
+            {**job, "job_id": None},
+            "cancelled before it was submitted",  # type: ignore[typeddict-item]
+        )
+        return
+    jobs[index] = Job(
+        **{  # type: ignore[typeddict-item]
+            **job,
+            "job_id": None,
+            "created_at": None,
+            "input_file_id": None,
+            "status": "intent",
+            "provider_status": "",
+            "unverified": False,
+            "counts": Counts(
+                total=job["request_count"],
+                succeeded=0,
+                failed=0,
+                pending=job["request_count"],
+            ),
+            "output_file_id": None,
+            "error_file_id": None,
+            "terminal_since": None,
+        }
+    )
+
+
+def _moved(job: Job, holder: Job) -> Job:
+    """Return `job` holding the batch (and its last status) that `holder` held."""
+    moved = {
+        key: holder[key]  # type: ignore[literal-required]
+        for key in (
+            "job_id",
+            "created_at",
+            "input_file_id",
+            "provider_status",
+            "status",
+            "counts",
+            "output_file_id",
+            "error_file_id",
+            "terminal_since",
+        )
+    }
+    verified = holder["status"] in TERMINAL_JOB_STATUSES  # an ended batch's owner is proven
+    return Job(**{**job, **moved, "unverified": not verified})  # type: ignore[typeddict-item]
+
+
+def _journal_moved(data: ThreadData, job: Job) -> None:
+    if job["job_id"]:
+        data.journal_job(
+            job["job_key"],
+            job["job_id"],
+            created_at=job["created_at"] or time.time(),
+            input_file_id=job["input_file_id"] or "",
+            verified=not job.get("unverified"),
+        )
 
 
 def progress_event(thread_id: str, update: dict[str, Any], ctx: Context) -> dict[str, Any]:
@@ -804,17 +1077,17 @@ def _job_results(
     With tools / a response schema (`spec`), answers carry `tool_calls` and `parsed`, and one
     that breaks the schema is failed with code `schema` (`agent.structured.checked_result`).
     """
-    wanted = set(ids)
     succeeded: set[str] = set()
     failures: dict[str, tuple[dict[str, Any], bool]] = {}
     missing, missing_retryable = _missing_error(job)
     if job["status"] != "failed" and job["job_id"] is not None:
         provider = provider_for_job(job)
         check = answer_check(provider, job["model"], spec)
+        request_id_of = provider.id_matcher(job, ids)
         for outcome in provider.results(job, spec):
-            request_id = outcome.custom_id
+            request_id = request_id_of(outcome.custom_id)
             # A line for a request this job does not hold: never trust position or strays.
-            if request_id not in wanted or request_id in succeeded:
+            if request_id is None or request_id in succeeded:
                 continue
             if outcome.message is not None:
                 succeeded.add(request_id)

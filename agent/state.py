@@ -61,8 +61,8 @@ class Job(TypedDict):
     """One provider batch job: the 'parking ticket' that lets any process resume the thread.
 
     The record is written as an *intent* (no `job_id` yet) before the provider is called; its
-    `job_key` travels in the job's metadata, so a job whose create response was lost is found
-    and adopted instead of created twice.
+    `job_key` travels with the job (in its metadata, or in its requests' custom ids), so a job
+    whose create response was lost is found and adopted instead of created twice.
     """
 
     job_key: str
@@ -100,6 +100,9 @@ class Job(TypedDict):
     """When the job was first seen terminal without output files (some providers lag)."""
     cost: NotRequired[Cost]
     """Tokens of the collected results and their batch and realtime cost (`agent.pricing`)."""
+    unverified: NotRequired[bool]
+    """True for a job adopted without proof that it is this intent's (a provider whose jobs
+    carry no metadata, while the batch still runs); checked once it ends, released if not ours."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -166,6 +169,10 @@ class InputState(TypedDict):
     empty uses the provider's default."""
     strict: NotRequired[bool | None]
     """`strict` for the tools / schema (OpenAI structured outputs); empty leaves it unset."""
+    new_thread: NotRequired[bool]
+    """Set by a caller that just made up this thread's id (the CLI and `run_batch` do): the
+    thread has no earlier life, so it skips looking for jobs one created (after a lost checkpoint
+    database, a thread re-run under its old id adopts them)."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)

@@ -9,29 +9,23 @@ response: the SDK's lenient `Message` construction, then `ChatAnthropic._format_
 How Anthropic differs from the file-based providers, and how this module adapts:
 
 - **Inline requests.** There is no file upload: `create` sends every request in its body. The
-  planner still builds one JSONL file per job; `upload` keeps it locally (a hard link, no copy)
-  and returns its path as the "file id", and `create` streams that file as
-  `{"requests": [...]}` without parsing it (constant memory up to the 256 MB body limit, and
-  re-sendable on SDK retries). The kept file is also what a follow-up job rebuilds its lines
-  from (`input_lines`), since Anthropic keeps no copy of the input; files older than the
-  29 days Anthropic keeps results are pruned.
-- **No metadata.** A batch carries nothing but its id, so the job key cannot be sent along.
-  Crash safety rests on the graph's create journal (`journals_creates`): before the create call
-  the store records that a create was sent, right after it the batch id. `reconcile` then:
-  1. no record: no create was ever sent for this intent, so there is nothing to find (a fresh
-     submit never adopts someone else's batch);
-  2. a recorded batch id: that batch (the crash came after the answer, before the checkpoint);
-  3. a create sent but no answer recorded (the answer was lost): list batches newest first back
-     to `RECONCILE_SKEW_SECONDS` before the send, skip the thread's own batches, keep those with
-     exactly the intent's request count; an ended candidate must also return exactly the
-     intent's `custom_id` set in its results (else it is someone else's); a verified candidate
-     wins, else the one created closest to the send. None left: the create never landed, and the
-     intent is created again. For the same reason the SDK never retries the create call itself
-     (a resend after a lost answer would make a second batch); the graph's node retry goes
-     through this lookup first.
-  A candidate that is still processing cannot be verified (results exist only once a batch
-  ends), so a same-sized batch created by another thread within those minutes could be taken
-  for ours; then its lines do not match our ids and every request is retried as `no_result`.
+  planner still builds one JSONL file per job; `upload` just names that file, and `create` streams
+  it as `{"requests": [...]}` without parsing it (constant memory up to the 256 MB body limit).
+  Anthropic keeps no copy of the input (`keeps_input` False), so the graph keeps each job's lines
+  in the store, where a follow-up job rebuilds the requests it retries from (on any machine).
+- **No metadata: the job's identity travels in the custom ids.** A batch carries nothing but its
+  id, so the requests carry it: request `n` of a job goes out as `custom_id` `<job key>-<n>`
+  (the job key hashes thread, request set, attempt and part), and results are mapped back to the
+  user's ids by position (`id_matcher`); so any user id works, not only Anthropic's
+  `^[a-zA-Z0-9_-]{1,64}$`. A batch is ours when its results carry our job key, which makes
+  adoption exact for an ended batch whatever its content (two threads with the same ids and
+  prompts never adopt each other's batches). `find_job` (a create whose answer was lost) and
+  `thread_jobs` (a thread that lost its records) look through the listing: an ended batch is
+  adopted only when its first results line carries the job key; a batch still processing cannot
+  show its custom ids, so one with exactly the job's request count, created when ours could have
+  been, is adopted *unverified*, and checked once it ends (`job_owner`): if its results carry
+  another key it is released and our job is created after all. Its results could never be taken
+  for ours meanwhile, since they match none of our custom ids.
 - **Results.** One JSONL stream at the absolute `results_url` (`output_file_id` holds it, so the
   graph's "terminal but no output yet" wait covers a late one), one line per request:
   `succeeded` (the message), `errored` (code = the error's type, retried when it is a rate-limit,
@@ -39,25 +33,19 @@ How Anthropic differs from the file-based providers, and how this module adapts:
   `expired`, retried in a follow-up job like OpenAI's `batch_expired`).
 - **Status.** `in_progress`, `canceling`, then `ended` for every outcome; a batch that ended
   after a cancel request gets the `CANCELLED_NOTE` so the thread reports `cancelled`.
-- **Input rules.** Anthropic requires `custom_id` to match `^[a-zA-Z0-9_-]{1,64}$`; other ids, a
-  `betas` request (beta Messages API) and parameters the SDK sends as headers are refused before
-  anything is sent. The completion window is fixed at 24 h.
+- **Input rules.** A `betas` request (beta Messages API) and parameters the SDK sends as headers
+  are refused before anything is sent. The completion window is fixed at 24 h.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import os
-import random
 import re
-import time
-import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import anthropic
 import httpx2
 import orjson
 from anthropic import Anthropic, DefaultHttpxClient
@@ -70,14 +58,15 @@ from langchain_core.messages import AIMessage
 
 from agent.providers.base import (
     CANCELLED_NOTE,
+    JOB_KEY_METADATA,
     SDK_MAX_RETRIES,
     BatchProvider,
-    CreateAttempt,
     CreatedJob,
     JobUpdate,
     LineParser,
     ProviderLimits,
     RequestOutcome,
+    bounded_listing,
     finish_message,
     is_retryable,
     jsonl_line,
@@ -100,17 +89,22 @@ STATUS_MAP: dict[str, JobStatus] = {
     "canceling": "cancelling",
     "ended": "done",
 }
-CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 # The create body wraps the request lines; its size counts against the 256 MB limit.
 _HEAD = b'{"requests":['
 _TAIL = b"]}"
 MAX_BODY_BYTES = 256 * 1000 * 1000  # "256 MB", read as decimal: the smaller reading is safe
+MAX_REQUESTS = 100_000
+# Each line's custom id is rewritten to `<32-hex job key>-<position>` on the way out, which can
+# make a line up to this much longer than the planned one (a one-character user id).
+_TAG_GROWTH = 32 + 1 + len(str(MAX_REQUESTS))
+# The planned line's prefix, as `jsonl_line({"custom_id": ..., "params": ...})` writes it.
+_CUSTOM_ID_PREFIX = re.compile(rb'^\{"custom_id":"(?:[^"\\]|\\.)*",')
 # Our clock (the journal's send time) against the provider's `created_at`.
 RECONCILE_SKEW_SECONDS = 300.0
-# Answers to a create that say nothing was created (rate limited, overloaded): safe to resend.
-REFUSED_STATUS = frozenset({429, 529})
-# Anthropic keeps results for 29 days; a kept input is useless for retries after that.
-KEPT_INPUT_SECONDS = 29 * 86400
+# A batch still processing is at most this old: Anthropic expires unfinished work after 24 hours.
+PROCESSING_AT_MOST_SECONDS = 86400.0 + RECONCILE_SKEW_SECONDS
+# Ended batches whose first results line a listing reads, at most, to find a thread's own.
+MAX_PEEKS = 100
 
 # What `client.messages.create(**payload)` accepts, and what of it is not body JSON.
 _CREATE_ARGS = frozenset(inspect.signature(Messages.create).parameters) - {"self"}
@@ -184,22 +178,6 @@ def request_params(
     return wire_params(payload, request.id)
 
 
-def check_custom_id(request_id: str) -> str:
-    """Return `request_id` if Anthropic accepts it as a `custom_id`.
-
-    Raises:
-        InputError: The id has characters other than letters, digits, '_' and '-'.
-    """
-    if not CUSTOM_ID.match(request_id):
-        raise InputError(
-            "Anthropic batch ids may only hold letters, digits, '_' and '-' (1 to 64 "
-            "characters); rename the request",
-            source="input",
-            request_id=request_id,
-        )
-    return request_id
-
-
 def parse_message(llm: ChatAnthropic, body: dict[str, Any], message_key: str) -> AIMessage:
     """Parse a `succeeded` result's message into the AIMessage `.invoke()` returns.
 
@@ -265,40 +243,53 @@ def _errored(envelope: Any) -> tuple[RequestError, bool]:
     return RequestError(code=code, message=message), is_retryable(code)
 
 
+def custom_id(job_key: str, position: int) -> str:
+    """Return the custom id request `position` of job `job_key` is sent under."""
+    return f"{job_key}-{position}"
+
+
 class InlineRequests:
     """The create body `{"requests": [...]}`, streamed from a JSONL file of request lines.
 
-    Every line is one compact JSON object ending in a newline, and a newline never occurs inside
-    such a line, so turning each newline but the last into a comma (and the last into the
-    closing bracket) yields the JSON array without parsing anything. The object can be iterated
-    again, so an SDK retry resends the same bytes.
+    Every line is one compact JSON object that starts with its `custom_id`; each is sent with
+    its custom id replaced by the job's identity and its position (`custom_id`), and the lines
+    joined by commas into the JSON array, without parsing the rest of any line. The object can
+    be iterated again and yields the same bytes.
     """
 
     CHUNK = 1 << 20
 
-    def __init__(self, path: Path) -> None:
-        """Measure the body for its Content-Length."""
+    def __init__(self, path: Path, job_key: str) -> None:
+        """Measure the body for its Content-Length (one pass over the file)."""
         self.path = path
-        size = path.stat().st_size
-        trailing = 0
-        if size:
-            with path.open("rb") as fh:
-                fh.seek(size - 1)
-                trailing = 1 if fh.read(1) == b"\n" else 0
-        self.length = len(_HEAD) + size - trailing + len(_TAIL)
+        self.job_key = job_key
+        self.length = len(_HEAD) + len(_TAIL)
+        for position, line in enumerate(self._lines()):
+            self.length += len(line) + (1 if position else 0)
+
+    def _lines(self) -> Iterator[bytes]:
+        with self.path.open("rb") as fh:
+            for position, raw in enumerate(line for line in fh if line.strip()):
+                match = _CUSTOM_ID_PREFIX.match(raw)
+                if match is None:
+                    raise ProviderError(
+                        f"anthropic: line {position + 1} of {self.path} has no custom_id"
+                    )
+                tag = b'{"custom_id":"' + custom_id(self.job_key, position).encode() + b'",'
+                yield tag + raw[match.end() :].rstrip(b"\r\n")
 
     def __iter__(self) -> Iterator[bytes]:
         """Yield the body in chunks of about 1 MiB."""
-        yield _HEAD
-        with self.path.open("rb") as fh:
-            pending = fh.read(self.CHUNK)
-            while pending:
-                chunk = fh.read(self.CHUNK)
-                if not chunk and pending.endswith(b"\n"):
-                    pending = pending[:-1]
-                yield pending.replace(b"\n", b",")
-                pending = chunk
-        yield _TAIL
+        chunk = bytearray(_HEAD)
+        for position, line in enumerate(self._lines()):
+            if position:
+                chunk += b","
+            chunk += line
+            if len(chunk) >= self.CHUNK:
+                yield bytes(chunk)
+                chunk.clear()
+        chunk += _TAIL
+        yield bytes(chunk)
 
 
 class AnthropicProvider(BatchProvider):
@@ -307,9 +298,10 @@ class AnthropicProvider(BatchProvider):
     name = "anthropic"
     default_model = "claude-haiku-4-5"
     limits = ProviderLimits(
-        max_requests=100_000, max_file_bytes=MAX_BODY_BYTES - len(_HEAD) - len(_TAIL)
+        max_requests=MAX_REQUESTS,
+        max_file_bytes=MAX_BODY_BYTES - len(_HEAD) - len(_TAIL) - MAX_REQUESTS * _TAG_GROWTH,
     )
-    journals_creates = True
+    keeps_input = False
     supports_output_spec = True
 
     def __init__(
@@ -345,8 +337,8 @@ class AnthropicProvider(BatchProvider):
         builder = AnthropicBodyBuilder(model, params, spec)
 
         def build(request: BatchRequest) -> bytes:
-            custom_id = check_custom_id(request.id)
-            return jsonl_line({"custom_id": custom_id, "params": builder.build(request)})
+            # The user's id is replaced by the job's identity when sent (`InlineRequests`).
+            return jsonl_line({"custom_id": request.id, "params": builder.build(request)})
 
         return build
 
@@ -371,125 +363,142 @@ class AnthropicProvider(BatchProvider):
     # ----------------------------------------------------------------- submitting
 
     def upload(self, path: Path, file_name: str) -> str:
-        """Keep the built input locally (Anthropic takes requests inline); return its path."""
-        kept = _kept_path(file_name)
-        tmp = kept.with_name(f".{kept.name}.{uuid.uuid4().hex[:8]}")
-        try:
-            os.link(path, tmp)  # the graph deletes the spool name after create
-        except OSError:
-            tmp.write_bytes(path.read_bytes())
-        tmp.replace(kept)
-        _prune_kept(kept.parent)
-        return str(kept)
+        """Return the built input's path: Anthropic takes the requests inline, in `create`."""
+        return str(path)
 
     def find_file(self, file_name: str, size: int, since: float) -> str | None:
-        """Return the kept input named `file_name` if it has `size` bytes."""
-        kept = _kept_path(file_name)
-        return str(kept) if kept.is_file() and kept.stat().st_size == size else None
+        """Nothing is ever uploaded to Anthropic, so there is nothing to find."""
+        return None
 
     def create(
         self, input_file_id: str, *, model: str, completion_window: str, metadata: dict[str, str]
     ) -> CreatedJob:
-        """Create the batch, streaming the kept input as the inline `requests` (no metadata)."""
-        body = InlineRequests(Path(input_file_id))
-        # No blind SDK retry here: a create whose answer was lost may have made a batch, and a
-        # resend would make a second one. Only a refusal (429, 529: nothing was created) is
-        # retried on the spot; anything else goes to the node's retry, through `reconcile`.
+        """Create the batch, streaming the built input as the inline `requests`, once.
+
+        Batches carry no metadata; the job key from `metadata` goes into every custom id
+        instead. No SDK retries: a create whose answer was lost may have made a batch, and the
+        graph looks for it before any resend (`send_once`).
+        """
+        body = InlineRequests(Path(input_file_id), metadata[JOB_KEY_METADATA])
         client = self._client.with_options(max_retries=0)
         with provider_call(self.name, "create the message batch"):
-            for retry in range(SDK_MAX_RETRIES + 1):
-                try:
-                    batch = client.post(
-                        "/v1/messages/batches",
-                        cast_to=MessageBatch,
-                        content=body,
-                        options={
-                            "headers": {
-                                "Content-Type": "application/json",
-                                "Content-Length": str(body.length),
-                            }
-                        },
-                    )
-                    break
-                except anthropic.APIStatusError as exc:
-                    if exc.status_code not in REFUSED_STATUS or retry == SDK_MAX_RETRIES:
-                        raise
-                    time.sleep(_retry_delay(exc.response, retry))
-        return CreatedJob(
-            job_id=batch.id, created_at=batch.created_at.timestamp(), input_file_id=input_file_id
-        )
-
-    def find_job(self, job_key: str, since: float) -> CreatedJob | None:
-        """Anthropic batches carry no metadata to look a job key up by: see `reconcile`."""
-        return None
-
-    def reconcile(
-        self,
-        job: Job,
-        *,
-        claimed: Collection[str],
-        attempt: CreateAttempt | None,
-        request_ids: Callable[[], list[str]],
-    ) -> CreatedJob | None:
-        """Find the batch an interrupted create made, by the rule in the module docstring."""
-        if attempt is None:
-            return None
-        kept = str(_kept_path(f"batch-agent-{job['job_key']}.jsonl"))
-        if attempt.job_id:
-            with provider_call(self.name, f"check batch {attempt.job_id}"):
-                try:
-                    batch = self._client.messages.batches.retrieve(attempt.job_id)
-                except anthropic.NotFoundError:
-                    batch = None
-            if batch is not None:
-                return CreatedJob(batch.id, batch.created_at.timestamp(), kept)
-        found = self._find_by_listing(job, attempt.sent_at, claimed, request_ids)
-        return CreatedJob(found.id, found.created_at.timestamp(), kept) if found else None
-
-    def _find_by_listing(
-        self,
-        job: Job,
-        sent_at: float,
-        claimed: Collection[str],
-        request_ids: Callable[[], list[str]],
-    ) -> MessageBatch | None:
-        floor = sent_at - RECONCILE_SKEW_SECONDS
-        candidates = []
-        with provider_call(self.name, "list message batches"):
-            for batch in self._client.messages.batches.list(limit=100):
-                if batch.created_at.timestamp() < floor:
-                    break  # newest first: everything further is older
-                if batch.id not in claimed and _total(batch) == job["request_count"]:
-                    candidates.append(batch)
-        verified, unverifiable = [], []
-        wanted: set[str] | None = None
-        for batch in candidates:
-            if batch.processing_status == "ended" and batch.results_url:
-                wanted = wanted if wanted is not None else set(request_ids())
-                if self._result_ids(batch.id) == wanted:
-                    verified.append(batch)
-            else:
-                unverifiable.append(batch)
-        pool = verified or unverifiable
-        if not pool:
-            return None
-        best = min(pool, key=lambda b: abs(b.created_at.timestamp() - sent_at))
-        if len(pool) > 1:
-            logger.warning(
-                "%d Anthropic batches could be the one job %s created; adopting %s, the closest "
-                "in time",
-                len(pool),
-                job["job_key"],
-                best.id,
+            batch = client.post(
+                "/v1/messages/batches",
+                cast_to=MessageBatch,
+                content=body,
+                options={
+                    "headers": {
+                        "Content-Type": "application/json",
+                        "Content-Length": str(body.length),
+                    }
+                },
             )
-        return best
+        return CreatedJob(batch.id, batch.created_at.timestamp(), input_file_id="")
 
-    def _result_ids(self, batch_id: str) -> set[str]:
-        ids = set()
-        for raw in self._result_lines(batch_id):
-            line = orjson.loads(raw)
-            ids.add(str(line.get("custom_id")) if isinstance(line, dict) else "")
-        return ids
+    def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
+        """Find the batch a create sent at `sent_at` made, by the rule in the module docstring.
+
+        An ended batch whose results carry the job key wins; else a batch still processing,
+        of the job's size, created closest to the send, is adopted unverified.
+        """
+        processing, peeks = [], 0
+        for batch in self._listing(sent_at - RECONCILE_SKEW_SECONDS):
+            if _total(batch) != job["request_count"] or batch.id in claimed:
+                continue
+            if batch.processing_status != "ended":
+                processing.append(batch)
+            elif peeks < MAX_PEEKS:
+                peeks += 1
+                if self._owner(batch) == job["job_key"]:
+                    return CreatedJob(batch.id, batch.created_at.timestamp(), "")
+        if not processing:
+            return None
+        best = min(processing, key=lambda b: abs(b.created_at.timestamp() - sent_at))
+        return CreatedJob(best.id, best.created_at.timestamp(), "", verified=False)
+
+    def thread_jobs(
+        self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
+    ) -> dict[str, CreatedJob]:
+        """Find the batches an earlier life of the thread created, by the module docstring's rule.
+
+        Ended batches of an intent's size are adopted when their results carry its key. Batches
+        still processing can only have come from the earlier life if they were created before
+        this plan: matched to the intents of their size, oldest batch to first part (parts are
+        created in order), they are adopted unverified.
+        """
+        keys = {intent["job_key"] for intent in intents}
+        sizes = {intent["request_count"] for intent in intents}
+        planned_at = min(intent["intent_at"] for intent in intents)
+        found: dict[str, CreatedJob] = {}
+        processing: list[MessageBatch] = []
+        peeks = 0
+        for batch in self._listing(since):
+            if _total(batch) not in sizes or batch.id in claimed:
+                continue
+            if batch.processing_status == "ended":
+                if peeks < MAX_PEEKS:
+                    peeks += 1
+                    owner = self._owner(batch)
+                    if owner in keys and owner not in found:
+                        found[owner] = CreatedJob(batch.id, batch.created_at.timestamp(), "")
+            elif (
+                planned_at - PROCESSING_AT_MOST_SECONDS
+                <= batch.created_at.timestamp()
+                <= planned_at
+            ):
+                processing.append(batch)
+        processing.sort(key=lambda b: b.created_at)
+        for intent in intents:
+            if intent["job_key"] in found:
+                continue
+            match = next((b for b in processing if _total(b) == intent["request_count"]), None)
+            if match is not None:
+                processing.remove(match)
+                found[intent["job_key"]] = CreatedJob(
+                    match.id, match.created_at.timestamp(), "", verified=False
+                )
+        return found
+
+    def id_matcher(self, job: Job, ids: Sequence[str]) -> Callable[[str], str | None]:
+        """Map `<job key>-<position>` custom ids back to the request ids, by position."""
+        prefix = f"{job['job_key']}-"
+
+        def match(sent: str) -> str | None:
+            position = sent[len(prefix) :] if sent.startswith(prefix) else ""
+            if position.isdecimal() and int(position) < len(ids):
+                return ids[int(position)]
+            return None
+
+        return match
+
+    def job_owner(self, job: Job) -> str | None:
+        """Return the job key the (ended) batch's results carry."""
+        with provider_call(self.name, f"check batch {job['job_id']}"):
+            batch = self._client.messages.batches.retrieve(str(job["job_id"]))
+        return self._owner(batch)
+
+    def _listing(self, floor: float) -> Iterator[MessageBatch]:
+        """Yield the workspace's batches newest first, back to `floor`."""
+        with provider_call(self.name, "list message batches"):
+            yield from bounded_listing(
+                self._client.messages.batches.list(limit=100),
+                ident=lambda b: b.id,
+                created_at=lambda b: b.created_at.timestamp(),
+                floor=floor,
+            )
+
+    def _owner(self, batch: MessageBatch) -> str | None:
+        """Return the job key in an ended batch's first results line (None: none readable)."""
+        if batch.processing_status != "ended" or not batch.results_url:
+            return None
+        for raw in self._result_lines(batch.id):
+            try:
+                sent = orjson.loads(raw).get("custom_id")
+            except (orjson.JSONDecodeError, AttributeError):
+                return None
+            key, _, position = str(sent).rpartition("-")
+            return key if position.isdecimal() else None
+        return None
 
     # ----------------------------------------------------------------- tracking
 
@@ -556,52 +565,10 @@ class AnthropicProvider(BatchProvider):
                 yield from nonblank_lines(response.iter_bytes())
 
     def file_lines(self, file_id: str) -> Iterator[bytes]:
-        """Stream a kept input file (the only files this provider has; see `upload`)."""
-        path = Path(file_id)
-        if not path.is_file():
-            raise ProviderError(
-                f"anthropic: the input of this job was kept at {path} on the machine that "
-                "submitted it, and is not here (Anthropic keeps no copy of batch input); retry "
-                "its requests from that machine or send them on a new thread"
-            )
-        with path.open("rb") as fh:
-            for raw in fh:
-                if raw.strip():
-                    yield raw
-
-
-def _retry_delay(response: httpx2.Response, retry: int) -> float:
-    """Seconds to wait before resending a refused create: the server's hint, else backoff."""
-    for header, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        try:
-            hinted = float(response.headers.get(header, "")) * scale
-        except ValueError:
-            continue
-        if 0 <= hinted <= 60:
-            return hinted
-    return float(min(0.5 * 2**retry, 8.0) * random.uniform(0.75, 1.0))
+        """Anthropic keeps no files: a job's input lines are in the graph's store."""
+        raise ProviderError(f"anthropic: there is no provider file {file_id!r} (inputs go inline)")
 
 
 def _total(batch: MessageBatch) -> int:
     counts = batch.request_counts
     return counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
-
-
-def _kept_path(file_name: str) -> Path:
-    """Where the input of a job is kept for retries (under the spool directory)."""
-    from agent.planning import spool_dir
-
-    directory = spool_dir() / "anthropic"
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory / file_name
-
-
-def _prune_kept(directory: Path) -> None:
-    """Delete kept inputs older than Anthropic's result retention (nothing can retry them)."""
-    cutoff = time.time() - KEPT_INPUT_SECONDS
-    for path in directory.iterdir():
-        try:
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
-        except FileNotFoundError:
-            pass

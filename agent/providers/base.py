@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
@@ -27,7 +29,7 @@ from langchain_core.messages import AIMessage, convert_to_messages
 from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
-from agent.providers.errors import ProviderError
+from agent.providers.errors import ProviderError, TransientProviderError
 from agent.requests import BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus, RequestError
 
@@ -36,8 +38,17 @@ if TYPE_CHECKING:
 
 # Metadata key carrying the deterministic job key, used to find a job whose create response was lost.
 JOB_KEY_METADATA = "batch_agent_job_key"
-# How far before an intent we look when reconciling (clock skew, a re-planned intent).
+# Metadata key carrying the thread id (first 500 characters), to find all jobs of a thread at once.
+THREAD_METADATA = "batch_agent_thread"
+# How far before a create was sent we look for the job it made (clock skew between us and the
+# provider, and the time the create call took).
 RECONCILE_LOOKBACK_SECONDS = 3600.0
+# How far back a thread with no record of its own (a new worker, a lost database) looks for the
+# jobs an earlier life of it created (`thread_jobs`): results stay readable for about 30 days, but
+# a re-run after a lost database comes within days.
+ADOPTION_LOOKBACK_SECONDS = 7 * 86400.0
+# Every listing loop stops after this many items, whatever the provider's paging says.
+MAX_LISTED = 10_000
 # SDK-level retries of 429/5xx/timeouts/connection errors (exponential backoff with jitter).
 SDK_MAX_RETRIES = 5
 # A job note for a provider whose final status does not say "cancelled" (Anthropic: `ended`).
@@ -64,21 +75,14 @@ class ProviderLimits:
 
 @dataclass(frozen=True)
 class CreatedJob:
-    """A job the provider accepted (or that reconciliation found)."""
+    """A job the provider accepted (or that a lookup found)."""
 
     job_id: str
     created_at: float
     input_file_id: str
-
-
-@dataclass(frozen=True)
-class CreateAttempt:
-    """A create the graph sent for an intent, as recorded in the store (`journals_creates`)."""
-
-    sent_at: float
-    """When the create call started (this machine's clock)."""
-    job_id: str | None
-    """The job id the create returned; None if no answer was recorded (lost or still pending)."""
+    verified: bool = True
+    """False when a lookup could not prove the job is ours (Anthropic, before the batch ends):
+    adopted for now, its identity is checked once its results exist (`job_owner`)."""
 
 
 @dataclass(frozen=True)
@@ -118,12 +122,14 @@ class LineParser(Protocol):
 class BatchProvider(ABC):
     """Interface of a batch provider: prepare, upload/create (submit), status, results, cancel.
 
-    Submission is split in two calls, each with a lookup twin, so a crash between any two steps
-    never creates a second job: `find_file` finds an upload by its deterministic name and
-    `find_job` finds a job by the job key stored in its metadata (`reconcile` wraps it; a
-    provider without job metadata overrides `reconcile` and works from the create journal).
-    A provider that takes requests inline (Anthropic) keeps the file locally in `upload` and
-    returns its path as the file id, which `create` streams.
+    Submission is split in two calls, each with a lookup twin, so neither a crash between any
+    two steps nor an answer lost on the way ever creates a second job: `find_file` finds an
+    upload by its deterministic name, `find_job` finds the job a create made by the job's
+    identity at the provider (the job key in its metadata, or in the custom ids of its requests
+    for a provider without job metadata), and `thread_jobs` finds every job of a thread at once
+    (a thread that lost its own records). The graph sends `upload` and `create` through
+    `send_once`, which looks before it ever resends. A provider that takes requests inline
+    (Anthropic) returns the built file's path from `upload`, and `create` streams it.
     """
 
     name: str
@@ -214,34 +220,54 @@ class BatchProvider(ABC):
         """Create the batch job from an uploaded file."""
 
     @abstractmethod
-    def find_job(self, job_key: str, since: float) -> CreatedJob | None:
-        """Return the job created with `job_key` in its metadata, if the provider has one."""
-
-    journals_creates: bool = False
-    """True for a provider whose jobs carry no metadata (Anthropic): the graph then records in
-    the store that a create was sent (before the call) and the job id it returned (right after),
-    and hands that record to `reconcile`, which cannot look the job key up at the provider."""
-
-    def reconcile(
-        self,
-        job: Job,
-        *,
-        claimed: Collection[str],
-        attempt: CreateAttempt | None,
-        request_ids: Callable[[], list[str]],
-    ) -> CreatedJob | None:
-        """Return the provider job this intent already created (its create answer was lost).
+    def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
+        """Return the job a create for the intent `job` made, if one exists (its answer was lost).
 
         Args:
-            job: The intent (no `job_id` yet).
-            claimed: Job ids the thread already holds; never adopt one of them twice.
-            attempt: The store's record of a create sent for this intent (only with
-                `journals_creates`), None when none was sent.
-            request_ids: Returns the intent's request ids, in order (read only if needed).
-
-        The default looks the job key up in the jobs' metadata (`find_job`).
+            job: The intent (no `job_id` yet); its `job_key` is the identity to look for.
+            sent_at: When that create was sent (this machine's clock); providers look back from
+                there by `RECONCILE_LOOKBACK_SECONDS` (clock skew, a slow call).
+            claimed: Job ids already taken (by this thread or another one in the same store);
+                never adopt one of them.
         """
-        return self.find_job(job["job_key"], job["intent_at"])
+
+    def thread_jobs(
+        self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
+    ) -> dict[str, CreatedJob]:
+        """Return `{job key: job}` for the jobs of `intents` that already exist at the provider.
+
+        Called once, before a thread with no records of its own submits anything: after a lost
+        checkpoint database an earlier life of the thread may have created them. The default
+        asks `find_job` for each intent; providers whose listing can filter by thread override it.
+        """
+        found = {}
+        for intent in intents:
+            created = self.find_job(intent, sent_at=since, claimed=claimed)
+            if created is not None:
+                found[intent["job_key"]] = created
+        return found
+
+    keeps_input: bool = True
+    """True when the provider keeps a copy of each job's input that `input_lines` reads back (to
+    resubmit failed requests). False (Anthropic: requests inline, no copy kept): the graph keeps
+    the job's input lines in the store instead."""
+
+    def id_matcher(self, job: Job, ids: Sequence[str]) -> Callable[[str], str | None]:
+        """Return what maps a result line's custom id to the request id it answers (None: a stray).
+
+        By default the custom id is the request's own id; a provider that sends other custom ids
+        (Anthropic: the job's identity plus a position) maps them back here.
+        """
+        wanted = set(ids)
+        return lambda custom_id: custom_id if custom_id in wanted else None
+
+    def job_owner(self, job: Job) -> str | None:
+        """Return the job key that an adopted job's requests carry (None: not readable yet).
+
+        Only asked for a job adopted without proof (`CreatedJob.verified` False), once it is
+        terminal. Providers that look jobs up by their metadata only adopt proven ones.
+        """
+        return job["job_key"]
 
     @abstractmethod
     def status(self, job: Job) -> JobUpdate:
@@ -280,6 +306,77 @@ class BatchProvider(ABC):
     @abstractmethod
     def cancel(self, job: Job) -> JobUpdate:
         """Ask the provider to cancel the job."""
+
+
+# Answers that say the provider did nothing (rate limited, overloaded): safe to send again.
+REFUSED_STATUS = frozenset({429, 529})
+_T = TypeVar("_T")
+_Item = TypeVar("_Item")
+
+
+def send_once(
+    send: Callable[[], _T],
+    find: Callable[[], _T | None],
+    *,
+    attempts: int = SDK_MAX_RETRIES + 1,
+    sleep: Callable[[float], None] = time.sleep,
+) -> _T:
+    """Make a call that must not take effect twice (a batch create, an upload), retrying safely.
+
+    The SDKs' own retries resend a call whatever went wrong, which for a create whose answer was
+    lost (a proxy's 502 or 504 after the provider accepted it, a connection dropped once the
+    request was out, a timeout) makes a second paid job. So these calls go out with the SDK's
+    retries off, and here a refusal (429, 529: the provider did nothing) is simply sent again
+    after a pause, while any other transient failure first asks `find` whether the call took
+    effect, and uses what it found. Permanent errors (4xx) are raised at once.
+
+    Args:
+        send: Makes the call once; raises `ProviderError` (wrapped by `provider_call`).
+        find: Looks up what a call that reached the provider made; None when there is nothing.
+        attempts: Sends at most this many times.
+        sleep: Waits between attempts (injectable for tests).
+
+    Raises:
+        ProviderError: The last failure, when every attempt failed and nothing was found.
+    """
+    for attempt in range(attempts):
+        try:
+            return send()
+        except TransientProviderError as exc:
+            if attempt == attempts - 1:
+                raise
+            backoff = min(0.5 * 2**attempt, 8.0) * random.uniform(0.75, 1.0)
+            # A lookup comes after the pause: a job that was just made may take a moment to list.
+            sleep(exc.retry_after if exc.retry_after is not None else backoff)
+            if exc.status_code not in REFUSED_STATUS:
+                found = find()
+                if found is not None:
+                    return found
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def bounded_listing(
+    items: Iterable[_Item],
+    *,
+    ident: Callable[[_Item], str],
+    created_at: Callable[[_Item], float],
+    floor: float,
+    limit: int = MAX_LISTED,
+) -> Iterator[_Item]:
+    """Yield a newest-first listing until it gets older than `floor`, repeats itself or runs long.
+
+    Providers' list endpoints page by cursors or page numbers; one that ignores the cursor (or a
+    proxy that caches a page) would serve the same page forever, and a loop waiting for a short
+    page would never end. Every listing loop goes through this: it stops at the first item seen
+    before, at the first item created before `floor`, and after `limit` items.
+    """
+    seen: set[str] = set()
+    for count, item in enumerate(items):
+        key = ident(item)
+        if count >= limit or key in seen or created_at(item) < floor:
+            return
+        seen.add(key)
+        yield item
 
 
 _shared_clients: dict[str, Any] = {}

@@ -21,10 +21,13 @@ TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 class ProviderError(RuntimeError):
     """A provider call failed in a way the user must act on (the message never holds a key)."""
 
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        """Store a redacted message and the HTTP status, when there was one."""
+    def __init__(
+        self, message: str, *, status_code: int | None = None, retry_after: float | None = None
+    ) -> None:
+        """Store a redacted message, the HTTP status and the server's retry hint, when given."""
         super().__init__(redact(message))
         self.status_code = status_code
+        self.retry_after = retry_after
 
 
 class TransientProviderError(ProviderError):
@@ -54,7 +57,7 @@ def classify(exc: BaseException, provider: str, action: str) -> ProviderError:
     if status is not None:
         message = f"{provider}: could not {action}: HTTP {status}: {detail}"
         kind = TransientProviderError if status in TRANSIENT_STATUS else ProviderError
-        return kind(message, status_code=status)
+        return kind(message, status_code=status, retry_after=_retry_after(exc))
     if isinstance(
         exc, httpx2.TransportError | TimeoutError | ConnectionError
     ) or _is_sdk_connection_error(exc):
@@ -70,6 +73,22 @@ def _status_code(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None) or getattr(exc, "raw_response", None)
     code = getattr(response, "status_code", None)
     return code if isinstance(code, int) else None
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """Return the server's retry hint in seconds (`retry-after-ms`, `retry-after`), if sane."""
+    response = getattr(exc, "response", None) or getattr(exc, "raw_response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    for header, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            hinted = float(headers.get(header, "")) * scale
+        except (TypeError, ValueError):
+            continue
+        if 0 <= hinted <= 60:
+            return hinted
+    return None
 
 
 def _is_sdk_connection_error(exc: BaseException) -> bool:

@@ -8,7 +8,7 @@ model per job, so the model is set at job level and also kept in each body, as r
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,15 @@ from mistralai.client.utils import BackoffStrategy, RetryConfig
 
 from agent.providers.base import (
     JOB_KEY_METADATA,
+    MAX_LISTED,
     RECONCILE_LOOKBACK_SECONDS,
+    THREAD_METADATA,
     BatchProvider,
     CreatedJob,
     JobUpdate,
     LineParser,
     ProviderLimits,
+    bounded_listing,
     jsonl_line,
     lc_messages,
     model_params,
@@ -37,6 +40,11 @@ from agent.providers.errors import ProviderError, provider_call
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus
 from agent.structured import OutputSpec
+
+# Calls that must not take effect twice (create, upload) go out once; see `send_once`.
+NO_RETRIES = RetryConfig("none", BackoffStrategy(0, 0, 1.0, 0), retry_connection_errors=False)
+FILE_PAGE_SIZE = 100
+JOB_PAGE_SIZE = 100
 
 STATUS_MAP: dict[str, JobStatus] = {
     "QUEUED": "queued",
@@ -148,32 +156,42 @@ class MistralProvider(BatchProvider):
         return dict(profile) if profile else None
 
     def upload(self, path: Path, file_name: str) -> str:
-        """Upload the JSONL input file (purpose `batch`), streamed from disk."""
+        """Upload the JSONL input file (purpose `batch`), streamed from disk, once.
+
+        Sent without the SDK's retries: the graph resends through `send_once`, after looking for
+        the file by name (`find_file`).
+        """
         with provider_call(self.name, "upload the batch input file"), path.open("rb") as fh:
             uploaded = self._client.files.upload(
-                file={"file_name": file_name, "content": fh}, purpose="batch"
+                file={"file_name": file_name, "content": fh}, purpose="batch", retries=NO_RETRIES
             )
         return str(uploaded.id)
 
     def find_file(self, file_name: str, size: int, since: float) -> str | None:
         """Page through recent batch files (newest first) for an upload with this name and size."""
-        page = 0
         with provider_call(self.name, "list files"):
-            while True:
-                listing = self._client.files.list(page=page, page_size=100, purpose="batch")
-                for item in listing.data:
-                    if item.filename == file_name and item.size_bytes == size:
-                        return str(item.id)
-                    if item.created_at < since - RECONCILE_LOOKBACK_SECONDS:
-                        return None
-                if len(listing.data) < 100:
-                    return None
-                page += 1
+            for item in bounded_listing(
+                self._file_pages(),
+                ident=lambda f: str(f.id),
+                created_at=lambda f: float(f.created_at),
+                floor=since - RECONCILE_LOOKBACK_SECONDS,
+            ):
+                if item.filename == file_name and item.size_bytes == size:
+                    return str(item.id)
+        return None
+
+    def _file_pages(self) -> Iterator[Any]:
+        """Yield batch files newest first, page by page, until a short page."""
+        for page in range(MAX_LISTED // FILE_PAGE_SIZE):
+            listing = self._client.files.list(page=page, page_size=FILE_PAGE_SIZE, purpose="batch")
+            yield from listing.data
+            if len(listing.data) < FILE_PAGE_SIZE:
+                return
 
     def create(
         self, input_file_id: str, *, model: str, completion_window: str, metadata: dict[str, str]
     ) -> CreatedJob:
-        """Create the batch job from an uploaded file."""
+        """Create the batch job from an uploaded file, once (no SDK retries: see `send_once`)."""
         hours = timeout_hours(completion_window)
         with provider_call(self.name, "create the batch job"):
             created = self._client.batch.jobs.create(
@@ -182,6 +200,7 @@ class MistralProvider(BatchProvider):
                 endpoint=CHAT_COMPLETIONS_URL,
                 metadata=metadata,
                 timeout_hours=hours,
+                retries=NO_RETRIES,
             )
         return CreatedJob(
             job_id=str(created.id),
@@ -189,21 +208,60 @@ class MistralProvider(BatchProvider):
             input_file_id=input_file_id,
         )
 
-    def find_job(self, job_key: str, since: float) -> CreatedJob | None:
-        """Look the job up with Mistral's server-side metadata filter."""
-        after = datetime.fromtimestamp(since - RECONCILE_LOOKBACK_SECONDS, tz=UTC)
+    def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
+        """Look the job key up with Mistral's server-side metadata filter."""
+        key, since = job["job_key"], sent_at - RECONCILE_LOOKBACK_SECONDS
+        return self._listed({JOB_KEY_METADATA: key}, since, claimed).get(key)
+
+    def thread_jobs(
+        self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
+    ) -> dict[str, CreatedJob]:
+        """Find every job of the thread with one metadata-filtered listing."""
+        found = self._listed({THREAD_METADATA: thread_id[:500]}, since, claimed)
+        return {
+            intent["job_key"]: found[intent["job_key"]]
+            for intent in intents
+            if intent["job_key"] in found
+        }
+
+    def _listed(
+        self, metadata: dict[str, str], since: float, claimed: Collection[str]
+    ) -> dict[str, CreatedJob]:
+        """Return `{job key: job}` of the jobs matching `metadata`, created after `since`."""
+        after = datetime.fromtimestamp(since, tz=UTC)
+        found: dict[str, CreatedJob] = {}
         with provider_call(self.name, "list batch jobs"):
+            for listed in bounded_listing(
+                self._job_pages(metadata, after),
+                ident=lambda j: str(j.id),
+                created_at=lambda j: float(j.created_at),
+                floor=since,
+            ):
+                meta = listed.metadata or {}
+                key = meta.get(JOB_KEY_METADATA)
+                if (
+                    key
+                    and key not in found
+                    and all(meta.get(k) == v for k, v in metadata.items())
+                    and str(listed.id) not in claimed
+                ):
+                    found[key] = CreatedJob(
+                        job_id=str(listed.id),
+                        created_at=float(listed.created_at),
+                        input_file_id=str((listed.input_files or [""])[0]),
+                    )
+        return found
+
+    def _job_pages(self, metadata: dict[str, str], after: datetime) -> Iterator[Any]:
+        """Yield the jobs the filtered listing returns, newest first, page by page."""
+        for page in range(MAX_LISTED // JOB_PAGE_SIZE):
             listing = self._client.batch.jobs.list(
-                metadata={JOB_KEY_METADATA: job_key}, created_after=after, page_size=10
+                metadata=metadata, created_after=after, page=page, page_size=JOB_PAGE_SIZE
             )
-        for job in listing.data or []:
-            if (job.metadata or {}).get(JOB_KEY_METADATA) == job_key:
-                return CreatedJob(
-                    job_id=str(job.id),
-                    created_at=float(job.created_at),
-                    input_file_id=str((job.input_files or [""])[0]),
-                )
-        return None
+            data = listing.data or []
+            yield from data
+            if len(data) < JOB_PAGE_SIZE:
+                return
 
     def status(self, job: Job) -> JobUpdate:
         """Get the batch job once."""

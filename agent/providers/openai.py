@@ -7,7 +7,7 @@ result are exactly what the realtime call would send and return.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -31,6 +31,7 @@ from agent.providers.base import (
     JobUpdate,
     LineParser,
     ProviderLimits,
+    bounded_listing,
     jsonl_line,
     lc_messages,
     model_params,
@@ -210,26 +211,36 @@ class OpenAIProvider(BatchProvider):
         return dict(profile) if profile else None
 
     def upload(self, path: Path, file_name: str) -> str:
-        """Upload the JSONL input file (purpose `batch`), streamed from disk."""
+        """Upload the JSONL input file (purpose `batch`), streamed from disk, once.
+
+        Sent without the SDK's retries: the graph resends through `send_once`, after looking for
+        the file by name (`find_file`).
+        """
+        client = self._client.with_options(max_retries=0)
         with provider_call(self.name, "upload the batch input file"), path.open("rb") as fh:
-            return self._client.files.create(file=(file_name, fh), purpose="batch").id
+            return client.files.create(file=(file_name, fh), purpose="batch").id
 
     def find_file(self, file_name: str, size: int, since: float) -> str | None:
         """Page through recent batch files (newest first) for an upload with this name and size."""
         with provider_call(self.name, "list files"):
-            for item in self._client.files.list(purpose="batch", order="desc", limit=100):
+            listing = self._client.files.list(purpose="batch", order="desc", limit=100)
+            for item in bounded_listing(
+                listing,
+                ident=lambda f: f.id,
+                created_at=lambda f: float(f.created_at),
+                floor=since - RECONCILE_LOOKBACK_SECONDS,
+            ):
                 if item.filename == file_name and item.bytes == size and item.status != "error":
                     return item.id
-                if item.created_at < since - RECONCILE_LOOKBACK_SECONDS:
-                    break
         return None
 
     def create(
         self, input_file_id: str, *, model: str, completion_window: str, metadata: dict[str, str]
     ) -> CreatedJob:
-        """Create the batch from an uploaded file."""
+        """Create the batch from an uploaded file, once (no SDK retries: see `send_once`)."""
+        client = self._client.with_options(max_retries=0)
         with provider_call(self.name, "create the batch"):
-            created = self._client.batches.create(
+            created = client.batches.create(
                 input_file_id=input_file_id,
                 endpoint=CHAT_COMPLETIONS_URL,
                 completion_window=completion_window,  # type: ignore[arg-type]
@@ -239,23 +250,43 @@ class OpenAIProvider(BatchProvider):
             job_id=created.id, created_at=float(created.created_at), input_file_id=input_file_id
         )
 
-    def find_job(self, job_key: str, since: float) -> CreatedJob | None:
-        """Page through recent batches (newest first) and match the job key in their metadata.
+    def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
+        """Find the batch whose metadata carries the intent's job key (newest first)."""
+        since = sent_at - RECONCILE_LOOKBACK_SECONDS
+        return self._scan({job["job_key"]}, since, claimed).get(job["job_key"])
 
-        OpenAI has no server-side metadata filter, so this is a client-side scan that stops at
-        batches older than the intent.
+    def thread_jobs(
+        self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
+    ) -> dict[str, CreatedJob]:
+        """Find the batches of all `intents` in one pass over the listing."""
+        return self._scan({intent["job_key"] for intent in intents}, since, claimed)
+
+    def _scan(
+        self, keys: set[str], since: float, claimed: Collection[str]
+    ) -> dict[str, CreatedJob]:
+        """Page through batches newest first back to `since`, matching job keys in metadata.
+
+        OpenAI has no server-side metadata filter, so this is a client-side scan; it stops once
+        every key is found, at `since`, or at the listing bounds.
         """
+        found: dict[str, CreatedJob] = {}
         with provider_call(self.name, "list batches"):
-            for batch in self._client.batches.list(limit=100):
-                if (batch.metadata or {}).get(JOB_KEY_METADATA) == job_key:
-                    return CreatedJob(
+            for batch in bounded_listing(
+                self._client.batches.list(limit=100),
+                ident=lambda b: b.id,
+                created_at=lambda b: float(b.created_at),
+                floor=since,
+            ):
+                key = (batch.metadata or {}).get(JOB_KEY_METADATA)
+                if key in keys and key not in found and batch.id not in claimed:
+                    found[key] = CreatedJob(
                         job_id=batch.id,
                         created_at=float(batch.created_at),
                         input_file_id=batch.input_file_id,
                     )
-                if batch.created_at < since - RECONCILE_LOOKBACK_SECONDS:
-                    break
-        return None
+                    if len(found) == len(keys):
+                        break
+        return found
 
     def status(self, job: Job) -> JobUpdate:
         """Retrieve the batch once."""

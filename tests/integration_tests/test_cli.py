@@ -259,3 +259,40 @@ def test_ctrl_c_while_waiting_says_how_to_resume(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr
     assert len(resumed.stdout.splitlines()) == 20
     assert len(emulator_jobs(tmp_path)) == 1
+
+
+def test_another_request_set_on_a_thread_is_refused_and_the_thread_goes_on(tmp_path: Path) -> None:
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"id": "x1", "prompt": "something else"}\n')
+    assert cli(tmp_path, "run", str(TICKETS), "--thread", "T").returncode == 0
+    refused = cli(tmp_path, "run", str(other), "--thread", "T", "--wait")
+    assert refused.returncode == 1
+    assert "already holds a batch of 20 requests" in refused.stderr
+    assert "of 1 request " in refused.stderr and "new thread" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    # The thread is as it was: resuming it finishes A's batch with A's results, on one job.
+    done = cli(
+        tmp_path, "run", "--thread", "T", "--wait", "--poll-interval", "0.3", "--out", "a.jsonl"
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
+    assert (
+        len(rows) == 20 and rows[0]["id"] == json.loads(TICKETS.read_text().splitlines()[0])["id"]
+    )
+    again = cli(tmp_path, "run", str(other), "--thread", "T")  # a finished thread refuses too
+    assert again.returncode == 1 and "already holds a batch of 20 requests" in again.stderr
+    assert len(emulator_jobs(tmp_path)) == 1
+
+
+def test_a_thread_rerun_after_its_database_is_deleted_creates_no_second_job(
+    tmp_path: Path,
+) -> None:
+    assert cli(tmp_path, "run", str(TICKETS), "--thread", "nightly").returncode == 0
+    for path in tmp_path.glob("checkpoints.sqlite*"):
+        path.unlink()  # the worker's disk is gone (with any lock and journal files)
+    done = cli(
+        tmp_path, "run", str(TICKETS), "--thread", "nightly", "--wait", "--poll-interval", "0.3"
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == 20
+    assert len(emulator_jobs(tmp_path)) == 1

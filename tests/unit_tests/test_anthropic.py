@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import orjson
 import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import AIMessage
@@ -24,7 +25,7 @@ from agent.emulator import emulator_http_client, list_jobs, read_access_log
 from agent.graph import build_graph
 from agent.planning import new_intent
 from agent.providers.anthropic import AnthropicProvider, InlineRequests
-from agent.providers.base import CreateAttempt
+from agent.providers.base import JOB_KEY_METADATA
 from agent.requests import BatchRequest, InputError
 from tests.support import FAST_POLLING, assert_all_accounted, run_with_wait_budget
 
@@ -172,14 +173,17 @@ def test_the_create_call_sends_the_realtime_bodies_inline(
     requests = [BatchRequest(f"r{i}", m, {}) for i, m in enumerate(MESSAGE_SETS)]
     spool = tmp_path / "job.jsonl"
     spool.write_bytes(provider.prepare(requests, MODEL, {}).jsonl)
-    kept = provider.upload(spool, "batch-agent-k.jsonl")
-    job = provider.create(kept, model=MODEL, completion_window="24h", metadata={})
-    assert job.job_id == BATCH_ID and job.input_file_id == kept
+    file_id = provider.upload(spool, "batch-agent-k.jsonl")
+    job = provider.create(
+        file_id, model=MODEL, completion_window="24h", metadata={JOB_KEY_METADATA: "k"}
+    )
+    assert job.job_id == BATCH_ID
     (headers, raw), *_ = created
     sent = json.loads(raw)
-    assert int(headers["content-length"]) == len(raw) == InlineRequests(Path(kept)).length
+    assert int(headers["content-length"]) == len(raw) == InlineRequests(Path(file_id), "k").length
     assert headers["content-type"] == "application/json"
-    assert [r["custom_id"] for r in sent["requests"]] == ["r0", "r1", "r2"]
+    # Each request goes out under the job's identity and its position, not the user's id.
+    assert [r["custom_id"] for r in sent["requests"]] == ["k-0", "k-1", "k-2"]
     assert [r["params"] for r in sent["requests"]] == bodies
 
 
@@ -476,16 +480,18 @@ def test_a_crash_after_create_adopts_the_batch_instead_of_creating_another() -> 
     assert values["jobs"][0]["job_id"] == list_jobs()[0]["id"]
 
 
-def _make_batch(provider: AnthropicProvider, tmp_path: Path, ids: list[str], name: str) -> str:
+def _make_batch(provider: AnthropicProvider, tmp_path: Path, ids: list[str], key: str) -> str:
+    """Create a batch of `ids` as job `key` would (the key travels in its custom ids)."""
     requests = [BatchRequest(i, [{"role": "user", "content": f"hi {i}"}], {}) for i in ids]
-    spool = tmp_path / f"{name}.jsonl"
+    spool = tmp_path / f"{key}.jsonl"
     spool.write_bytes(provider.prepare(requests, MODEL, {}).jsonl)
-    kept = provider.upload(spool, f"batch-agent-{name}.jsonl")
-    return provider.create(kept, model=MODEL, completion_window="24h", metadata={}).job_id
+    file_id = provider.upload(spool, f"batch-agent-{key}.jsonl")
+    metadata = {JOB_KEY_METADATA: key}
+    return provider.create(file_id, model=MODEL, completion_window="24h", metadata=metadata).job_id
 
 
-def _intent(provider: AnthropicProvider, count: int) -> Any:
-    return new_intent(provider, key="ours", attempt=1, model=MODEL, params={}, request_count=count)
+def _intent(provider: AnthropicProvider, count: int, key: str = "ours") -> Any:
+    return new_intent(provider, key=key, attempt=1, model=MODEL, params={}, request_count=count)
 
 
 def test_a_lost_create_answer_is_found_by_listing_and_matching(tmp_path: Path) -> None:
@@ -495,49 +501,47 @@ def test_a_lost_create_answer_is_found_by_listing_and_matching(tmp_path: Path) -
     other_size = _make_batch(provider, tmp_path, ["x-1", "x-2"], "other-size")
     ours_id = _make_batch(provider, tmp_path, ours, "ours")  # its answer "lost"
     intent = _intent(provider, len(ours))
-    attempt = CreateAttempt(sent_at=sent_at, job_id=None)
-
-    def ids() -> list[str]:
-        return ours
-
-    found = provider.reconcile(intent, claimed=(), attempt=attempt, request_ids=ids)
-    assert found is not None and found.job_id == ours_id and found.job_id != other_size
-    assert found.input_file_id.endswith("batch-agent-ours.jsonl")
-    # A batch the thread already holds is never adopted twice.
-    assert provider.reconcile(intent, claimed={ours_id}, attempt=attempt, request_ids=ids) is None
-    # No create was ever sent for this intent: nothing to find, and no listing at all.
-    calls = len(read_access_log())
-    assert provider.reconcile(intent, claimed=(), attempt=None, request_ids=ids) is None
-    assert len(read_access_log()) == calls
+    # Still processing: its custom ids cannot be read yet, so it is adopted unverified.
+    found = provider.find_job(intent, sent_at=sent_at, claimed=())
+    assert found is not None and found.job_id == ours_id != other_size
+    assert not found.verified
+    # A batch the thread (or another thread of the store) holds is never adopted twice.
+    assert provider.find_job(intent, sent_at=sent_at, claimed={ours_id}) is None
+    time.sleep(0.4)  # ended: its results now prove whose it is
+    found = provider.find_job(intent, sent_at=sent_at, claimed=())
+    assert found is not None and found.job_id == ours_id and found.verified
+    assert provider.job_owner({**intent, "job_id": ours_id}) == "ours"
 
 
-def test_an_ended_lookalike_batch_is_rejected_by_its_custom_ids(tmp_path: Path) -> None:
+def test_an_ended_batch_is_adopted_by_its_identity_never_by_its_content(tmp_path: Path) -> None:
     provider = AnthropicProvider(emulated=True, base_url="")
-    ours = ["a-1", "a-2", "a-3"]
-    ours_id = _make_batch(provider, tmp_path, ours, "ours")
-    # Same size, created later (closer to the send time), but another thread's requests.
+    ids = ["a-1", "a-2", "a-3"]
     sent_at = time.time()
-    lookalike = _make_batch(provider, tmp_path, ["b-1", "b-2", "b-3"], "lookalike")
-    time.sleep(0.4)  # both have ended: their results can be checked
-    found = provider.reconcile(
-        _intent(provider, 3),
-        claimed=(),
-        attempt=CreateAttempt(sent_at=sent_at, job_id=None),
-        request_ids=lambda: ours,
-    )
-    assert found is not None and found.job_id == ours_id != lookalike
+    # Another thread's batch with the very same ids and prompts, created just after our send.
+    theirs = _make_batch(provider, tmp_path, ids, "another-threads-key")
+    time.sleep(0.4)  # ended: results can be checked
+    assert provider.find_job(_intent(provider, 3), sent_at=sent_at, claimed=()) is None
+    ours = _make_batch(provider, tmp_path, ids, "ours")
+    time.sleep(0.4)
+    found = provider.find_job(_intent(provider, 3), sent_at=sent_at, claimed=())
+    assert found is not None and found.job_id == ours != theirs and found.verified
 
 
-def test_a_recorded_batch_id_is_adopted_directly(tmp_path: Path) -> None:
-    provider = AnthropicProvider(emulated=True, base_url="")
-    batch_id = _make_batch(provider, tmp_path, ["a-1"], "ours")
-    found = provider.reconcile(
-        _intent(provider, 1),
-        claimed=(),
-        attempt=CreateAttempt(sent_at=time.time(), job_id=batch_id),
-        request_ids=lambda: pytest.fail("a recorded id needs no matching"),  # type: ignore[arg-type,return-value]
-    )
-    assert found is not None and found.job_id == batch_id
+def test_any_user_id_works_it_is_not_what_anthropic_is_sent() -> None:
+    records = [
+        {"id": "ticket.1", "prompt": "one"},
+        {"id": "a b/c?", "prompt": "two"},
+        {"id": "é" * 64, "prompt": "three"},
+    ]
+    values, _ = _run(records)
+    assert values["status"] == "completed", values.get("error")
+    _assert_all_accounted(values, records)
+    assert all(r["status"] == "succeeded" for r in values["results"])
+    assert [r["message"].content for r in values["results"]] == [
+        "Emulated reply to: one",
+        "Emulated reply to: two",
+        "Emulated reply to: three",
+    ]
 
 
 # --------------------------------------------------------------------------- input rules
@@ -546,7 +550,6 @@ def test_a_recorded_batch_id_is_adopted_directly(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("records", "overrides", "message"),
     [
-        ([{"id": "ticket.1", "prompt": "x"}], {}, "Anthropic batch ids may only hold letters"),
         ([{"id": "a", "prompt": "x"}], {"completion_window": "48h"}, "fixed 24h window"),
         (
             [{"id": "a", "prompt": "x", "params": {"bogus_option": 1}}],
@@ -559,7 +562,7 @@ def test_a_recorded_batch_id_is_adopted_directly(tmp_path: Path) -> None:
             "unknown model 'claude-imaginary-9' for anthropic",
         ),
     ],
-    ids=["custom-id", "window", "unknown-param", "unknown-model"],
+    ids=["window", "unknown-param", "unknown-model"],
 )
 def test_bad_input_fails_before_anything_is_sent(
     records: list[dict[str, Any]], overrides: dict[str, Any], message: str
@@ -577,16 +580,18 @@ def test_bad_input_fails_before_anything_is_sent(
 
 def test_inline_body_streams_valid_json_with_the_announced_length(tmp_path: Path) -> None:
     path = tmp_path / "lines.jsonl"
-    lines = [{"custom_id": f"r{i}", "params": {"text": "x" * 700_000}} for i in range(4)]
-    path.write_bytes(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
-    body = InlineRequests(path)
-    InlineRequests.CHUNK = 4096  # many chunk boundaries, the last one on a newline
+    ids = ["r0", 'quote " and \\ backslash', "ünï", "r3"]
+    lines = [{"custom_id": i, "params": {"text": "x" * 700_000}} for i in ids]
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    body = InlineRequests(path, "key")
+    InlineRequests.CHUNK = 4096  # many chunk boundaries
     try:
         raw = b"".join(body)
-        assert raw == b"".join(body)  # re-iterable for SDK retries
+        assert raw == b"".join(body)  # re-iterable
     finally:
         InlineRequests.CHUNK = 1 << 20
-    assert len(raw) == body.length and json.loads(raw) == {"requests": lines}
+    sent = [{**line, "custom_id": f"key-{n}"} for n, line in enumerate(lines)]
+    assert len(raw) == body.length and json.loads(raw) == {"requests": sent}
 
 
 # --------------------------------------------------------------------------- emulator protocol
