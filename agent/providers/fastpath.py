@@ -548,11 +548,16 @@ def _token_details(details: Any, template: dict[str, None]) -> Any:
 
     `template` maps every field of the SDK model to None in declaration order, so merging the
     known keys into it yields `model_dump()`'s dict: all fields, in order, missing ones None.
+    Only int (or null) counts are handled: the SDK's lenient construction turns `"7"`, `0.0` or
+    `true` into an int and keeps `7.5` as it is, which the reference path reproduces.
     """
     if details is None:
         return None
     if type(details) is not dict or not details.keys() <= template.keys():
         return _MISSING
+    for value in details.values():
+        if value is not None and type(value) is not int:
+            return _MISSING
     return {**template, **details}
 
 
@@ -901,7 +906,8 @@ class MistralMessageParser(_MessageParser):
         """Parse the common response shape directly, or return None for the reference path.
 
         Handled: one choice whose message is `assistant` with string, null or absent content and
-        no tool calls; usage absent, null or an object. Other keys are ignored, as the reference
+        no tool calls; usage absent, null or an object whose counts are ints (missing ones count
+        0). Other keys are ignored, as the reference
         ignores them (the model name comes from the job's model, as in the reference).
         """
         if type(body) is not dict:
@@ -931,6 +937,10 @@ class MistralMessageParser(_MessageParser):
                 "output_tokens": token_usage.get("completion_tokens", 0),
                 "total_tokens": token_usage.get("total_tokens", 0),
             }
+            # The reference copies counts as given; only int ones are summed and stored as is.
+            for count in usage_metadata.values():
+                if type(count) is not int:
+                    return None
             fields_set.add("usage_metadata")
         model = self._model
         return _ai_message(
