@@ -61,14 +61,16 @@ class BatchResult:
         status: `succeeded` or `failed`.
         message: The `AIMessage` the realtime call would have returned (with `usage_metadata`
             and `response_metadata`), or None when the request failed.
-        error: `{"code", "message"}` when the request failed, its answer did not match the
-            response schema (`schema`) or the model's output parser rejected it
-            (`output_parsing`), else None.
+        error: `{"code", "message"}` when the request failed: the provider's error, an answer
+            realtime `.invoke()` raises for (`invalid_response`, or from the output parser
+            `refusal` / `output_parsing`, the message naming the exception), or with
+            `validate_schema=True` one that breaks the schema (`schema`); else None.
         usage: `{"input_tokens", "output_tokens", "total_tokens"}`.
         attempts: How many jobs the request went through (more than 1 after a retry).
         parsed: With a response schema, the parsed answer: JSON, or with
-            `model=llm.with_structured_output(Schema)` what that runnable's `.invoke()` returns
-            (a `Schema` instance for a Pydantic class).
+            `model=llm.with_structured_output(Schema)` exactly what that runnable's `.invoke()`
+            returns (a `Schema` instance for a Pydantic class, partial JSON, None, or with
+            `include_raw=True` the `{"raw", "parsed", "parsing_error"}` dict).
     """
 
     id: str
@@ -109,8 +111,8 @@ class BatchResults(list[BatchResult]):
         self.cost: dict[str, Any] | None = values.get("cost")
         self.jobs: list[dict[str, Any]] = list(values.get("jobs") or [])
         if self:
-            # The results are the truth: the model's own output parser may have failed answers
-            # that the graph's JSON-schema check let through (`_read_results`).
+            # The results are the truth: the model's own output parser (a Pydantic class, an
+            # `include_raw=True` dict) may judge answers unlike the graph's JSON one.
             succeeded = sum(1 for result in self if result.ok)
             self.counts.update(succeeded=succeeded, failed=len(self) - succeeded)
 
@@ -169,7 +171,9 @@ def run_batch(
         wait: Poll until the batch is done (with the context's growing pauses). False submits
             (or checks once) and returns at once; the results are empty until it is done.
         **context: Any other run-context field (`agent.context.Context`), e.g.
-            `poll_interval_seconds=1`, `max_attempts=1`, `base_url=...`, `max_cost=5`.
+            `poll_interval_seconds=1`, `max_attempts=1`, `base_url=...`, `max_cost=5`, or
+            `validate_schema=True` to also fail answers that break the response schema (off by
+            default: results are what realtime `.invoke()` returns).
 
     Returns:
         The results, with `.thread_id`, `.status`, `.counts`, `.usage` and `.cost`.
@@ -351,25 +355,30 @@ def _read_results(
 ) -> Iterator[BatchResult]:
     """Yield the thread's results from the store, page by page, as `BatchResult`s.
 
-    With `output` (`agent.model_spec.realtime_output` of a structured-output model), a
-    succeeded answer's `message` and `parsed` are what `.invoke()` would give, e.g. a Pydantic
-    instance instead of the stored JSON; an answer the model's parser rejects is a failed result
-    with the code `output_parsing` (realtime `.invoke()` would have raised), its message kept.
+    With `output` (`agent.model_spec.realtime_output` of a structured-output model), an answer
+    the graph parsed (succeeded, or failed by the JSON parser: `refusal`, `output_parsing`) gets
+    the `message` and `parsed` `.invoke()` would give, e.g. a Pydantic instance instead of the
+    stored JSON, or the `include_raw=True` dict; where `.invoke()` would raise, the result is
+    failed with the exception's type and text (`refusal` for a refusal, else `output_parsing`),
+    its message kept. An answer `.invoke()` raises for before its parser (`invalid_response`),
+    or that the run's own schema validation failed (`schema`), keeps the graph's error.
     """
     from langchain_core.messages import AIMessage
 
     from agent.bulk import ThreadData
+    from agent.structured import PARSER_CODES, answer_error
 
     count = int(values.get("request_count") or 0)
     for stored in ThreadData(graph.store, thread_id).iter_results(count):
         message = AIMessage(**stored["message"]) if stored.get("message") else None
         status, error, parsed = stored["status"], stored.get("error"), stored.get("parsed")
-        if output is not None and message is not None and status == "succeeded":
+        parser_stage = status == "succeeded" or (error or {}).get("code") in PARSER_CODES
+        if output is not None and message is not None and parser_stage:
             try:
                 message, parsed = output(message)
+                status, error = "succeeded", None
             except Exception as exc:  # noqa: BLE001 (any parser error fails this answer only)
-                status, parsed = "failed", None
-                error = {"code": "output_parsing", "message": f"{type(exc).__name__}: {exc}"}
+                status, parsed, error = "failed", None, dict(answer_error(exc))
         yield BatchResult(
             id=stored["id"],
             status=status,

@@ -126,7 +126,7 @@ SchemaOption = Annotated[
     Path | None,
     typer.Option(
         "--schema",
-        help="JSON file with the answer's JSON schema (top-level title = its name); answers are parsed and validated into 'parsed'.",
+        help="JSON file with the answer's JSON schema (top-level title = its name); answers are parsed into 'parsed' as with_structured_output(...).invoke() parses them.",
     ),
 ]
 ToolChoiceOption = Annotated[
@@ -141,6 +141,13 @@ SchemaMethodOption = Annotated[
 StrictOption = Annotated[
     bool | None,
     typer.Option("--strict/--no-strict", help="OpenAI strict mode for --tools/--schema."),
+]
+ValidateSchemaOption = Annotated[
+    bool,
+    typer.Option(
+        "--validate-schema",
+        help="With --schema: also fail answers whose parsed JSON does not match the schema (code 'schema'); realtime .invoke() does not validate, so this is off by default.",
+    ),
 ]
 
 
@@ -234,9 +241,11 @@ def run(
     tool_choice: ToolChoiceOption = None,
     schema_method: SchemaMethodOption = None,
     strict: StrictOption = None,
+    validate_schema: ValidateSchemaOption = False,
 ) -> None:
     """Submit INPUT on a new thread (or --thread), or resume --thread; with --wait, finish it."""
     overrides = {
+        "validate_schema": True if validate_schema else None,
         "max_cost": max_cost,
         "price_override": price_override,
         "dedupe": dedupe,
@@ -464,10 +473,12 @@ def plan(
     tool_choice: ToolChoiceOption = None,
     schema_method: SchemaMethodOption = None,
     strict: StrictOption = None,
+    validate_schema: ValidateSchemaOption = False,
 ) -> None:
     """Check INPUT; show its jobs, estimated tokens and cost, without uploading anything.
 
     With --max-cost, exits non-zero (after the report) when `run` would refuse the batch.
+    --validate-schema is taken as `run` takes it; it changes how answers are read, not the plan.
     """
     from agent.estimate import check_budget, describe, price_plan
     from agent.planning import plan_requests
@@ -476,6 +487,7 @@ def plan(
     from agent.requests import InputError, iter_file_requests, iter_with_system_prompt
 
     overrides = {
+        "validate_schema": True if validate_schema else None,
         "provider": provider,
         "model": model,
         "system_prompt": system,

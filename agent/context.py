@@ -141,6 +141,15 @@ class Context:
             "output files yet (some providers publish them late) before collecting it as it is."
         },
     )
+    validate_schema: bool = field(
+        default=False,
+        metadata={
+            "description": "With a response schema: also validate each parsed answer against "
+            "the JSON schema (jsonschema) and fail the ones that do not match (error code "
+            "'schema'). Off by default, because realtime `.invoke()` does not validate: results "
+            "are exactly what it returns (or raises)."
+        },
+    )
     check_models: bool = field(
         default=True,
         metadata={

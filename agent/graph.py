@@ -108,7 +108,13 @@ from agent.state import (
     Usage,
     empty_usage,
 )
-from agent.structured import OutputSpec, answer_check, checked_result, spec_fingerprint
+from agent.structured import (
+    AnswerCheck,
+    OutputSpec,
+    answer_check,
+    checked_result,
+    spec_fingerprint,
+)
 
 logger = logging.getLogger("batch_agent")
 TERMINAL_THREAD_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -278,7 +284,7 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
             ids = data.job_ids(job["job_key"], job["request_count"])
             tally, copies_tally = TokenTally(), TokenTally()
             for request_id, result, retryable in _job_results(
-                job, ids, attempt, _planned_spec(state)
+                job, ids, attempt, _planned_spec(state), validate=ctx.validate_schema
             ):
                 spool.put(positions[request_id], result)
                 added.add(result)
@@ -1068,44 +1074,55 @@ def _apply_update(job: Job, update: JobUpdate, ctx: Context) -> Job:
 
 
 def _job_results(
-    job: Job, ids: list[str], attempt: int, spec: OutputSpec | None = None
+    job: Job,
+    ids: list[str],
+    attempt: int,
+    spec: OutputSpec | None = None,
+    *,
+    validate: bool = False,
 ) -> Iterator[tuple[str, dict[str, Any], bool]]:
     """Yield `(id, stored result, retryable)` once for every request of a job, by custom_id.
 
-    Successes are yielded as they stream in; failures wait until the files are read, because a
-    success for the same id wins over an error line; requests with no line at all come last.
-    With tools / a response schema (`spec`), answers carry `tool_calls` and `parsed`, and one
-    that breaks the schema is failed with code `schema` (`agent.structured.checked_result`).
+    Answers are yielded as they stream in; failures wait until the files are read, because an
+    answer for the same id wins over an error line; requests with no line at all come last.
+    An answer realtime `.invoke()` would raise for fails alone (`read_outcome`), its message and
+    usage kept when there are any. With tools / a response schema (`spec`), answers carry
+    `tool_calls` and `parsed`, and one the output parser rejects (or, with `validate`, that
+    breaks the schema) is failed (`agent.structured.checked_result`).
     """
-    succeeded: set[str] = set()
+    answered: set[str] = set()
     failures: dict[str, tuple[dict[str, Any], bool]] = {}
     missing, missing_retryable = _missing_error(job)
     if job["status"] != "failed" and job["job_id"] is not None:
         provider = provider_for_job(job)
-        check = answer_check(provider, job["model"], spec)
+        check = answer_check(provider, job["model"], spec, validate=validate)
         request_id_of = provider.id_matcher(job, ids)
         for outcome in provider.results(job, spec):
             request_id = request_id_of(outcome.custom_id)
             # A line for a request this job does not hold: never trust position or strays.
-            if request_id is None or request_id in succeeded:
+            if request_id is None or request_id in answered:
                 continue
             if outcome.message is not None:
-                succeeded.add(request_id)
+                # An answer was produced (and billed): final, even when it cannot be used.
+                answered.add(request_id)
                 failures.pop(request_id, None)
+                if outcome.error is not None:
+                    yield request_id, _failed(request_id, outcome, missing, attempt, check), False
+                    continue
                 result = _succeeded(request_id, outcome, attempt)
-                if check is not None and outcome.message is not None:
+                if check is not None:
                     result = checked_result(result, outcome.message, check, request_id)
                 yield request_id, result, False
             elif request_id not in failures:
                 failures[request_id] = (
-                    _failed(request_id, outcome.error or missing, attempt),
+                    _failed(request_id, outcome, missing, attempt, check),
                     outcome.retryable,
                 )
     for request_id, (result, retryable) in failures.items():
         yield request_id, result, retryable
     for request_id in ids:
-        if request_id not in succeeded and request_id not in failures:
-            yield request_id, _failed(request_id, missing, attempt), missing_retryable
+        if request_id not in answered and request_id not in failures:
+            yield request_id, _failed_without_line(request_id, missing, attempt), missing_retryable
 
 
 def _planned_spec(state: State) -> OutputSpec | None:
@@ -1127,7 +1144,7 @@ def _missing_error(job: Job) -> tuple[RequestError, bool]:
     ), True
 
 
-def _failed(request_id: str, error: RequestError, attempt: int) -> dict[str, Any]:
+def _failed_without_line(request_id: str, error: RequestError, attempt: int) -> dict[str, Any]:
     return {
         "id": request_id,
         "status": "failed",
@@ -1137,6 +1154,24 @@ def _failed(request_id: str, error: RequestError, attempt: int) -> dict[str, Any
         "error": dict(error),
         "attempts": attempt,
     }
+
+
+def _failed(
+    request_id: str,
+    outcome: RequestOutcome,
+    missing: RequestError,
+    attempt: int,
+    check: AnswerCheck | None,
+) -> dict[str, Any]:
+    """Return the result of a failed line: its error, with its message and usage if any."""
+    error = outcome.error or missing
+    if outcome.message is None:
+        result = _failed_without_line(request_id, error, attempt)
+        if outcome.usage is not None:
+            result["usage"] = outcome.usage  # billed although no message could be built
+        return result
+    result = {**_succeeded(request_id, outcome, attempt), "status": "failed", "error": dict(error)}
+    return checked_result(result, outcome.message, check, request_id)
 
 
 def _succeeded(request_id: str, outcome: RequestOutcome, attempt: int) -> dict[str, Any]:

@@ -96,11 +96,13 @@ def realtime_output(
 
     `with_structured_output(Schema)` is the chat model followed by an output parser, and its
     `.invoke()` returns what that parser makes of the `AIMessage` (a `Schema` instance for a
-    Pydantic class). The batch has the same message, with one gap: the graph keeps the schema
-    as JSON, so for a class the OpenAI SDK's `parsed` (which `chat.completions.parse` fills from
-    the class in realtime) is missing; it is filled here the SDK's way. Then the runnable's own
-    parser runs. With `include_raw=True` the output is the `parsed` entry, and a
-    `parsing_error` is raised, as the parser raises without it.
+    Pydantic class, partial JSON, None) or raises what it raises. The batch has the same message,
+    with one gap: the graph keeps the schema as JSON, so for a class the OpenAI SDK's `parsed`
+    (which `chat.completions.parse` fills from the class in realtime, raising where the answer
+    does not validate) is missing; it is filled here the SDK's way. Then the runnable's own
+    parser runs. With `include_raw=True` the output is the `{"raw", "parsed", "parsing_error"}`
+    dict `.invoke()` returns, a parser error included; only what happens before the parser (the
+    SDK's `parse`) is raised, as realtime raises it.
 
     Args:
         runnable: What `spec_from_chat_model` was given.
@@ -125,11 +127,9 @@ def realtime_output(
             message = _with_sdk_parsed(message, sdk_format)
         if not with_raw:
             return message, rest.invoke(message)
-        # `include_raw=True`: {"raw": model} | assign(parsed=..., parsing_error=...).
-        result = rest.invoke({"raw": message})
-        if result.get("parsing_error") is not None:
-            raise result["parsing_error"]
-        return message, result.get("parsed")
+        # `include_raw=True`: {"raw": model} | assign(parsed=..., parsing_error=...), whose
+        # fallback turns a parser error into `parsing_error` (returned, not raised).
+        return message, rest.invoke({"raw": message})
 
     return output
 

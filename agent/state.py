@@ -136,8 +136,9 @@ class Result(TypedDict):
     tool_calls: NotRequired[list[dict[str, Any]]]
     """With tools or a response schema: the answer's tool calls `{name, args, id, type}`."""
     parsed: NotRequired[Any]
-    """With a response schema: the parsed answer (None when it did not parse or the model
-    called a tool instead); a schema mismatch also sets `error` with code `schema`."""
+    """With a response schema: what the model's output parser makes of the answer, as realtime
+    `.invoke()` returns it (None when it did not parse or the model called a tool instead); a
+    rejected answer sets `error` (`refusal`, `output_parsing`; `schema` with `validate_schema`)."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -163,7 +164,8 @@ class InputState(TypedDict):
     """`bind_tools`' tool_choice: a tool name, "auto", "any"/"required" or "none"."""
     response_schema: NotRequired[dict[str, Any] | None]
     """JSON schema of the answer (with a top-level "title"), as `with_structured_output` takes
-    it; each answer is parsed and validated into `parsed`, a mismatch fails that request."""
+    it; each answer is parsed into `parsed` as `.invoke()` parses it (validated against the
+    schema too when the context sets `validate_schema`)."""
     schema_method: NotRequired[str | None]
     """`with_structured_output`'s method ("json_schema", "function_calling", "json_mode");
     empty uses the provider's default."""

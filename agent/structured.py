@@ -11,8 +11,11 @@ to `_get_request_payload` / `_create_message_dicts`. So a batch body equals the 
 construction, whatever the installed LangChain version does with tools and schemas.
 
 Answers: `AnswerCheck` runs the output parser `with_structured_output` itself chains after the
-model (`JsonOutputParser`, `JsonOutputKeyToolsParser`), then validates the parsed object against
-the JSON schema (`jsonschema`). A failure is a per-request error `schema: ...`, never a crash.
+model (`JsonOutputParser`, `JsonOutputKeyToolsParser`, OpenAI's refusal check), so `parsed` is what
+realtime `.invoke()` returns for that answer (partial JSON and None included). An answer the
+parser rejects fails that request with the parser's exception (code `refusal` for a refusal, else
+`output_parsing`), never the batch. Validating the parsed object against the JSON schema
+(`jsonschema`, code `schema`) is an option (`validate_schema`), off by default: realtime does not.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+import langchain_core.exceptions as langchain_exceptions
 import orjson
-from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import BaseOutputParser
@@ -32,7 +35,9 @@ from langchain_core.outputs import ChatGeneration
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableParallel, RunnableSequence
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from agent.providers.base import exception_text
 from agent.requests import InputError
+from agent.state import RequestError
 
 if TYPE_CHECKING:
     from agent.providers.base import BatchProvider
@@ -42,6 +47,17 @@ SCHEMA_METHODS: Final = ("json_schema", "function_calling", "json_mode")
 SPEC_KEYS: Final = ("tools", "tool_choice", "response_schema", "schema_method", "strict")
 # LangChain's tracing hint: `BaseChatModel.generate` pops it, it never reaches the provider.
 _TRACING_KWARGS: Final = ("ls_structured_output_format", "structured_output_format")
+# Error codes of answers the output parser rejects (`answer_error`).
+REFUSAL: Final = "refusal"
+OUTPUT_PARSING: Final = "output_parsing"
+PARSER_CODES: Final = frozenset({REFUSAL, OUTPUT_PARSING})
+# What the parsers raise for a refusal (`ModelRefusalError`, langchain-core 1.7.5 and later;
+# older versions raise none, and a refusal there is an `output_parsing` error).
+_REFUSAL_ERRORS: Final[tuple[type[BaseException], ...]] = tuple(
+    error
+    for error in (getattr(langchain_exceptions, "ModelRefusalError", None),)
+    if isinstance(error, type) and issubclass(error, BaseException)
+)
 
 
 @dataclass(frozen=True)
@@ -195,17 +211,19 @@ def _model_binding(runnable: Runnable[Any, Any], llm: BaseChatModel) -> Runnable
 
 
 class AnswerCheck:
-    """Parse and validate structured answers the way `with_structured_output` would.
+    """Parse structured answers the way `with_structured_output` would (and validate, if asked).
 
     Build one per job (provider chat model + spec); `check` each request's message.
     """
 
-    def __init__(self, llm: BaseChatModel, spec: OutputSpec) -> None:
-        """Build the output parser and the JSON-schema validator for `spec` on `llm`.
+    def __init__(self, llm: BaseChatModel, spec: OutputSpec, *, validate: bool = False) -> None:
+        """Build the output parser and, with `validate`, the JSON-schema validator for `spec`.
 
         Args:
             llm: The job's chat model (same class and model as the bodies were built with).
             spec: The request set's spec; without a `response_schema` nothing is checked.
+            validate: Also hold each parsed answer to the JSON schema (`jsonschema`); realtime
+                `.invoke()` does not, so this is off unless the run asks (`validate_schema`).
         """
         self.enabled = spec.response_schema is not None
         self.tools_bound = bool(spec.tools)
@@ -225,6 +243,9 @@ class AnswerCheck:
         if not isinstance(chain, RunnableSequence):
             raise TypeError(f"unexpected structured-output chain {type(chain).__name__}")
         self._parser = RunnableSequence(*chain.steps[1:]) if len(chain.steps) > 2 else chain.last
+        self._function_calling = (spec.schema_method or _default_method(llm)) == "function_calling"
+        if not validate:
+            return
         function = schema_function(spec.response_schema, spec.strict)
         self._name = str(function.get("name", ""))
         from jsonschema import Draft202012Validator
@@ -234,7 +255,6 @@ class AnswerCheck:
         # but the answer is still held to it.
         schema = function.get("parameters") or {}
         self._validator = validator_for(schema, default=Draft202012Validator)(schema)
-        self._function_calling = (spec.schema_method or _default_method(llm)) == "function_calling"
 
     def _parse(self, message: AIMessage) -> Any:
         """Run the output parser on one answer, as the chain's `parser.invoke(message)` does.
@@ -248,9 +268,12 @@ class AnswerCheck:
         assert parser is not None
         return parser.invoke(message)
 
-    def check(self, message: AIMessage, request_id: str) -> tuple[Any, str | None]:
-        """Return `(parsed answer, None)` or `(parsed or None, "schema: ...")` for one answer.
+    def check(self, message: AIMessage, request_id: str) -> tuple[Any, RequestError | None]:
+        """Return `(parsed answer, None)`, or `(parsed or None, error)` for a rejected answer.
 
+        `parsed` is what the runnable's `.invoke()` returns for this answer (None included).
+        Where `.invoke()` would raise, the error is `answer_error` of that exception; with
+        validation on, a parsed answer that breaks the schema (or None) is code `schema`.
         An answer that is a call of one of the bound tools (not the schema's) is not a
         structured answer: it is returned as `(None, None)`, its calls are in `tool_calls`.
         """
@@ -258,26 +281,40 @@ class AnswerCheck:
             return None, None
         if self.tools_bound and message.tool_calls and not self._function_calling:
             return None, None
-        cut = message.response_metadata.get("finish_reason") == "length"
-        where = f" (request id {request_id!r})"
         try:
             parsed = self._parse(message)
-        except OutputParserException as exc:
-            detail = _one_line(exc)
-            note = " (the answer was cut off: finish_reason 'length')" if cut else ""
-            return None, f"schema: the answer is not valid JSON: {detail}{note}{where}"
+        except Exception as exc:  # noqa: BLE001 (whatever the parser raises, realtime raises)
+            return None, answer_error(exc)
+        try:
+            orjson.dumps(parsed, default=str)
+        except TypeError as exc:
+            # Results are stored as JSON, which cannot hold (say) an integer beyond 64 bits.
+            problem = f"the parsed answer cannot be stored as JSON: {exc}"
+            return None, RequestError(code=OUTPUT_PARSING, message=problem)
+        if self._validator is None:
+            return parsed, None
+        where = f" (request id {request_id!r})"
         if parsed is None:
-            return None, f"schema: the answer has no '{self._name}' tool call{where}"
+            problem = f"schema: the answer has no '{self._name}' tool call{where}"
+            return None, RequestError(code="schema", message=problem)
         from jsonschema.exceptions import best_match
 
         error = best_match(self._validator.iter_errors(parsed))
         if error is not None:
             path = "/".join(str(p) for p in error.absolute_path) or "(root)"
-            return (
-                parsed,
-                f"schema: the answer does not match the schema at {path}: {error.message}{where}",
-            )
+            problem = f"schema: the answer does not match the schema at {path}: {error.message}"
+            return parsed, RequestError(code="schema", message=problem + where)
         return parsed, None
+
+
+def answer_error(exc: BaseException) -> RequestError:
+    """Return the error of an answer whose output parser raised `exc` (what realtime raises).
+
+    Code `refusal` for a refusal (`ModelRefusalError`, e.g. OpenAI's `OpenAIRefusalError`), else
+    `output_parsing`; the message is `"ExceptionType: text"`.
+    """
+    code = REFUSAL if isinstance(exc, _REFUSAL_ERRORS) else OUTPUT_PARSING
+    return RequestError(code=code, message=exception_text(exc))
 
 
 def _default_method(llm: BaseChatModel) -> str:
@@ -359,31 +396,35 @@ def _check_schema(schema: dict[str, Any], source: str) -> None:
 
 
 def answer_check(
-    provider: BatchProvider, model: str, spec: OutputSpec | None
+    provider: BatchProvider, model: str, spec: OutputSpec | None, *, validate: bool = False
 ) -> AnswerCheck | None:
     """Return the answer check of one job (None when the request set has no tools or schema)."""
     if spec is None:
         return None
-    return AnswerCheck(provider.chat_model(model, {}), spec)
+    return AnswerCheck(provider.chat_model(model, {}), spec, validate=validate)
 
 
 def checked_result(
     result: dict[str, Any], message: AIMessage, check: AnswerCheck | None, request_id: str
 ) -> dict[str, Any]:
-    """Add `tool_calls` and `parsed` to a succeeded result; a schema mismatch fails it.
+    """Add `tool_calls` and `parsed` to a result with a message; a rejected answer fails it.
 
     A failed check keeps the message, content and usage (the answer was produced and billed)
-    and is not retried: the same prompt would likely break the schema again.
+    and is not retried: the same prompt would get the same answer. A result that already
+    failed (the answer could not be used at all) gets `tool_calls` and a null `parsed` only.
     """
     if check is None:
         return result
     result["tool_calls"] = [dict(call) for call in message.tool_calls]
     if check.enabled:
-        parsed, problem = check.check(message, request_id)
+        if result["status"] != "succeeded":
+            result["parsed"] = None
+            return result
+        parsed, error = check.check(message, request_id)
         result["parsed"] = parsed
-        if problem is not None:
+        if error is not None:
             result["status"] = "failed"
-            result["error"] = {"code": "schema", "message": problem}
+            result["error"] = dict(error)
     return result
 
 

@@ -74,9 +74,15 @@ FAST_POLLING: dict[str, Any] = {
 
 
 def run_with_wait_budget(
-    provider: str, records: list[dict[str, Any]], thread: str = "t", **context: Any
+    provider: str,
+    records: list[dict[str, Any]],
+    thread: str = "t",
+    graph_input: dict[str, Any] | None = None,
+    **context: Any,
 ) -> tuple[dict[str, Any], Any]:
     """Run a batch in memory, each invocation waiting in-run (`FAST_POLLING`), until it ends.
+
+    `graph_input` adds input fields next to the records (tools, a response schema).
 
     Returns:
         The thread's final values and the compiled graph.
@@ -89,7 +95,7 @@ def run_with_wait_budget(
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": thread}}
     ctx = Context(provider=provider, **{**FAST_POLLING, **context})  # type: ignore[arg-type]
-    graph.invoke({"requests": records}, config, context=ctx)
+    graph.invoke({"requests": records, **(graph_input or {})}, config, context=ctx)
     deadline = time.monotonic() + 60
     values = graph.get_state(config).values
     while (

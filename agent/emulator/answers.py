@@ -19,6 +19,18 @@ derived ids, in any process and on any day:
   from its schema; the rules, and the markers ``[emulator:invalid_json]`` /
   ``[emulator:schema_violation]`` that break such answers on purpose, are in
   `agent.emulator.structured_answers`. A tool call's tokens are the words of its arguments.
+- **Odd answers on purpose** (prompt markers in the last user message, shapes real providers
+  do send; each protocol renders what applies to it, see `reshape_completion` /
+  `reshape_message`):
+  ``[emulator:refusal]``: a refusal. OpenAI: ``content: null`` with ``refusal`` set; Mistral:
+  ``content: null``; Anthropic: ``stop_reason: "refusal"`` with the refusal text as content.
+  ``[emulator:error_body]``: a 200 body that also carries an ``error`` object (OpenAI, Mistral).
+  ``[emulator:no_choices]``: a 200 body with ``choices: []`` (OpenAI, Mistral).
+  ``[emulator:tool_args_array]`` / ``[emulator:tool_args_string]``: tool-call arguments that are
+  JSON but not an object (an array of the values, or the first value alone; for Anthropic the
+  ``tool_use`` ``input`` is then that array or string); ``[emulator:tool_args_raw]``: OpenAI and
+  Mistral tool-call ``arguments`` sent as the JSON value itself instead of a JSON string.
+  Tokens are counted as for the normal answer (the provider bills them).
 - **Invalid bodies**: a body that is not an object, lacks a non-empty ``messages``
   list, contains a message that is not an object, or a message whose ``role`` is
   not one of system/developer/user/assistant/tool, is rejected: the request gets an
@@ -39,6 +51,14 @@ from typing import Any
 from agent.emulator.structured_answers import ToolCall, plan_answer
 
 REPLY_PREFIX = "Emulated reply to: "
+REFUSAL_MARKER = "[emulator:refusal]"
+ERROR_BODY_MARKER = "[emulator:error_body]"
+NO_CHOICES_MARKER = "[emulator:no_choices]"
+TOOL_ARGS_RAW_MARKER = "[emulator:tool_args_raw]"
+SHAPE_MARKERS = frozenset(
+    {REFUSAL_MARKER, ERROR_BODY_MARKER, NO_CHOICES_MARKER, TOOL_ARGS_RAW_MARKER}
+)
+REFUSAL_TEXT = "I can't help with that."
 ALLOWED_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 # Every message costs this many tokens on top of its words (role and separators).
 PER_MESSAGE_OVERHEAD = 3
@@ -55,6 +75,7 @@ class Reply:
         completion_tokens: Words in `content`.
         digest: Hex SHA-256 of the canonical body, the seed of derived ids.
         tool_calls: The tool calls of the answer (then `content` is empty).
+        shapes: The odd-shape markers (`SHAPE_MARKERS`) found in the last user message.
     """
 
     content: str
@@ -63,6 +84,7 @@ class Reply:
     completion_tokens: int
     digest: str
     tool_calls: tuple[ToolCall, ...] = ()
+    shapes: frozenset[str] = frozenset()
 
     @property
     def total_tokens(self) -> int:
@@ -180,6 +202,7 @@ def compute_reply(body: Any) -> Reply:
             last_user = text
     content = REPLY_PREFIX + last_user
     structured, tool_calls = plan_answer(body, last_user, content)
+    shapes = frozenset(marker for marker in SHAPE_MARKERS if marker in last_user)
     if tool_calls:
         return Reply(
             content="",
@@ -188,6 +211,7 @@ def compute_reply(body: Any) -> Reply:
             completion_tokens=sum(len(call.arguments.split()) for call in tool_calls),
             digest=body_digest(body),
             tool_calls=tuple(tool_calls),
+            shapes=shapes,
         )
     if structured is not None:
         content = structured
@@ -204,4 +228,56 @@ def compute_reply(body: Any) -> Reply:
         prompt_tokens=prompt_tokens,
         completion_tokens=len(content.split()),
         digest=body_digest(body),
+        shapes=shapes,
     )
+
+
+def reshape_completion(completion: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    """Give a chat-completions body (OpenAI, Mistral) the odd shapes `reply.shapes` ask for.
+
+    Args:
+        completion: The normal response body for `reply`; changed in place.
+        reply: The computed answer (its `shapes`).
+
+    Returns:
+        `completion`.
+    """
+    if not reply.shapes:
+        return completion
+    for choice in completion.get("choices") or []:
+        message = choice["message"]
+        if REFUSAL_MARKER in reply.shapes:
+            message["content"] = None
+            message.pop("tool_calls", None)
+            if "refusal" in message:  # OpenAI's field; Mistral's messages have none
+                message["refusal"] = REFUSAL_TEXT
+            choice["finish_reason"] = "stop"
+        if TOOL_ARGS_RAW_MARKER in reply.shapes:
+            for call in message.get("tool_calls") or []:
+                call["function"]["arguments"] = json.loads(call["function"]["arguments"])
+    if ERROR_BODY_MARKER in reply.shapes:
+        completion["error"] = {
+            "message": "The server had an error while processing your request.",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    if NO_CHOICES_MARKER in reply.shapes:
+        completion["choices"] = []
+    return completion
+
+
+def reshape_message(message: dict[str, Any], reply: Reply) -> dict[str, Any]:
+    """Give an Anthropic `Message` the odd shapes `reply.shapes` ask for (a refusal).
+
+    Args:
+        message: The normal `succeeded` message for `reply`; changed in place.
+        reply: The computed answer (its `shapes`).
+
+    Returns:
+        `message`.
+    """
+    if REFUSAL_MARKER in reply.shapes:
+        message["content"] = [{"type": "text", "text": REFUSAL_TEXT}]
+        message["stop_reason"] = "refusal"
+    return message

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.emulator.answers import Reply, compute_reply, line_digest
+from agent.emulator.answers import Reply, compute_reply, line_digest, reshape_message
 from agent.emulator.faults import ERROR_SHAPES, job_faults, request_fault, shuffle_key
 from agent.emulator.jobs import (
     Phase,
@@ -520,7 +520,7 @@ def _render_line(
         return False, _errored(custom_id, seed, error_type, message), (0, 0)
     reply = compute_reply(_chat_body(params))
     message_id = line_digest(custom_id, reply.digest)
-    line = {
+    line: dict[str, Any] = {
         "custom_id": custom_id,
         "result": {
             "type": "succeeded",
@@ -542,6 +542,7 @@ def _render_line(
             },
         },
     }
+    reshape_message(line["result"]["message"], reply)  # odd shapes asked for by markers
     return True, line, (reply.prompt_tokens, reply.completion_tokens)
 
 

@@ -72,7 +72,9 @@ Magic prompt markers (always on, no knob needed; non-retryable failures): when
 the text of a request's last user message contains ``[emulator:reject]`` the
 request fails with HTTP 400 ``invalid_request_error`` / code ``invalid_request``;
 when it contains ``[emulator:content_policy]`` it fails with HTTP 400
-``invalid_request_error`` / code ``content_policy_violation``.
+``invalid_request_error`` / code ``content_policy_violation``. Markers that shape a 200 answer
+instead (refusals, ``error`` bodies, ``choices: []``, tool arguments that are not an object) are
+described in `agent.emulator.answers`.
 
 Precedence for one request: an invalid body (the emulator's usual 400) first,
 then ``all_fail``, then the markers, then ``request_fail_rate``. Cancellation

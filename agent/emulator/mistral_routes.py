@@ -34,6 +34,7 @@ from agent.emulator.answers import (
     Reply,
     compute_reply,
     line_digest,
+    reshape_completion,
     validate_body,
 )
 from agent.emulator.faults import ERROR_SHAPES, job_faults, request_fault, shuffle_key
@@ -574,6 +575,7 @@ def _render_line(
         },
         "error": None,
     }
+    reshape_completion(line["response"]["body"], reply)  # odd shapes asked for by markers
     return True, line, (reply.prompt_tokens, reply.completion_tokens)
 
 

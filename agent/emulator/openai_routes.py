@@ -29,6 +29,7 @@ from agent.emulator.answers import (
     Reply,
     compute_reply,
     line_digest,
+    reshape_completion,
     validate_body,
 )
 from agent.emulator.faults import (
@@ -680,7 +681,7 @@ def _render_line(
         "response": {
             "status_code": 200,
             "request_id": f"req_{reply.digest[32:64]}",
-            "body": completion,
+            "body": reshape_completion(completion, reply),
         },
         "error": None,
     }

@@ -19,7 +19,11 @@ answer (`response_format`) with JSON, both built from the schemas in the body al
 - **Broken answers on purpose** (prompt markers in the last user message):
   `[emulator:invalid_json]` cuts the JSON (content or tool arguments) in half, so it does not
   parse; `[emulator:schema_violation]` answers valid JSON that breaks the schema (a required
-  property dropped, else a property of the wrong type, else a value of the wrong type).
+  property dropped, else a property of the wrong type, else a value of the wrong type);
+  `[emulator:tool_args_array]` makes a tool call's arguments a JSON array of the argument values,
+  `[emulator:tool_args_string]` the first value alone as a JSON string (JSON, but not an object).
+  The other odd shapes (refusals, `error` bodies, no choices, non-string arguments) are rendered
+  by the protocols, see `agent.emulator.answers`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from typing import Any, Final
 
 INVALID_JSON_MARKER: Final = "[emulator:invalid_json]"
 SCHEMA_VIOLATION_MARKER: Final = "[emulator:schema_violation]"
+TOOL_ARGS_ARRAY_MARKER: Final = "[emulator:tool_args_array]"
+TOOL_ARGS_STRING_MARKER: Final = "[emulator:tool_args_string]"
 _MAX_DEPTH: Final = 8
 
 
@@ -63,7 +69,7 @@ def plan_answer(
     if name is not None:
         function = next(f for f in map(_function, tools) if f and f.get("name") == name)
         arguments = _answer_json(function.get("parameters") or {}, last_user)
-        return None, [ToolCall(name=name, arguments=arguments)]
+        return None, [ToolCall(name=name, arguments=_not_an_object(arguments, last_user))]
     if isinstance(response_format, dict):
         kind = response_format.get("type")
         if kind == "json_schema":
@@ -132,6 +138,21 @@ def _answer_json(schema: dict[str, Any], text: str, value: Any = None) -> str:
     if INVALID_JSON_MARKER in text:
         return encoded[: max(1, len(encoded) // 2)]
     return encoded
+
+
+def _not_an_object(arguments: str, text: str) -> str:
+    """Turn tool-call arguments into a JSON array or string when a marker asks for it."""
+    wants_array = TOOL_ARGS_ARRAY_MARKER in text
+    if not wants_array and TOOL_ARGS_STRING_MARKER not in text:
+        return arguments
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return arguments  # already broken on purpose ([emulator:invalid_json])
+    values = list(value.values()) if isinstance(value, dict) else [value]
+    if wants_array:
+        return json.dumps(values, ensure_ascii=False)
+    return json.dumps(str(values[0]) if values else "", ensure_ascii=False)
 
 
 def _resolve(schema: Any, root: dict[str, Any]) -> dict[str, Any]:

@@ -74,10 +74,12 @@ from agent.providers.base import (
     model_params,
     nonblank_lines,
     normalise_status,
+    read_outcome,
+    token_usage,
 )
 from agent.providers.errors import ProviderError, provider_call
 from agent.requests import BatchRequest, InputError
-from agent.state import Counts, Job, JobStatus, RequestError
+from agent.state import Counts, Job, JobStatus, RequestError, Usage
 
 if TYPE_CHECKING:
     from agent.structured import OutputSpec
@@ -198,7 +200,11 @@ class AnthropicLineParser:
     def parse_line(
         self, raw: bytes | str, job_id: str
     ) -> tuple[str, AIMessage | None, RequestError | None, bool]:
-        """Return `(custom_id, message, error, retryable)` for one results line."""
+        """Return `(custom_id, message, error, retryable)` for one results line.
+
+        A `succeeded` message is parsed as realtime parses a response, and raises what that
+        raises (`agent.providers.base.read_outcome` makes it the request's failure).
+        """
         try:
             line = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -206,13 +212,17 @@ class AnthropicLineParser:
         if not isinstance(line, dict):
             error = RequestError(code="bad_result_line", message="unreadable results line")
             return "", None, error, False
-        custom_id = str(line.get("custom_id"))
+        custom_id = line.get("custom_id")
+        # A custom_id that is not a string matches no request.
+        custom_id = custom_id if isinstance(custom_id, str) else ""
         result = line.get("result")
         if not isinstance(result, dict):
             result = {}
         kind = result.get("type")
-        if kind == "succeeded" and isinstance(result.get("message"), dict):
-            message = parse_message(self.llm, result["message"], f"{job_id}/{custom_id}")
+        if kind == "succeeded":
+            # Whatever `message` holds, it is parsed as realtime would parse it (and may raise).
+            body: Any = result.get("message")
+            message = parse_message(self.llm, body, f"{job_id}/{custom_id}")
             return custom_id, message, None, False
         if kind == "errored":
             return (custom_id, None, *_errored(result.get("error")))
@@ -229,6 +239,23 @@ class AnthropicLineParser:
             return custom_id, None, error, True
         error = RequestError(code="unknown_result", message=f"unknown result type {kind!r}")
         return custom_id, None, error, False
+
+    def billed_usage(self, line: Any) -> Usage | None:
+        """Return the usage billed for a decoded `succeeded` line, counted as realtime counts it.
+
+        `usage_metadata` adds cache reads and writes to the input tokens; so does this.
+        """
+        result = line.get("result") if isinstance(line, dict) else None
+        message = result.get("message") if isinstance(result, dict) else None
+        usage = message.get("usage") if isinstance(message, dict) else None
+        if not isinstance(usage, dict):
+            return None
+        cached = [usage.get(k) for k in ("cache_read_input_tokens", "cache_creation_input_tokens")]
+        extra = sum(n for n in cached if type(n) is int and n > 0)
+        input_tokens = usage.get("input_tokens")
+        return token_usage(
+            input_tokens + extra if type(input_tokens) is int else None, usage.get("output_tokens")
+        )
 
 
 def _errored(envelope: Any) -> tuple[RequestError, bool]:
@@ -555,7 +582,7 @@ class AnthropicProvider(BatchProvider):
         parser = self.message_parser(job["model"])
         job_id = str(job["job_id"])
         for raw in self._result_lines(job_id):
-            yield RequestOutcome(*parser.parse_line(raw, job_id))
+            yield read_outcome(parser, raw, job_id)
 
     def _result_lines(self, batch_id: str) -> Iterator[bytes]:
         """Stream the results JSONL through the SDK (it follows the absolute `results_url`)."""

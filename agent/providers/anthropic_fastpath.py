@@ -71,6 +71,7 @@ from agent.providers.fastpath import (
     message_id,
 )
 from agent.requests import BatchRequest
+from agent.state import Usage as TokenUsage
 from agent.structured import OutputSpec, bind_kwargs
 
 __all__ = ["ANTHROPIC_FAST_PARAMS", "AnthropicBodyBuilder", "AnthropicMessageParser"]
@@ -477,12 +478,20 @@ class AnthropicMessageParser:
                 line = None
             if type(line) is dict:
                 result = line.get("result")
-                if type(result) is dict and result.get("type") == "succeeded":
-                    custom_id = str(line.get("custom_id"))
+                custom_id = line.get("custom_id")
+                if (
+                    type(result) is dict
+                    and result.get("type") == "succeeded"
+                    and type(custom_id) is str
+                ):
                     parsed = self.parse_fast(result.get("message"), f"{job_id}/{custom_id}")
                     if parsed is not None:
                         return custom_id, parsed, None, False
         return self.reference.parse_line(raw, job_id)
+
+    def billed_usage(self, line: Any) -> TokenUsage | None:
+        """Return the usage billed for a decoded results line (as the reference reads it)."""
+        return self.reference.billed_usage(line)
 
     def parse_fast(self, message: Any, message_key: str) -> AIMessage | None:
         """Parse the common message shape directly, or return None for the reference path.

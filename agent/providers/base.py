@@ -5,7 +5,8 @@ reports its status (`status`), streams per-request outcomes (`results`) and canc
 OpenAI and Mistral share the output-line shape `{custom_id, response: {status_code, body}, error}`,
 so the line parsing lives here; building bodies and parsing bodies into `AIMessage`s is delegated
 to the matching LangChain chat model, which is what keeps batch requests and results identical to
-realtime `.invoke()` calls.
+realtime `.invoke()` calls. Every provider's results loop reads each line through `read_outcome`,
+so an answer realtime would raise for, or a line of any odd shape, fails its own request only.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from langchain_core.utils.utils import LC_ID_PREFIX
 
 from agent.providers.errors import ProviderError, TransientProviderError
 from agent.requests import BatchRequest, InputError
-from agent.state import Counts, Job, JobStatus, RequestError
+from agent.state import Counts, Job, JobStatus, RequestError, Usage
 
 if TYPE_CHECKING:
     from agent.structured import OutputSpec
@@ -101,12 +102,16 @@ class RequestOutcome(NamedTuple):
     """One request's result as read from the provider's output or error file.
 
     A named tuple rather than a frozen dataclass: one is made per request, several times faster.
+    `message` and `error` may both be set: the answer was produced (and billed), but realtime
+    `.invoke()` raises for it (`read_outcome`). `usage` is what the provider billed for an answer
+    no message could be built from (None otherwise: the message's `usage_metadata` says it).
     """
 
     custom_id: str
     message: AIMessage | None
     error: RequestError | None
     retryable: bool = False
+    usage: Usage | None = None
 
 
 class LineParser(Protocol):
@@ -115,8 +120,145 @@ class LineParser(Protocol):
     def parse_line(
         self, raw: bytes | str, job_id: str
     ) -> tuple[str, AIMessage | None, RequestError | None, bool]:
-        """Parse `raw`; `job_id` prefixes the message key."""
+        """Parse `raw`; `job_id` prefixes the message key.
+
+        Raises whatever the realtime parse of that answer raises (`read_outcome` turns it into
+        the request's failure).
+        """
         ...
+
+    def billed_usage(self, line: Any) -> Usage | None:
+        """Return the token usage the provider billed for a decoded line, if it is readable."""
+        ...
+
+
+# Error code of an answer realtime `.invoke()` raises for before any output parser runs: LangChain
+# (or, for a response format, the OpenAI SDK's `parse`) cannot turn it into an AIMessage.
+INVALID_RESPONSE = "invalid_response"
+# Exception texts are kept whole up to this length (they can embed a whole answer).
+MAX_ERROR_CHARS = 2000
+
+
+class UnusableAnswer(Exception):  # noqa: N818 (it carries an answer, it is not an error kind)
+    """Raised by a parser where realtime raises `cause`, but a message could still be built.
+
+    Example: OpenAI's `chat.completions.parse` raises `LengthFinishReasonError` for an answer cut
+    at `max_tokens`, and `.invoke()` with it; the plain message is still worth keeping.
+    """
+
+    def __init__(self, cause: BaseException, message: AIMessage | None) -> None:
+        """Keep the exception realtime raises and the message built without it."""
+        super().__init__(str(cause))
+        self.cause = cause
+        self.message = message
+
+
+def exception_text(exc: BaseException) -> str:
+    """Return `"ExceptionType: text"`, as realtime would show the exception (bounded)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if len(text) > MAX_ERROR_CHARS:
+        return text[: MAX_ERROR_CHARS - 1] + "…"
+    return text
+
+
+def read_outcome(parser: LineParser, raw: bytes, job_id: str) -> RequestOutcome:
+    """Parse one result line into its request's outcome, whatever the line holds.
+
+    The one place where an odd line is contained, around every provider's `parse_line`: a
+    line whose answer realtime `.invoke()` would raise for becomes that request's failure with
+    code `invalid_response` and the exception's type and text (not retried: the same prompt
+    would get the same answer), keeping the billed usage and any message that could be built.
+    A message is also checked to survive storage (JSON, then rebuilt as an `AIMessage`, as every
+    reader of the results does); messages the fast paths assembled from decoded JSON always do.
+    A line whose `custom_id` is not a string cannot be matched to a request (custom_id "").
+    """
+    try:
+        custom_id, message, error, retryable = parser.parse_line(raw, job_id)
+        if message is not None and not _fast_message(message):
+            message = _storable(message)
+        return RequestOutcome(custom_id, message, error, retryable)
+    except Exception as exc:  # noqa: BLE001 (any odd line fails its own request only)
+        cause = exc.cause if isinstance(exc, UnusableAnswer) else exc
+        kept = exc.message if isinstance(exc, UnusableAnswer) else None
+        line = _loose_json(raw)
+        found = line.get("custom_id") if isinstance(line, dict) else None
+        if kept is not None:
+            try:
+                kept = _storable(kept)
+            except Exception:  # noqa: BLE001 (then it is not kept)
+                kept = None
+        return RequestOutcome(
+            found if isinstance(found, str) else "",
+            kept,
+            RequestError(code=INVALID_RESPONSE, message=exception_text(cause)),
+            False,
+            None if kept is not None else _billed(parser, line),
+        )
+
+
+def _fast_message(message: AIMessage) -> bool:
+    """Tell whether a fast parser assembled `message` (plain JSON values, int token counts)."""
+    return type(message.__pydantic_extra__) is FastExtra
+
+
+def _storable(message: AIMessage) -> AIMessage:
+    """Return `message` if it survives being stored and read back, else raise.
+
+    Realtime hands the caller the object; a batch stores it as JSON and rebuilds it, so values
+    JSON cannot hold (integers beyond 64 bits, lone surrogates) or token details pydantic would
+    refuse on the way back in must fail here, for this request alone, not in every later reader.
+    """
+    dumped = orjson.dumps(message.model_dump(), default=str)
+    AIMessage(**orjson.loads(dumped))
+    usage = message.usage_metadata
+    if usage is not None:
+        for key in ("input_tokens", "output_tokens", "total_tokens"):
+            if type(usage.get(key)) is not int:
+                raise TypeError(f"usage_metadata[{key!r}] is {usage.get(key)!r}, not an integer")
+    return message
+
+
+def _loose_json(raw: bytes | str) -> Any:
+    """Decode a line as far as `json` can (None if it cannot), to salvage its custom_id."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return None
+
+
+def _billed(parser: LineParser, line: Any) -> Usage | None:
+    try:
+        return parser.billed_usage(line)
+    except Exception:  # noqa: BLE001 (usage is a courtesy here: unreadable means unknown)
+        return None
+
+
+def token_usage(input_tokens: Any, output_tokens: Any, total_tokens: Any = None) -> Usage | None:
+    """Return a `Usage` of integer counts (None unless both counts are non-negative ints)."""
+    if type(input_tokens) is not int or type(output_tokens) is not int:
+        return None
+    if input_tokens < 0 or output_tokens < 0:
+        return None
+    if type(total_tokens) is not int or total_tokens < 0:
+        total_tokens = input_tokens + output_tokens
+    return Usage(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=total_tokens)
+
+
+def chat_completion_usage(line: Any) -> Usage | None:
+    """Return the billed usage of an OpenAI / Mistral output line (`response.body.usage`)."""
+    if not isinstance(line, dict):
+        return None
+    response = line.get("response")
+    body = response.get("body") if isinstance(response, dict) else None
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    return token_usage(
+        usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens")
+    )
 
 
 class BatchProvider(ABC):
@@ -293,10 +435,11 @@ class BatchProvider(ABC):
         else:
             _check_spec_support(self)
             parser = self.message_parser(job["model"], spec)  # type: ignore[call-arg]
+        job_id = str(job["job_id"])
         for file_id in (job["output_file_id"], job["error_file_id"]):
             if file_id:
                 for raw in self.file_lines(file_id):
-                    yield RequestOutcome(*parser.parse_line(raw, str(job["job_id"])))
+                    yield read_outcome(parser, raw, job_id)
 
     def input_lines(self, job: Job) -> Iterator[tuple[str, bytes]]:
         """Stream `(custom_id, raw line)` from the job's input file (to resubmit some of them)."""
@@ -506,7 +649,9 @@ def parse_output_line(
     OpenAI's `{"error": {...}}` or Mistral's flat `{"message", "type", "code"}`.
     """
     line = json.loads(raw)
-    custom_id = str(line.get("custom_id"))
+    custom_id = line.get("custom_id")
+    # A custom_id that is not a string matches no request (never str(None) == "None").
+    custom_id = custom_id if isinstance(custom_id, str) else ""
     response = line.get("response") or {}
     error = line.get("error")
     status_code = int(response.get("status_code") or 0)

@@ -71,9 +71,16 @@ from openai.types.completion_usage import (
 )
 
 from agent.providers import openai as openai_provider
-from agent.providers.base import FastExtra, finish_message, message_dump, parse_output_line
+from agent.providers.base import (
+    FastExtra,
+    UnusableAnswer,
+    chat_completion_usage,
+    finish_message,
+    message_dump,
+    parse_output_line,
+)
 from agent.requests import BatchRequest
-from agent.state import RequestError
+from agent.state import RequestError, Usage
 from agent.structured import OutputSpec, bind_kwargs
 
 if TYPE_CHECKING:
@@ -548,11 +555,16 @@ def _token_details(details: Any, template: dict[str, None]) -> Any:
 
     `template` maps every field of the SDK model to None in declaration order, so merging the
     known keys into it yields `model_dump()`'s dict: all fields, in order, missing ones None.
+    Only int (or null) counts are handled: the SDK's lenient construction turns `"7"`, `0.0` or
+    `true` into an int and keeps `7.5` as it is, which the reference path reproduces.
     """
     if details is None:
         return None
     if type(details) is not dict or not details.keys() <= template.keys():
         return _MISSING
+    for value in details.values():
+        if value is not None and type(value) is not int:
+            return _MISSING
     return {**template, **details}
 
 
@@ -658,6 +670,10 @@ class _MessageParser:
         Returns:
             `(custom_id, message, None, False)` for a success, `(custom_id, None, error,
             retryable)` for a failure.
+
+        Raises:
+            Exception: What the reference parse of the answer raises (realtime `.invoke()` would
+                raise it); `agent.providers.base.read_outcome` makes it the request's failure.
         """
         try:
             line = orjson.loads(raw)
@@ -676,8 +692,14 @@ class _MessageParser:
             or type(body) is not dict
         ):
             return self._reference_line(raw, job_id)
-        custom_id = str(line.get("custom_id"))
+        custom_id = line.get("custom_id")
+        if type(custom_id) is not str:
+            return self._reference_line(raw, job_id)
         return custom_id, self.parse(body, f"{job_id}/{custom_id}"), None, False
+
+    def billed_usage(self, line: Any) -> Usage | None:
+        """Return the usage billed for a decoded output line (`response.body.usage`)."""
+        return chat_completion_usage(line)
 
     def _reference_line(self, raw: bytes | str, job_id: str) -> OutputLine:
         custom_id, body, error, retryable = parse_output_line(raw)
@@ -721,14 +743,32 @@ class OpenAIMessageParser(_MessageParser):
             self.fast_enabled = _self_check_parser(self, _OPENAI_PROBES)
 
     def parse_reference(self, body: dict[str, Any], message_key: str) -> AIMessage:
-        """Parse through the SDK's `ChatCompletion` and `ChatOpenAI._create_chat_result`."""
+        """Parse through the SDK's `ChatCompletion` and `ChatOpenAI._create_chat_result`.
+
+        Raises:
+            UnusableAnswer: With a response format, the SDK's `chat.completions.parse` refuses
+                the answer (cut at `max_tokens`, stopped by a content filter, unparseable strict
+                tool arguments), which realtime `.invoke()` raises; it carries that exception
+                and the plain message, if one can be built.
+        """
         completion = openai_provider.parse_completion(body)
         if self._response_format is not None:
-            completion = openai_provider.parse_structured(
-                completion, self._response_format, self._input_tools
-            )
+            try:
+                parsed = openai_provider.parse_structured(
+                    completion, self._response_format, self._input_tools
+                )
+            except Exception as exc:
+                raise UnusableAnswer(exc, self._plain_message(completion, message_key)) from exc
+            completion = parsed
         result = self.llm._create_chat_result(completion)
         return finish_message(self.llm, result, message_key)
+
+    def _plain_message(self, completion: Any, message_key: str) -> AIMessage | None:
+        """Build the message of a completion the SDK's `parse` refused, if LangChain can."""
+        try:
+            return finish_message(self.llm, self.llm._create_chat_result(completion), message_key)
+        except Exception:  # noqa: BLE001 (then there is no message to keep)
+            return None
 
     def parse_fast(self, body: Any, message_key: str) -> AIMessage | None:
         """Parse the common response shape directly, or return None for the reference path.
@@ -901,7 +941,8 @@ class MistralMessageParser(_MessageParser):
         """Parse the common response shape directly, or return None for the reference path.
 
         Handled: one choice whose message is `assistant` with string, null or absent content and
-        no tool calls; usage absent, null or an object. Other keys are ignored, as the reference
+        no tool calls; usage absent, null or an object whose counts are ints (missing ones count
+        0). Other keys are ignored, as the reference
         ignores them (the model name comes from the job's model, as in the reference).
         """
         if type(body) is not dict:
@@ -931,6 +972,10 @@ class MistralMessageParser(_MessageParser):
                 "output_tokens": token_usage.get("completion_tokens", 0),
                 "total_tokens": token_usage.get("total_tokens", 0),
             }
+            # The reference copies counts as given; only int ones are summed and stored as is.
+            for count in usage_metadata.values():
+                if type(count) is not int:
+                    return None
             fields_set.add("usage_metadata")
         model = self._model
         return _ai_message(

@@ -13,7 +13,7 @@ from typing import Any, Final, cast
 
 import httpx2
 from langchain_openai import ChatOpenAI
-from openai import DefaultHttpxClient, OpenAI, OpenAIError, omit
+from openai import DefaultHttpxClient, OpenAI, omit
 from openai._models import construct_type
 from openai.lib._parsing._completions import (
     parse_chat_completion,
@@ -143,18 +143,15 @@ def parse_structured(
     """Return the `ParsedChatCompletion` realtime `.invoke()` gets when it sends a response format.
 
     `chat.completions.parse` adds `parsed` (and parsed tool arguments) to the SDK's completion,
-    which `_create_chat_result` copies into `additional_kwargs`. Where realtime raises (a cut-off
-    or filtered answer, unparseable strict tool arguments), a batch keeps the plain completion and
-    the problem is reported for that request alone (`agent.structured.AnswerCheck`).
+    which `_create_chat_result` copies into `additional_kwargs`. It raises where realtime raises
+    (a cut-off or filtered answer, unparseable strict tool arguments); the fast parser reports that
+    for the one request (`agent.providers.base.UnusableAnswer`).
     """
-    try:
-        return parse_chat_completion(
-            response_format=response_format,
-            input_tools=tools if tools else omit,
-            chat_completion=completion,
-        )
-    except (OpenAIError, ValueError):
-        return completion
+    return parse_chat_completion(
+        response_format=response_format,
+        input_tools=tools if tools else omit,
+        chat_completion=completion,
+    )
 
 
 class OpenAIProvider(BatchProvider):

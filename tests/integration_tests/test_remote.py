@@ -145,11 +145,12 @@ def test_remote_run_sends_the_response_schema(dev_server: str, tmp_path: Path) -
     done = cli(
         tmp_path,
         *("run", "in.jsonl", "--url", dev_server, "--provider", "emulator"),
-        *("--schema", "schema.json", "--wait", "--poll-interval", "0.3"),
+        *("--schema", "schema.json", "--validate-schema", "--wait", "--poll-interval", "0.3"),
     )
     assert done.returncode == 0, done.stderr
     good, broken = jsonl(done.stdout)
     assert good["status"] == "succeeded" and set(good["parsed"]) == {"category", "urgent"}
+    # `--validate-schema` reaches the served run's context: the answer breaking it fails.
     assert broken["status"] == "failed" and broken["error"]["code"] == "schema"
 
 

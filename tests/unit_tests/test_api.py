@@ -100,7 +100,10 @@ def test_run_batch_takes_a_structured_output_model() -> None:
     )
     # `parsed` is what the structured model's `.invoke()` returns: a Ticket, not its JSON.
     assert good.ok and isinstance(good.parsed, Ticket) and good.parsed.category
-    assert not broken.ok and broken.error is not None and broken.error["code"] == "schema"
+    # `.invoke()` raises for the answer without `category` (the SDK's `parse` into Ticket).
+    assert not broken.ok and broken.error is not None
+    assert broken.error["code"] == "output_parsing"
+    assert broken.error["message"].startswith("ValidationError: 1 validation error for Ticket")
 
 
 @pytest.mark.parametrize("method", ["json_schema", "function_calling"])
@@ -128,15 +131,26 @@ def test_structured_results_are_what_the_realtime_runnable_returns(
         ["Classify as billing: charged twice", "Classify as refund"], model=llm, **FAST
     )
     good, refused = results
-    assert good.ok and good.parsed == Ticket(category="billing", urgent=good.parsed.urgent)
-    assert isinstance(good.parsed, Ticket) and good.message is not None
+    # With `include_raw=True`, `.invoke()` returns {"raw", "parsed", "parsing_error"}.
+    ticket = good.parsed["parsed"] if include_raw else good.parsed
+    assert good.ok and ticket == Ticket(category="billing", urgent=ticket.urgent)
+    assert isinstance(ticket, Ticket) and good.message is not None
+    if include_raw:
+        assert good.parsed["raw"] == good.message and good.parsed["parsing_error"] is None
     if method == "json_schema":
         # As `chat.completions.parse(response_format=Ticket)` leaves it on the realtime message.
-        assert good.message.additional_kwargs["parsed"] == good.parsed
+        assert good.message.additional_kwargs["parsed"] == ticket
+    assert refused.message is not None  # the answer was produced (and billed): it is kept
+    if include_raw and method == "function_calling":
+        # The parser's error is returned in the dict, not raised, as `.invoke()` returns it.
+        assert refused.ok and refused.parsed["parsed"] is None
+        assert "refunds go to a person" in str(refused.parsed["parsing_error"])
+        assert (results.counts["succeeded"], results.counts["failed"]) == (2, 0)
+        return
+    # `.invoke()` raises (json_schema: the SDK's `parse` into Ticket, even with include_raw).
     assert not refused.ok and refused.parsed is None and refused.error is not None
     assert refused.error["code"] == "output_parsing"
     assert "refunds go to a person" in refused.error["message"]
-    assert refused.message is not None  # the answer was produced (and billed): it is kept
     assert (results.counts["succeeded"], results.counts["failed"]) == (1, 1)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -407,6 +407,19 @@ def mistral_bodies(draw: st.DrawFn) -> dict[str, Any]:
 
 
 custom_ids = st.one_of(st.text(min_size=1, max_size=20), st.sampled_from(["r1", "t-42", "é/ü"]))
+OPENAI_PROBE_BODY: dict[str, Any] = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1767225600,
+    "model": "gpt-4o-mini-2024-07-18",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hi.", "refusal": None},
+            "finish_reason": "stop",
+        }
+    ],
+}
 
 # ---------------------------------------------------------------------------------------------
 # Parsing
@@ -466,6 +479,67 @@ def test_mistral_fast_message_equals_reference(
     assert got[0] == expected[0] and got[2:] == expected[2:]
     assert got[1] is not None and expected[1] is not None
     assert_same_message(got[1], expected[1])
+
+
+# Token-detail counts as some servers send them: the SDK's lenient construction turns "7", 0.0
+# and true into ints, keeps 7.5 or "x" as they are; the parser must convert exactly alike.
+odd_counts = st.one_of(
+    counts,
+    st.none(),
+    st.integers(0, 500).map(str),
+    st.sampled_from([0.0, 7.0, 7.5, -1.0, True, False, "x", "", " 7", "7.0", [1], {}]),
+)
+
+
+@SETTINGS
+@example(
+    body=copy.deepcopy(OPENAI_PROBE_BODY),
+    prompt_details={"cached_tokens": "7"},
+    completion_details={"reasoning_tokens": 0.0},
+    tier="default",
+)
+@example(
+    body=copy.deepcopy(OPENAI_PROBE_BODY),
+    prompt_details={"cached_tokens": "7", "audio_tokens": 0.0},
+    completion_details=None,
+    tier="priority",
+)
+@given(
+    openai_bodies(),
+    st.one_of(
+        st.none(),
+        st.dictionaries(
+            st.sampled_from(["cached_tokens", "audio_tokens", "cache_write_tokens"]), odd_counts
+        ),
+    ),
+    st.one_of(
+        st.none(),
+        st.dictionaries(st.sampled_from(["reasoning_tokens", "audio_tokens"]), odd_counts),
+    ),
+    st.sampled_from(["default", "priority", "flex", None]),
+)
+def test_openai_token_details_are_converted_as_the_reference_converts_them(
+    body: dict[str, Any],
+    prompt_details: dict[str, Any] | None,
+    completion_details: dict[str, Any] | None,
+    tier: str | None,
+) -> None:
+    body["usage"] = {
+        "prompt_tokens": 21,
+        "completion_tokens": 3,
+        "total_tokens": 24,
+        "prompt_tokens_details": prompt_details,
+        "completion_tokens_details": completion_details,
+    }
+    body["service_tier"] = tier
+    key = f"{JOB}/r1"
+    try:
+        expected = ref_openai_message("gpt-4o-mini", body, key)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            OPENAI_PARSER.parse(copy.deepcopy(body), key)
+        return
+    assert_same_message(OPENAI_PARSER.parse(copy.deepcopy(body), key), expected)
 
 
 error_bodies = st.one_of(

@@ -2,8 +2,9 @@
 
 A request set carries tools and/or a response schema; the emulator answers with tool calls or
 JSON following the schema (and breaks it on purpose for `[emulator:invalid_json]` /
-`[emulator:schema_violation]`); results carry `tool_calls` and `parsed`, and a broken answer is
-a per-request `schema` error, never a crash.
+`[emulator:schema_violation]`); results carry `tool_calls` and `parsed` (what the model's output
+parser makes of the answer), and an answer the parser rejects (or, with `validate_schema`, that
+breaks the schema) is a per-request error, never a crash.
 """
 
 from __future__ import annotations
@@ -51,8 +52,18 @@ def _graph() -> Any:
     return build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
 
 
+# What realtime `with_structured_output(SCHEMA).invoke()` returns for the answer cut in half
+# (`[emulator:invalid_json]`): OpenAI's JSON mode parses the partial JSON, Mistral's function
+# call has arguments that do not parse, Anthropic's cut call is sent as text (no tool call).
+CUT = {
+    "openai": ("succeeded", {"category": "billing"}),
+    "mistral": ("failed", None),
+    "anthropic": ("succeeded", None),
+}
+
+
 @pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic"])
-def test_structured_answers_are_parsed_and_a_broken_one_fails_alone(
+def test_structured_answers_are_what_the_output_parser_makes_of_them(
     provider: str, isolated_env: Path
 ) -> None:
     values = _finish(
@@ -67,15 +78,47 @@ def test_structured_answers_are_parsed_and_a_broken_one_fails_alone(
     assert ok["status"] == "succeeded" and ok["error"] is None
     # The emulator follows the schema: the enum value named in the prompt, every property.
     assert ok["parsed"] == {"category": "billing", "urgent": True, "tags": ["emulated tags"]}
+    # No JSON-schema validation by default: realtime `.invoke()` returns this answer as is.
+    off = results["off"]
+    assert off["status"] == "succeeded" and off["parsed"] == {
+        "urgent": True,
+        "tags": ["emulated tags"],
+    }
+    cut = results["cut"]
+    assert (cut["status"], cut["parsed"]) == CUT[provider]
+    if cut["status"] == "failed":
+        # The parser's own exception, as `.invoke()` would raise it; message and usage kept.
+        assert cut["error"]["code"] == "output_parsing"
+        assert cut["error"]["message"].startswith("OutputParserException: ")
+        assert cut["message"] is not None and cut["usage"]["output_tokens"] > 0
+    assert len(values["jobs"]) == 1 and len(list_jobs()) == 1
+
+
+@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic"])
+def test_validate_schema_fails_answers_that_break_the_schema_alone(
+    provider: str, isolated_env: Path
+) -> None:
+    values = _finish(
+        _graph(),
+        {"configurable": {"thread_id": f"v-{provider}"}},
+        Context(provider=provider, validate_schema=True),  # type: ignore[arg-type]
+        {"requests": RECORDS, "response_schema": SCHEMA},
+    )
+    assert values["status"] == "completed"
+    results = {r["id"]: r for r in values["results"]}
+    assert results["ok"]["status"] == "succeeded" and results["weather"]["status"] == "succeeded"
     for request_id in ("cut", "off"):
         broken = results[request_id]
         assert broken["status"] == "failed" and broken["attempts"] == 1
-        assert broken["error"]["code"] == "schema"
-        assert broken["error"]["message"].startswith("schema: ")
-        assert f"request id '{request_id}'" in broken["error"]["message"]
         # The answer was produced (and billed): the message and its usage are kept.
         assert broken["message"] is not None and broken["usage"]["output_tokens"] > 0
-    assert "'category' is a required property" in results["off"]["error"]["message"]
+    off = results["off"]["error"]
+    assert off["code"] == "schema" and off["message"].startswith("schema: ")
+    assert "'category' is a required property" in off["message"]
+    assert "request id 'off'" in off["message"]
+    # A cut answer fails the parser (Mistral) or, parsed to partial JSON or None, the schema.
+    cut = results["cut"]["error"]
+    assert cut["code"] == ("output_parsing" if provider == "mistral" else "schema")
     assert values["counts"] == {"total": 4, "succeeded": 2, "failed": 2, "pending": 0}
     # Not retried: one job only.
     assert len(values["jobs"]) == 1 and len(list_jobs()) == 1
@@ -193,20 +236,23 @@ def test_cli_tools_and_schema_files(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     schema.write_bytes(b"\xef\xbb\xbf" + json.dumps(SCHEMA).encode())
     out = tmp_path / "results.jsonl"
     runner = CliRunner()
-    result = runner.invoke(
-        app,
-        ["run", str(source), "--schema", str(schema), "--provider", "mistral", "--wait"]
-        + ["--poll-interval", "0.1", "--out", str(out)],
-    )
-    assert result.exit_code == 0, result.output
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(r["id"], r["status"]) for r in lines] == [
-        ("ok", "succeeded"),
-        ("cut", "failed"),
-        ("off", "failed"),
-    ]
-    assert lines[0]["parsed"]["category"] == "billing" and lines[0]["tool_calls"]
-    assert lines[2]["error"]["code"] == "schema"
+    for flags, off_status in (([], "succeeded"), (["--validate-schema"], "failed")):
+        result = runner.invoke(
+            app,
+            ["run", str(source), "--schema", str(schema), "--provider", "mistral", "--wait"]
+            + ["--poll-interval", "0.1", "--out", str(out), *flags],
+        )
+        assert result.exit_code == 0, result.output
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [(r["id"], r["status"]) for r in lines] == [
+            ("ok", "succeeded"),
+            ("cut", "failed"),
+            ("off", off_status),
+        ]
+        assert lines[0]["parsed"]["category"] == "billing" and lines[0]["tool_calls"]
+        assert lines[1]["error"]["code"] == "output_parsing"
+        if flags:
+            assert lines[2]["error"]["code"] == "schema"
 
     # Bad files fail before anything is uploaded, naming the file and the problem.
     bad_json = tmp_path / "tools.json"

@@ -23,7 +23,7 @@ import pytest
 from langchain_core.messages import AIMessage
 
 from agent.planning import new_intent
-from agent.providers.base import BatchProvider
+from agent.providers.base import BatchProvider, RequestOutcome
 from agent.providers.mistral import MistralProvider
 from agent.providers.openai import OpenAIProvider
 from agent.requests import BatchRequest
@@ -343,18 +343,24 @@ def _batch_body(
     return dict(case.body_of(line))
 
 
-def _batch_message(case: Case, spec: OutputSpec, response: dict[str, Any]) -> AIMessage:
+def _batch_outcome(case: Case, spec: OutputSpec, response: dict[str, Any]) -> RequestOutcome:
     content = json.dumps(case.result_line(response)).encode() + b"\n"
     provider = case.provider(case.files_client(content))
     job = new_intent(provider, key="k", attempt=1, model=case.model, params={}, request_count=1)
     job.update(job_id=BATCH_ID, status="done", output_file_id=case.output_file_id)
     (outcome,) = list(provider.results(job, spec))
-    assert outcome.custom_id == "r1" and outcome.error is None and outcome.message is not None
+    assert outcome.custom_id == "r1"
+    return outcome
+
+
+def _batch_message(case: Case, spec: OutputSpec, response: dict[str, Any]) -> AIMessage:
+    outcome = _batch_outcome(case, spec, response)
+    assert outcome.error is None and outcome.message is not None
     return outcome.message
 
 
-def _check(case: Case, spec: OutputSpec) -> AnswerCheck:
-    return AnswerCheck(case.provider(None).chat_model(case.model, {}), spec)
+def _check(case: Case, spec: OutputSpec, *, validate: bool = False) -> AnswerCheck:
+    return AnswerCheck(case.provider(None).chat_model(case.model, {}), spec, validate=validate)
 
 
 def _comparable(message: AIMessage) -> dict[str, Any]:
@@ -451,26 +457,43 @@ def test_structured_result_equals_realtime_answer(
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_an_answer_breaking_the_schema_is_a_per_request_error(
+def test_an_answer_breaking_the_schema_is_a_per_request_error_only_when_validated(
+    provider: str,
+) -> None:
+    case = CASES[provider]
+    spec = OutputSpec(response_schema=SCHEMA)
+    wrong = _batch_message(case, spec, case.structured_answer(WRONG))
+    # Realtime `.invoke()` does not validate: the answer is returned as parsed.
+    assert _check(case, spec).check(wrong, "r1") == (WRONG, None)
+    parsed, error = _check(case, spec, validate=True).check(wrong, "r1")
+    assert parsed == WRONG and error is not None and error["code"] == "schema"
+    assert error["message"].startswith("schema: the answer does not match")
+    assert "(request id 'r1')" in error["message"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_broken_answer_gets_what_realtime_raises(
     provider: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     case = CASES[provider]
     spec = OutputSpec(response_schema=SCHEMA)
-    check = _check(case, spec)
-
-    parsed, problem = check.check(_batch_message(case, spec, case.structured_answer(WRONG)), "r1")
-    assert parsed == WRONG
-    assert problem is not None and problem.startswith("schema: the answer does not match")
-    assert "(request id 'r1')" in problem
-
-    # Realtime `.invoke()` raises on (or returns nothing for) a broken answer; a batch reports it
-    # for that request alone and keeps the message.
     broken = case.broken_answer()
     llm, _ = case.realtime(broken, {}, monkeypatch)
     try:
-        answer = llm.with_structured_output(SCHEMA).invoke(MESSAGES)
-    except Exception:
-        answer = None
-    assert answer is None
-    _, problem = check.check(_batch_message(case, spec, broken), "r1")
-    assert problem is not None and problem.startswith("schema: ") and "(request id 'r1')" in problem
+        answer, raised = llm.with_structured_output(SCHEMA).invoke(MESSAGES), None
+    except Exception as exc:
+        answer, raised = None, exc
+    outcome = _batch_outcome(case, spec, broken)
+    if outcome.error is not None:
+        # Realtime raises before any output parser runs (OpenAI's `parse` of a cut answer).
+        assert raised is not None and outcome.error["code"] == "invalid_response"
+        assert outcome.error["message"] == f"{type(raised).__name__}: {raised}"
+        assert outcome.message is not None  # the plain message is kept
+        return
+    assert outcome.message is not None
+    parsed, error = _check(case, spec).check(outcome.message, "r1")
+    if raised is None:
+        assert (parsed, error) == (answer, None)  # e.g. None: no call of the schema's tool
+    else:
+        assert parsed is None and error is not None and error["code"] == "output_parsing"
+        assert error["message"] == f"{type(raised).__name__}: {raised}"
