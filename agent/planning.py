@@ -28,6 +28,7 @@ import orjson
 from agent.context import Context
 from agent.estimate import JobTokens, TokenCounter
 from agent.providers.base import BatchProvider, ProviderLimits, line_builder_for
+from agent.providers.params import check_context_params, check_request_params
 from agent.requests import BatchRequest, InputError, finish_hash, update_hash
 from agent.state import Counts, Job
 from agent.structured import OutputSpec
@@ -163,13 +164,17 @@ def plan_requests(
     heuristic even where a tokenizer exists (see `agent.estimate.TokenCounter`).
 
     Raises:
-        InputError: A model is unknown, a request cannot fit its model or a batch file, the
-            completion window is not accepted, or the model refuses the tools / schema.
-            Nothing has been uploaded.
+        InputError: A model is unknown, a request cannot fit its model or a batch file, a
+            parameter is outside the provider's documented range, the completion window is
+            not accepted, or the model refuses the tools / schema. An error about one request
+            names its file (or `input` and the record number), line and id. Nothing has been
+            uploaded.
     """
     provider.check_completion_window(context.completion_window)
     limits = effective_limits(provider, context)
     params = context_params(context)
+    rules = provider.param_rules
+    check_context_params(params, rules, provider.name)
     directory = spool_dir()
     token = uuid.uuid4().hex[:12]
     builders: dict[str, tuple[Callable[[BatchRequest], bytes], int | None, TokenCounter]] = {}
@@ -181,6 +186,7 @@ def plan_requests(
     first_with_body: dict[bytes, str] | None = {} if context.dedupe else None
     duplicates: list[tuple[str, str]] = []
     duplicate_tokens: dict[str, JobTokens] = {}
+    request: BatchRequest | None = None
     try:
         for request in requests:
             update_hash(digest, request)
@@ -195,6 +201,15 @@ def plan_requests(
             build, window, counter = builders[model]
             if window is not None:
                 check_fits(request, model, window)
+            if request.params:  # the context's own were checked once, above
+                check_request_params(
+                    request.params,
+                    rules,
+                    provider.name,
+                    source=request.source,
+                    line=request.line,
+                    request_id=request.id,
+                )
             line = build(request)
             if len(line) > limits.max_file_bytes:
                 raise InputError(
@@ -233,8 +248,13 @@ def plan_requests(
             job.add(request.id, line)
             assert job.tokens is not None
             job.tokens.add(request)
-    except BaseException:
+    except BaseException as exc:
         Plan("", ids, jobs).discard()
+        if isinstance(exc, InputError) and request is not None:
+            # The checks above (and the line builders) know the request, not where it was read.
+            located = exc.located_at(request)
+            if located is not exc:
+                raise located from None
         raise
     for job in jobs:
         job.close()

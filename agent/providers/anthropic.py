@@ -87,6 +87,7 @@ from agent.providers.base import (
     normalise_status,
 )
 from agent.providers.errors import ProviderError, provider_call
+from agent.providers.params import Allowed, ParamRules
 from agent.requests import BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus, RequestError
 
@@ -99,6 +100,16 @@ STATUS_MAP: dict[str, JobStatus] = {
     "in_progress": "running",
     "canceling": "cancelling",
     "ended": "done",
+}
+# What Anthropic documents for the numeric Messages parameters (its API reference, as the
+# `anthropic` SDK's docstrings had it while `messages.create` still named them: temperature
+# "Ranges from 0.0 to 1.0", top_p a probability, top_k an integer count of options). max_tokens
+# is an `int`, and the installed SDK says "Set to `0` to populate the prompt cache".
+PARAM_RULES: ParamRules = {
+    "temperature": Allowed(minimum=0, maximum=1),
+    "top_p": Allowed(minimum=0, maximum=1),
+    "top_k": Allowed(integer=True, minimum=0),
+    "max_tokens": Allowed(integer=True, minimum=0),
 }
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 # The create body wraps the request lines; its size counts against the 256 MB limit.
@@ -309,6 +320,7 @@ class AnthropicProvider(BatchProvider):
     limits = ProviderLimits(
         max_requests=100_000, max_file_bytes=MAX_BODY_BYTES - len(_HEAD) - len(_TAIL)
     )
+    param_rules = PARAM_RULES
     journals_creates = True
     supports_output_spec = True
 

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import httpx2
@@ -28,6 +29,7 @@ from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
 from agent.providers.errors import ProviderError
+from agent.providers.params import ParamRules
 from agent.requests import BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus, RequestError
 
@@ -130,6 +132,8 @@ class BatchProvider(ABC):
     """Protocol name stored in `Job.provider` ('openai', 'mistral', 'anthropic')."""
     default_model: str
     limits: ProviderLimits
+    param_rules: ParamRules = MappingProxyType({})
+    """The provider's documented numeric parameter ranges (`agent.providers.params`)."""
 
     def __init__(self, *, emulated: bool, base_url: str) -> None:
         """Remember where jobs go; subclasses build their SDK client from these."""
