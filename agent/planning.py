@@ -30,6 +30,7 @@ from agent.estimate import JobTokens, TokenCounter
 from agent.providers.base import BatchProvider, ProviderLimits, line_builder_for
 from agent.providers.params import check_context_params, check_request_params
 from agent.requests import BatchRequest, InputError, finish_hash, update_hash
+from agent.secrets import redact_url
 from agent.state import Counts, Job
 from agent.structured import OutputSpec
 
@@ -328,7 +329,8 @@ def new_intent(
         created_at=None,
         input_file_id=None,
         emulated=provider.emulated,
-        base_url=provider.base_url,
+        # Never the password of an authenticating endpoint: `provider_for_job` asks the run for it.
+        base_url=redact_url(provider.base_url),
         provider_status="",
         status="intent",
         counts=Counts(total=request_count, succeeded=0, failed=0, pending=request_count),
