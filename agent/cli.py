@@ -274,6 +274,7 @@ def run(
     thread_id = thread or str(uuid.uuid4())
     config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
     with (
+        _storage_errors_say_where(thread_id, db=db, input_file=input_file),
         _resume_hint_on_interrupt(thread_id, db=db),
         open_graph(db, existing=input_file is None) as graph,
     ):
@@ -311,7 +312,10 @@ def cancel(
         _remote_cancel(url, thread, context, wait=wait)
         return
     config: RunnableConfig = {"configurable": {"thread_id": thread}}
-    with open_graph(db, existing=True) as graph:
+    with (
+        _storage_errors_say_where(thread, db=db, command="cancel"),
+        open_graph(db, existing=True) as graph,
+    ):
         values = thread_values(graph, thread)
         if values.get("status") in TERMINAL_THREAD_STATUSES:
             raise CliError(
@@ -710,6 +714,38 @@ def _resume_hint_on_interrupt(
             f"(or stop them: batch-agent cancel {thread_id}{where})"
         )
         raise typer.Exit(130) from None
+
+
+@contextmanager
+def _storage_errors_say_where(
+    thread_id: str, *, db: str | None, input_file: Path | None = None, command: str = "run"
+) -> Iterator[None]:
+    """Turn a local storage failure into one line: the path, the thread, and how to resume.
+
+    SQLite says only "database is locked" or "database or disk is full", and a full spool only
+    "[Errno 28] No space left on device"; every step is checkpointed before the next provider
+    call, so the thread keeps what was saved and the same command picks it up again.
+    """
+    try:
+        yield
+    except Exception as exc:
+        from agent.persistence import redact_db_url, resolve_db
+        from agent.storage_errors import storage_problem
+
+        described = storage_problem(exc, redact_db_url(resolve_db(db)))
+        if described is None:
+            raise
+        where = f" --db {redact_db_url(db)}" if db else ""
+        if command == "cancel":
+            again = f"batch-agent cancel {thread_id}{where}"
+        else:
+            # With INPUT, the same command: it also works if the thread holds nothing yet.
+            source = f" {input_file}" if input_file is not None else ""
+            again = f"batch-agent run{source}{where} --thread {thread_id} --wait"
+        raise CliError(
+            f"{described.problem}. Thread {thread_id} keeps what was saved; "
+            f"{described.remedy}, then run again: {again}"
+        ) from None
 
 
 def _wait_until_done(

@@ -9,7 +9,9 @@ lock that any number of worker processes can share.
 
 - SQLite (a file path, the default `.batch-agent/checkpoints.sqlite`): `SqliteSaver` and
   `SqliteStore` on the same file (WAL); the thread lock is an exclusive `flock` on
-  `<db>.locks/<sha256(thread)[:32]>.lock`. Workers must share the file system.
+  `<db>.locks/<sha256(thread)[:32]>.lock`. Workers must share the file system. A write waits
+  `BATCH_AGENT_DB_TIMEOUT` seconds (default 30) for another process's lock before failing with
+  "database is locked" (`agent.storage_errors` words it for the CLI).
 - PostgreSQL (`postgresql://...` or `postgres://...`): `PostgresSaver` and `PostgresStore`; the
   thread lock is a session-level `pg_advisory_lock` on a dedicated connection.
 
@@ -37,6 +39,7 @@ from langgraph.store.sqlite import SqliteStore
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 
 from agent.secrets import redact_url, scrub_url
+from agent.storage_errors import db_timeout
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -187,7 +190,7 @@ def sqlite_checkpointer(path: str | Path) -> Iterator[SqliteSaver]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # check_same_thread=False: LangGraph may run sync nodes on worker threads.
-    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=db_timeout())
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         saver = SqliteSaver(conn)
@@ -234,7 +237,7 @@ def _open_sqlite(path: Path) -> Iterator[Persistence]:
             saver = stack.enter_context(sqlite_checkpointer(path))
             # A connection of its own: SqliteStore runs explicit BEGIN/COMMIT in autocommit mode.
             conn = sqlite3.connect(
-                str(path), check_same_thread=False, isolation_level=None, timeout=30
+                str(path), check_same_thread=False, isolation_level=None, timeout=db_timeout()
             )
             stack.callback(conn.close)
             store = SqliteStore(conn)

@@ -32,6 +32,7 @@ from agent.providers.params import check_context_params, check_request_params
 from agent.requests import BatchRequest, InputError, finish_hash, update_hash
 from agent.secrets import redact_url
 from agent.state import Counts, Job
+from agent.storage_errors import StorageError
 from agent.structured import OutputSpec
 
 # A conservative chars-per-token ratio: it underestimates tokens, so it never refuses a request
@@ -41,9 +42,16 @@ DEFAULT_SPOOL_DIR = Path(".batch-agent") / "spool"
 
 
 def spool_dir() -> Path:
-    """Return the local directory for built input files (`BATCH_AGENT_SPOOL_DIR`)."""
+    """Return the local directory for built input files (`BATCH_AGENT_SPOOL_DIR`).
+
+    Raises:
+        StorageError: The directory cannot be created (a read-only or full disk).
+    """
     path = Path(os.environ.get("BATCH_AGENT_SPOOL_DIR") or DEFAULT_SPOOL_DIR)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError.spool(exc, path) from None
     return path
 
 
@@ -96,10 +104,10 @@ class PlannedJob:
         self.input_bytes += len(line)
 
     def close(self) -> None:
-        """Close the spool file."""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        """Close the spool file (the last buffered write may fail here: a full disk)."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()
 
 
 @dataclass
@@ -143,7 +151,10 @@ class Plan:
     def discard(self) -> None:
         """Delete the spool files (a dry run, or a plan that was refused)."""
         for job in self.jobs:
-            job.close()
+            try:
+                job.close()
+            except OSError:  # a full disk fails the last flush; the file goes all the same
+                pass
             if job.path is not None:
                 job.path.unlink(missing_ok=True)
 
@@ -165,6 +176,7 @@ def plan_requests(
     heuristic even where a tokenizer exists (see `agent.estimate.TokenCounter`).
 
     Raises:
+        StorageError: The spool directory cannot be written (full, read-only).
         InputError: A model is unknown, a request cannot fit its model or a batch file, a
             parameter is outside the provider's documented range, the completion window is
             not accepted, or the model refuses the tools / schema. An error about one request
@@ -249,6 +261,8 @@ def plan_requests(
             job.add(request.id, line)
             assert job.tokens is not None
             job.tokens.add(request)
+        for job in jobs:
+            job.close()
     except BaseException as exc:
         Plan("", ids, jobs).discard()
         if isinstance(exc, InputError) and request is not None:
@@ -256,9 +270,12 @@ def plan_requests(
             located = exc.located_at(request)
             if located is not exc:
                 raise located from None
+        if isinstance(exc, OSError) and (
+            exc.filename is None or Path(exc.filename).parent == directory
+        ):
+            # A write to the spool (a full disk's ENOSPC names no file): say which directory.
+            raise StorageError.spool(exc, directory) from None
         raise
-    for job in jobs:
-        job.close()
     finish_hash(digest, spec)
     return Plan(
         request_hash=digest.hexdigest(),
