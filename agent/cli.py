@@ -145,6 +145,8 @@ StrictOption = Annotated[
 
 
 NO_COUNTS = {"total": 0, "succeeded": 0, "failed": 0, "pending": 0}
+# `run --wait`: the thread finished, its results are written, but some or all requests failed.
+EXIT_FAILED_REQUESTS = 3
 
 
 class CliError(Exception):
@@ -234,8 +236,20 @@ def run(
     tool_choice: ToolChoiceOption = None,
     schema_method: SchemaMethodOption = None,
     strict: StrictOption = None,
+    allow_failures: Annotated[
+        bool,
+        typer.Option(
+            "--allow-failures",
+            help=f"With --wait: exit 0 even when requests failed (else {EXIT_FAILED_REQUESTS}).",
+        ),
+    ] = False,
 ) -> None:
-    """Submit INPUT on a new thread (or --thread), or resume --thread; with --wait, finish it."""
+    """Submit INPUT on a new thread (or --thread), or resume --thread; with --wait, finish it.
+
+    With --wait the exit code is 0 when every request succeeded, 3 when the thread finished
+    with failed requests (their results and errors are written all the same; --allow-failures
+    makes that 0), 1 on an error and 130 on Ctrl-C.
+    """
     overrides = {
         "max_cost": max_cost,
         "price_override": price_override,
@@ -263,6 +277,7 @@ def run(
             wait=wait,
             out=out,
             fmt=fmt,
+            allow_failures=allow_failures,
         )
         return
     if server_input is not None:
@@ -291,6 +306,7 @@ def run(
             values = _wait_until_done(graph, config, context, values, display)
         _write_results(graph, thread_id, values, out, fmt)
         _print_summary(values, display.elapsed())
+    _exit_on_failed_requests(values, allow_failures)
 
 
 @app.command()
@@ -842,6 +858,7 @@ def _remote_run(
     wait: bool,
     out: Path | None,
     fmt: ResultFormat,
+    allow_failures: bool = False,
 ) -> None:
     """`run --url`: submit (inline records or a server-side path) or resume a served thread.
 
@@ -882,6 +899,7 @@ def _remote_run(
     pages = remote.iter_result_pages(thread_id, values)
     _write_pages(pages, int(values.get("request_count") or 0), out, fmt)
     _print_summary(values, display.elapsed())
+    _exit_on_failed_requests(values, allow_failures)
 
 
 def _remote_cancel(url: str, thread_id: str, context: Context, *, wait: bool) -> None:
@@ -914,6 +932,27 @@ def _remote_wait(
             f"{values.get('error')} [thread {thread_id}; resume: batch-agent run --url {remote.url} --thread {thread_id} --wait]"
         )
     return values
+
+
+def _exit_on_failed_requests(values: dict[str, Any], allow_failures: bool) -> None:
+    """End `run --wait` with `EXIT_FAILED_REQUESTS` when the finished thread has failed requests.
+
+    A script that checks only the exit code must not take a batch in which every request was
+    refused for a success; the results (with each error) are already written.
+    """
+    counts = values.get("counts") or {}
+    failed = int(counts.get("failed") or 0)
+    if not failed and values.get("status") != "failed":
+        return
+    total = int(counts.get("total") or 0)
+    if allow_failures:
+        err.print(f"{failed:,} of {total:,} requests failed (allowed by --allow-failures)")
+        return
+    err.print(
+        f"{failed:,} of {total:,} requests failed (their errors are in the results): exit code "
+        f"{EXIT_FAILED_REQUESTS}; --allow-failures exits 0"
+    )
+    raise typer.Exit(EXIT_FAILED_REQUESTS)
 
 
 def _print_progress(thread_id: str, values: dict[str, Any], *, to_stderr: bool) -> None:
