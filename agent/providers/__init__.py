@@ -108,16 +108,16 @@ def job_endpoint(job: Job, context: Context | None = None) -> str:
             same URL (the message says what to pass, and holds no password).
     """
     stored = job["base_url"]
-    if not url_has_secret(stored):
+    if not url_has_secret(stored) or redact_url(stored) != stored:
+        # No password, or a job recorded before passwords were masked (it holds the whole URL).
         return stored
     current = (context or _run_context()).base_url
     if current and redact_url(current) == stored:
         return current
+    name = job["job_id"] or f"intent {job['job_key']}"
     raise ProviderError(
-        f"job {job['job_id'] or 'intent ' + job['job_key']} runs at {stored}, whose password is "
-        "not stored: "
-        "pass that URL in full again (--base-url, BATCH_AGENT_BASE_URL or the run context's "
-        "base_url)"
+        f"job {name} runs at {stored}, whose password is not stored: pass that URL in full "
+        "again (--base-url, BATCH_AGENT_BASE_URL or the run context's base_url)"
     )
 
 

@@ -192,3 +192,6 @@ def test_provider_for_job_takes_the_password_from_the_run_with_the_same_url() ->
             provider_for_job(job, other)
     plain: Any = {**job, "base_url": "http://proxy.example/v1"}
     assert provider_for_job(plain, Context()).base_url == "http://proxy.example/v1"
+    # A job recorded before passwords were masked still reaches its endpoint.
+    legacy: Any = {**job, "base_url": "http://user:pw@proxy.example/v1"}
+    assert provider_for_job(legacy, Context()).base_url == "http://user:pw@proxy.example/v1"
