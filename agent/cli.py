@@ -152,6 +152,8 @@ ValidateSchemaOption = Annotated[
 
 
 NO_COUNTS = {"total": 0, "succeeded": 0, "failed": 0, "pending": 0}
+# `run --wait`: the thread finished, its results are written, but some or all requests failed.
+EXIT_FAILED_REQUESTS = 3
 
 
 class CliError(Exception):
@@ -242,8 +244,20 @@ def run(
     schema_method: SchemaMethodOption = None,
     strict: StrictOption = None,
     validate_schema: ValidateSchemaOption = False,
+    allow_failures: Annotated[
+        bool,
+        typer.Option(
+            "--allow-failures",
+            help=f"With --wait: exit 0 even when requests failed (else {EXIT_FAILED_REQUESTS}).",
+        ),
+    ] = False,
 ) -> None:
-    """Submit INPUT on a new thread (or --thread), or resume --thread; with --wait, finish it."""
+    """Submit INPUT on a new thread (or --thread), or resume --thread; with --wait, finish it.
+
+    With --wait the exit code is 0 when every request succeeded, 3 when the thread finished
+    with failed requests (their results and errors are written all the same; --allow-failures
+    makes that 0), 1 on an error and 130 on Ctrl-C.
+    """
     overrides = {
         "validate_schema": True if validate_schema else None,
         "max_cost": max_cost,
@@ -272,6 +286,7 @@ def run(
             wait=wait,
             out=out,
             fmt=fmt,
+            allow_failures=allow_failures,
         )
         return
     if server_input is not None:
@@ -283,6 +298,7 @@ def run(
     thread_id = thread or str(uuid.uuid4())
     config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
     with (
+        _storage_errors_say_where(thread_id, db=db, input_file=input_file),
         _resume_hint_on_interrupt(thread_id, db=db),
         open_graph(db, existing=input_file is None) as graph,
     ):
@@ -301,6 +317,7 @@ def run(
             values = _wait_until_done(graph, config, context, values, display)
         _write_results(graph, thread_id, values, out, fmt)
         _print_summary(values, display.elapsed())
+    _exit_on_failed_requests(values, allow_failures)
 
 
 @app.command()
@@ -322,7 +339,10 @@ def cancel(
         _remote_cancel(url, thread, context, wait=wait)
         return
     config: RunnableConfig = {"configurable": {"thread_id": thread}}
-    with open_graph(db, existing=True) as graph:
+    with (
+        _storage_errors_say_where(thread, db=db, command="cancel"),
+        open_graph(db, existing=True) as graph,
+    ):
         values = thread_values(graph, thread)
         if values.get("status") in TERMINAL_THREAD_STATUSES:
             raise CliError(
@@ -726,6 +746,38 @@ def _resume_hint_on_interrupt(
         raise typer.Exit(130) from None
 
 
+@contextmanager
+def _storage_errors_say_where(
+    thread_id: str, *, db: str | None, input_file: Path | None = None, command: str = "run"
+) -> Iterator[None]:
+    """Turn a local storage failure into one line: the path, the thread, and how to resume.
+
+    SQLite says only "database is locked" or "database or disk is full", and a full spool only
+    "[Errno 28] No space left on device"; every step is checkpointed before the next provider
+    call, so the thread keeps what was saved and the same command picks it up again.
+    """
+    try:
+        yield
+    except Exception as exc:
+        from agent.persistence import redact_db_url, resolve_db
+        from agent.storage_errors import storage_problem
+
+        described = storage_problem(exc, redact_db_url(resolve_db(db)))
+        if described is None:
+            raise
+        where = f" --db {redact_db_url(db)}" if db else ""
+        if command == "cancel":
+            again = f"batch-agent cancel {thread_id}{where}"
+        else:
+            # With INPUT, the same command: it also works if the thread holds nothing yet.
+            source = f" {input_file}" if input_file is not None else ""
+            again = f"batch-agent run{source}{where} --thread {thread_id} --wait"
+        raise CliError(
+            f"{described.problem}. Thread {thread_id} keeps what was saved; "
+            f"{described.remedy}, then run again: {again}"
+        ) from None
+
+
 def _wait_until_done(
     graph: CompiledStateGraph[Any, Any, Any, Any],
     config: RunnableConfig,
@@ -820,6 +872,7 @@ def _remote_run(
     wait: bool,
     out: Path | None,
     fmt: ResultFormat,
+    allow_failures: bool = False,
 ) -> None:
     """`run --url`: submit (inline records or a server-side path) or resume a served thread.
 
@@ -862,6 +915,7 @@ def _remote_run(
     pages = remote.iter_result_pages(thread_id, values)
     _write_pages(pages, int(values.get("request_count") or 0), out, fmt)
     _print_summary(values, display.elapsed())
+    _exit_on_failed_requests(values, allow_failures)
 
 
 def _remote_cancel(url: str, thread_id: str, context: Context, *, wait: bool) -> None:
@@ -894,6 +948,27 @@ def _remote_wait(
             f"{values.get('error')} [thread {thread_id}; resume: batch-agent run --url {remote.url} --thread {thread_id} --wait]"
         )
     return values
+
+
+def _exit_on_failed_requests(values: dict[str, Any], allow_failures: bool) -> None:
+    """End `run --wait` with `EXIT_FAILED_REQUESTS` when the finished thread has failed requests.
+
+    A script that checks only the exit code must not take a batch in which every request was
+    refused for a success; the results (with each error) are already written.
+    """
+    counts = values.get("counts") or {}
+    failed = int(counts.get("failed") or 0)
+    if not failed and values.get("status") != "failed":
+        return
+    total = int(counts.get("total") or 0)
+    if allow_failures:
+        err.print(f"{failed:,} of {total:,} requests failed (allowed by --allow-failures)")
+        return
+    err.print(
+        f"{failed:,} of {total:,} requests failed (their errors are in the results): exit code "
+        f"{EXIT_FAILED_REQUESTS}; --allow-failures exits 0"
+    )
+    raise typer.Exit(EXIT_FAILED_REQUESTS)
 
 
 def _print_progress(thread_id: str, values: dict[str, Any], *, to_stderr: bool) -> None:

@@ -9,7 +9,9 @@ lock that any number of worker processes can share.
 
 - SQLite (a file path, the default `.batch-agent/checkpoints.sqlite`): `SqliteSaver` and
   `SqliteStore` on the same file (WAL); the thread lock is an exclusive `flock` on
-  `<db>.locks/<sha256(thread)[:32]>.lock`. Workers must share the file system.
+  `<db>.locks/<sha256(thread)[:32]>.lock`. Workers must share the file system. A write waits
+  `BATCH_AGENT_DB_TIMEOUT` seconds (default 30) for another process's lock before failing with
+  "database is locked" (`agent.storage_errors` words it for the CLI).
 - PostgreSQL (`postgresql://...` or `postgres://...`): `PostgresSaver` and `PostgresStore`; the
   thread lock is a session-level `pg_advisory_lock` on a dedicated connection.
 
@@ -30,12 +32,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.store.sqlite import SqliteStore
 from langgraph.store.sqlite.aio import AsyncSqliteStore
+
+from agent.secrets import redact_url, scrub_url
+from agent.storage_errors import db_timeout
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -49,7 +53,6 @@ DEFAULT_SERVER_DB = Path(".batch-agent") / "server-checkpoints.sqlite"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 # Two-int advisory keys live apart from the one-bigint keys used for threads.
 _SETUP_LOCK_KEYS = (0x62617463, 0x73657475)  # "batc", "setu"
-_SECRET_QUERY_KEYS = frozenset({"password", "passfile", "sslpassword"})
 
 
 class PersistenceError(Exception):
@@ -121,42 +124,7 @@ def cli_db_path(db: str | Path | None = None) -> Path:
 def redact_db_url(db: str | Path) -> str:
     """Return `db` fit for messages: a URL's password (in user info or query) becomes `***`."""
     text = str(db)
-    if not is_postgres_url(text):
-        return text
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        return f"{text.partition(':')[0]}://***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.partition(":")[0] + ":***"
-        netloc = f"{userinfo}@{hostinfo}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*"
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _scrub(message: str, url: str) -> str:
-    """Remove every secret of `url` from an error message."""
-    secrets: set[str] = set()
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            secrets.update({parts.password, unquote(parts.password)})
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key.lower() in _SECRET_QUERY_KEYS and value:
-                secrets.add(value)
-    except ValueError:
-        return "(details withheld: the URL does not parse)"
-    for secret in sorted(secrets, key=len, reverse=True):
-        message = message.replace(secret, "***")
-    return message.replace(url, redact_db_url(url))
+    return redact_url(text) if is_postgres_url(text) else text
 
 
 @contextmanager
@@ -222,7 +190,7 @@ def sqlite_checkpointer(path: str | Path) -> Iterator[SqliteSaver]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # check_same_thread=False: LangGraph may run sync nodes on worker threads.
-    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+    conn = sqlite3.connect(str(path), check_same_thread=False, timeout=db_timeout())
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         saver = SqliteSaver(conn)
@@ -269,7 +237,7 @@ def _open_sqlite(path: Path) -> Iterator[Persistence]:
             saver = stack.enter_context(sqlite_checkpointer(path))
             # A connection of its own: SqliteStore runs explicit BEGIN/COMMIT in autocommit mode.
             conn = sqlite3.connect(
-                str(path), check_same_thread=False, isolation_level=None, timeout=30
+                str(path), check_same_thread=False, isolation_level=None, timeout=db_timeout()
             )
             stack.callback(conn.close)
             store = SqliteStore(conn)
@@ -303,7 +271,7 @@ def _open_postgres(url: str) -> Iterator[Persistence]:
         try:
             return psycopg.Connection.connect(url, autocommit=True, **extra, **kwargs)
         except psycopg.Error as exc:
-            detail = " ".join(_scrub(str(exc), url).split())
+            detail = " ".join(scrub_url(str(exc), url).split())
             raise PersistenceError(f"cannot open {where}: {detail}") from None
 
     with ExitStack() as stack:

@@ -28,8 +28,11 @@ import orjson
 from agent.context import Context
 from agent.estimate import JobTokens, TokenCounter
 from agent.providers.base import BatchProvider, ProviderLimits, line_builder_for
+from agent.providers.params import check_context_params, check_request_params
 from agent.requests import BatchRequest, InputError, finish_hash, update_hash
+from agent.secrets import redact_url
 from agent.state import Counts, Job
+from agent.storage_errors import StorageError
 from agent.structured import OutputSpec
 
 # A conservative chars-per-token ratio: it underestimates tokens, so it never refuses a request
@@ -39,9 +42,16 @@ DEFAULT_SPOOL_DIR = Path(".batch-agent") / "spool"
 
 
 def spool_dir() -> Path:
-    """Return the local directory for built input files (`BATCH_AGENT_SPOOL_DIR`)."""
+    """Return the local directory for built input files (`BATCH_AGENT_SPOOL_DIR`).
+
+    Raises:
+        StorageError: The directory cannot be created (a read-only or full disk).
+    """
     path = Path(os.environ.get("BATCH_AGENT_SPOOL_DIR") or DEFAULT_SPOOL_DIR)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError.spool(exc, path) from None
     return path
 
 
@@ -94,10 +104,10 @@ class PlannedJob:
         self.input_bytes += len(line)
 
     def close(self) -> None:
-        """Close the spool file."""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        """Close the spool file (the last buffered write may fail here: a full disk)."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.close()
 
 
 @dataclass
@@ -141,7 +151,10 @@ class Plan:
     def discard(self) -> None:
         """Delete the spool files (a dry run, or a plan that was refused)."""
         for job in self.jobs:
-            job.close()
+            try:
+                job.close()
+            except OSError:  # a full disk fails the last flush; the file goes all the same
+                pass
             if job.path is not None:
                 job.path.unlink(missing_ok=True)
 
@@ -163,13 +176,18 @@ def plan_requests(
     heuristic even where a tokenizer exists (see `agent.estimate.TokenCounter`).
 
     Raises:
-        InputError: A model is unknown, a request cannot fit its model or a batch file, the
-            completion window is not accepted, or the model refuses the tools / schema.
-            Nothing has been uploaded.
+        StorageError: The spool directory cannot be written (full, read-only).
+        InputError: A model is unknown, a request cannot fit its model or a batch file, a
+            parameter is outside the provider's documented range, the completion window is
+            not accepted, or the model refuses the tools / schema. An error about one request
+            names its file (or `input` and the record number), line and id. Nothing has been
+            uploaded.
     """
     provider.check_completion_window(context.completion_window)
     limits = effective_limits(provider, context)
     params = context_params(context)
+    rules = provider.param_rules
+    check_context_params(params, rules, provider.name)
     directory = spool_dir()
     token = uuid.uuid4().hex[:12]
     builders: dict[str, tuple[Callable[[BatchRequest], bytes], int | None, TokenCounter]] = {}
@@ -181,6 +199,7 @@ def plan_requests(
     first_with_body: dict[bytes, str] | None = {} if context.dedupe else None
     duplicates: list[tuple[str, str]] = []
     duplicate_tokens: dict[str, JobTokens] = {}
+    request: BatchRequest | None = None
     try:
         for request in requests:
             update_hash(digest, request)
@@ -195,6 +214,15 @@ def plan_requests(
             build, window, counter = builders[model]
             if window is not None:
                 check_fits(request, model, window)
+            if request.params:  # the context's own were checked once, above
+                check_request_params(
+                    request.params,
+                    rules,
+                    provider.name,
+                    source=request.source,
+                    line=request.line,
+                    request_id=request.id,
+                )
             line = build(request)
             if len(line) > limits.max_file_bytes:
                 raise InputError(
@@ -233,11 +261,21 @@ def plan_requests(
             job.add(request.id, line)
             assert job.tokens is not None
             job.tokens.add(request)
-    except BaseException:
+        for job in jobs:
+            job.close()
+    except BaseException as exc:
         Plan("", ids, jobs).discard()
+        if isinstance(exc, InputError) and request is not None:
+            # The checks above (and the line builders) know the request, not where it was read.
+            located = exc.located_at(request)
+            if located is not exc:
+                raise located from None
+        if isinstance(exc, OSError) and (
+            exc.filename is None or Path(exc.filename).parent == directory
+        ):
+            # A write to the spool (a full disk's ENOSPC names no file): say which directory.
+            raise StorageError.spool(exc, directory) from None
         raise
-    for job in jobs:
-        job.close()
     finish_hash(digest, spec)
     return Plan(
         request_hash=digest.hexdigest(),
@@ -308,7 +346,8 @@ def new_intent(
         created_at=None,
         input_file_id=None,
         emulated=provider.emulated,
-        base_url=provider.base_url,
+        # Never the password of an authenticating endpoint: `provider_for_job` asks the run for it.
+        base_url=redact_url(provider.base_url),
         provider_status="",
         status="intent",
         counts=Counts(total=request_count, succeeded=0, failed=0, pending=request_count),

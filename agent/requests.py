@@ -54,18 +54,38 @@ class InputError(ValueError):
         where = source if line is None else f"{source}:{line}"
         suffix = f" (request id {request_id!r})" if request_id is not None else ""
         super().__init__(f"{where}: {problem}{suffix}")
+        self.problem = problem
         self.source = source
         self.line = line
         self.request_id = request_id
 
+    def located_at(self, request: BatchRequest) -> InputError:
+        """Return this error with `request`'s file and line, if it is about that request.
+
+        Checks made after validation (planning, body building) know the request but not where
+        it came from; the request does. An error about another request, or one that already
+        names its line, is returned as it is.
+        """
+        if self.line is not None or self.request_id != request.id or request.line is None:
+            return self
+        return InputError(
+            self.problem, source=request.source, line=request.line, request_id=request.id
+        )
+
 
 @dataclass(frozen=True)
 class BatchRequest:
-    """One validated request: chat messages plus per-request model parameters."""
+    """One validated request: chat messages plus per-request model parameters.
+
+    `source` and `line` say where the request was read (file name, or `input` with the record
+    number), so a check made later can name them. They take no part in equality.
+    """
 
     id: str
     messages: list[dict[str, Any]]
     params: dict[str, Any] = field(default_factory=dict)
+    source: str = field(default="input", compare=False, repr=False)
+    line: int | None = field(default=None, compare=False, repr=False)
 
     @property
     def model(self) -> str | None:
@@ -162,7 +182,7 @@ def iter_with_system_prompt(
         if any(m.get("role") in {"system", "developer"} for m in r.messages):
             yield r
         else:
-            yield BatchRequest(r.id, [system, *r.messages], r.params)
+            yield BatchRequest(r.id, [system, *r.messages], r.params, r.source, r.line)
 
 
 def request_set_hash(requests: Iterable[BatchRequest], spec: OutputSpec | None = None) -> str:
@@ -253,7 +273,7 @@ def _validate_record(record: Any, *, source: str, line: int) -> BatchRequest:
             and request_id.strip()
             and prompt.strip()
         ):
-            return BatchRequest(request_id, [{"role": "user", "content": prompt}], {})
+            return BatchRequest(request_id, [{"role": "user", "content": prompt}], {}, source, line)
     return _validate_record_fully(record, source=source, line=line)
 
 
@@ -305,7 +325,7 @@ def _validate_record_fully(record: Any, *, source: str, line: int) -> BatchReque
             "a record needs 'prompt' or 'messages'", source=source, line=line, request_id=request_id
         )
     _validate_params(params, source=source, line=line, request_id=request_id)
-    return BatchRequest(request_id, messages, dict(params))
+    return BatchRequest(request_id, messages, dict(params), source, line)
 
 
 def _validate_openai_line(record: dict[str, Any], *, source: str, line: int) -> BatchRequest:
@@ -344,7 +364,7 @@ def _validate_openai_line(record: dict[str, Any], *, source: str, line: int) -> 
     )
     params = {k: v for k, v in body.items() if k != "messages"}
     _validate_params(params, source=source, line=line, request_id=request_id)
-    return BatchRequest(request_id, messages, params)
+    return BatchRequest(request_id, messages, params, source, line)
 
 
 def _refuse_unknown_keys(
@@ -399,6 +419,15 @@ def _validate_messages(
         if role not in ALLOWED_ROLES:
             raise InputError(
                 f"message {index} has invalid role {role!r} (expected one of {', '.join(sorted(ALLOWED_ROLES))})",
+                source=source,
+                line=line,
+                request_id=request_id,
+            )
+        if role == "tool" and message.get("tool_call_id") in (None, ""):
+            # LangChain's convert_to_messages would fail with a bare KeyError('tool_call_id').
+            raise InputError(
+                f"message {index} has role 'tool' but no 'tool_call_id' (the id of the "
+                "assistant's tool call it answers)",
                 source=source,
                 line=line,
                 request_id=request_id,

@@ -4,6 +4,10 @@
 provider whose API key is set, else the offline emulator (announced once, since its answers are
 synthetic). `provider_for_job` rebuilds the provider a job was created with, so polling and
 collecting keep talking to the same endpoint even if the run context changed.
+
+A job records its endpoint without its password (`agent.secrets.redact_url`): a base URL such
+as `http://user:secret@proxy/v1` is kept as `http://user:***@proxy/v1`, and the secret is taken
+again from the run that polls, whose `base_url` must be the same URL.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 from agent.context import Context
 from agent.providers.base import BatchProvider, ProviderError
 from agent.requests import InputError
+from agent.secrets import redact_url, url_has_secret
 from agent.state import Job
 
 __all__ = ["BatchProvider", "ProviderError", "resolve_provider", "provider_for_job", "PROVIDERS"]
@@ -74,15 +79,57 @@ def resolve_provider(context: Context) -> BatchProvider:
     return provider_class(choice)(emulated=emulated, base_url="" if emulated else context.base_url)
 
 
-def provider_for_job(job: Job) -> BatchProvider:
-    """Rebuild the provider client that created `job`."""
+def provider_for_job(job: Job, context: Context | None = None) -> BatchProvider:
+    """Rebuild the provider client that created `job`.
+
+    Args:
+        job: The job record.
+        context: The run's settings, which supply the password of an endpoint that has one
+            (None: the running graph's context, else the environment's `BATCH_AGENT_*`).
+
+    Raises:
+        ProviderError: The job names an unknown provider, or its endpoint's password is needed
+            and the run's `base_url` is not that endpoint.
+    """
     try:
         cls = provider_class(job["provider"])
     except KeyError:
         raise ProviderError(
             f"job {job['job_id']} names unknown provider {job['provider']!r}"
         ) from None
-    return cls(emulated=job["emulated"], base_url=job["base_url"])
+    return cls(emulated=job["emulated"], base_url=job_endpoint(job, context))
+
+
+def job_endpoint(job: Job, context: Context | None = None) -> str:
+    """Return the base URL to reach `job` at, its password supplied by the run's `base_url`.
+
+    Raises:
+        ProviderError: The stored endpoint had a password and the run's `base_url` is not the
+            same URL (the message says what to pass, and holds no password).
+    """
+    stored = job["base_url"]
+    if not url_has_secret(stored) or redact_url(stored) != stored:
+        # No password, or a job recorded before passwords were masked (it holds the whole URL).
+        return stored
+    current = (context or _run_context()).base_url
+    if current and redact_url(current) == stored:
+        return current
+    name = job["job_id"] or f"intent {job['job_key']}"
+    raise ProviderError(
+        f"job {name} runs at {stored}, whose password is not stored: pass that URL in full "
+        "again (--base-url, BATCH_AGENT_BASE_URL or the run context's base_url)"
+    )
+
+
+def _run_context() -> Context:
+    """Return the context of the graph run in progress, else one from the environment."""
+    from langgraph.runtime import get_runtime
+
+    try:
+        context = get_runtime(Context).context
+    except (RuntimeError, AttributeError):  # not inside a graph run
+        return Context()
+    return context if isinstance(context, Context) else Context()
 
 
 def _announce_emulator(protocol: str) -> None:

@@ -78,6 +78,7 @@ from agent.providers.base import (
     token_usage,
 )
 from agent.providers.errors import ProviderError, provider_call
+from agent.providers.params import Allowed, ParamRules
 from agent.requests import BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus, RequestError, Usage
 
@@ -90,6 +91,16 @@ STATUS_MAP: dict[str, JobStatus] = {
     "in_progress": "running",
     "canceling": "cancelling",
     "ended": "done",
+}
+# What Anthropic documents for the numeric Messages parameters (its API reference, as the
+# `anthropic` SDK's docstrings had it while `messages.create` still named them: temperature
+# "Ranges from 0.0 to 1.0", top_p a probability, top_k an integer count of options). max_tokens
+# is an `int`, and the installed SDK says "Set to `0` to populate the prompt cache".
+PARAM_RULES: ParamRules = {
+    "temperature": Allowed(minimum=0, maximum=1),
+    "top_p": Allowed(minimum=0, maximum=1),
+    "top_k": Allowed(integer=True, minimum=0),
+    "max_tokens": Allowed(integer=True, minimum=0),
 }
 # The create body wraps the request lines; its size counts against the 256 MB limit.
 _HEAD = b'{"requests":['
@@ -329,6 +340,7 @@ class AnthropicProvider(BatchProvider):
         max_file_bytes=MAX_BODY_BYTES - len(_HEAD) - len(_TAIL) - MAX_REQUESTS * _TAG_GROWTH,
     )
     keeps_input = False
+    param_rules = PARAM_RULES
     supports_output_spec = True
 
     def __init__(

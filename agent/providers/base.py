@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 import httpx2
@@ -31,7 +32,9 @@ from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
 from agent.providers.errors import ProviderError, TransientProviderError
+from agent.providers.params import ParamRules
 from agent.requests import BatchRequest, InputError
+from agent.secrets import key_problem
 from agent.state import Counts, Job, JobStatus, RequestError, Usage
 
 if TYPE_CHECKING:
@@ -278,6 +281,8 @@ class BatchProvider(ABC):
     """Protocol name stored in `Job.provider` ('openai', 'mistral', 'anthropic')."""
     default_model: str
     limits: ProviderLimits
+    param_rules: ParamRules = MappingProxyType({})
+    """The provider's documented numeric parameter ranges (`agent.providers.params`)."""
 
     def __init__(self, *, emulated: bool, base_url: str) -> None:
         """Remember where jobs go; subclasses build their SDK client from these."""
@@ -297,6 +302,10 @@ class BatchProvider(ABC):
         else gets `base_url` (None: the SDK's default) and the key from the environment, read
         here and kept only inside the SDK client. Given `default_client`, a real endpoint gets
         one HTTP client per process built by it (see `shared_http_client`).
+
+        Raises:
+            ProviderError: The key holds a stray character (a trailing
+                carriage return, a space); the message names the variable, never the key.
         """
         if self.emulated:
             from agent.emulator import IN_PROCESS_BASE_URL, emulator_http_client
@@ -306,9 +315,15 @@ class BatchProvider(ABC):
                 "emulator",
                 http_client or emulator_http_client(),
             )
+        key = os.environ.get(key_env)
+        problem = key_problem(key_env, key) if key else None
+        if problem is not None:
+            # Refused here: httpx would refuse the header, and the SDK retry that as a network
+            # error for half a minute before the run gave up with "Connection error".
+            raise ProviderError(problem)
         if http_client is None and default_client is not None:
             http_client = shared_http_client(key_env, default_client)
-        return self.base_url or None, os.environ.get(key_env) or "no-key-set", http_client
+        return self.base_url or None, key or "no-key-set", http_client
 
     supports_output_spec: bool = False
     """True when `line_builder` and `message_parser` take a third argument, the request set's

@@ -37,6 +37,7 @@ from agent.providers.base import (
     shared_http_client,
 )
 from agent.providers.errors import ProviderError, provider_call
+from agent.providers.params import Allowed, ParamRules
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus
 from agent.structured import OutputSpec
@@ -54,6 +55,21 @@ STATUS_MAP: dict[str, JobStatus] = {
     "TIMEOUT_EXCEEDED": "done",
     "CANCELLED": "done",
     "FAILED": "failed",
+}
+
+# What Mistral documents for the numeric chat parameters (the `mistralai` SDK's
+# `ChatCompletionRequest` types and docstrings, and `ChatMistralAI.top_p`: "Must be in the closed
+# interval [0.0, 1.0]"). The SDK gives temperature only a recommendation ("between 0.0 and
+# 0.7"), so only a negative one is refused; max_tokens, n and random_seed are integers, and
+# n counts completions (at least 1).
+PARAM_RULES: ParamRules = {
+    "temperature": Allowed(minimum=0),
+    "top_p": Allowed(minimum=0, maximum=1),
+    "max_tokens": Allowed(integer=True, minimum=0),
+    "n": Allowed(integer=True, minimum=1),
+    "random_seed": Allowed(integer=True),
+    "presence_penalty": Allowed(),
+    "frequency_penalty": Allowed(),
 }
 
 
@@ -106,6 +122,7 @@ class MistralProvider(BatchProvider):
     default_model = "mistral-small-latest"
     # Mistral caps pending requests per workspace (1M) rather than per job; keep jobs OpenAI-sized.
     limits = ProviderLimits(max_requests=1_000_000, max_file_bytes=512 * 1024 * 1024)
+    param_rules = PARAM_RULES
     supports_output_spec = True
 
     def __init__(

@@ -39,6 +39,7 @@ from agent.providers.base import (
     normalise_status,
 )
 from agent.providers.errors import provider_call
+from agent.providers.params import Allowed, ParamRules
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus
 from agent.structured import OutputSpec, bind_kwargs
@@ -53,6 +54,22 @@ STATUS_MAP: dict[str, JobStatus] = {
     "expired": "done",
     "cancelled": "done",
     "failed": "failed",
+}
+# What OpenAI documents for the numeric chat-completions parameters (the `openai` SDK's
+# `chat.completions.create` type hints and docstrings): temperature "between 0 and 2", top_p a
+# probability mass, presence_penalty / frequency_penalty "Number between -2.0 and 2.0",
+# top_logprobs "An integer between 0 and 20"; max_tokens, max_completion_tokens, n and seed are
+# `Optional[int]`, and the API answers a count below 1 with "Expected a value >= 1".
+PARAM_RULES: ParamRules = {
+    "temperature": Allowed(minimum=0, maximum=2),
+    "top_p": Allowed(minimum=0, maximum=1),
+    "presence_penalty": Allowed(minimum=-2, maximum=2),
+    "frequency_penalty": Allowed(minimum=-2, maximum=2),
+    "top_logprobs": Allowed(integer=True, minimum=0, maximum=20),
+    "max_tokens": Allowed(integer=True, minimum=1),
+    "max_completion_tokens": Allowed(integer=True, minimum=1),
+    "n": Allowed(integer=True, minimum=1),
+    "seed": Allowed(integer=True),
 }
 # ChatOpenAI must not pick the Responses API on its own: batches here use /v1/chat/completions.
 _CHAT_MODEL_DEFAULTS: dict[str, Any] = {
@@ -160,6 +177,7 @@ class OpenAIProvider(BatchProvider):
     name = "openai"
     default_model = "gpt-4o-mini"
     limits = ProviderLimits(max_requests=50_000, max_file_bytes=200 * 1024 * 1024)
+    param_rules = PARAM_RULES
     supports_output_spec = True
 
     def __init__(

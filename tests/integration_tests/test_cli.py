@@ -296,3 +296,24 @@ def test_a_thread_rerun_after_its_database_is_deleted_creates_no_second_job(
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == 20
     assert len(emulator_jobs(tmp_path)) == 1
+
+
+def test_run_wait_exits_3_when_requests_failed(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text(
+        json.dumps({"id": "ok", "prompt": "Say hello"})
+        + "\n"
+        + json.dumps({"id": "no", "prompt": "Refuse this [emulator:reject]"})
+        + "\n"
+    )
+    wait = ("--wait", "--poll-interval", "0.3", "--poll-backoff", "1")
+    failed = cli(tmp_path, "run", "in.jsonl", "--thread", "f", *wait, "--out", "out.jsonl")
+    assert failed.returncode == 3, failed.stderr
+    assert "1 of 2 requests failed" in failed.stderr and "Traceback" not in failed.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["succeeded", "failed"]
+
+    # Resuming the finished thread reports the same; --allow-failures accepts it.
+    again = cli(tmp_path, "run", "--thread", "f", *wait, "--out", "again.jsonl")
+    assert again.returncode == 3, again.stderr
+    allowed = cli(tmp_path, "run", "--thread", "f", *wait, "--allow-failures", "--out", "a.jsonl")
+    assert allowed.returncode == 0, allowed.stderr

@@ -30,7 +30,7 @@ def test_csv_export_round_trips_ids_statuses_and_contents(tmp_path: Path) -> Non
     run = runner.invoke(
         app,
         ["run", str(source), "--thread", "t-csv", "--db", db, "--wait", *fast]
-        + ["--out", str(tmp_path / "x.csv"), "--format", "csv"],
+        + ["--out", str(tmp_path / "x.csv"), "--format", "csv", "--allow-failures"],
         catch_exceptions=False,
     )
     assert run.exit_code == 0, run.output

@@ -240,9 +240,9 @@ def test_cli_tools_and_schema_files(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         result = runner.invoke(
             app,
             ["run", str(source), "--schema", str(schema), "--provider", "mistral", "--wait"]
-            + ["--poll-interval", "0.1", "--out", str(out), *flags],
+            + ["--poll-interval", "0.1", "--out", str(out), "--allow-failures", *flags],
         )
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 0, result.output  # failed answers on purpose
         lines = [json.loads(line) for line in out.read_text().splitlines()]
         assert [(r["id"], r["status"]) for r in lines] == [
             ("ok", "succeeded"),
