@@ -348,6 +348,11 @@ class OpenAIBodyBuilder(_BodyBuilder):
         self.llm: ChatOpenAI = openai_provider.chat_model(model, ctx_params)
         self._bound: dict[str, Any] = openai_provider.bound_kwargs(self.llm, spec)
         self._defaults: dict[str, Any] = self.llm._default_params
+        # Defaults the SDK does not send as they are (`extra_body`, int `logit_bias` keys):
+        # every body then goes through `wire_body`, as the reference's does.
+        self._wire = "logit_bias" in self._defaults or not self._defaults.keys().isdisjoint(
+            openai_provider.REQUEST_OPTIONS
+        )
         # `ChatOpenAI._get_request_payload` sends system messages as `developer` to o-series.
         o_series = bool(self.llm.model_name and re.match(r"^o\d", self.llm.model_name))
         self._roles: dict[str, str] = {
@@ -390,6 +395,8 @@ class OpenAIBodyBuilder(_BodyBuilder):
         if "max_tokens" in payload:
             payload["max_completion_tokens"] = payload.pop("max_tokens")
         payload.pop("stream", None)
+        if self._wire or "logit_bias" in params:
+            return openai_provider.wire_body(payload, request.id)
         return payload
 
 

@@ -7,6 +7,7 @@ result are exactly what the realtime call would send and return.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, cast
@@ -54,6 +55,8 @@ STATUS_MAP: dict[str, JobStatus] = {
     "failed": "failed",
 }
 # ChatOpenAI must not pick the Responses API on its own: batches here use /v1/chat/completions.
+# `chat.completions.create` keyword arguments that are request options, not body fields.
+REQUEST_OPTIONS: Final = frozenset({"extra_body", "extra_headers", "extra_query", "timeout"})
 _CHAT_MODEL_DEFAULTS: dict[str, Any] = {
     "api_key": "unused-for-body-building",
     "use_responses_api": False,
@@ -104,7 +107,53 @@ def request_body(
         # A Pydantic response format goes through the SDK's `chat.completions.parse`, which
         # sends it as this strict JSON schema.
         body["response_format"] = type_to_response_format_param(body["response_format"])
+    return wire_body(body, request.id)
+
+
+def wire_body(payload: dict[str, Any], request_id: str) -> dict[str, Any]:
+    """Return the JSON body `client.chat.completions.create(**payload)` puts on the wire.
+
+    The SDK takes `extra_body`, `extra_headers`, `extra_query` and `timeout` as request
+    options, not body fields: it merges `extra_body` over the named parameters and sends the
+    others as headers, query string and client timeout. A batch line is the body alone, so
+    headers and query parameters cannot travel with it and are refused; the timeout only
+    bounds how long the realtime client waits, and is dropped. JSON has string keys only, so
+    `logit_bias` token ids given as ints go out as strings, as the SDK's encoder writes them.
+
+    Raises:
+        InputError: The payload sets HTTP headers or query parameters, or a non-object
+            `extra_body`.
+    """
+    if not REQUEST_OPTIONS.isdisjoint(payload):
+        refused = sorted(key for key in ("extra_headers", "extra_query") if payload.get(key))
+        if refused:
+            raise InputError(
+                f"{' and '.join(refused)} travel as HTTP headers or query parameters in "
+                "realtime, which a batch line cannot carry; remove them (the body may take "
+                "extra fields through 'extra_body')",
+                source="input",
+                request_id=request_id,
+            )
+        extra = payload.get("extra_body")
+        if extra is not None and not isinstance(extra, Mapping):
+            raise InputError(
+                "'extra_body' must be an object (the SDK merges it into the request body)",
+                source="input",
+                request_id=request_id,
+            )
+        body = {key: value for key, value in payload.items() if key not in REQUEST_OPTIONS}
+        body.update(extra or {})
+    else:
+        body = payload
+    bias = body.get("logit_bias")
+    if isinstance(bias, Mapping) and not all(type(key) is str for key in bias):
+        body["logit_bias"] = {_json_key(key): value for key, value in bias.items()}
     return body
+
+
+def _json_key(key: Any) -> str:
+    """Return a dict key as JSON writes it (`json.dumps` turns 50256 into "50256")."""
+    return key if isinstance(key, str) else json.dumps(key)
 
 
 def parse_completion(body: dict[str, Any]) -> ChatCompletion:

@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
 from langchain_mistralai import ChatMistralAI
 from langchain_openai import ChatOpenAI
@@ -21,7 +23,7 @@ from agent.planning import new_intent
 from agent.providers.base import BatchProvider
 from agent.providers.mistral import MistralProvider
 from agent.providers.openai import OpenAIProvider
-from agent.requests import BatchRequest
+from agent.requests import BatchRequest, InputError
 
 MESSAGE_SETS: list[list[dict[str, Any]]] = [
     [{"role": "user", "content": "Classify: my invoice is wrong"}],
@@ -231,3 +233,84 @@ def test_mistral_result_equals_realtime_message() -> None:
     assert ours.usage_metadata == {"input_tokens": 17, "output_tokens": 3, "total_tokens": 20}
     assert ours.response_metadata["finish_reason"] == "length"
     assert ours.response_metadata["model_name"] == "mistral-small-latest"
+
+
+# ----------------------------------------------------------------------------- request options
+# What the OpenAI SDK does with `create(**payload)` before the wire: `extra_body` is merged into
+# the JSON body, `extra_headers` / `extra_query` / `timeout` go elsewhere, and int `logit_bias`
+# keys are written as JSON strings. The batch line's body must be that same JSON.
+
+BODY_EXTRAS = st.dictionaries(
+    st.sampled_from(["top_k", "repetition_penalty", "temperature", "seed", "guided_json"]),
+    st.one_of(st.integers(0, 5), st.text(max_size=3)),
+    max_size=3,
+)
+INT_BIAS = st.dictionaries(st.sampled_from([50256, 198, 7]), st.integers(-100, 100), min_size=1)
+OPENAI_OPTION_CTOR: dict[str, st.SearchStrategy[Any]] = {
+    "extra_body": BODY_EXTRAS,
+    "logit_bias": INT_BIAS,
+    "temperature": st.sampled_from([0.0, 0.5]),
+    "seed": st.integers(0, 9),
+}
+OPENAI_OPTION_CALL: dict[str, st.SearchStrategy[Any]] = {
+    "extra_body": BODY_EXTRAS,
+    "timeout": st.sampled_from([5, 30.0]),
+    "logit_bias": st.one_of(
+        INT_BIAS, st.dictionaries(st.sampled_from(["50256", "13"]), st.integers(-9, 9))
+    ),
+    "temperature": st.sampled_from([0.2, 1.0]),
+    "stop": st.sampled_from([["\n"], None]),
+    "max_tokens": st.integers(1, 50),
+}
+
+
+@st.composite
+def _some(draw: st.DrawFn, options: dict[str, st.SearchStrategy[Any]]) -> dict[str, Any]:
+    keys = draw(st.lists(st.sampled_from(sorted(options)), unique=True))
+    return {key: draw(options[key]) for key in keys}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    messages=st.sampled_from(MESSAGE_SETS),
+    ctor=_some(OPENAI_OPTION_CTOR),
+    call=_some(OPENAI_OPTION_CALL),
+)
+def test_openai_request_options_reach_the_body_as_the_sdk_sends_them(
+    messages: list[dict[str, Any]], ctor: dict[str, Any], call: dict[str, Any]
+) -> None:
+    realtime_body, _ = _realtime_openai(messages, ctor, call)
+    assert realtime_body.pop("stream") is False
+    provider = OpenAIProvider(emulated=False, base_url="http://unused.invalid/v1")
+    batch = provider.prepare([BatchRequest("r1", messages, call)], "gpt-4o-mini", ctor)
+    (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
+    assert line["body"] == realtime_body
+    assert not {"extra_body", "timeout"} & line["body"].keys()
+
+
+@pytest.mark.parametrize(
+    "option", [{"extra_headers": {"OpenAI-Beta": "x"}}, {"extra_query": {"api-version": "1"}}]
+)
+def test_openai_headers_and_query_a_batch_line_cannot_carry_are_refused(
+    option: dict[str, Any],
+) -> None:
+    sent: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        return httpx2.Response(200, json=OPENAI_RESPONSE)
+
+    llm = ChatOpenAI(
+        model="gpt-4o-mini",
+        api_key="sk-test",
+        use_responses_api=False,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    )
+    llm.invoke(MESSAGE_SETS[0], **option)
+    # Realtime sends them outside the body, where a batch line has no place for them.
+    assert "openai-beta" in sent[0].headers or "api-version" in sent[0].url.params
+    assert not option.keys() & json.loads(sent[0].content).keys()
+    provider = OpenAIProvider(emulated=False, base_url="http://unused.invalid/v1")
+    (name,) = option
+    with pytest.raises(InputError, match=rf"{name} travel as HTTP headers.*request id 'r7'"):
+        provider.prepare([BatchRequest("r7", MESSAGE_SETS[0], option)], "gpt-4o-mini", {})
