@@ -27,8 +27,9 @@ How exactness is kept:
 - Builders read the chat model's default parameters once and replay the reference merging rules
   (call kwargs override defaults in place; for OpenAI `stop=None` is ignored, `max_tokens`
   becomes `max_completion_tokens`, o-series models send `system` as `developer` and `stream` is
-  dropped; for Mistral `developer` is sent as `system`), preserving key order so the JSONL bytes
-  are identical too.
+  dropped; for Mistral `developer` is sent as `system`, and a call's `stop` of None means the
+  model's own stop and an empty one none), preserving key order so the JSONL bytes are identical
+  too.
 - The OpenAI parser reproduces what `ChatCompletion.model_dump()` yields after
   `construct_type` (every declared field present, missing optional ones as `None`, token details
   expanded to all their fields), taking field names from the SDK models themselves.
@@ -430,11 +431,10 @@ class MistralBodyBuilder(_BodyBuilder):
 
         self.llm: ChatMistralAI = mistral_provider.chat_model(model, ctx_params)
         self._bound: dict[str, Any] = bind_kwargs(self.llm, spec)
-        # `_create_message_dicts(messages, stop=None)`: client params plus the model's own stop.
-        params = self.llm._client_params
-        if self.llm.stop:
-            params["stop"] = self.llm.stop
-        self._params: dict[str, Any] = params
+        # `_create_message_dicts(messages, stop)`: the client params, then `stop` (the call's,
+        # else the model's own) when it is not empty.
+        self._params: dict[str, Any] = self.llm._client_params
+        self._stop: list[str] | None = self.llm.stop
         self.fast_enabled = (
             not self._bound
             and type(self.llm).__name__ == "ChatMistralAI"
@@ -458,8 +458,13 @@ class MistralBodyBuilder(_BodyBuilder):
             return None
         body: dict[str, Any] = {"messages": messages}
         body.update(self._params)
+        stop = params.get("stop")
+        if stop is None:
+            stop = self._stop
+        if stop:
+            body["stop"] = stop
         for key, value in params.items():
-            if key != "model":
+            if key != "model" and key != "stop":
                 body[key] = value
         return body
 
@@ -485,6 +490,7 @@ def _probe_requests() -> list[BatchRequest]:
             {"stop": ["\n"], "temperature": 0.5, "max_tokens": 7, "model": "x", "seed": 1},
         ),
         BatchRequest("probe-3", messages[2:3], {"stop": None, "top_p": 0.5, "n": 2}),
+        BatchRequest("probe-4", messages[:3], {"stop": [], "seed": 2}),
     ]
 
 

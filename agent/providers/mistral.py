@@ -63,7 +63,10 @@ def request_body(
     every call (`agent.structured.bind_kwargs`); the request's own parameters win.
     """
     kwargs = {**(bound or {}), **{k: v for k, v in request.params.items() if k != "model"}}
-    message_dicts, params = llm._create_message_dicts(lc_messages(request), None)
+    # `stop` is a named argument of `invoke()`, handed to `_create_message_dicts`: None means
+    # the model's own stop, an empty list none at all; it is never a body key as given.
+    stop = kwargs.pop("stop", None)
+    message_dicts, params = llm._create_message_dicts(lc_messages(request), stop)
     # Realtime adds "stream": False; batch lines carry no streaming flag.
     return {"messages": message_dicts, **params, **kwargs}
 

@@ -314,3 +314,25 @@ def test_openai_headers_and_query_a_batch_line_cannot_carry_are_refused(
     (name,) = option
     with pytest.raises(InputError, match=rf"{name} travel as HTTP headers.*request id 'r7'"):
         provider.prepare([BatchRequest("r7", MESSAGE_SETS[0], option)], "gpt-4o-mini", {})
+
+
+STOPS = st.one_of(st.none(), st.lists(st.sampled_from(["\n", "END", "###"]), max_size=2))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    messages=st.sampled_from(MESSAGE_SETS),
+    ctor_stop=STOPS,
+    call=st.fixed_dictionaries({}, optional={"stop": STOPS, "temperature": st.just(0.1)}),
+)
+def test_mistral_stop_is_sent_as_realtime_sends_it(
+    messages: list[dict[str, Any]], ctor_stop: list[str] | None, call: dict[str, Any]
+) -> None:
+    # `stop=None` falls back to the model's own stop, `stop=[]` sends none: never a literal key.
+    ctor = {} if ctor_stop is None else {"stop": ctor_stop}
+    realtime_body, _ = _realtime_mistral(messages, ctor, call)
+    assert realtime_body.pop("stream") is False
+    provider = MistralProvider(emulated=False, base_url="http://unused.invalid")
+    batch = provider.prepare([BatchRequest("r1", messages, call)], "mistral-small-latest", ctor)
+    (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
+    assert line["body"] == realtime_body
