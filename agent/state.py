@@ -74,8 +74,13 @@ class Job(TypedDict):
     job_id: str | None
     """The provider's job id; None while the job is only an intent."""
     model: str
+    """The model the job runs (what it is created, priced and billed with)."""
     params: dict[str, Any]
     """Model parameters from the run context, kept so a resumed submit builds the same file."""
+    chat_model: NotRequired[str]
+    """The model of the chat model object that built the bodies and parses the answers: the
+    run's, also when the requests named `model` themselves, as `llm.invoke(msgs, model=X)` keeps
+    `llm`'s rules. Absent in records written before it existed: then `model`."""
     request_count: int
     """Requests in this job; their ids are in the store (`agent.bulk`), not in state."""
     input_bytes: int

@@ -80,6 +80,7 @@ from agent.providers.base import (
     RequestOutcome,
     finish_message,
     is_retryable,
+    job_chat_model,
     jsonl_line,
     lc_messages,
     model_params,
@@ -174,7 +175,8 @@ def request_params(
     Raises:
         InputError: ChatAnthropic refuses the request, or a batch cannot carry it.
     """
-    kwargs = {**(bound or {}), **{k: v for k, v in request.params.items() if k != "model"}}
+    # A request's own `model` is a call kwarg too: only the model sent changes, not `llm`'s rules.
+    kwargs = {**(bound or {}), **request.params}
     try:
         payload = llm._get_request_payload(lc_messages(request), **kwargs)
     except (ValueError, TypeError) as exc:
@@ -543,7 +545,7 @@ class AnthropicProvider(BatchProvider):
         """Stream the outcome of every request of an ended batch, one results line at a time."""
         if not job["output_file_id"]:
             return
-        parser = self.message_parser(job["model"])
+        parser = self.message_parser(job_chat_model(job))
         job_id = str(job["job_id"])
         for raw in self._result_lines(job_id):
             yield RequestOutcome(*parser.parse_line(raw, job_id))

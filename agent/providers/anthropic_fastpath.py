@@ -187,7 +187,8 @@ class AnthropicBodyBuilder:
         """Read the reference model's defaults and self-check the fast path.
 
         Args:
-            model: The job's model.
+            model: The run's model (a request naming its own is sent as given, with this
+                model's rules).
             ctx_params: Model parameters from the run context (as given to `prepare`).
             spec: The request set's tools / response schema; with one, every request takes the
                 reference path (bound through `bind_tools` / `with_structured_output`).
@@ -260,7 +261,7 @@ class AnthropicBodyBuilder:
             "system": system,
         }
         for key, value in params.items():
-            if key != "model" and key != "stop":
+            if key != "stop":
                 payload[key] = value
         body = {k: v for k, v in payload.items() if v is not None}
         # `_route_unsupported_sampling_params` moves these to `extra_body`, which `wire_params`

@@ -172,7 +172,8 @@ class BatchProvider(ABC):
         """Return a function turning one request for `model` into its JSONL input line.
 
         Args:
-            model: The model every request of the job uses.
+            model: The model of the run's chat model object; a request naming its own `model`
+                sends that one with this model's rules, as `llm.invoke(msgs, model=X)` does.
             params: Model parameters from the run context (per-request params win).
         """
 
@@ -263,10 +264,10 @@ class BatchProvider(ABC):
         parsing depends on (OpenAI parses answers to a response format differently).
         """
         if spec is None:
-            parser = self.message_parser(job["model"])
+            parser = self.message_parser(job_chat_model(job))
         else:
             _check_spec_support(self)
-            parser = self.message_parser(job["model"], spec)  # type: ignore[call-arg]
+            parser = self.message_parser(job_chat_model(job), spec)  # type: ignore[call-arg]
         for file_id in (job["output_file_id"], job["error_file_id"]):
             if file_id:
                 for raw in self.file_lines(file_id):
@@ -331,6 +332,23 @@ def line_builder_for(
         return provider.line_builder(model, params)
     _check_spec_support(provider)
     return provider.line_builder(model, params, spec)  # type: ignore[call-arg]
+
+
+def job_chat_model(job: Job) -> str:
+    """Return the model of the chat model object that builds `job`'s lines and parses its answers.
+
+    It is the run's model, also for requests that named their own `model` (realtime
+    `llm.invoke(messages, model=X)` builds and parses with `llm`'s rules and only sends X); a
+    job recorded before `Job.chat_model` existed was built by its own model.
+    """
+    return job.get("chat_model") or job["model"]
+
+
+def job_line_builder(
+    provider: BatchProvider, job: Job, spec: OutputSpec | None
+) -> Callable[[BatchRequest], bytes]:
+    """Return the line builder that built `job`'s input (to rebuild the very same bytes)."""
+    return line_builder_for(provider, job_chat_model(job), job["params"], spec)
 
 
 def _check_spec_support(provider: BatchProvider) -> None:

@@ -341,7 +341,8 @@ class OpenAIBodyBuilder(_BodyBuilder):
         """Read the reference model's defaults and self-check the fast path.
 
         Args:
-            model: The job's model.
+            model: The run's model (a request naming its own is sent as given, with this
+                model's rules).
             ctx_params: Model parameters from the run context (as given to `prepare`).
             spec: The request set's tools / response schema; with one, every request takes the
                 reference path (bound through `bind_tools` / `with_structured_output`).
@@ -386,7 +387,7 @@ class OpenAIBodyBuilder(_BodyBuilder):
         for key, value in params.items():
             if key == "stop":
                 stop = value
-            elif key != "model":
+            else:
                 payload[key] = value
         # `stop` is a named argument of `_get_request_payload`: None means "not given", and a
         # given value is added after the other kwargs.
@@ -422,7 +423,8 @@ class MistralBodyBuilder(_BodyBuilder):
         """Read the reference model's parameters and self-check the fast path.
 
         Args:
-            model: The job's model.
+            model: The run's model (a request naming its own is sent as given, with this
+                model's rules).
             ctx_params: Model parameters from the run context (as given to `prepare`).
             spec: The request set's tools / response schema; with one, every request takes the
                 reference path (bound through `bind_tools` / `with_structured_output`).
@@ -464,7 +466,7 @@ class MistralBodyBuilder(_BodyBuilder):
         if stop:
             body["stop"] = stop
         for key, value in params.items():
-            if key != "model" and key != "stop":
+            if key != "stop":
                 body[key] = value
         return body
 

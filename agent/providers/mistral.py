@@ -62,7 +62,8 @@ def request_body(
     `bound` holds what a `bind_tools` / `with_structured_output` wrapper passes to the model on
     every call (`agent.structured.bind_kwargs`); the request's own parameters win.
     """
-    kwargs = {**(bound or {}), **{k: v for k, v in request.params.items() if k != "model"}}
+    # A request's own `model` is a call kwarg too: only the model sent changes, not `llm`'s rules.
+    kwargs = {**(bound or {}), **request.params}
     # `stop` is a named argument of `invoke()`, handed to `_create_message_dicts`: None means
     # the model's own stop, an empty list none at all; it is never a body key as given.
     stop = kwargs.pop("stop", None)

@@ -99,7 +99,8 @@ def request_body(
     `bound` holds what a `bind_tools` / `with_structured_output` wrapper passes to the model on
     every call (`bound_kwargs`); the request's own parameters win, as call kwargs do.
     """
-    kwargs = {**(bound or {}), **{k: v for k, v in request.params.items() if k != "model"}}
+    # A request's own `model` is a call kwarg too: only the model sent changes, not `llm`'s rules.
+    kwargs = {**(bound or {}), **request.params}
     body = llm._get_request_payload(lc_messages(request), **kwargs)
     # `invoke()` sends stream=False; a batch line must not carry streaming flags at all.
     body.pop("stream", None)

@@ -19,8 +19,10 @@ from langchain_core.messages import AIMessage
 from langchain_mistralai import ChatMistralAI
 from langchain_openai import ChatOpenAI
 
-from agent.planning import new_intent
-from agent.providers.base import BatchProvider
+from agent.context import Context
+from agent.planning import intents_for, new_intent, plan_requests, spool_path
+from agent.providers import provider_class
+from agent.providers.base import BatchProvider, job_chat_model, job_line_builder
 from agent.providers.mistral import MistralProvider
 from agent.providers.openai import OpenAIProvider
 from agent.requests import BatchRequest, InputError
@@ -100,7 +102,10 @@ MISTRAL_RESPONSE = {
 
 
 def _realtime_openai(
-    messages: list[dict[str, Any]], ctor: dict[str, Any], call: dict[str, Any]
+    messages: list[dict[str, Any]],
+    ctor: dict[str, Any],
+    call: dict[str, Any],
+    model: str = "gpt-4o-mini",
 ) -> tuple[dict[str, Any], AIMessage]:
     sent: list[dict[str, Any]] = []
 
@@ -109,7 +114,7 @@ def _realtime_openai(
         return httpx2.Response(200, json=OPENAI_RESPONSE)
 
     llm = ChatOpenAI(
-        model="gpt-4o-mini",
+        model=model,
         api_key="sk-test",
         use_responses_api=False,
         http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
@@ -120,7 +125,10 @@ def _realtime_openai(
 
 
 def _realtime_mistral(
-    messages: list[dict[str, Any]], ctor: dict[str, Any], call: dict[str, Any]
+    messages: list[dict[str, Any]],
+    ctor: dict[str, Any],
+    call: dict[str, Any],
+    model: str = "mistral-small-latest",
 ) -> tuple[dict[str, Any], AIMessage]:
     sent: list[dict[str, Any]] = []
 
@@ -131,7 +139,7 @@ def _realtime_mistral(
     client = httpx.Client(
         base_url="https://api.mistral.ai/v1", transport=httpx.MockTransport(handler)
     )
-    llm = ChatMistralAI(model="mistral-small-latest", api_key="test", client=client, **ctor)  # type: ignore[arg-type]
+    llm = ChatMistralAI(model=model, api_key="test", client=client, **ctor)  # type: ignore[arg-type]
     message = llm.invoke(messages, **call)
     return sent[0], message
 
@@ -143,8 +151,16 @@ def _files_server(content: bytes) -> httpx2.Client:
     )
 
 
-def _batch_message(provider: BatchProvider, model: str) -> AIMessage:
-    job = new_intent(provider, key="k", attempt=1, model=model, params={}, request_count=1)
+def _batch_message(provider: BatchProvider, model: str, chat_model: str | None = None) -> AIMessage:
+    job = new_intent(
+        provider,
+        key="k",
+        attempt=1,
+        model=model,
+        params={},
+        request_count=1,
+        chat_model=chat_model,
+    )
     job.update(job_id="batch_1", status="done", output_file_id="file-out")
     (outcome,) = list(provider.results(job))
     assert outcome.custom_id == "r1" and outcome.error is None and outcome.message is not None
@@ -336,3 +352,89 @@ def test_mistral_stop_is_sent_as_realtime_sends_it(
     batch = provider.prepare([BatchRequest("r1", messages, call)], "mistral-small-latest", ctor)
     (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
     assert line["body"] == realtime_body
+
+
+# ----------------------------------------------------------------------------- per-request model
+# `llm.invoke(messages, model=X)` sends X but keeps `llm`'s rules (role names, default
+# max_tokens) and parses the answer with `llm`. A request naming its own model under the run's
+# model must do the same, while its job still runs (and bills) X.
+
+SYSTEM_AND_USER = MESSAGE_SETS[1]
+REQUEST_MODELS = [
+    # (provider, the run's model, the request's own model)
+    ("openai", "gpt-4o-mini", "o3-mini"),  # the run's roles: `system` stays `system`
+    ("openai", "o3-mini", "gpt-4o-mini"),  # ... and o-series `developer` stays
+    ("mistral", "mistral-small-latest", "mistral-large-latest"),
+    ("anthropic", "claude-haiku-4-5", "claude-opus-4-6"),  # haiku's 64000 max_tokens, not 128000
+]
+
+
+def _realtime_with_model(
+    provider: str, run_model: str, request_model: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, Any], AIMessage]:
+    call = {"model": request_model}
+    if provider == "openai":
+        return _realtime_openai(SYSTEM_AND_USER, {}, call, model=run_model)
+    if provider == "mistral":
+        return _realtime_mistral(SYSTEM_AND_USER, {}, call, model=run_model)
+    from tests.unit_tests.test_anthropic import MODEL, _realtime
+
+    assert run_model == MODEL
+    return _realtime(SYSTEM_AND_USER, {}, call, monkeypatch)
+
+
+@pytest.mark.parametrize(("provider", "run_model", "request_model"), REQUEST_MODELS)
+def test_a_request_naming_its_model_keeps_the_run_models_rules(
+    provider: str, run_model: str, request_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    realtime_body, _ = _realtime_with_model(provider, run_model, request_model, monkeypatch)
+    realtime_body.pop("stream", None)
+    batch_provider = provider_class(provider)(emulated=False, base_url="http://unused.invalid")
+    context = Context(provider=provider, model=run_model)  # type: ignore[arg-type]
+    requests = [
+        BatchRequest("own", SYSTEM_AND_USER, {"model": request_model}),
+        BatchRequest("run", SYSTEM_AND_USER, {}),
+    ]
+    plan = plan_requests(requests, provider=batch_provider, context=context, exact_tokens=False)
+    try:
+        by_model = {job.model: job for job in plan.jobs}
+        assert sorted(by_model) == sorted({run_model, request_model})
+        own = by_model[request_model]
+        assert own.path is not None and own.request_ids == ["own"]
+        (line,) = [json.loads(raw) for raw in own.path.read_bytes().splitlines()]
+        assert line.get("body", line.get("params")) == realtime_body
+        assert realtime_body["model"] == request_model
+
+        # The job runs X, remembers which model object built it, and a resumed submit that
+        # rebuilds its input (another process, no spool file) writes the very same bytes.
+        (job,) = [
+            j
+            for j in intents_for(plan, batch_provider, context, "t")
+            if j["model"] == request_model
+        ]
+        assert job["chat_model"] == run_model and job_chat_model(job) == run_model
+        build = job_line_builder(batch_provider, job, None)
+        assert build(requests[0]) == (spool_path(job["job_key"])).read_bytes()
+    finally:
+        plan.discard()
+
+
+def test_a_request_naming_its_model_is_parsed_by_the_run_model() -> None:
+    # ChatMistralAI names its own model in every answer's metadata, whatever model was sent.
+    _, realtime = _realtime_mistral(
+        MESSAGE_SETS[0], {}, {"model": "mistral-large-latest"}, model="mistral-small-latest"
+    )
+    line = {
+        "id": "batch-1",
+        "custom_id": "r1",
+        "response": {"status_code": 200, "body": MISTRAL_RESPONSE},
+        "error": None,
+    }
+    provider = MistralProvider(
+        emulated=False,
+        base_url="http://files.invalid",
+        http_client=_files_server(json.dumps(line).encode() + b"\n"),
+    )
+    ours = _batch_message(provider, "mistral-large-latest", chat_model="mistral-small-latest")
+    assert _comparable(ours) == _comparable(realtime)
+    assert ours.response_metadata["model_name"] == "mistral-small-latest"
