@@ -68,6 +68,7 @@ def spec_from_chat_model(runnable: Runnable[Any, Any]) -> dict[str, Any]:
         if key not in ("model", "stream") and ref_defaults.get(key, object()) != value
     }
     kwargs = dict(binding.kwargs) if binding is not None else {}
+    _refuse_responses_api(module, llm, kwargs)
     pydantic_format = isinstance(kwargs.get("response_format"), type)
     if pydantic_format and provider == "openai":
         # What the SDK sends for a Pydantic class (`openai.request_body`): the spec keeps JSON.
@@ -236,6 +237,18 @@ def _bound_json_schema(kwargs: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(output_format, dict) and isinstance(output_format.get("schema"), dict):
         return dict(output_format["schema"])
     return None
+
+
+def _refuse_responses_api(module: Any, llm: BaseChatModel, kwargs: dict[str, Any]) -> None:
+    """Refuse a model whose realtime calls go to OpenAI's Responses API (not batched yet)."""
+    trigger = getattr(module, "responses_trigger", None)
+    if trigger is None:
+        return
+    cause = trigger(llm, {k: v for k, v in kwargs.items() if k != _TRACING_KEY})
+    if cause is not None:
+        raise ValueError(
+            f"cannot batch this {type(llm).__name__}'s requests: {module.responses_refusal(cause)}"
+        )
 
 
 def _check_same_body(

@@ -363,8 +363,16 @@ class OpenAIBodyBuilder(_BodyBuilder):
             "user": "user",
             "assistant": "assistant",
         }
+        # A request of the fast shapes goes to the Responses API only through the model's own
+        # settings (refused, by the reference path) or a request naming a Responses-only model.
+        self._check_model = self.llm.use_responses_api is not False
         self.fast_enabled = (
-            not self._bound and self.llm.use_responses_api is False and type(self.llm) is ChatOpenAI
+            not self._bound
+            and type(self.llm) is ChatOpenAI
+            and openai_provider.responses_trigger(self.llm, {}) is None
+            # Every key the fast path can emit is one the SDK takes (others are refused by the
+            # reference path, as realtime refuses them).
+            and self._defaults.keys() | OPENAI_FAST_PARAMS <= openai_provider.CREATE_ARGS
         )
         if self.fast_enabled:
             self.fast_enabled = _self_check_builder(self)
@@ -379,6 +387,12 @@ class OpenAIBodyBuilder(_BodyBuilder):
         for key in params:
             if key not in OPENAI_FAST_PARAMS:
                 return None
+        if (
+            self._check_model
+            and "model" in params
+            and openai_provider.responses_only_model(params["model"])
+        ):
+            return None  # refused by the reference path, with the request's id
         messages = _plain_messages(request.messages, self._roles, True)
         if messages is None:
             return None

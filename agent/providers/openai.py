@@ -7,6 +7,7 @@ result are exactly what the realtime call would send and return.
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, Final, cast
 
 import httpx2
 from langchain_openai import ChatOpenAI
+from langchain_openai.chat_models.base import _model_prefers_responses_api
 from openai import DefaultHttpxClient, OpenAI, OpenAIError, omit
 from openai._models import construct_type
 from openai.lib._parsing._completions import (
@@ -21,6 +23,7 @@ from openai.lib._parsing._completions import (
     type_to_response_format_param,
     validate_input_tools,
 )
+from openai.resources.chat.completions import Completions
 from openai.types.chat import ChatCompletion
 
 from agent.providers.base import (
@@ -54,13 +57,25 @@ STATUS_MAP: dict[str, JobStatus] = {
     "cancelled": "done",
     "failed": "failed",
 }
-# ChatOpenAI must not pick the Responses API on its own: batches here use /v1/chat/completions.
 # `chat.completions.create` keyword arguments that are request options, not body fields.
 REQUEST_OPTIONS: Final = frozenset({"extra_body", "extra_headers", "extra_query", "timeout"})
-_CHAT_MODEL_DEFAULTS: dict[str, Any] = {
-    "api_key": "unused-for-body-building",
-    "use_responses_api": False,
-}
+# Every keyword argument `chat.completions.create` (and `.parse`) takes: realtime raises a
+# TypeError for any other, before sending anything.
+CREATE_ARGS: Final = frozenset(inspect.signature(Completions.create).parameters) - {"self"}
+# The reference decides between chat completions and the Responses API as realtime does
+# (`use_responses_api` left to ChatOpenAI); what it would send to the Responses API is refused
+# (`responses_trigger`), since batches here use /v1/chat/completions.
+_CHAT_MODEL_DEFAULTS: dict[str, Any] = {"api_key": "unused-for-body-building"}
+# Parameters only the Responses API has (`langchain_openai`'s own routing list), to name the
+# cause in a refusal; the decision itself is `ChatOpenAI._use_responses_api`.
+_RESPONSES_PARAMS: Final = (
+    "context_management",
+    "include",
+    "previous_response_id",
+    "reasoning",
+    "text",
+    "truncation",
+)
 
 
 def chat_model(model: str, params: dict[str, Any]) -> ChatOpenAI:
@@ -101,6 +116,9 @@ def request_body(
     """
     # A request's own `model` is a call kwarg too: only the model sent changes, not `llm`'s rules.
     kwargs = {**(bound or {}), **request.params}
+    trigger = responses_trigger(llm, kwargs)
+    if trigger is not None:
+        raise InputError(responses_refusal(trigger), source="input", request_id=request.id)
     body = llm._get_request_payload(lc_messages(request), **kwargs)
     # `invoke()` sends stream=False; a batch line must not carry streaming flags at all.
     body.pop("stream", None)
@@ -109,6 +127,60 @@ def request_body(
         # sends it as this strict JSON schema.
         body["response_format"] = type_to_response_format_param(body["response_format"])
     return wire_body(body, request.id)
+
+
+def responses_trigger(llm: ChatOpenAI, kwargs: Mapping[str, Any]) -> str | None:
+    """Return what would make `llm.invoke(messages, **kwargs)` use the Responses API, or None.
+
+    The decision is ChatOpenAI's own (`_use_responses_api` on the payload it builds: the
+    `use_responses_api` setting, Responses-only parameters and settings, built-in tools,
+    models served by the Responses API only). One case is added: a request naming its own
+    Responses-only model, which realtime would send to chat completions under `llm`'s routing
+    and the API would refuse; unless `llm` is pinned to chat completions
+    (`use_responses_api=False`), which is then what was asked for.
+    """
+    model = kwargs.get("model")
+    if (
+        isinstance(model, str)
+        and llm.use_responses_api is not False
+        and responses_only_model(model)
+    ):
+        return f"model {model!r} (served by the Responses API only)"
+    payload = {**llm._default_params, **kwargs}
+    if not llm._use_responses_api(payload):
+        return None
+    # Only words for the cause from here on: the decision above was ChatOpenAI's.
+    builtin = sorted(
+        str(tool.get("type"))
+        for tool in payload.get("tools") or ()
+        if isinstance(tool, Mapping) and tool.get("type", "function") != "function"
+    )
+    if builtin:
+        return f"built-in tool {', '.join(builtin)}"
+    params = [key for key in _RESPONSES_PARAMS if key in payload]
+    if params:
+        return f"parameter {', '.join(params)}"
+    if responses_only_model(llm.model_name):
+        return f"model {llm.model_name!r} (served by the Responses API only)"
+    if llm.output_version == "responses/v1":
+        return "output_version='responses/v1'"
+    if llm.use_previous_response_id:
+        return "use_previous_response_id=True"
+    return "use_responses_api=True"
+
+
+def responses_only_model(model: str | None) -> bool:
+    """Tell whether ChatOpenAI sends every request for `model` to the Responses API."""
+    return _model_prefers_responses_api(model)
+
+
+def responses_refusal(trigger: str) -> str:
+    """Return the words of a refusal of a request realtime would send to the Responses API."""
+    return (
+        f"{trigger} makes ChatOpenAI send this request to OpenAI's Responses API, which "
+        "batch-agent does not batch yet (only /v1/chat/completions): use chat-completions "
+        "parameters and models instead (e.g. reasoning_effort rather than reasoning)"
+    )
 
 
 def wire_body(payload: dict[str, Any], request_id: str) -> dict[str, Any]:
@@ -122,9 +194,18 @@ def wire_body(payload: dict[str, Any], request_id: str) -> dict[str, Any]:
     `logit_bias` token ids given as ints go out as strings, as the SDK's encoder writes them.
 
     Raises:
-        InputError: The payload sets HTTP headers or query parameters, or a non-object
+        InputError: The payload has a parameter the SDK's `create` does not take (realtime
+            raises before sending), sets HTTP headers or query parameters, or a non-object
             `extra_body`.
     """
+    unknown = sorted(payload.keys() - CREATE_ARGS)
+    if unknown:
+        raise InputError(
+            f"OpenAI's chat completions API takes no parameter {', '.join(unknown)} (the SDK "
+            "refuses it in realtime); send extra body fields in 'extra_body'",
+            source="input",
+            request_id=request_id,
+        )
     if not REQUEST_OPTIONS.isdisjoint(payload):
         refused = sorted(key for key in ("extra_headers", "extra_query") if payload.get(key))
         if refused:
