@@ -51,12 +51,27 @@ def spool_path(job_key: str) -> Path:
 
 
 def context_params(context: Context) -> dict[str, Any]:
-    """Return the model parameters the run context sets for every request."""
-    return {
-        "temperature": context.temperature,
-        "max_tokens": context.max_tokens,
-        "top_p": context.top_p,
-    }
+    """Return the run's settings of its chat model: `model_settings`, then the sampling fields.
+
+    They are what the reference chat model is built with (`chat_model(model, params)`), kept in
+    every job record (`Job.params`) so a resumed submit builds the same bytes and collect parses
+    as that model does. A sampling field left unset does not erase the same key in
+    `model_settings`.
+
+    Raises:
+        InputError: `model_settings` is not a JSON object.
+    """
+    if not isinstance(context.model_settings, dict):
+        raise InputError("model_settings must be a JSON object", source="context")
+    params: dict[str, Any] = dict(context.model_settings)
+    for key, value in (
+        ("temperature", context.temperature),
+        ("max_tokens", context.max_tokens),
+        ("top_p", context.top_p),
+    ):
+        if value is not None or key not in params:
+            params[key] = value
+    return params
 
 
 def effective_limits(provider: BatchProvider, context: Context) -> ProviderLimits:
@@ -330,6 +345,7 @@ def new_intent(
         input_file_id=None,
         emulated=provider.emulated,
         base_url=provider.base_url,
+        organization=provider.organization,
         provider_status="",
         status="intent",
         counts=Counts(total=request_count, succeeded=0, failed=0, pending=request_count),

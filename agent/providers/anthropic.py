@@ -46,6 +46,7 @@ How Anthropic differs from the file-based providers, and how this module adapts:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import os
@@ -53,9 +54,9 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import anthropic
 import httpx2
@@ -83,11 +84,11 @@ from agent.providers.base import (
     job_chat_model,
     jsonl_line,
     lc_messages,
-    model_params,
     nonblank_lines,
     normalise_status,
 )
 from agent.providers.errors import ProviderError, provider_call
+from agent.providers.settings import HEADERS, PROXY, STREAMING, build_chat_model, rules_for
 from agent.requests import BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus, RequestError
 
@@ -119,13 +120,29 @@ _CLIENT_OPTIONS = frozenset({"extra_body", "timeout"})
 _NOT_IN_A_BATCH = frozenset({"user_profile_id", "workspace_id", "extra_headers", "extra_query"})
 
 
-def chat_model(model: str, params: dict[str, Any]) -> ChatAnthropic:
-    """Return the `ChatAnthropic` whose realtime calls our batch requests reproduce."""
-    return ChatAnthropic(  # type: ignore[call-arg]
-        model=model,
-        api_key="unused-for-body-building",  # type: ignore[arg-type]
-        **model_params(params),
-    )
+SETTING_RULES: Final = rules_for(
+    ChatAnthropic,
+    no_effect=frozenset(
+        {"default_request_timeout", "max_retries", "anthropic_api_key", "stream_usage"}
+    ),
+    endpoint={"anthropic_api_url": "base_url"},
+    refused={
+        "streaming": STREAMING,
+        "default_headers": HEADERS,
+        "anthropic_proxy": PROXY,
+        "betas": "requests needing Anthropic's beta Messages API are not batched yet",
+    },
+)
+
+
+def chat_model(model: str, params: Mapping[str, Any]) -> ChatAnthropic:
+    """Return the `ChatAnthropic` whose realtime calls our batch requests reproduce.
+
+    Raises:
+        InputError: A setting is not one a batch carries, or ChatAnthropic rejects it.
+    """
+    factory = functools.partial(ChatAnthropic, model=model, api_key="unused-for-body-building")  # type: ignore[call-arg,arg-type]
+    return build_chat_model(factory, params, SETTING_RULES)
 
 
 def wire_params(payload: dict[str, Any], request_id: str) -> dict[str, Any]:
@@ -215,9 +232,9 @@ def parse_message(llm: ChatAnthropic, body: dict[str, Any], message_key: str) ->
 class AnthropicLineParser:
     """Parse results lines (`{"custom_id", "result": {...}}`) into request outcomes."""
 
-    def __init__(self, model: str) -> None:
-        """Build the reference `ChatAnthropic` once per job."""
-        self.llm = chat_model(model, {})
+    def __init__(self, model: str, params: Mapping[str, Any] | None = None) -> None:
+        """Build the reference `ChatAnthropic` once per job (`params`: its settings)."""
+        self.llm = chat_model(model, params or {})
 
     def parse_line(
         self, raw: bytes | str, job_id: str
@@ -532,20 +549,25 @@ class AnthropicProvider(BatchProvider):
 
     # ----------------------------------------------------------------- results
 
-    def message_parser(self, model: str, spec: OutputSpec | None = None) -> LineParser:
+    def message_parser(
+        self,
+        model: str,
+        spec: OutputSpec | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> LineParser:
         """Return the fast, parity-exact parser of this provider's results lines for `model`.
 
         Any spec parses alike (tool-use answers take the reference path of the parser).
         """
         from agent.providers.anthropic_fastpath import AnthropicMessageParser
 
-        return AnthropicMessageParser(model)
+        return AnthropicMessageParser(model, params)
 
     def results(self, job: Job, spec: OutputSpec | None = None) -> Iterator[RequestOutcome]:
         """Stream the outcome of every request of an ended batch, one results line at a time."""
         if not job["output_file_id"]:
             return
-        parser = self.message_parser(job_chat_model(job))
+        parser = self.message_parser(job_chat_model(job), params=job["params"])
         job_id = str(job["job_id"])
         for raw in self._result_lines(job_id):
             yield RequestOutcome(*parser.parse_line(raw, job_id))

@@ -50,6 +50,7 @@ Usage, one object per job:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
@@ -428,13 +429,15 @@ class AnthropicMessageParser:
         fast_enabled: False when the construction-time self-check found a difference.
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, params: Mapping[str, Any] | None = None) -> None:
         """Build the reference parser and self-check the fast path.
 
         Args:
-            model: The job's model (as stored in `Job.model`).
+            model: The model of the job's chat model object (`Job.chat_model`).
+            params: That chat model's settings (`Job.params`; `output_version` changes the
+                parsed message).
         """
-        self.reference = anthropic_provider.AnthropicLineParser(model)
+        self.reference = anthropic_provider.AnthropicLineParser(model, params)
         self.llm: ChatAnthropic = self.reference.llm
         self.fast_enabled = (
             _RAW_CONSTRUCT_OK

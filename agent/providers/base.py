@@ -15,7 +15,7 @@ import os
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
@@ -130,6 +130,9 @@ class BatchProvider(ABC):
     """Protocol name stored in `Job.provider` ('openai', 'mistral', 'anthropic')."""
     default_model: str
     limits: ProviderLimits
+
+    organization: str = ""
+    """The organization jobs are created in ('' for the SDK's default; OpenAI only)."""
 
     def __init__(self, *, emulated: bool, base_url: str) -> None:
         """Remember where jobs go; subclasses build their SDK client from these."""
@@ -253,8 +256,12 @@ class BatchProvider(ABC):
         """Stream the non-blank lines of a provider file (downloaded as a stream)."""
 
     @abstractmethod
-    def message_parser(self, model: str) -> LineParser:
-        """Return the parity-exact parser of this provider's output lines for `model`."""
+    def message_parser(self, model: str, *, params: Mapping[str, Any] | None = None) -> LineParser:
+        """Return the parity-exact parser of this provider's output lines for `model`.
+
+        `params` are the job's settings of that chat model (`Job.params`): some change the
+        parsed message (`output_version`).
+        """
 
     def results(self, job: Job, spec: OutputSpec | None = None) -> Iterator[RequestOutcome]:
         """Stream the outcome of every request the provider returned for `job`.
@@ -264,10 +271,14 @@ class BatchProvider(ABC):
         parsing depends on (OpenAI parses answers to a response format differently).
         """
         if spec is None:
-            parser = self.message_parser(job_chat_model(job))
+            parser = self.message_parser(job_chat_model(job), params=job["params"])
         else:
             _check_spec_support(self)
-            parser = self.message_parser(job_chat_model(job), spec)  # type: ignore[call-arg]
+            parser = self.message_parser(
+                job_chat_model(job),
+                spec=spec,  # type: ignore[call-arg]
+                params=job["params"],
+            )
         for file_id in (job["output_file_id"], job["error_file_id"]):
             if file_id:
                 for raw in self.file_lines(file_id):
@@ -496,11 +507,6 @@ def is_retryable(code: str, status_code: int = 0) -> bool:
         or status_code >= 500
         or code.startswith(("http_429", "http_5"))
     )
-
-
-def model_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop unset (None) parameters so the chat model's own defaults apply, as in realtime."""
-    return {k: v for k, v in params.items() if v is not None}
 
 
 def normalise_status(raw: str, known: dict[str, JobStatus], errors: list[str]) -> JobStatus:

@@ -726,16 +726,20 @@ class OpenAIMessageParser(_MessageParser):
         fast_enabled: False when the construction-time self-check found a difference.
     """
 
-    def __init__(self, model: str, spec: OutputSpec | None = None) -> None:
+    def __init__(
+        self, model: str, spec: OutputSpec | None = None, params: Mapping[str, Any] | None = None
+    ) -> None:
         """Build the reference model and self-check the fast path.
 
         Args:
-            model: The job's model (as stored in `Job.model`).
+            model: The model of the job's chat model object (`Job.chat_model`).
             spec: The request set's tools / response schema. With a response format, realtime
                 parses through the SDK's `chat.completions.parse`, and so does every answer here
                 (the reference path).
+            params: That chat model's settings (`Job.params`; `output_version` changes the
+                parsed message).
         """
-        self.llm: ChatOpenAI = openai_provider.chat_model(model, {})
+        self.llm: ChatOpenAI = openai_provider.chat_model(model, params or {})
         bound = openai_provider.bound_kwargs(self.llm, spec)
         self._response_format: Any = bound.get("response_format")
         self._input_tools: list[Any] | None = bound.get("tools")
@@ -904,15 +908,17 @@ class MistralMessageParser(_MessageParser):
         fast_enabled: False when the construction-time self-check found a difference.
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, params: Mapping[str, Any] | None = None) -> None:
         """Build the reference model and self-check the fast path.
 
         Args:
-            model: The job's model (as stored in `Job.model`).
+            model: The model of the job's chat model object (`Job.chat_model`).
+            params: That chat model's settings (`Job.params`; `output_version` changes the
+                parsed message).
         """
         from agent.providers import mistral as mistral_provider
 
-        self.llm: ChatMistralAI = mistral_provider.chat_model(model, {})
+        self.llm: ChatMistralAI = mistral_provider.chat_model(model, params or {})
         self._model = self.llm.model
         self.fast_enabled = (
             _RAW_CONSTRUCT_OK

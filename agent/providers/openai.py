@@ -7,6 +7,7 @@ result are exactly what the realtime call would send and return.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping
@@ -37,11 +38,11 @@ from agent.providers.base import (
     ProviderLimits,
     jsonl_line,
     lc_messages,
-    model_params,
     nonblank_lines,
     normalise_status,
 )
 from agent.providers.errors import provider_call
+from agent.providers.settings import HEADERS, PROXY, STREAMING, build_chat_model, rules_for
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus
 from agent.structured import OutputSpec, bind_kwargs
@@ -78,20 +79,55 @@ _RESPONSES_PARAMS: Final = (
 )
 
 
-def chat_model(model: str, params: dict[str, Any]) -> ChatOpenAI:
+SETTING_RULES: Final = rules_for(
+    ChatOpenAI,
+    no_effect=frozenset(
+        {
+            "client",
+            "async_client",
+            "root_client",
+            "root_async_client",
+            "openai_api_key",
+            "request_timeout",
+            "max_retries",
+            "http_client",
+            "http_async_client",
+            "http_socket_options",
+            "stream_chunk_timeout",
+            "stream_usage",  # only read when streaming, which is refused
+            "tiktoken_model_name",  # token counting only
+        }
+    ),
+    endpoint={"openai_api_base": "base_url", "openai_organization": "organization"},
+    refused={
+        "include_response_headers": "a batch answer carries no HTTP response headers",
+        "streaming": STREAMING,
+        "default_headers": HEADERS,
+        "default_query": "a batch request cannot carry query parameters",
+        "openai_proxy": PROXY,
+    },
+)
+
+
+def chat_model(model: str, params: Mapping[str, Any]) -> ChatOpenAI:
     """Return the `ChatOpenAI` whose realtime calls our batch lines reproduce.
 
-    It only builds request bodies and parses answers, so it gets HTTP clients that refuse to
-    send: no realtime call can slip out through it, and it skips building its own TLS clients
-    (loading the CA bundle twice, about 70 ms of every run's start-up).
+    `params` are the run's settings of that model (`agent.providers.settings`). It only builds
+    request bodies and parses answers, so it gets HTTP clients that refuse to send: no realtime
+    call can slip out through it, and it skips building its own TLS clients (loading the CA
+    bundle twice, about 70 ms of every run's start-up).
+
+    Raises:
+        InputError: A setting is not one a batch carries, or ChatOpenAI rejects it.
     """
-    return ChatOpenAI(
+    factory = functools.partial(
+        ChatOpenAI,
         model=model,
         **_CHAT_MODEL_DEFAULTS,
-        **model_params(params),
         http_client=_REFUSING_CLIENTS[0],
         http_async_client=_REFUSING_CLIENTS[1],
     )
+    return build_chat_model(factory, params, SETTING_RULES)
 
 
 def _refuse(request: httpx2.Request) -> httpx2.Response:
@@ -296,10 +332,20 @@ class OpenAIProvider(BatchProvider):
     supports_output_spec = True
 
     def __init__(
-        self, *, emulated: bool, base_url: str, http_client: httpx2.Client | None = None
+        self,
+        *,
+        emulated: bool,
+        base_url: str,
+        http_client: httpx2.Client | None = None,
+        organization: str = "",
     ) -> None:
-        """Build the SDK client; the API key is read from the environment and kept only there."""
+        """Build the SDK client; the API key is read from the environment and kept only there.
+
+        `organization` is the one a realtime `ChatOpenAI(organization=...)` sends its requests
+        in ('' for the SDK's default, `OPENAI_ORG_ID`).
+        """
         super().__init__(emulated=emulated, base_url=base_url)
+        self.organization = organization
         sdk_base_url, api_key, http_client = self.sdk_endpoint(
             "/openai/v1", "OPENAI_API_KEY", http_client, DefaultHttpxClient
         )
@@ -309,6 +355,7 @@ class OpenAIProvider(BatchProvider):
             base_url=sdk_base_url,
             http_client=http_client,
             max_retries=SDK_MAX_RETRIES,
+            organization=organization or None,
         )
 
     def line_builder(
@@ -406,11 +453,16 @@ class OpenAIProvider(BatchProvider):
             with self._client.files.with_streaming_response.content(file_id) as response:
                 yield from nonblank_lines(response.iter_bytes())
 
-    def message_parser(self, model: str, spec: OutputSpec | None = None) -> LineParser:
+    def message_parser(
+        self,
+        model: str,
+        spec: OutputSpec | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> LineParser:
         """Return the fast, parity-exact parser of this provider's result lines."""
         from agent.providers.fastpath import OpenAIMessageParser
 
-        return OpenAIMessageParser(model, spec)
+        return OpenAIMessageParser(model, spec, params)
 
     def chat_model(self, model: str, params: dict[str, Any]) -> ChatOpenAI:
         """Return the `ChatOpenAI` whose realtime calls this provider's batch lines reproduce."""
