@@ -44,7 +44,7 @@ Usage, one object per job:
     builder = AnthropicBodyBuilder(model, ctx_params, spec)
     params = builder.build(request)             # == anthropic.request_params(llm, request, bound)
 
-    parser = AnthropicMessageParser(job["model"])
+    parser = AnthropicMessageParser(job_chat_model(job), job["params"])
     custom_id, message, error, retryable = parser.parse_line(raw, job["job_id"])
 """
 

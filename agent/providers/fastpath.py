@@ -46,7 +46,7 @@ Usage, one object per job:
     builder = OpenAIBodyBuilder(model, ctx_params)       # or MistralBodyBuilder
     body = builder.build(request)                        # == request_body(chat_model(...), request)
 
-    parser = OpenAIMessageParser(job["model"])           # or MistralMessageParser
+    parser = OpenAIMessageParser(job_chat_model(job), params=job["params"])  # or Mistral...
     custom_id, message, error, retryable = parser.parse_line(raw, job["job_id"])
 """
 

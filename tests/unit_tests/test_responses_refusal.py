@@ -186,6 +186,17 @@ def test_every_input_path_refuses_before_upload(path: str) -> None:
     _assert_nothing_sent()
 
 
+def test_context_model_settings_are_refused_before_upload(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As a deployment would set them: `BATCH_AGENT_MODEL_SETTINGS`, JSON.
+    monkeypatch.setenv("BATCH_AGENT_MODEL_SETTINGS", '{"use_responses_api": true}')
+    with pytest.raises(InputError, match=r"use_responses_api=True .*\(request id 'ok'\)"):
+        _graph_run({"requests": [PROMPT]})
+    monkeypatch.setenv("BATCH_AGENT_MODEL_SETTINGS", '{"reasoning": {"effort": "low"}}')
+    with pytest.raises(InputError, match=r"parameter reasoning .*\(request id 'ok'\)"):
+        _graph_run({"requests": [PROMPT]})
+    _assert_nothing_sent()
+
+
 def test_a_request_file_is_refused_before_upload(tmp_path: Path) -> None:
     source = tmp_path / "requests.jsonl"
     lines = [PROMPT, {"id": "verbose", "prompt": "Hi", "params": {"text": {"verbosity": "low"}}}]
