@@ -154,9 +154,11 @@ def run_batch(
             line), or a conversation (a list of LangChain messages or `{"role", "content"}`
             dicts); or a `pathlib.Path` to a JSONL/TXT request file (streamed, any size); or
             None to resume `thread_id`. Items without an id get their position ("0", "1", ...).
-        model: A model name, or a `ChatOpenAI` / `ChatMistralAI` (optionally wrapped by
-            `bind_tools` / `with_structured_output`), whose provider, parameters, tools and
-            schema are then used. None uses the provider's default model.
+        model: A model name, or a `ChatOpenAI` / `ChatMistralAI` / `ChatAnthropic`
+            (optionally wrapped by `bind_tools` / `with_structured_output` / `bind`), whose
+            provider, settings, endpoint (`base_url`, organization), tools and schema are then
+            used (`agent.model_spec`; a setting a batch cannot reproduce is refused by name).
+            None uses the provider's default model.
         provider: `openai`, `mistral`, `emulator` or `auto` (default: the provider whose API
             key is set, else the offline emulator).
         system_prompt: System message for requests without one.
@@ -283,6 +285,16 @@ def _apply_model(prepared: _Prepared, model: Any) -> None:
     for key, value in spec["params"].items():
         if prepared.context.get(key) is None:
             prepared.context[key] = value
+    # The model's own settings; any given by keyword win, as temperature= does above.
+    given_settings = prepared.context.get("model_settings") or {}
+    prepared.context["model_settings"] = {**spec["settings"], **given_settings}
+    for key in ("base_url", "organization"):
+        # The batch goes where the model's realtime calls go: same endpoint, same organization.
+        if key in spec:
+            given = prepared.context.get(key)
+            if given and given != spec[key]:
+                raise ValueError(f"{key}= does not match the model's own {key}")
+            prepared.context[key] = spec[key]
     for key in ("tools", "tool_choice", "response_schema", "schema_method", "strict"):
         if key in spec and key not in prepared.graph_input:
             prepared.graph_input[key] = spec[key]

@@ -8,9 +8,10 @@ checkpoints or run context.
 
 from __future__ import annotations
 
+import json
 import os
 import random
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
 ProviderName = Literal["auto", "openai", "mistral", "anthropic", "emulator"]
@@ -52,6 +53,15 @@ class Context:
         default=None,
         metadata={"description": "Nucleus sampling probability mass; empty uses the default."},
     )
+    model_settings: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "description": "Constructor settings of the chat model that builds every body and "
+            'parses every answer, as JSON, e.g. {"output_version": "v1", "stop": '
+            '["END"]} (`run_batch(model=llm)` fills it from `llm`). Not for keys, timeouts '
+            "or the endpoint (see base_url, organization)."
+        },
+    )
     system_prompt: str = field(
         default="",
         metadata={
@@ -64,6 +74,13 @@ class Context:
             "description": "Point the provider SDK at a compatible endpoint (a proxy, an "
             "OpenAI-compatible server, or the emulator over loopback, e.g. "
             "http://127.0.0.1:8765/openai/v1). Keys still come from the environment."
+        },
+    )
+    organization: str = field(
+        default="",
+        metadata={
+            "description": "OpenAI organization the batch's files and jobs are created in. "
+            "Empty means the SDK's default (OPENAI_ORG_ID, else the key's default organization)."
         },
     )
     completion_window: str = field(
@@ -199,9 +216,10 @@ class Context:
         """Fill fields still at their default from `BATCH_AGENT_<FIELD>` variables."""
         for f in fields(self):
             env_value = os.environ.get(f"BATCH_AGENT_{f.name.upper()}")
-            if not env_value or getattr(self, f.name) != f.default:
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            if not env_value or getattr(self, f.name) != default:
                 continue
-            setattr(self, f.name, _coerce(env_value, f.default, f.name))
+            setattr(self, f.name, _coerce(env_value, default, f.name))
 
     def next_poll_interval(self, checks_done: int) -> float:
         """Return the pause before the next status check after `checks_done` waits.
@@ -223,6 +241,8 @@ def _coerce(raw: str, default: Any, name: str) -> Any:
     """Convert an environment string to the type of a field's default."""
     if isinstance(default, bool):
         return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, dict):
+        return json.loads(raw)
     if isinstance(default, float) or name in {"temperature", "top_p", "max_cost"}:
         return float(raw)
     if isinstance(default, int) or name == "max_tokens":

@@ -81,7 +81,8 @@ from agent.providers.base import (
     CreatedJob,
     JobUpdate,
     RequestOutcome,
-    line_builder_for,
+    job_chat_model,
+    job_line_builder,
     message_dump,
     send_once,
 )
@@ -342,6 +343,7 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
                     params=by_key[source]["params"],
                     request_count=len(ids),
                     retry_of=source,
+                    chat_model=job_chat_model(by_key[source]),
                 )
             )
         return {**update, "jobs": jobs + follow_ups, "attempt": attempt + 1, "status": "running"}
@@ -804,7 +806,7 @@ def _rebuild_lines(
                 request_id=missing[0],
             )
         return (lines[i] for i in ids)
-    build = line_builder_for(provider, job["model"], job["params"], _planned_spec(state))
+    build = job_line_builder(provider, job, _planned_spec(state))
     return (build(r) for r in _source(state, state.get("system_prompt", "")) if r.id in wanted)
 
 
@@ -1095,7 +1097,7 @@ def _job_results(
     missing, missing_retryable = _missing_error(job)
     if job["status"] != "failed" and job["job_id"] is not None:
         provider = provider_for_job(job)
-        check = answer_check(provider, job["model"], spec, validate=validate)
+        check = answer_check(provider, job_chat_model(job), spec, validate=validate)
         request_id_of = provider.id_matcher(job, ids)
         for outcome in provider.results(job, spec):
             request_id = request_id_of(outcome.custom_id)

@@ -14,6 +14,7 @@ API keys and HTTP clients are never read into the spec.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from typing import Any, Final
@@ -23,6 +24,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableParallel, RunnableSequence
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from agent.providers.settings import SettingRules
 from agent.requests import BatchRequest
 from agent.structured import OutputSpec, bind_kwargs
 
@@ -35,58 +37,120 @@ _PROBE: Final = BatchRequest("probe", [{"role": "user", "content": "probe"}], {}
 def spec_from_chat_model(runnable: Runnable[Any, Any]) -> dict[str, Any]:
     """Return the batch description of a chat model as a realtime caller would invoke it.
 
+    Every field of the chat model that changes a request or its answer is carried: temperature,
+    max_tokens and top_p in `params`, every other model setting (stop sequences, `logit_bias`,
+    `output_version`, `top_k`, thinking, reasoning effort, `model_kwargs`, ...) in `settings`,
+    and the endpoint in `base_url` / `organization`; a field that only configures the client
+    (key, retries, timeouts, tracing) is not. What a batch cannot reproduce is refused by name.
+
     Args:
         runnable: A `ChatOpenAI` / `ChatMistralAI` / `ChatAnthropic`, or one wrapped by `.bind_tools(...)`,
             `.with_structured_output(...)` (also with `include_raw=True` or `tools=`) or `.bind(...)`.
 
     Returns:
-        `{"provider", "model", "params", "request_params"}` plus whichever of `tools`,
-        `tool_choice`, `response_schema`, `schema_method`, `strict` apply. `provider`,
-        `model` and `params` (temperature, max_tokens, top_p) go to the graph's context;
-        `request_params` into every request's `params`; the rest into the graph input.
+        `{"provider", "model", "params", "settings", "request_params"}`, plus `base_url` and
+        `organization` when the model names them, plus whichever of `tools`, `tool_choice`,
+        `response_schema`, `schema_method`, `strict` apply. `provider`, `model`, `params`,
+        `settings` (as `model_settings`), `base_url` and `organization` go to the graph's
+        context; `request_params` (what `.bind(...)` adds) into every request's `params`; the
+        rest into the graph input. All of it is plain JSON.
 
     Raises:
         TypeError: The runnable holds no chat model of a supported provider.
-        ValueError: The batch path cannot reproduce this model's requests exactly.
+        ValueError: The batch path cannot reproduce this model's requests or answers exactly
+            (naming the setting: OpenAI's Responses API, response headers, streaming, HTTP
+            headers, Anthropic betas, ...).
     """
     binding, llm = _find_model(runnable)
     provider, module = _provider_of(llm)
     model = str(getattr(llm, "model_name", None) or getattr(llm, "model", ""))
-    reference = module.chat_model(model, {})
-    params = {
-        key: getattr(llm, key)
-        for key in CONTEXT_PARAMS
-        if getattr(llm, key, None) != getattr(reference, key, None)
-    }
-    reference = module.chat_model(model, params)
-    # Every parameter the model sends by default (`_default_params` of both chat models).
-    user_defaults: dict[str, Any] = getattr(llm, "_default_params", {})
-    ref_defaults: dict[str, Any] = getattr(reference, "_default_params", {})
-    request_params = {
-        key: value
-        for key, value in user_defaults.items()
-        if key not in ("model", "stream") and ref_defaults.get(key, object()) != value
-    }
     kwargs = dict(binding.kwargs) if binding is not None else {}
+    _refuse_responses_api(module, llm, kwargs)
+    params, settings, endpoint = _model_settings(module, llm, model)
+    reference = module.chat_model(model, {**settings, **params})
     pydantic_format = isinstance(kwargs.get("response_format"), type)
     if pydantic_format and provider == "openai":
         # What the SDK sends for a Pydantic class (`openai.request_body`): the spec keeps JSON.
         kwargs["response_format"] = module.type_to_response_format_param(kwargs["response_format"])
     spec = _output_spec(kwargs, runnable)
     bound = bind_kwargs(reference, spec)
-    for key, value in kwargs.items():
-        if key != _TRACING_KEY and (key not in bound or bound[key] != value):
-            request_params[key] = value
+    request_params = {
+        key: _json(key, value)
+        for key, value in kwargs.items()
+        if key != _TRACING_KEY and (key not in bound or bound[key] != value)
+    }
     _check_same_body(module, llm, kwargs, reference, bound, request_params)
     result: dict[str, Any] = {
         "provider": provider,
         "model": model,
         "params": params,
+        "settings": settings,
         "request_params": request_params,
+        **endpoint,
     }
     if spec is not None:
         result.update(spec.to_state())
     return result
+
+
+def _model_settings(
+    module: Any, llm: BaseChatModel, model: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """Split the fields `llm` sets into context params, model settings and its endpoint.
+
+    A field counts as set when it differs from the same class's defaults for `model` (built the
+    way the batch builds its reference chat model, so defaults read from the environment or
+    derived from the model compare equal). Each is sorted by the provider's `SETTING_RULES`.
+    """
+    rules: SettingRules = module.SETTING_RULES
+    default = module.chat_model(model, {})
+    params: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
+    endpoint: dict[str, str] = {}
+    for name in type(llm).model_fields:
+        value = getattr(llm, name, None)
+        if name in ("model", "model_name") or name in rules.no_effect:
+            continue
+        if value == getattr(default, name, None):
+            continue
+        if name in rules.refused:
+            if value:
+                # The value is not shown: headers and proxies may hold credentials.
+                raise ValueError(
+                    f"cannot batch this {type(llm).__name__}'s requests: its {name} setting "
+                    f"cannot be reproduced in a batch ({rules.refused[name]})"
+                )
+        elif name in rules.endpoint:
+            endpoint.update(_endpoint(rules, rules.endpoint[name], name, value))
+        elif name in CONTEXT_PARAMS:
+            params[name] = value
+        else:
+            settings[name] = _json(name, value)
+    return params, settings, endpoint
+
+
+def _endpoint(rules: SettingRules, target: str, name: str, value: Any) -> dict[str, str]:
+    """Return the context field carrying an endpoint setting (`base_url` / `organization`)."""
+    if not value:
+        return {}
+    url = rules.base_url(str(value)) if target == "base_url" else str(value)
+    if url is None:
+        raise ValueError(
+            f"the model's {name} is not an endpoint the batch client can use; pass base_url= "
+            "(the provider SDK's base URL) instead"
+        )
+    return {target: url}
+
+
+def _json(name: str, value: Any) -> Any:
+    """Return `value` as JSON carries it (int `logit_bias` keys become strings, as on the wire)."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"setting {name} ({type(value).__name__}) is not JSON, so it cannot travel with a "
+            "batch (run context and checkpoints are JSON)"
+        ) from None
 
 
 def realtime_output(
@@ -236,6 +300,18 @@ def _bound_json_schema(kwargs: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(output_format, dict) and isinstance(output_format.get("schema"), dict):
         return dict(output_format["schema"])
     return None
+
+
+def _refuse_responses_api(module: Any, llm: BaseChatModel, kwargs: dict[str, Any]) -> None:
+    """Refuse a model whose realtime calls go to OpenAI's Responses API (not batched yet)."""
+    trigger = getattr(module, "responses_trigger", None)
+    if trigger is None:
+        return
+    cause = trigger(llm, {k: v for k, v in kwargs.items() if k != _TRACING_KEY})
+    if cause is not None:
+        raise ValueError(
+            f"cannot batch this {type(llm).__name__}'s requests: {module.responses_refusal(cause)}"
+        )
 
 
 def _check_same_body(

@@ -61,12 +61,27 @@ def spool_path(job_key: str) -> Path:
 
 
 def context_params(context: Context) -> dict[str, Any]:
-    """Return the model parameters the run context sets for every request."""
-    return {
-        "temperature": context.temperature,
-        "max_tokens": context.max_tokens,
-        "top_p": context.top_p,
-    }
+    """Return the run's settings of its chat model: `model_settings`, then the sampling fields.
+
+    They are what the reference chat model is built with (`chat_model(model, params)`), kept in
+    every job record (`Job.params`) so a resumed submit builds the same bytes and collect parses
+    as that model does. A sampling field left unset does not erase the same key in
+    `model_settings`.
+
+    Raises:
+        InputError: `model_settings` is not a JSON object.
+    """
+    if not isinstance(context.model_settings, dict):
+        raise InputError("model_settings must be a JSON object", source="context")
+    params: dict[str, Any] = dict(context.model_settings)
+    for key, value in (
+        ("temperature", context.temperature),
+        ("max_tokens", context.max_tokens),
+        ("top_p", context.top_p),
+    ):
+        if value is not None or key not in params:
+            params[key] = value
+    return params
 
 
 def effective_limits(provider: BatchProvider, context: Context) -> ProviderLimits:
@@ -121,6 +136,8 @@ class Plan:
     """`(request id, id of the earlier request with the same body)`: sent once, answered for both."""
     duplicate_tokens: dict[str, JobTokens] = field(default_factory=dict)
     """Per model, the tokens the duplicates would have cost (for the plan's saving estimate)."""
+    chat_model: str = ""
+    """The model of the chat model object that built every body (`Job.chat_model`)."""
 
     def duplicate_summary(self) -> list[dict[str, Any]]:
         """Return the duplicates per model as plan-like entries (to price what they save)."""
@@ -190,7 +207,12 @@ def plan_requests(
     check_context_params(params, rules, provider.name)
     directory = spool_dir()
     token = uuid.uuid4().hex[:12]
-    builders: dict[str, tuple[Callable[[BatchRequest], bytes], int | None, TokenCounter]] = {}
+    # One chat model object builds every body, as one `llm` would in realtime: a request that
+    # names its own model sends that model with `llm`'s rules (`llm.invoke(msgs, model=X)`).
+    chat_model = run_chat_model(provider, context)
+    build: Callable[[BatchRequest], bytes] | None = None
+    # Per job model: its context window and token counter (the model that runs and bills).
+    models: dict[str, tuple[int | None, TokenCounter]] = {}
     filling: dict[str, PlannedJob] = {}
     jobs: list[PlannedJob] = []
     ids: list[str] = []
@@ -204,14 +226,15 @@ def plan_requests(
         for request in requests:
             update_hash(digest, request)
             ids.append(request.id)
-            model = request.model or context.model or provider.default_model
-            if model not in builders:
-                builders[model] = (
-                    line_builder_for(provider, model, params, spec),
+            model = request.model or chat_model
+            if build is None:
+                build = line_builder_for(provider, chat_model, params, spec)
+            if model not in models:
+                models[model] = (
                     context_window(provider, model, request, context),
                     TokenCounter(provider.name, model, exact=exact_tokens),
                 )
-            build, window, counter = builders[model]
+            window, counter = models[model]
             if window is not None:
                 check_fits(request, model, window)
             if request.params:  # the context's own were checked once, above
@@ -283,7 +306,13 @@ def plan_requests(
         jobs=jobs,
         duplicates=duplicates,
         duplicate_tokens=duplicate_tokens,
+        chat_model=chat_model,
     )
+
+
+def run_chat_model(provider: BatchProvider, context: Context) -> str:
+    """Return the model of the run's chat model object: the context's, else the provider's."""
+    return context.model or provider.default_model
 
 
 def _body_key(line: bytes, request_id: str) -> bytes | None:
@@ -315,6 +344,7 @@ def intents_for(plan: Plan, provider: BatchProvider, context: Context, thread_id
             model=planned.model,
             params=params,
             request_count=len(planned.request_ids),
+            chat_model=plan.chat_model,
         )
         intent["input_bytes"] = planned.input_bytes
         intents.append(intent)
@@ -330,14 +360,20 @@ def new_intent(
     params: dict[str, Any],
     request_count: int,
     retry_of: str | None = None,
+    chat_model: str | None = None,
 ) -> Job:
-    """Return a job record for a job that is about to be submitted."""
+    """Return a job record for a job that is about to be submitted.
+
+    `chat_model` is the model of the chat model object that builds its bodies and parses its
+    answers (`Job.chat_model`); None means `model` itself.
+    """
     return Job(
         job_key=key,
         attempt=attempt,
         provider=provider.name,
         job_id=None,
         model=model,
+        chat_model=chat_model or model,
         params=params,
         request_count=request_count,
         input_bytes=0,
@@ -348,6 +384,7 @@ def new_intent(
         emulated=provider.emulated,
         # Never the password of an authenticating endpoint: `provider_for_job` asks the run for it.
         base_url=redact_url(provider.base_url),
+        organization=provider.organization,
         provider_status="",
         status="intent",
         counts=Counts(total=request_count, succeeded=0, failed=0, pending=request_count),

@@ -74,8 +74,14 @@ class Job(TypedDict):
     job_id: str | None
     """The provider's job id; None while the job is only an intent."""
     model: str
+    """The model the job runs (what it is created, priced and billed with)."""
     params: dict[str, Any]
-    """Model parameters from the run context, kept so a resumed submit builds the same file."""
+    """The run's settings of its chat model (the context's temperature, max_tokens, top_p and
+    model_settings), kept so a resumed submit builds the same file and collect parses alike."""
+    chat_model: NotRequired[str]
+    """The model of the chat model object that built the bodies and parses the answers: the
+    run's, also when the requests named `model` themselves, as `llm.invoke(msgs, model=X)` keeps
+    `llm`'s rules. Absent in records written before it existed: then `model`."""
     request_count: int
     """Requests in this job; their ids are in the store (`agent.bulk`), not in state."""
     input_bytes: int
@@ -88,6 +94,8 @@ class Job(TypedDict):
     """True when the job lives in the in-process offline emulator (synthetic answers)."""
     base_url: str
     """The endpoint the job was created on ('' for the provider's default or the emulator)."""
+    organization: NotRequired[str]
+    """The OpenAI organization the job was created in ('' or absent: the SDK's default)."""
     provider_status: str
     """The provider's raw status string, kept as-is."""
     status: JobStatus

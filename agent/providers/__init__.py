@@ -76,11 +76,12 @@ def resolve_provider(context: Context) -> BatchProvider:
         emulated = not context.base_url and not os.environ.get(API_KEY_ENV[choice])
     if emulated:
         _announce_emulator(choice)
-    return provider_class(choice)(emulated=emulated, base_url="" if emulated else context.base_url)
+    base_url = "" if emulated else context.base_url
+    return _provider(provider_class(choice), emulated, base_url, context.organization)
 
 
 def provider_for_job(job: Job, context: Context | None = None) -> BatchProvider:
-    """Rebuild the provider client that created `job`.
+    """Rebuild the provider client that created `job` (same endpoint, same organization).
 
     Args:
         job: The job record.
@@ -97,7 +98,8 @@ def provider_for_job(job: Job, context: Context | None = None) -> BatchProvider:
         raise ProviderError(
             f"job {job['job_id']} names unknown provider {job['provider']!r}"
         ) from None
-    return cls(emulated=job["emulated"], base_url=job_endpoint(job, context))
+    endpoint = job_endpoint(job, context)
+    return _provider(cls, job["emulated"], endpoint, job.get("organization") or "")
 
 
 def job_endpoint(job: Job, context: Context | None = None) -> str:
@@ -130,6 +132,19 @@ def _run_context() -> Context:
     except (RuntimeError, AttributeError):  # not inside a graph run
         return Context()
     return context if isinstance(context, Context) else Context()
+
+
+def _provider(
+    cls: type[BatchProvider], emulated: bool, base_url: str, organization: str
+) -> BatchProvider:
+    if not organization:
+        return cls(emulated=emulated, base_url=base_url)
+    if cls.name != "openai":
+        raise InputError(
+            f"organization is an OpenAI setting; the {cls.name} provider has none",
+            source="context",
+        )
+    return cls(emulated=emulated, base_url=base_url, organization=organization)  # type: ignore[call-arg]
 
 
 def _announce_emulator(protocol: str) -> None:

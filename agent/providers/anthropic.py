@@ -39,12 +39,13 @@ How Anthropic differs from the file-based providers, and how this module adapts:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import re
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import httpx2
 import orjson
@@ -69,9 +70,9 @@ from agent.providers.base import (
     bounded_listing,
     finish_message,
     is_retryable,
+    job_chat_model,
     jsonl_line,
     lc_messages,
-    model_params,
     nonblank_lines,
     normalise_status,
     read_outcome,
@@ -79,6 +80,7 @@ from agent.providers.base import (
 )
 from agent.providers.errors import ProviderError, provider_call
 from agent.providers.params import Allowed, ParamRules
+from agent.providers.settings import HEADERS, PROXY, STREAMING, build_chat_model, rules_for
 from agent.requests import BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus, RequestError, Usage
 
@@ -125,13 +127,29 @@ _CLIENT_OPTIONS = frozenset({"extra_body", "timeout"})
 _NOT_IN_A_BATCH = frozenset({"user_profile_id", "workspace_id", "extra_headers", "extra_query"})
 
 
-def chat_model(model: str, params: dict[str, Any]) -> ChatAnthropic:
-    """Return the `ChatAnthropic` whose realtime calls our batch requests reproduce."""
-    return ChatAnthropic(  # type: ignore[call-arg]
-        model=model,
-        api_key="unused-for-body-building",  # type: ignore[arg-type]
-        **model_params(params),
-    )
+SETTING_RULES: Final = rules_for(
+    ChatAnthropic,
+    no_effect=frozenset(
+        {"default_request_timeout", "max_retries", "anthropic_api_key", "stream_usage"}
+    ),
+    endpoint={"anthropic_api_url": "base_url"},
+    refused={
+        "streaming": STREAMING,
+        "default_headers": HEADERS,
+        "anthropic_proxy": PROXY,
+        "betas": "requests needing Anthropic's beta Messages API are not batched yet",
+    },
+)
+
+
+def chat_model(model: str, params: Mapping[str, Any]) -> ChatAnthropic:
+    """Return the `ChatAnthropic` whose realtime calls our batch requests reproduce.
+
+    Raises:
+        InputError: A setting is not one a batch carries, or ChatAnthropic rejects it.
+    """
+    factory = functools.partial(ChatAnthropic, model=model, api_key="unused-for-body-building")  # type: ignore[call-arg,arg-type]
+    return build_chat_model(factory, params, SETTING_RULES)
 
 
 def wire_params(payload: dict[str, Any], request_id: str) -> dict[str, Any]:
@@ -181,7 +199,8 @@ def request_params(
     Raises:
         InputError: ChatAnthropic refuses the request, or a batch cannot carry it.
     """
-    kwargs = {**(bound or {}), **{k: v for k, v in request.params.items() if k != "model"}}
+    # A request's own `model` is a call kwarg too: only the model sent changes, not `llm`'s rules.
+    kwargs = {**(bound or {}), **request.params}
     try:
         payload = llm._get_request_payload(lc_messages(request), **kwargs)
     except (ValueError, TypeError) as exc:
@@ -204,9 +223,9 @@ def parse_message(llm: ChatAnthropic, body: dict[str, Any], message_key: str) ->
 class AnthropicLineParser:
     """Parse results lines (`{"custom_id", "result": {...}}`) into request outcomes."""
 
-    def __init__(self, model: str) -> None:
-        """Build the reference `ChatAnthropic` once per job."""
-        self.llm = chat_model(model, {})
+    def __init__(self, model: str, params: Mapping[str, Any] | None = None) -> None:
+        """Build the reference `ChatAnthropic` once per job (`params`: its settings)."""
+        self.llm = chat_model(model, params or {})
 
     def parse_line(
         self, raw: bytes | str, job_id: str
@@ -578,20 +597,25 @@ class AnthropicProvider(BatchProvider):
 
     # ----------------------------------------------------------------- results
 
-    def message_parser(self, model: str, spec: OutputSpec | None = None) -> LineParser:
+    def message_parser(
+        self,
+        model: str,
+        spec: OutputSpec | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> LineParser:
         """Return the fast, parity-exact parser of this provider's results lines for `model`.
 
         Any spec parses alike (tool-use answers take the reference path of the parser).
         """
         from agent.providers.anthropic_fastpath import AnthropicMessageParser
 
-        return AnthropicMessageParser(model)
+        return AnthropicMessageParser(model, params)
 
     def results(self, job: Job, spec: OutputSpec | None = None) -> Iterator[RequestOutcome]:
         """Stream the outcome of every request of an ended batch, one results line at a time."""
         if not job["output_file_id"]:
             return
-        parser = self.message_parser(job["model"])
+        parser = self.message_parser(job_chat_model(job), params=job["params"])
         job_id = str(job["job_id"])
         for raw in self._result_lines(job_id):
             yield read_outcome(parser, raw, job_id)

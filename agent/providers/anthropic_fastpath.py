@@ -44,12 +44,13 @@ Usage, one object per job:
     builder = AnthropicBodyBuilder(model, ctx_params, spec)
     params = builder.build(request)             # == anthropic.request_params(llm, request, bound)
 
-    parser = AnthropicMessageParser(job["model"])
+    parser = AnthropicMessageParser(job_chat_model(job), job["params"])
     custom_id, message, error, retryable = parser.parse_line(raw, job["job_id"])
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
@@ -188,7 +189,8 @@ class AnthropicBodyBuilder:
         """Read the reference model's defaults and self-check the fast path.
 
         Args:
-            model: The job's model.
+            model: The run's model (a request naming its own is sent as given, with this
+                model's rules).
             ctx_params: Model parameters from the run context (as given to `prepare`).
             spec: The request set's tools / response schema; with one, every request takes the
                 reference path (bound through `bind_tools` / `with_structured_output`).
@@ -261,7 +263,7 @@ class AnthropicBodyBuilder:
             "system": system,
         }
         for key, value in params.items():
-            if key != "model" and key != "stop":
+            if key != "stop":
                 payload[key] = value
         body = {k: v for k, v in payload.items() if v is not None}
         # `_route_unsupported_sampling_params` moves these to `extra_body`, which `wire_params`
@@ -428,13 +430,15 @@ class AnthropicMessageParser:
         fast_enabled: False when the construction-time self-check found a difference.
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, params: Mapping[str, Any] | None = None) -> None:
         """Build the reference parser and self-check the fast path.
 
         Args:
-            model: The job's model (as stored in `Job.model`).
+            model: The model of the job's chat model object (`Job.chat_model`).
+            params: That chat model's settings (`Job.params`; `output_version` changes the
+                parsed message).
         """
-        self.reference = anthropic_provider.AnthropicLineParser(model)
+        self.reference = anthropic_provider.AnthropicLineParser(model, params)
         self.llm: ChatAnthropic = self.reference.llm
         self.fast_enabled = (
             _RAW_CONSTRUCT_OK

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -284,6 +284,9 @@ class BatchProvider(ABC):
     param_rules: ParamRules = MappingProxyType({})
     """The provider's documented numeric parameter ranges (`agent.providers.params`)."""
 
+    organization: str = ""
+    """The organization jobs are created in ('' for the SDK's default; OpenAI only)."""
+
     def __init__(self, *, emulated: bool, base_url: str) -> None:
         """Remember where jobs go; subclasses build their SDK client from these."""
         self.emulated = emulated
@@ -335,7 +338,8 @@ class BatchProvider(ABC):
         """Return a function turning one request for `model` into its JSONL input line.
 
         Args:
-            model: The model every request of the job uses.
+            model: The model of the run's chat model object; a request naming its own `model`
+                sends that one with this model's rules, as `llm.invoke(msgs, model=X)` does.
             params: Model parameters from the run context (per-request params win).
         """
 
@@ -435,8 +439,12 @@ class BatchProvider(ABC):
         """Stream the non-blank lines of a provider file (downloaded as a stream)."""
 
     @abstractmethod
-    def message_parser(self, model: str) -> LineParser:
-        """Return the parity-exact parser of this provider's output lines for `model`."""
+    def message_parser(self, model: str, *, params: Mapping[str, Any] | None = None) -> LineParser:
+        """Return the parity-exact parser of this provider's output lines for `model`.
+
+        `params` are the job's settings of that chat model (`Job.params`): some change the
+        parsed message (`output_version`).
+        """
 
     def results(self, job: Job, spec: OutputSpec | None = None) -> Iterator[RequestOutcome]:
         """Stream the outcome of every request the provider returned for `job`.
@@ -446,10 +454,14 @@ class BatchProvider(ABC):
         parsing depends on (OpenAI parses answers to a response format differently).
         """
         if spec is None:
-            parser = self.message_parser(job["model"])
+            parser = self.message_parser(job_chat_model(job), params=job["params"])
         else:
             _check_spec_support(self)
-            parser = self.message_parser(job["model"], spec)  # type: ignore[call-arg]
+            parser = self.message_parser(
+                job_chat_model(job),
+                spec=spec,  # type: ignore[call-arg]
+                params=job["params"],
+            )
         job_id = str(job["job_id"])
         for file_id in (job["output_file_id"], job["error_file_id"]):
             if file_id:
@@ -586,6 +598,23 @@ def line_builder_for(
         return provider.line_builder(model, params)
     _check_spec_support(provider)
     return provider.line_builder(model, params, spec)  # type: ignore[call-arg]
+
+
+def job_chat_model(job: Job) -> str:
+    """Return the model of the chat model object that builds `job`'s lines and parses its answers.
+
+    It is the run's model, also for requests that named their own `model` (realtime
+    `llm.invoke(messages, model=X)` builds and parses with `llm`'s rules and only sends X); a
+    job recorded before `Job.chat_model` existed was built by its own model.
+    """
+    return job.get("chat_model") or job["model"]
+
+
+def job_line_builder(
+    provider: BatchProvider, job: Job, spec: OutputSpec | None
+) -> Callable[[BatchRequest], bytes]:
+    """Return the line builder that built `job`'s input (to rebuild the very same bytes)."""
+    return line_builder_for(provider, job_chat_model(job), job["params"], spec)
 
 
 def _check_spec_support(provider: BatchProvider) -> None:
@@ -735,11 +764,6 @@ def is_retryable(code: str, status_code: int = 0) -> bool:
         or status_code >= 500
         or code.startswith(("http_429", "http_5"))
     )
-
-
-def model_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Drop unset (None) parameters so the chat model's own defaults apply, as in realtime."""
-    return {k: v for k, v in params.items() if v is not None}
 
 
 def normalise_status(raw: str, known: dict[str, JobStatus], errors: list[str]) -> JobStatus:

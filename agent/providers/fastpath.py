@@ -27,8 +27,9 @@ How exactness is kept:
 - Builders read the chat model's default parameters once and replay the reference merging rules
   (call kwargs override defaults in place; for OpenAI `stop=None` is ignored, `max_tokens`
   becomes `max_completion_tokens`, o-series models send `system` as `developer` and `stream` is
-  dropped; for Mistral `developer` is sent as `system`), preserving key order so the JSONL bytes
-  are identical too.
+  dropped; for Mistral `developer` is sent as `system`, and a call's `stop` of None means the
+  model's own stop and an empty one none), preserving key order so the JSONL bytes are identical
+  too.
 - The OpenAI parser reproduces what `ChatCompletion.model_dump()` yields after
   `construct_type` (every declared field present, missing optional ones as `None`, token details
   expanded to all their fields), taking field names from the SDK models themselves.
@@ -45,7 +46,7 @@ Usage, one object per job:
     builder = OpenAIBodyBuilder(model, ctx_params)       # or MistralBodyBuilder
     body = builder.build(request)                        # == request_body(chat_model(...), request)
 
-    parser = OpenAIMessageParser(job["model"])           # or MistralMessageParser
+    parser = OpenAIMessageParser(job_chat_model(job), params=job["params"])  # or Mistral...
     custom_id, message, error, retryable = parser.parse_line(raw, job["job_id"])
 """
 
@@ -347,7 +348,8 @@ class OpenAIBodyBuilder(_BodyBuilder):
         """Read the reference model's defaults and self-check the fast path.
 
         Args:
-            model: The job's model.
+            model: The run's model (a request naming its own is sent as given, with this
+                model's rules).
             ctx_params: Model parameters from the run context (as given to `prepare`).
             spec: The request set's tools / response schema; with one, every request takes the
                 reference path (bound through `bind_tools` / `with_structured_output`).
@@ -355,6 +357,11 @@ class OpenAIBodyBuilder(_BodyBuilder):
         self.llm: ChatOpenAI = openai_provider.chat_model(model, ctx_params)
         self._bound: dict[str, Any] = openai_provider.bound_kwargs(self.llm, spec)
         self._defaults: dict[str, Any] = self.llm._default_params
+        # Defaults the SDK does not send as they are (`extra_body`, int `logit_bias` keys):
+        # every body then goes through `wire_body`, as the reference's does.
+        self._wire = "logit_bias" in self._defaults or not self._defaults.keys().isdisjoint(
+            openai_provider.REQUEST_OPTIONS
+        )
         # `ChatOpenAI._get_request_payload` sends system messages as `developer` to o-series.
         o_series = bool(self.llm.model_name and re.match(r"^o\d", self.llm.model_name))
         self._roles: dict[str, str] = {
@@ -363,8 +370,16 @@ class OpenAIBodyBuilder(_BodyBuilder):
             "user": "user",
             "assistant": "assistant",
         }
+        # A request of the fast shapes goes to the Responses API only through the model's own
+        # settings (refused, by the reference path) or a request naming a Responses-only model.
+        self._check_model = self.llm.use_responses_api is not False
         self.fast_enabled = (
-            not self._bound and self.llm.use_responses_api is False and type(self.llm) is ChatOpenAI
+            not self._bound
+            and type(self.llm) is ChatOpenAI
+            and openai_provider.responses_trigger(self.llm, {}) is None
+            # Every key the fast path can emit is one the SDK takes (others are refused by the
+            # reference path, as realtime refuses them).
+            and self._defaults.keys() | OPENAI_FAST_PARAMS <= openai_provider.CREATE_ARGS
         )
         if self.fast_enabled:
             self.fast_enabled = _self_check_builder(self)
@@ -379,6 +394,12 @@ class OpenAIBodyBuilder(_BodyBuilder):
         for key in params:
             if key not in OPENAI_FAST_PARAMS:
                 return None
+        if (
+            self._check_model
+            and "model" in params
+            and openai_provider.responses_only_model(params["model"])
+        ):
+            return None  # refused by the reference path, with the request's id
         messages = _plain_messages(request.messages, self._roles, True)
         if messages is None:
             return None
@@ -387,7 +408,7 @@ class OpenAIBodyBuilder(_BodyBuilder):
         for key, value in params.items():
             if key == "stop":
                 stop = value
-            elif key != "model":
+            else:
                 payload[key] = value
         # `stop` is a named argument of `_get_request_payload`: None means "not given", and a
         # given value is added after the other kwargs.
@@ -397,6 +418,8 @@ class OpenAIBodyBuilder(_BodyBuilder):
         if "max_tokens" in payload:
             payload["max_completion_tokens"] = payload.pop("max_tokens")
         payload.pop("stream", None)
+        if self._wire or "logit_bias" in params:
+            return openai_provider.wire_body(payload, request.id)
         return payload
 
 
@@ -421,7 +444,8 @@ class MistralBodyBuilder(_BodyBuilder):
         """Read the reference model's parameters and self-check the fast path.
 
         Args:
-            model: The job's model.
+            model: The run's model (a request naming its own is sent as given, with this
+                model's rules).
             ctx_params: Model parameters from the run context (as given to `prepare`).
             spec: The request set's tools / response schema; with one, every request takes the
                 reference path (bound through `bind_tools` / `with_structured_output`).
@@ -430,11 +454,10 @@ class MistralBodyBuilder(_BodyBuilder):
 
         self.llm: ChatMistralAI = mistral_provider.chat_model(model, ctx_params)
         self._bound: dict[str, Any] = bind_kwargs(self.llm, spec)
-        # `_create_message_dicts(messages, stop=None)`: client params plus the model's own stop.
-        params = self.llm._client_params
-        if self.llm.stop:
-            params["stop"] = self.llm.stop
-        self._params: dict[str, Any] = params
+        # `_create_message_dicts(messages, stop)`: the client params, then `stop` (the call's,
+        # else the model's own) when it is not empty.
+        self._params: dict[str, Any] = self.llm._client_params
+        self._stop: list[str] | None = self.llm.stop
         self.fast_enabled = (
             not self._bound
             and type(self.llm).__name__ == "ChatMistralAI"
@@ -458,8 +481,13 @@ class MistralBodyBuilder(_BodyBuilder):
             return None
         body: dict[str, Any] = {"messages": messages}
         body.update(self._params)
+        stop = params.get("stop")
+        if stop is None:
+            stop = self._stop
+        if stop:
+            body["stop"] = stop
         for key, value in params.items():
-            if key != "model":
+            if key != "stop":
                 body[key] = value
         return body
 
@@ -485,6 +513,7 @@ def _probe_requests() -> list[BatchRequest]:
             {"stop": ["\n"], "temperature": 0.5, "max_tokens": 7, "model": "x", "seed": 1},
         ),
         BatchRequest("probe-3", messages[2:3], {"stop": None, "top_p": 0.5, "n": 2}),
+        BatchRequest("probe-4", messages[:3], {"stop": [], "seed": 2}),
     ]
 
 
@@ -719,16 +748,20 @@ class OpenAIMessageParser(_MessageParser):
         fast_enabled: False when the construction-time self-check found a difference.
     """
 
-    def __init__(self, model: str, spec: OutputSpec | None = None) -> None:
+    def __init__(
+        self, model: str, spec: OutputSpec | None = None, params: Mapping[str, Any] | None = None
+    ) -> None:
         """Build the reference model and self-check the fast path.
 
         Args:
-            model: The job's model (as stored in `Job.model`).
+            model: The model of the job's chat model object (`Job.chat_model`).
             spec: The request set's tools / response schema. With a response format, realtime
                 parses through the SDK's `chat.completions.parse`, and so does every answer here
                 (the reference path).
+            params: That chat model's settings (`Job.params`; `output_version` changes the
+                parsed message).
         """
-        self.llm: ChatOpenAI = openai_provider.chat_model(model, {})
+        self.llm: ChatOpenAI = openai_provider.chat_model(model, params or {})
         bound = openai_provider.bound_kwargs(self.llm, spec)
         self._response_format: Any = bound.get("response_format")
         self._input_tools: list[Any] | None = bound.get("tools")
@@ -915,15 +948,17 @@ class MistralMessageParser(_MessageParser):
         fast_enabled: False when the construction-time self-check found a difference.
     """
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, params: Mapping[str, Any] | None = None) -> None:
         """Build the reference model and self-check the fast path.
 
         Args:
-            model: The job's model (as stored in `Job.model`).
+            model: The model of the job's chat model object (`Job.chat_model`).
+            params: That chat model's settings (`Job.params`; `output_version` changes the
+                parsed message).
         """
         from agent.providers import mistral as mistral_provider
 
-        self.llm: ChatMistralAI = mistral_provider.chat_model(model, {})
+        self.llm: ChatMistralAI = mistral_provider.chat_model(model, params or {})
         self._model = self.llm.model
         self.fast_enabled = (
             _RAW_CONSTRUCT_OK

@@ -7,11 +7,12 @@ model per job, so the model is set at job level and also kept in each body, as r
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx2
 from langchain_mistralai import ChatMistralAI
@@ -31,13 +32,13 @@ from agent.providers.base import (
     bounded_listing,
     jsonl_line,
     lc_messages,
-    model_params,
     nonblank_lines,
     normalise_status,
     shared_http_client,
 )
 from agent.providers.errors import ProviderError, provider_call
 from agent.providers.params import Allowed, ParamRules
+from agent.providers.settings import STREAMING, build_chat_model, rules_for
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus
 from agent.structured import OutputSpec
@@ -73,9 +74,38 @@ PARAM_RULES: ParamRules = {
 }
 
 
-def chat_model(model: str, params: dict[str, Any]) -> ChatMistralAI:
-    """Return the `ChatMistralAI` whose realtime calls our batch lines reproduce."""
-    return ChatMistralAI(model=model, api_key="unused-for-body-building", **model_params(params))  # type: ignore[call-arg,arg-type]
+def api_root(endpoint: str) -> str | None:
+    """Return the Mistral SDK's server URL for a ChatMistralAI `endpoint` (which ends in /v1)."""
+    root = endpoint.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else None
+
+
+SETTING_RULES: Final = rules_for(
+    ChatMistralAI,
+    no_effect=frozenset(
+        {
+            "client",
+            "async_client",
+            "mistral_api_key",
+            "max_retries",
+            "timeout",
+            "max_concurrent_requests",
+        }
+    ),
+    endpoint={"endpoint": "base_url"},
+    refused={"streaming": STREAMING},
+    base_url=api_root,
+)
+
+
+def chat_model(model: str, params: Mapping[str, Any]) -> ChatMistralAI:
+    """Return the `ChatMistralAI` whose realtime calls our batch lines reproduce.
+
+    Raises:
+        InputError: A setting is not one a batch carries, or ChatMistralAI rejects it.
+    """
+    factory = functools.partial(ChatMistralAI, model=model, api_key="unused-for-body-building")  # type: ignore[call-arg,arg-type]
+    return build_chat_model(factory, params, SETTING_RULES)
 
 
 def request_body(
@@ -86,8 +116,12 @@ def request_body(
     `bound` holds what a `bind_tools` / `with_structured_output` wrapper passes to the model on
     every call (`agent.structured.bind_kwargs`); the request's own parameters win.
     """
-    kwargs = {**(bound or {}), **{k: v for k, v in request.params.items() if k != "model"}}
-    message_dicts, params = llm._create_message_dicts(lc_messages(request), None)
+    # A request's own `model` is a call kwarg too: only the model sent changes, not `llm`'s rules.
+    kwargs = {**(bound or {}), **request.params}
+    # `stop` is a named argument of `invoke()`, handed to `_create_message_dicts`: None means
+    # the model's own stop, an empty list none at all; it is never a body key as given.
+    stop = kwargs.pop("stop", None)
+    message_dicts, params = llm._create_message_dicts(lc_messages(request), stop)
     # Realtime adds "stream": False; batch lines carry no streaming flag.
     return {"messages": message_dicts, **params, **kwargs}
 
@@ -301,14 +335,19 @@ class MistralProvider(BatchProvider):
             finally:
                 response.close()
 
-    def message_parser(self, model: str, spec: OutputSpec | None = None) -> LineParser:
+    def message_parser(
+        self,
+        model: str,
+        spec: OutputSpec | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> LineParser:
         """Return the fast, parity-exact parser of this provider's result lines.
 
         A spec changes nothing here: realtime `ChatMistralAI` parses every answer the same way.
         """
         from agent.providers.fastpath import MistralMessageParser
 
-        return MistralMessageParser(model)
+        return MistralMessageParser(model, params)
 
     def chat_model(self, model: str, params: dict[str, Any]) -> ChatMistralAI:
         """Return the `ChatMistralAI` whose realtime calls this provider's batch lines reproduce."""

@@ -7,12 +7,16 @@ result are exactly what the realtime call would send and return.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, cast
 
 import httpx2
 from langchain_openai import ChatOpenAI
+from langchain_openai.chat_models.base import _model_prefers_responses_api
 from openai import DefaultHttpxClient, OpenAI, omit
 from openai._models import construct_type
 from openai.lib._parsing._completions import (
@@ -20,6 +24,7 @@ from openai.lib._parsing._completions import (
     type_to_response_format_param,
     validate_input_tools,
 )
+from openai.resources.chat.completions import Completions
 from openai.types.chat import ChatCompletion
 
 from agent.providers.base import (
@@ -34,12 +39,12 @@ from agent.providers.base import (
     bounded_listing,
     jsonl_line,
     lc_messages,
-    model_params,
     nonblank_lines,
     normalise_status,
 )
 from agent.providers.errors import provider_call
 from agent.providers.params import Allowed, ParamRules
+from agent.providers.settings import HEADERS, PROXY, STREAMING, build_chat_model, rules_for
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
 from agent.state import Counts, Job, JobStatus
 from agent.structured import OutputSpec, bind_kwargs
@@ -71,27 +76,76 @@ PARAM_RULES: ParamRules = {
     "n": Allowed(integer=True, minimum=1),
     "seed": Allowed(integer=True),
 }
-# ChatOpenAI must not pick the Responses API on its own: batches here use /v1/chat/completions.
-_CHAT_MODEL_DEFAULTS: dict[str, Any] = {
-    "api_key": "unused-for-body-building",
-    "use_responses_api": False,
-}
+# `chat.completions.create` keyword arguments that are request options, not body fields.
+REQUEST_OPTIONS: Final = frozenset({"extra_body", "extra_headers", "extra_query", "timeout"})
+# Every keyword argument `chat.completions.create` (and `.parse`) takes: realtime raises a
+# TypeError for any other, before sending anything.
+CREATE_ARGS: Final = frozenset(inspect.signature(Completions.create).parameters) - {"self"}
+# The reference decides between chat completions and the Responses API as realtime does
+# (`use_responses_api` left to ChatOpenAI); what it would send to the Responses API is refused
+# (`responses_trigger`), since batches here use /v1/chat/completions.
+_CHAT_MODEL_DEFAULTS: dict[str, Any] = {"api_key": "unused-for-body-building"}
+# Parameters only the Responses API has (`langchain_openai`'s own routing list), to name the
+# cause in a refusal; the decision itself is `ChatOpenAI._use_responses_api`.
+_RESPONSES_PARAMS: Final = (
+    "context_management",
+    "include",
+    "previous_response_id",
+    "reasoning",
+    "text",
+    "truncation",
+)
 
 
-def chat_model(model: str, params: dict[str, Any]) -> ChatOpenAI:
+SETTING_RULES: Final = rules_for(
+    ChatOpenAI,
+    no_effect=frozenset(
+        {
+            "client",
+            "async_client",
+            "root_client",
+            "root_async_client",
+            "openai_api_key",
+            "request_timeout",
+            "max_retries",
+            "http_client",
+            "http_async_client",
+            "http_socket_options",
+            "stream_chunk_timeout",
+            "stream_usage",  # only read when streaming, which is refused
+            "tiktoken_model_name",  # token counting only
+        }
+    ),
+    endpoint={"openai_api_base": "base_url", "openai_organization": "organization"},
+    refused={
+        "include_response_headers": "a batch answer carries no HTTP response headers",
+        "streaming": STREAMING,
+        "default_headers": HEADERS,
+        "default_query": "a batch request cannot carry query parameters",
+        "openai_proxy": PROXY,
+    },
+)
+
+
+def chat_model(model: str, params: Mapping[str, Any]) -> ChatOpenAI:
     """Return the `ChatOpenAI` whose realtime calls our batch lines reproduce.
 
-    It only builds request bodies and parses answers, so it gets HTTP clients that refuse to
-    send: no realtime call can slip out through it, and it skips building its own TLS clients
-    (loading the CA bundle twice, about 70 ms of every run's start-up).
+    `params` are the run's settings of that model (`agent.providers.settings`). It only builds
+    request bodies and parses answers, so it gets HTTP clients that refuse to send: no realtime
+    call can slip out through it, and it skips building its own TLS clients (loading the CA
+    bundle twice, about 70 ms of every run's start-up).
+
+    Raises:
+        InputError: A setting is not one a batch carries, or ChatOpenAI rejects it.
     """
-    return ChatOpenAI(
+    factory = functools.partial(
+        ChatOpenAI,
         model=model,
         **_CHAT_MODEL_DEFAULTS,
-        **model_params(params),
         http_client=_REFUSING_CLIENTS[0],
         http_async_client=_REFUSING_CLIENTS[1],
     )
+    return build_chat_model(factory, params, SETTING_RULES)
 
 
 def _refuse(request: httpx2.Request) -> httpx2.Response:
@@ -114,7 +168,11 @@ def request_body(
     `bound` holds what a `bind_tools` / `with_structured_output` wrapper passes to the model on
     every call (`bound_kwargs`); the request's own parameters win, as call kwargs do.
     """
-    kwargs = {**(bound or {}), **{k: v for k, v in request.params.items() if k != "model"}}
+    # A request's own `model` is a call kwarg too: only the model sent changes, not `llm`'s rules.
+    kwargs = {**(bound or {}), **request.params}
+    trigger = responses_trigger(llm, kwargs)
+    if trigger is not None:
+        raise InputError(responses_refusal(trigger), source="input", request_id=request.id)
     body = llm._get_request_payload(lc_messages(request), **kwargs)
     # `invoke()` sends stream=False; a batch line must not carry streaming flags at all.
     body.pop("stream", None)
@@ -122,7 +180,116 @@ def request_body(
         # A Pydantic response format goes through the SDK's `chat.completions.parse`, which
         # sends it as this strict JSON schema.
         body["response_format"] = type_to_response_format_param(body["response_format"])
+    return wire_body(body, request.id)
+
+
+def responses_trigger(llm: ChatOpenAI, kwargs: Mapping[str, Any]) -> str | None:
+    """Return what would make `llm.invoke(messages, **kwargs)` use the Responses API, or None.
+
+    The decision is ChatOpenAI's own (`_use_responses_api` on the payload it builds: the
+    `use_responses_api` setting, Responses-only parameters and settings, built-in tools,
+    models served by the Responses API only). One case is added: a request naming its own
+    Responses-only model, which realtime would send to chat completions under `llm`'s routing
+    and the API would refuse; unless `llm` is pinned to chat completions
+    (`use_responses_api=False`), which is then what was asked for.
+    """
+    model = kwargs.get("model")
+    if (
+        isinstance(model, str)
+        and llm.use_responses_api is not False
+        and responses_only_model(model)
+    ):
+        return f"model {model!r} (served by the Responses API only)"
+    payload = {**llm._default_params, **kwargs}
+    if not llm._use_responses_api(payload):
+        return None
+    # Only words for the cause from here on: the decision above was ChatOpenAI's.
+    builtin = sorted(
+        str(tool.get("type"))
+        for tool in payload.get("tools") or ()
+        if isinstance(tool, Mapping) and tool.get("type", "function") != "function"
+    )
+    if builtin:
+        return f"built-in tool {', '.join(builtin)}"
+    params = [key for key in _RESPONSES_PARAMS if key in payload]
+    if params:
+        return f"parameter {', '.join(params)}"
+    if responses_only_model(llm.model_name):
+        return f"model {llm.model_name!r} (served by the Responses API only)"
+    if llm.output_version == "responses/v1":
+        return "output_version='responses/v1'"
+    if llm.use_previous_response_id:
+        return "use_previous_response_id=True"
+    return "use_responses_api=True"
+
+
+def responses_only_model(model: str | None) -> bool:
+    """Tell whether ChatOpenAI sends every request for `model` to the Responses API."""
+    return _model_prefers_responses_api(model)
+
+
+def responses_refusal(trigger: str) -> str:
+    """Return the words of a refusal of a request realtime would send to the Responses API."""
+    return (
+        f"{trigger} makes ChatOpenAI send this request to OpenAI's Responses API, which "
+        "batch-agent does not batch yet (only /v1/chat/completions): use chat-completions "
+        "parameters and models instead (e.g. reasoning_effort rather than reasoning)"
+    )
+
+
+def wire_body(payload: dict[str, Any], request_id: str) -> dict[str, Any]:
+    """Return the JSON body `client.chat.completions.create(**payload)` puts on the wire.
+
+    The SDK takes `extra_body`, `extra_headers`, `extra_query` and `timeout` as request
+    options, not body fields: it merges `extra_body` over the named parameters and sends the
+    others as headers, query string and client timeout. A batch line is the body alone, so
+    headers and query parameters cannot travel with it and are refused; the timeout only
+    bounds how long the realtime client waits, and is dropped. JSON has string keys only, so
+    `logit_bias` token ids given as ints go out as strings, as the SDK's encoder writes them.
+
+    Raises:
+        InputError: The payload has a parameter the SDK's `create` does not take (realtime
+            raises before sending), sets HTTP headers or query parameters, or a non-object
+            `extra_body`.
+    """
+    unknown = sorted(payload.keys() - CREATE_ARGS)
+    if unknown:
+        raise InputError(
+            f"OpenAI's chat completions API takes no parameter {', '.join(unknown)} (the SDK "
+            "refuses it in realtime); send extra body fields in 'extra_body'",
+            source="input",
+            request_id=request_id,
+        )
+    if not REQUEST_OPTIONS.isdisjoint(payload):
+        refused = sorted(key for key in ("extra_headers", "extra_query") if payload.get(key))
+        if refused:
+            raise InputError(
+                f"{' and '.join(refused)} travel as HTTP headers or query parameters in "
+                "realtime, which a batch line cannot carry; remove them (the body may take "
+                "extra fields through 'extra_body')",
+                source="input",
+                request_id=request_id,
+            )
+        extra = payload.get("extra_body")
+        if extra is not None and not isinstance(extra, Mapping):
+            raise InputError(
+                "'extra_body' must be an object (the SDK merges it into the request body)",
+                source="input",
+                request_id=request_id,
+            )
+        body = {key: value for key, value in payload.items() if key not in REQUEST_OPTIONS}
+        body.update(extra or {})
+    else:
+        body = payload
+    bias = body.get("logit_bias")
+    if isinstance(bias, Mapping) and not all(type(key) is str for key in bias):
+        body["logit_bias"] = {_json_key(key): value for key, value in bias.items()}
     return body
+
+
+def _json_key(key: Any) -> str:
+    """Return a dict key as JSON writes it (`json.dumps` turns 50256 into "50256")."""
+    return key if isinstance(key, str) else json.dumps(key)
 
 
 def parse_completion(body: dict[str, Any]) -> ChatCompletion:
@@ -181,10 +348,20 @@ class OpenAIProvider(BatchProvider):
     supports_output_spec = True
 
     def __init__(
-        self, *, emulated: bool, base_url: str, http_client: httpx2.Client | None = None
+        self,
+        *,
+        emulated: bool,
+        base_url: str,
+        http_client: httpx2.Client | None = None,
+        organization: str = "",
     ) -> None:
-        """Build the SDK client; the API key is read from the environment and kept only there."""
+        """Build the SDK client; the API key is read from the environment and kept only there.
+
+        `organization` is the one a realtime `ChatOpenAI(organization=...)` sends its requests
+        in ('' for the SDK's default, `OPENAI_ORG_ID`).
+        """
         super().__init__(emulated=emulated, base_url=base_url)
+        self.organization = organization
         sdk_base_url, api_key, http_client = self.sdk_endpoint(
             "/openai/v1", "OPENAI_API_KEY", http_client, DefaultHttpxClient
         )
@@ -194,6 +371,7 @@ class OpenAIProvider(BatchProvider):
             base_url=sdk_base_url,
             http_client=http_client,
             max_retries=SDK_MAX_RETRIES,
+            organization=organization or None,
         )
 
     def line_builder(
@@ -321,11 +499,16 @@ class OpenAIProvider(BatchProvider):
             with self._client.files.with_streaming_response.content(file_id) as response:
                 yield from nonblank_lines(response.iter_bytes())
 
-    def message_parser(self, model: str, spec: OutputSpec | None = None) -> LineParser:
+    def message_parser(
+        self,
+        model: str,
+        spec: OutputSpec | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> LineParser:
         """Return the fast, parity-exact parser of this provider's result lines."""
         from agent.providers.fastpath import OpenAIMessageParser
 
-        return OpenAIMessageParser(model, spec)
+        return OpenAIMessageParser(model, spec, params)
 
     def chat_model(self, model: str, params: dict[str, Any]) -> ChatOpenAI:
         """Return the `ChatOpenAI` whose realtime calls this provider's batch lines reproduce."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx2
 import openai
@@ -16,8 +17,11 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, field_validator
 
 from agent import BatchResults, run_batch
-from agent.emulator import IN_PROCESS_BASE_URL, emulator_http_client, list_jobs
+from agent.emulator import IN_PROCESS_BASE_URL, emulator_http_client, list_jobs, running_emulator
+from agent.providers import provider_for_job
+from agent.providers.openai import OpenAIProvider
 from agent.requests import InputError
+from tests.unit_tests.test_parity import OPENAI_RESPONSE as OPENAI_ANSWER
 
 FAST = {"poll_interval_seconds": 0.1, "poll_backoff": 1.0}
 
@@ -208,3 +212,84 @@ def test_structured_result_equals_the_realtime_invoke(method: str, isolated_env:
     assert result.message is not None
     # `invoke()` message ids embed a random run id; everything else is equal.
     assert result.message.model_dump(exclude={"id"}) == expected["raw"].model_dump(exclude={"id"})
+
+
+# ----------------------------------------------------------------------------- model settings
+
+
+def _chat_model_at(provider: str, url: str) -> Any:
+    """The provider's chat model, pointed at the loopback emulator the way a user would."""
+    if provider == "openai":
+        return ChatOpenAI(model="gpt-4o-mini", api_key="sk-unused", base_url=f"{url}/openai/v1")
+    if provider == "mistral":
+        from langchain_mistralai import ChatMistralAI
+
+        return ChatMistralAI(
+            model="mistral-small-latest", api_key="unused", endpoint=f"{url}/mistral/v1"
+        )  # type: ignore[call-arg]
+    from langchain_anthropic import ChatAnthropic
+
+    return ChatAnthropic(model="claude-haiku-4-5", api_key="unused", base_url=f"{url}/anthropic")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("provider", "sdk_path"),
+    [("openai", "/openai/v1"), ("mistral", "/mistral"), ("anthropic", "/anthropic")],
+)
+def test_run_batch_sends_the_batch_where_the_model_sends_its_calls(
+    provider: str, sdk_path: str
+) -> None:
+    with running_emulator() as url:
+        llm = _chat_model_at(provider, url)
+        results = run_batch(["Say hello"], model=llm, **FAST)
+        (job,) = results.jobs
+        assert results.status == "completed" and results[0].content.startswith("Emulated reply")
+        # Not the in-process emulator: the model's own endpoint, as the SDK's base URL.
+        assert job["provider"] == provider and not job["emulated"]
+        assert job["base_url"] == f"{url}{sdk_path}"
+        with pytest.raises(ValueError, match="base_url= does not match the model's own"):
+            run_batch(["Say hello"], model=llm, base_url="http://elsewhere.invalid")
+
+
+def test_run_batch_creates_the_jobs_in_the_models_organization() -> None:
+    seen: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(200, json=OPENAI_ANSWER)
+
+    llm = ChatOpenAI(
+        model="gpt-4o-mini",
+        api_key="sk-unused",
+        organization="org-batch7",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    )
+    llm.invoke("Say hello")
+    assert seen[-1].headers["openai-organization"] == "org-batch7"
+
+    results = run_batch(["Say hello"], model=llm, wait=False, **FAST)
+    (job,) = results.jobs
+    assert job["organization"] == "org-batch7"
+    # Every later call on the job (poll, collect, cancel) is made in that organization too.
+    provider = provider_for_job(job)
+    assert isinstance(provider, OpenAIProvider) and provider.organization == "org-batch7"
+    polled = OpenAIProvider(
+        emulated=False,
+        base_url="http://files.invalid/v1",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+        organization=job["organization"],
+    )
+    with contextlib.suppress(Exception):
+        polled.status(job)  # the canned answer is no batch; only the request matters
+    assert seen[-1].headers["openai-organization"] == "org-batch7"
+
+
+def test_run_batch_answers_as_the_models_output_version() -> None:
+    llm = ChatOpenAI(
+        model="gpt-4o-mini", api_key="sk-unused", output_version="v1", logit_bias={50256: -100}
+    )
+    (result,) = run_batch(["Say hello"], model=llm, **FAST)
+    assert result.ok and result.message is not None
+    # v1 messages carry standard content blocks, as `llm.invoke()` returns them.
+    assert result.message.content == [{"type": "text", "text": result.content}]
+    assert result.message.response_metadata["output_version"] == "v1"

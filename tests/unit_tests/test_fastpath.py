@@ -161,6 +161,15 @@ OPENAI_CALL_PARAMS = {
     "metadata": st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2),
     "prompt_cache_key": st.text(max_size=8),
 }
+# Constructor settings the SDK does not send as they are: `extra_body` is merged into the body
+# (over the call's own parameters), int `logit_bias` keys are written as strings.
+OPENAI_CTX_PARAMS = {
+    **OPENAI_PARAMS,
+    "extra_body": st.dictionaries(
+        st.sampled_from(["top_k", "temperature", "seed"]), st.integers(0, 3), max_size=2
+    ),
+    "logit_bias": st.dictionaries(st.sampled_from([50256, 198]), st.integers(-100, 100)),
+}
 MISTRAL_PARAMS = {**COMMON_PARAMS, "random_seed": st.integers(0, 2**31)}
 MISTRAL_CALL_PARAMS = {**MISTRAL_PARAMS, "safe_prompt": st.booleans(), "model": st.just("x")}
 
@@ -168,7 +177,7 @@ MISTRAL_CALL_PARAMS = {**MISTRAL_PARAMS, "safe_prompt": st.booleans(), "model": 
 @st.composite
 def openai_cases(draw: st.DrawFn) -> tuple[str, dict[str, Any], BatchRequest]:
     model = draw(st.sampled_from(OPENAI_MODELS))
-    ctx = _params(draw, OPENAI_PARAMS, allow_none=True)
+    ctx = _params(draw, OPENAI_CTX_PARAMS, allow_none=True)
     call = _params(draw, OPENAI_CALL_PARAMS, allow_none=False)
     if draw(st.booleans()) and "stop" not in call:
         call["stop"] = None  # an explicit "no stop" must not erase the context's stop

@@ -10,10 +10,17 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from langchain_core.messages import AIMessage
 from pydantic import BaseModel, Field
 
+from agent import run_batch
+from agent.context import Context
+from agent.emulator import list_jobs
 from agent.model_spec import spec_from_chat_model
-from agent.requests import BatchRequest
+from agent.planning import intents_for, plan_requests, spool_path
+from agent.requests import BatchRequest, InputError
 from agent.structured import OutputSpec
 from tests.unit_tests.test_structured_parity import CASES, MESSAGES, SCHEMA, TOOLS
 
@@ -93,7 +100,7 @@ def test_batch_from_spec_sends_the_realtime_body(
     batch = case.provider(None).prepare(
         [BatchRequest("r1", MESSAGES, spec["request_params"])],
         spec["model"],
-        spec["params"],
+        {**spec["settings"], **spec["params"]},
         OutputSpec.from_values(spec),
     )
     (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
@@ -104,7 +111,163 @@ def test_a_model_the_batch_path_cannot_reproduce_is_refused() -> None:
     from langchain_openai import ChatOpenAI
 
     responses = ChatOpenAI(model="gpt-4o-mini", api_key="sk-test", use_responses_api=True)
-    with pytest.raises(ValueError, match="cannot reproduce"):
+    with pytest.raises(ValueError, match=r"use_responses_api=True makes .*Responses API"):
         spec_from_chat_model(responses)
     with pytest.raises(TypeError, match="no chat model"):
         spec_from_chat_model(Ticket)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- model settings
+# Every setting of the model object that changes the request or the answer is carried: the
+# batch built and parsed from the spec (through the run context, the plan and the job record,
+# as the graph does) sends the body and returns the message `llm.invoke()` does. Settings come
+# in random combinations, per provider.
+
+unit = st.sampled_from([0.0, 0.4, 1.0])
+stops = st.lists(st.sampled_from(["END", "\n\n", "###"]), min_size=1, max_size=2)
+SETTINGS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
+    "openai": {
+        "output_version": st.sampled_from(["v0", "v1"]),
+        "logit_bias": st.dictionaries(
+            st.sampled_from([50256, 198]), st.integers(-100, 100), min_size=1
+        ),
+        "stop": stops,
+        "seed": st.integers(0, 9),
+        "frequency_penalty": unit,
+        "reasoning_effort": st.sampled_from(["low", "high"]),
+        "extra_body": st.just({"top_k": 3}),
+        "model_kwargs": st.just({"user": "u-1"}),
+        "service_tier": st.just("flex"),
+        "temperature": unit,
+        "max_tokens": st.integers(1, 99),
+    },
+    "mistral": {
+        "output_version": st.sampled_from(["v0", "v1"]),
+        "stop": stops,
+        "random_seed": st.integers(0, 9),
+        "safe_mode": st.booleans(),
+        "top_p": unit,
+        "max_tokens": st.integers(1, 99),
+    },
+    "anthropic": {
+        "output_version": st.sampled_from(["v0", "v1"]),
+        "stop_sequences": stops,
+        "top_k": st.integers(1, 9),
+        "thinking": st.just({"type": "enabled", "budget_tokens": 1024}),
+        "reasoning_effort": st.sampled_from(["low", "high"]),
+        "inference_geo": st.just("us"),
+        "max_tokens": st.integers(2048, 4096),
+    },
+}
+
+
+@st.composite
+def model_settings(draw: st.DrawFn, provider: str) -> dict[str, Any]:
+    options = SETTINGS[provider]
+    keys = draw(st.lists(st.sampled_from(sorted(options)), unique=True, min_size=1, max_size=4))
+    return {key: draw(options[key]) for key in keys}
+
+
+def _batch_of_spec(
+    case: Any, spec: dict[str, Any], answer: dict[str, Any]
+) -> tuple[dict[str, Any], AIMessage]:
+    """Run the spec through what the graph does: context, plan, job record, results."""
+    context = Context(
+        provider=spec["provider"],
+        model=spec["model"],
+        model_settings=spec["settings"],
+        **spec["params"],
+    )
+    provider = case.provider(None)
+    plan = plan_requests(
+        [BatchRequest("r1", MESSAGES, {})], provider=provider, context=context, exact_tokens=False
+    )
+    try:
+        (job,) = intents_for(plan, provider, context, "t")
+        line = json.loads(spool_path(job["job_key"]).read_bytes())
+    finally:
+        plan.discard()
+    served = case.provider(case.files_client(json.dumps(case.result_line(answer)).encode() + b"\n"))
+    job.update(job_id="batch_01", status="done", output_file_id=case.output_file_id)
+    (outcome,) = list(served.results(job))
+    assert outcome.message is not None
+    return case.body_of(line), outcome.message
+
+
+@pytest.mark.parametrize("provider", list(CASES))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_model_setting_is_carried(provider: str, data: st.DataObject) -> None:
+    case = CASES[provider]
+    ctor = data.draw(model_settings(provider))
+    answer = case.text("Billing issue.", False)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        llm, sent = case.realtime(answer, ctor, monkeypatch)
+        realtime = llm.invoke(MESSAGES)
+    spec = spec_from_chat_model(llm)
+    assert json.loads(json.dumps(spec)) == spec and spec["request_params"] == {}
+    body, message = _batch_of_spec(case, spec, answer)
+    expected = dict(sent[0])
+    expected.pop("stream", None)
+    assert body == expected
+    assert message.model_dump(exclude={"id"}) == realtime.model_dump(exclude={"id"})
+
+
+REFUSED: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "openai": [
+        ("include_response_headers", {"include_response_headers": True}),
+        ("streaming", {"streaming": True}),
+        ("default_headers", {"default_headers": {"Authorization": "Bearer sk-secret"}}),
+        ("default_query", {"default_query": {"api-version": "2024-10-21"}}),
+        ("openai_proxy", {"openai_proxy": "http://user:pw@proxy.invalid:3128"}),
+    ],
+    "mistral": [("streaming", {"streaming": True})],
+    "anthropic": [
+        ("betas", {"betas": ["context-1m-2025-08-07"]}),
+        ("streaming", {"streaming": True}),
+        ("default_headers", {"default_headers": {"X-Api-Key": "sk-ant-secret"}}),
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("provider", "setting", "ctor"),
+    [(provider, setting, ctor) for provider, cases in REFUSED.items() for setting, ctor in cases],
+)
+def test_a_setting_a_batch_cannot_reproduce_is_refused_by_name(
+    provider: str, setting: str, ctor: dict[str, Any]
+) -> None:
+    llm = _chat_model_class(provider)(model=CASES[provider].model, api_key="sk-test", **ctor)
+    with pytest.raises(ValueError, match=rf"its {setting} setting cannot be reproduced") as info:
+        spec_from_chat_model(llm)
+    assert "secret" not in str(info.value) and "pw@" not in str(info.value)
+    with pytest.raises(ValueError, match=setting):
+        run_batch(["Hello"], model=llm)
+    # The same setting given to the run directly is refused too, before anything is sent.
+    name = next(iter(ctor))
+    with pytest.raises(InputError, match=rf"model setting '{name}' cannot be reproduced"):
+        run_batch(["Hello"], provider=provider, model_settings=ctor)
+    assert list_jobs() == []
+
+
+def test_client_settings_are_not_model_settings() -> None:
+    # Keys, timeouts and endpoints are no model settings: they never enter the run's settings.
+    for settings_ in ({"api_key": "sk-secret"}, {"timeout": 5}, {"base_url": "http://x.invalid"}):
+        with pytest.raises(InputError, match="model setting") as info:
+            run_batch(["Hello"], provider="openai", model_settings=settings_)
+        assert "sk-secret" not in str(info.value)
+    assert list_jobs() == []
+
+
+def _chat_model_class(provider: str) -> Any:
+    if provider == "openai":
+        from langchain_openai import ChatOpenAI
+
+        return ChatOpenAI
+    if provider == "mistral":
+        from langchain_mistralai import ChatMistralAI
+
+        return ChatMistralAI
+    from langchain_anthropic import ChatAnthropic
+
+    return ChatAnthropic

@@ -13,15 +13,19 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
 from langchain_mistralai import ChatMistralAI
 from langchain_openai import ChatOpenAI
 
-from agent.planning import new_intent
-from agent.providers.base import BatchProvider
+from agent.context import Context
+from agent.planning import intents_for, new_intent, plan_requests, spool_path
+from agent.providers import provider_class
+from agent.providers.base import BatchProvider, job_chat_model, job_line_builder
 from agent.providers.mistral import MistralProvider
 from agent.providers.openai import OpenAIProvider
-from agent.requests import BatchRequest
+from agent.requests import BatchRequest, InputError
 
 MESSAGE_SETS: list[list[dict[str, Any]]] = [
     [{"role": "user", "content": "Classify: my invoice is wrong"}],
@@ -98,7 +102,10 @@ MISTRAL_RESPONSE = {
 
 
 def _realtime_openai(
-    messages: list[dict[str, Any]], ctor: dict[str, Any], call: dict[str, Any]
+    messages: list[dict[str, Any]],
+    ctor: dict[str, Any],
+    call: dict[str, Any],
+    model: str = "gpt-4o-mini",
 ) -> tuple[dict[str, Any], AIMessage]:
     sent: list[dict[str, Any]] = []
 
@@ -107,7 +114,7 @@ def _realtime_openai(
         return httpx2.Response(200, json=OPENAI_RESPONSE)
 
     llm = ChatOpenAI(
-        model="gpt-4o-mini",
+        model=model,
         api_key="sk-test",
         use_responses_api=False,
         http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
@@ -118,7 +125,10 @@ def _realtime_openai(
 
 
 def _realtime_mistral(
-    messages: list[dict[str, Any]], ctor: dict[str, Any], call: dict[str, Any]
+    messages: list[dict[str, Any]],
+    ctor: dict[str, Any],
+    call: dict[str, Any],
+    model: str = "mistral-small-latest",
 ) -> tuple[dict[str, Any], AIMessage]:
     sent: list[dict[str, Any]] = []
 
@@ -129,7 +139,7 @@ def _realtime_mistral(
     client = httpx.Client(
         base_url="https://api.mistral.ai/v1", transport=httpx.MockTransport(handler)
     )
-    llm = ChatMistralAI(model="mistral-small-latest", api_key="test", client=client, **ctor)  # type: ignore[arg-type]
+    llm = ChatMistralAI(model=model, api_key="test", client=client, **ctor)  # type: ignore[arg-type]
     message = llm.invoke(messages, **call)
     return sent[0], message
 
@@ -141,8 +151,16 @@ def _files_server(content: bytes) -> httpx2.Client:
     )
 
 
-def _batch_message(provider: BatchProvider, model: str) -> AIMessage:
-    job = new_intent(provider, key="k", attempt=1, model=model, params={}, request_count=1)
+def _batch_message(provider: BatchProvider, model: str, chat_model: str | None = None) -> AIMessage:
+    job = new_intent(
+        provider,
+        key="k",
+        attempt=1,
+        model=model,
+        params={},
+        request_count=1,
+        chat_model=chat_model,
+    )
     job.update(job_id="batch_1", status="done", output_file_id="file-out")
     (outcome,) = list(provider.results(job))
     assert outcome.custom_id == "r1" and outcome.error is None and outcome.message is not None
@@ -230,4 +248,193 @@ def test_mistral_result_equals_realtime_message() -> None:
     assert _comparable(ours) == _comparable(realtime)
     assert ours.usage_metadata == {"input_tokens": 17, "output_tokens": 3, "total_tokens": 20}
     assert ours.response_metadata["finish_reason"] == "length"
+    assert ours.response_metadata["model_name"] == "mistral-small-latest"
+
+
+# ----------------------------------------------------------------------------- request options
+# What the OpenAI SDK does with `create(**payload)` before the wire: `extra_body` is merged into
+# the JSON body, `extra_headers` / `extra_query` / `timeout` go elsewhere, and int `logit_bias`
+# keys are written as JSON strings. The batch line's body must be that same JSON.
+
+BODY_EXTRAS = st.dictionaries(
+    st.sampled_from(["top_k", "repetition_penalty", "temperature", "seed", "guided_json"]),
+    st.one_of(st.integers(0, 5), st.text(max_size=3)),
+    max_size=3,
+)
+INT_BIAS = st.dictionaries(st.sampled_from([50256, 198, 7]), st.integers(-100, 100), min_size=1)
+OPENAI_OPTION_CTOR: dict[str, st.SearchStrategy[Any]] = {
+    "extra_body": BODY_EXTRAS,
+    "logit_bias": INT_BIAS,
+    "temperature": st.sampled_from([0.0, 0.5]),
+    "seed": st.integers(0, 9),
+}
+OPENAI_OPTION_CALL: dict[str, st.SearchStrategy[Any]] = {
+    "extra_body": BODY_EXTRAS,
+    "timeout": st.sampled_from([5, 30.0]),
+    "logit_bias": st.one_of(
+        INT_BIAS, st.dictionaries(st.sampled_from(["50256", "13"]), st.integers(-9, 9))
+    ),
+    "temperature": st.sampled_from([0.2, 1.0]),
+    "stop": st.sampled_from([["\n"], None]),
+    "max_tokens": st.integers(1, 50),
+}
+
+
+@st.composite
+def _some(draw: st.DrawFn, options: dict[str, st.SearchStrategy[Any]]) -> dict[str, Any]:
+    keys = draw(st.lists(st.sampled_from(sorted(options)), unique=True))
+    return {key: draw(options[key]) for key in keys}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    messages=st.sampled_from(MESSAGE_SETS),
+    ctor=_some(OPENAI_OPTION_CTOR),
+    call=_some(OPENAI_OPTION_CALL),
+)
+def test_openai_request_options_reach_the_body_as_the_sdk_sends_them(
+    messages: list[dict[str, Any]], ctor: dict[str, Any], call: dict[str, Any]
+) -> None:
+    realtime_body, _ = _realtime_openai(messages, ctor, call)
+    assert realtime_body.pop("stream") is False
+    provider = OpenAIProvider(emulated=False, base_url="http://unused.invalid/v1")
+    batch = provider.prepare([BatchRequest("r1", messages, call)], "gpt-4o-mini", ctor)
+    (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
+    assert line["body"] == realtime_body
+    assert not {"extra_body", "timeout"} & line["body"].keys()
+
+
+@pytest.mark.parametrize(
+    "option", [{"extra_headers": {"OpenAI-Beta": "x"}}, {"extra_query": {"api-version": "1"}}]
+)
+def test_openai_headers_and_query_a_batch_line_cannot_carry_are_refused(
+    option: dict[str, Any],
+) -> None:
+    sent: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        sent.append(request)
+        return httpx2.Response(200, json=OPENAI_RESPONSE)
+
+    llm = ChatOpenAI(
+        model="gpt-4o-mini",
+        api_key="sk-test",
+        use_responses_api=False,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    )
+    llm.invoke(MESSAGE_SETS[0], **option)
+    # Realtime sends them outside the body, where a batch line has no place for them.
+    assert "openai-beta" in sent[0].headers or "api-version" in sent[0].url.params
+    assert not option.keys() & json.loads(sent[0].content).keys()
+    provider = OpenAIProvider(emulated=False, base_url="http://unused.invalid/v1")
+    (name,) = option
+    with pytest.raises(InputError, match=rf"{name} travel as HTTP headers.*request id 'r7'"):
+        provider.prepare([BatchRequest("r7", MESSAGE_SETS[0], option)], "gpt-4o-mini", {})
+
+
+STOPS = st.one_of(st.none(), st.lists(st.sampled_from(["\n", "END", "###"]), max_size=2))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    messages=st.sampled_from(MESSAGE_SETS),
+    ctor_stop=STOPS,
+    call=st.fixed_dictionaries({}, optional={"stop": STOPS, "temperature": st.just(0.1)}),
+)
+def test_mistral_stop_is_sent_as_realtime_sends_it(
+    messages: list[dict[str, Any]], ctor_stop: list[str] | None, call: dict[str, Any]
+) -> None:
+    # `stop=None` falls back to the model's own stop, `stop=[]` sends none: never a literal key.
+    ctor = {} if ctor_stop is None else {"stop": ctor_stop}
+    realtime_body, _ = _realtime_mistral(messages, ctor, call)
+    assert realtime_body.pop("stream") is False
+    provider = MistralProvider(emulated=False, base_url="http://unused.invalid")
+    batch = provider.prepare([BatchRequest("r1", messages, call)], "mistral-small-latest", ctor)
+    (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
+    assert line["body"] == realtime_body
+
+
+# ----------------------------------------------------------------------------- per-request model
+# `llm.invoke(messages, model=X)` sends X but keeps `llm`'s rules (role names, default
+# max_tokens) and parses the answer with `llm`. A request naming its own model under the run's
+# model must do the same, while its job still runs (and bills) X.
+
+SYSTEM_AND_USER = MESSAGE_SETS[1]
+REQUEST_MODELS = [
+    # (provider, the run's model, the request's own model)
+    ("openai", "gpt-4o-mini", "o3-mini"),  # the run's roles: `system` stays `system`
+    ("openai", "o3-mini", "gpt-4o-mini"),  # ... and o-series `developer` stays
+    ("mistral", "mistral-small-latest", "mistral-large-latest"),
+    ("anthropic", "claude-haiku-4-5", "claude-opus-4-6"),  # haiku's 64000 max_tokens, not 128000
+]
+
+
+def _realtime_with_model(
+    provider: str, run_model: str, request_model: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, Any], AIMessage]:
+    call = {"model": request_model}
+    if provider == "openai":
+        return _realtime_openai(SYSTEM_AND_USER, {}, call, model=run_model)
+    if provider == "mistral":
+        return _realtime_mistral(SYSTEM_AND_USER, {}, call, model=run_model)
+    from tests.unit_tests.test_anthropic import MODEL, _realtime
+
+    assert run_model == MODEL
+    return _realtime(SYSTEM_AND_USER, {}, call, monkeypatch)
+
+
+@pytest.mark.parametrize(("provider", "run_model", "request_model"), REQUEST_MODELS)
+def test_a_request_naming_its_model_keeps_the_run_models_rules(
+    provider: str, run_model: str, request_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    realtime_body, _ = _realtime_with_model(provider, run_model, request_model, monkeypatch)
+    realtime_body.pop("stream", None)
+    batch_provider = provider_class(provider)(emulated=False, base_url="http://unused.invalid")
+    context = Context(provider=provider, model=run_model)  # type: ignore[arg-type]
+    requests = [
+        BatchRequest("own", SYSTEM_AND_USER, {"model": request_model}),
+        BatchRequest("run", SYSTEM_AND_USER, {}),
+    ]
+    plan = plan_requests(requests, provider=batch_provider, context=context, exact_tokens=False)
+    try:
+        by_model = {job.model: job for job in plan.jobs}
+        assert sorted(by_model) == sorted({run_model, request_model})
+        own = by_model[request_model]
+        assert own.path is not None and own.request_ids == ["own"]
+        (line,) = [json.loads(raw) for raw in own.path.read_bytes().splitlines()]
+        assert line.get("body", line.get("params")) == realtime_body
+        assert realtime_body["model"] == request_model
+
+        # The job runs X, remembers which model object built it, and a resumed submit that
+        # rebuilds its input (another process, no spool file) writes the very same bytes.
+        (job,) = [
+            j
+            for j in intents_for(plan, batch_provider, context, "t")
+            if j["model"] == request_model
+        ]
+        assert job["chat_model"] == run_model and job_chat_model(job) == run_model
+        build = job_line_builder(batch_provider, job, None)
+        assert build(requests[0]) == (spool_path(job["job_key"])).read_bytes()
+    finally:
+        plan.discard()
+
+
+def test_a_request_naming_its_model_is_parsed_by_the_run_model() -> None:
+    # ChatMistralAI names its own model in every answer's metadata, whatever model was sent.
+    _, realtime = _realtime_mistral(
+        MESSAGE_SETS[0], {}, {"model": "mistral-large-latest"}, model="mistral-small-latest"
+    )
+    line = {
+        "id": "batch-1",
+        "custom_id": "r1",
+        "response": {"status_code": 200, "body": MISTRAL_RESPONSE},
+        "error": None,
+    }
+    provider = MistralProvider(
+        emulated=False,
+        base_url="http://files.invalid",
+        http_client=_files_server(json.dumps(line).encode() + b"\n"),
+    )
+    ours = _batch_message(provider, "mistral-large-latest", chat_model="mistral-small-latest")
+    assert _comparable(ours) == _comparable(realtime)
     assert ours.response_metadata["model_name"] == "mistral-small-latest"
