@@ -14,6 +14,8 @@ import random
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
+from agent.requests import InputError
+
 ProviderName = Literal["auto", "openai", "mistral", "anthropic", "emulator"]
 
 
@@ -219,7 +221,13 @@ class Context:
             default = f.default_factory() if f.default_factory is not MISSING else f.default
             if not env_value or getattr(self, f.name) != default:
                 continue
-            setattr(self, f.name, _coerce(env_value, default, f.name))
+            try:
+                setattr(self, f.name, _coerce(env_value, default, f.name))
+            except ValueError as exc:
+                kind = _kind(default, f.name)
+                raise InputError(
+                    f"{env_value!r} is not {kind} ({exc})", source=f"BATCH_AGENT_{f.name.upper()}"
+                ) from None
 
     def next_poll_interval(self, checks_done: int) -> float:
         """Return the pause before the next status check after `checks_done` waits.
@@ -235,6 +243,15 @@ class Context:
         )
         spread = max(0.0, min(self.poll_jitter, 1.0))
         return float(interval * random.uniform(1.0 - spread, 1.0 + spread))
+
+
+def _kind(default: Any, name: str) -> str:
+    """Name the kind of value a field takes, for an error about its environment variable."""
+    if isinstance(default, dict):
+        return "a JSON object"
+    if isinstance(default, float) or name in {"temperature", "top_p", "max_cost"}:
+        return "a number"
+    return "an integer"
 
 
 def _coerce(raw: str, default: Any, name: str) -> Any:

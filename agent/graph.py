@@ -90,10 +90,12 @@ from agent.providers.errors import ProviderError, TransientProviderError
 from agent.requests import (
     BatchRequest,
     InputError,
+    finish_hash,
     iter_file_requests,
     iter_validated,
     iter_with_system_prompt,
     request_set_hash,
+    update_hash,
 )
 from agent.scheduling import schedule_next_poll, schedule_noop
 from agent.state import (
@@ -706,7 +708,27 @@ def _built_input(
     if path.is_file() and path.stat().st_size == job["input_bytes"]:
         return job
     wanted = data.job_ids(job["job_key"], job["request_count"])
-    size = write_lines(path, _rebuild_lines(job, wanted, jobs, state, provider, data))
+    # Rebuilt from the thread's source, the request set must be the one planned, byte for byte.
+    digest = hashlib.sha256() if job["retry_of"] is None else None
+    resume = f"`batch-agent run --thread {_thread_id()} --wait` (or stop it: `batch-agent cancel {_thread_id()}`)"
+    try:
+        size = write_lines(path, _rebuild_lines(job, wanted, jobs, state, provider, data, digest))
+    except InputError as exc:
+        raise ProviderError(
+            f"the input of job {job['job_key']} is no longer in the spool and cannot be rebuilt "
+            f"from the thread's source ({exc}); put the source back unchanged, then resume with "
+            f"{resume}"
+        ) from None
+    if digest is not None:
+        finish_hash(digest, _planned_spec(state))
+        if digest.hexdigest() != state.get("request_hash"):
+            path.unlink(missing_ok=True)
+            raise ProviderError(
+                f"the input of job {job['job_key']} is no longer in the spool, and the thread's "
+                f"source ({state.get('input_path') or 'its inline requests'}) has changed since it "
+                f"was planned; nothing was sent for it: put the planned file back, then resume with "
+                f"{resume}"
+            )
     return Job(**{**job, "input_bytes": size})  # type: ignore[typeddict-item]
 
 
@@ -788,8 +810,13 @@ def _rebuild_lines(
     state: State,
     provider: BatchProvider,
     data: ThreadData,
+    digest: Any = None,
 ) -> Iterator[bytes]:
-    """Rebuild a job's input lines (from the thread's source, or the source job's input)."""
+    """Rebuild a job's input lines (from the thread's source, or the source job's input).
+
+    From the thread's source, every request read is fed into `digest` (a `request_set_hash`
+    digest), so the caller can check the source is still the request set it planned.
+    """
     wanted = set(ids)
     if job["retry_of"] is not None:
         source = next(j for j in jobs if j["job_key"] == job["retry_of"])
@@ -807,7 +834,15 @@ def _rebuild_lines(
             )
         return (lines[i] for i in ids)
     build = job_line_builder(provider, job, _planned_spec(state))
-    return (build(r) for r in _source(state, state.get("system_prompt", "")) if r.id in wanted)
+
+    def from_source() -> Iterator[bytes]:
+        for request in _source(state, state.get("system_prompt", "")):
+            if digest is not None:
+                update_hash(digest, request)
+            if request.id in wanted:
+                yield build(request)
+
+    return from_source()
 
 
 def _source_job_lines(

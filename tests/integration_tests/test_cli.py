@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -289,7 +290,8 @@ def test_a_thread_rerun_after_its_database_is_deleted_creates_no_second_job(
 ) -> None:
     assert cli(tmp_path, "run", str(TICKETS), "--thread", "nightly").returncode == 0
     for path in tmp_path.glob("checkpoints.sqlite*"):
-        path.unlink()  # the worker's disk is gone (with any lock and journal files)
+        # The worker's disk is gone, with the database's journal files and thread locks.
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     done = cli(
         tmp_path, "run", str(TICKETS), "--thread", "nightly", "--wait", "--poll-interval", "0.3"
     )

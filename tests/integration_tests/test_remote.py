@@ -149,7 +149,7 @@ def test_remote_run_sends_the_response_schema(dev_server: str, tmp_path: Path) -
         *("run", "in.jsonl", "--url", dev_server, "--provider", "emulator"),
         *("--schema", "schema.json", "--validate-schema", "--wait", "--poll-interval", "0.3"),
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 3, done.stderr  # one answer breaks the schema on purpose
     good, broken = jsonl(done.stdout)
     assert good["status"] == "succeeded" and set(good["parsed"]) == {"category", "urgent"}
     # `--validate-schema` reaches the served run's context: the answer breaking it fails.

@@ -344,3 +344,31 @@ def test_bounded_listing_stops_on_a_repeat_a_floor_and_a_cap() -> None:
     assert (
         len(list(bounded_listing(many, ident=ident, created_at=created, floor=0, limit=50))) == 50
     )
+
+
+@pytest.mark.parametrize("change", ["edited", "deleted"])
+def test_a_resume_never_sends_a_source_that_changed_since_the_plan(
+    isolated_env: Path, tmp_path: Path, change: str
+) -> None:
+    # Stopped right after planning (before any job exists); then the spool is cleaned and the
+    # input file is edited or deleted. A resume must not build a job from what is there now.
+    graph = build_graph().compile(
+        checkpointer=InMemorySaver(), store=InMemoryStore(), interrupt_after=["submit"]
+    )
+    config = {"configurable": {"thread_id": "t"}}
+    ctx = Context(provider="emulator", max_requests_per_job=2)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(f'{{"id": "r{i}", "prompt": "question {i}"}}\n' for i in range(4)))
+    graph.invoke({"input_path": str(source)}, config, context=ctx)
+    assert graph.get_state(config).values["status"] == "new"
+    shutil.rmtree(os.environ["BATCH_AGENT_SPOOL_DIR"])
+    if change == "edited":
+        source.write_text(source.read_text().replace("question 1", "question one"))
+    else:
+        source.unlink()
+    graph.invoke(None, config, context=ctx)
+    values = graph.get_state(config).values
+    assert values["status"] == "error"
+    assert "cannot be rebuilt" in values["error"] or "has changed since" in values["error"]
+    assert "--thread t" in values["error"]
+    assert list_jobs(isolated_env) == []  # nothing was sent

@@ -180,3 +180,24 @@ def test_cli_refuses_a_bad_parameter_before_uploading(tmp_path: Path) -> None:
         "(request id 'hot')"
     )
     assert read_access_log() == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("BATCH_AGENT_TEMPERATURE", "hot", "BATCH_AGENT_TEMPERATURE: 'hot' is not a number"),
+        ("BATCH_AGENT_MAX_TOKENS", "1.5", "BATCH_AGENT_MAX_TOKENS: '1.5' is not an integer"),
+        (
+            "BATCH_AGENT_MODEL_SETTINGS",
+            "{oops",
+            "BATCH_AGENT_MODEL_SETTINGS: '{oops' is not a JSON",
+        ),
+    ],
+)
+def test_a_bad_environment_setting_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(InputError) as caught:
+        Context()
+    assert str(caught.value).startswith(message)
