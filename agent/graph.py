@@ -733,6 +733,7 @@ def _built_input(
 
 
 def _journal(data: ThreadData, job_key: str, created: CreatedJob) -> None:
+    """Record the job a create made (or a lookup found) for `job_key` in the create journal."""
     data.journal_job(
         job_key,
         created.job_id,
@@ -1037,14 +1038,15 @@ def _moved(job: Job, holder: Job) -> Job:
 
 
 def _journal_moved(data: ThreadData, job: Job) -> None:
+    """Record in the create journal the batch a job now holds after `_settle_identity`."""
     if job["job_id"]:
-        data.journal_job(
-            job["job_key"],
-            job["job_id"],
+        held = CreatedJob(
+            job_id=job["job_id"],
             created_at=job["created_at"] or time.time(),
             input_file_id=job["input_file_id"] or "",
             verified=not job.get("unverified"),
         )
+        _journal(data, job["job_key"], held)
 
 
 def progress_event(thread_id: str, update: dict[str, Any], ctx: Context) -> dict[str, Any]:
