@@ -392,21 +392,22 @@ class BatchProvider(ABC):
                 never adopt one of them.
         """
 
+    @abstractmethod
     def thread_jobs(
         self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
     ) -> dict[str, CreatedJob]:
         """Return `{job key: job}` for the jobs of `intents` that already exist at the provider.
 
         Called once, before a thread with no records of its own submits anything: after a lost
-        checkpoint database an earlier life of the thread may have created them. The default
-        asks `find_job` for each intent; providers whose listing can filter by thread override it.
+        checkpoint database an earlier life of the thread may have created them. One pass over
+        the provider's listing (or one filtered query), never one lookup per intent.
+
+        Args:
+            thread_id: The thread (its jobs carry it where the provider keeps metadata).
+            intents: The thread's intents not yet submitted.
+            since: Only jobs created after this time (provider clock, epoch seconds).
+            claimed: Job ids already taken; never adopt one of them.
         """
-        found = {}
-        for intent in intents:
-            created = self.find_job(intent, sent_at=since, claimed=claimed)
-            if created is not None:
-                found[intent["job_key"]] = created
-        return found
 
     keeps_input: bool = True
     """True when the provider keeps a copy of each job's input that `input_lines` reads back (to
