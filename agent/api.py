@@ -23,9 +23,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from agent.context import Context
+from agent.statuses import TERMINAL_THREAD_STATUSES, ResultStatus
 
 if TYPE_CHECKING:
     from langchain_core.messages import AIMessage
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
     from langgraph.store.base import BaseStore
 
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 _CONTEXT_FIELDS = frozenset(f.name for f in dataclasses.fields(Context))
 # The in-memory checkpointer and store of `db=None` runs, shared so a thread can be resumed.
 _MEMORY: tuple[BaseCheckpointSaver[Any], BaseStore] | None = None
@@ -74,7 +74,7 @@ class BatchResult:
     """
 
     id: str
-    status: Literal["succeeded", "failed"]
+    status: ResultStatus
     message: AIMessage | None
     error: dict[str, str] | None
     usage: dict[str, int]
@@ -119,7 +119,7 @@ class BatchResults(list[BatchResult]):
     @property
     def done(self) -> bool:
         """Tell whether the batch reached a final status (results collected)."""
-        return self.status in TERMINAL_STATUSES
+        return self.status in TERMINAL_THREAD_STATUSES
 
 
 @dataclass
@@ -219,11 +219,11 @@ def run_batch(
             raise ValueError(f"no batch thread {thread_id!r} in {'memory' if db is None else db}")
         values = _advance(graph, config, settings, prepared.graph_input)
         checks = 0
-        while wait and values.get("status") not in TERMINAL_STATUSES:
+        while wait and values.get("status") not in TERMINAL_THREAD_STATUSES:
             time.sleep(settings.next_poll_interval(checks))
             checks += 1
             values = _advance(graph, config, settings, {})
-        if values.get("status") not in TERMINAL_STATUSES:
+        if values.get("status") not in TERMINAL_THREAD_STATUSES:
             return BatchResults([], thread_id, values)
         return BatchResults(
             _read_results(graph, thread_id, values, prepared.output), thread_id, values

@@ -27,6 +27,7 @@ from rich.table import Table
 from agent.cli_progress import WaitDisplay, progress_line, summary_table
 from agent.context import Context
 from agent.export import ResultFormat
+from agent.statuses import TERMINAL_THREAD_STATUSES
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -34,10 +35,6 @@ if TYPE_CHECKING:
 
     from agent.remote import RemoteBatch
 
-
-# Mirrors agent.graph.TERMINAL_THREAD_STATUSES; kept here so `batch-agent emulator ...` and
-# `--help` start without importing LangGraph and the LangChain models (seconds of start-up).
-TERMINAL_THREAD_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 app = typer.Typer(
     help="Run LLM requests through provider batch APIs (half the price of realtime calls).",

@@ -75,7 +75,6 @@ from agent.pricing import Cost, TokenTally, total_cost
 from agent.providers import BatchProvider, provider_for_job, resolve_provider
 from agent.providers.base import (
     ADOPTION_LOOKBACK_SECONDS,
-    CANCELLED_NOTE,
     JOB_KEY_METADATA,
     THREAD_METADATA,
     CreatedJob,
@@ -107,10 +106,10 @@ from agent.state import (
     RequestError,
     Result,
     State,
-    ThreadStatus,
     Usage,
     empty_usage,
 )
+from agent.statuses import TERMINAL_JOB_STATUSES, TERMINAL_THREAD_STATUSES, ThreadStatus
 from agent.structured import (
     AnswerCheck,
     OutputSpec,
@@ -120,8 +119,6 @@ from agent.structured import (
 )
 
 logger = logging.getLogger("batch_agent")
-TERMINAL_THREAD_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
-TERMINAL_JOB_STATUSES = frozenset({"done", "failed"})
 # Node-level retries on top of the SDKs' own: a provider outage of a minute or two passes.
 NODE_RETRY = RetryPolicy(
     initial_interval=2.0,
@@ -930,7 +927,8 @@ def _never_submitted(job: Job, note: str) -> Job:
         **{
             **job,
             "status": "failed",
-            "provider_status": "not_submitted",
+            "provider_status": "",
+            "cancelled": True,
             "errors": [*job["errors"], note],
         }
     )  # type: ignore[typeddict-item]
@@ -1108,6 +1106,8 @@ def _apply_update(job: Job, update: JobUpdate, ctx: Context) -> Job:
             "error_file_id": update.error_file_id,
             "errors": errors,
             "terminal_since": terminal_since,
+            "cancelled": update.cancelled,
+            "retryable": update.retryable,
         }
     )
 
@@ -1171,13 +1171,15 @@ def _planned_spec(state: State) -> OutputSpec | None:
 
 def _missing_error(job: Job) -> tuple[RequestError, bool]:
     """Return the error for a request the job returned nothing for, and whether to retry it."""
-    detail = f"job {job['job_id']} ended '{job['provider_status']}'"
+    ended = f"ended '{job['provider_status']}'" if job["provider_status"] else "was never sent"
+    detail = f"job {job['job_id']} {ended}"
     if job["errors"]:
         detail += ": " + "; ".join(job["errors"])
     if job["status"] == "failed":
-        # A job that failed as a whole: only an enqueued-token limit is worth another try.
-        retryable = any("token_limit_exceeded" in e for e in job["errors"])
-        return RequestError(code="batch_failed", message=f"the batch failed ({detail})"), retryable
+        # A job that failed as a whole: retried only when its provider says the cause passes.
+        return RequestError(code="batch_failed", message=f"the batch failed ({detail})"), bool(
+            job.get("retryable")
+        )
     return RequestError(
         code="no_result", message=f"the provider returned no result for this request ({detail})"
     ), True
@@ -1343,15 +1345,9 @@ def _progress_status(jobs: list[Job]) -> ThreadStatus:
     return "running"
 
 
-CANCELLED_PROVIDER_STATUSES = frozenset({"cancelled", "CANCELLED", "not_submitted"})
-
-
 def _final_status(jobs: list[Job], counts: Counts, cancelled: bool) -> ThreadStatus:
     # A cancel that arrived after every job had already ended leaves a completed thread.
-    if cancelled and any(
-        job["provider_status"] in CANCELLED_PROVIDER_STATUSES or CANCELLED_NOTE in job["errors"]
-        for job in jobs
-    ):
+    if cancelled and any(job.get("cancelled") for job in jobs):
         return "cancelled"
     if jobs and all(job["status"] == "failed" for job in jobs) and counts["succeeded"] == 0:
         return "failed"

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 import orjson
 
 from agent.requests import InputError, iter_file_requests
+from agent.statuses import TERMINAL_THREAD_STATUSES
 
 if TYPE_CHECKING:
     from langgraph_sdk.client import SyncLangGraphClient
@@ -41,7 +42,6 @@ GRAPH_ID = "batch"
 API_KEY_ENV = "LANGGRAPH_API_KEY"
 # One run input is one HTTP body that the server parses and checkpoints whole: keep it modest.
 INLINE_MAX_BYTES = 32 * 1024 * 1024
-TERMINAL_THREAD_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 
 class RemoteError(Exception):

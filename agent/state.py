@@ -7,7 +7,7 @@ checkpoint, so keeping thousands of prompts there would re-write them on every p
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired
+from typing import Any, NotRequired
 
 from langchain_core.messages import AIMessage
 from pydantic import ConfigDict, with_config
@@ -15,18 +15,10 @@ from typing_extensions import TypedDict  # pydantic needs this TypedDict on Pyth
 
 from agent.estimate import Estimate
 from agent.pricing import Cost
+from agent.statuses import JobStatus, ResultStatus, ThreadStatus
 
 # Attribute docstrings become JSON-schema descriptions, which Studio shows next to each field.
 _DOCSTRING_DESCRIPTIONS = ConfigDict(use_attribute_docstrings=True)
-
-ThreadStatus = Literal["new", "submitted", "running", "completed", "failed", "cancelled", "error"]
-"""Status of a whole thread, as shown by `batch-agent status --json`. `error` means a provider call
-failed in a way the user must fix (a key, a quota); the thread resumes when invoked again."""
-
-JobStatus = Literal["intent", "queued", "running", "cancelling", "done", "failed"]
-"""A provider status normalised: `intent` is recorded before the provider is called, `done` means
-results can be collected (completed, expired or cancelled with partial output), `failed` means the
-job ended without any results."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -105,6 +97,10 @@ class Job(TypedDict):
     errors: list[str]
     """Batch-level errors and notes (validation failures, an unknown status, missing output)."""
     terminal_since: float | None
+    cancelled: NotRequired[bool]
+    """True once the job ended because it was cancelled (or was cancelled before it was sent)."""
+    retryable: NotRequired[bool]
+    """True for a job that failed as a whole for a passing reason: its requests are retried."""
     """When the job was first seen terminal without output files (some providers lag)."""
     cost: NotRequired[Cost]
     """Tokens of the collected results and their batch and realtime cost (`agent.pricing`)."""
@@ -132,7 +128,7 @@ class Result(TypedDict):
     """The outcome of one request, in input order."""
 
     id: str
-    status: Literal["succeeded", "failed"]
+    status: ResultStatus
     message: AIMessage | None
     """The `AIMessage` the realtime LangChain call would have returned, with `usage_metadata`."""
     usage: Usage

@@ -82,7 +82,8 @@ from agent.providers.errors import ProviderError, provider_call
 from agent.providers.params import Allowed, ParamRules
 from agent.providers.settings import HEADERS, PROXY, STREAMING, build_chat_model, rules_for
 from agent.requests import BatchRequest, InputError
-from agent.state import Counts, Job, JobStatus, RequestError, Usage
+from agent.state import Counts, Job, RequestError, Usage
+from agent.statuses import JobStatus
 
 if TYPE_CHECKING:
     from agent.structured import OutputSpec
@@ -578,7 +579,8 @@ class AnthropicProvider(BatchProvider):
         total = _total(batch) or job["request_count"]
         failed = counts.errored + counts.canceled + counts.expired
         errors: list[str] = []
-        if batch.cancel_initiated_at is not None and raw == "ended":
+        cancelled = batch.cancel_initiated_at is not None and raw == "ended"
+        if cancelled:
             errors.append(CANCELLED_NOTE)
         return JobUpdate(
             provider_status=raw,
@@ -593,6 +595,7 @@ class AnthropicProvider(BatchProvider):
             output_file_id=batch.results_url,
             error_file_id=None,
             errors=errors,
+            cancelled=cancelled,
         )
 
     # ----------------------------------------------------------------- results

@@ -35,7 +35,8 @@ from agent.providers.errors import ProviderError, TransientProviderError
 from agent.providers.params import ParamRules
 from agent.requests import BatchRequest, InputError
 from agent.secrets import key_problem
-from agent.state import Counts, Job, JobStatus, RequestError, Usage
+from agent.state import Counts, Job, RequestError, Usage
+from agent.statuses import JobStatus
 
 if TYPE_CHECKING:
     from agent.structured import OutputSpec
@@ -99,6 +100,10 @@ class JobUpdate:
     output_file_id: str | None
     error_file_id: str | None
     errors: list[str]
+    cancelled: bool = False
+    """The job ended because it was cancelled (by us or by someone at the provider)."""
+    retryable: bool = False
+    """A job that failed as a whole for a passing reason (a quota): its requests may be retried."""
 
 
 class RequestOutcome(NamedTuple):

@@ -40,7 +40,8 @@ from agent.providers.errors import ProviderError, provider_call
 from agent.providers.params import Allowed, ParamRules
 from agent.providers.settings import STREAMING, build_chat_model, rules_for
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
-from agent.state import Counts, Job, JobStatus
+from agent.state import Counts, Job
+from agent.statuses import JobStatus
 from agent.structured import OutputSpec
 
 # Calls that must not take effect twice (create, upload) go out once; see `send_once`.
@@ -374,4 +375,5 @@ class MistralProvider(BatchProvider):
             output_file_id=batch.output_file or None,
             error_file_id=batch.error_file or None,
             errors=errors,
+            cancelled=raw == "CANCELLED",
         )

@@ -46,7 +46,8 @@ from agent.providers.errors import provider_call
 from agent.providers.params import Allowed, ParamRules
 from agent.providers.settings import HEADERS, PROXY, STREAMING, build_chat_model, rules_for
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
-from agent.state import Counts, Job, JobStatus
+from agent.state import Counts, Job
+from agent.statuses import JobStatus
 from agent.structured import OutputSpec, bind_kwargs
 
 # Raw status -> normalised status. Anything unknown is treated as terminal ("done") and kept raw.
@@ -520,9 +521,9 @@ class OpenAIProvider(BatchProvider):
         total = counts.total if counts and counts.total else job["request_count"]
         succeeded = counts.completed if counts else 0
         failed = counts.failed if counts else 0
+        error_items = (batch.errors.data or []) if batch.errors else []
         errors = [
-            f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "")
-            for e in ((batch.errors.data or []) if batch.errors else [])
+            f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "") for e in error_items
         ]
         return JobUpdate(
             provider_status=raw,
@@ -536,4 +537,7 @@ class OpenAIProvider(BatchProvider):
             output_file_id=batch.output_file_id,
             error_file_id=batch.error_file_id,
             errors=errors,
+            cancelled=raw == "cancelled",
+            # A batch refused for the organisation's enqueued-token limit succeeds once others end.
+            retryable=any(e.code == "token_limit_exceeded" for e in error_items),
         )
