@@ -13,6 +13,7 @@ from langgraph_sdk import get_sync_client
 
 from agent.emulator import list_jobs
 from tests.integration_tests.conftest import start_dev_server, stop_dev_server
+from tests.support import undescribed
 
 pytestmark = pytest.mark.slow
 
@@ -82,6 +83,12 @@ def test_studio_schemas_describe_input_state_and_context(dev_server: str) -> Non
     for name, spec in {**schemas["input_schema"]["properties"], **context}.items():
         assert spec.get("description"), f"{name} has no description"
         assert "type" in spec or "anyOf" in spec or "enum" in spec, f"{name} has no type"
+    # And so is every field of its output and state views, internal bookkeeping marked as such.
+    for which in ("input_schema", "output_schema", "state_schema", "context_schema"):
+        assert undescribed(schemas[which]) == [], which
+    state = schemas["state_schema"]["properties"]
+    assert state["waits_this_run"]["description"].startswith("Internal:")
+    assert state["jobs"]["items"] == {"$ref": "#/$defs/Job"}
     assert context["self_schedule"]["type"] == "boolean" and context["self_schedule"]["default"]
     assert context["poll_interval_seconds"]["type"] == "number"
     graph = client.assistants.get_graph(assistant["assistant_id"])
