@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import signal
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from langgraph_sdk import get_sync_client
 
 from agent.emulator import list_jobs
-from tests.integration_tests.conftest import start_dev_server, stop_dev_server
+from tests.integration_tests.conftest import PROJECT_ROOT, start_dev_server, stop_dev_server
 from tests.support import undescribed
 
 pytestmark = pytest.mark.slow
@@ -133,3 +134,25 @@ def test_hard_kill_of_the_server_loses_no_job(tmp_path: Path) -> None:
         assert [j["id"] for j in list_jobs(tmp_path / "emulator")] == [job_id]
     finally:
         stop_dev_server(process)
+
+
+def repo_server_state() -> dict[str, tuple[int, int]]:
+    """Return the files of the repo's own `.langgraph_api/` (a developer's dev server state)."""
+    folder = PROJECT_ROOT / ".langgraph_api"
+    if not folder.is_dir():
+        return {}
+    return {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir()}
+
+
+def test_a_test_server_keeps_its_threads_out_of_the_repo(tmp_path: Path) -> None:
+    """The next `langgraph dev` in the repo must not show the threads the tests made."""
+    before = repo_server_state()
+    process, url = start_dev_server(tmp_path)
+    try:
+        thread_id = get_sync_client(url=url, api_key=None).threads.create()["thread_id"]
+    finally:
+        stop_dev_server(process)  # a graceful stop writes the server's threads and runs out
+    ops = tmp_path / ".langgraph_api" / ".langgraph_ops.pckl"
+    threads = pickle.loads(ops.read_bytes())["threads"]  # written, in the temp dir
+    assert thread_id in {str(thread["thread_id"]) for thread in threads}
+    assert repo_server_state() == before  # and nothing created or touched in the repo
