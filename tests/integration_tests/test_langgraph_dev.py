@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langgraph.pregel.remote import RemoteGraph
 from langgraph_sdk import get_sync_client
 
 from agent.emulator import list_jobs
@@ -67,6 +70,28 @@ def test_served_graph_submits_polls_and_collects(dev_server: str) -> None:
     paged = [json.loads(line) for line in page["value"]["jsonl"].split("\n")]
     assert [r["id"] for r in paged] == ["first", "second", "third"]
     assert paged[1]["message"]["content"] == results[1]["message"]["content"]
+
+
+def test_remote_graph_reads_a_served_thread_to_the_end(
+    dev_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's RemoteGraph loop: submit, then only read; the server polls by itself."""
+    batch = RemoteGraph("batch", url=dev_server, api_key=None)
+    config: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
+    context = {"provider": "emulator", "poll_interval_seconds": 1, "poll_backoff": 1.0}
+    first = batch.invoke({"requests": RECORDS}, config, context=context)
+    assert first["status"] == "submitted"
+    deadline = time.monotonic() + 60
+    while (values := batch.get_state(config).values)["status"] != "completed":
+        assert time.monotonic() < deadline, values
+        time.sleep(0.5)
+    assert [r["id"] for r in values["results"]] == [r["id"] for r in RECORDS]
+    # Invoked again, the finished thread runs no node and streams no state: RemoteGraph.invoke
+    # returns None with the warning the README explains.
+    with caplog.at_level(logging.WARNING, logger="langgraph.pregel.remote"):
+        assert batch.invoke({}, config) is None
+    assert "No events received from remote graph" in caplog.text
+    assert batch.get_state(config).values["status"] == "completed"
 
 
 def test_studio_schemas_describe_input_state_and_context(dev_server: str) -> None:
