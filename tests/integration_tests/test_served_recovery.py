@@ -3,7 +3,8 @@
 `langgraph dev` writes its runs to `.langgraph_api/.langgraph_ops.pckl` every 10 s. These tests
 wait for one of those writes, then submit and SIGKILL the server 1-2 s after the run booked the
 thread's next poll, so the booking (and, in one case, the thread record) is certainly lost. The
-restarted server must poll and collect the thread with no client invoking it.
+restarted server must poll and collect the thread with no client invoking it. It must also
+leave alone the threads whose latest run turned self-scheduling off.
 """
 
 from __future__ import annotations
@@ -101,5 +102,29 @@ def test_thread_finishes_after_a_kill_lost_its_booked_poll(
         assert len(client.runs.list(thread_id, limit=100)) == runs
         bookings = client.store.search_items(BOOKINGS_NAMESPACE, limit=100)["items"]
         assert thread_id not in {item["key"] for item in bookings}
+    finally:
+        stop_dev_server(process)
+
+
+def test_a_run_that_turns_self_scheduling_off_drops_the_thread_booking(tmp_path: Path) -> None:
+    """A restarted server re-books only threads whose latest run wanted self-scheduling."""
+    # The job runs for a minute and polls are booked a minute ahead: nothing ends mid-test.
+    process, url = start_dev_server(tmp_path, BATCH_AGENT_EMULATOR_DELAY="60")
+    try:
+        client = get_sync_client(url=url, api_key=None)
+        thread_id = client.threads.create()["thread_id"]
+        slow = {**FAST, "poll_interval_seconds": 60}
+        client.runs.wait(thread_id, "batch", input={"requests": RECORDS}, context=slow)
+
+        def booked() -> bool:
+            return client.store.get_item(BOOKINGS_NAMESPACE, thread_id) is not None
+
+        assert booked()
+        polled = client.runs.wait(
+            thread_id, "batch", input={}, context={**slow, "self_schedule": False}
+        )
+        assert isinstance(polled, dict) and polled["status"] == "submitted", polled
+        assert polled["next_check_at"] is None
+        assert not booked()
     finally:
         stop_dev_server(process)
