@@ -46,7 +46,9 @@ class Estimate(TypedDict):
     """Estimated tokens and cost of a planned batch (or one planned job), before submitting."""
 
     requests: int
+    """Requests estimated."""
     input_tokens: int
+    """Estimated input tokens of those requests."""
     tokens_by: str
     """How input tokens were counted: 'tokenizer o200k_base' or the documented heuristic."""
     max_output_tokens: int | None
@@ -56,7 +58,9 @@ class Estimate(TypedDict):
     realtime_usd: float | None
     """The same tokens at the realtime price; None: unknown price."""
     saving_usd: float | None
+    """realtime_usd - batch_usd, when both are known."""
     source: str
+    """Where the prices come from, e.g. 'genai-prices 0.2.3' or 'price_override'."""
     note: str | None
     """What the estimate leaves out, or why a price is unknown."""
 

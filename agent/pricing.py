@@ -38,9 +38,11 @@ class Cost(TypedDict):
     """What a job's (or a thread's) tokens cost in USD, at the batch and at the realtime price."""
 
     input_tokens: int
+    """Input (prompt) tokens of the collected results."""
     cached_input_tokens: int
     """Input tokens the provider reported as prompt-cache reads (priced at the cache rate)."""
     output_tokens: int
+    """Output (completion) tokens of the collected results."""
     batch_usd: float | None
     """The batch cost; None means unknown price (never a guessed number)."""
     realtime_usd: float | None

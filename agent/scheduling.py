@@ -14,6 +14,13 @@ We use the delayed run. The booking goes through the server's own API in process
 a run is already pending on the thread (a client's run, or an earlier booking), so a thread never
 accumulates scheduled runs. Under the standalone CLI there is no server (`runtime.server_info` is
 None) and this is a no-op: `batch-agent run --wait` polls instead.
+
+A booking is a run record in the server's own bookkeeping, which `langgraph dev` writes to disk
+only every 10 s: a hard kill soon after a booking loses it, and the thread would wait forever.
+So each booking is also written to the durable store first (`BOOKINGS_NAMESPACE`, key: the
+thread id, value: `Booking`), and `agent.serving` re-books on server start every thread whose
+booking has no queued run while its state is still in flight. A run told not to self-schedule
+removes its thread's booking.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from langgraph.config import get_config
 from langgraph.runtime import get_runtime
@@ -29,7 +36,25 @@ from langgraph.runtime import get_runtime
 from agent.context import Context
 from agent.state import State
 
+if TYPE_CHECKING:
+    from langgraph.store.base import BaseStore
+
 logger = logging.getLogger("batch_agent")
+
+BOOKINGS_NAMESPACE = ("batch_agent_bookings",)
+"""Store namespace of the bookings ledger: one item per self-scheduling thread, key = thread id."""
+
+
+class Booking(TypedDict):
+    """What a thread's next poll was booked with, so a lost booking can be made again."""
+
+    assistant_id: str
+    """The assistant that ran the thread (its run context defaults apply to the next run)."""
+    context: dict[str, Any]
+    """The run context passed on, without `webhook_url` (the thread remembers that itself, and
+    a webhook URL may carry a token)."""
+    due: float
+    """When the booked poll runs (epoch seconds)."""
 
 
 def schedule_noop(state: State) -> dict[str, Any]:
@@ -47,14 +72,22 @@ async def schedule_next_poll(state: State) -> dict[str, Any]:
     ctx = runtime.context
     server = runtime.server_info
     # The routers come here only while a job is in flight.
-    if server is None or not ctx.self_schedule:
+    if server is None:
         return {"next_check_at": None}
     thread_id = str(get_config().get("configurable", {}).get("thread_id", ""))
+    store = runtime.store
+    if not ctx.self_schedule:
+        # A run that polls only when invoked: a server restart must not re-book the thread.
+        if store is not None:
+            await _forget_booking(store, thread_id)
+        return {"next_check_at": None}
     delay = ctx.next_poll_interval(max(int(state.get("polls", 0)) - 1, 0))
+    context = dataclasses.asdict(ctx)
     try:
-        booked = await book_delayed_poll(
-            thread_id, server.assistant_id, delay, dataclasses.asdict(ctx)
-        )
+        if store is not None:
+            # Before the run is created: a crash between the two leaves a booking to re-make.
+            await record_booking(store, thread_id, server.assistant_id, context, delay)
+        booked = await book_delayed_poll(thread_id, server.assistant_id, delay, context)
     except Exception as exc:  # a failed booking must not fail the batch: a client can re-invoke
         logger.warning("could not schedule the next poll of thread %s: %s", thread_id, exc)
         return {"next_check_at": None}
@@ -91,3 +124,34 @@ async def book_delayed_poll(
         multitask_strategy="enqueue",
     )
     return time.time() + seconds
+
+
+async def record_booking(
+    store: BaseStore, thread_id: str, assistant_id: str, context: dict[str, Any], delay: float
+) -> Booking:
+    """Write (or overwrite) `thread_id`'s entry in the durable bookings ledger.
+
+    Args:
+        store: The server's store (durable: `agent.persistence.server_store`).
+        thread_id: The thread whose next poll is being booked.
+        assistant_id: The assistant running the thread.
+        context: The run context the next poll runs with (`webhook_url` is left out).
+        delay: Seconds until the booked poll.
+
+    Returns:
+        The booking as stored.
+    """
+    booking: Booking = {
+        "assistant_id": assistant_id,
+        "context": {k: v for k, v in context.items() if k != "webhook_url"},
+        "due": time.time() + max(1, round(delay)),
+    }
+    await store.aput(BOOKINGS_NAMESPACE, thread_id, dict(booking), index=False)
+    return booking
+
+
+async def _forget_booking(store: BaseStore, thread_id: str) -> None:
+    try:
+        await store.adelete(BOOKINGS_NAMESPACE, thread_id)
+    except Exception as exc:  # a stale booking only costs one no-op run after a restart
+        logger.warning("could not clear the poll booking of thread %s: %s", thread_id, exc)

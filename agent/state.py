@@ -3,14 +3,19 @@
 The state is deliberately small and JSON-like. The request records arrive in `requests` and are
 cleared by `submit` once they are uploaded: SqliteSaver writes the whole state into every
 checkpoint, so keeping thousands of prompts there would re-write them on every poll.
+
+Every field has a description, which LangGraph Studio shows next to it (input, output and state
+schemas). Fields only the full `State` holds are the graph's own bookkeeping: their descriptions
+start with "Internal:", and callers should not set them.
 """
 
 from __future__ import annotations
 
-from typing import Any, NotRequired
+from typing import Annotated, Any, NotRequired, TypeVar, cast, get_args, get_origin, get_type_hints
 
 from langchain_core.messages import AIMessage
-from pydantic import ConfigDict, with_config
+from pydantic import ConfigDict, Field, with_config
+from pydantic._internal._docs_extraction import extract_docstrings_from_cls
 from typing_extensions import TypedDict  # pydantic needs this TypedDict on Python < 3.12
 
 from agent.estimate import Estimate
@@ -19,6 +24,27 @@ from agent.statuses import JobStatus, ResultStatus, ThreadStatus
 
 # Attribute docstrings become JSON-schema descriptions, which Studio shows next to each field.
 _DOCSTRING_DESCRIPTIONS = ConfigDict(use_attribute_docstrings=True)
+_T = TypeVar("_T")
+
+
+def _describe_channels(cls: _T) -> _T:
+    """Copy each of a state class's attribute docstrings into the field's type.
+
+    The server builds the state schema Studio shows from the graph's channels: one per
+    top-level field, typed with the field's annotation, so pydantic never sees the class and
+    its `use_attribute_docstrings`. `NotRequired[T]` becomes `NotRequired[Annotated[T,
+    Field(description=<docstring>)]]`, which carries the description into that schema. Nested
+    records (`Job`, `Result`, ...) are read by pydantic as classes and keep plain docstrings.
+    """
+    hints = get_type_hints(cls, include_extras=True)
+    for name, text in extract_docstrings_from_cls(cast(type, cls), use_inspect=True).items():
+        hint, described = hints[name], Field(description=text)
+        if get_origin(hint) is NotRequired:
+            hint = NotRequired[Annotated[get_args(hint)[0], described]]
+        else:
+            hint = Annotated[hint, described]
+        cls.__annotations__[name] = hint
+    return cls
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -26,9 +52,13 @@ class Counts(TypedDict):
     """Request counts, summed over a thread's jobs."""
 
     total: int
+    """Requests in the batch."""
     succeeded: int
+    """Requests answered."""
     failed: int
+    """Requests that failed (their `error` says why)."""
     pending: int
+    """Requests not finished yet."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -36,8 +66,11 @@ class Usage(TypedDict):
     """Token usage totals."""
 
     input_tokens: int
+    """Input (prompt) tokens."""
     output_tokens: int
+    """Output (completion) tokens."""
     total_tokens: int
+    """Input plus output tokens."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -45,7 +78,10 @@ class RequestError(TypedDict):
     """Why one request failed."""
 
     code: str
+    """A short, stable reason, e.g. 'no_result', 'refusal', 'output_parsing' or the provider's
+    error code."""
     message: str
+    """The provider's (or the parser's) message."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -77,11 +113,15 @@ class Job(TypedDict):
     request_count: int
     """Requests in this job; their ids are in the store (`agent.bulk`), not in state."""
     input_bytes: int
+    """Size of the job's input file in bytes."""
     retry_of: str | None
     """For a follow-up job, the `job_key` of the job whose failed requests it resubmits."""
     intent_at: float
+    """When the intent was recorded (epoch seconds), before the provider was called."""
     created_at: float | None
+    """When the provider created the job (epoch seconds); None while it is an intent."""
     input_file_id: str | None
+    """The provider's id of the uploaded input file (None: not uploaded, or no file API)."""
     emulated: bool
     """True when the job lives in the in-process offline emulator (synthetic answers)."""
     base_url: str
@@ -91,17 +131,21 @@ class Job(TypedDict):
     provider_status: str
     """The provider's raw status string, kept as-is."""
     status: JobStatus
+    """The provider status normalised: intent, queued, running, cancelling, done or failed."""
     counts: Counts
+    """This job's request counts, as the provider last reported them."""
     output_file_id: str | None
+    """The provider's id of the job's output file, once there is one."""
     error_file_id: str | None
+    """The provider's id of the job's error file, once there is one."""
     errors: list[str]
     """Batch-level errors and notes (validation failures, an unknown status, missing output)."""
     terminal_since: float | None
+    """When the job was first seen terminal without output files (some providers lag)."""
     cancelled: NotRequired[bool]
     """True once the job ended because it was cancelled (or was cancelled before it was sent)."""
     retryable: NotRequired[bool]
     """True for a job that failed as a whole for a passing reason: its requests are retried."""
-    """When the job was first seen terminal without output files (some providers lag)."""
     cost: NotRequired[Cost]
     """Tokens of the collected results and their batch and realtime cost (`agent.pricing`)."""
     unverified: NotRequired[bool]
@@ -128,11 +172,15 @@ class Result(TypedDict):
     """The outcome of one request, in input order."""
 
     id: str
+    """The request's id (its `id` or `custom_id` in the input)."""
     status: ResultStatus
+    """'succeeded' (an answer in `message`) or 'failed' (the reason in `error`)."""
     message: AIMessage | None
     """The `AIMessage` the realtime LangChain call would have returned, with `usage_metadata`."""
     usage: Usage
+    """This request's token usage."""
     error: RequestError | None
+    """Why the request failed; None when it succeeded."""
     attempts: int
     """How many jobs this request went through (1 unless it was retried)."""
     duplicate_of: NotRequired[str]
@@ -146,6 +194,7 @@ class Result(TypedDict):
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
+@_describe_channels
 class InputState(TypedDict):
     """What a caller sends to start a batch (or nothing, to resume a thread)."""
 
@@ -182,12 +231,18 @@ class InputState(TypedDict):
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
+@_describe_channels
 class OutputState(TypedDict):
     """What a run returns: progress, and the results once collected."""
 
     status: NotRequired[ThreadStatus]
+    """The thread's status: new, submitted (jobs created, none running yet), running,
+    completed, failed, cancelled, or error (see `error`; invoking the thread again resumes
+    it)."""
     jobs: NotRequired[list[Job]]
+    """One record per provider job: its id, raw and normalised status, counts and cost."""
     counts: NotRequired[Counts]
+    """Request counts over all jobs: total, succeeded, failed, pending."""
     results: NotRequired[list[Result]]
     """Results in input order, kept in state only for batches up to `results_in_state`
     requests; every batch's results are also in the store (see `results_store`)."""
@@ -196,11 +251,15 @@ class OutputState(TypedDict):
     plan: NotRequired[list[dict[str, Any]]]
     """Jobs, requests and bytes per job (from a dry run, or of the submitted batch)."""
     usage: NotRequired[Usage]
+    """Token usage summed over the collected results."""
     cost: NotRequired[Cost | None]
     """The collected batch's cost at the batch and realtime price, summed over its jobs."""
     estimate: NotRequired[Estimate | None]
     """Estimated input tokens and cost, from planning (a dry run, or before submitting)."""
     error: NotRequired[str | None]
+    """What went wrong: the provider error that stopped the last run (status `error`; it
+    says whether to fix the cause or just invoke the thread again), or why the jobs failed
+    (status `failed`); None otherwise."""
     dedup: NotRequired[Dedup | None]
     """Identical requests sent once (context `dedupe`): count, estimated and actual saving."""
     next_check_at: NotRequired[float | None]
@@ -211,37 +270,41 @@ class OutputState(TypedDict):
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
+@_describe_channels
 class State(InputState, OutputState):
     """The full, checkpointed state of one batch thread."""
 
     request_count: NotRequired[int]
-    """Requests in the batch; their ids are in the store in input order (`agent.bulk`)."""
+    """Internal: requests in the batch; their ids are in the store in input order (`agent.bulk`)."""
     duplicate_count: NotRequired[int]
-    """Requests not sent because an identical one was (their pairs are in the store)."""
+    """Internal: requests not sent because an identical one was (their pairs are in the store)."""
     system_prompt: NotRequired[str]
-    """The system prompt the batch was planned with (a resumed submit rebuilds the same files)."""
+    """Internal: the system prompt the batch was planned with (a resumed submit rebuilds the same
+    files)."""
     output_spec: NotRequired[dict[str, Any] | None]
-    """The tools / response schema the batch was planned with (`agent.structured.OutputSpec`):
-    bodies are rebuilt and answers checked with these, whatever later input says."""
+    """Internal: the tools / response schema the batch was planned with
+    (`agent.structured.OutputSpec`): bodies are rebuilt and answers checked with these, whatever
+    later input says."""
     collected_counts: NotRequired[Counts]
-    """Counts as of the last collect (the base for progress while follow-up jobs run)."""
+    """Internal: counts as of the last collect (the base for progress while follow-up jobs run)."""
     source_fingerprint: NotRequired[str]
-    """Cheap identity of the planned source (inline records hash, or file path, size, mtime)."""
+    """Internal: cheap identity of the planned source (inline records hash, or file path, size,
+    mtime)."""
     request_hash: NotRequired[str]
-    """Fingerprint of the submitted request set, to recognise a re-sent identical input."""
+    """Internal: fingerprint of the submitted request set (recognises a re-sent identical input)."""
     attempt: NotRequired[int]
-    """The current round: 1, then 2+ while failed requests are being retried."""
+    """Internal: the current round: 1, then 2+ while failed requests are being retried."""
     cancel_requested: NotRequired[bool]
-    """The user cancelled: no more submissions or retries on this thread."""
+    """Internal: the user cancelled: no more submissions or retries on this thread."""
     polls: NotRequired[int]
-    """Status checks made so far on this thread."""
+    """Internal: status checks made so far on this thread."""
     retry_later: NotRequired[bool]
-    """With status `error`: the provider stayed unavailable through the retries (a served thread
-    books another try); False for errors that need a fix (a key, a quota)."""
+    """Internal: with status `error`, the provider stayed unavailable through the retries (a
+    served thread books another try); False for errors that need a fix (a key, a quota)."""
     waits_this_run: NotRequired[int]
-    """Waits done in the current run (drives the growing poll interval)."""
+    """Internal: waits done in the current run (drives the growing poll interval)."""
     waited_seconds: NotRequired[float]
-    """Seconds slept in the current run, checked against `max_wait_seconds`."""
+    """Internal: seconds slept in the current run, checked against `max_wait_seconds`."""
 
 
 def empty_usage() -> Usage:

@@ -1,4 +1,5 @@
-"""Test helpers shared by unit and integration tests: a webhook receiver and a run-to-the-end loop."""
+"""Test helpers shared by unit and integration tests: a webhook receiver, a run-to-the-end loop, a
+JSON-schema description check."""
 
 from __future__ import annotations
 
@@ -120,3 +121,23 @@ def assert_all_accounted(values: dict[str, Any], records: list[dict[str, Any]]) 
     counts = values["counts"]
     assert counts["succeeded"] + counts["failed"] == counts["total"] == len(records)
     assert counts["succeeded"] == sum(r["status"] == "succeeded" for r in results)
+
+
+def undescribed(schema: dict[str, Any]) -> list[str]:
+    """Return a JSON schema's properties without a description: top level and our own records.
+
+    Nested records from langchain-core (`AIMessage`, `ToolCall`, `UsageMetadata`, ...) are
+    skipped: their schemas are langchain-core's.
+    """
+    import langchain_core.messages
+
+    missing = [name for name, spec in schema["properties"].items() if not spec.get("description")]
+    for record, spec in schema.get("$defs", {}).items():
+        if hasattr(langchain_core.messages, record):
+            continue
+        missing += [
+            f"{record}.{name}"
+            for name, field in spec.get("properties", {}).items()
+            if not field.get("description")
+        ]
+    return missing

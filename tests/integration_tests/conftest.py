@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -79,14 +80,43 @@ def kill_once_a_job_exists(args: list[str], cwd: Path, env: dict[str, str], serv
     process.wait()
 
 
+def served_config(tmp: Path) -> Path:
+    """Write the project's `langgraph.json` into `tmp` with every path made absolute.
+
+    The server's cwd is then `tmp`: `langgraph dev` keeps its threads and runs in
+    `./.langgraph_api/` whatever `LANGGRAPH_DISABLE_FILE_PERSISTENCE` says, so a server started
+    in the repo would leave the tests' threads for the developer's next `langgraph dev`. The
+    developer's `.env` is not loaded either (`env` is dropped): a test never picks up real keys.
+    """
+
+    def absolute(spec: str) -> str:
+        return str((PROJECT_ROOT / spec).resolve()) if spec.startswith(".") else spec
+
+    config = json.loads((PROJECT_ROOT / "langgraph.json").read_text())
+    config.pop("env", None)
+    config["dependencies"] = [absolute(dep) for dep in config.get("dependencies", [])]
+    for graph in config["graphs"].values():
+        graph["path"] = absolute(graph["path"])
+    for section in ("checkpointer", "store"):
+        if section in config:
+            config[section]["path"] = absolute(config[section]["path"])
+    if "app" in config.get("http", {}):
+        config["http"]["app"] = absolute(config["http"]["app"])
+    path = tmp / "langgraph.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
 def start_dev_server(
     tmp: Path, port: int | None = None, **env: str
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `langgraph dev` on a loopback port with state under `tmp`; wait until it answers.
+    """Start `langgraph dev` on a loopback port, in `tmp` (its cwd and state); wait until it answers.
 
     `env` adds or overrides environment variables of the server (e.g. the emulator's delay).
+    A server restarted on the same `tmp` finds the state the previous one left there.
     """
     port = port or free_port()
+    config = served_config(tmp)
     log = (tmp / "server.log").open("ab")
     process = subprocess.Popen(
         [
@@ -98,9 +128,11 @@ def start_dev_server(
             "127.0.0.1",
             "--port",
             str(port),
+            "--config",
+            str(config),
         ],
-        cwd=PROJECT_ROOT,
-        env=clean_env(tmp, LANGGRAPH_DISABLE_FILE_PERSISTENCE="true", **env),
+        cwd=tmp,
+        env=clean_env(tmp, **env),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # so the whole process group can be stopped

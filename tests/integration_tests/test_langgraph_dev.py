@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
+import pickle
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langgraph.pregel.remote import RemoteGraph
 from langgraph_sdk import get_sync_client
 
 from agent.emulator import list_jobs
-from tests.integration_tests.conftest import start_dev_server, stop_dev_server
+from tests.integration_tests.conftest import PROJECT_ROOT, start_dev_server, stop_dev_server
+from tests.support import undescribed
 
 pytestmark = pytest.mark.slow
 
@@ -67,6 +72,28 @@ def test_served_graph_submits_polls_and_collects(dev_server: str) -> None:
     assert paged[1]["message"]["content"] == results[1]["message"]["content"]
 
 
+def test_remote_graph_reads_a_served_thread_to_the_end(
+    dev_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's RemoteGraph loop: submit, then only read; the server polls by itself."""
+    batch = RemoteGraph("batch", url=dev_server, api_key=None)
+    config: Any = {"configurable": {"thread_id": str(uuid.uuid4())}}
+    context = {"provider": "emulator", "poll_interval_seconds": 1, "poll_backoff": 1.0}
+    first = batch.invoke({"requests": RECORDS}, config, context=context)
+    assert first["status"] == "submitted"
+    deadline = time.monotonic() + 60
+    while (values := batch.get_state(config).values)["status"] != "completed":
+        assert time.monotonic() < deadline, values
+        time.sleep(0.5)
+    assert [r["id"] for r in values["results"]] == [r["id"] for r in RECORDS]
+    # Invoked again, the finished thread runs no node and streams no state: RemoteGraph.invoke
+    # returns None with the warning the README explains.
+    with caplog.at_level(logging.WARNING, logger="langgraph.pregel.remote"):
+        assert batch.invoke({}, config) is None
+    assert "No events received from remote graph" in caplog.text
+    assert batch.get_state(config).values["status"] == "completed"
+
+
 def test_studio_schemas_describe_input_state_and_context(dev_server: str) -> None:
     client = get_sync_client(url=dev_server, api_key=None)
     (assistant,) = client.assistants.search(graph_id="batch")
@@ -82,6 +109,12 @@ def test_studio_schemas_describe_input_state_and_context(dev_server: str) -> Non
     for name, spec in {**schemas["input_schema"]["properties"], **context}.items():
         assert spec.get("description"), f"{name} has no description"
         assert "type" in spec or "anyOf" in spec or "enum" in spec, f"{name} has no type"
+    # And so is every field of its output and state views, internal bookkeeping marked as such.
+    for which in ("input_schema", "output_schema", "state_schema", "context_schema"):
+        assert undescribed(schemas[which]) == [], which
+    state = schemas["state_schema"]["properties"]
+    assert state["waits_this_run"]["description"].startswith("Internal:")
+    assert state["jobs"]["items"] == {"$ref": "#/$defs/Job"}
     assert context["self_schedule"]["type"] == "boolean" and context["self_schedule"]["default"]
     assert context["poll_interval_seconds"]["type"] == "number"
     graph = client.assistants.get_graph(assistant["assistant_id"])
@@ -126,3 +159,25 @@ def test_hard_kill_of_the_server_loses_no_job(tmp_path: Path) -> None:
         assert [j["id"] for j in list_jobs(tmp_path / "emulator")] == [job_id]
     finally:
         stop_dev_server(process)
+
+
+def repo_server_state() -> dict[str, tuple[int, int]]:
+    """Return the files of the repo's own `.langgraph_api/` (a developer's dev server state)."""
+    folder = PROJECT_ROOT / ".langgraph_api"
+    if not folder.is_dir():
+        return {}
+    return {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir()}
+
+
+def test_a_test_server_keeps_its_threads_out_of_the_repo(tmp_path: Path) -> None:
+    """The next `langgraph dev` in the repo must not show the threads the tests made."""
+    before = repo_server_state()
+    process, url = start_dev_server(tmp_path)
+    try:
+        thread_id = get_sync_client(url=url, api_key=None).threads.create()["thread_id"]
+    finally:
+        stop_dev_server(process)  # a graceful stop writes the server's threads and runs out
+    ops = tmp_path / ".langgraph_api" / ".langgraph_ops.pckl"
+    threads = pickle.loads(ops.read_bytes())["threads"]  # written, in the temp dir
+    assert thread_id in {str(thread["thread_id"]) for thread in threads}
+    assert repo_server_state() == before  # and nothing created or touched in the repo
