@@ -10,6 +10,10 @@ Each job becomes an *intent* with a deterministic `job_key`. Submitting an inten
 process or another, always produces the same key, which is what lets a crashed submit find its job
 instead of creating a second one. A spool file only saves rebuilding: a process that does not
 have it rebuilds the same bytes from the thread's source.
+
+`plan_batch` is the graph's first step on a new thread: it plans the thread's source (inline
+records or an input file, `source_requests`), prices the plan (and what deduplication saves,
+`dedup_estimate`), enforces the budget and puts the request ids in the store.
 """
 
 from __future__ import annotations
@@ -21,19 +25,32 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from agent.bulk import ThreadData
 from agent.context import Context
-from agent.estimate import JobTokens, TokenCounter
+from agent.estimate import JobTokens, TokenCounter, check_budget, price_plan
+from agent.providers import resolve_provider
 from agent.providers.base import BatchProvider, ProviderLimits, line_builder_for
 from agent.providers.params import check_context_params, check_request_params
-from agent.requests import BatchRequest, InputError, finish_hash, update_hash
+from agent.requests import (
+    BatchRequest,
+    InputError,
+    finish_hash,
+    iter_file_requests,
+    iter_validated,
+    iter_with_system_prompt,
+    update_hash,
+)
 from agent.secrets import redact_url
-from agent.state import Counts, Job
+from agent.state import Counts, Dedup, Job, State
 from agent.storage_errors import StorageError
 from agent.structured import OutputSpec
+
+if TYPE_CHECKING:
+    from langgraph.store.base import BaseStore
 
 # A conservative chars-per-token ratio: it underestimates tokens, so it never refuses a request
 # the model would accept; it only catches requests that cannot fit.
@@ -444,3 +461,120 @@ def _text_length(messages: Iterable[dict[str, Any]]) -> int:
         elif isinstance(content, list):
             total += sum(len(part.get("text", "")) for part in content if isinstance(part, dict))
     return total
+
+
+def plan_batch(
+    state: State, ctx: Context, store: BaseStore | None, thread_id: str
+) -> dict[str, Any]:
+    """Stream the source once: check it, split it into jobs, build their files, record intents.
+
+    Args:
+        state: The new thread's state (its `requests` or `input_path`, output spec, dry run).
+        ctx: The run's settings (provider, model, limits, budget).
+        store: The graph's store, for the request ids of the thread and of each job.
+        thread_id: The thread, which every job key derives from.
+
+    Returns:
+        The state update: the plan and its estimate, and (unless a dry run) the job intents.
+
+    Raises:
+        InputError: A request is invalid or too large, or the estimate is over `max_cost`;
+            nothing was uploaded.
+    """
+    provider = resolve_provider(ctx)
+    spec = OutputSpec.from_values(state)
+    plan = plan_requests(
+        source_requests(state, ctx.system_prompt),
+        provider=provider,
+        context=ctx,
+        spec=spec,
+        # Exact token counts where the budget or a plan needs them; else the cheap heuristic.
+        exact_tokens=bool(state.get("dry_run")) or ctx.max_cost is not None,
+    )
+    try:
+        summary, estimate = price_plan(plan.summary(), provider.name, ctx.price_override)
+        dedup = dedup_estimate(plan, provider.name, ctx)
+        if not state.get("dry_run"):
+            check_budget(estimate, ctx.max_cost)  # before anything is uploaded
+    except InputError:
+        plan.discard()
+        raise
+    if state.get("dry_run"):
+        plan.discard()
+        return {
+            "plan": summary,
+            "estimate": estimate,
+            "dedup": dedup,
+            "requests": [],
+            "input_path": "",
+            "dry_run": False,
+            "status": "new",
+            "error": None,
+        }
+    intents = intents_for(plan, provider, ctx, thread_id)
+    data = ThreadData(store, thread_id)
+    data.put_ids(plan.request_ids, "request_ids")
+    for planned, intent in zip(plan.jobs, intents, strict=True):
+        data.put_ids(planned.request_ids, "jobs", intent["job_key"])
+    data.put_duplicates(plan.duplicates)
+    # Every request is pending, duplicates too (answered at collect, from their originals).
+    total = sum(intent["request_count"] for intent in intents) + len(plan.duplicates)
+    counts = Counts(total=total, succeeded=0, failed=0, pending=total)
+    return {
+        "request_count": len(plan.request_ids),
+        "duplicate_count": len(plan.duplicates),
+        "dedup": dedup,
+        "request_hash": plan.request_hash,
+        "source_fingerprint": source_fingerprint(state),
+        "system_prompt": ctx.system_prompt,
+        "output_spec": spec.to_state() if spec else None,
+        "jobs": intents,
+        "plan": summary,
+        "estimate": estimate,
+        "attempt": 1,
+        "status": "new",
+        "counts": counts,
+        "error": None,
+    }
+
+
+def dedup_estimate(plan: Plan, provider: str, ctx: Context) -> Dedup | None:
+    """Price what the plan's duplicates would have cost: the estimated saving of sending each once."""
+    if not plan.duplicates:
+        return None
+    _, saved = price_plan(plan.duplicate_summary(), provider, ctx.price_override)
+    return Dedup(
+        requests=len(plan.duplicates),
+        estimated_batch_usd=saved["batch_usd"],
+        saved_batch_usd=None,
+        saved_realtime_usd=None,
+    )
+
+
+def source_fingerprint(state: State) -> str:
+    """Identify the source cheaply: the same inline records, or the same unchanged file.
+
+    The planned source stays in state until every job exists; this tells "still the planned
+    input" from "input sent again" without re-reading a large file on every submit step.
+    """
+    records = state.get("requests") or []
+    if records:
+        return hashlib.sha256(orjson.dumps(records, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    path = Path(str(state.get("input_path")))
+    stat = path.stat() if path.is_file() else None
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}" if stat else str(path)
+
+
+def source_requests(state: State, system_prompt: str) -> Iterator[BatchRequest]:
+    """Stream the thread's requests from inline records or the input file."""
+    records = state.get("requests") or []
+    if records:
+        requests = iter_validated(enumerate(records, start=1), source="input")
+    else:
+        requests = iter_file_requests(str(state.get("input_path")))
+    return iter_with_system_prompt(requests, system_prompt)
+
+
+def planned_spec(state: State) -> OutputSpec | None:
+    """Return the tools / response schema the thread's batch was planned with."""
+    return OutputSpec.from_state(state.get("output_spec"))
