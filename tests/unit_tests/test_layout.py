@@ -96,8 +96,10 @@ def test_core_modules_name_no_provider_status_code_or_provider(path: str) -> Non
     source = (ROOT / path).read_text()
     tree = ast.parse(source)
     literals = _strings(tree)
-    assert not literals & _raw_statuses(), f"{path}: raw provider statuses"
-    assert not literals & _provider_error_codes(), f"{path}: provider error codes"
+    statuses = sorted(literals & _raw_statuses())
+    assert not statuses, f"{path}: raw provider statuses {statuses}"
+    codes = sorted(literals & _provider_error_codes())
+    assert not codes, f"{path}: provider error codes {codes}"
     compared = [
         ast.unparse(node)
         for node in ast.walk(tree)
