@@ -56,33 +56,29 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
 
-from agent.bulk import PAGE_SIZE, ResultSpool, ThreadData
+from agent.bulk import ThreadData
 from agent.context import Context
 from agent.job_records import (
     apply_update,
     cancel_job,
     check_jobs,
     final_status,
-    priced,
     progress_counts,
     progress_event,
     progress_status,
 )
 from agent.notify import completion_payload, safe_target, send_notice
 from agent.planning import (
-    job_key,
-    new_intent,
     plan_batch,
     planned_spec,
+    retry_intents,
     source_fingerprint,
     source_requests,
 )
-from agent.pricing import Cost, TokenTally, total_cost
-from agent.providers import provider_for_job
-from agent.providers.base import job_chat_model
+from agent.pricing import total_cost
 from agent.providers.errors import ProviderError, TransientProviderError
 from agent.requests import BatchRequest, InputError, request_set_hash
-from agent.results import Totals, dedup_saved, job_results, state_results
+from agent.results import collect_round, results_store, state_results
 from agent.scheduling import schedule_next_poll, schedule_noop
 from agent.state import InputState, Job, OutputState, State
 from agent.statuses import TERMINAL_JOB_STATUSES, TERMINAL_THREAD_STATUSES
@@ -243,87 +239,27 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     """Read this round's output and error files; queue retryable failures as a follow-up job."""
     ctx = runtime.context
     attempt = state.get("attempt", 1)
-    jobs = list(state.get("jobs") or [])
     count = state.get("request_count", 0)
     data = ThreadData(runtime.store, _thread_id())
-    cancelled = bool(state.get("cancel_requested"))
-    to_retry: dict[str, list[str]] = {}
-    added = Totals()
-    copies_of = data.duplicates_by_original(state.get("duplicate_count", 0))
-    saved: list[Cost] = []
-    with ResultSpool(data, first_round=attempt == 1, count=count) as spool:
-        positions = {
-            request_id: position for position, request_id in enumerate(data.request_ids(count))
-        }
-        for index, job in enumerate(jobs):
-            if job["attempt"] != attempt:
-                continue
-            ids = data.job_ids(job["job_key"], job["request_count"])
-            tally, copies_tally = TokenTally(), TokenTally()
-            for request_id, result, retryable in job_results(
-                job, ids, attempt, planned_spec(state), validate=ctx.validate_schema
-            ):
-                spool.put(positions[request_id], result)
-                added.add(result)
-                tally.add(result)
-                for copy_id in copies_of.get(request_id, ()):
-                    # An identical request, sent once: the same answer under its own id.
-                    copy = {**result, "id": copy_id, "duplicate_of": request_id}
-                    spool.put(positions[copy_id], copy)
-                    added.add(copy)
-                    copies_tally.add(copy)
-                if retryable and not cancelled:
-                    to_retry.setdefault(job["job_key"], []).append(request_id)
-            jobs[index] = priced(job, tally, ctx)
-            if copies_tally.input_tokens or copies_tally.output_tokens:
-                saved.append(priced(job, copies_tally, ctx)["cost"])
-        replaced = spool.merge()
-    pages = -(-count // PAGE_SIZE)
-    totals = (
-        Totals() if attempt == 1 else Totals.of(state.get("collected_counts"), state.get("usage"))
-    )
-    totals.merge(added)
-    for result in replaced:
-        totals.remove(result)
-    counts, usage = totals.counts(), totals.usage
+    collected = collect_round(state, ctx, data)
+    jobs = collected.jobs
     update: dict[str, Any] = {
         "jobs": jobs,
-        "counts": counts,
-        "collected_counts": counts,
-        "usage": usage,
+        "counts": collected.counts,
+        "collected_counts": collected.counts,
+        "usage": collected.usage,
         "cost": total_cost(job["cost"] for job in jobs if "cost" in job),
-        "dedup": dedup_saved(state.get("dedup"), saved, attempt),
+        "dedup": collected.dedup,
         "results": state_results(data, count, ctx),
-        "results_store": {
-            "namespace": list(data.namespace("results")),
-            "pages": pages,
-            "page_size": PAGE_SIZE,
-            "count": count,
-            "format": "jsonl",
-        },
+        "results_store": results_store(data, count),
         "next_check_at": None,
         "error": None,
     }
-    if to_retry and attempt < ctx.max_attempts:
-        by_key = {job["job_key"]: job for job in jobs}
-        follow_ups = []
-        for part, (source, ids) in enumerate(to_retry.items()):
-            key = job_key(_thread_id(), state.get("request_hash", ""), attempt + 1, part)
-            data.put_ids(ids, "jobs", key)
-            follow_ups.append(
-                new_intent(
-                    provider_for_job(by_key[source]),
-                    key=key,
-                    attempt=attempt + 1,
-                    model=by_key[source]["model"],
-                    params=by_key[source]["params"],
-                    request_count=len(ids),
-                    retry_of=source,
-                    chat_model=job_chat_model(by_key[source]),
-                )
-            )
+    if collected.to_retry and attempt < ctx.max_attempts:
+        request_hash = state.get("request_hash", "")
+        follow_ups = retry_intents(jobs, collected.to_retry, data, request_hash, attempt + 1)
         return {**update, "jobs": jobs + follow_ups, "attempt": attempt + 1, "status": "running"}
-    status = final_status(jobs, counts, cancelled)
+    status = final_status(jobs, collected.counts, bool(state.get("cancel_requested")))
     failures = [e for job in jobs for e in job["errors"]]
     return {
         **update,

@@ -32,8 +32,8 @@ import orjson
 from agent.bulk import ThreadData
 from agent.context import Context
 from agent.estimate import JobTokens, TokenCounter, check_budget, price_plan
-from agent.providers import resolve_provider
-from agent.providers.base import BatchProvider, ProviderLimits, line_builder_for
+from agent.providers import provider_for_job, resolve_provider
+from agent.providers.base import BatchProvider, ProviderLimits, job_chat_model, line_builder_for
 from agent.providers.params import check_context_params, check_request_params
 from agent.requests import (
     BatchRequest,
@@ -366,6 +366,38 @@ def intents_for(plan: Plan, provider: BatchProvider, context: Context, thread_id
         intent["input_bytes"] = planned.input_bytes
         intents.append(intent)
     return intents
+
+
+def retry_intents(
+    jobs: list[Job],
+    to_retry: dict[str, list[str]],
+    data: ThreadData,
+    request_hash: str,
+    attempt: int,
+) -> list[Job]:
+    """Return the follow-up intents of round `attempt`: one per job with requests to retry.
+
+    Each carries the failed requests of one earlier job (`retry_of`), with its model and
+    settings; their ids are put in the store under the new job key.
+    """
+    by_key = {job["job_key"]: job for job in jobs}
+    follow_ups = []
+    for part, (source, ids) in enumerate(to_retry.items()):
+        key = job_key(data.thread_id, request_hash, attempt, part)
+        data.put_ids(ids, "jobs", key)
+        follow_ups.append(
+            new_intent(
+                provider_for_job(by_key[source]),
+                key=key,
+                attempt=attempt,
+                model=by_key[source]["model"],
+                params=by_key[source]["params"],
+                request_count=len(ids),
+                retry_of=source,
+                chat_model=job_chat_model(by_key[source]),
+            )
+        )
+    return follow_ups
 
 
 def new_intent(

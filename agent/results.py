@@ -1,5 +1,10 @@
 """Result assembly: one stored result per request of a collected job, and the thread's totals.
 
+`collect_round` collects one round (the first jobs, or a round of follow-up jobs): it stores
+every request's result in the store's result pages, in input order (a retried request's new
+result replaces its old one), answers duplicates from their originals, prices each job, and
+says which requests are worth a follow-up job.
+
 A job's output and error lines are matched to its requests by `custom_id`; an answer wins over an
 error line for the same request, and a request the provider returned nothing for still gets a
 result (`no_result`, or `batch_failed` for a job that failed as a whole). `Totals` keeps the
@@ -10,15 +15,103 @@ identical requests once saved.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from agent.bulk import ThreadData, to_result
+from agent.bulk import PAGE_SIZE, ResultSpool, ThreadData, to_result
 from agent.context import Context
-from agent.pricing import Cost, total_cost
+from agent.job_records import priced
+from agent.planning import planned_spec
+from agent.pricing import Cost, TokenTally, total_cost
 from agent.providers import provider_for_job
 from agent.providers.base import RequestOutcome, job_chat_model, message_dump
-from agent.state import Counts, Dedup, Job, RequestError, Result, Usage, empty_usage
+from agent.state import Counts, Dedup, Job, RequestError, Result, State, Usage, empty_usage
 from agent.structured import AnswerCheck, OutputSpec, answer_check, checked_result
+
+
+@dataclass(frozen=True)
+class CollectedRound:
+    """What collecting one round gave: the jobs (this round's priced), the thread's totals."""
+
+    jobs: list[Job]
+    counts: Counts
+    usage: Usage
+    dedup: Dedup | None
+    to_retry: dict[str, list[str]]
+    """Request ids worth a follow-up job, by the key of the job they failed in."""
+
+
+def collect_round(state: State, ctx: Context, data: ThreadData) -> CollectedRound:
+    """Store one result per request of this round's jobs, in input order, and total the thread.
+
+    Args:
+        state: The thread's state (its jobs, round, counts and usage of earlier rounds).
+        ctx: The run's settings (prices, schema validation).
+        data: The thread's bulk data (request ids, duplicates, result pages).
+
+    Returns:
+        The jobs, this round's priced; the thread's counts, usage and dedup saving; and, unless
+        the thread was cancelled, the requests of retryable kinds that failed.
+    """
+    attempt = state.get("attempt", 1)
+    jobs = list(state.get("jobs") or [])
+    count = state.get("request_count", 0)
+    cancelled = bool(state.get("cancel_requested"))
+    to_retry: dict[str, list[str]] = {}
+    added = Totals()
+    copies_of = data.duplicates_by_original(state.get("duplicate_count", 0))
+    saved: list[Cost] = []
+    with ResultSpool(data, first_round=attempt == 1, count=count) as spool:
+        positions = {
+            request_id: position for position, request_id in enumerate(data.request_ids(count))
+        }
+        for index, job in enumerate(jobs):
+            if job["attempt"] != attempt:
+                continue
+            ids = data.job_ids(job["job_key"], job["request_count"])
+            tally, copies_tally = TokenTally(), TokenTally()
+            for request_id, result, retryable in job_results(
+                job, ids, attempt, planned_spec(state), validate=ctx.validate_schema
+            ):
+                spool.put(positions[request_id], result)
+                added.add(result)
+                tally.add(result)
+                for copy_id in copies_of.get(request_id, ()):
+                    # An identical request, sent once: the same answer under its own id.
+                    copy = {**result, "id": copy_id, "duplicate_of": request_id}
+                    spool.put(positions[copy_id], copy)
+                    added.add(copy)
+                    copies_tally.add(copy)
+                if retryable and not cancelled:
+                    to_retry.setdefault(job["job_key"], []).append(request_id)
+            jobs[index] = priced(job, tally, ctx)
+            if copies_tally.input_tokens or copies_tally.output_tokens:
+                saved.append(priced(job, copies_tally, ctx)["cost"])
+        replaced = spool.merge()
+    totals = (
+        Totals() if attempt == 1 else Totals.of(state.get("collected_counts"), state.get("usage"))
+    )
+    totals.merge(added)
+    for result in replaced:
+        totals.remove(result)
+    return CollectedRound(
+        jobs=jobs,
+        counts=totals.counts(),
+        usage=totals.usage,
+        dedup=dedup_saved(state.get("dedup"), saved, attempt),
+        to_retry=to_retry,
+    )
+
+
+def results_store(data: ThreadData, count: int) -> dict[str, Any]:
+    """Return where a thread's `count` results live in the store (`State.results_store`)."""
+    return {
+        "namespace": list(data.namespace("results")),
+        "pages": -(-count // PAGE_SIZE),
+        "page_size": PAGE_SIZE,
+        "count": count,
+        "format": "jsonl",
+    }
 
 
 def job_results(
