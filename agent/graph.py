@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from functools import wraps
 from typing import Any, Literal, Protocol
 
@@ -70,19 +69,16 @@ from agent.job_records import (
 from agent.notify import completion_payload, safe_target, send_notice
 from agent.planning import (
     plan_batch,
-    planned_spec,
+    refuse_another_request_set,
     retry_intents,
-    source_fingerprint,
-    source_requests,
 )
 from agent.pricing import total_cost
 from agent.providers.errors import ProviderError, TransientProviderError
-from agent.requests import BatchRequest, InputError, request_set_hash
+from agent.requests import InputError
 from agent.results import collect_round, results_store, state_results
 from agent.scheduling import schedule_next_poll, schedule_noop
 from agent.state import InputState, Job, OutputState, State
 from agent.statuses import TERMINAL_JOB_STATUSES, TERMINAL_THREAD_STATUSES
-from agent.structured import OutputSpec, spec_fingerprint
 from agent.submission import adopt_existing, never_submitted, pending_intent, submit_intent
 
 logger = logging.getLogger("batch_agent")
@@ -331,7 +327,7 @@ def route_start(
     jobs = state.get("jobs") or []
     if state.get("requests") or state.get("input_path"):
         if jobs:
-            _refuse_another_request_set(state, runtime.context)
+            refuse_another_request_set(state, runtime.context, _thread_id())
         return "submit"  # plan a new batch, or (the same set again) clear the input and go on
     if state.get("status") in TERMINAL_THREAD_STATUSES:
         # A finished thread answers again from its state, without calling the provider; only a
@@ -343,49 +339,6 @@ def route_start(
         return "poll"
     # A new thread without requests: let submit raise the clear "input is empty" error.
     return "submit"
-
-
-def _refuse_another_request_set(state: State, ctx: Context) -> None:
-    """Raise unless the input sent to a thread that holds a batch is the batch's request set.
-
-    Cheap when it is the planned input (same inline records, or the same unchanged file);
-    otherwise the input is read once and its fingerprint compared.
-
-    Raises:
-        InputError: The input is another request set (requests, tools or response schema differ),
-            naming both sizes and how to start a new thread. Nothing was sent anywhere.
-    """
-    spec = OutputSpec.from_values(state)
-    planned = planned_spec(state)
-    if source_fingerprint(state) == state.get("source_fingerprint") and spec_fingerprint(
-        spec
-    ) == spec_fingerprint(planned):
-        return
-    count = 0
-
-    def counted() -> Iterator[BatchRequest]:
-        nonlocal count
-        for request in source_requests(state, state.get("system_prompt", ctx.system_prompt)):
-            count += 1
-            yield request
-
-    fingerprint = request_set_hash(counted(), spec)
-    held = str(state.get("request_hash", ""))
-    if fingerprint == held:
-        return
-    thread = _thread_id()
-    raise InputError(
-        f"thread {thread} already holds a batch of {_requests(state.get('request_count', 0))} "
-        f"(request set {held[:12]}); this input is a different request set, of "
-        f"{_requests(count)} (request set {fingerprint[:12]}): requests, tools or response "
-        "schema differ. A thread runs one request set: send this input on a new thread (run it "
-        "without --thread, or with a new --thread ID); nothing was sent",
-        source="input",
-    )
-
-
-def _requests(count: int) -> str:
-    return f"{count:,} request{'' if count == 1 else 's'}"
 
 
 def route_after_submit(
@@ -464,4 +417,5 @@ def build_graph() -> StateGraph[State, Context, InputState, OutputState]:
 
 
 def _thread_id() -> str:
+    """Return the id of the thread the running node works for (from its config)."""
     return str(get_config().get("configurable", {}).get("thread_id", ""))

@@ -13,7 +13,9 @@ have it rebuilds the same bytes from the thread's source.
 
 `plan_batch` is the graph's first step on a new thread: it plans the thread's source (inline
 records or an input file, `source_requests`), prices the plan (and what deduplication saves,
-`dedup_estimate`), enforces the budget and puts the request ids in the store.
+`dedup_estimate`), enforces the budget and puts the request ids in the store. Input sent
+again to a thread that holds a batch must be the same request set
+(`refuse_another_request_set`).
 """
 
 from __future__ import annotations
@@ -42,12 +44,13 @@ from agent.requests import (
     iter_file_requests,
     iter_validated,
     iter_with_system_prompt,
+    request_set_hash,
     update_hash,
 )
 from agent.secrets import redact_url
 from agent.state import Counts, Dedup, Job, State
 from agent.storage_errors import StorageError
-from agent.structured import OutputSpec
+from agent.structured import OutputSpec, spec_fingerprint
 
 if TYPE_CHECKING:
     from langgraph.store.base import BaseStore
@@ -610,3 +613,45 @@ def source_requests(state: State, system_prompt: str) -> Iterator[BatchRequest]:
 def planned_spec(state: State) -> OutputSpec | None:
     """Return the tools / response schema the thread's batch was planned with."""
     return OutputSpec.from_state(state.get("output_spec"))
+
+
+def refuse_another_request_set(state: State, ctx: Context, thread_id: str) -> None:
+    """Raise unless the input sent to a thread that holds a batch is the batch's request set.
+
+    Cheap when it is the planned input (same inline records, or the same unchanged file);
+    otherwise the input is read once and its fingerprint compared.
+
+    Raises:
+        InputError: The input is another request set (requests, tools or response schema differ),
+            naming both sizes and how to start a new thread. Nothing was sent anywhere.
+    """
+    spec = OutputSpec.from_values(state)
+    planned = planned_spec(state)
+    if source_fingerprint(state) == state.get("source_fingerprint") and spec_fingerprint(
+        spec
+    ) == spec_fingerprint(planned):
+        return
+    count = 0
+
+    def counted() -> Iterator[BatchRequest]:
+        nonlocal count
+        for request in source_requests(state, state.get("system_prompt", ctx.system_prompt)):
+            count += 1
+            yield request
+
+    fingerprint = request_set_hash(counted(), spec)
+    held = str(state.get("request_hash", ""))
+    if fingerprint == held:
+        return
+    raise InputError(
+        f"thread {thread_id} already holds a batch of {_requests(state.get('request_count', 0))} "
+        f"(request set {held[:12]}); this input is a different request set, of "
+        f"{_requests(count)} (request set {fingerprint[:12]}): requests, tools or response "
+        "schema differ. A thread runs one request set: send this input on a new thread (run it "
+        "without --thread, or with a new --thread ID); nothing was sent",
+        source="input",
+    )
+
+
+def _requests(count: int) -> str:
+    return f"{count:,} request{'' if count == 1 else 's'}"
