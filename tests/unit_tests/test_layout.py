@@ -109,3 +109,21 @@ def test_core_modules_name_no_provider_status_code_or_provider(path: str) -> Non
     assert not compared, f"{path}: branches on a raw provider status: {compared}"
     names = [n for n in PROVIDERS if re.search(rf"\b{n}", source, re.IGNORECASE)]
     assert not names, f"{path}: names the provider(s) {names}"
+
+
+def test_graph_holds_its_nodes_routers_and_builder_only() -> None:
+    """What a node does lives in the modules named for it; graph.py tells the story."""
+    from agent.graph import build_graph
+
+    nodes = set(build_graph().nodes) - {"schedule"}  # `agent.scheduling`'s runnable
+    tree = ast.parse((ROOT / "agent/graph.py").read_text())
+    public = {
+        node.name: node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_")
+    }
+    routers = {name for name in public if name.startswith("route_")}
+    assert set(public) == nodes | routers | {"build_graph", "records_errors", "Node"}
+    for name in routers:
+        returns = public[name].returns  # type: ignore[union-attr]
+        assert returns is not None and ast.unparse(returns).startswith("Literal["), name
