@@ -560,7 +560,7 @@ def plan_batch(
         "duplicate_count": len(plan.duplicates),
         "dedup": dedup,
         "request_hash": plan.request_hash,
-        "source_fingerprint": source_fingerprint(state),
+        "source_fingerprint": _source_fingerprint(state),
         "system_prompt": ctx.system_prompt,
         "output_spec": spec.to_state() if spec else None,
         "jobs": intents,
@@ -586,7 +586,7 @@ def dedup_estimate(plan: Plan, provider: str, ctx: Context) -> Dedup | None:
     )
 
 
-def source_fingerprint(state: State) -> str:
+def _source_fingerprint(state: State) -> str:
     """Identify the source cheaply: the same inline records, or the same unchanged file.
 
     The planned source stays in state until every job exists; this tells "still the planned
@@ -627,7 +627,7 @@ def refuse_another_request_set(state: State, ctx: Context, thread_id: str) -> No
     """
     spec = OutputSpec.from_values(state)
     planned = planned_spec(state)
-    if source_fingerprint(state) == state.get("source_fingerprint") and spec_fingerprint(
+    if _source_fingerprint(state) == state.get("source_fingerprint") and spec_fingerprint(
         spec
     ) == spec_fingerprint(planned):
         return

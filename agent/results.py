@@ -8,7 +8,7 @@ says which requests are worth a follow-up job.
 A job's output and error lines are matched to its requests by `custom_id`; an answer wins over an
 error line for the same request, and a request the provider returned nothing for still gets a
 result (`no_result`, or `batch_failed` for a job that failed as a whole). `Totals` keeps the
-thread's counts and token usage over the stored results; `dedup_saved` prices what sending
+thread's counts and token usage over the stored results; `_dedup_saved` prices what sending
 identical requests once saved.
 """
 
@@ -98,7 +98,7 @@ def collect_round(state: State, ctx: Context, data: ThreadData) -> CollectedRoun
         jobs=jobs,
         counts=totals.counts(),
         usage=totals.usage,
-        dedup=dedup_saved(state.get("dedup"), saved, attempt),
+        dedup=_dedup_saved(state.get("dedup"), saved, attempt),
         to_retry=to_retry,
     )
 
@@ -232,7 +232,7 @@ def _succeeded(request_id: str, outcome: RequestOutcome, attempt: int) -> dict[s
     }
 
 
-def dedup_saved(dedup: Dedup | None, saved: list[Cost], attempt: int) -> Dedup | None:
+def _dedup_saved(dedup: Dedup | None, saved: list[Cost], attempt: int) -> Dedup | None:
     """Add this round's answered duplicates, priced like their originals, to what dedup saved."""
     total = total_cost(saved)
     if dedup is None or total is None:

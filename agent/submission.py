@@ -8,7 +8,9 @@ provider: it is what lets a provider without job metadata or listing stay crash-
 and `_take_inventory` fills it once for a thread that lost its own records. A job adopted without
 proof that it is ours is checked once it ends (`settle_identity`). A job's input is rebuilt byte
 for byte from the thread's source (or an earlier job's input, for a follow-up job) when the
-local spool no longer holds it.
+local spool no longer holds it; the one provider fact submission depends on is whether the
+provider keeps a copy of that input (`BatchProvider.keeps_input`): when it does not, the store
+keeps the job's lines, for follow-up jobs.
 """
 
 from __future__ import annotations
