@@ -5,10 +5,14 @@ The package is split by concern:
 - `agent.context`: run-time settings (`Context`, the graph's `context_schema`).
 - `agent.state`: input, full and output state schemas.
 - `agent.requests`: reading and validating request records (JSONL, TXT, graph input).
-- `agent.planning`: splitting a request set into jobs and building their input files.
+- `agent.planning`: splitting a request set into jobs and building their input files (the
+  graph's first step on a new thread: `plan_batch`).
 - `agent.providers`: one module per batch provider behind `BatchProvider` (plus the error
   classification and the parity-exact fast paths).
-- `agent.graph`: nodes, routers and `build_graph()`.
+- `agent.graph`: nodes, routers and `build_graph()`; what its nodes do is in
+  `agent.submission` (an intent becomes exactly one provider job: the create journal, adoption),
+  `agent.job_records` (a job record's transitions: status checks, cancels, prices, progress) and
+  `agent.results` (one result per request of a collected job, and the thread's totals).
 - `agent.bulk`: request ids and result pages kept in the LangGraph store, out of state.
 - `agent.persistence`: SQLite / PostgreSQL checkpointers, stores and per-thread locks.
 - `agent.structured`, `agent.model_spec`: tools and response schemas (`bind_tools` /

@@ -531,7 +531,7 @@ def plan(
         refused = None
     except InputError as exc:
         refused = str(exc)
-    from agent.graph import dedup_estimate
+    from agent.planning import dedup_estimate
 
     dedup = dedup_estimate(checked, chosen.name, context)
     report = {

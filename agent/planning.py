@@ -10,6 +10,12 @@ Each job becomes an *intent* with a deterministic `job_key`. Submitting an inten
 process or another, always produces the same key, which is what lets a crashed submit find its job
 instead of creating a second one. A spool file only saves rebuilding: a process that does not
 have it rebuilds the same bytes from the thread's source.
+
+`plan_batch` is the graph's first step on a new thread: it plans the thread's source (inline
+records or an input file, `source_requests`), prices the plan (and what deduplication saves,
+`dedup_estimate`), enforces the budget and puts the request ids in the store. Input sent
+again to a thread that holds a batch must be the same request set
+(`refuse_another_request_set`).
 """
 
 from __future__ import annotations
@@ -21,19 +27,33 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from agent.bulk import ThreadData
 from agent.context import Context
-from agent.estimate import JobTokens, TokenCounter
-from agent.providers.base import BatchProvider, ProviderLimits, line_builder_for
+from agent.estimate import JobTokens, TokenCounter, check_budget, price_plan
+from agent.providers import provider_for_job, resolve_provider
+from agent.providers.base import BatchProvider, ProviderLimits, job_chat_model, line_builder_for
 from agent.providers.params import check_context_params, check_request_params
-from agent.requests import BatchRequest, InputError, finish_hash, update_hash
+from agent.requests import (
+    BatchRequest,
+    InputError,
+    finish_hash,
+    iter_file_requests,
+    iter_validated,
+    iter_with_system_prompt,
+    request_set_hash,
+    update_hash,
+)
 from agent.secrets import redact_url
-from agent.state import Counts, Job
+from agent.state import Counts, Dedup, Job, State
 from agent.storage_errors import StorageError
-from agent.structured import OutputSpec
+from agent.structured import OutputSpec, spec_fingerprint
+
+if TYPE_CHECKING:
+    from langgraph.store.base import BaseStore
 
 # A conservative chars-per-token ratio: it underestimates tokens, so it never refuses a request
 # the model would accept; it only catches requests that cannot fit.
@@ -351,6 +371,38 @@ def intents_for(plan: Plan, provider: BatchProvider, context: Context, thread_id
     return intents
 
 
+def retry_intents(
+    jobs: list[Job],
+    to_retry: dict[str, list[str]],
+    data: ThreadData,
+    request_hash: str,
+    attempt: int,
+) -> list[Job]:
+    """Return the follow-up intents of round `attempt`: one per job with requests to retry.
+
+    Each carries the failed requests of one earlier job (`retry_of`), with its model and
+    settings; their ids are put in the store under the new job key.
+    """
+    by_key = {job["job_key"]: job for job in jobs}
+    follow_ups = []
+    for part, (source, ids) in enumerate(to_retry.items()):
+        key = job_key(data.thread_id, request_hash, attempt, part)
+        data.put_ids(ids, "jobs", key)
+        follow_ups.append(
+            new_intent(
+                provider_for_job(by_key[source]),
+                key=key,
+                attempt=attempt,
+                model=by_key[source]["model"],
+                params=by_key[source]["params"],
+                request_count=len(ids),
+                retry_of=source,
+                chat_model=job_chat_model(by_key[source]),
+            )
+        )
+    return follow_ups
+
+
 def new_intent(
     provider: BatchProvider,
     *,
@@ -444,3 +496,162 @@ def _text_length(messages: Iterable[dict[str, Any]]) -> int:
         elif isinstance(content, list):
             total += sum(len(part.get("text", "")) for part in content if isinstance(part, dict))
     return total
+
+
+def plan_batch(
+    state: State, ctx: Context, store: BaseStore | None, thread_id: str
+) -> dict[str, Any]:
+    """Stream the source once: check it, split it into jobs, build their files, record intents.
+
+    Args:
+        state: The new thread's state (its `requests` or `input_path`, output spec, dry run).
+        ctx: The run's settings (provider, model, limits, budget).
+        store: The graph's store, for the request ids of the thread and of each job.
+        thread_id: The thread, which every job key derives from.
+
+    Returns:
+        The state update: the plan and its estimate, and (unless a dry run) the job intents.
+
+    Raises:
+        InputError: A request is invalid or too large, or the estimate is over `max_cost`;
+            nothing was uploaded.
+    """
+    provider = resolve_provider(ctx)
+    spec = OutputSpec.from_values(state)
+    plan = plan_requests(
+        source_requests(state, ctx.system_prompt),
+        provider=provider,
+        context=ctx,
+        spec=spec,
+        # Exact token counts where the budget or a plan needs them; else the cheap heuristic.
+        exact_tokens=bool(state.get("dry_run")) or ctx.max_cost is not None,
+    )
+    try:
+        summary, estimate = price_plan(plan.summary(), provider.name, ctx.price_override)
+        dedup = dedup_estimate(plan, provider.name, ctx)
+        if not state.get("dry_run"):
+            check_budget(estimate, ctx.max_cost)  # before anything is uploaded
+    except InputError:
+        plan.discard()
+        raise
+    if state.get("dry_run"):
+        plan.discard()
+        return {
+            "plan": summary,
+            "estimate": estimate,
+            "dedup": dedup,
+            "requests": [],
+            "input_path": "",
+            "dry_run": False,
+            "status": "new",
+            "error": None,
+        }
+    intents = intents_for(plan, provider, ctx, thread_id)
+    data = ThreadData(store, thread_id)
+    data.put_ids(plan.request_ids, "request_ids")
+    for planned, intent in zip(plan.jobs, intents, strict=True):
+        data.put_ids(planned.request_ids, "jobs", intent["job_key"])
+    data.put_duplicates(plan.duplicates)
+    # Every request is pending, duplicates too (answered at collect, from their originals).
+    total = sum(intent["request_count"] for intent in intents) + len(plan.duplicates)
+    counts = Counts(total=total, succeeded=0, failed=0, pending=total)
+    return {
+        "request_count": len(plan.request_ids),
+        "duplicate_count": len(plan.duplicates),
+        "dedup": dedup,
+        "request_hash": plan.request_hash,
+        "source_fingerprint": _source_fingerprint(state),
+        "system_prompt": ctx.system_prompt,
+        "output_spec": spec.to_state() if spec else None,
+        "jobs": intents,
+        "plan": summary,
+        "estimate": estimate,
+        "attempt": 1,
+        "status": "new",
+        "counts": counts,
+        "error": None,
+    }
+
+
+def dedup_estimate(plan: Plan, provider: str, ctx: Context) -> Dedup | None:
+    """Price what the plan's duplicates would have cost: the estimated saving of sending each once."""
+    if not plan.duplicates:
+        return None
+    _, saved = price_plan(plan.duplicate_summary(), provider, ctx.price_override)
+    return Dedup(
+        requests=len(plan.duplicates),
+        estimated_batch_usd=saved["batch_usd"],
+        saved_batch_usd=None,
+        saved_realtime_usd=None,
+    )
+
+
+def _source_fingerprint(state: State) -> str:
+    """Identify the source cheaply: the same inline records, or the same unchanged file.
+
+    The planned source stays in state until every job exists; this tells "still the planned
+    input" from "input sent again" without re-reading a large file on every submit step.
+    """
+    records = state.get("requests") or []
+    if records:
+        return hashlib.sha256(orjson.dumps(records, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    path = Path(str(state.get("input_path")))
+    stat = path.stat() if path.is_file() else None
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}" if stat else str(path)
+
+
+def source_requests(state: State, system_prompt: str) -> Iterator[BatchRequest]:
+    """Stream the thread's requests from inline records or the input file."""
+    records = state.get("requests") or []
+    if records:
+        requests = iter_validated(enumerate(records, start=1), source="input")
+    else:
+        requests = iter_file_requests(str(state.get("input_path")))
+    return iter_with_system_prompt(requests, system_prompt)
+
+
+def planned_spec(state: State) -> OutputSpec | None:
+    """Return the tools / response schema the thread's batch was planned with."""
+    return OutputSpec.from_state(state.get("output_spec"))
+
+
+def refuse_another_request_set(state: State, ctx: Context, thread_id: str) -> None:
+    """Raise unless the input sent to a thread that holds a batch is the batch's request set.
+
+    Cheap when it is the planned input (same inline records, or the same unchanged file);
+    otherwise the input is read once and its fingerprint compared.
+
+    Raises:
+        InputError: The input is another request set (requests, tools or response schema differ),
+            naming both sizes and how to start a new thread. Nothing was sent anywhere.
+    """
+    spec = OutputSpec.from_values(state)
+    planned = planned_spec(state)
+    if _source_fingerprint(state) == state.get("source_fingerprint") and spec_fingerprint(
+        spec
+    ) == spec_fingerprint(planned):
+        return
+    count = 0
+
+    def counted() -> Iterator[BatchRequest]:
+        nonlocal count
+        for request in source_requests(state, state.get("system_prompt", ctx.system_prompt)):
+            count += 1
+            yield request
+
+    fingerprint = request_set_hash(counted(), spec)
+    held = str(state.get("request_hash", ""))
+    if fingerprint == held:
+        return
+    raise InputError(
+        f"thread {thread_id} already holds a batch of {_requests(state.get('request_count', 0))} "
+        f"(request set {held[:12]}); this input is a different request set, of "
+        f"{_requests(count)} (request set {fingerprint[:12]}): requests, tools or response "
+        "schema differ. A thread runs one request set: send this input on a new thread (run it "
+        "without --thread, or with a new --thread ID); nothing was sent",
+        source="input",
+    )
+
+
+def _requests(count: int) -> str:
+    return f"{count:,} request{'' if count == 1 else 's'}"

@@ -60,6 +60,11 @@ Knobs:
   usual. The openai SDK does not validate ``Batch.status`` and the mistralai SDK
   types ``BatchJob.status`` as ``Literal[...] | UnrecognizedStr``, so both pass
   the string through unchanged.
+- ``batch_fail=CODE`` (letters, digits, ``_``, ``-``; OpenAI only): the batch fails as a
+  whole, ``validating -> failed`` with ``errors.data = [{"code": CODE, "message", "line": null,
+  "param": null}]`` and no output or error file, as it does for an invalid input file (e.g.
+  ``token_limit_exceeded``, which the real API gives when the organisation's enqueued-token
+  limit is reached).
 
 Anthropic Message Batches (one results file, one line per request): a failed
 request is an ``errored`` result (``rate_limit_error`` / ``api_error``; markers give
@@ -221,6 +226,7 @@ class Faults:
         shuffle: Whether result lines come in random order.
         output_lag: Seconds after the terminal status during which file ids are null.
         unknown_status: Status string replacing completed/SUCCESS, or None.
+        batch_fail: Error code an OpenAI batch fails with as a whole, or None.
     """
 
     seed: int = 0
@@ -232,6 +238,7 @@ class Faults:
     shuffle: bool = False
     output_lag: float = 0.0
     unknown_status: str | None = None
+    batch_fail: str | None = None
 
     def job_record(self) -> dict[str, Any] | None:
         """Return the knobs that shape a job, for its record (None if all default)."""
@@ -243,6 +250,7 @@ class Faults:
             "shuffle": self.shuffle,
             "output_lag": self.output_lag,
             "unknown_status": self.unknown_status,
+            "batch_fail": self.batch_fail,
         }
         defaults = asdict(Faults())
         if all(record[key] == defaults[key] for key in record if key != "seed"):
@@ -295,6 +303,14 @@ def _status(name: str, raw: str) -> str:
     return raw
 
 
+def _code(name: str, raw: str) -> str:
+    if not _STATUS_NAME.match(raw):
+        raise ValueError(
+            f"{FAULTS_ENV}: knob {name!r} needs a code of letters, digits, '_' or '-', got {raw!r}"
+        )
+    return raw
+
+
 _PARSERS = {
     "seed": _seed,
     "request_fail_rate": _fraction,
@@ -305,6 +321,7 @@ _PARSERS = {
     "shuffle": _flag,
     "output_lag": _seconds,
     "unknown_status": _status,
+    "batch_fail": _code,
 }
 assert set(_PARSERS) == {f.name for f in fields(Faults)}
 

@@ -563,6 +563,9 @@ def _scan_input(
             or request_fault(faults, job_id, custom_id, body) is not None
         ):
             failed.append(index)
+    if faults.get("batch_fail"):
+        # Fault: the batch fails as a whole, like one over the enqueued-token limit.
+        report(_error(faults["batch_fail"], None, "The batch failed (emulated).", None))
     if total == 0:
         report(_error("empty_file", None, "The input file is empty.", None))
     elif total > MAX_TASKS:

@@ -205,7 +205,8 @@ def test_parse_faults_reads_every_knob() -> None:
     assert parse_faults("") == Faults() and parse_faults(None) == Faults()
     faults = parse_faults(
         " request_fail_rate=0.3, shuffle=1,seed=7,http_error_rate=0.25,create_delay=1.5,"
-        "expire=0.5,all_fail=0,output_lag=2,unknown_status=paused_for_review "
+        "expire=0.5,all_fail=0,output_lag=2,unknown_status=paused_for_review,"
+        "batch_fail=token_limit_exceeded "
     )
     assert faults == Faults(
         seed=7,
@@ -217,6 +218,7 @@ def test_parse_faults_reads_every_knob() -> None:
         shuffle=True,
         output_lag=2.0,
         unknown_status="paused_for_review",
+        batch_fail="token_limit_exceeded",
     )
     assert Faults().job_record() is None
     assert Faults(http_error_rate=0.5, create_delay=1).job_record() is None

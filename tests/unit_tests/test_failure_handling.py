@@ -111,6 +111,30 @@ def test_non_retryable_request_errors_are_reported_not_retried(isolated_env: Pat
     assert len(values["jobs"]) == 1  # nothing worth retrying
 
 
+@pytest.mark.parametrize(
+    ("code", "retried"), [("token_limit_exceeded", True), ("invalid_request", False)]
+)
+def test_a_batch_that_failed_as_a_whole_is_retried_only_for_a_passing_cause(
+    code: str, retried: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenAI fails a batch over the organisation's enqueued-token limit: it passes, so retry."""
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", f"batch_fail={code}")
+    values, _ = _run("openai", max_attempts=3)
+    _assert_all_accounted(values)
+    assert values["status"] == "failed" and code in values["error"]
+    first = values["jobs"][0]
+    assert first["status"] == "failed" and first["retryable"] is retried
+    # Retried: every request goes into a follow-up job, each failing the same way, up to
+    # max_attempts; not retried: one job, and each request fails once.
+    attempts = 3 if retried else 1
+    assert [j["attempt"] for j in values["jobs"]] == list(range(1, attempts + 1))
+    assert all(j["request_count"] == N for j in values["jobs"])
+    for result in values["results"]:
+        assert result["error"]["code"] == "batch_failed" and code in result["error"]["message"]
+        assert result["attempts"] == attempts
+    assert len(list_jobs()) == attempts  # one job per attempt, none created twice
+
+
 def test_expired_requests_are_resubmitted_and_successes_kept(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -5,8 +5,8 @@ in any of their fields (custom_id, response, status_code, body, choices, message
 tool_calls, usage, error; Anthropic's result, type, message, content blocks, input, usage, ...),
 plus lines that are not JSON or not objects. They go through the real download path (the SDK
 against the in-process emulator: an uploaded file for OpenAI / Mistral, an ended batch's results
-for Anthropic) into the graph's collection of one job (`_job_results`), and every result must be
-storable (`agent.bulk.dumps`, read back with `to_result`) with integer usage.
+for Anthropic) into the collection of one job (`agent.results.job_results`), and every result
+must be storable (`agent.bulk.dumps`, read back with `to_result`) with integer usage.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from agent.bulk import dumps, to_result
 from agent.emulator.store import Store
-from agent.graph import _job_results
 from agent.providers import provider_for_job
+from agent.results import job_results
 from agent.structured import OutputSpec
 from tests.support import run_with_wait_budget
 from tests.unit_tests.test_structured_parity import SCHEMA, TOOLS
@@ -257,7 +257,7 @@ def _line_ids(content: bytes) -> set[str]:
 
 
 def _check_collection(job: dict[str, Any], spec: OutputSpec | None, content: bytes) -> None:
-    results = list(_job_results(job, IDS, 1, spec))  # type: ignore[arg-type]
+    results = list(job_results(job, IDS, 1, spec))  # type: ignore[arg-type]
     assert sorted(request_id for request_id, _, _ in results) == sorted(IDS)
     matched = _line_ids(content)
     for request_id, result, retryable in results:

@@ -1,0 +1,317 @@
+"""Result assembly: one stored result per request of a collected job, and the thread's totals.
+
+`collect_round` collects one round (the first jobs, or a round of follow-up jobs): it stores
+every request's result in the store's result pages, in input order (a retried request's new
+result replaces its old one), answers duplicates from their originals, prices each job, and
+says which requests are worth a follow-up job.
+
+A job's output and error lines are matched to its requests by `custom_id`; an answer wins over an
+error line for the same request, and a request the provider returned nothing for still gets a
+result (`no_result`, or `batch_failed` for a job that failed as a whole). `Totals` keeps the
+thread's counts and token usage over the stored results; `_dedup_saved` prices what sending
+identical requests once saved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from agent.bulk import PAGE_SIZE, ResultSpool, ThreadData, to_result
+from agent.context import Context
+from agent.job_records import priced
+from agent.planning import planned_spec
+from agent.pricing import Cost, TokenTally, total_cost
+from agent.providers import provider_for_job
+from agent.providers.base import RequestOutcome, job_chat_model, message_dump
+from agent.state import Counts, Dedup, Job, RequestError, Result, State, Usage, empty_usage
+from agent.structured import AnswerCheck, OutputSpec, answer_check, checked_result
+
+
+@dataclass(frozen=True)
+class CollectedRound:
+    """What collecting one round gave: the jobs (this round's priced), the thread's totals."""
+
+    jobs: list[Job]
+    counts: Counts
+    usage: Usage
+    dedup: Dedup | None
+    to_retry: dict[str, list[str]]
+    """Request ids worth a follow-up job, by the key of the job they failed in."""
+
+
+def collect_round(state: State, ctx: Context, data: ThreadData) -> CollectedRound:
+    """Store one result per request of this round's jobs, in input order, and total the thread.
+
+    Args:
+        state: The thread's state (its jobs, round, counts and usage of earlier rounds).
+        ctx: The run's settings (prices, schema validation).
+        data: The thread's bulk data (request ids, duplicates, result pages).
+
+    Returns:
+        The jobs, this round's priced; the thread's counts, usage and dedup saving; and, unless
+        the thread was cancelled, the requests of retryable kinds that failed.
+    """
+    attempt = state.get("attempt", 1)
+    jobs = list(state.get("jobs") or [])
+    count = state.get("request_count", 0)
+    cancelled = bool(state.get("cancel_requested"))
+    to_retry: dict[str, list[str]] = {}
+    added = Totals()
+    copies_of = data.duplicates_by_original(state.get("duplicate_count", 0))
+    saved: list[Cost] = []
+    with ResultSpool(data, first_round=attempt == 1, count=count) as spool:
+        positions = {
+            request_id: position for position, request_id in enumerate(data.request_ids(count))
+        }
+        for index, job in enumerate(jobs):
+            if job["attempt"] != attempt:
+                continue
+            ids = data.job_ids(job["job_key"], job["request_count"])
+            tally, copies_tally = TokenTally(), TokenTally()
+            for request_id, result, retryable in job_results(
+                job, ids, attempt, planned_spec(state), validate=ctx.validate_schema
+            ):
+                spool.put(positions[request_id], result)
+                added.add(result)
+                tally.add(result)
+                for copy_id in copies_of.get(request_id, ()):
+                    # An identical request, sent once: the same answer under its own id.
+                    copy = {**result, "id": copy_id, "duplicate_of": request_id}
+                    spool.put(positions[copy_id], copy)
+                    added.add(copy)
+                    copies_tally.add(copy)
+                if retryable and not cancelled:
+                    to_retry.setdefault(job["job_key"], []).append(request_id)
+            jobs[index] = priced(job, tally, ctx)
+            if copies_tally.input_tokens or copies_tally.output_tokens:
+                saved.append(priced(job, copies_tally, ctx)["cost"])
+        replaced = spool.merge()
+    totals = (
+        Totals() if attempt == 1 else Totals.of(state.get("collected_counts"), state.get("usage"))
+    )
+    totals.merge(added)
+    for result in replaced:
+        totals.remove(result)
+    return CollectedRound(
+        jobs=jobs,
+        counts=totals.counts(),
+        usage=totals.usage,
+        dedup=_dedup_saved(state.get("dedup"), saved, attempt),
+        to_retry=to_retry,
+    )
+
+
+def results_store(data: ThreadData, count: int) -> dict[str, Any]:
+    """Return where a thread's `count` results live in the store (`State.results_store`)."""
+    return {
+        "namespace": list(data.namespace("results")),
+        "pages": -(-count // PAGE_SIZE),
+        "page_size": PAGE_SIZE,
+        "count": count,
+        "format": "jsonl",
+    }
+
+
+def job_results(
+    job: Job,
+    ids: list[str],
+    attempt: int,
+    spec: OutputSpec | None = None,
+    *,
+    validate: bool = False,
+) -> Iterator[tuple[str, dict[str, Any], bool]]:
+    """Yield `(id, stored result, retryable)` once for every request of a job, by custom_id.
+
+    Answers are yielded as they stream in; failures wait until the files are read, because an
+    answer for the same id wins over an error line; requests with no line at all come last.
+    An answer realtime `.invoke()` would raise for fails alone (`read_outcome`), its message and
+    usage kept when there are any. With tools / a response schema (`spec`), answers carry
+    `tool_calls` and `parsed`, and one the output parser rejects (or, with `validate`, that
+    breaks the schema) is failed (`agent.structured.checked_result`).
+    """
+    answered: set[str] = set()
+    failures: dict[str, tuple[dict[str, Any], bool]] = {}
+    missing, missing_retryable = _missing_error(job)
+    if job["status"] != "failed" and job["job_id"] is not None:
+        provider = provider_for_job(job)
+        check = answer_check(provider, job_chat_model(job), spec, validate=validate)
+        request_id_of = provider.id_matcher(job, ids)
+        for outcome in provider.results(job, spec):
+            request_id = request_id_of(outcome.custom_id)
+            # A line for a request this job does not hold: never trust position or strays.
+            if request_id is None or request_id in answered:
+                continue
+            if outcome.message is not None:
+                # An answer was produced (and billed): final, even when it cannot be used.
+                answered.add(request_id)
+                failures.pop(request_id, None)
+                if outcome.error is not None:
+                    yield request_id, _failed(request_id, outcome, missing, attempt, check), False
+                    continue
+                result = _succeeded(request_id, outcome, attempt)
+                if check is not None:
+                    result = checked_result(result, outcome.message, check, request_id)
+                yield request_id, result, False
+            elif request_id not in failures:
+                failures[request_id] = (
+                    _failed(request_id, outcome, missing, attempt, check),
+                    outcome.retryable,
+                )
+    for request_id, (result, retryable) in failures.items():
+        yield request_id, result, retryable
+    for request_id in ids:
+        if request_id not in answered and request_id not in failures:
+            yield request_id, _failed_without_line(request_id, missing, attempt), missing_retryable
+
+
+def _missing_error(job: Job) -> tuple[RequestError, bool]:
+    """Return the error for a request the job returned nothing for, and whether to retry it."""
+    ended = f"ended '{job['provider_status']}'" if job["provider_status"] else "was never sent"
+    detail = f"job {job['job_id']} {ended}"
+    if job["errors"]:
+        detail += ": " + "; ".join(job["errors"])
+    if job["status"] == "failed":
+        # A job that failed as a whole: retried only when its provider says the cause passes.
+        return RequestError(code="batch_failed", message=f"the batch failed ({detail})"), bool(
+            job.get("retryable")
+        )
+    return RequestError(
+        code="no_result", message=f"the provider returned no result for this request ({detail})"
+    ), True
+
+
+def _failed_without_line(request_id: str, error: RequestError, attempt: int) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "status": "failed",
+        "content": None,
+        "message": None,
+        "usage": empty_usage(),
+        "error": dict(error),
+        "attempts": attempt,
+    }
+
+
+def _failed(
+    request_id: str,
+    outcome: RequestOutcome,
+    missing: RequestError,
+    attempt: int,
+    check: AnswerCheck | None,
+) -> dict[str, Any]:
+    """Return the result of a failed line: its error, with its message and usage if any."""
+    error = outcome.error or missing
+    if outcome.message is None:
+        result = _failed_without_line(request_id, error, attempt)
+        if outcome.usage is not None:
+            result["usage"] = outcome.usage  # billed although no message could be built
+        return result
+    result = {**_succeeded(request_id, outcome, attempt), "status": "failed", "error": dict(error)}
+    return checked_result(result, outcome.message, check, request_id)
+
+
+def _succeeded(request_id: str, outcome: RequestOutcome, attempt: int) -> dict[str, Any]:
+    message = outcome.message
+    assert message is not None
+    meta = message.usage_metadata
+    usage = Usage(
+        input_tokens=meta["input_tokens"] if meta else 0,
+        output_tokens=meta["output_tokens"] if meta else 0,
+        total_tokens=meta["total_tokens"] if meta else 0,
+    )
+    return {
+        "id": request_id,
+        "status": "succeeded",
+        "content": message.text,
+        "message": message_dump(message),
+        "usage": usage,
+        "error": None,
+        "attempts": attempt,
+    }
+
+
+def _dedup_saved(dedup: Dedup | None, saved: list[Cost], attempt: int) -> Dedup | None:
+    """Add this round's answered duplicates, priced like their originals, to what dedup saved."""
+    total = total_cost(saved)
+    if dedup is None or total is None:
+        return dedup
+    # Follow-up rounds add the copies of retried originals to what earlier rounds saved.
+    earlier = attempt > 1 and dedup["saved_batch_usd"] is not None
+    return Dedup(
+        **{  # type: ignore[typeddict-item]
+            **dedup,
+            "saved_batch_usd": _add_usd(dedup["saved_batch_usd"], total["batch_usd"])
+            if earlier
+            else total["batch_usd"],
+            "saved_realtime_usd": _add_usd(dedup["saved_realtime_usd"], total["realtime_usd"])
+            if earlier
+            else total["realtime_usd"],
+        }
+    )
+
+
+def _add_usd(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
+
+
+class Totals:
+    """Running counts and token usage over stored results."""
+
+    def __init__(self) -> None:
+        """Start from nothing."""
+        self.succeeded = 0
+        self.failed = 0
+        self.usage = empty_usage()
+
+    @classmethod
+    def of(cls, counts: Counts | None, usage: Usage | None) -> Totals:
+        """Start from the totals of the last collect."""
+        totals = cls()
+        if counts:
+            totals.succeeded, totals.failed = counts["succeeded"], counts["failed"]
+        if usage:
+            totals.usage = Usage(**usage)
+        return totals
+
+    def add(self, result: dict[str, Any], sign: int = 1) -> None:
+        """Count one stored result in (or, with `sign=-1`, out).
+
+        A duplicate's answer counts as a result, but its tokens were billed once, to the original.
+        """
+        if result["status"] == "succeeded":
+            self.succeeded += sign
+        else:
+            self.failed += sign
+        if result.get("duplicate_of"):
+            return
+        for key in self.usage:
+            self.usage[key] += sign * result["usage"][key]  # type: ignore[literal-required]
+
+    def remove(self, result: dict[str, Any]) -> None:
+        """Count out a result that was replaced."""
+        self.add(result, -1)
+
+    def merge(self, other: Totals) -> None:
+        """Add another set of totals."""
+        self.succeeded += other.succeeded
+        self.failed += other.failed
+        for key in self.usage:
+            self.usage[key] += other.usage[key]  # type: ignore[literal-required]
+
+    def counts(self) -> Counts:
+        """Return the totals as progress counts (nothing pending)."""
+        return Counts(
+            total=self.succeeded + self.failed,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            pending=0,
+        )
+
+
+def state_results(data: ThreadData, count: int, ctx: Context) -> list[Result]:
+    """Results for thread state: small batches only (large ones are read from the store)."""
+    if count > ctx.results_in_state:
+        return []
+    return [to_result(r) for r in data.iter_results(count)]
