@@ -18,7 +18,8 @@ The package is split by concern:
 - `agent.notify`: the completion webhook.
 - `agent.secrets`: keeping API keys out of everything stored or printed.
 - `agent.emulator`: the offline emulator of the providers' batch HTTP protocols.
-- `agent.cli`: the `batch-agent` command (`agent.cli_progress`: its wait display).
+- `agent.cli`: the `batch-agent` command (a package: app, commands, backends, rendering).
+- `agent.drive`: the drive loop (check a thread with growing pauses until it is done).
 - `agent.remote`: the same commands against a served graph (`--url`, `langgraph-sdk`).
 - `agent.export`: results as JSONL or CSV, page by page.
 - `agent.api`: `run_batch`, the Python API (exported here, imported on first use).
