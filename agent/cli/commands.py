@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from agent.cli.backend import Backend, open_backend
+from agent.cli.backend import Backend, check_input_file, open_backend
 from agent.cli.errors import EXIT_FAILED_REQUESTS, CliError
 from agent.cli.options import (
     CheckModelsOption,
@@ -145,6 +145,8 @@ def run(
         "check_models": check_models,
     }
     context = _context(overrides)
+    check_input_file(input_file)
+    _say_what_run_does(input_file, server_input, thread)
     spec_input = _spec_input(input_file, tools, schema, tool_choice, schema_method, strict)
     # Served: only the flags given go to the server; its own defaults (and environment) apply
     # otherwise. Locally a thread that is only resumed must exist; a new one may make the file.
@@ -152,9 +154,6 @@ def run(
     resuming = input_file is None and server_input is None
     with open_backend(db, url, context, run_context, existing=resuming) as backend:
         thread_id, graph_input = backend.start(input_file, server_input, spec_input, thread)
-        # Said before the graph (LangGraph, LangChain, the provider SDKs) is imported: ~2 s.
-        source = input_file if input_file is not None else server_input
-        err.print(f"thread {thread_id}: " + (f"planning {source}" if graph_input else "resuming"))
         with (
             backend.storage_errors(thread_id, input_file, "run"),
             _resume_hint_on_interrupt(thread_id, backend.flag),
@@ -393,6 +392,21 @@ def _spec_input(
     spec = spec_from_files(tools, schema, **options)
     values = spec.to_state() if spec else {}
     return {key: values.get(key) for key in SPEC_KEYS}
+
+
+def _say_what_run_does(
+    input_file: Path | None, server_input: str | None, thread: str | None
+) -> None:
+    """Print `run`'s first line at once, before LangChain, LangGraph and the SDKs are imported.
+
+    Those imports take seconds on a slow machine; the user should see the command has started.
+    """
+    source = input_file if input_file is not None else server_input
+    on = f" on thread {thread}" if thread else ""
+    if source is not None:
+        err.print(f"planning {source}{on}")
+    elif thread is not None:
+        err.print(f"resuming thread {thread}")
 
 
 def _context(overrides: dict[str, Any]) -> Context:

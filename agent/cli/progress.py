@@ -86,7 +86,8 @@ class WaitDisplay:
         """Stop the live bar, leaving its last state on screen."""
         self._stack.close()
 
-    def _start(self) -> Progress:
+    def _start(self, fields: dict[str, Any]) -> None:
+        """Draw the bar, its first frame already showing `fields` (never an empty `0/?`)."""
         progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -97,19 +98,12 @@ class WaitDisplay:
             console=self.console,
             transient=False,
         )
+        self._task = progress.add_task(f"thread {self.thread_id[:8]}", **fields)
         progress.start()
         self._stack.callback(progress.stop)
         # After start: `sys.stderr` is now the bar's proxy, which prints above the bar.
         self._stack.enter_context(_logs_to_current_stderr())
-        self._task = progress.add_task(
-            f"thread {self.thread_id[:8]}",
-            total=None,
-            failed=0,
-            status="",
-            next_check_at=None,
-        )
         self._progress = progress
-        return progress
 
     def event(self, event: dict[str, Any]) -> None:
         """Take one `batch_progress` stream event (sent by each status check)."""
@@ -130,16 +124,18 @@ class WaitDisplay:
         total = int(counts.get("total") or 0)
         done = int(counts.get("succeeded") or 0) + int(counts.get("failed") or 0)
         if self.live:
-            progress = self._progress or self._start()
-            assert self._task is not None
-            progress.update(
-                self._task,
-                total=total or None,
-                completed=done,
-                failed=int(counts.get("failed") or 0),
-                status=status,
-                next_check_at=self._next_check_at,
-            )
+            fields = {
+                "total": total or None,
+                "completed": done,
+                "failed": int(counts.get("failed") or 0),
+                "status": status,
+                "next_check_at": self._next_check_at,
+            }
+            if self._progress is None:
+                self._start(fields)
+            else:
+                assert self._task is not None
+                self._progress.update(self._task, **fields)
             return
         wait = (
             f"next check in {_seconds_left(self._next_check_at, self.clock)}s"
