@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -43,7 +43,6 @@ from agent.cli.options import (
     ValidateSchemaOption,
     WebhookOption,
 )
-from agent.cli.progress import WaitDisplay, progress_line
 from agent.cli.render import (
     cost_line,
     dedup_line,
@@ -57,6 +56,9 @@ from agent.context import Context
 from agent.drive import drive_until_done
 from agent.export import ResultFormat
 from agent.statuses import TERMINAL_THREAD_STATUSES
+
+if TYPE_CHECKING:
+    from agent.cli.progress import WaitDisplay
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -144,6 +146,8 @@ def run(
         "poll_backoff": poll_backoff,
         "check_models": check_models,
     }
+    from agent.cli.progress import WaitDisplay
+
     context = _context(overrides)
     check_input_file(input_file)
     _say_what_run_does(input_file, server_input, thread)
@@ -184,6 +188,8 @@ def cancel(
     url: UrlOption = None,
 ) -> None:
     """Cancel a thread's provider jobs and collect whatever partial results exist."""
+    from agent.cli.progress import WaitDisplay
+
     context = Context() if poll_interval is None else Context(poll_interval_seconds=poll_interval)
     run_context = {} if poll_interval is None else {"poll_interval_seconds": poll_interval}
     with (
@@ -500,6 +506,8 @@ def _exit_on_failed_requests(values: dict[str, Any], allow_failures: bool) -> No
 
 
 def _print_progress(thread_id: str, values: dict[str, Any], *, to_stderr: bool) -> None:
+    from agent.cli.progress import progress_line
+
     line = progress_line(
         thread_id, values.get("status"), values.get("counts") or {}, values.get("jobs") or []
     )
