@@ -11,6 +11,8 @@ The package is split by concern:
 - `agent.graph`: nodes, routers and `build_graph()`.
 - `agent.bulk`: request ids and result pages kept in the LangGraph store, out of state.
 - `agent.persistence`: SQLite / PostgreSQL checkpointers, stores and per-thread locks.
+- `agent.checkpoint_reader`: a SQLite database's threads and result pages read without LangGraph
+  (the read-only CLI commands).
 - `agent.structured`, `agent.model_spec`: tools and response schemas (`bind_tools` /
   `with_structured_output`), from graph input or a LangChain chat model.
 - `agent.pricing`, `agent.estimate`: what a batch cost (genai-prices), estimates and the budget.
