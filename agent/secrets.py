@@ -16,15 +16,7 @@ import os
 import re
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-# The one home of the providers' API key variables (protocol -> variable): `agent.providers`
-# picks a provider by them; `redact` masks their values. This module is a leaf, so both can.
-API_KEY_ENV = {
-    "openai": "OPENAI_API_KEY",
-    "mistral": "MISTRAL_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-}
-# Also masked: Azure OpenAI's key, which the OpenAI SDK reads when pointed at Azure.
-KEY_ENV_VARS = (*API_KEY_ENV.values(), "AZURE_OPENAI_API_KEY")
+KEY_ENV_VARS = ("OPENAI_API_KEY", "MISTRAL_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY")
 # Key-looking tokens, including masked echoes such as "sk-abc***xyz".
 _KEY_PATTERN = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*]{6,}")
 _BEARER_PATTERN = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")

@@ -19,7 +19,7 @@ import os
 from agent.context import Context
 from agent.providers.base import BatchProvider, ProviderError
 from agent.requests import InputError
-from agent.secrets import API_KEY_ENV, redact_url, url_has_secret
+from agent.secrets import redact_url, url_has_secret
 from agent.state import Job
 
 __all__ = ["BatchProvider", "ProviderError", "resolve_provider", "provider_for_job", "PROVIDERS"]
@@ -42,6 +42,11 @@ def provider_class(name: str) -> type[BatchProvider]:
     return cls
 
 
+API_KEY_ENV = {
+    "openai": "OPENAI_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+}
 _announced: set[str] = set()
 
 
