@@ -47,10 +47,7 @@ emulator_app.command("serve")(emulator_commands.serve)
 emulator_app.command("jobs")(emulator_commands.jobs)
 
 
-class _Flags:
-    """The global options of this process's command line (set by `_global_options`)."""
-
-    debug = False
+DEBUG_FLAG = "--debug"
 
 
 @app.callback()
@@ -58,13 +55,23 @@ def _global_options(
     debug: Annotated[
         bool,
         typer.Option(
-            "--debug",
-            help="On an unexpected error, print its traceback (also BATCH_AGENT_DEBUG=1).",
+            DEBUG_FLAG,
+            help="On an error, print its traceback too (also BATCH_AGENT_DEBUG=1; may come anywhere on the line).",
         ),
     ] = False,
 ) -> None:
     """Run LLM requests through provider batch APIs (half the price of realtime calls)."""
-    _Flags.debug = debug
+    # Shown in --help; `cli_main` takes the flag out of the line itself, wherever it stands.
+
+
+def _take_debug_flag(args: list[str]) -> tuple[list[str], bool]:
+    """Remove `--debug` from the options (not after `--`); tell whether it was there.
+
+    Someone rerunning a failed command adds `--debug` at the end as often as at the front.
+    """
+    end = args.index("--") if "--" in args else len(args)
+    options = [arg for arg in args[:end] if arg != DEBUG_FLAG]
+    return [*options, *args[end:]], len(options) < end
 
 
 def cli_main(args: Sequence[str] | None = None) -> int:
@@ -73,9 +80,10 @@ def cli_main(args: Sequence[str] | None = None) -> int:
     Args:
         args: The arguments (default: `sys.argv[1:]`).
     """
-    _Flags.debug = False
+    line, debug = _take_debug_flag(list(sys.argv[1:] if args is None else args))
+    debug = debug or debug_from_env()
     try:
-        code = app(args=args, prog_name="batch-agent", standalone_mode=False)
+        code = app(args=line, prog_name="batch-agent", standalone_mode=False)
     except NoArgsIsHelpError as exc:  # `batch-agent` alone: the help, as typer shows it
         from typer import rich_utils
 
@@ -96,7 +104,7 @@ def cli_main(args: Sequence[str] | None = None) -> int:
             return EXIT_ERROR
         return exc.code or 0
     except Exception as exc:  # one line for the user, never local variables
-        report_error(exc, sys.stderr, debug=_Flags.debug or debug_from_env())
+        report_error(exc, sys.stderr, debug=debug)
         return EXIT_ERROR
     return code if isinstance(code, int) else 0
 

@@ -56,7 +56,10 @@ def report_error(exc: BaseException, stream: TextIO, *, debug: bool) -> None:
         debug: Print the full traceback first (`--debug`, `BATCH_AGENT_DEBUG=1`).
     """
     if debug:
-        traceback.print_exception(exc, file=stream)
+        from agent.secrets import redact
+
+        # A chained SDK exception may quote a key (or its masked echo): masked like any message.
+        stream.write(redact("".join(traceback.format_exception(exc))))
     if not is_bug(exc):
         print(f"error: {exc}", file=stream)
         return

@@ -78,11 +78,13 @@ def test_a_programming_error_says_it_is_a_bug(finished_thread: Path, tmp_path: P
     assert "This is a bug" in done.stderr and "--debug" in done.stderr
 
 
-@pytest.mark.parametrize("how", ["flag", "env"])
+@pytest.mark.parametrize("how", ["flag", "flag-last", "env"])
 def test_debug_prints_the_traceback(finished_thread: Path, tmp_path: Path, how: str) -> None:
     args = ["status", "done", "--db", str(finished_thread), "--json"]
     if how == "flag":
         done = _batch_agent(tmp_path, "--debug", *args, code=BUG)
+    elif how == "flag-last":
+        done = _batch_agent(tmp_path, *args, "--debug", code=BUG)
     else:
         done = _batch_agent(tmp_path, *args, code=BUG, BATCH_AGENT_DEBUG="1")
     assert done.returncode == 1
@@ -118,3 +120,23 @@ def test_malformed_json_names_the_column_in_its_line(
         list(iter_file_requests(path))
     assert str(raised.value).startswith("in.jsonl:2: malformed JSON: ")
     assert str(raised.value).endswith(f" at column {column}")
+
+
+def test_debug_tracebacks_mask_api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from agent.cli.errors import CliError, report_error
+
+    key = "sk-canary-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    try:
+        try:
+            raise RuntimeError(f"401: Incorrect API key provided: {key}")  # as an SDK words it
+        except RuntimeError as sdk_error:
+            raise CliError("the provider refused the key") from sdk_error
+    except CliError as exc:
+        out = io.StringIO()
+        report_error(exc, out, debug=True)
+    text = out.getvalue()
+    assert "Incorrect API key provided: [redacted]" in text
+    assert key not in text and "error: the provider refused the key" in text
