@@ -11,8 +11,10 @@ then opens the graph) for a PostgreSQL URL, a file without those tables, a check
 not msgpack, or one with pending writes (a run stopped mid-step: `get_state` applies them). A
 msgpack extension type (a LangChain message, a datetime in state) is decoded by LangGraph's own
 serializer, imported only when a wanted key holds one (`keys`: `status` never wants a small
-batch's `results`, which are LangChain messages). The values are those of `graph.get_state(...).values`: the
-checkpoint's channel values without LangGraph's internal channels (`__start__`, `branch:...`).
+batch's `results`, which are LangChain messages). A SQLite error (a busy or unreadable file)
+also falls back, so the caller reports it as it always has. The values are those of
+`graph.get_state(...).values`: the checkpoint's channel values without LangGraph's internal
+channels (`__start__`, `branch:...`).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ def read_thread(
         return None
     try:
         found = _thread(conn, thread_id, keys)
+    except sqlite3.Error:
+        return None
     finally:
         conn.close()
     if found is _NO_CHECKPOINT:
@@ -101,7 +105,6 @@ def read_threads(db: str | Path, keys: frozenset[str] | None = None) -> list[Sto
                 "SELECT DISTINCT prefix FROM store WHERE substr(prefix, 1, ?) = ?",
                 (len(prefix), prefix),
             )
-            if str(row[0]).count(_NS_SEP) >= 1
         }
         found = []
         for thread_id in sorted(ids):
@@ -111,6 +114,8 @@ def read_threads(db: str | Path, keys: frozenset[str] | None = None) -> list[Sto
             if isinstance(thread, StoredThread):
                 found.append(thread)
         return found
+    except sqlite3.Error:
+        return None
     finally:
         conn.close()
 
@@ -138,8 +143,7 @@ def _thread(
     ).fetchone()
     if pending is not None or kind != "msgpack":
         return None
-    values = _channel_values(blob, keys)
-    created_at = values.pop("__ts__")
+    values, created_at = _channel_values(blob, keys)
     return StoredThread(thread_id, values, created_at)
 
 
@@ -150,8 +154,8 @@ class _Deferred:
 _DEFERRED = _Deferred()
 
 
-def _channel_values(blob: bytes, keys: frozenset[str] | None) -> dict[str, Any]:
-    """Decode a msgpack checkpoint's channel values (only `keys`, if given).
+def _channel_values(blob: bytes, keys: frozenset[str] | None) -> tuple[dict[str, Any], str]:
+    """Decode a msgpack checkpoint's channel values (only `keys`, if given) and its time.
 
     Extension types need LangGraph's serializer (and the classes they name, e.g. LangChain's
     messages: a small batch keeps its results in state). They are decoded only if a wanted
@@ -166,8 +170,7 @@ def _channel_values(blob: bytes, keys: frozenset[str] | None) -> dict[str, Any]:
 
         checkpoint = JsonPlusSerializer().loads_typed(("msgpack", blob))
         values = _state_values(checkpoint, keys)
-    values["__ts__"] = str(checkpoint.get("ts"))
-    return values
+    return values, str(checkpoint.get("ts"))
 
 
 def _state_values(checkpoint: dict[str, Any], keys: frozenset[str] | None) -> dict[str, Any]:
