@@ -15,6 +15,8 @@ The package is split by concern:
   `agent.results` (one result per request of a collected job, and the thread's totals).
 - `agent.bulk`: request ids and result pages kept in the LangGraph store, out of state.
 - `agent.persistence`: SQLite / PostgreSQL checkpointers, stores and per-thread locks.
+- `agent.checkpoint_reader`: a SQLite database's threads and result pages read without LangGraph
+  (the read-only CLI commands).
 - `agent.structured`, `agent.model_spec`: tools and response schemas (`bind_tools` /
   `with_structured_output`), from graph input or a LangChain chat model.
 - `agent.pricing`, `agent.estimate`: what a batch cost (genai-prices), estimates and the budget.
@@ -22,7 +24,8 @@ The package is split by concern:
 - `agent.notify`: the completion webhook.
 - `agent.secrets`: keeping API keys out of everything stored or printed.
 - `agent.emulator`: the offline emulator of the providers' batch HTTP protocols.
-- `agent.cli`: the `batch-agent` command (`agent.cli_progress`: its wait display).
+- `agent.cli`: the `batch-agent` command (a package: app, commands, backends, rendering).
+- `agent.drive`: the drive loop (check a thread with growing pauses until it is done).
 - `agent.remote`: the same commands against a served graph (`--url`, `langgraph-sdk`).
 - `agent.export`: results as JSONL or CSV, page by page.
 - `agent.api`: `run_batch`, the Python API (exported here, imported on first use).

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.context import Context
+from agent.drive import drive_until_done
 from agent.statuses import TERMINAL_THREAD_STATUSES, ResultStatus
 
 if TYPE_CHECKING:
@@ -218,11 +218,12 @@ def run_batch(
         if requests is None and not graph.get_state(config).values:
             raise ValueError(f"no batch thread {thread_id!r} in {'memory' if db is None else db}")
         values = _advance(graph, config, settings, prepared.graph_input)
-        checks = 0
-        while wait and values.get("status") not in TERMINAL_THREAD_STATUSES:
-            time.sleep(settings.next_poll_interval(checks))
-            checks += 1
-            values = _advance(graph, config, settings, {})
+        if wait:
+            values = drive_until_done(
+                lambda: _advance(graph, config, settings, {}),
+                values,
+                settings.next_poll_interval,
+            )
         if values.get("status") not in TERMINAL_THREAD_STATUSES:
             return BatchResults([], thread_id, values)
         return BatchResults(

@@ -42,13 +42,16 @@ import tempfile
 import time
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from langchain_core.messages import AIMessage
-from langgraph.store.base import BaseStore, PutOp
 
-from agent.state import Result
+# LangGraph and LangChain are imported where they are used: the read-only CLI commands read
+# result pages through this module and must not pay for them.
+if TYPE_CHECKING:
+    from langgraph.store.base import BaseStore, PutOp
+
+    from agent.state import Result
 
 ROOT = "batch_agent"
 # Store-wide index of every job id a thread of this store holds (`ThreadData.journal_job`), so no
@@ -101,6 +104,8 @@ class ThreadData:
 
     def put_ids(self, ids: list[str], *parts: str) -> int:
         """Store `ids` in pages under `parts`; return the number of pages."""
+        from langgraph.store.base import PutOp
+
         namespace = self.namespace(*parts)
         ops = [
             PutOp(namespace, page_key(n), {"ids": ids[start : start + ID_PAGE_SIZE]})
@@ -152,6 +157,8 @@ class ThreadData:
 
         The claim is a store-wide index (`JOBS_INDEX`): no other thread of this store adopts it.
         """
+        from langgraph.store.base import PutOp
+
         previous = self.create_record(job_key)
         self.store.batch(
             [
@@ -231,6 +238,8 @@ class ThreadData:
 
     def put_duplicates(self, pairs: list[tuple[str, str]]) -> None:
         """Store `(request id, original id)` pairs of requests answered from an identical one."""
+        from langgraph.store.base import PutOp
+
         namespace = self.namespace("duplicates")
         ops = [
             PutOp(namespace, page_key(n), {"pairs": pairs[start : start + ID_PAGE_SIZE]})
@@ -266,6 +275,8 @@ class ThreadData:
 
     def put_result_pages(self, pages: Iterable[tuple[int, list[bytes]]]) -> None:
         """Store result pages `(page number, serialised results)`."""
+        from langgraph.store.base import PutOp
+
         namespace = self.namespace("results")
         batch: list[PutOp] = []
         for n, lines in pages:
@@ -331,6 +342,8 @@ class ClaimedJobs(Collection[str]):
 
 
 def _text_page(namespace: tuple[str, ...], n: int, lines: list[str]) -> PutOp:
+    from langgraph.store.base import PutOp
+
     return PutOp(namespace, page_key(n), {"count": len(lines), "jsonl": "\n".join(lines)})
 
 
@@ -465,6 +478,10 @@ def dumps(value: Any) -> bytes:
 
 def to_result(stored: dict[str, Any]) -> Result:
     """Turn a stored result back into a `Result` with its `AIMessage`."""
+    from langchain_core.messages import AIMessage
+
+    from agent.state import Result
+
     message = stored.get("message")
     result = Result(
         id=stored["id"],

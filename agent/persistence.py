@@ -33,18 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langgraph.checkpoint.sqlite import SqliteSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-from langgraph.store.sqlite import SqliteStore
-from langgraph.store.sqlite.aio import AsyncSqliteStore
-
 from agent.secrets import redact_url, scrub_url
 from agent.storage_errors import db_timeout
 
+# LangGraph's savers and stores are imported where they are opened: a command that only names
+# the database (`resolve_db`, `redact_db_url`) must not pay for LangGraph and numpy.
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
     from langgraph.graph.state import CompiledStateGraph
     from langgraph.store.base import BaseStore
+    from langgraph.store.sqlite.aio import AsyncSqliteStore
 
 logger = logging.getLogger(__name__)
 
@@ -107,18 +107,6 @@ def resolve_db(db: str | Path | None = None) -> str | Path:
         scheme, _, rest = url.partition(":")
         url = f"{scheme}://{rest.lstrip('/')}"
     return url
-
-
-def cli_db_path(db: str | Path | None = None) -> Path:
-    """Return the CLI's SQLite database: `--db`, else `BATCH_AGENT_DB`, else the default.
-
-    Raises:
-        PersistenceError: The database is a PostgreSQL URL (use `resolve_db`).
-    """
-    resolved = resolve_db(db)
-    if not isinstance(resolved, Path):
-        raise PersistenceError(f"{redact_db_url(resolved)} is not a SQLite file")
-    return resolved
 
 
 def redact_db_url(db: str | Path) -> str:
@@ -187,6 +175,8 @@ def sqlite_checkpointer(path: str | Path) -> Iterator[SqliteSaver]:
     Args:
         path: Database file; its parent directory is created.
     """
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # check_same_thread=False: LangGraph may run sync nodes on worker threads.
@@ -228,6 +218,8 @@ def file_lock(path: Path) -> Iterator[None]:
 
 @contextmanager
 def _open_sqlite(path: Path) -> Iterator[Persistence]:
+    from langgraph.store.sqlite import SqliteStore
+
     path.parent.mkdir(parents=True, exist_ok=True)
     locks = sqlite_lock_dir(path)
     locks.mkdir(parents=True, exist_ok=True)
@@ -320,6 +312,8 @@ def _open_postgres(url: str) -> Iterator[Persistence]:
 @asynccontextmanager
 async def server_checkpointer() -> AsyncIterator[AsyncSqliteSaver]:
     """Yield the durable checkpointer named in `langgraph.json` (`BATCH_AGENT_SERVER_DB`)."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
     path = Path(os.environ.get("BATCH_AGENT_SERVER_DB") or DEFAULT_SERVER_DB)
     path.parent.mkdir(parents=True, exist_ok=True)
     async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
@@ -335,6 +329,8 @@ async def server_store() -> AsyncIterator[AsyncSqliteStore]:
     could lose a batch's request ids; this store lives in the same SQLite file as the server's
     checkpoints (`BATCH_AGENT_SERVER_DB`).
     """
+    from langgraph.store.sqlite.aio import AsyncSqliteStore
+
     path = Path(os.environ.get("BATCH_AGENT_SERVER_DB") or DEFAULT_SERVER_DB)
     path.parent.mkdir(parents=True, exist_ok=True)
     async with AsyncSqliteStore.from_conn_string(str(path)) as store:

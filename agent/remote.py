@@ -12,7 +12,7 @@ same can be done with `RemoteGraph` or curl (see the README).
   inline input is capped (`INLINE_MAX_BYTES`). Larger sets go as `input_path`, a file the
   *server* can read (`--server-input`).
 - Progress: each advance is one run (`runs.wait`) with the CLI's context; the thread's state is
-  then read back. `--wait` polls with the same backoff as local mode and, while the server has
+  then read back. `--wait` polls with the same backoff as local mode (`agent.drive`) and, while the server has
   already booked the thread's next poll itself (`agent.scheduling`), only reads the state.
 - Results: always paged from the server's store (`/store/items`, namespace `("batch_agent",
   <thread id>, "results")`, keys `000000`, ...), since thread state holds them only for small
@@ -22,8 +22,7 @@ same can be done with `RemoteGraph` or curl (see the README).
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -31,12 +30,9 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 import orjson
 
 from agent.requests import InputError, iter_file_requests
-from agent.statuses import TERMINAL_THREAD_STATUSES
 
 if TYPE_CHECKING:
     from langgraph_sdk.client import SyncLangGraphClient
-
-    from agent.context import Context
 
 GRAPH_ID = "batch"
 API_KEY_ENV = "LANGGRAPH_API_KEY"
@@ -186,45 +182,16 @@ class RemoteBatch:
         with self._calling(f"listing runs of thread {thread_id}"):
             return bool(self.client.runs.list(thread_id, status="pending", limit=1))
 
-    def wait_until_done(
-        self,
-        thread_id: str,
-        settings: Context,
-        context: dict[str, Any],
-        values: dict[str, Any],
-        progress: Callable[[dict[str, Any], float | None], None],
-    ) -> dict[str, Any]:
-        """Poll the thread with growing pauses until it reaches a terminal status.
+    def check(self, thread_id: str, context: dict[str, Any]) -> dict[str, Any]:
+        """Check the thread once while waiting for it; return its state.
 
-        Each check advances the thread with one run, unless a run is already pending on it
-        (booked by the server's self-scheduling, or another client's): then it only reads the
-        state, so the thread never piles up runs.
-
-        Args:
-            thread_id: The thread.
-            settings: Supplies the pause schedule (`next_poll_interval`), as in local mode.
-            context: The run context sent with each run.
-            values: The thread's state after the last run.
-            progress: Called with the state and the coming pause before each check, and with
-                the final state and None at the end.
-
-        Returns:
-            The thread's state once terminal, or as soon as a run ended with status `error`.
+        Advances the thread with one run, unless a run is already pending on it (booked by the
+        server's self-scheduling, or another client's): then it only reads the state, so the
+        thread never piles up runs.
         """
-        checks = 0
-        while values.get("status") not in TERMINAL_THREAD_STATUSES:
-            if values.get("status") == "error":
-                return values
-            pause = settings.next_poll_interval(checks)
-            progress(values, pause)
-            time.sleep(pause)
-            checks += 1
-            if self.has_pending_run(thread_id):
-                values = self.thread_values(thread_id)
-            else:
-                values = self.advance(thread_id, {}, context)
-        progress(values, None)
-        return values
+        if self.has_pending_run(thread_id):
+            return self.thread_values(thread_id)
+        return self.advance(thread_id, {}, context)
 
     def iter_result_pages(self, thread_id: str, values: dict[str, Any]) -> Iterator[bytes]:
         """Yield a finished thread's result pages from the server's store, in input order.

@@ -234,8 +234,21 @@ def _jsonl_records(path: Path, source: str) -> Iterator[tuple[int, Any]]:
             except UnicodeDecodeError as bad:  # orjson's own words for this mislead
                 raise _not_utf8(bad, source, number) from None
             raise InputError(
-                f"malformed JSON: {exc.msg} at column {exc.colno}", source=source, line=number
+                f"malformed JSON: {exc.msg} at column {_error_column(exc)}",
+                source=source,
+                line=number,
             ) from None
+
+
+def _error_column(exc: orjson.JSONDecodeError) -> int:
+    """Return the 1-based column (in characters) of a JSON error within its line.
+
+    orjson's `colno` counts from the line terminator when the line ends early (`{"id": "b"`
+    then a newline: "unexpected end of data" at line 2, column 1); the error is at the end of
+    the request's own line.
+    """
+    text = exc.doc.rstrip("\r\n")
+    return min(exc.pos, len(text)) + 1
 
 
 def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:

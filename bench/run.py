@@ -7,6 +7,8 @@ loopback emulator (`batch-agent emulator serve`), each in its own process, both 
 wall time, requests per second, peak RSS, checkpoint database bytes, bytes written per poll step,
 status calls, and the batch-agent / baseline ratios (goals: wall <= 1.5x, RSS <= 2x).
 
+A third table (`bench/startup.py`) times start-up: `status`, `threads` and `run`'s first line.
+
 A second table simulates polling with a fake clock against the emulator: how many status calls a
 job of 1, 6 and 24 hours costs with the default backoff, and how late its completion is noticed.
 
@@ -232,12 +234,14 @@ class FakeClock:
 def simulate_polling(hours: list[int]) -> list[dict[str, Any]]:
     """Drive the CLI's `--wait` loop against the in-process emulator with a simulated clock.
 
-    The emulator's modules and the CLI share one fake clock; the job takes `h` hours; we count
+    The emulator's modules and the drive loop (`agent.drive`) share one fake clock; the job
+    takes `h` hours; we count
     the status calls the emulator received and how long after the job ended the CLI noticed.
     """
     from typer.testing import CliRunner
 
-    from agent import cli
+    from agent import drive
+    from agent.cli.app import app
     from agent.context import Context
     from agent.emulator import read_access_log
 
@@ -256,7 +260,7 @@ def simulate_polling(hours: list[int]) -> list[dict[str, Any]]:
                 for name, m in list(sys.modules.items())
                 if name.startswith("agent.emulator") and getattr(m, "time", None) is time
             ]
-            for module in [*modules, cli]:
+            for module in [*modules, drive]:
                 module.time = clock  # type: ignore[attr-defined]
             try:
                 src = Path(tmp) / "in.jsonl"
@@ -274,7 +278,7 @@ def simulate_polling(hours: list[int]) -> list[dict[str, Any]]:
                     "--out",
                     f"{tmp}/out.jsonl",
                 ]
-                result = CliRunner().invoke(cli.app, args)
+                result = CliRunner().invoke(app, args)
                 if result.exit_code != 0:
                     raise RuntimeError(result.output)
                 calls = sum(
@@ -283,7 +287,7 @@ def simulate_polling(hours: list[int]) -> list[dict[str, Any]]:
                     if e["method"] == "GET" and "/batches/batch_" in e["path"]
                 )
             finally:
-                for module in [*modules, cli]:
+                for module in [*modules, drive]:
                     module.time = time  # type: ignore[attr-defined]
             ctx = Context()
             rows.append(
@@ -302,6 +306,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,50000,200000")
     parser.add_argument("--no-simulation", action="store_true")
+    parser.add_argument("--no-startup", action="store_true", help="skip bench/startup.py")
     parser.add_argument(
         "--repeat",
         type=int,
@@ -398,6 +403,11 @@ def main() -> None:
                 row["schedule"],
             )
         console.print(sim)
+
+    if not args.no_startup:
+        import startup  # bench/startup.py, next to this script
+
+        startup.print_table(startup.measure())
 
 
 if __name__ == "__main__":

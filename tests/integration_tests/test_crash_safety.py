@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.app import app
 from agent.emulator import list_jobs, read_access_log, running_emulator
 from tests.integration_tests.conftest import (
     BIN,
@@ -71,7 +71,7 @@ def test_kill_while_the_create_response_is_held_back(
 
 def _cli_child(cwd: str, args: list[str]) -> None:
     """Run `batch-agent ARGS` in a forked child (modules are preloaded by the fork server)."""
-    from agent.cli import main
+    from agent.cli.app import main
 
     os.chdir(cwd)
     import sys
@@ -87,7 +87,7 @@ def test_random_kill_points_never_duplicate_or_lose(
         if name.startswith("BATCH_AGENT_"):
             monkeypatch.setenv(name, value)
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["agent.cli", "agent.graph", "agent.emulator"])
+    ctx.set_forkserver_preload(["agent.cli.app", "agent.graph", "agent.emulator"])
     rng = random.Random(20261122)
     runner = CliRunner()
     killed = 0

@@ -19,7 +19,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
 from typer.testing import CliRunner
 
-from agent.cli import app, status_report
+from agent.cli.app import app
+from agent.cli.render import status_report
 from agent.context import Context
 from agent.emulator import list_jobs, read_access_log
 from agent.graph import build_graph

@@ -97,7 +97,7 @@ def test_duplicates_of_a_retried_request_get_its_final_answer(
 def test_cli_plan_reports_duplicates_and_no_dedupe_turns_it_off(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.cli.app import app
 
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))

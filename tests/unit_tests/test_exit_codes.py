@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import EXIT_FAILED_REQUESTS, app
+from agent.cli.app import app
+from agent.cli.errors import EXIT_FAILED_REQUESTS
 
 REJECT = "[emulator:reject]"  # the emulator fails such a request with HTTP 400, not retried
 FAST = ["--provider", "emulator", "--wait", "--poll-interval", "0.1", "--poll-backoff", "1"]

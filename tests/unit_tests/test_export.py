@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.app import app
 from agent.export import CSV_COLUMNS, write_results
 
 # Commas, quotes, a newline and non-ASCII text in the answers; one request the emulator refuses.

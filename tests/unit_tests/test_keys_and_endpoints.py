@@ -18,7 +18,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.app import app
 from agent.context import Context
 from agent.emulator import read_access_log, running_emulator
 from agent.graph import build_graph

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.app import app
 from agent.emulator import read_access_log
 
 RECORDS = [{"id": f"t{i}", "prompt": f"Classify ticket {i}: my invoice is wrong"} for i in range(3)]

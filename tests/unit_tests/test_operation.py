@@ -13,7 +13,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
 from rich.console import Console
 
-from agent.cli_progress import WaitDisplay, summary_table
+from agent.cli.progress import WaitDisplay
+from agent.cli.render import summary_table
 from agent.context import Context
 from agent.graph import build_graph
 from agent.notify import safe_target, send_notice
@@ -192,7 +193,7 @@ def test_a_threads_webhook_is_kept_for_later_runs_without_it(receiver: WebhookRe
 def test_cli_run_takes_a_webhook_url(receiver: WebhookReceiver, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.cli.app import app
 
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
@@ -207,7 +208,7 @@ def test_cli_run_takes_a_webhook_url(receiver: WebhookReceiver, tmp_path: Path) 
 def test_threads_lists_each_batch_newest_first_with_its_full_id(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.cli.app import app
 
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))

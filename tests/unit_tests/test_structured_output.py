@@ -19,7 +19,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
 from typer.testing import CliRunner
 
-from agent.cli import app
+from agent.cli.app import app
 from agent.context import Context
 from agent.emulator import list_jobs, read_access_log
 from agent.emulator.answers import compute_reply

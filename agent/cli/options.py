@@ -1,0 +1,112 @@
+"""The options several `batch-agent` commands share, declared once (typer `Annotated` types)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agent.export import ResultFormat
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Checkpoint database: a SQLite file or a postgresql:// URL (default: $BATCH_AGENT_DB or .batch-agent/checkpoints.sqlite).",
+    ),
+]
+ProviderOption = Annotated[
+    str | None, typer.Option(help="openai, mistral, anthropic, emulator or auto.")
+]
+ModelOption = Annotated[str | None, typer.Option(help="Model for requests that do not name one.")]
+SystemOption = Annotated[str | None, typer.Option(help="System prompt for requests without one.")]
+OutOption = Annotated[
+    Path | None, typer.Option("--out", help="Write results to this file instead of stdout.")
+]
+FormatOption = Annotated[
+    ResultFormat,
+    typer.Option(
+        "--format",
+        help="Results as JSONL (one object per request) or CSV (id, status, content, input_tokens, output_tokens, error).",
+    ),
+]
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="BATCH_AGENT_URL",
+        help="Drive the graph served at this LangGraph Server URL (key: $LANGGRAPH_API_KEY) instead of a local one.",
+    ),
+]
+MaxCostOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Budget in USD: refuse before uploading when the estimated batch cost exceeds it."
+    ),
+]
+DedupeOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--dedupe/--no-dedupe",
+        help="Send requests with identical bodies once and give every id the answer (default: on).",
+    ),
+]
+WebhookOption = Annotated[
+    str | None,
+    typer.Option(
+        help="POST a small notice here once the results are collected (remembered by the thread).",
+    ),
+]
+PriceOverrideOption = Annotated[
+    str | None,
+    typer.Option(
+        help='Prices instead of genai-prices\', as JSON: {"MODEL" or "*": {"batch": [IN, OUT], "realtime": [IN, OUT]}} USD per million tokens.'
+    ),
+]
+
+ToolsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--tools",
+        help="JSON file with a list of tool definitions (OpenAI function tools) bound to every request; answers carry tool_calls.",
+    ),
+]
+SchemaOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--schema",
+        help="JSON file with the answer's JSON schema (top-level title = its name); answers are parsed into 'parsed' as with_structured_output(...).invoke() parses them.",
+    ),
+]
+ToolChoiceOption = Annotated[
+    str | None, typer.Option(help="With --tools: a tool name, auto, any/required or none.")
+]
+SchemaMethodOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --schema: json_schema, function_calling or json_mode (default: the provider's)."
+    ),
+]
+StrictOption = Annotated[
+    bool | None,
+    typer.Option("--strict/--no-strict", help="OpenAI strict mode for --tools/--schema."),
+]
+ValidateSchemaOption = Annotated[
+    bool,
+    typer.Option(
+        "--validate-schema",
+        help="With --schema: also fail answers whose parsed JSON does not match the schema (code 'schema'); realtime .invoke() does not validate, so this is off by default.",
+    ),
+]
+
+
+CheckModelsOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--check-models/--no-check-models",
+        help="Refuse, before uploading, models the provider's LangChain model profiles do not know (default: on; turn off for new, fine-tuned or self-hosted models).",
+    ),
+]
+ThreadArgument = Annotated[str, typer.Argument(help="Thread ID printed by `run`.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
