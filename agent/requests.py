@@ -19,12 +19,9 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
-
-if TYPE_CHECKING:
-    from agent.structured import OutputSpec
 
 MAX_ID_LENGTH = 64
 ALLOWED_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -35,6 +32,18 @@ RESERVED_PARAMS = frozenset({"messages", "stream", "stream_options"})
 # `"model"` or `"temperature"` that is silently ignored would run the whole batch with defaults.
 RECORD_KEYS = frozenset({"id", "prompt", "messages", "params"})
 OPENAI_LINE_KEYS = frozenset({"custom_id", "method", "url", "body"})
+
+
+class HashedSpec(Protocol):
+    """What a request set's fingerprint takes of its tools / response schema.
+
+    `agent.structured.OutputSpec` is one; naming only what the hash reads keeps this module
+    free of the structured-output machinery (LangChain runnables), which builds on it.
+    """
+
+    def digest_bytes(self) -> bytes:
+        """Return the bytes that stand for the spec in the request set's fingerprint."""
+        ...
 
 
 class InputError(ValueError):
@@ -185,7 +194,7 @@ def iter_with_system_prompt(
             yield BatchRequest(r.id, [system, *r.messages], r.params, r.source, r.line)
 
 
-def request_set_hash(requests: Iterable[BatchRequest], spec: OutputSpec | None = None) -> str:
+def request_set_hash(requests: Iterable[BatchRequest], spec: HashedSpec | None = None) -> str:
     """Return a stable fingerprint of a request set (ids, messages and parameters, in order).
 
     The set's tools / response schema (`spec`) are part of it: changing them is a new set.
@@ -197,7 +206,7 @@ def request_set_hash(requests: Iterable[BatchRequest], spec: OutputSpec | None =
     return digest.hexdigest()
 
 
-def finish_hash(digest: Any, spec: OutputSpec | None) -> None:
+def finish_hash(digest: Any, spec: HashedSpec | None) -> None:
     """Feed the request set's tools / response schema, if any, into a `request_set_hash` digest."""
     if spec is not None:
         digest.update(spec.digest_bytes())

@@ -13,12 +13,31 @@ from langchain_core.messages import AIMessage
 from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict  # pydantic needs this TypedDict on Python < 3.12
 
-from agent.estimate import Estimate
 from agent.pricing import Cost
 from agent.statuses import JobStatus, ResultStatus, ThreadStatus
 
 # Attribute docstrings become JSON-schema descriptions, which Studio shows next to each field.
 _DOCSTRING_DESCRIPTIONS = ConfigDict(use_attribute_docstrings=True)
+
+
+@with_config(_DOCSTRING_DESCRIPTIONS)
+class Estimate(TypedDict):
+    """Estimated tokens and cost of a planned batch (or one planned job), before submitting."""
+
+    requests: int
+    input_tokens: int
+    tokens_by: str
+    """How input tokens were counted: 'tokenizer o200k_base' or the documented heuristic."""
+    max_output_tokens: int | None
+    """Output at every request's `max_tokens` cap; None when some request has no cap."""
+    batch_usd: float | None
+    """Estimated cost at the batch price (input, plus output at the cap when known); None: unknown price."""
+    realtime_usd: float | None
+    """The same tokens at the realtime price; None: unknown price."""
+    saving_usd: float | None
+    source: str
+    note: str | None
+    """What the estimate leaves out, or why a price is unknown."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)

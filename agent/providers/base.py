@@ -31,10 +31,11 @@ from langchain_core.messages import AIMessage, convert_to_messages
 from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
+from agent.error_text import exception_text
 from agent.providers.errors import ProviderError, TransientProviderError
 from agent.providers.params import ParamRules
 from agent.requests import BatchRequest, InputError
-from agent.secrets import key_problem
+from agent.secrets import API_KEY_ENV, key_problem
 from agent.state import Counts, Job, RequestError, Usage
 from agent.statuses import JobStatus
 
@@ -143,8 +144,6 @@ class LineParser(Protocol):
 # Error code of an answer realtime `.invoke()` raises for before any output parser runs: LangChain
 # (or, for a response format, the OpenAI SDK's `parse`) cannot turn it into an AIMessage.
 INVALID_RESPONSE = "invalid_response"
-# Exception texts are kept whole up to this length (they can embed a whole answer).
-MAX_ERROR_CHARS = 2000
 
 
 class UnusableAnswer(Exception):  # noqa: N818 (it carries an answer, it is not an error kind)
@@ -159,14 +158,6 @@ class UnusableAnswer(Exception):  # noqa: N818 (it carries an answer, it is not 
         super().__init__(str(cause))
         self.cause = cause
         self.message = message
-
-
-def exception_text(exc: BaseException) -> str:
-    """Return `"ExceptionType: text"`, as realtime would show the exception (bounded)."""
-    text = f"{type(exc).__name__}: {exc}"
-    if len(text) > MAX_ERROR_CHARS:
-        return text[: MAX_ERROR_CHARS - 1] + "…"
-    return text
 
 
 def read_outcome(parser: LineParser, raw: bytes, job_id: str) -> RequestOutcome:
@@ -300,7 +291,6 @@ class BatchProvider(ABC):
     def sdk_endpoint(
         self,
         emulator_prefix: str,
-        key_env: str,
         http_client: httpx2.Client | None,
         default_client: Callable[[], httpx2.Client] | None = None,
     ) -> tuple[str | None, str, httpx2.Client | None]:
@@ -323,6 +313,7 @@ class BatchProvider(ABC):
                 "emulator",
                 http_client or emulator_http_client(),
             )
+        key_env = API_KEY_ENV[self.name]
         key = os.environ.get(key_env)
         problem = key_problem(key_env, key) if key else None
         if problem is not None:

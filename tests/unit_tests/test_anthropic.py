@@ -24,7 +24,8 @@ from agent.context import Context
 from agent.emulator import emulator_http_client, list_jobs, read_access_log
 from agent.graph import build_graph
 from agent.planning import new_intent
-from agent.providers.anthropic import AnthropicProvider, InlineRequests
+from agent.providers.anthropic import AnthropicProvider
+from agent.providers.anthropic.provider import InlineRequests
 from agent.providers.base import JOB_KEY_METADATA
 from agent.requests import BatchRequest, InputError
 from tests.support import FAST_POLLING, assert_all_accounted, run_with_wait_budget

@@ -1,18 +1,18 @@
 """Mistral batch jobs provider (official `mistralai` SDK).
 
-Bodies are built the way `ChatMistralAI` builds its realtime request (`_create_message_dicts` plus
-the call's keyword arguments) and parsed by `ChatMistralAI._create_chat_result`. Mistral runs one
-model per job, so the model is set at job level and also kept in each body, as realtime sends it.
+The SDK calls of a batch job's life: upload, find an upload or a job again by its identity
+(Mistral filters jobs by metadata on the server), create, check, cancel, download. Mistral runs
+one model per job, so the model is set at job level and also kept in each body, as realtime
+sends it. Lines are built and answers parsed by `agent.providers.mistral.fast`.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import httpx2
 from langchain_mistralai import ChatMistralAI
@@ -31,14 +31,14 @@ from agent.providers.base import (
     ProviderLimits,
     bounded_listing,
     jsonl_line,
-    lc_messages,
     nonblank_lines,
     normalise_status,
     shared_http_client,
 )
 from agent.providers.errors import ProviderError, provider_call
+from agent.providers.mistral.fast import MistralBodyBuilder, MistralMessageParser
+from agent.providers.mistral.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
-from agent.providers.settings import STREAMING, build_chat_model, rules_for
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
 from agent.state import Counts, Job
 from agent.statuses import JobStatus
@@ -73,58 +73,6 @@ PARAM_RULES: ParamRules = {
     "presence_penalty": Allowed(),
     "frequency_penalty": Allowed(),
 }
-
-
-def api_root(endpoint: str) -> str | None:
-    """Return the Mistral SDK's server URL for a ChatMistralAI `endpoint` (which ends in /v1)."""
-    root = endpoint.rstrip("/")
-    return root[: -len("/v1")] if root.endswith("/v1") else None
-
-
-SETTING_RULES: Final = rules_for(
-    ChatMistralAI,
-    no_effect=frozenset(
-        {
-            "client",
-            "async_client",
-            "mistral_api_key",
-            "max_retries",
-            "timeout",
-            "max_concurrent_requests",
-        }
-    ),
-    endpoint={"endpoint": "base_url"},
-    refused={"streaming": STREAMING},
-    base_url=api_root,
-)
-
-
-def chat_model(model: str, params: Mapping[str, Any]) -> ChatMistralAI:
-    """Return the `ChatMistralAI` whose realtime calls our batch lines reproduce.
-
-    Raises:
-        InputError: A setting is not one a batch carries, or ChatMistralAI rejects it.
-    """
-    factory = functools.partial(ChatMistralAI, model=model, api_key="unused-for-body-building")  # type: ignore[call-arg,arg-type]
-    return build_chat_model(factory, params, SETTING_RULES)
-
-
-def request_body(
-    llm: ChatMistralAI, request: BatchRequest, bound: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Return the chat-completions body `llm.invoke(messages, **params)` would send.
-
-    `bound` holds what a `bind_tools` / `with_structured_output` wrapper passes to the model on
-    every call (`agent.structured.bind_kwargs`); the request's own parameters win.
-    """
-    # A request's own `model` is a call kwarg too: only the model sent changes, not `llm`'s rules.
-    kwargs = {**(bound or {}), **request.params}
-    # `stop` is a named argument of `invoke()`, handed to `_create_message_dicts`: None means
-    # the model's own stop, an empty list none at all; it is never a body key as given.
-    stop = kwargs.pop("stop", None)
-    message_dicts, params = llm._create_message_dicts(lc_messages(request), stop)
-    # Realtime adds "stream": False; batch lines carry no streaming flag.
-    return {"messages": message_dicts, **params, **kwargs}
 
 
 def timeout_hours(completion_window: str) -> int:
@@ -166,7 +114,7 @@ class MistralProvider(BatchProvider):
         """Build the SDK client; the API key is read from the environment and kept only there."""
         super().__init__(emulated=emulated, base_url=base_url)
         server_url, api_key, http_client = self.sdk_endpoint(
-            "/mistral", "MISTRAL_API_KEY", http_client, _mistral_http_client
+            "/mistral", http_client, _mistral_http_client
         )
         # Without a retry config the SDK does not retry; this one retries 429/5xx and dropped
         # connections with exponential backoff (0.5 s doubling-ish, capped at 30 s, 2 min total).
@@ -186,8 +134,6 @@ class MistralProvider(BatchProvider):
         self, model: str, params: dict[str, Any], spec: OutputSpec | None = None
     ) -> Callable[[BatchRequest], bytes]:
         """Build `{custom_id, body}` lines with ChatMistralAI's realtime body (fast, parity-exact)."""
-        from agent.providers.fastpath import MistralBodyBuilder
-
         builder = MistralBodyBuilder(model, params, spec)
 
         def build(request: BatchRequest) -> bytes:
@@ -346,8 +292,6 @@ class MistralProvider(BatchProvider):
 
         A spec changes nothing here: realtime `ChatMistralAI` parses every answer the same way.
         """
-        from agent.providers.fastpath import MistralMessageParser
-
         return MistralMessageParser(model, params)
 
     def chat_model(self, model: str, params: dict[str, Any]) -> ChatMistralAI:
