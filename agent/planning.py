@@ -27,7 +27,7 @@ import orjson
 
 from agent.context import Context
 from agent.estimate import JobTokens, TokenCounter
-from agent.providers.base import BatchProvider, ProviderLimits, line_builder_for
+from agent.providers.base import BatchProvider, ProviderLimits
 from agent.providers.params import check_context_params, check_request_params
 from agent.requests import BatchRequest, InputError, finish_hash, update_hash
 from agent.secrets import redact_url
@@ -196,7 +196,8 @@ def plan_requests(
         StorageError: The spool directory cannot be written (full, read-only).
         InputError: A model is unknown, a request cannot fit its model or a batch file, a
             parameter is outside the provider's documented range, the completion window is
-            not accepted, or the model refuses the tools / schema. An error about one request
+            not accepted, the model refuses the tools / schema, or the installed libraries
+            cannot build a line or parse an answer (`BatchProvider.check_ready`). An error about one request
             names its file (or `input` and the record number), line and id. Nothing has been
             uploaded.
     """
@@ -228,7 +229,9 @@ def plan_requests(
             ids.append(request.id)
             model = request.model or chat_model
             if build is None:
-                build = line_builder_for(provider, chat_model, params, spec)
+                # Built and tried once, parser included, so a library that changed under us
+                # stops the run here rather than after the batch is paid for.
+                build = provider.check_ready(chat_model, params, spec)
             if model not in models:
                 models[model] = (
                     context_window(provider, model, request, context),

@@ -57,6 +57,8 @@ ADOPTION_LOOKBACK_SECONDS = 7 * 86400.0
 MAX_LISTED = 10_000
 # SDK-level retries of 429/5xx/timeouts/connection errors (exponential backoff with jitter).
 SDK_MAX_RETRIES = 5
+# The id of the request `check_ready` builds a line for (never sent).
+READY_PROBE_ID = "batch-agent-ready-probe"
 # A job note for a provider whose final status does not say "cancelled" (Anthropic: `ended`).
 CANCELLED_NOTE = "ended after a cancel request"
 
@@ -138,6 +140,14 @@ class LineParser(Protocol):
 
     def billed_usage(self, line: Any) -> Usage | None:
         """Return the token usage the provider billed for a decoded line, if it is readable."""
+        ...
+
+    def check_reference(self) -> None:
+        """Parse probe answers through the reference path, raising whatever it raises.
+
+        The fast path's own self-check only disables itself when the reference fails; this
+        makes such a failure an error, asked for before anything is uploaded (`check_ready`).
+        """
         ...
 
 
@@ -355,6 +365,48 @@ class BatchProvider(ABC):
         jsonl = b"".join(build(r) for r in requests)
         return PreparedBatch(model=model, request_ids=[r.id for r in requests], jsonl=jsonl)
 
+    def check_ready(
+        self, model: str, params: dict[str, Any], spec: OutputSpec | None = None
+    ) -> Callable[[BatchRequest], bytes]:
+        """Build a job's line builder and answer parser and try both, before anything is paid for.
+
+        Both call private methods of the LangChain chat model and the SDK
+        (`_get_request_payload`, `_create_chat_result`, `_format_output`, ...; the list is
+        `tests/unit_tests/test_private_api_contract.py`). A release that renamed one would
+        otherwise surface only at collect, once the batch had run and been billed, failing
+        every answer. Planning calls this once per run, before any upload.
+
+        Args:
+            model: The model of the run's chat model object.
+            params: The run's settings of that model (`Job.params`).
+            spec: The request set's tools / response schema, if any.
+
+        Returns:
+            The line builder (`line_builder_for`), to build the job's lines with.
+
+        Raises:
+            InputError: The chat model refuses the settings or the spec, or the installed
+                LangChain / SDK versions cannot build a line or parse an answer (naming the
+                exception); nothing has been uploaded.
+        """
+        try:
+            build = line_builder_for(self, model, params, spec)
+            try:
+                build(BatchRequest(READY_PROBE_ID, [{"role": "user", "content": "ping"}], {}))
+            except InputError:
+                pass  # a refusal of every request of the run: the first one is refused by its id
+            parser_for(self, model, params, spec).check_reference()
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (whatever a changed library raises)
+            raise InputError(
+                f"the installed libraries cannot build {self.name} batch lines or parse their "
+                f"answers as realtime does ({exception_text(exc)}); nothing was uploaded: "
+                "install the versions pyproject.toml names",
+                source=self.name,
+            ) from exc
+        return build
+
     def model_profile(self, model: str) -> dict[str, Any] | None:
         """Return LangChain's profile of `model` (context window, ...), None if unknown."""
         return None
@@ -450,15 +502,7 @@ class BatchProvider(ABC):
         `spec` is the request set's tools / response schema, which some providers' realtime
         parsing depends on (OpenAI parses answers to a response format differently).
         """
-        if spec is None:
-            parser = self.message_parser(job_chat_model(job), params=job["params"])
-        else:
-            _check_spec_support(self)
-            parser = self.message_parser(
-                job_chat_model(job),
-                spec=spec,  # type: ignore[call-arg]
-                params=job["params"],
-            )
+        parser = parser_for(self, job_chat_model(job), job["params"], spec)
         job_id = str(job["job_id"])
         for file_id in (job["output_file_id"], job["error_file_id"]):
             if file_id:
@@ -595,6 +639,20 @@ def line_builder_for(
         return provider.line_builder(model, params)
     _check_spec_support(provider)
     return provider.line_builder(model, params, spec)  # type: ignore[call-arg]
+
+
+def parser_for(
+    provider: BatchProvider, model: str, params: Mapping[str, Any], spec: OutputSpec | None
+) -> LineParser:
+    """Return `provider.message_parser(model, params=params)`, with the set's spec if it has one.
+
+    Raises:
+        InputError: The request set has tools or a response schema the provider cannot take.
+    """
+    if spec is None:
+        return provider.message_parser(model, params=params)
+    _check_spec_support(provider)
+    return provider.message_parser(model, spec=spec, params=params)  # type: ignore[call-arg]
 
 
 def job_chat_model(job: Job) -> str:

@@ -289,9 +289,16 @@ def self_check_builder(builder: BodyBuilder) -> bool:
 
 
 class MessageParser:
-    """What both parsers share: the fallback wiring and `parse_line`."""
+    """What both parsers share: the fallback wiring, `parse_line` and the reference check."""
 
     fast_enabled: bool
+    probes: list[dict[str, Any]]
+    """Answer bodies of the common shapes, parsed by both paths when the parser is built."""
+
+    def check_reference(self) -> None:
+        """Parse every probe through the reference path, raising whatever it raises."""
+        for probe in self.probes:
+            self.parse_reference(fresh_copy(probe), "probe/r1")
 
     def parse(self, body: dict[str, Any], message_key: str) -> AIMessage:
         """Return the AIMessage the reference parse returns for `body`.
@@ -370,11 +377,11 @@ class MessageParser:
         return custom_id, self.parse(body, f"{job_id}/{custom_id}"), None, False
 
 
-def self_check_parser(parser: MessageParser, probes: list[dict[str, Any]]) -> bool:
-    """Tell whether `parser`'s fast path parses every probe body as its reference does."""
+def self_check_parser(parser: MessageParser) -> bool:
+    """Tell whether `parser`'s fast path parses every one of its probes as its reference does."""
     return fast_path_agrees(
         f"fast result parsing for {type(parser).__name__}",
-        probes,
+        parser.probes,
         lambda probe: parser.parse_fast(fresh_copy(probe), "probe/r1"),
         lambda probe: parser.parse_reference(fresh_copy(probe), "probe/r1"),
         same_message,

@@ -498,6 +498,11 @@ class AnthropicMessageParser:
                         return custom_id, parsed, None, False
         return self.reference.parse_line(raw, job_id)
 
+    def check_reference(self) -> None:
+        """Parse every probe message through the reference path, raising whatever it raises."""
+        for probe in _PROBES:
+            self.parse_reference(fresh_copy(probe), "probe/r1")
+
     def billed_usage(self, line: Any) -> TokenUsage | None:
         """Return the usage billed for a decoded results line (as the reference reads it)."""
         return self.reference.billed_usage(line)

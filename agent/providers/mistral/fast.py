@@ -158,8 +158,9 @@ class MistralMessageParser(MessageParser):
             and self.llm.output_version != "v1"
             and type(self.llm).__name__ == "ChatMistralAI"
         )
+        self.probes = _MISTRAL_PROBES
         if self.fast_enabled:
-            self.fast_enabled = self_check_parser(self, _MISTRAL_PROBES)
+            self.fast_enabled = self_check_parser(self)
 
     def parse_reference(self, body: dict[str, Any], message_key: str) -> AIMessage:
         """Parse through `ChatMistralAI._create_chat_result`."""

@@ -50,6 +50,7 @@ from agent.providers.fast import (
     BodyBuilder,
     MessageParser,
     ai_message,
+    fresh_copy,
     message_id,
     plain_messages,
     self_check_builder,
@@ -336,8 +337,9 @@ class OpenAIMessageParser(MessageParser):
             and self.llm.output_version != "v1"
             and type(self.llm) is ChatOpenAI
         )
+        self.probes = _OPENAI_PROBES
         if self.fast_enabled:
-            self.fast_enabled = self_check_parser(self, _OPENAI_PROBES)
+            self.fast_enabled = self_check_parser(self)
 
     def parse_reference(self, body: dict[str, Any], message_key: str) -> AIMessage:
         """Parse through the SDK's `ChatCompletion` and `ChatOpenAI._create_chat_result`.
@@ -357,6 +359,16 @@ class OpenAIMessageParser(MessageParser):
             completion = parsed
         result = self.llm._create_chat_result(completion)
         return finish_message(self.llm, result, message_key)
+
+    def check_reference(self) -> None:
+        """Parse every probe as realtime parses a plain answer, raising whatever that raises.
+
+        The SDK's `chat.completions.parse` of a response format is left out: the probes are not
+        answers to one (its functions are in `tests/unit_tests/test_private_api_contract.py`).
+        """
+        for probe in self.probes:
+            completion = parse_completion(fresh_copy(probe))
+            finish_message(self.llm, self.llm._create_chat_result(completion), "probe/r1")
 
     def _plain_message(self, completion: Any, message_key: str) -> AIMessage | None:
         """Build the message of a completion the SDK's `parse` refused, if LangChain can."""
