@@ -60,6 +60,11 @@ Knobs:
   usual. The openai SDK does not validate ``Batch.status`` and the mistralai SDK
   types ``BatchJob.status`` as ``Literal[...] | UnrecognizedStr``, so both pass
   the string through unchanged.
+- ``no_listing=1``: the collection listings an OpenAI-compatible server may lack
+  answer HTTP 405 (method not allowed), in the protocol's error shape: ``GET
+  /files`` and ``GET /batches`` (OpenAI), ``GET /files`` and ``GET /batch/jobs``
+  (Mistral). Everything else, a single file or job by id included, works as usual.
+  Read on every request.
 
 Anthropic Message Batches (one results file, one line per request): a failed
 request is an ``errored`` result (``rate_limit_error`` / ``api_error``; markers give
@@ -221,6 +226,7 @@ class Faults:
         shuffle: Whether result lines come in random order.
         output_lag: Seconds after the terminal status during which file ids are null.
         unknown_status: Status string replacing completed/SUCCESS, or None.
+        no_listing: Whether the file and job listings answer 405.
     """
 
     seed: int = 0
@@ -232,6 +238,7 @@ class Faults:
     shuffle: bool = False
     output_lag: float = 0.0
     unknown_status: str | None = None
+    no_listing: bool = False
 
     def job_record(self) -> dict[str, Any] | None:
         """Return the knobs that shape a job, for its record (None if all default)."""
@@ -305,6 +312,7 @@ _PARSERS = {
     "shuffle": _flag,
     "output_lag": _seconds,
     "unknown_status": _status,
+    "no_listing": _flag,
 }
 assert set(_PARSERS) == {f.name for f in fields(Faults)}
 
@@ -418,3 +426,19 @@ def request_fault(faults: dict[str, Any], job_id: str, custom_id: Any, body: Any
             kind = unit_draw(seed, job, custom_id, "kind") < 0.5
             return "rate_limit" if kind else "server_error"
     return None
+
+
+# The listings `no_listing` removes: (protocol, path inside its prefix), for GET.
+UNLISTED: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("openai", "/files"),
+        ("openai", "/batches"),
+        ("mistral", "/files"),
+        ("mistral", "/batch/jobs"),
+    }
+)
+
+
+def listing_removed(faults: Faults, provider: str, method: str, path: str) -> bool:
+    """Tell whether `no_listing` makes this call a listing the server does not have (405)."""
+    return faults.no_listing and method == "GET" and (provider, path.rstrip("/")) in UNLISTED

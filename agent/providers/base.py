@@ -12,6 +12,7 @@ so an answer realtime would raise for, or a line of any odd shape, fails its own
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import threading
@@ -42,6 +43,8 @@ from agent.statuses import JobStatus
 if TYPE_CHECKING:
     from agent.structured import OutputSpec
 
+logger = logging.getLogger("batch_agent")
+
 # Metadata key carrying the deterministic job key, used to find a job whose create response was lost.
 JOB_KEY_METADATA = "batch_agent_job_key"
 # Metadata key carrying the thread id (first 500 characters), to find all jobs of a thread at once.
@@ -57,6 +60,14 @@ ADOPTION_LOOKBACK_SECONDS = 7 * 86400.0
 MAX_LISTED = 10_000
 # SDK-level retries of 429/5xx/timeouts/connection errors (exponential backoff with jitter).
 SDK_MAX_RETRIES = 5
+# What a server answers for an endpoint it does not have (an OpenAI-compatible server without
+# the optional file or batch listings).
+MISSING_ENDPOINT_STATUS = frozenset({404, 405, 501})
+NO_FILE_LISTING = "each input file is uploaded without looking for an earlier upload of it"
+NO_BATCH_LISTING = (
+    "jobs are only known from the create journal (a thread that lost its database cannot adopt "
+    "the jobs it created; a create whose answer is lost stops the run rather than be resent)"
+)
 # The id of the request `check_ready` builds a line for (never sent).
 READY_PROBE_ID = "batch-agent-ready-probe"
 # A job note for a provider whose final status does not say "cancelled" (Anthropic: `ended`).
@@ -365,6 +376,34 @@ class BatchProvider(ABC):
         jsonl = b"".join(build(r) for r in requests)
         return PreparedBatch(model=model, request_ids=[r.id for r in requests], jsonl=jsonl)
 
+    def lacks_listing(self, exc: ProviderError, listing: str, fallback: str) -> bool:
+        """Tell whether `exc` says the server has no such listing; if so, warn once what is done.
+
+        File and batch listings are optional on OpenAI-compatible servers (a 404, 405 or 501);
+        without them, lookups fall back to what needs none (see each caller).
+
+        Args:
+            exc: The error a listing call raised.
+            listing: What was listed ("files", "batches").
+            fallback: What is done instead, for the warning.
+        """
+        if exc.status_code not in MISSING_ENDPOINT_STATUS:
+            return False
+        where = (self.name, self.base_url, listing)
+        with _warned_lock:
+            first = where not in _warned_listings
+            _warned_listings.add(where)
+        if first:
+            logger.warning(
+                "%s at %s does not list %s (HTTP %s): %s",
+                self.name,
+                self.base_url or "its default endpoint",
+                listing,
+                exc.status_code,
+                fallback,
+            )
+        return True
+
     def check_ready(
         self, model: str, params: dict[str, Any], spec: OutputSpec | None = None
     ) -> Callable[[BatchRequest], bytes]:
@@ -525,6 +564,24 @@ _T = TypeVar("_T")
 _Item = TypeVar("_Item")
 
 
+def lost_create_unresolvable(
+    provider: BatchProvider, job: Job, exc: ProviderError
+) -> ProviderError:
+    """Return the error that stops a lost create's lookup on a server without a batch listing.
+
+    The create was sent, its answer never came, and only a listing could tell whether it made
+    a job: sending it again could pay for the batch twice, so nothing is sent again.
+    """
+    return ProviderError(
+        f"{provider.name}: a create for job key {job['job_key']} was sent but its answer was "
+        f"lost, and the server has no batch listing (HTTP {exc.status_code}) to tell whether it "
+        "made the job; nothing was sent again, so no batch is paid for twice. If the server "
+        f"shows no batch with metadata {JOB_KEY_METADATA}={job['job_key']}, send the requests "
+        "on a new thread",
+        status_code=exc.status_code,
+    )
+
+
 def send_once(
     send: Callable[[], _T],
     find: Callable[[], _T | None],
@@ -590,6 +647,9 @@ def bounded_listing(
         yield item
 
 
+# The (provider, endpoint, listing) triples already warned about (`lacks_listing`).
+_warned_listings: set[tuple[str, str, str]] = set()
+_warned_lock = threading.Lock()
 _shared_clients: dict[str, Any] = {}
 _shared_clients_lock = threading.Lock()
 _ClientT = TypeVar("_ClientT", httpx2.Client, httpx2.AsyncClient)

@@ -22,6 +22,8 @@ from mistralai.client.utils import BackoffStrategy, RetryConfig
 from agent.providers.base import (
     JOB_KEY_METADATA,
     MAX_LISTED,
+    NO_BATCH_LISTING,
+    NO_FILE_LISTING,
     RECONCILE_LOOKBACK_SECONDS,
     THREAD_METADATA,
     BatchProvider,
@@ -31,6 +33,7 @@ from agent.providers.base import (
     ProviderLimits,
     bounded_listing,
     jsonl_line,
+    lost_create_unresolvable,
     nonblank_lines,
     normalise_status,
     shared_http_client,
@@ -166,16 +169,24 @@ class MistralProvider(BatchProvider):
         return str(uploaded.id)
 
     def find_file(self, file_name: str, size: int, since: float) -> str | None:
-        """Page through recent batch files (newest first) for an upload with this name and size."""
-        with provider_call(self.name, "list files"):
-            for item in bounded_listing(
-                self._file_pages(),
-                ident=lambda f: str(f.id),
-                created_at=lambda f: float(f.created_at),
-                floor=since - RECONCILE_LOOKBACK_SECONDS,
-            ):
-                if item.filename == file_name and item.size_bytes == size:
-                    return str(item.id)
+        """Page through recent batch files (newest first) for an upload with this name and size.
+
+        A server without a file listing finds nothing: the file is uploaded (again), which costs
+        storage, never a second job.
+        """
+        try:
+            with provider_call(self.name, "list files"):
+                for item in bounded_listing(
+                    self._file_pages(),
+                    ident=lambda f: str(f.id),
+                    created_at=lambda f: float(f.created_at),
+                    floor=since - RECONCILE_LOOKBACK_SECONDS,
+                ):
+                    if item.filename == file_name and item.size_bytes == size:
+                        return str(item.id)
+        except ProviderError as exc:
+            if not self.lacks_listing(exc, "files", NO_FILE_LISTING):
+                raise
         return None
 
     def _file_pages(self) -> Iterator[Any]:
@@ -209,13 +220,23 @@ class MistralProvider(BatchProvider):
     def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
         """Look the job key up with Mistral's server-side metadata filter."""
         key, since = job["job_key"], sent_at - RECONCILE_LOOKBACK_SECONDS
-        return self._listed({JOB_KEY_METADATA: key}, since, claimed).get(key)
+        try:
+            return self._listed({JOB_KEY_METADATA: key}, since, claimed).get(key)
+        except ProviderError as exc:
+            if self.lacks_listing(exc, "batch jobs", NO_BATCH_LISTING):
+                raise lost_create_unresolvable(self, job, exc) from None
+            raise
 
     def thread_jobs(
         self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
     ) -> dict[str, CreatedJob]:
         """Find every job of the thread with one metadata-filtered listing."""
-        found = self._listed({THREAD_METADATA: thread_id[:500]}, since, claimed)
+        try:
+            found = self._listed({THREAD_METADATA: thread_id[:500]}, since, claimed)
+        except ProviderError as exc:
+            if self.lacks_listing(exc, "batch jobs", NO_BATCH_LISTING):
+                return {}
+            raise
         return {
             intent["job_key"]: found[intent["job_key"]]
             for intent in intents

@@ -18,6 +18,8 @@ from openai import DefaultHttpxClient, OpenAI
 
 from agent.providers.base import (
     JOB_KEY_METADATA,
+    NO_BATCH_LISTING,
+    NO_FILE_LISTING,
     RECONCILE_LOOKBACK_SECONDS,
     SDK_MAX_RETRIES,
     BatchProvider,
@@ -27,10 +29,11 @@ from agent.providers.base import (
     ProviderLimits,
     bounded_listing,
     jsonl_line,
+    lost_create_unresolvable,
     nonblank_lines,
     normalise_status,
 )
-from agent.providers.errors import provider_call
+from agent.providers.errors import ProviderError, provider_call
 from agent.providers.openai.fast import OpenAIBodyBuilder, OpenAIMessageParser
 from agent.providers.openai.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
@@ -142,17 +145,25 @@ class OpenAIProvider(BatchProvider):
             return client.files.create(file=(file_name, fh), purpose="batch").id
 
     def find_file(self, file_name: str, size: int, since: float) -> str | None:
-        """Page through recent batch files (newest first) for an upload with this name and size."""
-        with provider_call(self.name, "list files"):
-            listing = self._client.files.list(purpose="batch", order="desc", limit=100)
-            for item in bounded_listing(
-                listing,
-                ident=lambda f: f.id,
-                created_at=lambda f: float(f.created_at),
-                floor=since - RECONCILE_LOOKBACK_SECONDS,
-            ):
-                if item.filename == file_name and item.bytes == size and item.status != "error":
-                    return item.id
+        """Page through recent batch files (newest first) for an upload with this name and size.
+
+        A server without a file listing finds nothing: the file is uploaded (again), which costs
+        storage, never a second batch.
+        """
+        try:
+            with provider_call(self.name, "list files"):
+                listing = self._client.files.list(purpose="batch", order="desc", limit=100)
+                for item in bounded_listing(
+                    listing,
+                    ident=lambda f: f.id,
+                    created_at=lambda f: float(f.created_at),
+                    floor=since - RECONCILE_LOOKBACK_SECONDS,
+                ):
+                    if item.filename == file_name and item.bytes == size and item.status != "error":
+                        return item.id
+        except ProviderError as exc:
+            if not self.lacks_listing(exc, "files", NO_FILE_LISTING):
+                raise
         return None
 
     def create(
@@ -174,13 +185,23 @@ class OpenAIProvider(BatchProvider):
     def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
         """Find the batch whose metadata carries the intent's job key (newest first)."""
         since = sent_at - RECONCILE_LOOKBACK_SECONDS
-        return self._scan({job["job_key"]}, since, claimed).get(job["job_key"])
+        try:
+            return self._scan({job["job_key"]}, since, claimed).get(job["job_key"])
+        except ProviderError as exc:
+            if self.lacks_listing(exc, "batches", NO_BATCH_LISTING):
+                raise lost_create_unresolvable(self, job, exc) from None
+            raise
 
     def thread_jobs(
         self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
     ) -> dict[str, CreatedJob]:
-        """Find the batches of all `intents` in one pass over the listing."""
-        return self._scan({intent["job_key"] for intent in intents}, since, claimed)
+        """Find the batches of all `intents` in one pass over the listing (none without one)."""
+        try:
+            return self._scan({intent["job_key"] for intent in intents}, since, claimed)
+        except ProviderError as exc:
+            if self.lacks_listing(exc, "batches", NO_BATCH_LISTING):
+                return {}
+            raise
 
     def _scan(
         self, keys: set[str], since: float, claimed: Collection[str]
