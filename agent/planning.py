@@ -60,6 +60,13 @@ def spool_path(job_key: str) -> Path:
     return spool_dir() / f"{job_key}.jsonl"
 
 
+# How to turn the model check off, for the message that refuses a model.
+CHECK_MODELS_OFF = (
+    "turn the check off (CLI --check-models/--no-check-models, run context "
+    "check_models=false, BATCH_AGENT_CHECK_MODELS=false)"
+)
+
+
 def context_params(context: Context) -> dict[str, Any]:
     """Return the run's settings of its chat model: `model_settings`, then the sampling fields.
 
@@ -214,6 +221,7 @@ def plan_requests(
     build: Callable[[BatchRequest], bytes] | None = None
     # Per job model: its context window and token counter (the model that runs and bills).
     models: dict[str, tuple[int | None, TokenCounter]] = {}
+    first_for_model: dict[str, BatchRequest] = {}
     filling: dict[str, PlannedJob] = {}
     jobs: list[PlannedJob] = []
     ids: list[str] = []
@@ -234,9 +242,10 @@ def plan_requests(
                 build = provider.check_ready(chat_model, params, spec)
             if model not in models:
                 models[model] = (
-                    context_window(provider, model, request, context),
+                    context_window(provider, model),
                     TokenCounter(provider.name, model, exact=exact_tokens),
                 )
+                first_for_model[model] = request
             window, counter = models[model]
             if window is not None:
                 check_fits(request, model, window)
@@ -289,6 +298,10 @@ def plan_requests(
             job.tokens.add(request)
         for job in jobs:
             job.close()
+        # Last, once every line was checked here: the only check that asks the provider.
+        for model, first in first_for_model.items():
+            request = first
+            check_model(provider, model, first, context)
     except BaseException as exc:
         Plan("", ids, jobs).discard()
         if isinstance(exc, InputError) and request is not None:
@@ -398,21 +411,45 @@ def new_intent(
     )
 
 
-def context_window(
-    provider: BatchProvider, model: str, request: BatchRequest, context: Context
-) -> int | None:
-    """Return the model's context window, refusing a model the provider's profiles do not know."""
+def context_window(provider: BatchProvider, model: str) -> int | None:
+    """Return the model's context window from LangChain's model profile (None: unknown)."""
     profile = provider.model_profile(model)
-    if profile is None:
-        if context.check_models and not model.startswith("ft:"):
-            raise InputError(
-                f"unknown model {model!r} for {provider.name} (set check_models=false for new, fine-tuned or self-hosted models)",
-                source="input",
-                request_id=request.id,
-            )
-        return None
-    window = profile.get("max_input_tokens")
+    window = profile.get("max_input_tokens") if profile else None
     return int(window) if window else None
+
+
+def check_model(
+    provider: BatchProvider, model: str, request: BatchRequest, context: Context
+) -> None:
+    """With `check_models`, refuse a model the provider does not serve (`request`: its first).
+
+    The provider is asked (`BatchProvider.model_served`; the emulator serves every name
+    without `no-such-model` in it). LangChain's model profile is not the judge: models newer
+    than the installed profile data are served all the same. Only when the provider cannot be
+    asked (no model lookup, or the lookup failed) does the profile judge, as before
+    (fine-tuned `ft:` names pass then).
+
+    Raises:
+        InputError: The provider does not serve the model, or cannot be asked and the profile
+            does not know it; the message names the setting that turns the check off.
+    """
+    if not context.check_models:
+        return
+    served = provider.model_served(model)
+    if served is False:
+        problem = (
+            f"unknown model {model!r} for {provider.name}: the provider does not serve it "
+            f"(model lookup: not found); {CHECK_MODELS_OFF} for a model it serves unlisted"
+        )
+    elif served is None and provider.model_profile(model) is None and not model.startswith("ft:"):
+        problem = (
+            f"unknown model {model!r} for {provider.name}: the provider could not be asked and "
+            f"LangChain's model profiles do not list it; {CHECK_MODELS_OFF} for new, "
+            "fine-tuned or self-hosted models"
+        )
+    else:
+        return
+    raise InputError(problem, source="input", request_id=request.id)
 
 
 def check_fits(request: BatchRequest, model: str, window: int) -> None:

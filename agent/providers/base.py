@@ -33,7 +33,7 @@ from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
 from agent.error_text import exception_text
-from agent.providers.errors import ProviderError, TransientProviderError
+from agent.providers.errors import ProviderError, TransientProviderError, provider_call
 from agent.providers.params import ParamRules
 from agent.requests import BatchRequest, InputError
 from agent.secrets import API_KEY_ENV, key_problem
@@ -445,6 +445,36 @@ class BatchProvider(ABC):
                 source=self.name,
             ) from exc
         return build
+
+    def model_served(self, model: str) -> bool | None:
+        """Ask the provider whether it serves `model`.
+
+        The in-process emulator (no key) is answered by its own rule without a call, so that a
+        plan or a refused input still makes no provider call at all; the emulator over HTTP
+        answers `GET /models/{id}` by the same rule (`agent.emulator.model_routes`).
+
+        Returns:
+            True when it does, False when the lookup answers 404, None when nothing is known:
+            the server has no model lookup, or the lookup failed (a key, the network), which
+            the calls that follow will report if it persists.
+        """
+        if self.emulated:
+            from agent.emulator.model_routes import emulator_serves
+
+            return emulator_serves(model)
+        try:
+            with provider_call(self.name, f"look up model {model!r}"):
+                self.retrieve_model(model)
+        except ProviderError as exc:
+            if exc.status_code == 404:
+                return False
+            logger.info("%s: could not look up model %r: %s", self.name, model, exc)
+            return None
+        return True
+
+    @abstractmethod
+    def retrieve_model(self, model: str) -> None:
+        """Retrieve `model` through the SDK (`client.models.retrieve`); raise what it raises."""
 
     def model_profile(self, model: str) -> dict[str, Any] | None:
         """Return LangChain's profile of `model` (context window, ...), None if unknown."""

@@ -558,9 +558,9 @@ def test_any_user_id_works_it_is_not_what_anthropic_is_sent() -> None:
             "takes no parameter bogus_option",
         ),
         (
-            [{"id": "a", "prompt": "x", "params": {"model": "claude-imaginary-9"}}],
+            [{"id": "a", "prompt": "x", "params": {"model": "claude-no-such-model-9"}}],
             {},
-            "unknown model 'claude-imaginary-9' for anthropic",
+            "unknown model 'claude-no-such-model-9' for anthropic",
         ),
     ],
     ids=["window", "unknown-param", "unknown-model"],

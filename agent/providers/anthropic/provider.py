@@ -212,6 +212,10 @@ class AnthropicProvider(BatchProvider):
         """Return the `ChatAnthropic` whose realtime calls this provider's requests reproduce."""
         return chat_model(model, params)
 
+    def retrieve_model(self, model: str) -> None:
+        """Retrieve `model` (`client.models.retrieve`): it raises for a model not served."""
+        self._client.models.retrieve(model)
+
     def model_profile(self, model: str) -> dict[str, Any] | None:
         """Return LangChain's model profile (None for a model it does not know)."""
         profile = chat_model(model, {}).profile

@@ -151,6 +151,10 @@ class MistralProvider(BatchProvider):
         except ProviderError as exc:
             raise InputError(str(exc), source="context") from None
 
+    def retrieve_model(self, model: str) -> None:
+        """Retrieve `model` (`client.models.retrieve`): it raises for a model not served."""
+        self._client.models.retrieve(model_id=model)
+
     def model_profile(self, model: str) -> dict[str, Any] | None:
         """Return LangChain's model profile (None for a model it does not know)."""
         profile = chat_model(model, {}).profile

@@ -129,6 +129,10 @@ class OpenAIProvider(BatchProvider):
 
         return build
 
+    def retrieve_model(self, model: str) -> None:
+        """Retrieve `model` (`client.models.retrieve`): it raises for a model not served."""
+        self._client.models.retrieve(model)
+
     def model_profile(self, model: str) -> dict[str, Any] | None:
         """Return LangChain's model profile (None for a model it does not know)."""
         profile = chat_model(model, {}).profile
