@@ -423,17 +423,18 @@ def check_model(
 ) -> None:
     """With `check_models`, refuse a model the provider does not serve (`request`: its first).
 
-    The provider is asked (`BatchProvider.model_served`; the emulator serves every name
-    without `no-such-model` in it). LangChain's model profile is not the judge: models newer
-    than the installed profile data are served all the same. Only when the provider cannot be
-    asked (no model lookup, or the lookup failed) does the profile judge, as before
-    (fine-tuned `ft:` names pass then).
+    A model LangChain's profiles list passes. Any other is not refused for that alone (models
+    newer than the installed profile data are served all the same): the provider is asked
+    (`BatchProvider.model_served`; the emulator serves every name without `no-such-model` in
+    it). Only when it cannot be asked (no model lookup, or the lookup failed) is the model
+    refused as before, fine-tuned `ft:` names excepted.
 
     Raises:
         InputError: The provider does not serve the model, or cannot be asked and the profile
             does not know it; the message names the setting that turns the check off.
     """
-    if not context.check_models:
+    if not context.check_models or provider.model_profile(model) is not None:
+        # A model the profiles list is served: asking would only add a call to every plan.
         return
     served = provider.model_served(model)
     if served is False:
@@ -441,7 +442,7 @@ def check_model(
             f"unknown model {model!r} for {provider.name}: the provider does not serve it "
             f"(model lookup: not found); {CHECK_MODELS_OFF} for a model it serves unlisted"
         )
-    elif served is None and provider.model_profile(model) is None and not model.startswith("ft:"):
+    elif served is None and not model.startswith("ft:"):
         problem = (
             f"unknown model {model!r} for {provider.name}: the provider could not be asked and "
             f"LangChain's model profiles do not list it; {CHECK_MODELS_OFF} for new, "

@@ -103,21 +103,6 @@ class BatchRequest:
         return str(model) if model else None
 
 
-def load_requests(path: str | Path) -> list[BatchRequest]:
-    """Read and validate a request file (`.jsonl`/`.json` lines, or `.txt` prompts).
-
-    Args:
-        path: The input file.
-
-    Returns:
-        The validated requests in file order.
-
-    Raises:
-        InputError: The file is missing, empty, or a line is invalid.
-    """
-    return list(iter_file_requests(path))
-
-
 def iter_file_requests(path: str | Path) -> Iterator[BatchRequest]:
     """Stream and validate a request file, one request at a time (constant memory per line).
 
@@ -135,29 +120,18 @@ def iter_file_requests(path: str | Path) -> Iterator[BatchRequest]:
     return iter_validated(records, source=source)
 
 
-def normalise_input(records: list[dict[str, Any]], source: str = "input") -> list[BatchRequest]:
-    """Validate the graph's `requests` input (record numbers stand in for line numbers)."""
-    return validate_records(enumerate(records, start=1), source=source)
-
-
-def validate_records(records: Iterable[tuple[int, Any]], *, source: str) -> list[BatchRequest]:
-    """Validate numbered records and check ids are unique.
+def iter_validated(records: Iterable[tuple[int, Any]], *, source: str) -> Iterator[BatchRequest]:
+    """Yield validated requests from numbered records, checking ids are unique as it goes.
 
     Args:
-        records: `(line number, parsed record)` pairs.
-        source: Name used in error messages.
-
-    Returns:
-        The validated requests.
+        records: `(line number, parsed record)` pairs (for the graph's inline `requests`,
+            record numbers stand in for line numbers).
+        source: Name used in error messages (the file name, or `input`).
 
     Raises:
-        InputError: On the first invalid record, a duplicate id, or no records at all.
+        InputError: On the first invalid record or duplicate id (raised when reached), or
+            when there are no records at all.
     """
-    return list(iter_validated(records, source=source))
-
-
-def iter_validated(records: Iterable[tuple[int, Any]], *, source: str) -> Iterator[BatchRequest]:
-    """Yield validated requests from numbered records, checking ids are unique as it goes."""
     first_line: dict[str, int] = {}
     for line, record in records:
         request = _validate_record(record, source=source, line=line)
@@ -174,15 +148,10 @@ def iter_validated(records: Iterable[tuple[int, Any]], *, source: str) -> Iterat
         raise InputError("no requests: the input is empty", source=source)
 
 
-def with_system_prompt(requests: list[BatchRequest], system_prompt: str) -> list[BatchRequest]:
-    """Prepend `system_prompt` to every request that has no system message of its own."""
-    return list(iter_with_system_prompt(requests, system_prompt))
-
-
 def iter_with_system_prompt(
     requests: Iterable[BatchRequest], system_prompt: str
 ) -> Iterator[BatchRequest]:
-    """Stream `with_system_prompt`."""
+    """Prepend `system_prompt` to every request that has no system message of its own."""
     if not system_prompt:
         yield from requests
         return

@@ -1,4 +1,5 @@
-"""Test helpers shared by unit and integration tests: a webhook receiver and a run-to-the-end loop."""
+"""Test helpers shared by unit and integration tests: a webhook receiver, a run-to-the-end loop
+and the input lines planning builds."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agent.context import Context
+from agent.providers.base import BatchProvider, line_builder_for
+from agent.requests import BatchRequest
+from agent.structured import OutputSpec
 
 
 class WebhookReceiver:
@@ -120,3 +124,16 @@ def assert_all_accounted(values: dict[str, Any], records: list[dict[str, Any]]) 
     counts = values["counts"]
     assert counts["succeeded"] + counts["failed"] == counts["total"] == len(records)
     assert counts["succeeded"] == sum(r["status"] == "succeeded" for r in results)
+
+
+def built_lines(
+    provider: BatchProvider,
+    requests: list[BatchRequest],
+    model: str,
+    params: dict[str, Any],
+    spec: OutputSpec | None = None,
+) -> bytes:
+    """Return the JSONL input lines planning builds for `requests` (`line_builder_for`, the
+    builder `BatchProvider.check_ready` returns)."""
+    build = line_builder_for(provider, model, params, spec)
+    return b"".join(build(request) for request in requests)

@@ -1,7 +1,9 @@
 """The small interface every batch provider implements, and what they share.
 
-A provider turns validated requests into its batch input (`prepare`), creates the job (`submit`),
-reports its status (`status`), streams per-request outcomes (`results`) and cancels (`cancel`).
+A provider builds each request's batch input line (`line_builder`, tried with its answer parser
+by `check_ready` while planning), uploads the input and creates the job (`upload`, `create`,
+with their lookup twins `find_file`, `find_job`), reports its status (`status`), streams
+per-request outcomes (`results`) and cancels (`cancel`).
 OpenAI and Mistral share the output-line shape `{custom_id, response: {status_code, body}, error}`,
 so the line parsing lives here; building bodies and parsing bodies into `AIMessage`s is delegated
 to the matching LangChain chat model, which is what keeps batch requests and results identical to
@@ -72,16 +74,6 @@ NO_BATCH_LISTING = (
 READY_PROBE_ID = "batch-agent-ready-probe"
 # A job note for a provider whose final status does not say "cancelled" (Anthropic: `ended`).
 CANCELLED_NOTE = "ended after a cancel request"
-
-
-@dataclass(frozen=True)
-class PreparedBatch:
-    """A provider-ready batch input for one job (one model)."""
-
-    model: str
-    request_ids: list[str]
-    jsonl: bytes
-    """The JSONL file content, one request per line, in input order."""
 
 
 @dataclass(frozen=True)
@@ -282,7 +274,7 @@ def chat_completion_usage(line: Any) -> Usage | None:
 
 
 class BatchProvider(ABC):
-    """Interface of a batch provider: prepare, upload/create (submit), status, results, cancel.
+    """Interface of a batch provider: build lines, upload/create (submit), status, results, cancel.
 
     Submission is split in two calls, each with a lookup twin, so neither a crash between any
     two steps nor an answer lost on the way ever creates a second job: `find_file` finds an
@@ -363,18 +355,6 @@ class BatchProvider(ABC):
     def chat_model(self, model: str, params: dict[str, Any]) -> BaseChatModel:
         """Return the LangChain chat model whose realtime calls this provider's lines reproduce."""
         raise NotImplementedError(f"{self.name} has no chat model for tools or response schemas")
-
-    def prepare(
-        self,
-        requests: list[BatchRequest],
-        model: str,
-        params: dict[str, Any],
-        spec: OutputSpec | None = None,
-    ) -> PreparedBatch:
-        """Build the whole batch input for `requests` in memory (small batches, tests)."""
-        build = line_builder_for(self, model, params, spec)
-        jsonl = b"".join(build(r) for r in requests)
-        return PreparedBatch(model=model, request_ids=[r.id for r in requests], jsonl=jsonl)
 
     def lacks_listing(self, exc: ProviderError, listing: str, fallback: str) -> bool:
         """Tell whether `exc` says the server has no such listing; if so, warn once what is done.
@@ -768,11 +748,6 @@ def _check_spec_support(provider: BatchProvider) -> None:
             f"the {provider.name} provider does not support tools or a response schema yet",
             source="input",
         )
-
-
-def to_jsonl(lines: Iterable[dict[str, Any]]) -> bytes:
-    """Serialise batch lines as compact JSONL."""
-    return b"".join(jsonl_line(line) for line in lines)
 
 
 def nonblank_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:

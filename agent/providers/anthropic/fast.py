@@ -197,7 +197,7 @@ class AnthropicBodyBuilder:
         Args:
             model: The run's model (a request naming its own is sent as given, with this
                 model's rules).
-            ctx_params: Model parameters from the run context (as given to `prepare`).
+            ctx_params: Model parameters from the run context (`agent.planning.context_params`).
             spec: The request set's tools / response schema; with one, every request takes the
                 reference path (bound through `bind_tools` / `with_structured_output`).
         """
