@@ -235,24 +235,24 @@ def _find_model(
 
 
 def _provider_of(llm: BaseChatModel) -> tuple[str, Any]:
-    """Return the batch provider name and its module for a chat model."""
+    """Return the batch provider name and its reference-path module for a chat model."""
     from langchain_openai import ChatOpenAI
 
     if type(llm) is ChatOpenAI:
-        from agent.providers import openai
+        from agent.providers.openai import reference as openai_reference
 
-        return "openai", openai
+        return "openai", openai_reference
     # Only a module already imported can have made `llm`: no import cost for the others.
     mistral = sys.modules.get("langchain_mistralai")
     if mistral is not None and isinstance(llm, mistral.ChatMistralAI):
-        from agent.providers import mistral as mistral_provider
+        from agent.providers.mistral import reference as mistral_reference
 
-        return "mistral", mistral_provider
+        return "mistral", mistral_reference
     anthropic = sys.modules.get("langchain_anthropic")
     if anthropic is not None and isinstance(llm, anthropic.ChatAnthropic):
-        from agent.providers import anthropic as anthropic_provider
+        from agent.providers.anthropic import reference as anthropic_reference
 
-        return "anthropic", anthropic_provider
+        return "anthropic", anthropic_reference
     raise TypeError(
         f"{type(llm).__name__} has no batch provider here (ChatOpenAI, ChatMistralAI, ChatAnthropic)"
     )

@@ -35,7 +35,7 @@ from agent.bulk import ThreadData
 from agent.context import Context
 from agent.estimate import JobTokens, TokenCounter, check_budget, price_plan
 from agent.providers import provider_for_job, resolve_provider
-from agent.providers.base import BatchProvider, ProviderLimits, job_chat_model, line_builder_for
+from agent.providers.base import BatchProvider, ProviderLimits, job_chat_model
 from agent.providers.params import check_context_params, check_request_params
 from agent.requests import (
     BatchRequest,
@@ -78,6 +78,13 @@ def spool_dir() -> Path:
 def spool_path(job_key: str) -> Path:
     """Return where the built input file of a job is kept until it is uploaded."""
     return spool_dir() / f"{job_key}.jsonl"
+
+
+# How to turn the model check off, for the message that refuses a model.
+CHECK_MODELS_OFF = (
+    "turn the check off (CLI --check-models/--no-check-models, run context "
+    "check_models=false, BATCH_AGENT_CHECK_MODELS=false)"
+)
 
 
 def context_params(context: Context) -> dict[str, Any]:
@@ -216,7 +223,8 @@ def plan_requests(
         StorageError: The spool directory cannot be written (full, read-only).
         InputError: A model is unknown, a request cannot fit its model or a batch file, a
             parameter is outside the provider's documented range, the completion window is
-            not accepted, or the model refuses the tools / schema. An error about one request
+            not accepted, the model refuses the tools / schema, or the installed libraries
+            cannot build a line or parse an answer (`BatchProvider.check_ready`). An error about one request
             names its file (or `input` and the record number), line and id. Nothing has been
             uploaded.
     """
@@ -233,6 +241,7 @@ def plan_requests(
     build: Callable[[BatchRequest], bytes] | None = None
     # Per job model: its context window and token counter (the model that runs and bills).
     models: dict[str, tuple[int | None, TokenCounter]] = {}
+    first_for_model: dict[str, BatchRequest] = {}
     filling: dict[str, PlannedJob] = {}
     jobs: list[PlannedJob] = []
     ids: list[str] = []
@@ -248,12 +257,15 @@ def plan_requests(
             ids.append(request.id)
             model = request.model or chat_model
             if build is None:
-                build = line_builder_for(provider, chat_model, params, spec)
+                # Built and tried once, parser included, so a library that changed under us
+                # stops the run here rather than after the batch is paid for.
+                build = provider.check_ready(chat_model, params, spec)
             if model not in models:
                 models[model] = (
-                    context_window(provider, model, request, context),
+                    context_window(provider, model),
                     TokenCounter(provider.name, model, exact=exact_tokens),
                 )
+                first_for_model[model] = request
             window, counter = models[model]
             if window is not None:
                 check_fits(request, model, window)
@@ -306,6 +318,10 @@ def plan_requests(
             job.tokens.add(request)
         for job in jobs:
             job.close()
+        # Last, once every line was checked here: the only check that asks the provider.
+        for model, first in first_for_model.items():
+            request = first
+            check_model(provider, model, first, context)
     except BaseException as exc:
         Plan("", ids, jobs).discard()
         if isinstance(exc, InputError) and request is not None:
@@ -447,21 +463,46 @@ def new_intent(
     )
 
 
-def context_window(
-    provider: BatchProvider, model: str, request: BatchRequest, context: Context
-) -> int | None:
-    """Return the model's context window, refusing a model the provider's profiles do not know."""
+def context_window(provider: BatchProvider, model: str) -> int | None:
+    """Return the model's context window from LangChain's model profile (None: unknown)."""
     profile = provider.model_profile(model)
-    if profile is None:
-        if context.check_models and not model.startswith("ft:"):
-            raise InputError(
-                f"unknown model {model!r} for {provider.name} (set check_models=false for new, fine-tuned or self-hosted models)",
-                source="input",
-                request_id=request.id,
-            )
-        return None
-    window = profile.get("max_input_tokens")
+    window = profile.get("max_input_tokens") if profile else None
     return int(window) if window else None
+
+
+def check_model(
+    provider: BatchProvider, model: str, request: BatchRequest, context: Context
+) -> None:
+    """With `check_models`, refuse a model the provider does not serve (`request`: its first).
+
+    A model LangChain's profiles list passes. Any other is not refused for that alone (models
+    newer than the installed profile data are served all the same): the provider is asked
+    (`BatchProvider.model_served`; the emulator serves every name without `no-such-model` in
+    it). Only when it cannot be asked (no model lookup, or the lookup failed) is the model
+    refused as before, fine-tuned `ft:` names excepted.
+
+    Raises:
+        InputError: The provider does not serve the model, or cannot be asked and the profile
+            does not know it; the message names the setting that turns the check off.
+    """
+    if not context.check_models or provider.model_profile(model) is not None:
+        # A model the profiles list is served: asking would only add a call to every plan.
+        return
+    served = provider.model_served(model)
+    if served is False:
+        problem = (
+            f"unknown model {model!r} for {provider.name}: the provider does not serve it "
+            f"(model lookup: not found); {CHECK_MODELS_OFF} for a model it serves unlisted"
+        )
+    elif served is None and not model.startswith("ft:"):
+        problem = (
+            f"unknown model {model!r} for {provider.name}: the provider could not be asked and "
+            f"LangChain's model profiles do not list it; {CHECK_MODELS_OFF} for new, "
+            "fine-tuned or self-hosted models"
+        )
+    else:
+        return
+    raise InputError(problem, source="input", request_id=request.id)
 
 
 def check_fits(request: BatchRequest, model: str, window: int) -> None:

@@ -19,12 +19,9 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
-
-if TYPE_CHECKING:
-    from agent.structured import OutputSpec
 
 MAX_ID_LENGTH = 64
 ALLOWED_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -35,6 +32,18 @@ RESERVED_PARAMS = frozenset({"messages", "stream", "stream_options"})
 # `"model"` or `"temperature"` that is silently ignored would run the whole batch with defaults.
 RECORD_KEYS = frozenset({"id", "prompt", "messages", "params"})
 OPENAI_LINE_KEYS = frozenset({"custom_id", "method", "url", "body"})
+
+
+class HashedSpec(Protocol):
+    """What a request set's fingerprint takes of its tools / response schema.
+
+    `agent.structured.OutputSpec` is one; naming only what the hash reads keeps this module
+    free of the structured-output machinery (LangChain runnables), which builds on it.
+    """
+
+    def digest_bytes(self) -> bytes:
+        """Return the bytes that stand for the spec in the request set's fingerprint."""
+        ...
 
 
 class InputError(ValueError):
@@ -94,21 +103,6 @@ class BatchRequest:
         return str(model) if model else None
 
 
-def load_requests(path: str | Path) -> list[BatchRequest]:
-    """Read and validate a request file (`.jsonl`/`.json` lines, or `.txt` prompts).
-
-    Args:
-        path: The input file.
-
-    Returns:
-        The validated requests in file order.
-
-    Raises:
-        InputError: The file is missing, empty, or a line is invalid.
-    """
-    return list(iter_file_requests(path))
-
-
 def iter_file_requests(path: str | Path) -> Iterator[BatchRequest]:
     """Stream and validate a request file, one request at a time (constant memory per line).
 
@@ -126,29 +120,18 @@ def iter_file_requests(path: str | Path) -> Iterator[BatchRequest]:
     return iter_validated(records, source=source)
 
 
-def normalise_input(records: list[dict[str, Any]], source: str = "input") -> list[BatchRequest]:
-    """Validate the graph's `requests` input (record numbers stand in for line numbers)."""
-    return validate_records(enumerate(records, start=1), source=source)
-
-
-def validate_records(records: Iterable[tuple[int, Any]], *, source: str) -> list[BatchRequest]:
-    """Validate numbered records and check ids are unique.
+def iter_validated(records: Iterable[tuple[int, Any]], *, source: str) -> Iterator[BatchRequest]:
+    """Yield validated requests from numbered records, checking ids are unique as it goes.
 
     Args:
-        records: `(line number, parsed record)` pairs.
-        source: Name used in error messages.
-
-    Returns:
-        The validated requests.
+        records: `(line number, parsed record)` pairs (for the graph's inline `requests`,
+            record numbers stand in for line numbers).
+        source: Name used in error messages (the file name, or `input`).
 
     Raises:
-        InputError: On the first invalid record, a duplicate id, or no records at all.
+        InputError: On the first invalid record or duplicate id (raised when reached), or
+            when there are no records at all.
     """
-    return list(iter_validated(records, source=source))
-
-
-def iter_validated(records: Iterable[tuple[int, Any]], *, source: str) -> Iterator[BatchRequest]:
-    """Yield validated requests from numbered records, checking ids are unique as it goes."""
     first_line: dict[str, int] = {}
     for line, record in records:
         request = _validate_record(record, source=source, line=line)
@@ -165,15 +148,10 @@ def iter_validated(records: Iterable[tuple[int, Any]], *, source: str) -> Iterat
         raise InputError("no requests: the input is empty", source=source)
 
 
-def with_system_prompt(requests: list[BatchRequest], system_prompt: str) -> list[BatchRequest]:
-    """Prepend `system_prompt` to every request that has no system message of its own."""
-    return list(iter_with_system_prompt(requests, system_prompt))
-
-
 def iter_with_system_prompt(
     requests: Iterable[BatchRequest], system_prompt: str
 ) -> Iterator[BatchRequest]:
-    """Stream `with_system_prompt`."""
+    """Prepend `system_prompt` to every request that has no system message of its own."""
     if not system_prompt:
         yield from requests
         return
@@ -185,7 +163,7 @@ def iter_with_system_prompt(
             yield BatchRequest(r.id, [system, *r.messages], r.params, r.source, r.line)
 
 
-def request_set_hash(requests: Iterable[BatchRequest], spec: OutputSpec | None = None) -> str:
+def request_set_hash(requests: Iterable[BatchRequest], spec: HashedSpec | None = None) -> str:
     """Return a stable fingerprint of a request set (ids, messages and parameters, in order).
 
     The set's tools / response schema (`spec`) are part of it: changing them is a new set.
@@ -197,7 +175,7 @@ def request_set_hash(requests: Iterable[BatchRequest], spec: OutputSpec | None =
     return digest.hexdigest()
 
 
-def finish_hash(digest: Any, spec: OutputSpec | None) -> None:
+def finish_hash(digest: Any, spec: HashedSpec | None) -> None:
     """Feed the request set's tools / response schema, if any, into a `request_set_hash` digest."""
     if spec is not None:
         digest.update(spec.digest_bytes())

@@ -14,9 +14,20 @@ from __future__ import annotations
 
 import os
 import re
+from types import MappingProxyType
+from typing import Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-KEY_ENV_VARS = ("OPENAI_API_KEY", "MISTRAL_API_KEY", "ANTHROPIC_API_KEY", "AZURE_OPENAI_API_KEY")
+# The environment variable holding each provider's API key (the one place these names are written).
+API_KEY_ENV: Final = MappingProxyType(
+    {
+        "openai": "OPENAI_API_KEY",
+        "mistral": "MISTRAL_API_KEY",
+        "anthropic": "ANTHROPIC_API_KEY",
+    }
+)
+# Every key variable whose value is redacted from texts (Azure's too: the OpenAI SDK reads it).
+KEY_ENV_VARS = (*API_KEY_ENV.values(), "AZURE_OPENAI_API_KEY")
 # Key-looking tokens, including masked echoes such as "sk-abc***xyz".
 _KEY_PATTERN = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*]{6,}")
 _BEARER_PATTERN = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")

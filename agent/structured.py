@@ -24,7 +24,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 import langchain_core.exceptions as langchain_exceptions
 import orjson
@@ -35,12 +35,9 @@ from langchain_core.outputs import ChatGeneration
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableParallel, RunnableSequence
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from agent.providers.base import exception_text
+from agent.error_text import exception_text
 from agent.requests import InputError
 from agent.state import RequestError
-
-if TYPE_CHECKING:
-    from agent.providers.base import BatchProvider
 
 SCHEMA_METHODS: Final = ("json_schema", "function_calling", "json_mode")
 # The graph-input / state keys of a spec, in the order they are documented.
@@ -395,8 +392,16 @@ def _check_schema(schema: dict[str, Any], source: str) -> None:
         )
 
 
+class ChatModelSource(Protocol):
+    """What builds a job's reference chat model: a batch provider (`BatchProvider.chat_model`)."""
+
+    def chat_model(self, model: str, params: dict[str, Any]) -> BaseChatModel:
+        """Return the chat model whose realtime calls the job's lines reproduce."""
+        ...
+
+
 def answer_check(
-    provider: BatchProvider, model: str, spec: OutputSpec | None, *, validate: bool = False
+    provider: ChatModelSource, model: str, spec: OutputSpec | None, *, validate: bool = False
 ) -> AnswerCheck | None:
     """Return the answer check of one job (None when the request set has no tools or schema)."""
     if spec is None:

@@ -23,15 +23,11 @@ from typing import Any
 
 import orjson
 
-from agent.providers import mistral as mistral_provider
-from agent.providers import openai as openai_provider
 from agent.providers.base import finish_message, parse_output_line
-from agent.providers.fastpath import (
-    MistralBodyBuilder,
-    MistralMessageParser,
-    OpenAIBodyBuilder,
-    OpenAIMessageParser,
-)
+from agent.providers.mistral import reference as mistral_ref
+from agent.providers.mistral.fast import MistralBodyBuilder, MistralMessageParser
+from agent.providers.openai import reference as openai_ref
+from agent.providers.openai.fast import OpenAIBodyBuilder, OpenAIMessageParser
 from agent.requests import BatchRequest
 
 JOB_ID = "batch_bench"
@@ -281,26 +277,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     ctx = {"temperature": 0.2}
     rows: list[Row] = []
 
-    openai_llm = openai_provider.chat_model("gpt-4o-mini", ctx)
+    openai_llm = openai_ref.chat_model("gpt-4o-mini", ctx)
     openai_builder = OpenAIBodyBuilder("gpt-4o-mini", ctx)
     rows.append(
         measure(
             "build openai",
             requests,
-            lambda r: openai_provider.request_body(openai_llm, r),
+            lambda r: openai_ref.request_body(openai_llm, r),
             openai_builder.build,
             same_json,
             repeat,
             f"{sum(openai_builder.build_fast(r) is not None for r in requests)}/{n} on fast path",
         )
     )
-    mistral_llm = mistral_provider.chat_model("mistral-small-latest", ctx)
+    mistral_llm = mistral_ref.chat_model("mistral-small-latest", ctx)
     mistral_builder = MistralBodyBuilder("mistral-small-latest", ctx)
     rows.append(
         measure(
             "build mistral",
             requests,
-            lambda r: mistral_provider.request_body(mistral_llm, r),
+            lambda r: mistral_ref.request_body(mistral_llm, r),
             mistral_builder.build,
             same_json,
             repeat,
@@ -313,9 +309,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def openai_reference(body: dict[str, Any], key: str) -> Any:
         llm = openai_parser.llm
-        return finish_message(
-            llm, llm._create_chat_result(openai_provider.parse_completion(body)), key
-        )
+        return finish_message(llm, llm._create_chat_result(openai_ref.parse_completion(body)), key)
 
     def mistral_reference(body: dict[str, Any], key: str) -> Any:
         llm = mistral_parser.llm

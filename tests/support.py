@@ -1,5 +1,5 @@
-"""Test helpers shared by unit and integration tests: a webhook receiver, a run-to-the-end loop, a
-JSON-schema description check."""
+"""Test helpers shared by unit and integration tests: a webhook receiver, a run-to-the-end loop,
+the input lines planning builds and a JSON-schema description check."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agent.context import Context
+from agent.providers.base import BatchProvider, line_builder_for
+from agent.requests import BatchRequest
+from agent.structured import OutputSpec
 
 
 class WebhookReceiver:
@@ -141,3 +144,16 @@ def undescribed(schema: dict[str, Any]) -> list[str]:
             if not field.get("description")
         ]
     return missing
+
+
+def built_lines(
+    provider: BatchProvider,
+    requests: list[BatchRequest],
+    model: str,
+    params: dict[str, Any],
+    spec: OutputSpec | None = None,
+) -> bytes:
+    """Return the JSONL input lines planning builds for `requests` (`line_builder_for`, the
+    builder `BatchProvider.check_ready` returns)."""
+    build = line_builder_for(provider, model, params, spec)
+    return b"".join(build(request) for request in requests)

@@ -50,6 +50,7 @@ from agent.emulator.jobs import (
     split_counts,
     write_outputs,
 )
+from agent.emulator.model_routes import add_model_routes
 from agent.emulator.store import Provider, Store, current_delay
 from agent.emulator.web import HttpError, Request, Response, Router, json_response
 
@@ -136,6 +137,7 @@ class AnthropicRoutes:
         self.router.add("DELETE", "/messages/batches/{batch_id}", self.delete_batch)
         self.router.add("POST", "/messages/batches/{batch_id}/cancel", self.cancel_batch)
         self.router.add("GET", "/messages/batches/{batch_id}/results", self.results)
+        add_model_routes(self.router, "anthropic")
 
     def handle(self, request: Request) -> Response:
         """Dispatch a request whose path is relative to ``/anthropic/v1``."""

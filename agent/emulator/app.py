@@ -27,7 +27,7 @@ from typing import Any
 from agent.emulator.access_log import append_access_log
 from agent.emulator.anthropic_routes import AnthropicRoutes
 from agent.emulator.anthropic_routes import render_error as render_anthropic_error
-from agent.emulator.faults import ERROR_SHAPES, Faults, current_faults
+from agent.emulator.faults import ERROR_SHAPES, Faults, current_faults, listing_removed
 from agent.emulator.mistral_routes import MistralRoutes
 from agent.emulator.mistral_routes import render_error as render_mistral_error
 from agent.emulator.openai_routes import OpenAIRoutes
@@ -138,6 +138,8 @@ class EmulatorApp:
             request = Request.from_environ(environ, rest or "/")
             request.faults = faults
             _check_auth(request)
+            if listing_removed(faults, provider, request.method, request.path):
+                raise HttpError(405, f"Method Not Allowed: GET {request.path}", code="405")
             injected = self._injected_http_error(faults, provider)
             if injected is not None:
                 response = render(injected)

@@ -65,6 +65,11 @@ Knobs:
   "param": null}]`` and no output or error file, as it does for an invalid input file (e.g.
   ``token_limit_exceeded``, which the real API gives when the organisation's enqueued-token
   limit is reached).
+- ``no_listing=1``: the collection listings an OpenAI-compatible server may lack
+  answer HTTP 405 (method not allowed), in the protocol's error shape: ``GET
+  /files`` and ``GET /batches`` (OpenAI), ``GET /files`` and ``GET /batch/jobs``
+  (Mistral). Everything else, a single file or job by id included, works as usual.
+  Read on every request.
 
 Anthropic Message Batches (one results file, one line per request): a failed
 request is an ``errored`` result (``rate_limit_error`` / ``api_error``; markers give
@@ -227,6 +232,7 @@ class Faults:
         output_lag: Seconds after the terminal status during which file ids are null.
         unknown_status: Status string replacing completed/SUCCESS, or None.
         batch_fail: Error code an OpenAI batch fails with as a whole, or None.
+        no_listing: Whether the file and job listings answer 405.
     """
 
     seed: int = 0
@@ -239,6 +245,7 @@ class Faults:
     output_lag: float = 0.0
     unknown_status: str | None = None
     batch_fail: str | None = None
+    no_listing: bool = False
 
     def job_record(self) -> dict[str, Any] | None:
         """Return the knobs that shape a job, for its record (None if all default)."""
@@ -322,6 +329,7 @@ _PARSERS = {
     "output_lag": _seconds,
     "unknown_status": _status,
     "batch_fail": _code,
+    "no_listing": _flag,
 }
 assert set(_PARSERS) == {f.name for f in fields(Faults)}
 
@@ -435,3 +443,19 @@ def request_fault(faults: dict[str, Any], job_id: str, custom_id: Any, body: Any
             kind = unit_draw(seed, job, custom_id, "kind") < 0.5
             return "rate_limit" if kind else "server_error"
     return None
+
+
+# The listings `no_listing` removes: (protocol, path inside its prefix), for GET.
+UNLISTED: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("openai", "/files"),
+        ("openai", "/batches"),
+        ("mistral", "/files"),
+        ("mistral", "/batch/jobs"),
+    }
+)
+
+
+def listing_removed(faults: Faults, provider: str, method: str, path: str) -> bool:
+    """Tell whether `no_listing` makes this call a listing the server does not have (405)."""
+    return faults.no_listing and method == "GET" and (provider, path.rstrip("/")) in UNLISTED

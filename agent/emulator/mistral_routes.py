@@ -50,6 +50,7 @@ from agent.emulator.jobs import (
     split_counts,
     write_outputs,
 )
+from agent.emulator.model_routes import add_model_routes
 from agent.emulator.store import Provider, Store, current_delay
 from agent.emulator.web import HttpError, Request, Response, Router, json_response
 
@@ -125,6 +126,7 @@ class MistralRoutes(FileRoutes):
         self.router.add("GET", "/batch/jobs", self.list_jobs)
         self.router.add("GET", "/batch/jobs/{job_id}", self.get_job)
         self.router.add("POST", "/batch/jobs/{job_id}/cancel", self.cancel_job)
+        add_model_routes(self.router, "mistral")
 
     def handle(self, request: Request) -> Response:
         """Dispatch a request whose path is relative to ``/mistral/v1``."""

@@ -50,6 +50,7 @@ from agent.emulator.jobs import (
     split_counts,
     write_outputs,
 )
+from agent.emulator.model_routes import add_model_routes
 from agent.emulator.store import Provider, Store, current_delay
 from agent.emulator.web import HttpError, Request, Response, Router, json_response
 
@@ -113,6 +114,7 @@ class OpenAIRoutes(FileRoutes):
         self.router.add("GET", "/batches", self.list_batches)
         self.router.add("GET", "/batches/{batch_id}", self.get_batch)
         self.router.add("POST", "/batches/{batch_id}/cancel", self.cancel_batch)
+        add_model_routes(self.router, "openai")
 
     def handle(self, request: Request) -> Response:
         """Dispatch a request whose path is relative to ``/openai/v1``."""

@@ -1,158 +1,27 @@
-"""Batch providers behind one interface, and the rule that picks one.
+"""Batch providers behind one interface (`BatchProvider`), and the rule that picks one.
 
-`resolve_provider` picks the provider for a new submission: the explicit setting first, else the
-provider whose API key is set, else the offline emulator (announced once, since its answers are
-synthetic). `provider_for_job` rebuilds the provider a job was created with, so polling and
-collecting keep talking to the same endpoint even if the run context changed.
-
-A job records its endpoint without its password (`agent.secrets.redact_url`): a base URL such
-as `http://user:secret@proxy/v1` is kept as `http://user:***@proxy/v1`, and the secret is taken
-again from the run that polls, whose `base_url` must be the same URL.
+Each provider is a package (`agent.providers.openai`, `.mistral`, `.anthropic`) of its SDK calls
+(`provider`), its LangChain reference path (`reference`) and its parity-checked fast paths
+(`fast`, on the shared kit `agent.providers.fast`); `agent.providers.base` holds the interface
+and what providers share, `agent.providers.registry` the lookup.
 """
 
-from __future__ import annotations
+from agent.providers.base import BatchProvider
+from agent.providers.errors import ProviderError
+from agent.providers.registry import (
+    API_KEY_ENV,
+    PROVIDERS,
+    provider_class,
+    provider_for_job,
+    resolve_provider,
+)
 
-import importlib
-import logging
-import os
-
-from agent.context import Context
-from agent.providers.base import BatchProvider, ProviderError
-from agent.requests import InputError
-from agent.secrets import redact_url, url_has_secret
-from agent.state import Job
-
-__all__ = ["BatchProvider", "ProviderError", "resolve_provider", "provider_for_job", "PROVIDERS"]
-
-logger = logging.getLogger("batch_agent")
-
-# name -> "module:class"; modules are imported on first use, since each pulls in its SDK and
-# LangChain integration (about a second of start-up for a provider the run does not use).
-PROVIDERS: dict[str, str] = {
-    "openai": "agent.providers.openai:OpenAIProvider",
-    "mistral": "agent.providers.mistral:MistralProvider",
-    "anthropic": "agent.providers.anthropic:AnthropicProvider",
-}
-
-
-def provider_class(name: str) -> type[BatchProvider]:
-    """Import and return the provider class registered under `name`."""
-    module, _, attribute = PROVIDERS[name].partition(":")
-    cls: type[BatchProvider] = getattr(importlib.import_module(module), attribute)
-    return cls
-
-
-API_KEY_ENV = {
-    "openai": "OPENAI_API_KEY",
-    "mistral": "MISTRAL_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-}
-_announced: set[str] = set()
-
-
-def resolve_provider(context: Context) -> BatchProvider:
-    """Return the provider a new batch should be sent to.
-
-    Args:
-        context: The run's settings (`provider`, `base_url`).
-
-    Raises:
-        InputError: The provider name is unknown (a setting to fix, not a provider fault).
-    """
-    choice = (context.provider or "auto").strip().lower()
-    if choice not in {"auto", "emulator", *PROVIDERS}:
-        raise InputError(
-            f"unknown provider {context.provider!r} (expected one of: auto, emulator, {', '.join(PROVIDERS)})",
-            source="context",
-        )
-    if choice == "auto":
-        choice = next(
-            (name for name, env in API_KEY_ENV.items() if os.environ.get(env)), "emulator"
-        )
-    if choice == "emulator":
-        # The emulator speaks several protocols; plain "emulator" means the OpenAI one.
-        choice, emulated = "openai", True
-    else:
-        emulated = not context.base_url and not os.environ.get(API_KEY_ENV[choice])
-    if emulated:
-        _announce_emulator(choice)
-    base_url = "" if emulated else context.base_url
-    return _provider(provider_class(choice), emulated, base_url, context.organization)
-
-
-def provider_for_job(job: Job, context: Context | None = None) -> BatchProvider:
-    """Rebuild the provider client that created `job` (same endpoint, same organization).
-
-    Args:
-        job: The job record.
-        context: The run's settings, which supply the password of an endpoint that has one
-            (None: the running graph's context, else the environment's `BATCH_AGENT_*`).
-
-    Raises:
-        ProviderError: The job names an unknown provider, or its endpoint's password is needed
-            and the run's `base_url` is not that endpoint.
-    """
-    try:
-        cls = provider_class(job["provider"])
-    except KeyError:
-        raise ProviderError(
-            f"job {job['job_id']} names unknown provider {job['provider']!r}"
-        ) from None
-    endpoint = job_endpoint(job, context)
-    return _provider(cls, job["emulated"], endpoint, job.get("organization") or "")
-
-
-def job_endpoint(job: Job, context: Context | None = None) -> str:
-    """Return the base URL to reach `job` at, its password supplied by the run's `base_url`.
-
-    Raises:
-        ProviderError: The stored endpoint had a password and the run's `base_url` is not the
-            same URL (the message says what to pass, and holds no password).
-    """
-    stored = job["base_url"]
-    if not url_has_secret(stored) or redact_url(stored) != stored:
-        # No password, or a job recorded before passwords were masked (it holds the whole URL).
-        return stored
-    current = (context or _run_context()).base_url
-    if current and redact_url(current) == stored:
-        return current
-    name = job["job_id"] or f"intent {job['job_key']}"
-    raise ProviderError(
-        f"job {name} runs at {stored}, whose password is not stored: pass that URL in full "
-        "again (--base-url, BATCH_AGENT_BASE_URL or the run context's base_url)"
-    )
-
-
-def _run_context() -> Context:
-    """Return the context of the graph run in progress, else one from the environment."""
-    from langgraph.runtime import get_runtime
-
-    try:
-        context = get_runtime(Context).context
-    except (RuntimeError, AttributeError):  # not inside a graph run
-        return Context()
-    return context if isinstance(context, Context) else Context()
-
-
-def _provider(
-    cls: type[BatchProvider], emulated: bool, base_url: str, organization: str
-) -> BatchProvider:
-    if not organization:
-        return cls(emulated=emulated, base_url=base_url)
-    if cls.name != "openai":
-        raise InputError(
-            f"organization is an OpenAI setting; the {cls.name} provider has none",
-            source="context",
-        )
-    return cls(emulated=emulated, base_url=base_url, organization=organization)  # type: ignore[call-arg]
-
-
-def _announce_emulator(protocol: str) -> None:
-    if protocol in _announced:
-        return
-    _announced.add(protocol)
-    logger.warning(
-        "No %s set: using the offline batch emulator (%s protocol); its answers are synthetic.",
-        API_KEY_ENV[protocol],
-        protocol,
-    )
+__all__ = [
+    "API_KEY_ENV",
+    "PROVIDERS",
+    "BatchProvider",
+    "ProviderError",
+    "provider_class",
+    "provider_for_job",
+    "resolve_provider",
+]

@@ -1,7 +1,9 @@
 """The small interface every batch provider implements, and what they share.
 
-A provider turns validated requests into its batch input (`prepare`), creates the job (`submit`),
-reports its status (`status`), streams per-request outcomes (`results`) and cancels (`cancel`).
+A provider builds each request's batch input line (`line_builder`, tried with its answer parser
+by `check_ready` while planning), uploads the input and creates the job (`upload`, `create`,
+with their lookup twins `find_file`, `find_job`), reports its status (`status`), streams
+per-request outcomes (`results`) and cancels (`cancel`).
 OpenAI and Mistral share the output-line shape `{custom_id, response: {status_code, body}, error}`,
 so the line parsing lives here; building bodies and parsing bodies into `AIMessage`s is delegated
 to the matching LangChain chat model, which is what keeps batch requests and results identical to
@@ -12,6 +14,7 @@ so an answer realtime would raise for, or a line of any odd shape, fails its own
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import threading
@@ -31,15 +34,18 @@ from langchain_core.messages import AIMessage, convert_to_messages
 from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
-from agent.providers.errors import ProviderError, TransientProviderError
+from agent.error_text import exception_text
+from agent.providers.errors import ProviderError, TransientProviderError, provider_call
 from agent.providers.params import ParamRules
 from agent.requests import BatchRequest, InputError
-from agent.secrets import key_problem
+from agent.secrets import API_KEY_ENV, key_problem
 from agent.state import Counts, Job, RequestError, Usage
 from agent.statuses import JobStatus
 
 if TYPE_CHECKING:
     from agent.structured import OutputSpec
+
+logger = logging.getLogger("batch_agent")
 
 # Metadata key carrying the deterministic job key, used to find a job whose create response was lost.
 JOB_KEY_METADATA = "batch_agent_job_key"
@@ -56,18 +62,18 @@ ADOPTION_LOOKBACK_SECONDS = 7 * 86400.0
 MAX_LISTED = 10_000
 # SDK-level retries of 429/5xx/timeouts/connection errors (exponential backoff with jitter).
 SDK_MAX_RETRIES = 5
+# What a server answers for an endpoint it does not have (an OpenAI-compatible server without
+# the optional file or batch listings).
+MISSING_ENDPOINT_STATUS = frozenset({404, 405, 501})
+NO_FILE_LISTING = "each input file is uploaded without looking for an earlier upload of it"
+NO_BATCH_LISTING = (
+    "jobs are only known from the create journal (a thread that lost its database cannot adopt "
+    "the jobs it created; a create whose answer is lost stops the run rather than be resent)"
+)
+# The id of the request `check_ready` builds a line for (never sent).
+READY_PROBE_ID = "batch-agent-ready-probe"
 # A job note for a provider whose final status does not say "cancelled" (Anthropic: `ended`).
 CANCELLED_NOTE = "ended after a cancel request"
-
-
-@dataclass(frozen=True)
-class PreparedBatch:
-    """A provider-ready batch input for one job (one model)."""
-
-    model: str
-    request_ids: list[str]
-    jsonl: bytes
-    """The JSONL file content, one request per line, in input order."""
 
 
 @dataclass(frozen=True)
@@ -139,12 +145,18 @@ class LineParser(Protocol):
         """Return the token usage the provider billed for a decoded line, if it is readable."""
         ...
 
+    def check_reference(self) -> None:
+        """Parse probe answers through the reference path, raising whatever it raises.
+
+        The fast path's own self-check only disables itself when the reference fails; this
+        makes such a failure an error, asked for before anything is uploaded (`check_ready`).
+        """
+        ...
+
 
 # Error code of an answer realtime `.invoke()` raises for before any output parser runs: LangChain
 # (or, for a response format, the OpenAI SDK's `parse`) cannot turn it into an AIMessage.
 INVALID_RESPONSE = "invalid_response"
-# Exception texts are kept whole up to this length (they can embed a whole answer).
-MAX_ERROR_CHARS = 2000
 
 
 class UnusableAnswer(Exception):  # noqa: N818 (it carries an answer, it is not an error kind)
@@ -159,14 +171,6 @@ class UnusableAnswer(Exception):  # noqa: N818 (it carries an answer, it is not 
         super().__init__(str(cause))
         self.cause = cause
         self.message = message
-
-
-def exception_text(exc: BaseException) -> str:
-    """Return `"ExceptionType: text"`, as realtime would show the exception (bounded)."""
-    text = f"{type(exc).__name__}: {exc}"
-    if len(text) > MAX_ERROR_CHARS:
-        return text[: MAX_ERROR_CHARS - 1] + "…"
-    return text
 
 
 def read_outcome(parser: LineParser, raw: bytes, job_id: str) -> RequestOutcome:
@@ -270,7 +274,7 @@ def chat_completion_usage(line: Any) -> Usage | None:
 
 
 class BatchProvider(ABC):
-    """Interface of a batch provider: prepare, upload/create (submit), status, results, cancel.
+    """Interface of a batch provider: build lines, upload/create (submit), status, results, cancel.
 
     Submission is split in two calls, each with a lookup twin, so neither a crash between any
     two steps nor an answer lost on the way ever creates a second job: `find_file` finds an
@@ -300,7 +304,6 @@ class BatchProvider(ABC):
     def sdk_endpoint(
         self,
         emulator_prefix: str,
-        key_env: str,
         http_client: httpx2.Client | None,
         default_client: Callable[[], httpx2.Client] | None = None,
     ) -> tuple[str | None, str, httpx2.Client | None]:
@@ -323,6 +326,7 @@ class BatchProvider(ABC):
                 "emulator",
                 http_client or emulator_http_client(),
             )
+        key_env = API_KEY_ENV[self.name]
         key = os.environ.get(key_env)
         problem = key_problem(key_env, key) if key else None
         if problem is not None:
@@ -352,17 +356,105 @@ class BatchProvider(ABC):
         """Return the LangChain chat model whose realtime calls this provider's lines reproduce."""
         raise NotImplementedError(f"{self.name} has no chat model for tools or response schemas")
 
-    def prepare(
-        self,
-        requests: list[BatchRequest],
-        model: str,
-        params: dict[str, Any],
-        spec: OutputSpec | None = None,
-    ) -> PreparedBatch:
-        """Build the whole batch input for `requests` in memory (small batches, tests)."""
-        build = line_builder_for(self, model, params, spec)
-        jsonl = b"".join(build(r) for r in requests)
-        return PreparedBatch(model=model, request_ids=[r.id for r in requests], jsonl=jsonl)
+    def lacks_listing(self, exc: ProviderError, listing: str, fallback: str) -> bool:
+        """Tell whether `exc` says the server has no such listing; if so, warn once what is done.
+
+        File and batch listings are optional on OpenAI-compatible servers (a 404, 405 or 501);
+        without them, lookups fall back to what needs none (see each caller).
+
+        Args:
+            exc: The error a listing call raised.
+            listing: What was listed ("files", "batches").
+            fallback: What is done instead, for the warning.
+        """
+        if exc.status_code not in MISSING_ENDPOINT_STATUS:
+            return False
+        where = (self.name, self.base_url, listing)
+        with _warned_lock:
+            first = where not in _warned_listings
+            _warned_listings.add(where)
+        if first:
+            logger.warning(
+                "%s at %s does not list %s (HTTP %s): %s",
+                self.name,
+                self.base_url or "its default endpoint",
+                listing,
+                exc.status_code,
+                fallback,
+            )
+        return True
+
+    def check_ready(
+        self, model: str, params: dict[str, Any], spec: OutputSpec | None = None
+    ) -> Callable[[BatchRequest], bytes]:
+        """Build a job's line builder and answer parser and try both, before anything is paid for.
+
+        Both call private methods of the LangChain chat model and the SDK
+        (`_get_request_payload`, `_create_chat_result`, `_format_output`, ...; the list is
+        `tests/unit_tests/test_private_api_contract.py`). A release that renamed one would
+        otherwise surface only at collect, once the batch had run and been billed, failing
+        every answer. Planning calls this once per run, before any upload.
+
+        Args:
+            model: The model of the run's chat model object.
+            params: The run's settings of that model (`Job.params`).
+            spec: The request set's tools / response schema, if any.
+
+        Returns:
+            The line builder (`line_builder_for`), to build the job's lines with.
+
+        Raises:
+            InputError: The chat model refuses the settings or the spec, or the installed
+                LangChain / SDK versions cannot build a line or parse an answer (naming the
+                exception); nothing has been uploaded.
+        """
+        try:
+            build = line_builder_for(self, model, params, spec)
+            try:
+                build(BatchRequest(READY_PROBE_ID, [{"role": "user", "content": "ping"}], {}))
+            except InputError:
+                pass  # a refusal of every request of the run: the first one is refused by its id
+            parser_for(self, model, params, spec).check_reference()
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (whatever a changed library raises)
+            raise InputError(
+                f"the installed libraries cannot build {self.name} batch lines or parse their "
+                f"answers as realtime does ({exception_text(exc)}); nothing was uploaded: "
+                "install the versions pyproject.toml names",
+                source=self.name,
+            ) from exc
+        return build
+
+    def model_served(self, model: str) -> bool | None:
+        """Ask the provider whether it serves `model`.
+
+        The in-process emulator (no key) is answered by its own rule without a call, so that a
+        plan or a refused input still makes no provider call at all; the emulator over HTTP
+        answers `GET /models/{id}` by the same rule (`agent.emulator.model_routes`).
+
+        Returns:
+            True when it does, False when the lookup answers 404, None when nothing is known:
+            the server has no model lookup, or the lookup failed (a key, the network), which
+            the calls that follow will report if it persists.
+        """
+        if self.emulated:
+            from agent.emulator.model_routes import emulator_serves
+
+            return emulator_serves(model)
+        try:
+            with provider_call(self.name, f"look up model {model!r}"):
+                self.retrieve_model(model)
+        except ProviderError as exc:
+            if exc.status_code == 404:
+                return False
+            logger.info("%s: could not look up model %r: %s", self.name, model, exc)
+            return None
+        return True
+
+    @abstractmethod
+    def retrieve_model(self, model: str) -> None:
+        """Retrieve `model` through the SDK (`client.models.retrieve`); raise what it raises."""
 
     def model_profile(self, model: str) -> dict[str, Any] | None:
         """Return LangChain's profile of `model` (context window, ...), None if unknown."""
@@ -459,15 +551,7 @@ class BatchProvider(ABC):
         `spec` is the request set's tools / response schema, which some providers' realtime
         parsing depends on (OpenAI parses answers to a response format differently).
         """
-        if spec is None:
-            parser = self.message_parser(job_chat_model(job), params=job["params"])
-        else:
-            _check_spec_support(self)
-            parser = self.message_parser(
-                job_chat_model(job),
-                spec=spec,  # type: ignore[call-arg]
-                params=job["params"],
-            )
+        parser = parser_for(self, job_chat_model(job), job["params"], spec)
         job_id = str(job["job_id"])
         for file_id in (job["output_file_id"], job["error_file_id"]):
             if file_id:
@@ -488,6 +572,24 @@ class BatchProvider(ABC):
 REFUSED_STATUS = frozenset({429, 529})
 _T = TypeVar("_T")
 _Item = TypeVar("_Item")
+
+
+def lost_create_unresolvable(
+    provider: BatchProvider, job: Job, exc: ProviderError
+) -> ProviderError:
+    """Return the error that stops a lost create's lookup on a server without a batch listing.
+
+    The create was sent, its answer never came, and only a listing could tell whether it made
+    a job: sending it again could pay for the batch twice, so nothing is sent again.
+    """
+    return ProviderError(
+        f"{provider.name}: a create for job key {job['job_key']} was sent but its answer was "
+        f"lost, and the server has no batch listing (HTTP {exc.status_code}) to tell whether it "
+        "made the job; nothing was sent again, so no batch is paid for twice. If the server "
+        f"shows no batch with metadata {JOB_KEY_METADATA}={job['job_key']}, send the requests "
+        "on a new thread",
+        status_code=exc.status_code,
+    )
 
 
 def send_once(
@@ -555,6 +657,9 @@ def bounded_listing(
         yield item
 
 
+# The (provider, endpoint, listing) triples already warned about (`lacks_listing`).
+_warned_listings: set[tuple[str, str, str]] = set()
+_warned_lock = threading.Lock()
 _shared_clients: dict[str, Any] = {}
 _shared_clients_lock = threading.Lock()
 _ClientT = TypeVar("_ClientT", httpx2.Client, httpx2.AsyncClient)
@@ -606,6 +711,20 @@ def line_builder_for(
     return provider.line_builder(model, params, spec)  # type: ignore[call-arg]
 
 
+def parser_for(
+    provider: BatchProvider, model: str, params: Mapping[str, Any], spec: OutputSpec | None
+) -> LineParser:
+    """Return `provider.message_parser(model, params=params)`, with the set's spec if it has one.
+
+    Raises:
+        InputError: The request set has tools or a response schema the provider cannot take.
+    """
+    if spec is None:
+        return provider.message_parser(model, params=params)
+    _check_spec_support(provider)
+    return provider.message_parser(model, spec=spec, params=params)  # type: ignore[call-arg]
+
+
 def job_chat_model(job: Job) -> str:
     """Return the model of the chat model object that builds `job`'s lines and parses its answers.
 
@@ -629,11 +748,6 @@ def _check_spec_support(provider: BatchProvider) -> None:
             f"the {provider.name} provider does not support tools or a response schema yet",
             source="input",
         )
-
-
-def to_jsonl(lines: Iterable[dict[str, Any]]) -> bytes:
-    """Serialise batch lines as compact JSONL."""
-    return b"".join(jsonl_line(line) for line in lines)
 
 
 def nonblank_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:

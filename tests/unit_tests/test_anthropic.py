@@ -24,10 +24,11 @@ from agent.context import Context
 from agent.emulator import emulator_http_client, list_jobs, read_access_log
 from agent.graph import build_graph
 from agent.planning import new_intent
-from agent.providers.anthropic import AnthropicProvider, InlineRequests
+from agent.providers.anthropic import AnthropicProvider
+from agent.providers.anthropic.provider import InlineRequests
 from agent.providers.base import JOB_KEY_METADATA
 from agent.requests import BatchRequest, InputError
-from tests.support import FAST_POLLING, assert_all_accounted, run_with_wait_budget
+from tests.support import FAST_POLLING, assert_all_accounted, built_lines, run_with_wait_budget
 
 MODEL = "claude-haiku-4-5"
 MESSAGE_SETS: list[list[dict[str, Any]]] = [
@@ -153,8 +154,8 @@ def test_batch_params_equal_the_realtime_body(
 ) -> None:
     realtime_body, _ = _realtime(messages, ctor, call, monkeypatch)
     provider = AnthropicProvider(emulated=False, base_url="http://unused.invalid")
-    batch = provider.prepare([BatchRequest("r1", messages, call)], MODEL, ctor)
-    (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
+    batch = built_lines(provider, [BatchRequest("r1", messages, call)], MODEL, ctor)
+    (line,) = [json.loads(raw) for raw in batch.splitlines()]
     assert set(line) == {"custom_id", "params"} and line["custom_id"] == "r1"
     assert "stream" not in realtime_body
     assert line["params"] == realtime_body
@@ -172,7 +173,7 @@ def test_the_create_call_sends_the_realtime_bodies_inline(
     )
     requests = [BatchRequest(f"r{i}", m, {}) for i, m in enumerate(MESSAGE_SETS)]
     spool = tmp_path / "job.jsonl"
-    spool.write_bytes(provider.prepare(requests, MODEL, {}).jsonl)
+    spool.write_bytes(built_lines(provider, requests, MODEL, {}))
     file_id = provider.upload(spool, "batch-agent-k.jsonl")
     job = provider.create(
         file_id, model=MODEL, completion_window="24h", metadata={JOB_KEY_METADATA: "k"}
@@ -484,7 +485,7 @@ def _make_batch(provider: AnthropicProvider, tmp_path: Path, ids: list[str], key
     """Create a batch of `ids` as job `key` would (the key travels in its custom ids)."""
     requests = [BatchRequest(i, [{"role": "user", "content": f"hi {i}"}], {}) for i in ids]
     spool = tmp_path / f"{key}.jsonl"
-    spool.write_bytes(provider.prepare(requests, MODEL, {}).jsonl)
+    spool.write_bytes(built_lines(provider, requests, MODEL, {}))
     file_id = provider.upload(spool, f"batch-agent-{key}.jsonl")
     metadata = {JOB_KEY_METADATA: key}
     return provider.create(file_id, model=MODEL, completion_window="24h", metadata=metadata).job_id
@@ -557,9 +558,9 @@ def test_any_user_id_works_it_is_not_what_anthropic_is_sent() -> None:
             "takes no parameter bogus_option",
         ),
         (
-            [{"id": "a", "prompt": "x", "params": {"model": "claude-imaginary-9"}}],
+            [{"id": "a", "prompt": "x", "params": {"model": "claude-no-such-model-9"}}],
             {},
-            "unknown model 'claude-imaginary-9' for anthropic",
+            "unknown model 'claude-no-such-model-9' for anthropic",
         ),
     ],
     ids=["window", "unknown-param", "unknown-model"],

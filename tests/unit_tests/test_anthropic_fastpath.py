@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
 
-from agent.providers import anthropic as anthropic_provider
-from agent.providers.anthropic_fastpath import AnthropicBodyBuilder, AnthropicMessageParser
+from agent.providers.anthropic import reference as anthropic_reference
+from agent.providers.anthropic.fast import AnthropicBodyBuilder, AnthropicMessageParser
+from agent.providers.anthropic.provider import AnthropicProvider
 from agent.providers.base import jsonl_line
 from agent.requests import BatchRequest, InputError
 from agent.structured import OutputSpec
@@ -34,12 +35,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def ref_body(ctx: dict[str, Any], request: BatchRequest) -> dict[str, Any]:
-    return anthropic_provider.request_params(anthropic_provider.chat_model(MODEL, ctx), request)
+    return anthropic_reference.request_params(anthropic_reference.chat_model(MODEL, ctx), request)
 
 
 def ref_message(message: dict[str, Any], key: str) -> AIMessage:
-    llm = anthropic_provider.chat_model(MODEL, {})
-    return anthropic_provider.parse_message(llm, copy.deepcopy(message), key)
+    llm = anthropic_reference.chat_model(MODEL, {})
+    return anthropic_reference.parse_message(llm, copy.deepcopy(message), key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,10 +185,10 @@ def test_a_spec_sends_every_request_through_the_reference() -> None:
     builder = AnthropicBodyBuilder(MODEL, {}, spec)
     request = BatchRequest("r1", [{"role": "user", "content": "hi"}], {})
     assert not builder.fast_enabled
-    llm = anthropic_provider.chat_model(MODEL, {})
+    llm = anthropic_reference.chat_model(MODEL, {})
     from agent.structured import bind_kwargs
 
-    expected = anthropic_provider.request_params(llm, request, bind_kwargs(llm, spec))
+    expected = anthropic_reference.request_params(llm, request, bind_kwargs(llm, spec))
     assert "tools" in expected
     assert_same_body(builder.build(request), expected)
 
@@ -266,7 +267,7 @@ def result_messages(draw: st.DrawFn) -> dict[str, Any]:
 
 custom_ids = st.one_of(st.text(min_size=1, max_size=20), st.sampled_from(["r1", "t-42", "é/ü"]))
 PARSER = AnthropicMessageParser(MODEL)
-REFERENCE = anthropic_provider.AnthropicLineParser(MODEL)
+REFERENCE = anthropic_reference.AnthropicLineParser(MODEL)
 
 
 def test_parser_self_check_passes() -> None:
@@ -408,9 +409,7 @@ def test_unhandled_results_fall_back_and_equal_reference(name: str) -> None:
 
 
 def test_the_provider_uses_the_fast_paths() -> None:
-    provider = anthropic_provider.AnthropicProvider(
-        emulated=False, base_url="http://unused.invalid"
-    )
+    provider = AnthropicProvider(emulated=False, base_url="http://unused.invalid")
     parser = provider.message_parser(MODEL)
     assert isinstance(parser, AnthropicMessageParser) and parser.fast_enabled
     build = provider.line_builder(MODEL, {"max_tokens": 32})

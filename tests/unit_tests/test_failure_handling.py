@@ -224,9 +224,9 @@ BAD_INPUT = [
     ([{"id": "a", "messages": [{"role": "wizard", "content": "x"}]}], {}, "invalid role 'wizard'"),
     ([{"id": "a", "messages": [{"role": "user", "content": "   "}]}], {}, "empty content"),
     (
-        [{"id": "a", "prompt": "x", "params": {"model": "gpt-imaginary-9"}}],
+        [{"id": "a", "prompt": "x", "params": {"model": "gpt-no-such-model-9"}}],
         {},
-        "unknown model 'gpt-imaginary-9' for openai",
+        "unknown model 'gpt-no-such-model-9' for openai",
     ),
     (
         [{"id": "big", "prompt": "word " * 140_000}],

@@ -21,17 +21,12 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from agent.providers import mistral as mistral_provider
-from agent.providers import openai as openai_provider
-from agent.providers.base import finish_message, parse_output_line
-from agent.providers.fastpath import (
-    MistralBodyBuilder,
-    MistralMessageParser,
-    OpenAIBodyBuilder,
-    OpenAIMessageParser,
-    message_dump,
-    message_id,
-)
+from agent.providers.base import finish_message, message_dump, parse_output_line
+from agent.providers.fast import message_id
+from agent.providers.mistral import reference as mistral_reference
+from agent.providers.mistral.fast import MistralBodyBuilder, MistralMessageParser
+from agent.providers.openai import reference as openai_reference
+from agent.providers.openai.fast import OpenAIBodyBuilder, OpenAIMessageParser
 from agent.requests import BatchRequest
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -48,21 +43,21 @@ pytestmark = pytest.mark.filterwarnings("ignore:WARNING!:UserWarning")
 
 
 def ref_openai_body(model: str, ctx: dict[str, Any], request: BatchRequest) -> dict[str, Any]:
-    return openai_provider.request_body(openai_provider.chat_model(model, ctx), request)
+    return openai_reference.request_body(openai_reference.chat_model(model, ctx), request)
 
 
 def ref_mistral_body(model: str, ctx: dict[str, Any], request: BatchRequest) -> dict[str, Any]:
-    return mistral_provider.request_body(mistral_provider.chat_model(model, ctx), request)
+    return mistral_reference.request_body(mistral_reference.chat_model(model, ctx), request)
 
 
 def ref_openai_message(model: str, body: dict[str, Any], key: str) -> AIMessage:
-    llm = openai_provider.chat_model(model, {})
-    result = llm._create_chat_result(openai_provider.parse_completion(copy.deepcopy(body)))
+    llm = openai_reference.chat_model(model, {})
+    result = llm._create_chat_result(openai_reference.parse_completion(copy.deepcopy(body)))
     return finish_message(llm, result, key)
 
 
 def ref_mistral_message(model: str, body: dict[str, Any], key: str) -> AIMessage:
-    llm = mistral_provider.chat_model(model, {})
+    llm = mistral_reference.chat_model(model, {})
     return finish_message(llm, llm._create_chat_result(copy.deepcopy(body)), key)
 
 

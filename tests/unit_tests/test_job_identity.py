@@ -8,6 +8,7 @@ connection. Every test counts what the emulator holds (its jobs, its access log)
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import time
@@ -22,6 +23,7 @@ from langgraph.store.memory import InMemoryStore
 
 from agent.context import Context
 from agent.emulator import list_jobs, read_access_log, running_emulator
+from agent.emulator.faults import FAULTS_ENV
 from agent.graph import build_graph
 from agent.providers.base import bounded_listing
 from agent.providers.mistral import MistralProvider
@@ -105,9 +107,56 @@ def test_a_create_whose_answer_is_lost_is_never_sent_again(
         proxy.fail("POST", CREATE_PATH[provider], action)  # type: ignore[arg-type]
         values = Graph().run("t", RECORDS, _context(provider, proxy.url))
     assert values["status"] == "completed", values.get("error")
+    _assert_one_job_per_part(values, state_dir, provider, proxy)
+
+
+@pytest.mark.parametrize("action", ["502_after", "drop_after"])
+@pytest.mark.parametrize("provider", ["openai", "mistral"])
+def test_a_lost_create_on_a_server_without_listings_is_not_sent_again(
+    served: tuple[str, Path], provider: str, action: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a batch listing nothing can tell whether the lost create made a job: stop."""
+    url, state_dir = served
+    monkeypatch.setenv(FAULTS_ENV, "no_listing=1")
+    with FaultProxy(url) as proxy:
+        proxy.fail("POST", CREATE_PATH[provider], action)  # type: ignore[arg-type]
+        values = Graph().run("t", RECORDS, _context(provider, proxy.url))
+    assert values["status"] == "error"
+    assert "answer was lost" in values["error"] and "nothing was sent again" in values["error"]
+    # The lost create made a job; it was sent once, and no other create followed it.
+    assert proxy.count("POST", CREATE_PATH[provider]) == 1
+    assert len(_jobs(state_dir, provider)) == 1
+
+
+@pytest.mark.parametrize("listings", ["listed", "no listings"])
+@pytest.mark.parametrize("provider", ["openai", "mistral"])
+def test_a_server_without_listings_runs_with_one_warning(
+    served: tuple[str, Path],
+    provider: str,
+    listings: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """File and batch listings are optional: without them a run uploads and creates plainly."""
+    url, state_dir = served
+    if listings == "no listings":
+        monkeypatch.setenv(FAULTS_ENV, "no_listing=1")
+    with FaultProxy(url) as proxy, caplog.at_level(logging.WARNING, logger="batch_agent"):
+        values = Graph().run("t", RECORDS, _context(provider, proxy.url))
+    assert values["status"] == "completed", values.get("error")
+    _assert_one_job_per_part(values, state_dir, provider, proxy)
+    assert proxy.count("POST", UPLOAD_PATH[provider]) == PARTS
+    warned = [r.getMessage() for r in caplog.records if "does not list files" in r.getMessage()]
+    assert len(warned) == (1 if listings == "no listings" else 0)
+
+
+def _assert_one_job_per_part(
+    values: dict[str, Any], state_dir: Path, provider: str, proxy: FaultProxy
+) -> None:
+    """Every request succeeded, in one job per planned part, each created once."""
     assert_all_accounted(values, RECORDS)
     assert all(r["status"] == "succeeded" for r in values["results"])
-    # One job per planned part, each sent once: the lost one was found, not created again.
+    # One job per planned part, each sent once: a lost one was found, not created again.
     assert len(_jobs(state_dir, provider)) == len(values["jobs"]) == PARTS
     assert proxy.count("POST", CREATE_PATH[provider]) == PARTS
     assert sorted(j["job_id"] for j in values["jobs"]) == sorted(
@@ -115,17 +164,23 @@ def test_a_create_whose_answer_is_lost_is_never_sent_again(
     )
 
 
+@pytest.mark.parametrize("listings", ["listed", "no listings"])
 @pytest.mark.parametrize("provider", ["openai", "mistral"])
 def test_an_upload_whose_answer_is_lost_is_found_not_sent_again(
-    served: tuple[str, Path], provider: str
+    served: tuple[str, Path], provider: str, listings: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, state_dir = served
+    if listings == "no listings":
+        monkeypatch.setenv(FAULTS_ENV, "no_listing=1")
     with FaultProxy(url) as proxy:
         proxy.fail("POST", UPLOAD_PATH[provider], "502_after")
         values = Graph().run("t", RECORDS, _context(provider, proxy.url))
     assert values["status"] == "completed", values.get("error")
     assert_all_accounted(values, RECORDS)
-    assert proxy.count("POST", UPLOAD_PATH[provider]) == PARTS  # no second upload of any file
+    # Found by its name, not sent again; a server that cannot list files gets it twice (a
+    # second copy of a file, never a second job).
+    uploads = PARTS if listings == "listed" else PARTS + 1
+    assert proxy.count("POST", UPLOAD_PATH[provider]) == uploads
     assert len(_jobs(state_dir, provider)) == PARTS
 
 

@@ -22,6 +22,7 @@ from agent.model_spec import spec_from_chat_model
 from agent.planning import intents_for, plan_requests, spool_path
 from agent.requests import BatchRequest, InputError
 from agent.structured import OutputSpec
+from tests.support import built_lines
 from tests.unit_tests.test_structured_parity import CASES, MESSAGES, SCHEMA, TOOLS
 
 
@@ -97,13 +98,14 @@ def test_batch_from_spec_sends_the_realtime_body(
     assert spec["params"]["temperature"] == 0.3 and spec["params"]["max_tokens"] == 50
     assert (wrapper == "plain") == (OutputSpec.from_values(spec) is None)
 
-    batch = case.provider(None).prepare(
+    batch = built_lines(
+        case.provider(None),
         [BatchRequest("r1", MESSAGES, spec["request_params"])],
         spec["model"],
         {**spec["settings"], **spec["params"]},
         OutputSpec.from_values(spec),
     )
-    (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
+    (line,) = [json.loads(raw) for raw in batch.splitlines()]
     assert case.body_of(line) == _realtime_body(provider, wrap, monkeypatch)
 
 

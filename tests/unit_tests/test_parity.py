@@ -26,6 +26,7 @@ from agent.providers.base import BatchProvider, job_chat_model, job_line_builder
 from agent.providers.mistral import MistralProvider
 from agent.providers.openai import OpenAIProvider
 from agent.requests import BatchRequest, InputError
+from tests.support import built_lines
 
 MESSAGE_SETS: list[list[dict[str, Any]]] = [
     [{"role": "user", "content": "Classify: my invoice is wrong"}],
@@ -183,8 +184,8 @@ def test_openai_batch_body_equals_realtime_body(
 ) -> None:
     realtime_body, _ = _realtime_openai(messages, ctor, call)
     provider = OpenAIProvider(emulated=False, base_url="http://unused.invalid/v1")
-    batch = provider.prepare([BatchRequest("r1", messages, call)], "gpt-4o-mini", ctor)
-    (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
+    batch = built_lines(provider, [BatchRequest("r1", messages, call)], "gpt-4o-mini", ctor)
+    (line,) = [json.loads(raw) for raw in batch.splitlines()]
     assert (
         line["custom_id"] == "r1"
         and line["method"] == "POST"
@@ -203,8 +204,10 @@ def test_mistral_batch_body_equals_realtime_body(
 ) -> None:
     realtime_body, _ = _realtime_mistral(messages, ctor, call)
     provider = MistralProvider(emulated=False, base_url="http://unused.invalid")
-    batch = provider.prepare([BatchRequest("r1", messages, call)], "mistral-small-latest", ctor)
-    (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
+    batch = built_lines(
+        provider, [BatchRequest("r1", messages, call)], "mistral-small-latest", ctor
+    )
+    (line,) = [json.loads(raw) for raw in batch.splitlines()]
     assert set(line) == {"custom_id", "body"} and line["custom_id"] == "r1"
     assert realtime_body.pop("stream") is False
     assert line["body"] == realtime_body
@@ -298,8 +301,8 @@ def test_openai_request_options_reach_the_body_as_the_sdk_sends_them(
     realtime_body, _ = _realtime_openai(messages, ctor, call)
     assert realtime_body.pop("stream") is False
     provider = OpenAIProvider(emulated=False, base_url="http://unused.invalid/v1")
-    batch = provider.prepare([BatchRequest("r1", messages, call)], "gpt-4o-mini", ctor)
-    (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
+    batch = built_lines(provider, [BatchRequest("r1", messages, call)], "gpt-4o-mini", ctor)
+    (line,) = [json.loads(raw) for raw in batch.splitlines()]
     assert line["body"] == realtime_body
     assert not {"extra_body", "timeout"} & line["body"].keys()
 
@@ -329,7 +332,7 @@ def test_openai_headers_and_query_a_batch_line_cannot_carry_are_refused(
     provider = OpenAIProvider(emulated=False, base_url="http://unused.invalid/v1")
     (name,) = option
     with pytest.raises(InputError, match=rf"{name} travel as HTTP headers.*request id 'r7'"):
-        provider.prepare([BatchRequest("r7", MESSAGE_SETS[0], option)], "gpt-4o-mini", {})
+        built_lines(provider, [BatchRequest("r7", MESSAGE_SETS[0], option)], "gpt-4o-mini", {})
 
 
 STOPS = st.one_of(st.none(), st.lists(st.sampled_from(["\n", "END", "###"]), max_size=2))
@@ -349,8 +352,10 @@ def test_mistral_stop_is_sent_as_realtime_sends_it(
     realtime_body, _ = _realtime_mistral(messages, ctor, call)
     assert realtime_body.pop("stream") is False
     provider = MistralProvider(emulated=False, base_url="http://unused.invalid")
-    batch = provider.prepare([BatchRequest("r1", messages, call)], "mistral-small-latest", ctor)
-    (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
+    batch = built_lines(
+        provider, [BatchRequest("r1", messages, call)], "mistral-small-latest", ctor
+    )
+    (line,) = [json.loads(raw) for raw in batch.splitlines()]
     assert line["body"] == realtime_body
 
 

@@ -63,3 +63,115 @@ def test_env_example_has_keys_but_no_values() -> None:
         if line and not line.startswith("#"):
             name, _, value = line.partition("=")
             assert value == "", f"{name} must not carry a value in .env.example"
+
+
+def _agent_imports() -> dict[str, set[str]]:
+    """Return `{module: modules of agent/ it imports}`, from every import statement in the code.
+
+    Imports inside functions and under `TYPE_CHECKING` count too: a lazy import is still a
+    dependency, and a cycle through one is only hidden until the code is reshaped. `from
+    agent.x import y` is an edge to the module `agent.x.y` when there is one, else to `agent.x`.
+    """
+    import ast
+
+    modules: dict[str, Path] = {}
+    for path in (ROOT / "agent").rglob("*.py"):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    edges: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                targets = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                    for alias in node.names
+                ]
+            edges[name].update(t for t in targets if t in modules and t != name)
+    return edges
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Return the import cycles of `edges` (strongly connected groups of two or more modules)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's algorithm
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(edges[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_agent_has_no_import_cycles() -> None:
+    """Every dependency inside agent/ runs one way, lazy and type-only imports included."""
+    edges = _agent_imports()
+    assert "agent.providers.base" in edges["agent.planning"]  # the walk sees the imports
+    assert _cycles(edges) == []
+
+
+def test_import_cycles_are_detected() -> None:
+    """The cycle finder itself: a loop through three modules is reported, a chain is not."""
+    chain = {"a": {"b"}, "b": {"c"}, "c": set()}
+    assert _cycles(chain) == []
+    assert _cycles({**chain, "c": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_provider_imports_another() -> None:
+    """A provider package uses the shared kit (base, fast, params, settings), never a sibling."""
+    names = ("openai", "mistral", "anthropic")
+    for module, imported in _agent_imports().items():
+        for name in names:
+            if module.startswith(f"agent.providers.{name}"):
+                others = [
+                    target
+                    for target in imported
+                    for other in names
+                    if other != name and target.startswith(f"agent.providers.{other}")
+                ]
+                assert others == [], f"{module} imports {others}"
+
+
+def test_importing_one_provider_loads_no_other_sdk() -> None:
+    """`import agent.providers.openai` pulls in neither the Mistral nor the Anthropic SDK."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, agent.providers.openai; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'mistralai', 'anthropic', 'langchain_mistralai', 'langchain_anthropic'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "[]"

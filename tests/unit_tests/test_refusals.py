@@ -22,7 +22,7 @@ from agent.emulator import read_access_log
 from agent.graph import build_graph
 from agent.planning import plan_requests
 from agent.providers import provider_class
-from agent.requests import InputError, iter_file_requests, load_requests
+from agent.requests import InputError, iter_file_requests
 
 
 def _write(tmp_path: Path, records: list[dict[str, Any]], name: str = "in.jsonl") -> Path:
@@ -98,7 +98,7 @@ def test_tool_message_without_tool_call_id_is_a_sentence(tmp_path: Path) -> None
     ]
     path = _write(tmp_path, [GOOD, {"id": "conv", "messages": conversation}])
     with pytest.raises(InputError) as caught:
-        load_requests(path)
+        list(iter_file_requests(path))
     assert str(caught.value) == (
         "in.jsonl:2: message 2 has role 'tool' but no 'tool_call_id' (the id of the "
         "assistant's tool call it answers) (request id 'conv')"
@@ -201,3 +201,50 @@ def test_a_bad_environment_setting_names_its_variable(
     with pytest.raises(InputError) as caught:
         Context()
     assert str(caught.value).startswith(message)
+
+
+# Real models newer than LangChain's profile data (the profile lists neither).
+UNPROFILED_MODELS = ["claude-opus-4-1", "claude-3-5-haiku-latest"]
+
+
+@pytest.mark.parametrize("model", UNPROFILED_MODELS)
+def test_a_served_model_unknown_to_the_profiles_is_planned(tmp_path: Path, model: str) -> None:
+    chosen = provider_class("anthropic")(emulated=True, base_url="")
+    assert chosen.model_profile(model) is None
+    path = _write(tmp_path, [GOOD])
+    plan = plan_requests(iter_file_requests(path), provider=chosen, context=Context(model=model))
+    assert [job.model for job in plan.jobs] == [model]
+    plan.discard()
+
+
+@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic"])
+def test_the_provider_is_asked_whether_it_serves_a_model(
+    tmp_path: Path, provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a key, the model lookup (`models.retrieve`) decides, before anything is uploaded."""
+    from agent.emulator import running_emulator
+    from agent.providers import API_KEY_ENV
+
+    monkeypatch.setenv(API_KEY_ENV[provider], "sk-test-key-1234")
+    prefix = {"openai": "/openai/v1", "mistral": "/mistral", "anthropic": "/anthropic"}[provider]
+    path = _write(
+        tmp_path, [GOOD, {"id": "new", "prompt": "hi", "params": {"model": "brand-new-1"}}]
+    )
+    with running_emulator(tmp_path / "served") as url:
+        chosen = provider_class(provider)(emulated=False, base_url=url + prefix)
+        plan_requests(iter_file_requests(path), provider=chosen, context=Context()).discard()
+        bad = _write(
+            tmp_path, [GOOD, {"id": "x", "prompt": "hi", "params": {"model": "gpt-no-such-model"}}]
+        )
+        with pytest.raises(InputError) as caught:
+            plan_requests(iter_file_requests(bad), provider=chosen, context=Context())
+        calls = read_access_log(tmp_path / "served")
+    message = str(caught.value)
+    assert message.startswith("in.jsonl:2: unknown model 'gpt-no-such-model'"), message
+    assert "--check-models/--no-check-models" in message and "check_models" in message
+    # Only the models the profiles do not list are looked up; nothing was uploaded.
+    assert chosen.model_profile(chosen.default_model) is not None
+    assert [(c["method"], c["path"].rpartition("/")[2], c["status"]) for c in calls] == [
+        ("GET", "brand-new-1", 200),
+        ("GET", "gpt-no-such-model", 404),
+    ]

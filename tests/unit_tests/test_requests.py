@@ -10,7 +10,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.requests import InputError, load_requests, normalise_input, with_system_prompt
+from agent.requests import (
+    BatchRequest,
+    InputError,
+    iter_file_requests,
+    iter_validated,
+    iter_with_system_prompt,
+)
+
+
+def _read(path: Path) -> list[BatchRequest]:
+    """Read a request file as the CLI and the graph do (`iter_file_requests`), to the end."""
+    return list(iter_file_requests(path))
+
+
+def _validated(records: list[Any]) -> list[BatchRequest]:
+    """Validate inline records as the graph does (record numbers stand in for lines)."""
+    return list(iter_validated(enumerate(records, start=1), source="input"))
+
+
+def _with_system(requests: list[BatchRequest], system_prompt: str) -> list[BatchRequest]:
+    return list(iter_with_system_prompt(requests, system_prompt))
 
 
 def _write(tmp_path: Path, name: str, lines: list[str]) -> Path:
@@ -49,7 +69,7 @@ def test_all_three_jsonl_forms_and_params(tmp_path: Path) -> None:
             ),
         ],
     )
-    a, b, c = load_requests(path)
+    a, b, c = _read(path)
     assert (a.id, a.messages, a.params) == (
         "a",
         [{"role": "user", "content": "hi"}],
@@ -61,7 +81,7 @@ def test_all_three_jsonl_forms_and_params(tmp_path: Path) -> None:
 
 def test_txt_one_prompt_per_line_ids_by_line_number(tmp_path: Path) -> None:
     path = _write(tmp_path, "in.txt", ["first", "", "third"])
-    assert [(r.id, r.messages[0]["content"]) for r in load_requests(path)] == [
+    assert [(r.id, r.messages[0]["content"]) for r in _read(path)] == [
         ("line-1", "first"),
         ("line-3", "third"),
     ]
@@ -154,22 +174,22 @@ def test_txt_one_prompt_per_line_ids_by_line_number(tmp_path: Path) -> None:
 )
 def test_bad_input_names_line_and_id(tmp_path: Path, lines: list[str], expected: str) -> None:
     with pytest.raises(InputError) as info:
-        load_requests(_write(tmp_path, "in.jsonl", lines))
+        _read(_write(tmp_path, "in.jsonl", lines))
     assert str(info.value).startswith(expected)
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="file not found"):
-        load_requests(tmp_path / "nope.jsonl")
+        _read(tmp_path / "nope.jsonl")
 
 
 def test_graph_input_uses_record_numbers() -> None:
     with pytest.raises(InputError, match=r"^input:2: duplicate id"):
-        normalise_input([{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}])
+        _validated([{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}])
 
 
 def test_system_prompt_only_where_none_is_given() -> None:
-    plain, own = normalise_input(
+    plain, own = _validated(
         [
             {"id": "a", "prompt": "x"},
             {
@@ -181,7 +201,7 @@ def test_system_prompt_only_where_none_is_given() -> None:
             },
         ]
     )
-    plain, own = with_system_prompt([plain, own], "be brief")
+    plain, own = _with_system([plain, own], "be brief")
     assert plain.messages[0] == {"role": "system", "content": "be brief"}
     assert own.messages[0]["content"] == "mine" and len(own.messages) == 2
 
@@ -213,13 +233,13 @@ def test_a_byte_order_mark_and_crlf_are_read_as_plain_utf8(tmp_path: Path) -> No
     records = b'{"id": "a", "prompt": "caf\xc3\xa9"}\r\n{"id": "b", "prompt": "y"}\r\n'
     jsonl = tmp_path / "in.jsonl"
     jsonl.write_bytes(b"\xef\xbb\xbf" + records)
-    assert [(r.id, r.messages[0]["content"]) for r in load_requests(jsonl)] == [
+    assert [(r.id, r.messages[0]["content"]) for r in _read(jsonl)] == [
         ("a", "café"),
         ("b", "y"),
     ]
     txt = tmp_path / "in.txt"
     txt.write_bytes(b"\xef\xbb\xbfhello\r\nworld\r\n")
-    assert [(r.id, r.messages[0]["content"]) for r in load_requests(txt)] == [
+    assert [(r.id, r.messages[0]["content"]) for r in _read(txt)] == [
         ("line-1", "hello"),
         ("line-2", "world"),
     ]
@@ -231,7 +251,7 @@ def test_text_that_is_not_utf8_names_file_line_and_byte(tmp_path: Path, name: st
     second = b'{"id": "b", "prompt": "caf\xe9"}' if name.endswith("jsonl") else b"caf\xe9"
     path.write_bytes(b'{"id": "a", "prompt": "x"}\n' + second + b"\n")
     with pytest.raises(InputError) as info:
-        load_requests(path)
+        _read(path)
     column = second.index(b"\xe9") + 1
     assert str(info.value) == (
         f"{name}:2: not UTF-8 text (byte 0xe9 at byte {column} of the line); save the file as UTF-8"

@@ -29,6 +29,7 @@ from agent.emulator import list_jobs, read_access_log
 from agent.graph import build_graph
 from agent.providers.openai import OpenAIProvider
 from agent.requests import BatchRequest, InputError
+from tests.support import built_lines
 from tests.unit_tests.test_parity import MESSAGE_SETS, OPENAI_RESPONSE
 
 FUNCTION_TOOL = {
@@ -99,14 +100,14 @@ def test_a_request_is_refused_exactly_when_realtime_would_use_the_responses_api(
     if realtime is None:
         # What realtime refuses outright is refused too, before anything is uploaded.
         with pytest.raises(InputError, match=r"(Responses API|takes no parameter).*'r9'"):
-            provider.prepare([request], model, ctor)
+            built_lines(provider, [request], model, ctor)
     elif realtime.url.path.endswith("/responses"):
         with pytest.raises(InputError, match=r"Responses API.*\(request id 'r9'\)"):
-            provider.prepare([request], model, ctor)
+            built_lines(provider, [request], model, ctor)
     else:
         assert realtime.url.path.endswith("/chat/completions")
         (line,) = [
-            json.loads(raw) for raw in provider.prepare([request], model, ctor).jsonl.splitlines()
+            json.loads(raw) for raw in built_lines(provider, [request], model, ctor).splitlines()
         ]
         body = json.loads(realtime.content)
         body.pop("stream")
@@ -121,9 +122,9 @@ def test_a_request_naming_a_responses_only_model_is_refused() -> None:
     with pytest.raises(
         InputError, match=r"model 'gpt-5.4-pro' \(served by the Responses API.*'pro'"
     ):
-        provider.prepare([request], "gpt-4o-mini", {})
-    pinned = provider.prepare([request], "gpt-4o-mini", {"use_responses_api": False})
-    assert json.loads(pinned.jsonl)["body"]["model"] == "gpt-5.4-pro"
+        built_lines(provider, [request], "gpt-4o-mini", {})
+    pinned = built_lines(provider, [request], "gpt-4o-mini", {"use_responses_api": False})
+    assert json.loads(pinned)["body"]["model"] == "gpt-5.4-pro"
 
 
 # ----------------------------------------------------------------------------- every path

@@ -227,7 +227,7 @@ def _serve(provider: str, job: dict[str, Any], content: bytes, state_dir: Path) 
 
 def _as_sent_to_anthropic(content: bytes, job_key: str) -> bytes:
     """Replace our request ids in decodable lines with the custom ids Anthropic is sent."""
-    from agent.providers.anthropic import custom_id
+    from agent.providers.anthropic.provider import custom_id
 
     lines = []
     for raw in content.split(b"\n"):

@@ -28,6 +28,7 @@ from agent.providers.mistral import MistralProvider
 from agent.providers.openai import OpenAIProvider
 from agent.requests import BatchRequest
 from agent.structured import AnswerCheck, OutputSpec
+from tests.support import built_lines
 
 TOOLS: list[dict[str, Any]] = [
     {
@@ -335,10 +336,10 @@ PROVIDERS = list(CASES)
 def _batch_body(
     case: Case, spec: OutputSpec, ctor: dict[str, Any], call: dict[str, Any]
 ) -> dict[str, Any]:
-    batch = case.provider(None).prepare(
-        [BatchRequest("r1", MESSAGES, call)], case.model, ctor, spec
+    batch = built_lines(
+        case.provider(None), [BatchRequest("r1", MESSAGES, call)], case.model, ctor, spec
     )
-    (line,) = [json.loads(raw) for raw in batch.jsonl.splitlines()]
+    (line,) = [json.loads(raw) for raw in batch.splitlines()]
     assert line["custom_id"] == "r1"
     return dict(case.body_of(line))
 

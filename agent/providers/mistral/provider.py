@@ -1,18 +1,18 @@
 """Mistral batch jobs provider (official `mistralai` SDK).
 
-Bodies are built the way `ChatMistralAI` builds its realtime request (`_create_message_dicts` plus
-the call's keyword arguments) and parsed by `ChatMistralAI._create_chat_result`. Mistral runs one
-model per job, so the model is set at job level and also kept in each body, as realtime sends it.
+The SDK calls of a batch job's life: upload, find an upload or a job again by its identity
+(Mistral filters jobs by metadata on the server), create, check, cancel, download. Mistral runs
+one model per job, so the model is set at job level and also kept in each body, as realtime
+sends it. Lines are built and answers parsed by `agent.providers.mistral.fast`.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import httpx2
 from langchain_mistralai import ChatMistralAI
@@ -22,6 +22,8 @@ from mistralai.client.utils import BackoffStrategy, RetryConfig
 from agent.providers.base import (
     JOB_KEY_METADATA,
     MAX_LISTED,
+    NO_BATCH_LISTING,
+    NO_FILE_LISTING,
     RECONCILE_LOOKBACK_SECONDS,
     THREAD_METADATA,
     BatchProvider,
@@ -31,14 +33,15 @@ from agent.providers.base import (
     ProviderLimits,
     bounded_listing,
     jsonl_line,
-    lc_messages,
+    lost_create_unresolvable,
     nonblank_lines,
     normalise_status,
     shared_http_client,
 )
 from agent.providers.errors import ProviderError, provider_call
+from agent.providers.mistral.fast import MistralBodyBuilder, MistralMessageParser
+from agent.providers.mistral.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
-from agent.providers.settings import STREAMING, build_chat_model, rules_for
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
 from agent.state import Counts, Job
 from agent.statuses import JobStatus
@@ -73,58 +76,6 @@ PARAM_RULES: ParamRules = {
     "presence_penalty": Allowed(),
     "frequency_penalty": Allowed(),
 }
-
-
-def api_root(endpoint: str) -> str | None:
-    """Return the Mistral SDK's server URL for a ChatMistralAI `endpoint` (which ends in /v1)."""
-    root = endpoint.rstrip("/")
-    return root[: -len("/v1")] if root.endswith("/v1") else None
-
-
-SETTING_RULES: Final = rules_for(
-    ChatMistralAI,
-    no_effect=frozenset(
-        {
-            "client",
-            "async_client",
-            "mistral_api_key",
-            "max_retries",
-            "timeout",
-            "max_concurrent_requests",
-        }
-    ),
-    endpoint={"endpoint": "base_url"},
-    refused={"streaming": STREAMING},
-    base_url=api_root,
-)
-
-
-def chat_model(model: str, params: Mapping[str, Any]) -> ChatMistralAI:
-    """Return the `ChatMistralAI` whose realtime calls our batch lines reproduce.
-
-    Raises:
-        InputError: A setting is not one a batch carries, or ChatMistralAI rejects it.
-    """
-    factory = functools.partial(ChatMistralAI, model=model, api_key="unused-for-body-building")  # type: ignore[call-arg,arg-type]
-    return build_chat_model(factory, params, SETTING_RULES)
-
-
-def request_body(
-    llm: ChatMistralAI, request: BatchRequest, bound: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """Return the chat-completions body `llm.invoke(messages, **params)` would send.
-
-    `bound` holds what a `bind_tools` / `with_structured_output` wrapper passes to the model on
-    every call (`agent.structured.bind_kwargs`); the request's own parameters win.
-    """
-    # A request's own `model` is a call kwarg too: only the model sent changes, not `llm`'s rules.
-    kwargs = {**(bound or {}), **request.params}
-    # `stop` is a named argument of `invoke()`, handed to `_create_message_dicts`: None means
-    # the model's own stop, an empty list none at all; it is never a body key as given.
-    stop = kwargs.pop("stop", None)
-    message_dicts, params = llm._create_message_dicts(lc_messages(request), stop)
-    # Realtime adds "stream": False; batch lines carry no streaming flag.
-    return {"messages": message_dicts, **params, **kwargs}
 
 
 def timeout_hours(completion_window: str) -> int:
@@ -166,7 +117,7 @@ class MistralProvider(BatchProvider):
         """Build the SDK client; the API key is read from the environment and kept only there."""
         super().__init__(emulated=emulated, base_url=base_url)
         server_url, api_key, http_client = self.sdk_endpoint(
-            "/mistral", "MISTRAL_API_KEY", http_client, _mistral_http_client
+            "/mistral", http_client, _mistral_http_client
         )
         # Without a retry config the SDK does not retry; this one retries 429/5xx and dropped
         # connections with exponential backoff (0.5 s doubling-ish, capped at 30 s, 2 min total).
@@ -186,8 +137,6 @@ class MistralProvider(BatchProvider):
         self, model: str, params: dict[str, Any], spec: OutputSpec | None = None
     ) -> Callable[[BatchRequest], bytes]:
         """Build `{custom_id, body}` lines with ChatMistralAI's realtime body (fast, parity-exact)."""
-        from agent.providers.fastpath import MistralBodyBuilder
-
         builder = MistralBodyBuilder(model, params, spec)
 
         def build(request: BatchRequest) -> bytes:
@@ -201,6 +150,10 @@ class MistralProvider(BatchProvider):
             timeout_hours(completion_window)
         except ProviderError as exc:
             raise InputError(str(exc), source="context") from None
+
+    def retrieve_model(self, model: str) -> None:
+        """Retrieve `model` (`client.models.retrieve`): it raises for a model not served."""
+        self._client.models.retrieve(model_id=model)
 
     def model_profile(self, model: str) -> dict[str, Any] | None:
         """Return LangChain's model profile (None for a model it does not know)."""
@@ -220,16 +173,24 @@ class MistralProvider(BatchProvider):
         return str(uploaded.id)
 
     def find_file(self, file_name: str, size: int, since: float) -> str | None:
-        """Page through recent batch files (newest first) for an upload with this name and size."""
-        with provider_call(self.name, "list files"):
-            for item in bounded_listing(
-                self._file_pages(),
-                ident=lambda f: str(f.id),
-                created_at=lambda f: float(f.created_at),
-                floor=since - RECONCILE_LOOKBACK_SECONDS,
-            ):
-                if item.filename == file_name and item.size_bytes == size:
-                    return str(item.id)
+        """Page through recent batch files (newest first) for an upload with this name and size.
+
+        A server without a file listing finds nothing: the file is uploaded (again), which costs
+        storage, never a second job.
+        """
+        try:
+            with provider_call(self.name, "list files"):
+                for item in bounded_listing(
+                    self._file_pages(),
+                    ident=lambda f: str(f.id),
+                    created_at=lambda f: float(f.created_at),
+                    floor=since - RECONCILE_LOOKBACK_SECONDS,
+                ):
+                    if item.filename == file_name and item.size_bytes == size:
+                        return str(item.id)
+        except ProviderError as exc:
+            if not self.lacks_listing(exc, "files", NO_FILE_LISTING):
+                raise
         return None
 
     def _file_pages(self) -> Iterator[Any]:
@@ -263,13 +224,23 @@ class MistralProvider(BatchProvider):
     def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
         """Look the job key up with Mistral's server-side metadata filter."""
         key, since = job["job_key"], sent_at - RECONCILE_LOOKBACK_SECONDS
-        return self._listed({JOB_KEY_METADATA: key}, since, claimed).get(key)
+        try:
+            return self._listed({JOB_KEY_METADATA: key}, since, claimed).get(key)
+        except ProviderError as exc:
+            if self.lacks_listing(exc, "batch jobs", NO_BATCH_LISTING):
+                raise lost_create_unresolvable(self, job, exc) from None
+            raise
 
     def thread_jobs(
         self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
     ) -> dict[str, CreatedJob]:
         """Find every job of the thread with one metadata-filtered listing."""
-        found = self._listed({THREAD_METADATA: thread_id[:500]}, since, claimed)
+        try:
+            found = self._listed({THREAD_METADATA: thread_id[:500]}, since, claimed)
+        except ProviderError as exc:
+            if self.lacks_listing(exc, "batch jobs", NO_BATCH_LISTING):
+                return {}
+            raise
         return {
             intent["job_key"]: found[intent["job_key"]]
             for intent in intents
@@ -346,8 +317,6 @@ class MistralProvider(BatchProvider):
 
         A spec changes nothing here: realtime `ChatMistralAI` parses every answer the same way.
         """
-        from agent.providers.fastpath import MistralMessageParser
-
         return MistralMessageParser(model, params)
 
     def chat_model(self, model: str, params: dict[str, Any]) -> ChatMistralAI:

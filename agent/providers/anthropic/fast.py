@@ -1,6 +1,6 @@
 """Fast, exact equivalents of the Anthropic body building and result parsing.
 
-Why this module exists: `agent.providers.anthropic` builds every request line through
+Why this module exists: `agent.providers.anthropic.reference` builds every request line through
 `ChatAnthropic._get_request_payload` (message coercion, formatting, payload rules) and parses
 every result through the SDK's `Message` construction and `ChatAnthropic._format_output`. That is
 exact by construction but slow (about 16,000 bodies/s and 3,400 results/s on one core), which
@@ -8,7 +8,7 @@ dominates preparing or collecting a job of 50,000 requests.
 
 The classes here reproduce the *result* of those reference paths directly, for the shapes that
 make up nearly all traffic, and leave everything else to the reference (same design as
-`agent.providers.fastpath` for OpenAI and Mistral, whose helpers this module reuses):
+`agent.providers.openai.fast`, on the shared kit `agent.providers.fast`):
 
 - bodies whose messages are plain `{role, content}` dicts with string content and role
   `system` (leading only), `user` or `assistant`, whose per-request parameters are
@@ -34,7 +34,7 @@ How exactness is kept:
 - The parser writes the `Message.model_dump()` the reference's `_format_output` spreads into
   `response_metadata` (every declared field, missing ones None, field names taken from the SDK
   models), then `_create_usage_metadata`'s arithmetic, and installs the AIMessage with
-  `fastpath._ai_message`.
+  `agent.providers.fast.ai_message`.
 - Both run probes through the fast and reference paths when created and disable their fast path
   (with a warning) on any difference; `tests/unit_tests/test_anthropic_fastpath.py` holds the
   property tests that are the real guarantee.
@@ -60,16 +60,22 @@ from langchain_anthropic import ChatAnthropic
 from langchain_anthropic._sdk_compat import _unsupported_sampling_params
 from langchain_core.messages import AIMessage
 
-from agent.providers import anthropic as anthropic_provider
-from agent.providers.fastpath import (
-    _RAW_CONSTRUCT_OK,
+from agent.providers.anthropic.reference import (
+    CREATE_ARGS,
+    AnthropicLineParser,
+    chat_model,
+    parse_message,
+    request_params,
+)
+from agent.providers.fast import (
+    RAW_CONSTRUCT_OK,
     OutputLine,
-    _ai_message,
-    _same_json,
-    _same_message,
+    ai_message,
     fast_path_agrees,
     fresh_copy,
     message_id,
+    same_json,
+    same_message,
 )
 from agent.requests import BatchRequest
 from agent.state import Usage as TokenUsage
@@ -191,11 +197,11 @@ class AnthropicBodyBuilder:
         Args:
             model: The run's model (a request naming its own is sent as given, with this
                 model's rules).
-            ctx_params: Model parameters from the run context (as given to `prepare`).
+            ctx_params: Model parameters from the run context (`agent.planning.context_params`).
             spec: The request set's tools / response schema; with one, every request takes the
                 reference path (bound through `bind_tools` / `with_structured_output`).
         """
-        self.llm: ChatAnthropic = anthropic_provider.chat_model(model, ctx_params)
+        self.llm: ChatAnthropic = chat_model(model, ctx_params)
         self._bound: dict[str, Any] = bind_kwargs(self.llm, spec)
         llm = self.llm
         self._model = llm.model
@@ -212,9 +218,8 @@ class AnthropicBodyBuilder:
             and all(getattr(llm, name, None) is None for name in _UNHANDLED_SETTINGS)
             and not any(getattr(llm, name, None) for name in _UNHANDLED_TRUTHY_SETTINGS)
             and not llm.model.startswith(_SPECIAL_MODEL_PREFIXES)
-            and _NAMED_BODY_KEYS <= anthropic_provider._CREATE_ARGS
-            and (ANTHROPIC_FAST_PARAMS - {"stop"})
-            <= (anthropic_provider._CREATE_ARGS | self._relocated)
+            and _NAMED_BODY_KEYS <= CREATE_ARGS
+            and (ANTHROPIC_FAST_PARAMS - {"stop"}) <= (CREATE_ARGS | self._relocated)
         )
         if self.fast_enabled:
             self.fast_enabled = _self_check_builder(self)
@@ -239,7 +244,7 @@ class AnthropicBodyBuilder:
 
     def build_reference(self, request: BatchRequest) -> dict[str, Any]:
         """Build the body through `ChatAnthropic._get_request_payload` (the reference path)."""
-        return anthropic_provider.request_params(self.llm, request, self._bound)
+        return request_params(self.llm, request, self._bound)
 
     def build_fast(self, request: BatchRequest) -> dict[str, Any] | None:
         """Build the body directly, or return None if the request needs the reference path."""
@@ -312,7 +317,7 @@ def _self_check_builder(builder: AnthropicBodyBuilder) -> bool:
         _probe_requests(),
         builder.build_fast,
         builder.build_reference,
-        _same_json,
+        same_json,
     )
 
 
@@ -438,10 +443,10 @@ class AnthropicMessageParser:
             params: That chat model's settings (`Job.params`; `output_version` changes the
                 parsed message).
         """
-        self.reference = anthropic_provider.AnthropicLineParser(model, params)
+        self.reference = AnthropicLineParser(model, params)
         self.llm: ChatAnthropic = self.reference.llm
         self.fast_enabled = (
-            _RAW_CONSTRUCT_OK
+            RAW_CONSTRUCT_OK
             and _SHAPE_OK
             and self.llm.output_version != "v1"
             and type(self.llm) is ChatAnthropic
@@ -467,7 +472,7 @@ class AnthropicMessageParser:
 
     def parse_reference(self, message: dict[str, Any], message_key: str) -> AIMessage:
         """Parse through the SDK's `Message` and `ChatAnthropic._format_output`."""
-        return anthropic_provider.parse_message(self.llm, message, message_key)
+        return parse_message(self.llm, message, message_key)
 
     def parse_line(self, raw: bytes | str, job_id: str) -> OutputLine:
         """Parse one results line into `(custom_id, message, error, retryable)`.
@@ -492,6 +497,11 @@ class AnthropicMessageParser:
                     if parsed is not None:
                         return custom_id, parsed, None, False
         return self.reference.parse_line(raw, job_id)
+
+    def check_reference(self) -> None:
+        """Parse every probe message through the reference path, raising whatever it raises."""
+        for probe in _PROBES:
+            self.parse_reference(fresh_copy(probe), "probe/r1")
 
     def billed_usage(self, line: Any) -> TokenUsage | None:
         """Return the usage billed for a decoded results line (as the reference reads it)."""
@@ -545,7 +555,7 @@ class AnthropicMessageParser:
             response_metadata[key] = usage if key == "usage" else message.get(key)
         response_metadata["model_name"] = model
         response_metadata["model_provider"] = "anthropic"
-        return _ai_message(
+        return ai_message(
             {
                 "content": texts[0]
                 if len(texts) == 1
@@ -604,5 +614,5 @@ def _self_check_parser(parser: AnthropicMessageParser) -> bool:
         _PROBES,
         lambda probe: parser.parse_fast(fresh_copy(probe), "probe/r1"),
         lambda probe: parser.parse_reference(fresh_copy(probe), "probe/r1"),
-        _same_message,
+        same_message,
     )

@@ -1,0 +1,293 @@
+"""OpenAI Batch API provider (also Azure/compatible endpoints through `base_url`).
+
+The SDK calls of a batch's life: upload the input file, find an upload or a batch again by its
+identity, create, check, cancel, download. Lines are built and answers parsed by the fast paths
+(`agent.providers.openai.fast`), which equal the LangChain reference path
+(`agent.providers.openai.reference`) byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from langchain_openai import ChatOpenAI
+from openai import DefaultHttpxClient, OpenAI
+
+from agent.providers.base import (
+    JOB_KEY_METADATA,
+    NO_BATCH_LISTING,
+    NO_FILE_LISTING,
+    RECONCILE_LOOKBACK_SECONDS,
+    SDK_MAX_RETRIES,
+    BatchProvider,
+    CreatedJob,
+    JobUpdate,
+    LineParser,
+    ProviderLimits,
+    bounded_listing,
+    jsonl_line,
+    lost_create_unresolvable,
+    nonblank_lines,
+    normalise_status,
+)
+from agent.providers.errors import ProviderError, provider_call
+from agent.providers.openai.fast import OpenAIBodyBuilder, OpenAIMessageParser
+from agent.providers.openai.reference import chat_model
+from agent.providers.params import Allowed, ParamRules
+from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest
+from agent.state import Counts, Job
+from agent.statuses import JobStatus
+from agent.structured import OutputSpec
+
+# Raw status -> normalised status. Anything unknown is treated as terminal ("done") and kept raw.
+STATUS_MAP: dict[str, JobStatus] = {
+    "validating": "queued",
+    "in_progress": "running",
+    "finalizing": "running",
+    "cancelling": "cancelling",
+    "completed": "done",
+    "expired": "done",
+    "cancelled": "done",
+    "failed": "failed",
+}
+# What OpenAI documents for the numeric chat-completions parameters (the `openai` SDK's
+# `chat.completions.create` type hints and docstrings): temperature "between 0 and 2", top_p a
+# probability mass, presence_penalty / frequency_penalty "Number between -2.0 and 2.0",
+# top_logprobs "An integer between 0 and 20"; max_tokens, max_completion_tokens, n and seed are
+# `Optional[int]`, and the API answers a count below 1 with "Expected a value >= 1".
+PARAM_RULES: ParamRules = {
+    "temperature": Allowed(minimum=0, maximum=2),
+    "top_p": Allowed(minimum=0, maximum=1),
+    "presence_penalty": Allowed(minimum=-2, maximum=2),
+    "frequency_penalty": Allowed(minimum=-2, maximum=2),
+    "top_logprobs": Allowed(integer=True, minimum=0, maximum=20),
+    "max_tokens": Allowed(integer=True, minimum=1),
+    "max_completion_tokens": Allowed(integer=True, minimum=1),
+    "n": Allowed(integer=True, minimum=1),
+    "seed": Allowed(integer=True),
+}
+
+
+class OpenAIProvider(BatchProvider):
+    """Files + Batches through the official `openai` SDK."""
+
+    name = "openai"
+    default_model = "gpt-4o-mini"
+    limits = ProviderLimits(max_requests=50_000, max_file_bytes=200 * 1024 * 1024)
+    param_rules = PARAM_RULES
+    supports_output_spec = True
+
+    def __init__(
+        self,
+        *,
+        emulated: bool,
+        base_url: str,
+        http_client: httpx2.Client | None = None,
+        organization: str = "",
+    ) -> None:
+        """Build the SDK client; the API key is read from the environment and kept only there.
+
+        `organization` is the one a realtime `ChatOpenAI(organization=...)` sends its requests
+        in ('' for the SDK's default, `OPENAI_ORG_ID`).
+        """
+        super().__init__(emulated=emulated, base_url=base_url)
+        self.organization = organization
+        sdk_base_url, api_key, http_client = self.sdk_endpoint(
+            "/openai/v1", http_client, DefaultHttpxClient
+        )
+        # The SDK retries 408/409/429/5xx and connection errors with exponential backoff and jitter.
+        self._client = OpenAI(
+            api_key=api_key,
+            base_url=sdk_base_url,
+            http_client=http_client,
+            max_retries=SDK_MAX_RETRIES,
+            organization=organization or None,
+        )
+
+    def line_builder(
+        self, model: str, params: dict[str, Any], spec: OutputSpec | None = None
+    ) -> Callable[[BatchRequest], bytes]:
+        """Build `{custom_id, method, url, body}` lines with ChatOpenAI's realtime body.
+
+        The fast builder produces the same bytes as `request_body` (checked at construction and
+        by property tests) and falls back to it for anything it does not handle (including
+        every request of a set with tools or a response schema).
+        """
+        builder = OpenAIBodyBuilder(model, params, spec)
+
+        def build(request: BatchRequest) -> bytes:
+            line = {
+                "custom_id": request.id,
+                "method": "POST",
+                "url": CHAT_COMPLETIONS_URL,
+                "body": builder.build(request),
+            }
+            return jsonl_line(line)
+
+        return build
+
+    def retrieve_model(self, model: str) -> None:
+        """Retrieve `model` (`client.models.retrieve`): it raises for a model not served."""
+        self._client.models.retrieve(model)
+
+    def model_profile(self, model: str) -> dict[str, Any] | None:
+        """Return LangChain's model profile (None for a model it does not know)."""
+        profile = chat_model(model, {}).profile
+        return dict(profile) if profile else None
+
+    def upload(self, path: Path, file_name: str) -> str:
+        """Upload the JSONL input file (purpose `batch`), streamed from disk, once.
+
+        Sent without the SDK's retries: the graph resends through `send_once`, after looking for
+        the file by name (`find_file`).
+        """
+        client = self._client.with_options(max_retries=0)
+        with provider_call(self.name, "upload the batch input file"), path.open("rb") as fh:
+            return client.files.create(file=(file_name, fh), purpose="batch").id
+
+    def find_file(self, file_name: str, size: int, since: float) -> str | None:
+        """Page through recent batch files (newest first) for an upload with this name and size.
+
+        A server without a file listing finds nothing: the file is uploaded (again), which costs
+        storage, never a second batch.
+        """
+        try:
+            with provider_call(self.name, "list files"):
+                listing = self._client.files.list(purpose="batch", order="desc", limit=100)
+                for item in bounded_listing(
+                    listing,
+                    ident=lambda f: f.id,
+                    created_at=lambda f: float(f.created_at),
+                    floor=since - RECONCILE_LOOKBACK_SECONDS,
+                ):
+                    if item.filename == file_name and item.bytes == size and item.status != "error":
+                        return item.id
+        except ProviderError as exc:
+            if not self.lacks_listing(exc, "files", NO_FILE_LISTING):
+                raise
+        return None
+
+    def create(
+        self, input_file_id: str, *, model: str, completion_window: str, metadata: dict[str, str]
+    ) -> CreatedJob:
+        """Create the batch from an uploaded file, once (no SDK retries: see `send_once`)."""
+        client = self._client.with_options(max_retries=0)
+        with provider_call(self.name, "create the batch"):
+            created = client.batches.create(
+                input_file_id=input_file_id,
+                endpoint=CHAT_COMPLETIONS_URL,
+                completion_window=completion_window,  # type: ignore[arg-type]
+                metadata=metadata,
+            )
+        return CreatedJob(
+            job_id=created.id, created_at=float(created.created_at), input_file_id=input_file_id
+        )
+
+    def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
+        """Find the batch whose metadata carries the intent's job key (newest first)."""
+        since = sent_at - RECONCILE_LOOKBACK_SECONDS
+        try:
+            return self._scan({job["job_key"]}, since, claimed).get(job["job_key"])
+        except ProviderError as exc:
+            if self.lacks_listing(exc, "batches", NO_BATCH_LISTING):
+                raise lost_create_unresolvable(self, job, exc) from None
+            raise
+
+    def thread_jobs(
+        self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
+    ) -> dict[str, CreatedJob]:
+        """Find the batches of all `intents` in one pass over the listing (none without one)."""
+        try:
+            return self._scan({intent["job_key"] for intent in intents}, since, claimed)
+        except ProviderError as exc:
+            if self.lacks_listing(exc, "batches", NO_BATCH_LISTING):
+                return {}
+            raise
+
+    def _scan(
+        self, keys: set[str], since: float, claimed: Collection[str]
+    ) -> dict[str, CreatedJob]:
+        """Page through batches newest first back to `since`, matching job keys in metadata.
+
+        OpenAI has no server-side metadata filter, so this is a client-side scan; it stops once
+        every key is found, at `since`, or at the listing bounds.
+        """
+        found: dict[str, CreatedJob] = {}
+        with provider_call(self.name, "list batches"):
+            for batch in bounded_listing(
+                self._client.batches.list(limit=100),
+                ident=lambda b: b.id,
+                created_at=lambda b: float(b.created_at),
+                floor=since,
+            ):
+                key = (batch.metadata or {}).get(JOB_KEY_METADATA)
+                if key in keys and key not in found and batch.id not in claimed:
+                    found[key] = CreatedJob(
+                        job_id=batch.id,
+                        created_at=float(batch.created_at),
+                        input_file_id=batch.input_file_id,
+                    )
+                    if len(found) == len(keys):
+                        break
+        return found
+
+    def status(self, job: Job) -> JobUpdate:
+        """Retrieve the batch once."""
+        with provider_call(self.name, f"check batch {job['job_id']}"):
+            batch = self._client.batches.retrieve(str(job["job_id"]))
+        return self._update(batch, job)
+
+    def cancel(self, job: Job) -> JobUpdate:
+        """Cancel the batch; it passes through `cancelling` before `cancelled`."""
+        with provider_call(self.name, f"cancel batch {job['job_id']}"):
+            batch = self._client.batches.cancel(str(job["job_id"]))
+        return self._update(batch, job)
+
+    def file_lines(self, file_id: str) -> Iterator[bytes]:
+        """Stream a file's content line by line."""
+        with provider_call(self.name, f"download file {file_id}"):
+            with self._client.files.with_streaming_response.content(file_id) as response:
+                yield from nonblank_lines(response.iter_bytes())
+
+    def message_parser(
+        self,
+        model: str,
+        spec: OutputSpec | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> LineParser:
+        """Return the fast, parity-exact parser of this provider's result lines."""
+        return OpenAIMessageParser(model, spec, params)
+
+    def chat_model(self, model: str, params: dict[str, Any]) -> ChatOpenAI:
+        """Return the `ChatOpenAI` whose realtime calls this provider's batch lines reproduce."""
+        return chat_model(model, params)
+
+    def _update(self, batch: Any, job: Job) -> JobUpdate:
+        raw = str(batch.status)
+        counts = batch.request_counts
+        total = counts.total if counts and counts.total else job["request_count"]
+        succeeded = counts.completed if counts else 0
+        failed = counts.failed if counts else 0
+        error_items = (batch.errors.data or []) if batch.errors else []
+        errors = [
+            f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "") for e in error_items
+        ]
+        return JobUpdate(
+            provider_status=raw,
+            status=normalise_status(raw, STATUS_MAP, errors),
+            counts=Counts(
+                total=total,
+                succeeded=succeeded,
+                failed=failed,
+                pending=max(total - succeeded - failed, 0),
+            ),
+            output_file_id=batch.output_file_id,
+            error_file_id=batch.error_file_id,
+            errors=errors,
+            cancelled=raw == "cancelled",
+            # A batch refused for the organisation's enqueued-token limit succeeds once others end.
+            retryable=any(e.code == "token_limit_exceeded" for e in error_items),
+        )

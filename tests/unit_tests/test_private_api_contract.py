@@ -1,0 +1,124 @@
+"""The private LangChain and SDK names batch-agent calls, and what happens when one is gone.
+
+Batch lines and parsed answers equal realtime `.invoke()` because they are made by the chat
+model's own private methods (`_get_request_payload`, `_create_chat_result`, ...) and the SDKs'
+private helpers. Two promises follow:
+
+- every such name exists with the parameters we call it with (this list is the contract; the
+  version ranges in pyproject.toml are narrowed to the releases it passed on);
+- a release that renamed one stops a run while planning, before anything is uploaded: the
+  answer parser is built and tried then, not first at collect, after the batch was paid for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+import pytest
+from langchain_anthropic import ChatAnthropic
+from langchain_mistralai import ChatMistralAI
+from langchain_openai.chat_models.base import BaseChatOpenAI
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.store.memory import InMemoryStore
+
+from agent.context import Context
+from agent.emulator import list_jobs, read_access_log
+from agent.graph import build_graph
+from agent.requests import InputError
+
+# (module, attribute path, parameters in order; None: a property, read not called).
+CONTRACT: list[tuple[str, str, list[str] | None]] = [
+    # langchain-openai
+    ("langchain_openai", "ChatOpenAI._get_request_payload", ["self", "input_", "stop", "kwargs"]),
+    (
+        "langchain_openai",
+        "ChatOpenAI._create_chat_result",
+        ["self", "response", "generation_info"],
+    ),
+    ("langchain_openai", "ChatOpenAI._use_responses_api", ["self", "payload"]),
+    ("langchain_openai", "ChatOpenAI._default_params", None),
+    ("langchain_openai.chat_models.base", "_model_prefers_responses_api", ["model_name"]),
+    # openai
+    ("openai._models", "construct_type", ["value", "type_", "metadata"]),
+    (
+        "openai.lib._parsing._completions",
+        "parse_chat_completion",
+        ["response_format", "input_tools", "chat_completion"],
+    ),
+    ("openai.lib._parsing._completions", "type_to_response_format_param", ["response_format"]),
+    ("openai.lib._parsing._completions", "validate_input_tools", ["tools"]),
+    ("openai.lib._parsing._completions", "maybe_parse_content", ["response_format", "message"]),
+    # langchain-mistralai
+    ("langchain_mistralai", "ChatMistralAI._create_message_dicts", ["self", "messages", "stop"]),
+    ("langchain_mistralai", "ChatMistralAI._create_chat_result", ["self", "response"]),
+    ("langchain_mistralai", "ChatMistralAI._client_params", None),
+    # langchain-anthropic and anthropic
+    (
+        "langchain_anthropic",
+        "ChatAnthropic._get_request_payload",
+        ["self", "input_", "stop", "kwargs"],
+    ),
+    (
+        "langchain_anthropic",
+        "ChatAnthropic._format_output",
+        ["self", "data", "generation_info", "kwargs"],
+    ),
+    ("langchain_anthropic._sdk_compat", "_unsupported_sampling_params", []),
+    ("anthropic._models", "construct_type", ["value", "type_", "metadata"]),
+    # langchain-core
+    (
+        "langchain_core.language_models.chat_models",
+        "_update_message_content_to_blocks",
+        ["message", "output_version"],
+    ),
+]
+
+
+def _resolve(module: str, path: str) -> Any:
+    owner: Any = importlib.import_module(module)
+    for part in path.split("."):
+        # `getattr_static` finds a property on the class without calling it.
+        owner = inspect.getattr_static(owner, part)
+    return owner
+
+
+@pytest.mark.parametrize(
+    ("module", "path", "parameters"), CONTRACT, ids=[f"{m}:{p}" for m, p, _ in CONTRACT]
+)
+def test_private_name_exists_with_the_parameters_we_pass(
+    module: str, path: str, parameters: list[str] | None
+) -> None:
+    target = _resolve(module, path)
+    if parameters is None:
+        assert isinstance(target, property), f"{module}.{path} is no longer a property"
+        return
+    assert callable(target), f"{module}.{path} is not callable"
+    assert list(inspect.signature(target).parameters) == parameters
+
+
+# A private method of each reference parser, taken away as a release renaming it would.
+VANISHING = [
+    ("openai", BaseChatOpenAI, "_create_chat_result"),
+    ("mistral", ChatMistralAI, "_create_chat_result"),
+    ("anthropic", ChatAnthropic, "_format_output"),
+]
+
+
+@pytest.mark.parametrize(("provider", "owner", "name"), VANISHING, ids=[v[0] for v in VANISHING])
+def test_a_vanished_parser_method_stops_the_run_before_any_upload(
+    provider: str, owner: type, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delattr(owner, name)
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    records = [{"id": "t1", "prompt": "Classify: my invoice is wrong"}]
+    with pytest.raises(InputError) as info:
+        graph.invoke(
+            {"requests": records},
+            {"configurable": {"thread_id": "t"}},
+            context=Context(provider=provider),
+        )
+    message = str(info.value)
+    assert name in message and "nothing was uploaded" in message
+    assert read_access_log() == [] and list_jobs() == []  # no upload, no create
