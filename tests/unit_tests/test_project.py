@@ -175,3 +175,19 @@ def test_importing_one_provider_loads_no_other_sdk() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_readme_package_map_names_every_module() -> None:
+    """The README's package map names every module and sub-package of agent/, and nothing gone."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Package map", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(agent/[\w/<>]+?(?:\.py|/))`", section))
+    expected = {
+        f"agent/{path.name}" for path in (ROOT / "agent").glob("*.py") if path.name != "__init__.py"
+    }
+    expected |= {f"agent/{path.name}/" for path in (ROOT / "agent").iterdir() if path.is_dir()}
+    expected -= {"agent/__pycache__/"}
+    missing = sorted(expected - named)
+    assert not missing, f"README package map does not name {missing}"
+    gone = sorted(p for p in named if "<" not in p and not (ROOT / p.rstrip("/")).exists())
+    assert not gone, f"README package map names what does not exist: {gone}"
