@@ -12,7 +12,8 @@ unchanged, either in-process::
     )
 
 or over loopback with `serve` / `running_emulator`. Jobs advance by the wall
-clock (``BATCH_AGENT_EMULATOR_DELAY`` seconds, default 2, read at creation), state
+clock (``BATCH_AGENT_EMULATOR_DELAY`` seconds, default 2, read at creation), or by a
+`ManualClock` a test passes in and advances (`agent.emulator.clock`), state
 persists under a directory shared by every process (``BATCH_AGENT_EMULATOR_DIR``,
 default ``.batch-agent/emulator``), and answers follow the deterministic rule of
 `agent.emulator.answers`.
@@ -34,6 +35,7 @@ import httpx2
 
 from agent.emulator.access_log import read_access_log
 from agent.emulator.app import EmulatorApp
+from agent.emulator.clock import Clock, ManualClock, SystemClock
 from agent.emulator.server import running_emulator, serve
 from agent.emulator.store import default_state_dir
 
@@ -41,7 +43,10 @@ IN_PROCESS_BASE_URL = "http://emulator"
 
 __all__ = [
     "IN_PROCESS_BASE_URL",
+    "Clock",
     "EmulatorApp",
+    "ManualClock",
+    "SystemClock",
     "default_state_dir",
     "emulator_http_client",
     "list_jobs",
@@ -51,7 +56,9 @@ __all__ = [
 ]
 
 
-def emulator_http_client(state_dir: str | Path | None = None) -> httpx2.Client:
+def emulator_http_client(
+    state_dir: str | Path | None = None, clock: Clock | None = None
+) -> httpx2.Client:
     """Return an `httpx2.Client` that sends requests to an in-process emulator.
 
     Pass it as ``http_client=`` to `openai.OpenAI` or ``client=`` to
@@ -59,11 +66,15 @@ def emulator_http_client(state_dir: str | Path | None = None) -> httpx2.Client:
 
     Args:
         state_dir: State directory (default: `default_state_dir()`).
+        clock: The time source jobs advance by. Given one, this process's in-process
+            emulator for `state_dir` runs on it from now on, so clients built later
+            without a clock (the graph's providers) see the same time. Default: the
+            clock that emulator already has (the wall clock for a new one).
 
     Returns:
         A client whose transport calls `EmulatorApp` directly (no sockets).
     """
-    app = _in_process_app(state_dir)
+    app = _in_process_app(state_dir, clock)
     return httpx2.Client(transport=httpx2.WSGITransport(app=app), base_url=IN_PROCESS_BASE_URL)
 
 
@@ -71,18 +82,19 @@ _apps: dict[Path, EmulatorApp] = {}
 _apps_lock = threading.Lock()
 
 
-def _in_process_app(state_dir: str | Path | None) -> EmulatorApp:
+def _in_process_app(state_dir: str | Path | None, clock: Clock | None = None) -> EmulatorApp:
     """Return this process's one app per state directory.
 
     The graph builds a provider (and so a client) at every step; one app per directory keeps the
     `http_error_rate` draws going on from call to call instead of restarting the seeded sequence,
-    which would replay the same first draws (often no error at all) at every step.
+    which would replay the same first draws (often no error at all) at every step. A new
+    `clock` replaces the directory's app by one on that clock.
     """
     key = Path(state_dir or default_state_dir()).resolve()
     with _apps_lock:
         app = _apps.get(key)
-        if app is None:
-            app = _apps[key] = EmulatorApp(key)
+        if app is None or (clock is not None and app.clock is not clock):
+            app = _apps[key] = EmulatorApp(key, clock)
         return app
 
 
