@@ -53,6 +53,7 @@ __all__ = [
     "read_access_log",
     "running_emulator",
     "serve",
+    "use_clock",
 ]
 
 
@@ -74,12 +75,30 @@ def emulator_http_client(
     Returns:
         A client whose transport calls `EmulatorApp` directly (no sockets).
     """
-    app = _in_process_app(state_dir, clock)
+    app = use_clock(clock, state_dir) if clock is not None else _in_process_app(state_dir)
     return httpx2.Client(transport=httpx2.WSGITransport(app=app), base_url=IN_PROCESS_BASE_URL)
 
 
 _apps: dict[Path, EmulatorApp] = {}
 _apps_lock = threading.Lock()
+
+
+def use_clock(clock: Clock, state_dir: str | Path | None = None) -> EmulatorApp:
+    """Run this process's in-process emulator for `state_dir` on `clock` from now on.
+
+    Every in-process client built afterwards for that directory, with or without a clock
+    (the graph's providers build theirs with none), reads the same time, so a test can
+    advance a `ManualClock` instead of sleeping while a graph polls. Clients built before
+    keep the app (and clock) they had.
+
+    Args:
+        clock: The time source.
+        state_dir: State directory (default: `default_state_dir()`).
+
+    Returns:
+        The directory's in-process app.
+    """
+    return _in_process_app(state_dir, clock)
 
 
 def _in_process_app(state_dir: str | Path | None, clock: Clock | None = None) -> EmulatorApp:
@@ -101,6 +120,9 @@ def _in_process_app(state_dir: str | Path | None, clock: Clock | None = None) ->
 def list_jobs(state_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """List every emulated job of every protocol with its current status.
 
+    The statuses are those this process's in-process emulator reports (on its clock: see
+    `use_clock`).
+
     Args:
         state_dir: State directory (default: `default_state_dir()`).
 
@@ -108,4 +130,4 @@ def list_jobs(state_dir: str | Path | None = None) -> list[dict[str, Any]]:
         ``{"provider", "id", "status", "created_at", "request_count", "metadata"}``
         dicts sorted by creation time.
     """
-    return EmulatorApp(state_dir).list_jobs()
+    return _in_process_app(state_dir).list_jobs()

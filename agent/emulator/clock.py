@@ -34,22 +34,30 @@ class SystemClock:
 
 
 class ManualClock:
-    """A clock that only moves when told to, for tests.
+    """A clock that moves when told to, for tests.
 
     Args:
         start: The initial time (default: the wall clock at construction, so timestamps in
             replies look current).
+        ticking: Also move with the wall clock. Off, the clock stands still between
+            `advance` calls (a test sees a phase for as long as it likes); on, `advance`
+            skips time ahead while the wall clock keeps running, for a graph that waits
+            for a job in real time (its `wait` node sleeps).
     """
 
-    def __init__(self, start: float | None = None) -> None:
+    def __init__(self, start: float | None = None, *, ticking: bool = False) -> None:
         """Start at `start` (or now)."""
         self._now = time.time() if start is None else float(start)
+        self._ticking = ticking
+        self._wall = time.monotonic()
         # Server threads read while the test thread advances.
         self._lock = threading.Lock()
 
     def now(self) -> float:
-        """Return the time the clock was last set to."""
+        """Return the time the clock was set to, plus the wall time since if ticking."""
         with self._lock:
+            if self._ticking:
+                return self._now + (time.monotonic() - self._wall)
             return self._now
 
     def advance(self, seconds: float) -> float:
