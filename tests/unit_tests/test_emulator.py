@@ -58,6 +58,23 @@ def parse_lines(text: str) -> dict[str, dict[str, Any]]:
     return {row["custom_id"]: row for row in map(json.loads, text.splitlines()) if row}
 
 
+# -- the clock ---------------------------------------------------------------------
+
+
+def test_a_manual_clock_moves_only_forward_and_only_when_told() -> None:
+    clock = ManualClock(start=1000.0)
+    assert clock.now() == 1000.0 == clock.now()
+    assert clock.advance(2.5) == 1002.5 == clock.now()
+    with pytest.raises(ValueError, match="cannot go back"):
+        clock.advance(-1)
+    assert clock.now() == 1002.5
+    # A ticking clock also follows the wall clock; `advance` skips ahead of it.
+    ticking = ManualClock(start=0.0, ticking=True)
+    before = ticking.now()
+    ticking.advance(10)
+    assert before + 10 <= ticking.now() < before + 70
+
+
 # -- OpenAI ------------------------------------------------------------------------
 
 
