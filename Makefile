@@ -8,6 +8,7 @@ help:
 	@echo "install  create .venv and install the package with dev extras"
 	@echo "test     run all tests (unit + integration)"
 	@echo "unit     run the fast offline unit tests"
+	@echo "integration  run the integration tests (servers, subprocess CLIs, PostgreSQL)"
 	@echo "lint     ruff check, ruff format --diff, mypy"
 	@echo "format   ruff format and fix imports"
 	@echo "dev      serve the graph with langgraph dev (no browser)"
@@ -27,6 +28,9 @@ test: install
 
 unit: install
 	$(PY) -m pytest tests/unit_tests
+
+integration: install
+	$(PY) -m pytest tests/integration_tests
 
 lint:
 	$(PY) -m ruff check agent graphs tests

@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated emulator state directory and no provider keys from the host."""
+"""Shared fixtures: an isolated emulator state directory, its clock, no provider keys from the host."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from agent.emulator import ManualClock, use_clock
 
 PROVIDER_ENV = (
     "OPENAI_API_KEY",
@@ -31,3 +33,16 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "0.3")
     monkeypatch.setenv("BATCH_AGENT_SPOOL_DIR", str(tmp_path / "spool"))
     yield state_dir
+
+
+@pytest.fixture
+def emulator_clock(isolated_env: Path) -> ManualClock:
+    """The clock of this test's in-process emulator: `advance` it instead of sleeping.
+
+    It ticks with the wall clock too, so a graph that waits in real time (its `wait` node
+    sleeps) still sees its jobs move; `advance` skips ahead. Every in-process client of the
+    test's state directory (the graph's providers, `list_jobs`) reads it.
+    """
+    clock = ManualClock(ticking=True)
+    use_clock(clock, isolated_env)
+    return clock

@@ -32,26 +32,17 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from agent.emulator.answers import Reply, compute_reply, line_digest, reshape_message
-from agent.emulator.faults import ERROR_SHAPES, job_faults, request_fault, shuffle_key
-from agent.emulator.jobs import (
-    Phase,
-    RequestLine,
-    Timeline,
-    compute_phase,
-    ended_at,
-    finalize_if_needed,
-    iter_requests,
-    split_counts,
-    write_outputs,
-)
+from agent.emulator.clock import Clock
+from agent.emulator.faults import ERROR_SHAPES, job_faults, request_fault
+from agent.emulator.jobs import JobLifecycle, Phase, Timeline, split_counts
 from agent.emulator.model_routes import add_model_routes
-from agent.emulator.store import Provider, Store, current_delay
+from agent.emulator.result_files import RequestLine, iter_requests
+from agent.emulator.store import Provider, Store
 from agent.emulator.web import HttpError, Request, Response, Router, json_response
 
 PROVIDER: Provider = "anthropic"
@@ -111,25 +102,21 @@ def rfc3339(seconds: float) -> str:
     return stamp.replace("+00:00", "Z")
 
 
-def _status(job: dict[str, Any], phase: Phase) -> str:
-    """Return the wire ``processing_status`` (``unknown_status`` replaces ``ended``)."""
-    if phase.name == "done":
-        unknown = job_faults(job).get("unknown_status")
-        if unknown:
-            return str(unknown)
-    return _STATUS[phase.name]
-
-
 class AnthropicRoutes:
     """Handlers for the Anthropic Message Batches protocol.
 
     Args:
         store: The shared state store.
+        clock: The emulator's time source.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Clock) -> None:
         """Register the routes on a fresh router."""
         self.store = store
+        self.clock = clock
+        self.jobs = JobLifecycle(
+            store, PROVIDER, TIMELINE, _STATUS, clock, self._produce, _batch_not_found
+        )
         self.router = Router()
         self.router.add("POST", "/messages/batches", self.create_batch)
         self.router.add("GET", "/messages/batches", self.list_batches)
@@ -156,7 +143,7 @@ class AnthropicRoutes:
         items = request.json().get("requests")
         _check_envelope(items)
         assert isinstance(items, list)
-        now = time.time()
+        now = self.clock.now()
         batch_id = f"msgbatch_{secrets.token_hex(12)}"
         source = f"msgbatchreq_{secrets.token_hex(12)}"
         # The requests are kept as a private JSONL file so one code path streams every job.
@@ -165,48 +152,27 @@ class AnthropicRoutes:
             {"id": source, "_internal": True, "created_at": int(now)},
             (json.dumps(item, separators=(",", ":")).encode() + b"\n" for item in items),
         )
-        faults = request.faults.job_record()
-        with self.store.lock():
-            if faults is not None:
-                # Draws hash the job's creation order, not its random id (see faults.py).
-                faults = {**faults, "_sequence": len(self.store.list_jobs(PROVIDER))}
+        with self.jobs.creating(request.faults.job_record()) as faults:
             failed = [
                 r.index
                 for r in iter_requests(self.store, PROVIDER, [source])
                 if _request_error(_params(r)) is not None
                 or request_fault(faults or {}, batch_id, _custom_id(r), _params(r)) is not None
             ]
-            job: dict[str, Any] = {
+            fields: dict[str, Any] = {
                 "id": batch_id,
                 "type": "message_batch",
                 "created_at": rfc3339(now),
                 "expires_at": rfc3339(now + BATCH_WINDOW),
                 "archived_at": None,
                 "metadata": None,
-                "_created": now,
-                "_delay": current_delay(),
-                "_sources": [source],
-                "_total": len(items),
-                "_failed": failed,
-                "_invalid": False,
-                "_cancel_at": None,
-                "_cancel_done": None,
-                "_final": None,
-                "_faults": faults,
             }
-            self.store.put_job(PROVIDER, job)
-        if request.faults.create_delay > 0:
-            # Fault: the batch exists, but its create response is late (or lost).
-            time.sleep(request.faults.create_delay)
+            job = self.jobs.record(
+                fields, now=now, sources=[source], total=len(items), failed=failed, faults=faults
+            )
+            self.jobs.save(job)
+        self.jobs.answer_late(request.faults)
         return json_response(self._view(job, now, request, force_status="in_progress"))
-
-    def view_now(self, job: dict[str, Any], now: float) -> dict[str, Any]:
-        """Finalise `job` if it just became terminal and return its status (for `list_jobs`)."""
-        job = self._refresh(job, now)
-        return {"status": _status(job, compute_phase(job, now, TIMELINE))}
-
-    def _refresh(self, job: dict[str, Any], now: float) -> dict[str, Any]:
-        return finalize_if_needed(self.store, PROVIDER, job, TIMELINE, now, self._produce)
 
     def _produce(self, job: dict[str, Any], phase: Phase, ended: float) -> None:
         """Write the results for a batch reaching a terminal phase (called under the lock)."""
@@ -219,16 +185,13 @@ class AnthropicRoutes:
             return _render_line(request, job_id, faults)
 
         left = {"cancelled": "canceled", "expired": "expired"}.get(phase.name)
-        outputs = write_outputs(
-            self.store,
-            PROVIDER,
+        outputs = self.jobs.write_outputs(
             job,
-            phase.done,
-            int(ended),
+            phase,
+            ended,
             render,
             _result_file_meta,
             unfinished=(lambda r: _unfinished_line(r, left)) if left else None,
-            shuffle=(lambda index: shuffle_key(job, index)) if faults.get("shuffle") else None,
         )
         # Anthropic serves one stream: successes, then errored/canceled/expired lines.
         job["_results_ok"] = outputs.output_file
@@ -242,11 +205,11 @@ class AnthropicRoutes:
         force_status: str | None = None,
     ) -> dict[str, Any]:
         """Build the wire batch object for `job` as of `now`."""
-        phase = compute_phase(job, now, TIMELINE)
-        status = force_status or _status(job, phase)
+        phase = self.jobs.phase(job, now)
+        status = force_status or self.jobs.status(job, phase)
         total = job["_total"]
         counts = {"processing": total, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
-        end = ended_at(job, phase, TIMELINE)
+        end = self.jobs.ended_at(job, phase)
         ended = end is not None and force_status is None
         results_url = None
         if ended:
@@ -276,22 +239,14 @@ class AnthropicRoutes:
             "results_url": results_url,
         }
 
-    @staticmethod
-    def _results_ready(job: dict[str, Any], now: float, end: float) -> bool:
+    def _results_ready(self, job: dict[str, Any], now: float, end: float) -> bool:
         """Results exist once finalised, and after the ``output_lag`` fault has passed."""
-        lag = float(job_faults(job).get("output_lag") or 0.0)
-        return job.get("_final") is not None and now >= end + lag
-
-    def _require_batch(self, batch_id: str) -> dict[str, Any]:
-        job = self.store.get_job(PROVIDER, batch_id)
-        if job is None:
-            raise HttpError(404, f"Message batch {batch_id} not found.")
-        return job
+        return job.get("_final") is not None and not self.jobs.results_lag(job, now, end)
 
     def get_batch(self, request: Request) -> Response:
         """``GET /messages/batches/{id}``."""
-        now = time.time()
-        job = self._refresh(self._require_batch(request.params["batch_id"]), now)
+        now = self.clock.now()
+        job = self.jobs.read(request.params["batch_id"], now)
         return json_response(self._view(job, now, request))
 
     def list_batches(self, request: Request) -> Response:
@@ -300,9 +255,7 @@ class AnthropicRoutes:
             limit = max(1, min(1000, int(request.arg("limit") or 20)))
         except ValueError as exc:
             raise HttpError(400, "limit: Input should be a valid integer") from exc
-        jobs = sorted(
-            self.store.list_jobs(PROVIDER), key=lambda j: (j["_created"], j["id"]), reverse=True
-        )
+        jobs = self.jobs.newest_first()
         ids = [j["id"] for j in jobs]
         after, before = request.arg("after_id"), request.arg("before_id")
         if after:
@@ -314,8 +267,8 @@ class AnthropicRoutes:
             page, has_more = jobs[max(0, stop - limit) : stop], stop - limit > 0
         else:
             page, has_more = jobs[:limit], limit < len(jobs)
-        now = time.time()
-        data = [self._view(self._refresh(job, now), now, request) for job in page]
+        now = self.clock.now()
+        data = [self._view(self.jobs.refresh(job, now), now, request) for job in page]
         return json_response(
             {
                 "data": data,
@@ -328,25 +281,19 @@ class AnthropicRoutes:
     def cancel_batch(self, request: Request) -> Response:
         """``POST /messages/batches/{id}/cancel``: go to ``canceling``; 400 once ended."""
         batch_id = request.params["batch_id"]
-        self._require_batch(batch_id)
-        now = time.time()
-        with self.store.lock():
-            job = self._require_batch(batch_id)
-            phase = compute_phase(job, now, TIMELINE)
-            if phase.terminal:
-                raise HttpError(400, f"Message batch {batch_id} has already ended.")
-            # A repeated cancel while canceling is a no-op that echoes the batch.
-            if phase.name != "cancelling":
-                job["_cancel_at"] = now
-                job["_cancel_done"] = phase.done
-                self.store.put_job(PROVIDER, job)
+
+        def refuse(status: str) -> HttpError:
+            return HttpError(400, f"Message batch {batch_id} has already ended.")
+
+        # A repeated cancel while canceling is a no-op that echoes the batch.
+        now = self.clock.now()
+        job = self.jobs.cancel(batch_id, now, refuse)
         return json_response(self._view(job, now, request, force_status="canceling"))
 
     def delete_batch(self, request: Request) -> Response:
         """``DELETE /messages/batches/{id}``: only once processing has ended."""
         batch_id = request.params["batch_id"]
-        now = time.time()
-        job = self._refresh(self._require_batch(batch_id), now)
+        job = self.jobs.read(batch_id, self.clock.now())
         if job.get("_final") is None:
             raise HttpError(
                 400, f"Message batch {batch_id} is still processing; cancel it before deleting it."
@@ -359,9 +306,9 @@ class AnthropicRoutes:
     def results(self, request: Request) -> Response:
         """``GET /messages/batches/{id}/results``: the JSONL results, once the batch ended."""
         batch_id = request.params["batch_id"]
-        now = time.time()
-        job = self._refresh(self._require_batch(batch_id), now)
-        end = ended_at(job, compute_phase(job, now, TIMELINE), TIMELINE)
+        now = self.clock.now()
+        job = self.jobs.read(batch_id, now)
+        end = self.jobs.ended_at(job, self.jobs.phase(job, now))
         if end is None or not self._results_ready(job, now, end):
             raise HttpError(
                 404, f"No results for message batch {batch_id}: it has not finished processing."
@@ -378,6 +325,10 @@ class AnthropicRoutes:
     def _chunks(self, files: list[str]) -> Iterator[bytes]:
         for file_id in files:
             yield from self.store.iter_file_chunks(PROVIDER, file_id)
+
+
+def _batch_not_found(batch_id: str) -> HttpError:
+    return HttpError(404, f"Message batch {batch_id} not found.")
 
 
 def _root(request: Request) -> str:
@@ -553,11 +504,13 @@ def _unfinished_line(request: RequestLine, kind: str) -> dict[str, Any]:
     return {"custom_id": _custom_id(request), "result": {"type": kind}}
 
 
-def _result_file_meta(job: dict[str, Any], kind: str, size: int, lines: int) -> dict[str, Any]:
+def _result_file_meta(
+    job: dict[str, Any], kind: str, size: int, lines: int, now: int
+) -> dict[str, Any]:
     """Metadata of a private results file (never listed: the protocol has no files)."""
     return {
         "id": f"msgbatchres_{secrets.token_hex(12)}",
         "_internal": True,
-        "created_at": int(time.time()),
+        "created_at": now,
         "lines": lines,
     }

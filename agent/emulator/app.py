@@ -19,7 +19,6 @@ import logging
 import os
 import random
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from agent.emulator.access_log import append_access_log
 from agent.emulator.anthropic_routes import AnthropicRoutes
 from agent.emulator.anthropic_routes import render_error as render_anthropic_error
+from agent.emulator.clock import SYSTEM_CLOCK, Clock
 from agent.emulator.faults import ERROR_SHAPES, Faults, current_faults, listing_removed
 from agent.emulator.mistral_routes import MistralRoutes
 from agent.emulator.mistral_routes import render_error as render_mistral_error
@@ -45,19 +45,22 @@ StartResponse = Callable[..., Any]
 
 
 class EmulatorApp:
-    """WSGI application emulating the OpenAI and Mistral batch HTTP protocols.
+    """WSGI application emulating the OpenAI, Mistral and Anthropic batch HTTP protocols.
 
     Args:
         state_dir: Where files and jobs persist; defaults to `default_state_dir()`.
             Several apps (or processes) on one directory share the same state.
+        clock: The time source jobs advance by (default: the wall clock). A test passes an
+            `agent.emulator.clock.ManualClock` and advances it instead of sleeping.
     """
 
-    def __init__(self, state_dir: str | Path | None = None) -> None:
-        """Open the state store and build both protocols' routes."""
+    def __init__(self, state_dir: str | Path | None = None, clock: Clock | None = None) -> None:
+        """Open the state store and build the three protocols' routes."""
         self.store = Store(state_dir)
-        self.openai = OpenAIRoutes(self.store)
-        self.mistral = MistralRoutes(self.store)
-        self.anthropic = AnthropicRoutes(self.store)
+        self.clock = clock or SYSTEM_CLOCK
+        self.openai = OpenAIRoutes(self.store, self.clock)
+        self.mistral = MistralRoutes(self.store, self.clock)
+        self.anthropic = AnthropicRoutes(self.store, self.clock)
         # `http_error_rate` draws: one seeded generator per app (per process).
         self._rng_lock = threading.Lock()
         self._rngs: dict[int, random.Random] = {}
@@ -77,23 +80,19 @@ class EmulatorApp:
             Dicts with ``provider``, ``id``, ``status`` (current), ``created_at``,
             ``request_count`` and ``metadata``.
         """
-        now = time.time()
+        now = self.clock.now()
         rows: list[tuple[float, dict[str, Any]]] = []
-        for job in self.store.list_jobs("openai"):
-            view = self.openai.view_now(job, now)
-            rows.append((job["_created"], _summary("openai", job, view["status"])))
-        for job in self.store.list_jobs("mistral"):
-            view = self.mistral.view_now(job, now)
-            rows.append((job["_created"], _summary("mistral", job, view["status"])))
-        for job in self.store.list_jobs("anthropic"):
-            view = self.anthropic.view_now(job, now)
-            rows.append((job["_created"], _summary("anthropic", job, view["status"])))
+        for routes in (self.openai, self.mistral, self.anthropic):
+            lifecycle = routes.jobs
+            for job in self.store.list_jobs(lifecycle.provider):
+                status = lifecycle.status_now(job, now)
+                rows.append((job["_created"], _summary(lifecycle.provider, job, status)))
         rows.sort(key=lambda row: (row[0], row[1]["id"]))
         return [row[1] for row in rows]
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Serve one WSGI request and record it in the access log."""
-        arrived = time.time()
+        arrived = self.clock.now()
         response = self.respond(environ)
         append_access_log(
             self.store.root,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.emulator.clock import Clock
 from agent.emulator.store import Provider, Store
 from agent.emulator.web import Request, Response, json_response
 
@@ -20,11 +21,13 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
 class FileRoutes:
     """File handlers shared by the protocol route classes.
 
-    Subclasses set `provider` and implement `_require_file` (the protocol's own 404).
+    Subclasses set `provider`, `store` and `clock`, and implement `_require_file` (the
+    protocol's own 404).
     """
 
     provider: Provider
     store: Store
+    clock: Clock
 
     def _require_file(self, file_id: str) -> dict[str, Any]:
         raise NotImplementedError

@@ -1,11 +1,15 @@
-"""Clock-driven job lifecycle shared by both protocols.
+"""The one job lifecycle of every emulated protocol: phases by the clock, finalisation, cancel.
 
-A job never runs anywhere: its status is a pure function of the wall clock, the
-job's creation time and the `delay` stored on it at creation. That is what lets
-several processes share one state directory and agree on every status without a
-background worker. The only mutation after creation is *finalisation*: the first
-reader that sees a terminal status takes the lock, writes the output and error
-files once, and stores the final state on the job record.
+A job never runs anywhere: its status is a pure function of the clock (`agent.emulator.clock`),
+the job's creation time and the `delay` stored on it at creation. That is what lets several
+processes share one state directory and agree on every status without a background worker. The
+only mutations after creation are a *cancel* (it stores when it came and how many requests were
+done then) and *finalisation*: the first reader that sees a terminal status takes the lock,
+writes the output and error files once, and stores the final state on the job record.
+
+`JobLifecycle` is that lifecycle bound to one protocol (its phase boundaries, its wire status
+names, its 404): the route modules (`openai_routes`, `mistral_routes`, `anthropic_routes`) only
+translate what it says into their protocol's statuses and JSON shapes.
 
 Private keys of a job record (never sent on the wire):
 
@@ -13,6 +17,7 @@ Private keys of a job record (never sent on the wire):
 - ``_sources``: ids of the data files holding the request lines, in order
 - ``_total``: number of requests; ``_failed``: sorted indices of requests that
   will fail (computed once at creation)
+- ``_invalid``: the job fails validation as it leaves its queued phase (OpenAI only)
 - ``_cancel_at`` / ``_cancel_done``: cancel time and the number of requests
   already done then
 - ``_final``: ``{"status", "done", "ended_at"}`` once finalised
@@ -23,14 +28,24 @@ Private keys of a job record (never sent on the wire):
 from __future__ import annotations
 
 import bisect
-import json
 import math
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from agent.emulator.faults import expire_limit
-from agent.emulator.store import Provider, Store
+from agent.emulator.clock import Clock
+from agent.emulator.faults import Faults, expire_limit, job_faults, shuffle_key
+from agent.emulator.result_files import (
+    FileMetaFactory,
+    LineRenderer,
+    Outputs,
+    UnfinishedRenderer,
+    write_outputs,
+)
+from agent.emulator.store import Provider, Store, current_delay
+from agent.emulator.web import HttpError
 
 # Share of the delay a cancelled job spends in its "cancelling" state.
 CANCEL_FRACTION = 0.1
@@ -132,156 +147,6 @@ def ended_at(job: dict[str, Any], phase: Phase, timeline: Timeline) -> float | N
     return None
 
 
-@dataclass(frozen=True)
-class RequestLine:
-    """One request read back from a job's sources.
-
-    Attributes:
-        index: 0-based position among non-blank lines of all sources.
-        line: 1-based physical line number inside its source file.
-        obj: The decoded line, or None if it is not valid JSON.
-    """
-
-    index: int
-    line: int
-    obj: Any
-
-
-def iter_requests(store: Store, provider: Provider, sources: list[str]) -> Iterator[RequestLine]:
-    """Stream the request lines of a job's source files, skipping blank lines.
-
-    Args:
-        store: The state store.
-        provider: Which protocol's files to read.
-        sources: Source file ids in order.
-
-    Yields:
-        Each request with its index, physical line number and decoded object.
-    """
-    index = 0
-    for file_id in sources:
-        for number, raw in enumerate(store.iter_file_lines(provider, file_id), start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj: Any = json.loads(raw)
-            except ValueError:
-                obj = None
-            yield RequestLine(index, number, obj)
-            index += 1
-
-
-# (request, created) -> (succeeded, output line, (prompt_tokens, completion_tokens))
-LineRenderer = Callable[[RequestLine, int], tuple[bool, dict[str, Any], tuple[int, int]]]
-# (job, kind "output"|"error", size, lines) -> file metadata to store
-FileMetaFactory = Callable[[dict[str, Any], str, int, int], dict[str, Any]]
-# request not processed (expired) -> its error line, or None for no line
-UnfinishedRenderer = Callable[[RequestLine], dict[str, Any] | None]
-
-
-@dataclass
-class Outputs:
-    """What finalisation produced.
-
-    Attributes:
-        output_file: Id of the success file, or None when no line succeeded.
-        error_file: Id of the error file, or None when no line failed.
-        prompt_tokens: Sum over succeeded lines.
-        completion_tokens: Sum over succeeded lines.
-    """
-
-    output_file: str | None
-    error_file: str | None
-    prompt_tokens: int
-    completion_tokens: int
-
-
-def write_outputs(
-    store: Store,
-    provider: Provider,
-    job: dict[str, Any],
-    done: int,
-    created: int,
-    render: LineRenderer,
-    make_meta: FileMetaFactory,
-    unfinished: UnfinishedRenderer | None = None,
-    shuffle: Callable[[int], float] | None = None,
-) -> Outputs:
-    """Answer the first `done` requests and write the output and error files.
-
-    Both files are written in one pass over the input, line by line, so memory
-    stays flat whatever the batch size. A file with no line is not created.
-    With `shuffle` (a fault knob, for tests), lines are buffered and written
-    sorted by ``shuffle(index)`` instead.
-
-    Args:
-        store: The state store.
-        provider: Which protocol.
-        job: The job record.
-        done: How many requests (in input order) get a line.
-        created: The ``created`` timestamp to put in reply bodies.
-        render: Turns a request into an output or error line.
-        make_meta: Builds the API metadata of a result file.
-        unfinished: If given, called for every request past `done`; a returned
-            line goes to the error file (OpenAI ``batch_expired``).
-        shuffle: If given, the sort key of a line from its request index.
-
-    Returns:
-        The ids of the files written and the token totals.
-    """
-    ids = {
-        "output": make_meta(job, "output", 0, 0)["id"],
-        "error": make_meta(job, "error", 0, 0)["id"],
-    }
-    counts = {"output": 0, "error": 0}
-    sizes = {"output": 0, "error": 0}
-    prompt = completion = 0
-    out_path = store.file_data_path(provider, ids["output"])
-    err_path = store.file_data_path(provider, ids["error"])
-    buffered: dict[str, list[tuple[float, bytes]]] = {"output": [], "error": []}
-    with store.atomic_writer(out_path) as out, store.atomic_writer(err_path) as err:
-        handles = {"output": out, "error": err}
-        for request in iter_requests(store, provider, job["_sources"]):
-            ok = False
-            line: dict[str, Any] | None
-            if request.index >= done:
-                if unfinished is None:
-                    break
-                line = unfinished(request)
-                if line is None:
-                    continue
-            else:
-                ok, line, (p_tokens, c_tokens) = render(request, created)
-                if ok:
-                    prompt += p_tokens
-                    completion += c_tokens
-            data = json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-            kind = "output" if ok else "error"
-            if shuffle is None:
-                handles[kind].write(data)
-            else:
-                buffered[kind].append((shuffle(request.index), data))
-            counts[kind] += 1
-            sizes[kind] += len(data)
-        for kind, rows in buffered.items():
-            for _, data in sorted(rows, key=lambda row: row[0]):
-                handles[kind].write(data)
-    result: dict[str, str | None] = {}
-    for kind in ("output", "error"):
-        file_id = ids[kind]
-        if counts[kind] == 0:
-            # No line of this kind: drop the empty data file, report no file id.
-            store.file_data_path(provider, file_id).unlink(missing_ok=True)
-            result[kind] = None
-            continue
-        meta = make_meta(job, kind, sizes[kind], counts[kind])
-        meta["id"] = file_id
-        meta["_size"] = sizes[kind]
-        store.put_file_meta(provider, meta)
-        result[kind] = file_id
-    return Outputs(result["output"], result["error"], prompt, completion)
-
-
 def finalize_if_needed(
     store: Store,
     provider: Provider,
@@ -323,3 +188,231 @@ def finalize_if_needed(
         fresh["_final"] = {"status": phase.name, "done": phase.done, "ended_at": ended}
         store.put_job(provider, fresh)
         return fresh
+
+
+# (job, phase, ended_at) -> writes a terminal job's outputs, updates its public fields in place
+Producer = Callable[[dict[str, Any], Phase, float], None]
+
+
+class JobLifecycle:
+    """The shared lifecycle, bound to one protocol.
+
+    Args:
+        store: The state store.
+        provider: Which protocol's jobs.
+        timeline: The protocol's phase boundaries.
+        statuses: The protocol's wire status of each phase name (see `Phase`).
+        clock: The time source.
+        produce: Writes a job's outputs when it reaches a terminal phase (called once, under
+            the lock, by `refresh`).
+        not_found: Builds the protocol's 404 for an unknown job id.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        provider: Provider,
+        timeline: Timeline,
+        statuses: Mapping[str, str],
+        clock: Clock,
+        produce: Producer,
+        not_found: Callable[[str], HttpError],
+    ) -> None:
+        """Bind the lifecycle to one protocol."""
+        self.store = store
+        self.provider = provider
+        self.timeline = timeline
+        self.statuses = statuses
+        self.clock = clock
+        self._produce = produce
+        self._not_found = not_found
+
+    def now(self) -> float:
+        """Return the current time of this emulator's clock."""
+        return self.clock.now()
+
+    # -- creation ------------------------------------------------------------------
+
+    @contextmanager
+    def creating(self, faults: dict[str, Any] | None) -> Iterator[dict[str, Any] | None]:
+        """Hold the lock while a job is scanned and stored; yield its fault knobs.
+
+        Draws hash the job's creation order, not its random id, so a seeded run of jobs fails
+        the same requests every time (and a retry still gets a fresh draw): the order is
+        counted here, under the lock, and stored with the knobs.
+
+        Args:
+            faults: The job-shaping knobs of the create (`Faults.job_record`), or None.
+
+        Yields:
+            The knobs with their ``_sequence``, or None.
+        """
+        with self.store.lock():
+            if faults is not None:
+                faults = {**faults, "_sequence": len(self.store.list_jobs(self.provider))}
+            yield faults
+
+    def record(
+        self,
+        fields: dict[str, Any],
+        *,
+        now: float,
+        sources: list[str],
+        total: int,
+        failed: list[int],
+        faults: dict[str, Any] | None,
+        invalid: bool = False,
+    ) -> dict[str, Any]:
+        """Build a new job record: the protocol's public `fields` plus the lifecycle's keys.
+
+        The delay is read now (`current_delay`) and stored, so every process that reads the
+        job later computes the same status.
+
+        Returns:
+            The record (not stored yet: see `save`).
+        """
+        return {
+            **fields,
+            "_created": now,
+            "_delay": current_delay(),
+            "_sources": sources,
+            "_total": total,
+            "_failed": failed,
+            "_invalid": invalid,
+            "_cancel_at": None,
+            "_cancel_done": None,
+            "_final": None,
+            "_faults": faults,
+        }
+
+    def save(self, job: dict[str, Any]) -> None:
+        """Persist a job record."""
+        self.store.put_job(self.provider, job)
+
+    @staticmethod
+    def answer_late(faults: Faults) -> None:
+        """Hold a create's answer for the ``create_delay`` fault (the job already exists).
+
+        A real sleep, not the emulator's clock: what the fault shows is an HTTP answer that
+        comes late (or never, for a client that gives up), which only wall time can do.
+        """
+        if faults.create_delay > 0:
+            time.sleep(faults.create_delay)
+
+    # -- reading -------------------------------------------------------------------
+
+    def require(self, job_id: str) -> dict[str, Any]:
+        """Return a job record as stored.
+
+        Raises:
+            HttpError: The protocol's 404 for an unknown id.
+        """
+        job = self.store.get_job(self.provider, job_id)
+        if job is None:
+            raise self._not_found(job_id)
+        return job
+
+    def read(self, job_id: str, now: float) -> dict[str, Any]:
+        """Return a job record as of `now`, finalised if it has just become terminal.
+
+        Raises:
+            HttpError: The protocol's 404 for an unknown id.
+        """
+        return self.refresh(self.require(job_id), now)
+
+    def refresh(self, job: dict[str, Any], now: float) -> dict[str, Any]:
+        """Finalise `job` if it is terminal at `now` and not finalised yet; return it."""
+        return finalize_if_needed(self.store, self.provider, job, self.timeline, now, self._produce)
+
+    def newest_first(self) -> list[dict[str, Any]]:
+        """Every job of the protocol, newest first (ties by id), as stored."""
+        jobs = self.store.list_jobs(self.provider)
+        return sorted(jobs, key=lambda j: (j["_created"], j["id"]), reverse=True)
+
+    def phase(self, job: dict[str, Any], now: float) -> Phase:
+        """Return where `job` stands at `now`."""
+        return compute_phase(job, now, self.timeline)
+
+    def status(self, job: dict[str, Any], phase: Phase) -> str:
+        """Return the wire status of `phase` (the ``unknown_status`` fault replaces success)."""
+        if phase.name == "done":
+            unknown = job_faults(job).get("unknown_status")
+            if unknown:
+                return str(unknown)
+        return self.statuses[phase.name]
+
+    def status_now(self, job: dict[str, Any], now: float) -> str:
+        """Return the wire status of `job` at `now`, finalising it first if it just ended."""
+        job = self.refresh(job, now)
+        return self.status(job, self.phase(job, now))
+
+    def started_at(self, job: dict[str, Any]) -> float:
+        """Return when `job` leaves (or left) its queued phase."""
+        return float(job["_created"]) + self.timeline.start * float(job["_delay"])
+
+    def ended_at(self, job: dict[str, Any], phase: Phase) -> float | None:
+        """Return when a terminal `phase` was reached (None for a live phase)."""
+        return ended_at(job, phase, self.timeline)
+
+    @staticmethod
+    def results_lag(job: dict[str, Any], now: float, end: float) -> bool:
+        """Tell whether the ``output_lag`` fault still hides an ended job's result files."""
+        return now < end + float(job_faults(job).get("output_lag") or 0.0)
+
+    # -- changes -------------------------------------------------------------------
+
+    def cancel(self, job_id: str, now: float, refuse: Callable[[str], HttpError]) -> dict[str, Any]:
+        """Cancel a live job at `now`; a repeated cancel while cancelling changes nothing.
+
+        Args:
+            job_id: The job.
+            now: The time of the cancel.
+            refuse: Builds the protocol's error for a job already terminal, from its status.
+
+        Returns:
+            The job record after the cancel.
+
+        Raises:
+            HttpError: 404 for an unknown job, or `refuse`'s error for a terminal one.
+        """
+        self.require(job_id)
+        with self.store.lock():
+            job = self.require(job_id)
+            phase = self.phase(job, now)
+            if phase.terminal:
+                raise refuse(self.status(job, phase))
+            if phase.name != "cancelling":
+                job["_cancel_at"] = now
+                job["_cancel_done"] = phase.done
+                self.save(job)
+        return job
+
+    def write_outputs(
+        self,
+        job: dict[str, Any],
+        phase: Phase,
+        ended: float,
+        render: LineRenderer,
+        make_meta: FileMetaFactory,
+        unfinished: UnfinishedRenderer | None = None,
+    ) -> Outputs:
+        """Write the result files of a job that reached terminal `phase` at `ended`.
+
+        The first ``phase.done`` requests get a line from `render`; with `unfinished`, the
+        others get its line. The ``shuffle`` fault reorders each file (see `write_outputs`).
+
+        Returns:
+            The ids of the files written and the token totals.
+        """
+        shuffle = job_faults(job).get("shuffle")
+        return write_outputs(
+            self.store,
+            self.provider,
+            job,
+            phase.done,
+            int(ended),
+            render,
+            make_meta,
+            unfinished=unfinished,
+            shuffle=(lambda index: shuffle_key(job, index)) if shuffle else None,
+        )

@@ -23,7 +23,6 @@ reference notes (`shared/reference/provider-batch-apis.md` §2 and §6):
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -37,21 +36,13 @@ from agent.emulator.answers import (
     reshape_completion,
     validate_body,
 )
-from agent.emulator.faults import ERROR_SHAPES, job_faults, request_fault, shuffle_key
+from agent.emulator.clock import Clock
+from agent.emulator.faults import ERROR_SHAPES, job_faults, request_fault
 from agent.emulator.file_routes import FileRoutes, public
-from agent.emulator.jobs import (
-    Phase,
-    RequestLine,
-    Timeline,
-    compute_phase,
-    ended_at,
-    finalize_if_needed,
-    iter_requests,
-    split_counts,
-    write_outputs,
-)
+from agent.emulator.jobs import JobLifecycle, Phase, Timeline, split_counts
 from agent.emulator.model_routes import add_model_routes
-from agent.emulator.store import Provider, Store, current_delay
+from agent.emulator.result_files import RequestLine, iter_requests
+from agent.emulator.store import Provider, Store
 from agent.emulator.web import HttpError, Request, Response, Router, json_response
 
 PROVIDER: Provider = "mistral"
@@ -82,15 +73,6 @@ _STATUS = {
 }
 
 
-def _status(job: dict[str, Any], phase: Phase) -> str:
-    """Return the wire status of a phase (``unknown_status`` replaces SUCCESS)."""
-    if phase.name == "done":
-        unknown = job_faults(job).get("unknown_status")
-        if unknown:
-            return str(unknown)
-    return _STATUS[phase.name]
-
-
 def render_error(error: HttpError) -> Response:
     """Render an error in Mistral's flat ``{"object": "error", ...}`` shape."""
     return json_response(
@@ -110,12 +92,17 @@ class MistralRoutes(FileRoutes):
 
     Args:
         store: The shared state store.
+        clock: The emulator's time source.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Clock) -> None:
         """Register the routes on a fresh router."""
         self.provider = PROVIDER
         self.store = store
+        self.clock = clock
+        self.jobs = JobLifecycle(
+            store, PROVIDER, TIMELINE, _STATUS, clock, self._produce, _job_not_found
+        )
         self.router = Router()
         self.router.add("POST", "/files", self.create_file)
         self.router.add("GET", "/files", self.list_files)
@@ -153,7 +140,7 @@ class MistralRoutes(FileRoutes):
             "id": str(uuid.uuid4()),
             "object": "file",
             "bytes": 0,
-            "created_at": int(time.time()),
+            "created_at": int(self.clock.now()),
             "filename": upload.filename,
             "purpose": purpose,
             "sample_type": "batch_request" if purpose == "batch" else "instruct",
@@ -228,9 +215,8 @@ class MistralRoutes(FileRoutes):
             raise HttpError(400, "'metadata' must map strings to strings.", param="metadata")
         for file_id in input_files:
             self._require_file(file_id)
-        now = time.time()
+        now = self.clock.now()
         job_id = str(uuid.uuid4())
-        faults = request.faults.job_record()
         sources = list(input_files)
         if inline:
             # Inline requests are kept as a private JSONL file so that one code
@@ -242,12 +228,9 @@ class MistralRoutes(FileRoutes):
                 (json.dumps(item, separators=(",", ":")).encode() + b"\n" for item in inline),
             )
             sources.append(inline_id)
-        with self.store.lock():
-            if faults is not None:
-                # Draws hash the job's creation order, not its random id (see faults.py).
-                faults = {**faults, "_sequence": len(self.store.list_jobs(PROVIDER))}
+        with self.jobs.creating(request.faults.job_record()) as faults:
             total, failed = _scan_requests(self.store, sources, model, job_id, faults or {})
-            job: dict[str, Any] = {
+            fields: dict[str, Any] = {
                 "id": job_id,
                 "object": "batch",
                 "input_files": list(input_files),
@@ -260,30 +243,14 @@ class MistralRoutes(FileRoutes):
                 "timeout_hours": body.get("timeout_hours", 24),
                 "output_file": None,
                 "error_file": None,
-                "_created": now,
-                "_delay": current_delay(),
-                "_sources": sources,
-                "_total": total,
-                "_failed": failed,
-                "_invalid": False,
-                "_cancel_at": None,
-                "_cancel_done": None,
-                "_final": None,
-                "_faults": faults,
             }
-            self.store.put_job(PROVIDER, job)
-        if request.faults.create_delay > 0:
-            # Fault: the job exists, but its create response is late (or lost).
-            time.sleep(request.faults.create_delay)
+            job = self.jobs.record(
+                fields, now=now, sources=sources, total=total, failed=failed, faults=faults
+            )
+            self.jobs.save(job)
+        self.jobs.answer_late(request.faults)
         # The create response is always QUEUED, whatever the delay.
         return json_response(self._view(job, now, force_status="QUEUED"))
-
-    def view_now(self, job: dict[str, Any], now: float) -> dict[str, Any]:
-        """Finalise `job` if it just became terminal and return its wire object."""
-        return self._view(self._refresh(job, now), now)
-
-    def _refresh(self, job: dict[str, Any], now: float) -> dict[str, Any]:
-        return finalize_if_needed(self.store, PROVIDER, job, TIMELINE, now, self._produce)
 
     def _produce(self, job: dict[str, Any], phase: Phase, ended: float) -> None:
         """Write outputs for a job reaching a terminal phase (called under the lock)."""
@@ -297,16 +264,7 @@ class MistralRoutes(FileRoutes):
             return _render_line(request, created, model, job_id, faults)
 
         # An expired job writes no line for its unfinished requests (no `unfinished`).
-        outputs = write_outputs(
-            self.store,
-            PROVIDER,
-            job,
-            phase.done,
-            int(ended),
-            render,
-            _result_file_meta,
-            shuffle=(lambda index: shuffle_key(job, index)) if faults.get("shuffle") else None,
-        )
+        outputs = self.jobs.write_outputs(job, phase, ended, render, _result_file_meta)
         job["output_file"] = outputs.output_file
         job["error_file"] = outputs.error_file
 
@@ -318,23 +276,23 @@ class MistralRoutes(FileRoutes):
         inline: bool = False,
     ) -> dict[str, Any]:
         """Build the wire job object for `job` as of `now`."""
-        phase = compute_phase(job, now, TIMELINE)
-        status = force_status or _status(job, phase)
+        phase = self.jobs.phase(job, now)
+        status = force_status or self.jobs.status(job, phase)
         obj = public(job)
         obj.pop("timeout_hours", None)
-        started = job["_created"] + TIMELINE.start * job["_delay"]
+        started = self.jobs.started_at(job)
         cancel_at = job.get("_cancel_at")
         reached = cancel_at if cancel_at is not None else now
         if force_status == "QUEUED":
             reached = job["_created"]
         obj["status"] = status
         obj["started_at"] = int(started) if reached >= started else None
-        end = ended_at(job, phase, TIMELINE)
+        end = self.jobs.ended_at(job, phase)
         ended = end is not None and force_status is None
         obj["completed_at"] = int(end) if end is not None and ended else None
         lagging = False
         if end is not None and ended:
-            lagging = now < end + float(job_faults(job).get("output_lag") or 0.0)
+            lagging = self.jobs.results_lag(job, now, end)
             if lagging:
                 # Fault: terminal status first, result file ids a little later.
                 obj["output_file"] = None
@@ -358,18 +316,10 @@ class MistralRoutes(FileRoutes):
                 for raw in self.store.iter_file_lines(PROVIDER, file_id):
                     yield json.loads(raw)
 
-    def _require_job(self, job_id: str) -> dict[str, Any]:
-        job = self.store.get_job(PROVIDER, job_id)
-        if job is None:
-            raise HttpError(
-                404, f"Batch job {job_id} not found.", error_type="not_found", code="not_found"
-            )
-        return job
-
     def get_job(self, request: Request) -> Response:
         """``GET /batch/jobs/{id}[?inline=true]``."""
-        now = time.time()
-        job = self._refresh(self._require_job(request.params["job_id"]), now)
+        now = self.clock.now()
+        job = self.jobs.read(request.params["job_id"], now)
         inline = (request.arg("inline") or "").lower() == "true"
         return json_response(self._view(job, now, inline=inline))
 
@@ -388,9 +338,10 @@ class MistralRoutes(FileRoutes):
             key: values[-1] for key, values in request.query.items() if key not in LIST_PARAMS
         }
         newest_first = (request.arg("order_by") or "-created") != "created"
-        now = time.time()
+        now = self.clock.now()
         selected = []
-        for job in self.store.list_jobs(PROVIDER):
+        jobs = self.jobs.newest_first()
+        for job in jobs if newest_first else reversed(jobs):
             if model and job.get("model") != model:
                 continue
             if agent_id and job.get("agent_id") != agent_id:
@@ -400,35 +351,33 @@ class MistralRoutes(FileRoutes):
             job_metadata = job.get("metadata") or {}
             if any(job_metadata.get(k) != v for k, v in metadata_filter.items()):
                 continue
-            if statuses:
-                job = self._refresh(job, now)
-                if _status(job, compute_phase(job, now, TIMELINE)) not in statuses:
-                    continue
+            if statuses and self.jobs.status_now(job, now) not in statuses:
+                continue
             selected.append(job)
-        selected.sort(key=lambda j: (j["_created"], j["id"]), reverse=newest_first)
         window = selected[page * page_size : (page + 1) * page_size]
-        data = [self._view(self._refresh(job, now), now) for job in window]
+        data = [self._view(self.jobs.refresh(job, now), now) for job in window]
         return json_response({"object": "list", "data": data, "total": len(selected)})
 
     def cancel_job(self, request: Request) -> Response:
         """``POST /batch/jobs/{id}/cancel``; 400 if the job is already terminal."""
         job_id = request.params["job_id"]
-        self._require_job(job_id)
-        now = time.time()
-        with self.store.lock():
-            job = self._require_job(job_id)
-            phase = compute_phase(job, now, TIMELINE)
-            if phase.terminal:
-                raise HttpError(
-                    400,
-                    f"Batch job {job_id} is {_status(job, phase)} and cannot be cancelled.",
-                    code="job_not_cancellable",
-                )
-            if phase.name != "cancelling":
-                job["_cancel_at"] = now
-                job["_cancel_done"] = phase.done
-                self.store.put_job(PROVIDER, job)
+
+        def refuse(status: str) -> HttpError:
+            return HttpError(
+                400,
+                f"Batch job {job_id} is {status} and cannot be cancelled.",
+                code="job_not_cancellable",
+            )
+
+        now = self.clock.now()
+        job = self.jobs.cancel(job_id, now, refuse)
         return json_response(self._view(job, now, force_status="CANCELLATION_REQUESTED"))
+
+
+def _job_not_found(job_id: str) -> HttpError:
+    return HttpError(
+        404, f"Batch job {job_id} not found.", error_type="not_found", code="not_found"
+    )
 
 
 def _count_lines(chunks: Iterator[bytes]) -> int:
@@ -596,13 +545,15 @@ def _tool_calls(reply: Reply) -> list[dict[str, Any]] | None:
     ]
 
 
-def _result_file_meta(job: dict[str, Any], kind: str, size: int, lines: int) -> dict[str, Any]:
-    """Metadata of a job's output or error file."""
+def _result_file_meta(
+    job: dict[str, Any], kind: str, size: int, lines: int, now: int
+) -> dict[str, Any]:
+    """Metadata of a job's output or error file, written at `now`."""
     return {
         "id": str(uuid.uuid4()),
         "object": "file",
         "bytes": size,
-        "created_at": int(time.time()),
+        "created_at": now,
         "filename": f"{job['id']}_{kind}.jsonl",
         "purpose": "batch",
         "sample_type": "batch_result" if kind == "output" else "batch_error",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from typing import Any
 
 from agent.emulator.answers import (
@@ -32,26 +31,13 @@ from agent.emulator.answers import (
     reshape_completion,
     validate_body,
 )
-from agent.emulator.faults import (
-    BATCH_EXPIRED_ERROR,
-    ERROR_SHAPES,
-    job_faults,
-    request_fault,
-    shuffle_key,
-)
+from agent.emulator.clock import Clock
+from agent.emulator.faults import BATCH_EXPIRED_ERROR, ERROR_SHAPES, job_faults, request_fault
 from agent.emulator.file_routes import FileRoutes, public
-from agent.emulator.jobs import (
-    Phase,
-    RequestLine,
-    Timeline,
-    compute_phase,
-    ended_at,
-    finalize_if_needed,
-    split_counts,
-    write_outputs,
-)
+from agent.emulator.jobs import JobLifecycle, Phase, Timeline, split_counts
 from agent.emulator.model_routes import add_model_routes
-from agent.emulator.store import Provider, Store, current_delay
+from agent.emulator.result_files import RequestLine
+from agent.emulator.store import Provider, Store
 from agent.emulator.web import HttpError, Request, Response, Router, json_response
 
 PROVIDER: Provider = "openai"
@@ -98,12 +84,17 @@ class OpenAIRoutes(FileRoutes):
 
     Args:
         store: The shared state store.
+        clock: The emulator's time source.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Clock) -> None:
         """Register the routes on a fresh router."""
         self.provider = PROVIDER
         self.store = store
+        self.clock = clock
+        self.jobs = JobLifecycle(
+            store, PROVIDER, TIMELINE, _STATUS, clock, self._produce, _batch_not_found
+        )
         self.router = Router()
         self.router.add("POST", "/files", self.create_file)
         self.router.add("GET", "/files", self.list_files)
@@ -141,7 +132,7 @@ class OpenAIRoutes(FileRoutes):
         upload = files.get("file")
         if upload is None:
             raise HttpError(400, "Missing required parameter: 'file'.", param="file")
-        now = int(time.time())
+        now = int(self.clock.now())
         ttl: int | None = BATCH_FILE_TTL if purpose == "batch" else None
         seconds = fields.get("expires_after[seconds]")
         if seconds is not None:
@@ -234,16 +225,11 @@ class OpenAIRoutes(FileRoutes):
             raise HttpError(
                 400, f"File {input_file_id} does not have purpose 'batch'.", param="input_file_id"
             )
-        now = time.time()
+        now = self.clock.now()
         batch_id = f"batch_{secrets.token_hex(16)}"
-        faults = request.faults.job_record()
-        with self.store.lock():
-            if faults is not None:
-                # Draws hash the job's creation order, not its random id, so a seeded run of
-                # jobs fails the same requests every time (and a retry still gets a fresh draw).
-                faults = {**faults, "_sequence": len(self.store.list_jobs(PROVIDER))}
+        with self.jobs.creating(request.faults.job_record()) as faults:
             scan = _scan_input(self.store, input_file_id, endpoint, batch_id, faults or {})
-            job: dict[str, Any] = {
+            fields: dict[str, Any] = {
                 "id": batch_id,
                 "object": "batch",
                 "endpoint": endpoint,
@@ -257,31 +243,21 @@ class OpenAIRoutes(FileRoutes):
                 "output_file_id": None,
                 "error_file_id": None,
                 "usage": None,
-                "_created": now,
-                "_delay": current_delay(),
-                "_sources": [input_file_id],
-                "_total": scan["total"],
-                "_failed": scan["failed"],
-                "_invalid": bool(scan["errors"]),
                 "_validation_errors": scan["errors"],
-                "_cancel_at": None,
-                "_cancel_done": None,
-                "_final": None,
-                "_faults": faults,
             }
-            self.store.put_job(PROVIDER, job)
-        if request.faults.create_delay > 0:
-            # Fault: the batch exists, but its create response is late (or lost).
-            time.sleep(request.faults.create_delay)
+            job = self.jobs.record(
+                fields,
+                now=now,
+                sources=[input_file_id],
+                total=scan["total"],
+                failed=scan["failed"],
+                faults=faults,
+                invalid=bool(scan["errors"]),
+            )
+            self.jobs.save(job)
+        self.jobs.answer_late(request.faults)
         # The create response is always "validating", whatever the delay.
         return json_response(self._view(job, now, force_status="validating"))
-
-    def view_now(self, job: dict[str, Any], now: float) -> dict[str, Any]:
-        """Finalise `job` if it just became terminal and return its wire object."""
-        return self._view(self._refresh(job, now), now)
-
-    def _refresh(self, job: dict[str, Any], now: float) -> dict[str, Any]:
-        return finalize_if_needed(self.store, PROVIDER, job, TIMELINE, now, self._produce)
 
     def _produce(self, job: dict[str, Any], phase: Phase, ended: float) -> None:
         """Write outputs for a job reaching a terminal phase (called under the lock)."""
@@ -296,16 +272,13 @@ class OpenAIRoutes(FileRoutes):
         ) -> tuple[bool, dict[str, Any], tuple[int, int]]:
             return _render_line(request, created, job_id, faults)
 
-        outputs = write_outputs(
-            self.store,
-            PROVIDER,
+        outputs = self.jobs.write_outputs(
             job,
-            phase.done,
-            int(ended),
+            phase,
+            ended,
             render,
             _result_file_meta,
             unfinished=_expired_line if phase.name == "expired" else None,
-            shuffle=(lambda index: shuffle_key(job, index)) if faults.get("shuffle") else None,
         )
         job["output_file_id"] = outputs.output_file
         job["error_file_id"] = outputs.error_file
@@ -315,12 +288,12 @@ class OpenAIRoutes(FileRoutes):
         self, job: dict[str, Any], now: float, force_status: str | None = None
     ) -> dict[str, Any]:
         """Build the wire batch object for `job` as of `now`."""
-        phase = compute_phase(job, now, TIMELINE)
-        status = force_status or _status(job, phase)
+        phase = self.jobs.phase(job, now)
+        status = force_status or self.jobs.status(job, phase)
         created, delay = job["_created"], job["_delay"]
         faults = job_faults(job)
         obj = public(job)
-        started = created + TIMELINE.start * delay
+        started = self.jobs.started_at(job)
         finalizing = created + TIMELINE.finalize * delay
         cancel_at = job.get("_cancel_at")
         reached = cancel_at if cancel_at is not None else now
@@ -338,12 +311,11 @@ class OpenAIRoutes(FileRoutes):
             cancelling_at=int(cancel_at) if cancel_at is not None else None,
             cancelled_at=None,
         )
-        end = ended_at(job, phase, TIMELINE)
+        end = self.jobs.ended_at(job, phase)
         if end is not None and force_status is None:
             stamp = {"done": "completed_at", "failed": "failed_at", "expired": "expired_at"}
             obj[stamp.get(phase.name, "cancelled_at")] = int(end)
-            lag = float(faults.get("output_lag") or 0.0)
-            if now < end + lag:
+            if self.jobs.results_lag(job, now, end):
                 # Fault: terminal status first, result file ids a little later.
                 obj["output_file_id"] = None
                 obj["error_file_id"] = None
@@ -357,18 +329,10 @@ class OpenAIRoutes(FileRoutes):
             obj["usage"] = _usage(0, 0)
         return obj
 
-    def _require_batch(self, batch_id: str) -> dict[str, Any]:
-        job = self.store.get_job(PROVIDER, batch_id)
-        if job is None:
-            raise HttpError(
-                404, f"No batch found with id '{batch_id}'.", code="not_found", param="batch_id"
-            )
-        return job
-
     def get_batch(self, request: Request) -> Response:
         """``GET /batches/{id}``."""
-        now = time.time()
-        job = self._refresh(self._require_batch(request.params["batch_id"]), now)
+        now = self.clock.now()
+        job = self.jobs.read(request.params["batch_id"], now)
         return json_response(self._view(job, now))
 
     def list_batches(self, request: Request) -> Response:
@@ -379,17 +343,15 @@ class OpenAIRoutes(FileRoutes):
             raise HttpError(400, "Invalid 'limit'.", param="limit") from exc
         limit = max(1, min(100, limit))
         after = request.arg("after")
-        jobs = sorted(
-            self.store.list_jobs(PROVIDER), key=lambda j: (j["_created"], j["id"]), reverse=True
-        )
+        jobs = self.jobs.newest_first()
         start = 0
         if after:
             ids = [j["id"] for j in jobs]
             # An unknown cursor yields an empty page rather than restarting (no loops).
             start = ids.index(after) + 1 if after in ids else len(jobs)
         page = jobs[start : start + limit]
-        now = time.time()
-        data = [self._view(self._refresh(job, now), now) for job in page]
+        now = self.clock.now()
+        data = [self._view(self.jobs.refresh(job, now), now) for job in page]
         return json_response(
             {
                 "object": "list",
@@ -402,23 +364,8 @@ class OpenAIRoutes(FileRoutes):
 
     def cancel_batch(self, request: Request) -> Response:
         """``POST /batches/{id}/cancel``: go to ``cancelling``; 400 if already terminal."""
-        batch_id = request.params["batch_id"]
-        self._require_batch(batch_id)
-        now = time.time()
-        with self.store.lock():
-            job = self._require_batch(batch_id)
-            phase = compute_phase(job, now, TIMELINE)
-            if phase.terminal:
-                raise HttpError(
-                    400,
-                    f"Cannot cancel a batch with status '{_status(job, phase)}'.",
-                    code="batch_not_cancellable",
-                )
-            # A repeated cancel while cancelling is a no-op that echoes the batch.
-            if phase.name != "cancelling":
-                job["_cancel_at"] = now
-                job["_cancel_done"] = phase.done
-                self.store.put_job(PROVIDER, job)
+        now = self.clock.now()
+        job = self.jobs.cancel(request.params["batch_id"], now, _not_cancellable)
         # Reported as cancelling even with a zero delay: the next read flips it.
         return json_response(self._view(job, now, force_status="cancelling"))
 
@@ -435,13 +382,16 @@ _STATUS = {
 }
 
 
-def _status(job: dict[str, Any], phase: Phase) -> str:
-    """Return the wire status of a phase (``unknown_status`` replaces completed)."""
-    if phase.name == "done":
-        unknown = job_faults(job).get("unknown_status")
-        if unknown:
-            return str(unknown)
-    return _STATUS[phase.name]
+def _batch_not_found(batch_id: str) -> HttpError:
+    return HttpError(
+        404, f"No batch found with id '{batch_id}'.", code="not_found", param="batch_id"
+    )
+
+
+def _not_cancellable(status: str) -> HttpError:
+    return HttpError(
+        400, f"Cannot cancel a batch with status '{status}'.", code="batch_not_cancellable"
+    )
 
 
 def _check_metadata(metadata: Any) -> None:
@@ -713,9 +663,10 @@ def _message(reply: Reply) -> dict[str, Any]:
     return message
 
 
-def _result_file_meta(job: dict[str, Any], kind: str, size: int, lines: int) -> dict[str, Any]:
-    """Metadata of a batch's output or error file (purpose ``batch_output``)."""
-    now = int(time.time())
+def _result_file_meta(
+    job: dict[str, Any], kind: str, size: int, lines: int, now: int
+) -> dict[str, Any]:
+    """Metadata of a batch's output or error file (purpose ``batch_output``), written at `now`."""
     return {
         "id": f"file-{secrets.token_hex(12)}",
         "object": "file",

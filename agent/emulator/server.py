@@ -16,6 +16,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from agent.emulator.app import EmulatorApp
+from agent.emulator.clock import Clock
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
@@ -32,11 +33,13 @@ class _QuietHandler(WSGIRequestHandler):
         """Drop access logs (polling would flood the terminal)."""
 
 
-def _make_server(host: str, port: int, state_dir: str | Path | None) -> WSGIServer:
+def _make_server(
+    host: str, port: int, state_dir: str | Path | None, clock: Clock | None = None
+) -> WSGIServer:
     return make_server(
         host,
         port,
-        EmulatorApp(state_dir),
+        EmulatorApp(state_dir, clock),
         server_class=_ThreadingWSGIServer,
         handler_class=_QuietHandler,
     )
@@ -68,17 +71,20 @@ def serve(
 
 
 @contextmanager
-def running_emulator(state_dir: str | Path | None = None) -> Iterator[str]:
+def running_emulator(
+    state_dir: str | Path | None = None, clock: Clock | None = None
+) -> Iterator[str]:
     """Run the emulator on a free loopback port for the duration of the block.
 
     Args:
         state_dir: State directory (default: `default_state_dir()`).
+        clock: The emulator's time source (default: the wall clock).
 
     Yields:
         The base URL, e.g. ``http://127.0.0.1:43123`` (append ``/openai/v1`` or
         ``/mistral`` for the SDKs).
     """
-    server = _make_server("127.0.0.1", 0, state_dir)
+    server = _make_server("127.0.0.1", 0, state_dir, clock)
     thread = threading.Thread(
         target=server.serve_forever,
         kwargs={"poll_interval": 0.05},

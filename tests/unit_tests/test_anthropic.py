@@ -8,7 +8,6 @@ against the in-process emulator (or a mock transport serving a results file, for
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
 
 from agent.context import Context
-from agent.emulator import emulator_http_client, list_jobs, read_access_log
+from agent.emulator import ManualClock, emulator_http_client, list_jobs, read_access_log
 from agent.graph import build_graph
 from agent.planning import new_intent
 from agent.providers.anthropic import AnthropicProvider
@@ -359,13 +358,13 @@ def test_expired_requests_are_resubmitted_and_successes_kept(
 
 
 def test_cancel_gives_canceled_results_and_a_cancelled_thread(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, emulator_clock: ManualClock
 ) -> None:
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "2")
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "t"}}
     graph.invoke({"requests": RECORDS}, config, context=Context(provider="anthropic"))
-    time.sleep(0.8)
+    emulator_clock.advance(0.8)
     graph.invoke({"cancel": True}, config, context=Context(provider="anthropic", **FAST))
     values = graph.get_state(config).values
     assert values["status"] == "cancelled"
@@ -495,10 +494,12 @@ def _intent(provider: AnthropicProvider, count: int, key: str = "ours") -> Any:
     return new_intent(provider, key=key, attempt=1, model=MODEL, params={}, request_count=count)
 
 
-def test_a_lost_create_answer_is_found_by_listing_and_matching(tmp_path: Path) -> None:
+def test_a_lost_create_answer_is_found_by_listing_and_matching(
+    tmp_path: Path, emulator_clock: ManualClock
+) -> None:
     provider = AnthropicProvider(emulated=True, base_url="")
     ours = ["a-1", "a-2", "a-3"]
-    sent_at = time.time()
+    sent_at = emulator_clock.now()
     other_size = _make_batch(provider, tmp_path, ["x-1", "x-2"], "other-size")
     ours_id = _make_batch(provider, tmp_path, ours, "ours")  # its answer "lost"
     intent = _intent(provider, len(ours))
@@ -508,22 +509,24 @@ def test_a_lost_create_answer_is_found_by_listing_and_matching(tmp_path: Path) -
     assert not found.verified
     # A batch the thread (or another thread of the store) holds is never adopted twice.
     assert provider.find_job(intent, sent_at=sent_at, claimed={ours_id}) is None
-    time.sleep(0.4)  # ended: its results now prove whose it is
+    emulator_clock.advance(0.4)  # ended: its results now prove whose it is
     found = provider.find_job(intent, sent_at=sent_at, claimed=())
     assert found is not None and found.job_id == ours_id and found.verified
     assert provider.job_owner({**intent, "job_id": ours_id}) == "ours"
 
 
-def test_an_ended_batch_is_adopted_by_its_identity_never_by_its_content(tmp_path: Path) -> None:
+def test_an_ended_batch_is_adopted_by_its_identity_never_by_its_content(
+    tmp_path: Path, emulator_clock: ManualClock
+) -> None:
     provider = AnthropicProvider(emulated=True, base_url="")
     ids = ["a-1", "a-2", "a-3"]
-    sent_at = time.time()
+    sent_at = emulator_clock.now()
     # Another thread's batch with the very same ids and prompts, created just after our send.
     theirs = _make_batch(provider, tmp_path, ids, "another-threads-key")
-    time.sleep(0.4)  # ended: results can be checked
+    emulator_clock.advance(0.4)  # ended: results can be checked
     assert provider.find_job(_intent(provider, 3), sent_at=sent_at, claimed=()) is None
     ours = _make_batch(provider, tmp_path, ids, "ours")
-    time.sleep(0.4)
+    emulator_clock.advance(0.4)
     found = provider.find_job(_intent(provider, 3), sent_at=sent_at, claimed=())
     assert found is not None and found.job_id == ours != theirs and found.verified
 
@@ -598,7 +601,9 @@ def test_inline_body_streams_valid_json_with_the_announced_length(tmp_path: Path
 # --------------------------------------------------------------------------- emulator protocol
 
 
-def test_the_emulator_speaks_message_batches_to_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_emulator_speaks_message_batches_to_the_sdk(
+    monkeypatch: pytest.MonkeyPatch, emulator_clock: ManualClock
+) -> None:
     import anthropic
 
     from agent.emulator import IN_PROCESS_BASE_URL
@@ -617,7 +622,7 @@ def test_the_emulator_speaks_message_batches_to_the_sdk(monkeypatch: pytest.Monk
     )
     assert batch.processing_status == "in_progress" and batch.results_url is None
     assert batch.request_counts.processing == 2 and batch.request_counts.succeeded == 0
-    time.sleep(0.4)
+    emulator_clock.advance(0.4)
     ended = client.messages.batches.retrieve(batch.id)
     assert ended.processing_status == "ended" and ended.ended_at is not None
     assert ended.request_counts.model_dump() == {

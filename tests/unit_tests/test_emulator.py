@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from mistralai.client import Mistral
 from agent.emulator import (
     IN_PROCESS_BASE_URL,
     EmulatorApp,
+    ManualClock,
     emulator_http_client,
     list_jobs,
     running_emulator,
@@ -25,20 +24,20 @@ from agent.emulator.answers import compute_reply
 MODEL = "gpt-4o-mini"
 
 
-def openai_client(state_dir: Path) -> openai.OpenAI:
+def openai_client(state_dir: Path, clock: ManualClock | None = None) -> openai.OpenAI:
     return openai.OpenAI(
         api_key="x",
         base_url=f"{IN_PROCESS_BASE_URL}/openai/v1",
-        http_client=emulator_http_client(state_dir),
+        http_client=emulator_http_client(state_dir, clock),
         max_retries=0,
     )
 
 
-def mistral_client(state_dir: Path) -> Mistral:
+def mistral_client(state_dir: Path, clock: ManualClock | None = None) -> Mistral:
     return Mistral(
         api_key="x",
         server_url=f"{IN_PROCESS_BASE_URL}/mistral",
-        client=emulator_http_client(state_dir),
+        client=emulator_http_client(state_dir, clock),
     )
 
 
@@ -55,25 +54,34 @@ def jsonl(lines: list[Any]) -> bytes:
     return "".join(json.dumps(line) + "\n" for line in lines).encode()
 
 
-def wait_for(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float = 5.0) -> Any:
-    deadline = time.time() + timeout
-    while True:
-        value = read()
-        if done(value) or time.time() > deadline:
-            return value
-        time.sleep(0.02)
-
-
 def parse_lines(text: str) -> dict[str, dict[str, Any]]:
     return {row["custom_id"]: row for row in map(json.loads, text.splitlines()) if row}
+
+
+# -- the clock ---------------------------------------------------------------------
+
+
+def test_a_manual_clock_moves_only_forward_and_only_when_told() -> None:
+    clock = ManualClock(start=1000.0)
+    assert clock.now() == 1000.0 == clock.now()
+    assert clock.advance(2.5) == 1002.5 == clock.now()
+    with pytest.raises(ValueError, match="cannot go back"):
+        clock.advance(-1)
+    assert clock.now() == 1002.5
+    # A ticking clock also follows the wall clock; `advance` skips ahead of it.
+    ticking = ManualClock(start=0.0, ticking=True)
+    before = ticking.now()
+    ticking.advance(10)
+    assert before + 10 <= ticking.now() < before + 70
 
 
 # -- OpenAI ------------------------------------------------------------------------
 
 
 def test_openai_full_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "0.5")
-    client = openai_client(tmp_path)
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "10")
+    clock = ManualClock()
+    client = openai_client(tmp_path, clock)
     lines = [
         chat_line("a", "hello there"),
         chat_line("b", "one two three four five", max_tokens=4),
@@ -103,17 +111,15 @@ def test_openai_full_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert batch.status == "validating"
     assert batch.id.startswith("batch_") and len(batch.id) == len("batch_") + 32
 
-    seen: list[str] = [batch.status]
-    deadline = time.time() + 5
-    while batch.status not in ("completed", "failed") and time.time() < deadline:
-        time.sleep(0.02)
+    # Validating for the first 10 % of the delay, in progress (counts rising) until 80 %,
+    # finalizing until 100 %, then completed: read at 5 %, 50 %, 90 % and 105 %.
+    seen = []
+    for step in (0.5, 4.5, 4.0, 1.5):
+        clock.advance(step)
         batch = client.batches.retrieve(batch.id)
-        if batch.status != seen[-1]:
-            seen.append(batch.status)
-    assert seen[0] == "validating" and seen[-1] == "completed"
-    order = ["validating", "in_progress", "finalizing", "completed"]
-    assert [order.index(s) for s in seen] == sorted(order.index(s) for s in seen)
-    assert "in_progress" in seen
+        assert batch.request_counts is not None
+        seen.append((batch.status, batch.request_counts.completed))
+    assert seen == [("validating", 0), ("in_progress", 1), ("finalizing", 3), ("completed", 3)]
 
     assert batch.request_counts is not None
     assert (batch.request_counts.total, batch.request_counts.completed) == (3, 3)
@@ -158,15 +164,19 @@ def test_openai_full_lifecycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_openai_validation_failure_is_asynchronous(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "0.1")
-    client = openai_client(tmp_path)
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "10")
+    clock = ManualClock()
+    client = openai_client(tmp_path, clock)
     data = jsonl([chat_line("same", "x"), chat_line("same", "y")])
     uploaded = client.files.create(file=("dup.jsonl", data), purpose="batch")
     batch = client.batches.create(
         input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
     assert batch.status == "validating"
-    batch = wait_for(lambda: client.batches.retrieve(batch.id), lambda b: b.status == "failed")
+    clock.advance(0.9)
+    assert client.batches.retrieve(batch.id).status == "validating"
+    clock.advance(0.2)  # past the validating phase (10 % of the delay)
+    batch = client.batches.retrieve(batch.id)
     assert batch.status == "failed" and batch.failed_at is not None
     assert batch.errors is not None and batch.errors.data
     assert batch.errors.data[0].code == "duplicate_custom_id"
@@ -255,21 +265,23 @@ def test_openai_all_failed_completes_without_output_file(
 
 
 def test_openai_cancel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A long in_progress window (0.2 s .. 1.6 s) keeps the partial count robust under load.
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "2")
-    client = openai_client(tmp_path)
+    clock = ManualClock()
+    client = openai_client(tmp_path, clock)
     lines = [chat_line(f"r{i}", f"question {i}") for i in range(20)]
     uploaded = client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
     batch = client.batches.create(
         input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-    batch = wait_for(lambda: client.batches.retrieve(batch.id), lambda b: b.status == "in_progress")
-    time.sleep(0.3)
+    clock.advance(0.7)  # in progress (0.2 s .. 1.6 s), some requests done
+    assert client.batches.retrieve(batch.id).status == "in_progress"
     cancelling = client.batches.cancel(batch.id)
     assert cancelling.status == "cancelling" and cancelling.cancelling_at is not None
+    clock.advance(0.15)  # cancelling lasts 10 % of the delay (0.2 s)
     assert client.batches.retrieve(batch.id).status == "cancelling"
     assert client.batches.cancel(batch.id).status == "cancelling"  # idempotent
-    done = wait_for(lambda: client.batches.retrieve(batch.id), lambda b: b.status == "cancelled")
+    clock.advance(0.1)
+    done = client.batches.retrieve(batch.id)
     assert done.status == "cancelled" and done.cancelled_at is not None
     assert done.request_counts is not None
     finished = done.request_counts.completed
@@ -332,8 +344,9 @@ def mistral_line(custom_id: str, text: str) -> dict[str, Any]:
 def test_mistral_lifecycle_and_metadata_filter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "0.3")
-    client = mistral_client(tmp_path)
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "10")
+    clock = ManualClock()
+    client = mistral_client(tmp_path, clock)
     data = jsonl([mistral_line("0", "bonjour"), {"custom_id": "1", "body": {"messages": []}}])
     uploaded = client.files.upload(file={"file_name": "in.jsonl", "content": data}, purpose="batch")
     assert uploaded.purpose == "batch" and uploaded.num_lines == 2
@@ -354,20 +367,13 @@ def test_mistral_lifecycle_and_metadata_filter(
     assert job.status == "QUEUED" and isinstance(job.created_at, int)
     assert job.total_requests == 2
 
-    seen: list[str] = [job.status]
-
-    def read() -> Any:
-        current = client.batch.jobs.get(job_id=job.id)
-        if current.status != seen[-1]:
-            seen.append(current.status)
-        return current
-
-    job = wait_for(read, lambda j: j.status == "SUCCESS")
-    assert (
-        seen[0] == "QUEUED"
-        and seen[-1] == "SUCCESS"
-        and set(seen) <= {"QUEUED", "RUNNING", "SUCCESS"}
-    )
+    # Queued for the first 20 % of the delay, running (counts rising) until 100 %.
+    seen = []
+    for step in (1.0, 5.0, 4.5):
+        clock.advance(step)
+        job = client.batch.jobs.get(job_id=job.id)
+        seen.append((job.status, job.completed_requests))
+    assert seen == [("QUEUED", 0), ("RUNNING", 1), ("SUCCESS", 2)]
     assert (job.succeeded_requests, job.failed_requests, job.completed_requests) == (1, 1, 2)
     assert job.output_file and job.error_file
     assert job.started_at is not None and job.completed_at is not None
@@ -400,8 +406,9 @@ def test_mistral_lifecycle_and_metadata_filter(
 def test_mistral_inline_requests_cancel_and_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "0.3")
-    client = mistral_client(tmp_path)
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "10")
+    clock = ManualClock()
+    client = mistral_client(tmp_path, clock)
     inline: list[Any] = [
         {"custom_id": "a", "body": {"messages": [{"role": "user", "content": "hi"}]}}
     ]
@@ -412,9 +419,10 @@ def test_mistral_inline_requests_cancel_and_errors(
     )
     cancelled = client.batch.jobs.cancel(job_id=job.id)
     assert cancelled.status == "CANCELLATION_REQUESTED"
-    final = wait_for(
-        lambda: client.batch.jobs.get(job_id=job.id), lambda j: j.status == "CANCELLED"
-    )
+    clock.advance(0.9)  # cancelling lasts 10 % of the delay (1 s)
+    assert client.batch.jobs.get(job_id=job.id).status == "CANCELLATION_REQUESTED"
+    clock.advance(0.2)
+    final = client.batch.jobs.get(job_id=job.id)
     assert final.status == "CANCELLED" and final.output_file is None
     with pytest.raises(Exception) as excinfo:
         client.batch.jobs.cancel(job_id=job.id)

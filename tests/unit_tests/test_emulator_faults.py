@@ -18,6 +18,7 @@ from mistralai.client.utils import BackoffStrategy, RetryConfig
 
 from agent.emulator import (
     IN_PROCESS_BASE_URL,
+    ManualClock,
     emulator_http_client,
     read_access_log,
     running_emulator,
@@ -35,7 +36,12 @@ PROVIDERS = ["openai", "mistral"]
 # -- helpers -------------------------------------------------------------------------
 
 
-def openai_client(state_dir: Path, max_retries: int = 0, base_url: str | None = None) -> Any:
+def openai_client(
+    state_dir: Path,
+    max_retries: int = 0,
+    base_url: str | None = None,
+    clock: ManualClock | None = None,
+) -> Any:
     if base_url is not None:
         return openai.OpenAI(
             api_key=SECRET, base_url=f"{base_url}/openai/v1", max_retries=max_retries
@@ -43,13 +49,16 @@ def openai_client(state_dir: Path, max_retries: int = 0, base_url: str | None = 
     return openai.OpenAI(
         api_key=SECRET,
         base_url=f"{IN_PROCESS_BASE_URL}/openai/v1",
-        http_client=emulator_http_client(state_dir),
+        http_client=emulator_http_client(state_dir, clock),
         max_retries=max_retries,
     )
 
 
 def mistral_client(
-    state_dir: Path, retry: RetryConfig | None = None, base_url: str | None = None
+    state_dir: Path,
+    retry: RetryConfig | None = None,
+    base_url: str | None = None,
+    clock: ManualClock | None = None,
 ) -> Mistral:
     kwargs: dict[str, Any] = {} if retry is None else {"retry_config": retry}
     if base_url is not None:
@@ -57,7 +66,7 @@ def mistral_client(
     return Mistral(
         api_key=SECRET,
         server_url=f"{IN_PROCESS_BASE_URL}/mistral",
-        client=emulator_http_client(state_dir),
+        client=emulator_http_client(state_dir, clock),
         **kwargs,
     )
 
@@ -90,11 +99,15 @@ MISTRAL_RUNNING = {"QUEUED", "RUNNING", "CANCELLATION_REQUESTED"}
 
 
 class Driver:
-    """Submit a job and read it back with one protocol's SDK."""
+    """Submit a job and read it back with one protocol's SDK.
 
-    def __init__(self, provider: str, client: Any) -> None:
+    With a `clock` (the emulator's), waiting for a job advances it instead of sleeping.
+    """
+
+    def __init__(self, provider: str, client: Any, clock: ManualClock | None = None) -> None:
         self.provider = provider
         self.client = client
+        self.clock = clock
 
     def submit(self, texts: list[tuple[str, str]]) -> str:
         if self.provider == "openai":
@@ -166,7 +179,10 @@ class Driver:
         deadline = time.time() + timeout
         outcome = self.read(job_id)
         while not self.terminal(outcome) and time.time() < deadline:
-            time.sleep(0.02)
+            if self.clock is None:
+                time.sleep(0.02)
+            else:
+                self.clock.advance(0.02)
             outcome = self.read(job_id)
         outcome.output = self.download(outcome.output_file)
         outcome.errors = self.download(outcome.error_file)
@@ -179,9 +195,12 @@ class Driver:
             self.client.batch.jobs.cancel(job_id=job_id)
 
 
-def driver(provider: str, state_dir: Path) -> Driver:
-    client = openai_client(state_dir) if provider == "openai" else mistral_client(state_dir)
-    return Driver(provider, client)
+def driver(provider: str, state_dir: Path, clock: ManualClock | None = None) -> Driver:
+    if provider == "openai":
+        client = openai_client(state_dir, clock=clock)
+    else:
+        client = mistral_client(state_dir, clock=clock)
+    return Driver(provider, client, clock)
 
 
 def error_body(provider: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -406,16 +425,19 @@ def test_all_fail(provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_expire(provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(DELAY, "0.2")
+    monkeypatch.setenv(DELAY, "1")
     monkeypatch.setenv(FAULTS, "expire=0.5")
-    run = driver(provider, tmp_path)
+    clock = ManualClock()
+    run = driver(provider, tmp_path, clock)
     texts = numbered(10)
     job_id = run.submit(texts)
+    # Read every 5 % of the delay, so every phase the job goes through is seen (the
+    # shortest, OpenAI's validating and finalizing, last 10 % and 20 %).
     seen = set()
     outcome = run.read(job_id)
     while not run.terminal(outcome):
         seen.add(outcome.status)
-        time.sleep(0.02)
+        clock.advance(0.05)
         outcome = run.read(job_id)
     outcome = run.wait(job_id)
     done = [cid for cid, _ in texts[:5]]
@@ -423,7 +445,7 @@ def test_expire(provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert (outcome.total, outcome.succeeded, outcome.failed) == (10, 5, 0)
     if provider == "openai":
         assert outcome.status == "expired"
-        assert "finalizing" not in seen
+        assert seen == {"validating", "in_progress"}  # never "finalizing"
         assert outcome.raw.expired_at is not None and outcome.raw.completed_at is None
         assert [row["custom_id"] for row in outcome.errors] == [cid for cid, _ in texts[5:]]
         for row in outcome.errors:
@@ -459,22 +481,20 @@ def test_shuffle(provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_output_lag(provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(DELAY, "0")
-    # The lag window is wide enough that a loaded CI machine still reads inside it: the
-    # first submit of a run also pays for building the SDK client (0.4 s flaked in CI).
     lag = 2.0
     monkeypatch.setenv(FAULTS, f"output_lag={lag}")
-    run = driver(provider, tmp_path)
-    started = time.time()
+    clock = ManualClock()
+    run = driver(provider, tmp_path, clock)
     job_id = run.submit(numbered(2))
     early = run.read(job_id)
-    # The job ended (and its lag began) no later than this read, which finalised it.
-    first_read_done = time.time()
-    assert first_read_done - started < lag - 0.5, "the first read came too late for the lag"
     assert early.status == ("completed" if provider == "openai" else "SUCCESS")
     assert early.output_file is None and early.error_file is None
     if provider == "mistral":
         assert not isinstance(run.client.batch.jobs.get(job_id=job_id, inline=True).outputs, list)
-    time.sleep(max(0.0, first_read_done + lag + 0.05 - time.time()))
+    clock.advance(lag - 0.1)  # still inside the lag: still no file ids
+    still = run.read(job_id)
+    assert still.output_file is None and still.error_file is None
+    clock.advance(0.2)
     late = run.wait(job_id)
     assert late.status == early.status and late.output_file is not None
     assert len(late.output) == 2
@@ -503,22 +523,18 @@ def test_unknown_status(provider: str, tmp_path: Path, monkeypatch: pytest.Monke
 def test_cancel_under_faults_keeps_partial_output(
     provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A 1 s lifecycle keeps the cancel inside the running phase even under load; the
-    # test itself lasts ~0.3 s (cancelling takes 10 % of the delay).
     monkeypatch.setenv(DELAY, "1")
     monkeypatch.setenv(FAULTS, "request_fail_rate=0.3,shuffle=1,expire=0.8,output_lag=0.05")
-    run = driver(provider, tmp_path)
+    clock = ManualClock()
+    run = driver(provider, tmp_path, clock)
     texts = numbered(40)
     job_id = run.submit(texts)
-    running = "in_progress" if provider == "openai" else "RUNNING"
-    deadline = time.time() + 2
-    while run.read(job_id).status != running and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)
+    clock.advance(0.45)  # running (from 10 % or 20 % of the delay), some requests done
+    assert run.read(job_id).status == ("in_progress" if provider == "openai" else "RUNNING")
     run.cancel(job_id)
     cancelled = run.wait(job_id)
     assert cancelled.status == ("cancelled" if provider == "openai" else "CANCELLED")
-    time.sleep(0.06)  # past output_lag
+    clock.advance(0.1)  # past output_lag
     outcome = run.wait(job_id)
     assert outcome.status == cancelled.status
     done = outcome.succeeded + outcome.failed
@@ -540,12 +556,13 @@ def test_http_error_rate_with_sdk_retries(
     monkeypatch.setenv(DELAY, "0.1")
     # With seed 18 no run of 6 errors occurs in the first 300 draws, so 5 retries suffice.
     monkeypatch.setenv(FAULTS, "http_error_rate=0.5,seed=18")
+    clock = ManualClock()
     if provider == "openai":
-        client: Any = openai_client(tmp_path, max_retries=5)
+        client: Any = openai_client(tmp_path, max_retries=5, clock=clock)
     else:
         retry = RetryConfig("backoff", BackoffStrategy(10, 100, 1.5, 5000), True)
-        client = mistral_client(tmp_path, retry)
-    run = Driver(provider, client)
+        client = mistral_client(tmp_path, retry, clock=clock)
+    run = Driver(provider, client, clock)
     started = time.time()
     outcome = run.wait(run.submit(numbered(3)))
     assert outcome.status == ("completed" if provider == "openai" else "SUCCESS")

@@ -6,7 +6,6 @@ Everything runs against the in-process emulator through the real SDKs; the emula
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
 
 from agent.context import Context
-from agent.emulator import list_jobs, read_access_log
+from agent.emulator import ManualClock, list_jobs, read_access_log
 from agent.graph import build_graph
 from agent.providers.errors import ProviderError, classify
 from agent.requests import InputError
@@ -151,14 +150,14 @@ def test_expired_requests_are_resubmitted_and_successes_kept(
 
 
 def test_cancel_collects_partial_results_and_never_resubmits(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, emulator_clock: ManualClock
 ) -> None:
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "2")
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "t"}}
     ctx = Context(provider="emulator", **FAST)
     graph.invoke({"requests": RECORDS}, config, context=Context(provider="emulator"))
-    time.sleep(0.8)
+    emulator_clock.advance(0.8)
     graph.invoke({"cancel": True}, config, context=ctx)
     values = graph.get_state(config).values
     assert values["status"] == "cancelled"
@@ -282,11 +281,11 @@ def test_mistral_completion_window_is_checked_before_upload(isolated_env: Path) 
     assert read_access_log() == []
 
 
-def test_cancel_after_the_job_ended_keeps_the_results(isolated_env: Path) -> None:
+def test_cancel_after_the_job_ended_keeps_the_results(emulator_clock: ManualClock) -> None:
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "t"}}
     graph.invoke({"requests": RECORDS}, config, context=Context(provider="emulator"))
-    time.sleep(0.5)  # the job (0.3 s) ends before anyone polls it
+    emulator_clock.advance(0.5)  # the job (0.3 s) ends before anyone polls it
     graph.invoke({"cancel": True}, config, context=Context(provider="emulator", **FAST))
     values = graph.get_state(config).values
     assert values["status"] == "completed"

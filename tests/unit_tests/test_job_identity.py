@@ -22,7 +22,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
 
 from agent.context import Context
-from agent.emulator import list_jobs, read_access_log, running_emulator
+from agent.emulator import ManualClock, list_jobs, read_access_log, running_emulator
 from agent.emulator.faults import FAULTS_ENV
 from agent.graph import build_graph
 from agent.providers.base import bounded_listing
@@ -76,11 +76,13 @@ class Graph:
 
 
 @pytest.fixture
-def served(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+def served(
+    isolated_env: Path, emulator_clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, Path]]:
     """The emulator over loopback (real keys set, so the SDKs talk to a "real" endpoint)."""
     for env in KEY_ENV.values():
         monkeypatch.setenv(env, "sk-test-key-1234")
-    with running_emulator(isolated_env) as url:
+    with running_emulator(isolated_env, emulator_clock) as url:
         yield url, isolated_env
 
 
@@ -230,14 +232,14 @@ def test_two_threads_with_the_same_requests_never_adopt_each_others_jobs(
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("moment", ["in flight", "finished"])
 def test_a_thread_rerun_after_its_database_is_lost_adopts_its_jobs(
-    served: tuple[str, Path], provider: str, moment: str
+    served: tuple[str, Path], emulator_clock: ManualClock, provider: str, moment: str
 ) -> None:
     url, state_dir = served
     ctx = _context(provider, url)
     submitted = Graph().submit("nightly", RECORDS, ctx)
     assert all(job["job_id"] for job in submitted["jobs"])
     if moment == "finished":
-        time.sleep(0.5)  # every job has ended at the provider
+        emulator_clock.advance(0.5)  # every job has ended at the provider
     # A new worker with a fresh database re-runs the same input on the same thread id.
     values = Graph().run("nightly", RECORDS, ctx)
     assert values["status"] == "completed", values.get("error")
