@@ -25,9 +25,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ConfigDict, with_config
+from typing_extensions import TypedDict  # pydantic needs this TypedDict on Python < 3.12
+
 from agent.pricing import Quote, format_usd, parse_price_override, quote
 from agent.requests import BatchRequest, InputError
-from agent.state import Estimate
 
 HEURISTIC_BYTES_PER_TOKEN = 4
 HEURISTIC_TOKENS_PER_MESSAGE = 4
@@ -37,6 +39,31 @@ OPENAI_TOKENS_PER_MESSAGE = 3
 OPENAI_REPLY_PRIMING = 3
 # Encodings whose vocabulary ships with quicktok (no download at run time).
 SHIPPED_ENCODINGS = frozenset({"o200k_base", "cl100k_base"})
+
+
+# Attribute docstrings become JSON-schema descriptions, which Studio shows next to each field.
+@with_config(ConfigDict(use_attribute_docstrings=True))
+class Estimate(TypedDict):
+    """Estimated tokens and cost of a planned batch (or one planned job), before submitting."""
+
+    requests: int
+    """Requests estimated."""
+    input_tokens: int
+    """Estimated input tokens of those requests."""
+    tokens_by: str
+    """How input tokens were counted: 'tokenizer o200k_base' or the documented heuristic."""
+    max_output_tokens: int | None
+    """Output at every request's `max_tokens` cap; None when some request has no cap."""
+    batch_usd: float | None
+    """Estimated cost at the batch price (input, plus output at the cap when known); None: unknown price."""
+    realtime_usd: float | None
+    """The same tokens at the realtime price; None: unknown price."""
+    saving_usd: float | None
+    """realtime_usd - batch_usd, when both are known."""
+    source: str
+    """Where the prices come from, e.g. 'genai-prices 0.2.3' or 'price_override'."""
+    note: str | None
+    """What the estimate leaves out, or why a price is unknown."""
 
 
 class TokenCounter:

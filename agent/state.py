@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field, with_config
 from pydantic._internal._docs_extraction import extract_docstrings_from_cls
 from typing_extensions import TypedDict  # pydantic needs this TypedDict on Python < 3.12
 
+from agent.estimate import Estimate
 from agent.pricing import Cost
 from agent.statuses import JobStatus, ResultStatus, ThreadStatus
 
@@ -44,30 +45,6 @@ def _describe_channels(cls: _T) -> _T:
             hint = Annotated[hint, described]
         cls.__annotations__[name] = hint
     return cls
-
-
-@with_config(_DOCSTRING_DESCRIPTIONS)
-class Estimate(TypedDict):
-    """Estimated tokens and cost of a planned batch (or one planned job), before submitting."""
-
-    requests: int
-    """Requests estimated."""
-    input_tokens: int
-    """Estimated input tokens of those requests."""
-    tokens_by: str
-    """How input tokens were counted: 'tokenizer o200k_base' or the documented heuristic."""
-    max_output_tokens: int | None
-    """Output at every request's `max_tokens` cap; None when some request has no cap."""
-    batch_usd: float | None
-    """Estimated cost at the batch price (input, plus output at the cap when known); None: unknown price."""
-    realtime_usd: float | None
-    """The same tokens at the realtime price; None: unknown price."""
-    saving_usd: float | None
-    """realtime_usd - batch_usd, when both are known."""
-    source: str
-    """Where the prices come from, e.g. 'genai-prices 0.2.3' or 'price_override'."""
-    note: str | None
-    """What the estimate leaves out, or why a price is unknown."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)

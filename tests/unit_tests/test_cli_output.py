@@ -153,14 +153,14 @@ def _wait_for(out: io.StringIO, text: str, seconds: float = 3.0) -> bool:
 def test_plan_takes_check_models(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     source.write_text(
-        json.dumps({"id": "a", "prompt": "hi", "params": {"model": "house-model-7"}}) + "\n"
+        json.dumps({"id": "a", "prompt": "hi", "params": {"model": "house-no-such-model-7"}}) + "\n"
     )
     args = ["plan", str(source), "--provider", "emulator"]
     refused = CliRunner().invoke(app, args)
-    assert refused.exit_code != 0 and "unknown model 'house-model-7'" in str(refused.exception)
+    assert refused.exit_code != 0 and "unknown model 'house-no-such-model-7'" in str(refused.exception)
     allowed = CliRunner().invoke(app, [*args, "--no-check-models", "--json"])
     assert allowed.exit_code == 0, allowed.output
-    assert json.loads(allowed.stdout)["jobs"][0]["model"] == "house-model-7"
+    assert json.loads(allowed.stdout)["jobs"][0]["model"] == "house-no-such-model-7"
 
 
 def test_run_takes_check_models(tmp_path: Path) -> None:
@@ -173,15 +173,15 @@ def test_run_takes_check_models(tmp_path: Path) -> None:
         "--provider",
         "emulator",
         "--model",
-        "house-model-7",
+        "house-no-such-model-7",
         "--db",
         str(db),
     ]
     refused = CliRunner().invoke(app, [*args, "--thread", "no"])
-    assert refused.exit_code != 0 and "unknown model 'house-model-7'" in str(refused.exception)
+    assert refused.exit_code != 0 and "unknown model 'house-no-such-model-7'" in str(refused.exception)
     allowed = CliRunner().invoke(app, [*args, "--thread", "yes", "--no-check-models"])
     assert allowed.exit_code == 0, allowed.output
     report = json.loads(
         CliRunner().invoke(app, ["status", "yes", "--db", str(db), "--json"]).stdout
     )
-    assert report["jobs"][0]["model"] == "house-model-7"
+    assert report["jobs"][0]["model"] == "house-no-such-model-7"
