@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -107,6 +108,16 @@ def served_config(tmp: Path) -> Path:
     return path
 
 
+def _die_with_parent() -> None:
+    """In the server's process: be killed when the test process ends, even by SIGKILL or Ctrl-C.
+
+    Without it a test run that is itself killed leaves `langgraph dev` running, writing its
+    `.langgraph_api/` and holding its port.
+    """
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def start_dev_server(
     tmp: Path, port: int | None = None, **env: str
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -136,6 +147,7 @@ def start_dev_server(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # so the whole process group can be stopped
+        preexec_fn=_die_with_parent,
     )
     log.close()
     url = f"http://127.0.0.1:{port}"

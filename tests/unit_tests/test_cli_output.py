@@ -157,7 +157,9 @@ def test_plan_takes_check_models(tmp_path: Path) -> None:
     )
     args = ["plan", str(source), "--provider", "emulator"]
     refused = CliRunner().invoke(app, args)
-    assert refused.exit_code != 0 and "unknown model 'house-no-such-model-7'" in str(refused.exception)
+    assert refused.exit_code != 0 and "unknown model 'house-no-such-model-7'" in str(
+        refused.exception
+    )
     allowed = CliRunner().invoke(app, [*args, "--no-check-models", "--json"])
     assert allowed.exit_code == 0, allowed.output
     assert json.loads(allowed.stdout)["jobs"][0]["model"] == "house-no-such-model-7"
@@ -178,7 +180,9 @@ def test_run_takes_check_models(tmp_path: Path) -> None:
         str(db),
     ]
     refused = CliRunner().invoke(app, [*args, "--thread", "no"])
-    assert refused.exit_code != 0 and "unknown model 'house-no-such-model-7'" in str(refused.exception)
+    assert refused.exit_code != 0 and "unknown model 'house-no-such-model-7'" in str(
+        refused.exception
+    )
     allowed = CliRunner().invoke(app, [*args, "--thread", "yes", "--no-check-models"])
     assert allowed.exit_code == 0, allowed.output
     report = json.loads(
