@@ -14,7 +14,6 @@ from typing import Any
 import httpx2
 import orjson
 import pytest
-from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
@@ -27,44 +26,21 @@ from agent.providers.anthropic import AnthropicProvider
 from agent.providers.anthropic.provider import InlineRequests
 from agent.providers.base import JOB_KEY_METADATA
 from agent.requests import BatchRequest, InputError
+from tests.realtime import (
+    ANTHROPIC_RESPONSE,
+    MESSAGE_SETS,
+    message_batch,
+    recording_anthropic,
+)
 from tests.support import FAST_POLLING, assert_all_accounted, built_lines, run_with_wait_budget
 
 MODEL = "claude-haiku-4-5"
-MESSAGE_SETS: list[list[dict[str, Any]]] = [
-    [{"role": "user", "content": "Classify: my invoice is wrong"}],
-    [
-        {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": "Summarise the plot of Hamlet."},
-    ],
-    [
-        {"role": "system", "content": "Answer in French."},
-        {"role": "user", "content": "Hello"},
-        {"role": "assistant", "content": "Bonjour"},
-        {"role": "user", "content": [{"type": "text", "text": "How are you?"}]},
-    ],
-]
 # (constructor parameters from the run context, per-call parameters from the request record)
 PARAM_SETS: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({}, {}),
     ({"temperature": 0.2, "max_tokens": 64}, {}),
     ({"top_p": 0.5}, {"temperature": 0.9, "stop": ["\n\n"], "top_k": 5}),
 ]
-ANTHROPIC_RESPONSE = {
-    "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
-    "type": "message",
-    "role": "assistant",
-    "model": "claude-haiku-4-5-20251001",
-    "content": [{"type": "text", "text": "Billing issue."}],
-    "stop_reason": "end_turn",
-    "stop_sequence": None,
-    "usage": {
-        "input_tokens": 21,
-        "output_tokens": 3,
-        "cache_creation_input_tokens": 4,
-        "cache_read_input_tokens": 7,
-        "service_tier": "batch",
-    },
-}
 BATCH_ID = "msgbatch_0123456789abcdef"
 FAST = FAST_POLLING
 N = 12
@@ -83,21 +59,7 @@ def _realtime(
     monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[dict[str, Any], AIMessage]:
     """Run `ChatAnthropic.invoke()` against a recording transport; return (sent body, message)."""
-    import langchain_anthropic.chat_models as chat_models
-
-    sent: list[dict[str, Any]] = []
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        assert request.url.path == "/v1/messages"
-        sent.append(json.loads(request.content))
-        return httpx2.Response(200, json=ANTHROPIC_RESPONSE)
-
-    def client(**kwargs: Any) -> httpx2.Client:
-        return httpx2.Client(transport=httpx2.MockTransport(handler), base_url=kwargs["base_url"])
-
-    # ChatAnthropic builds its SDK client on an httpx2 client from this factory.
-    monkeypatch.setattr(chat_models, "_get_default_httpx_client", client)
-    llm = ChatAnthropic(model=MODEL, api_key="sk-ant-test", **ctor)  # type: ignore[arg-type]
+    llm, sent = recording_anthropic(ANTHROPIC_RESPONSE, ctor, monkeypatch, model=MODEL)
     message = llm.invoke(messages, **call)
     (body,) = sent
     return body, message
@@ -121,24 +83,7 @@ def _sdk_server(batch_state: dict[str, Any], results: bytes, created: list[Any])
 
 
 def _batch_state(processing_status: str = "ended") -> dict[str, Any]:
-    return {
-        "id": BATCH_ID,
-        "type": "message_batch",
-        "processing_status": processing_status,
-        "request_counts": {
-            "processing": 0,
-            "succeeded": 1,
-            "errored": 0,
-            "canceled": 0,
-            "expired": 0,
-        },
-        "created_at": "2026-11-22T10:00:00.000000Z",
-        "expires_at": "2026-11-23T10:00:00.000000Z",
-        "ended_at": "2026-11-22T10:10:00.000000Z",
-        "archived_at": None,
-        "cancel_initiated_at": None,
-        "results_url": f"https://files.invalid/v1/messages/batches/{BATCH_ID}/results",
-    }
+    return message_batch(BATCH_ID, processing_status)
 
 
 @pytest.mark.parametrize("messages", MESSAGE_SETS, ids=["user", "system+user", "multi-turn-parts"])

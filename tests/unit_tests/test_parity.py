@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
-from langchain_mistralai import ChatMistralAI
 from langchain_openai import ChatOpenAI
 
 from agent.context import Context
@@ -26,80 +24,23 @@ from agent.providers.base import BatchProvider, job_chat_model, job_line_builder
 from agent.providers.mistral import MistralProvider
 from agent.providers.openai import OpenAIProvider
 from agent.requests import BatchRequest, InputError
+from tests.realtime import (
+    ANTHROPIC_RESPONSE,
+    MESSAGE_SETS,
+    MISTRAL_RESPONSE,
+    OPENAI_RESPONSE,
+    recording_anthropic,
+    recording_mistral,
+    recording_openai,
+)
 from tests.support import built_lines
 
-MESSAGE_SETS: list[list[dict[str, Any]]] = [
-    [{"role": "user", "content": "Classify: my invoice is wrong"}],
-    [
-        {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": "Summarise the plot of Hamlet."},
-    ],
-    [
-        {"role": "system", "content": "Answer in French."},
-        {"role": "user", "content": "Hello"},
-        {"role": "assistant", "content": "Bonjour"},
-        {"role": "user", "content": [{"type": "text", "text": "How are you?"}]},
-    ],
-]
 # (constructor parameters from the run context, per-call parameters from the request record)
 PARAM_SETS: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({}, {}),
     ({"temperature": 0.2, "max_tokens": 64}, {}),
     ({"top_p": 0.5}, {"temperature": 0.9, "stop": ["\n\n"]}),
 ]
-
-OPENAI_RESPONSE = {
-    "id": "chatcmpl-abc123",
-    "object": "chat.completion",
-    "created": 1767225600,
-    "model": "gpt-4o-mini-2024-07-18",
-    "choices": [
-        {
-            "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": "Billing issue.",
-                "refusal": None,
-                "annotations": [],
-            },
-            "logprobs": None,
-            "finish_reason": "stop",
-        }
-    ],
-    "usage": {
-        "prompt_tokens": 21,
-        "completion_tokens": 3,
-        "total_tokens": 24,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-        "completion_tokens_details": {
-            "reasoning_tokens": 0,
-            "audio_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-    },
-    "service_tier": "default",
-    "system_fingerprint": "fp_123",
-}
-MISTRAL_RESPONSE = {
-    "id": "cmpl-e5cc70bb28c444948073e77776eb30ef",
-    "object": "chat.completion",
-    "created": 1767225600,
-    "model": "mistral-small-latest",
-    "choices": [
-        {
-            "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": "Billing issue.",
-                "tool_calls": None,
-                "prefix": False,
-            },
-            "finish_reason": "length",
-        }
-    ],
-    "usage": {"prompt_tokens": 17, "completion_tokens": 3, "total_tokens": 20},
-}
 
 
 def _realtime_openai(
@@ -108,19 +49,7 @@ def _realtime_openai(
     call: dict[str, Any],
     model: str = "gpt-4o-mini",
 ) -> tuple[dict[str, Any], AIMessage]:
-    sent: list[dict[str, Any]] = []
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        sent.append(json.loads(request.content))
-        return httpx2.Response(200, json=OPENAI_RESPONSE)
-
-    llm = ChatOpenAI(
-        model=model,
-        api_key="sk-test",
-        use_responses_api=False,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
-        **ctor,
-    )
+    llm, sent = recording_openai(OPENAI_RESPONSE, ctor, model)
     message = llm.invoke(messages, **call)
     return sent[0], message
 
@@ -131,16 +60,7 @@ def _realtime_mistral(
     call: dict[str, Any],
     model: str = "mistral-small-latest",
 ) -> tuple[dict[str, Any], AIMessage]:
-    sent: list[dict[str, Any]] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(json.loads(request.content))
-        return httpx.Response(200, json=MISTRAL_RESPONSE)
-
-    client = httpx.Client(
-        base_url="https://api.mistral.ai/v1", transport=httpx.MockTransport(handler)
-    )
-    llm = ChatMistralAI(model=model, api_key="test", client=client, **ctor)  # type: ignore[arg-type]
+    llm, sent = recording_mistral(MISTRAL_RESPONSE, ctor, model)
     message = llm.invoke(messages, **call)
     return sent[0], message
 
@@ -382,10 +302,9 @@ def _realtime_with_model(
         return _realtime_openai(SYSTEM_AND_USER, {}, call, model=run_model)
     if provider == "mistral":
         return _realtime_mistral(SYSTEM_AND_USER, {}, call, model=run_model)
-    from tests.unit_tests.test_anthropic import MODEL, _realtime
-
-    assert run_model == MODEL
-    return _realtime(SYSTEM_AND_USER, {}, call, monkeypatch)
+    llm, sent = recording_anthropic(ANTHROPIC_RESPONSE, {}, monkeypatch, model=run_model)
+    message = llm.invoke(SYSTEM_AND_USER, **call)
+    return sent[0], message
 
 
 @pytest.mark.parametrize(("provider", "run_model", "request_model"), REQUEST_MODELS)

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import httpx2
 import pytest
 from langchain_core.messages import AIMessage
@@ -28,6 +27,7 @@ from agent.providers.mistral import MistralProvider
 from agent.providers.openai import OpenAIProvider
 from agent.requests import BatchRequest
 from agent.structured import AnswerCheck, OutputSpec
+from tests.realtime import message_batch, recording_anthropic, recording_mistral, recording_openai
 from tests.support import built_lines
 
 TOOLS: list[dict[str, Any]] = [
@@ -122,22 +122,7 @@ class Case:
 def _openai_realtime(
     response: dict[str, Any], ctor: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Any, list[dict[str, Any]]]:
-    from langchain_openai import ChatOpenAI
-
-    sent: list[dict[str, Any]] = []
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        sent.append(json.loads(request.content))
-        return httpx2.Response(200, json=response)
-
-    llm = ChatOpenAI(
-        model="gpt-4o-mini",
-        api_key="sk-test",
-        use_responses_api=False,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
-        **ctor,
-    )
-    return llm, sent
+    return recording_openai(response, ctor)
 
 
 def _openai_response(message: dict[str, Any], finish_reason: str) -> dict[str, Any]:
@@ -163,19 +148,7 @@ def _openai_response(message: dict[str, Any], finish_reason: str) -> dict[str, A
 def _mistral_realtime(
     response: dict[str, Any], ctor: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Any, list[dict[str, Any]]]:
-    from langchain_mistralai import ChatMistralAI
-
-    sent: list[dict[str, Any]] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(json.loads(request.content))
-        return httpx.Response(200, json=response)
-
-    client = httpx.Client(
-        base_url="https://api.mistral.ai/v1", transport=httpx.MockTransport(handler)
-    )
-    llm = ChatMistralAI(model="mistral-small-latest", api_key="test", client=client, **ctor)  # type: ignore[arg-type]
-    return llm, sent
+    return recording_mistral(response, ctor)
 
 
 def _mistral_response(message: dict[str, Any], finish_reason: str) -> dict[str, Any]:
@@ -202,22 +175,7 @@ def _function_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
 def _anthropic_realtime(
     response: dict[str, Any], ctor: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Any, list[dict[str, Any]]]:
-    import langchain_anthropic.chat_models as chat_models
-    from langchain_anthropic import ChatAnthropic
-
-    sent: list[dict[str, Any]] = []
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        sent.append(json.loads(request.content))
-        return httpx2.Response(200, json=response)
-
-    def client(**kwargs: Any) -> httpx2.Client:
-        return httpx2.Client(transport=httpx2.MockTransport(handler), base_url=kwargs["base_url"])
-
-    # ChatAnthropic builds its SDK client on an httpx2 client from this factory.
-    monkeypatch.setattr(chat_models, "_get_default_httpx_client", client)
-    llm = ChatAnthropic(model="claude-haiku-4-5", api_key="sk-ant-test", **ctor)  # type: ignore[arg-type]
-    return llm, sent
+    return recording_anthropic(response, ctor, monkeypatch)
 
 
 def _anthropic_response(content: list[dict[str, Any]], stop_reason: str) -> dict[str, Any]:
@@ -235,24 +193,7 @@ def _anthropic_response(content: list[dict[str, Any]], stop_reason: str) -> dict
 
 def _anthropic_files(content: bytes) -> httpx2.Client:
     """The Message Batches API as the SDK reads results: the batch, then its results URL."""
-    state = {
-        "id": BATCH_ID,
-        "type": "message_batch",
-        "processing_status": "ended",
-        "request_counts": {
-            "processing": 0,
-            "succeeded": 1,
-            "errored": 0,
-            "canceled": 0,
-            "expired": 0,
-        },
-        "created_at": "2026-11-22T10:00:00.000000Z",
-        "expires_at": "2026-11-23T10:00:00.000000Z",
-        "ended_at": "2026-11-22T10:10:00.000000Z",
-        "archived_at": None,
-        "cancel_initiated_at": None,
-        "results_url": f"https://files.invalid/v1/messages/batches/{BATCH_ID}/results",
-    }
+    state = message_batch(BATCH_ID)
 
     def handler(request: httpx2.Request) -> httpx2.Response:
         if request.url.path.endswith("/results"):
