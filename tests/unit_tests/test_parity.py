@@ -88,6 +88,22 @@ def _batch_message(provider: BatchProvider, model: str, chat_model: str | None =
     return outcome.message
 
 
+def _mistral_batch_message(model: str, chat_model: str | None = None) -> AIMessage:
+    """Our message for a Mistral job of `model` whose output file answers `MISTRAL_RESPONSE`."""
+    line = {
+        "id": "batch-1",
+        "custom_id": "r1",
+        "response": {"status_code": 200, "body": MISTRAL_RESPONSE},
+        "error": None,
+    }
+    provider = MistralProvider(
+        emulated=False,
+        base_url="http://files.invalid",
+        http_client=_files_server(json.dumps(line).encode() + b"\n"),
+    )
+    return _batch_message(provider, model, chat_model)
+
+
 def _comparable(message: AIMessage) -> dict[str, Any]:
     # `invoke()` ids embed a random run id; everything else must match exactly.
     dumped = message.model_dump()
@@ -156,18 +172,7 @@ def test_openai_result_equals_realtime_message() -> None:
 
 def test_mistral_result_equals_realtime_message() -> None:
     _, realtime = _realtime_mistral(MESSAGE_SETS[0], {}, {})
-    line = {
-        "id": "batch-1",
-        "custom_id": "r1",
-        "response": {"status_code": 200, "body": MISTRAL_RESPONSE},
-        "error": None,
-    }
-    provider = MistralProvider(
-        emulated=False,
-        base_url="http://files.invalid",
-        http_client=_files_server(json.dumps(line).encode() + b"\n"),
-    )
-    ours = _batch_message(provider, "mistral-small-latest")
+    ours = _mistral_batch_message("mistral-small-latest")
     assert _comparable(ours) == _comparable(realtime)
     assert ours.usage_metadata == {"input_tokens": 17, "output_tokens": 3, "total_tokens": 20}
     assert ours.response_metadata["finish_reason"] == "length"
@@ -348,17 +353,6 @@ def test_a_request_naming_its_model_is_parsed_by_the_run_model() -> None:
     _, realtime = _realtime_mistral(
         MESSAGE_SETS[0], {}, {"model": "mistral-large-latest"}, model="mistral-small-latest"
     )
-    line = {
-        "id": "batch-1",
-        "custom_id": "r1",
-        "response": {"status_code": 200, "body": MISTRAL_RESPONSE},
-        "error": None,
-    }
-    provider = MistralProvider(
-        emulated=False,
-        base_url="http://files.invalid",
-        http_client=_files_server(json.dumps(line).encode() + b"\n"),
-    )
-    ours = _batch_message(provider, "mistral-large-latest", chat_model="mistral-small-latest")
+    ours = _mistral_batch_message("mistral-large-latest", chat_model="mistral-small-latest")
     assert _comparable(ours) == _comparable(realtime)
     assert ours.response_metadata["model_name"] == "mistral-small-latest"
