@@ -25,7 +25,11 @@ from agent.providers.anthropic.provider import AnthropicProvider
 from agent.providers.base import jsonl_line
 from agent.requests import BatchRequest, InputError
 from agent.structured import OutputSpec
-from tests.unit_tests.test_fastpath import assert_same_body, assert_same_message
+from tests.unit_tests.test_fastpath import (
+    assert_same_body,
+    assert_same_message,
+    assert_same_parse,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MODEL = "claude-haiku-4-5"
@@ -288,9 +292,7 @@ def test_fast_message_equals_reference(
     )
     got = PARSER.parse_line(raw, JOB)
     expected = REFERENCE.parse_line(raw, JOB)
-    assert got[0] == expected[0] and got[2:] == expected[2:]
-    assert got[1] is not None and expected[1] is not None
-    assert_same_message(got[1], expected[1])
+    assert_same_parse(got, expected)
 
 
 @SETTINGS
