@@ -323,44 +323,6 @@ def test_cancel_gives_canceled_results_and_a_cancelled_thread(
     assert len(list_jobs()) == 1  # canceled requests are not retried
 
 
-KNOBS = [
-    "request_fail_rate=0.3",
-    "http_error_rate=0.3,seed=1",
-    "create_delay=0.3",
-    "expire=0.5",
-    "all_fail=1",
-    "shuffle=1",
-    "output_lag=0.5",
-    "unknown_status=paused_for_review",
-]
-
-
-@pytest.mark.parametrize("faults", KNOBS, ids=[k.split("=")[0] for k in KNOBS])
-def test_every_fault_knob_applies_to_the_anthropic_protocol(
-    faults: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", faults)
-    values, _ = _run()
-    assert values["status"] == "completed", values.get("error")
-    _assert_all_accounted(values)
-    first_round = [j for j in values["jobs"] if j["attempt"] == 1]
-    assert len(first_round) == 1  # never a duplicate batch, whatever the fault
-    results = values["results"]
-    if faults.startswith(("shuffle", "output_lag", "http_error", "create_delay")):
-        assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in results)
-    if faults.startswith("unknown_status"):
-        assert values["jobs"][0]["provider_status"] == "paused_for_review"
-        assert any("unknown provider status" in e for e in values["jobs"][0]["errors"])
-        assert all(r["status"] == "succeeded" for r in results)
-    if faults.startswith("all_fail"):
-        assert all(r["status"] == "failed" and r["attempts"] == 3 for r in results)
-        assert {r["error"]["code"] for r in results} == {"api_error"}
-    if faults.startswith("request_fail_rate"):
-        assert any(r["attempts"] > 1 for r in results)
-    if faults.startswith("expire"):
-        assert any(r["attempts"] > 1 for r in results)
-
-
 def test_http_errors_are_retried_by_the_sdk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
