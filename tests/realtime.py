@@ -33,25 +33,75 @@ MESSAGE_SETS: list[list[dict[str, Any]]] = [
     ],
 ]
 
-OPENAI_RESPONSE = {
-    "id": "chatcmpl-abc123",
-    "object": "chat.completion",
-    "created": 1767225600,
-    "model": "gpt-4o-mini-2024-07-18",
-    "choices": [
-        {
-            "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": "Billing issue.",
-                "refusal": None,
-                "annotations": [],
-            },
-            "logprobs": None,
-            "finish_reason": "stop",
-        }
-    ],
-    "usage": {
+CHAT_USAGE = {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52}
+
+
+def openai_response(
+    message: dict[str, Any], finish_reason: str, usage: dict[str, Any] = CHAT_USAGE
+) -> dict[str, Any]:
+    """Return a Chat Completions response whose one choice is the assistant `message`."""
+    return {
+        "id": "chatcmpl-abc123",
+        "object": "chat.completion",
+        "created": 1767225600,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "refusal": None, "annotations": [], **message},
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": dict(usage),
+        "service_tier": "default",
+        "system_fingerprint": "fp_123",
+    }
+
+
+def mistral_response(
+    message: dict[str, Any], finish_reason: str, usage: dict[str, Any] = CHAT_USAGE
+) -> dict[str, Any]:
+    """Return a Mistral chat completion whose one choice is the assistant `message`."""
+    return {
+        "id": "cmpl-e5cc70bb28c444948073e77776eb30ef",
+        "object": "chat.completion",
+        "created": 1767225600,
+        "model": "mistral-small-latest",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "prefix": False, **message},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": dict(usage),
+    }
+
+
+def anthropic_response(
+    content: list[dict[str, Any]],
+    stop_reason: str,
+    usage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return an Anthropic message with the content blocks `content`."""
+    return {
+        "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-haiku-4-5-20251001",
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage or {"input_tokens": 40, "output_tokens": 12, "service_tier": "batch"},
+    }
+
+
+# The plain-text answers of the parity tests, with every usage detail the SDKs read.
+OPENAI_RESPONSE = openai_response(
+    {"content": "Billing issue."},
+    "stop",
+    {
         "prompt_tokens": 21,
         "completion_tokens": 3,
         "total_tokens": 24,
@@ -63,44 +113,23 @@ OPENAI_RESPONSE = {
             "rejected_prediction_tokens": 0,
         },
     },
-    "service_tier": "default",
-    "system_fingerprint": "fp_123",
-}
-MISTRAL_RESPONSE = {
-    "id": "cmpl-e5cc70bb28c444948073e77776eb30ef",
-    "object": "chat.completion",
-    "created": 1767225600,
-    "model": "mistral-small-latest",
-    "choices": [
-        {
-            "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": "Billing issue.",
-                "tool_calls": None,
-                "prefix": False,
-            },
-            "finish_reason": "length",
-        }
-    ],
-    "usage": {"prompt_tokens": 17, "completion_tokens": 3, "total_tokens": 20},
-}
-ANTHROPIC_RESPONSE = {
-    "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
-    "type": "message",
-    "role": "assistant",
-    "model": "claude-haiku-4-5-20251001",
-    "content": [{"type": "text", "text": "Billing issue."}],
-    "stop_reason": "end_turn",
-    "stop_sequence": None,
-    "usage": {
+)
+MISTRAL_RESPONSE = mistral_response(
+    {"content": "Billing issue.", "tool_calls": None},
+    "length",
+    {"prompt_tokens": 17, "completion_tokens": 3, "total_tokens": 20},
+)
+ANTHROPIC_RESPONSE = anthropic_response(
+    [{"type": "text", "text": "Billing issue."}],
+    "end_turn",
+    {
         "input_tokens": 21,
         "output_tokens": 3,
         "cache_creation_input_tokens": 4,
         "cache_read_input_tokens": 7,
         "service_tier": "batch",
     },
-}
+)
 
 
 def recording_openai(
