@@ -288,41 +288,6 @@ def test_request_errors_are_reported_and_only_retryable_ones_retried(
     )
 
 
-def test_expired_requests_are_resubmitted_and_successes_kept(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "expire=0.5")
-    values, _ = _run(max_attempts=2)
-    _assert_all_accounted(values)
-    results = values["results"]
-    assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in results[: N // 2])
-    assert all(r["attempts"] == 2 for r in results[N // 2 :])
-    # Attempt 2 expires half again: the last quarter fails with code `expired`.
-    failed = [r for r in results if r["status"] == "failed"]
-    assert len(failed) == N // 4 and {r["error"]["code"] for r in failed} == {"expired"}
-
-
-def test_cancel_gives_canceled_results_and_a_cancelled_thread(
-    monkeypatch: pytest.MonkeyPatch, emulator_clock: ManualClock
-) -> None:
-    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "2")
-    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
-    config = {"configurable": {"thread_id": "t"}}
-    graph.invoke({"requests": RECORDS}, config, context=Context(provider="anthropic"))
-    emulator_clock.advance(0.8)
-    graph.invoke({"cancel": True}, config, context=Context(provider="anthropic", **FAST))
-    values = graph.get_state(config).values
-    assert values["status"] == "cancelled"
-    (job,) = values["jobs"]
-    assert job["provider_status"] == "ended"  # Anthropic's raw status, kept as-is
-    _assert_all_accounted(values)
-    done = [r for r in values["results"] if r["status"] == "succeeded"]
-    assert 0 < len(done) < N
-    failed = [r for r in values["results"] if r["status"] == "failed"]
-    assert {r["error"]["code"] for r in failed} == {"canceled"}
-    assert len(list_jobs()) == 1  # canceled requests are not retried
-
-
 def test_http_errors_are_retried_by_the_sdk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

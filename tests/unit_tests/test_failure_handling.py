@@ -136,40 +136,54 @@ def test_a_batch_that_failed_as_a_whole_is_retried_only_for_a_passing_cause(
     assert len(list_jobs()) == attempts  # one job per attempt, none created twice
 
 
+# Each provider's own code for a request its expired batch did not run.
+EXPIRED_CODE = {"openai": "batch_expired", "anthropic": "expired"}
+
+
+@pytest.mark.parametrize("provider", list(EXPIRED_CODE))
 def test_expired_requests_are_resubmitted_and_successes_kept(
-    monkeypatch: pytest.MonkeyPatch,
+    provider: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "expire=0.5")
-    values, _ = _run("openai", max_attempts=2)
+    values, _ = _run(provider, max_attempts=2)
     _assert_all_accounted(values)
     results = values["results"]
-    assert all(r["status"] == "succeeded" for r in results[: N // 2]) and all(
-        r["attempts"] == 1 for r in results[: N // 2]
-    )
+    assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in results[: N // 2])
     assert all(r["attempts"] == 2 for r in results[N // 2 :])
-    # Attempt 2 expires half again: the last quarter fails with the provider's batch_expired code.
-    assert {r["error"]["code"] for r in results if r["status"] == "failed"} == {"batch_expired"}
+    # Attempt 2 expires half again: the last quarter fails with the provider's expired code.
+    failed = [r for r in results if r["status"] == "failed"]
+    assert len(failed) == N // 4
+    assert {r["error"]["code"] for r in failed} == {EXPIRED_CODE[provider]}
 
 
+# (provider, its raw status of a cancelled job, kept as-is; the code of a request it never ran)
+CANCELLED = [("emulator", "cancelled", "no_result"), ("anthropic", "ended", "canceled")]
+
+
+@pytest.mark.parametrize(
+    ("provider", "raw_status", "code"), CANCELLED, ids=["emulator", "anthropic"]
+)
 def test_cancel_collects_partial_results_and_never_resubmits(
-    monkeypatch: pytest.MonkeyPatch, emulator_clock: ManualClock
+    provider: str,
+    raw_status: str,
+    code: str,
+    monkeypatch: pytest.MonkeyPatch,
+    emulator_clock: ManualClock,
 ) -> None:
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "2")
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "t"}}
-    ctx = Context(provider="emulator", **FAST)
-    graph.invoke({"requests": RECORDS}, config, context=Context(provider="emulator"))
+    graph.invoke({"requests": RECORDS}, config, context=Context(provider=provider))  # type: ignore[arg-type]
     emulator_clock.advance(0.8)
-    graph.invoke({"cancel": True}, config, context=ctx)
+    graph.invoke({"cancel": True}, config, context=Context(provider=provider, **FAST))  # type: ignore[arg-type]
     values = graph.get_state(config).values
     assert values["status"] == "cancelled"
-    assert values["jobs"][0]["provider_status"] == "cancelled"
+    (job,) = values["jobs"]
+    assert job["provider_status"] == raw_status
     _assert_all_accounted(values)
     done = [r for r in values["results"] if r["status"] == "succeeded"]
     assert 0 < len(done) < N  # partial output was collected
-    assert {r["error"]["code"] for r in values["results"] if r["status"] == "failed"} == {
-        "no_result"
-    }
+    assert {r["error"]["code"] for r in values["results"] if r["status"] == "failed"} == {code}
     assert len(list_jobs()) == 1  # cancelled requests are not retried
 
 
