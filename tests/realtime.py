@@ -16,6 +16,8 @@ import httpx
 import httpx2
 import pytest
 from langchain_anthropic import ChatAnthropic
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
 from langchain_mistralai import ChatMistralAI
 from langchain_openai import ChatOpenAI
 
@@ -212,6 +214,25 @@ def recording_anthropic(
     monkeypatch.setattr(chat_models, "_get_default_httpx_client", client)
     llm = ChatAnthropic(model=model, api_key="sk-ant-test", **ctor)  # type: ignore[arg-type]
     return llm, sent
+
+
+def invoke_recorded(
+    recorded: tuple[BaseChatModel, list[dict[str, Any]]],
+    messages: list[dict[str, Any]],
+    call: dict[str, Any],
+) -> tuple[dict[str, Any], AIMessage]:
+    """`.invoke()` a recording chat model once; return the one body it sent and its message.
+
+    Args:
+        recorded: A `recording_*` chat model and its list of sent bodies.
+        messages: The conversation.
+        call: Per-call parameters (the request record's).
+    """
+    llm, sent = recorded
+    message = llm.invoke(messages, **call)
+    assert isinstance(message, AIMessage)
+    (body,) = sent
+    return body, message
 
 
 def message_batch(batch_id: str, processing_status: str = "ended") -> dict[str, Any]:

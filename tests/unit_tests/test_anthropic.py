@@ -29,6 +29,7 @@ from agent.requests import BatchRequest, InputError
 from tests.realtime import (
     ANTHROPIC_RESPONSE,
     MESSAGE_SETS,
+    invoke_recorded,
     message_batch,
     recording_anthropic,
 )
@@ -59,10 +60,8 @@ def _realtime(
     monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[dict[str, Any], AIMessage]:
     """Run `ChatAnthropic.invoke()` against a recording transport; return (sent body, message)."""
-    llm, sent = recording_anthropic(ANTHROPIC_RESPONSE, ctor, monkeypatch, model=MODEL)
-    message = llm.invoke(messages, **call)
-    (body,) = sent
-    return body, message
+    recorded = recording_anthropic(ANTHROPIC_RESPONSE, ctor, monkeypatch, model=MODEL)
+    return invoke_recorded(recorded, messages, call)
 
 
 def _sdk_server(batch_state: dict[str, Any], results: bytes, created: list[Any]) -> httpx2.Client:

@@ -29,6 +29,7 @@ from tests.realtime import (
     MESSAGE_SETS,
     MISTRAL_RESPONSE,
     OPENAI_RESPONSE,
+    invoke_recorded,
     recording_anthropic,
     recording_mistral,
     recording_openai,
@@ -49,9 +50,7 @@ def _realtime_openai(
     call: dict[str, Any],
     model: str = "gpt-4o-mini",
 ) -> tuple[dict[str, Any], AIMessage]:
-    llm, sent = recording_openai(OPENAI_RESPONSE, ctor, model)
-    message = llm.invoke(messages, **call)
-    return sent[0], message
+    return invoke_recorded(recording_openai(OPENAI_RESPONSE, ctor, model), messages, call)
 
 
 def _realtime_mistral(
@@ -60,9 +59,7 @@ def _realtime_mistral(
     call: dict[str, Any],
     model: str = "mistral-small-latest",
 ) -> tuple[dict[str, Any], AIMessage]:
-    llm, sent = recording_mistral(MISTRAL_RESPONSE, ctor, model)
-    message = llm.invoke(messages, **call)
-    return sent[0], message
+    return invoke_recorded(recording_mistral(MISTRAL_RESPONSE, ctor, model), messages, call)
 
 
 def _files_server(content: bytes) -> httpx2.Client:
@@ -307,9 +304,8 @@ def _realtime_with_model(
         return _realtime_openai(SYSTEM_AND_USER, {}, call, model=run_model)
     if provider == "mistral":
         return _realtime_mistral(SYSTEM_AND_USER, {}, call, model=run_model)
-    llm, sent = recording_anthropic(ANTHROPIC_RESPONSE, {}, monkeypatch, model=run_model)
-    message = llm.invoke(SYSTEM_AND_USER, **call)
-    return sent[0], message
+    recorded = recording_anthropic(ANTHROPIC_RESPONSE, {}, monkeypatch, model=run_model)
+    return invoke_recorded(recorded, SYSTEM_AND_USER, call)
 
 
 @pytest.mark.parametrize(("provider", "run_model", "request_model"), REQUEST_MODELS)
