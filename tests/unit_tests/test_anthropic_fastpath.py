@@ -29,6 +29,7 @@ from tests.unit_tests.test_fastpath import (
     assert_same_body,
     assert_same_message,
     assert_same_parse,
+    fallback_cases,
 )
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -166,12 +167,7 @@ FALLBACK_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.mark.parametrize(
-    ("messages_", "params"),
-    [(m, {}) for m in FALLBACK_MESSAGES.values()]
-    + [([{"role": "user", "content": "hi"}], p) for p in FALLBACK_PARAMS.values()],
-    ids=[*FALLBACK_MESSAGES, *FALLBACK_PARAMS],
-)
+@fallback_cases(FALLBACK_MESSAGES, FALLBACK_PARAMS)
 def test_unhandled_requests_fall_back_and_equal_reference(
     messages_: list[dict[str, Any]], params: dict[str, Any]
 ) -> None:

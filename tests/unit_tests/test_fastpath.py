@@ -103,6 +103,19 @@ def assert_same_parse(got: tuple[Any, ...], expected: tuple[Any, ...]) -> None:
     assert_same_message(got[1], expected[1])
 
 
+def fallback_cases(
+    messages: dict[str, list[dict[str, Any]]], params: dict[str, dict[str, Any]]
+) -> pytest.MarkDecorator:
+    """Parametrize `messages_, params` over requests the fast path leaves to the reference:
+    each named message list with no parameters, then "hi" with each named parameter set."""
+    return pytest.mark.parametrize(
+        ("messages_", "params"),
+        [(m, {}) for m in messages.values()]
+        + [([{"role": "user", "content": "hi"}], p) for p in params.values()],
+        ids=[*messages, *params],
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Strategies: requests
 # ---------------------------------------------------------------------------------------------
@@ -264,12 +277,7 @@ FALLBACK_PARAMS: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("model", [*OPENAI_MODELS, MISTRAL_MODEL])
-@pytest.mark.parametrize(
-    ("messages_", "params"),
-    [(m, {}) for m in FALLBACK_MESSAGES.values()]
-    + [([{"role": "user", "content": "hi"}], p) for p in FALLBACK_PARAMS.values()],
-    ids=[*FALLBACK_MESSAGES, *FALLBACK_PARAMS],
-)
+@fallback_cases(FALLBACK_MESSAGES, FALLBACK_PARAMS)
 def test_unhandled_requests_fall_back_and_equal_reference(
     model: str, messages_: list[dict[str, Any]], params: dict[str, Any]
 ) -> None:
