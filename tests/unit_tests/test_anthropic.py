@@ -3,6 +3,8 @@
 The realtime side is the real `ChatAnthropic.invoke()` with its HTTP client swapped for a
 recording mock transport. The batch side is our provider, through the real `anthropic` SDK,
 against the in-process emulator (or a mock transport serving a results file, for parity).
+What every provider must do alike (each fault knob, expiry, cancel, bad input) is parametrized
+over the providers, Anthropic among them, in `test_failure_handling.py`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from agent.planning import new_intent
 from agent.providers.anthropic import AnthropicProvider
 from agent.providers.anthropic.provider import InlineRequests
 from agent.providers.base import JOB_KEY_METADATA
-from agent.requests import BatchRequest, InputError
+from agent.requests import BatchRequest
 from tests.realtime import (
     ANTHROPIC_RESPONSE,
     MESSAGE_SETS,
@@ -420,37 +422,6 @@ def test_any_user_id_works_it_is_not_what_anthropic_is_sent() -> None:
 
 
 # --------------------------------------------------------------------------- input rules
-
-
-@pytest.mark.parametrize(
-    ("records", "overrides", "message"),
-    [
-        ([{"id": "a", "prompt": "x"}], {"completion_window": "48h"}, "fixed 24h window"),
-        (
-            [{"id": "a", "prompt": "x", "params": {"bogus_option": 1}}],
-            {},
-            "takes no parameter bogus_option",
-        ),
-        (
-            [{"id": "a", "prompt": "x", "params": {"model": "claude-no-such-model-9"}}],
-            {},
-            "unknown model 'claude-no-such-model-9' for anthropic",
-        ),
-    ],
-    ids=["window", "unknown-param", "unknown-model"],
-)
-def test_bad_input_fails_before_anything_is_sent(
-    records: list[dict[str, Any]], overrides: dict[str, Any], message: str
-) -> None:
-    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
-    with pytest.raises(InputError) as info:
-        graph.invoke(
-            {"requests": records},
-            {"configurable": {"thread_id": "t"}},
-            context=Context(provider="anthropic", **overrides),
-        )
-    assert message in str(info.value)
-    assert read_access_log() == []
 
 
 def test_inline_body_streams_valid_json_with_the_announced_length(tmp_path: Path) -> None:
