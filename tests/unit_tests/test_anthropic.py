@@ -3,6 +3,8 @@
 The realtime side is the real `ChatAnthropic.invoke()` with its HTTP client swapped for a
 recording mock transport. The batch side is our provider, through the real `anthropic` SDK,
 against the in-process emulator (or a mock transport serving a results file, for parity).
+What every provider must do alike (each fault knob, expiry, cancel, bad input) is parametrized
+over the providers, Anthropic among them, in `test_failure_handling.py`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from typing import Any
 import httpx2
 import orjson
 import pytest
-from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
@@ -26,45 +27,23 @@ from agent.planning import new_intent
 from agent.providers.anthropic import AnthropicProvider
 from agent.providers.anthropic.provider import InlineRequests
 from agent.providers.base import JOB_KEY_METADATA
-from agent.requests import BatchRequest, InputError
+from agent.requests import BatchRequest
+from tests.realtime import (
+    ANTHROPIC_RESPONSE,
+    MESSAGE_SETS,
+    invoke_recorded,
+    message_batch,
+    recording_anthropic,
+)
 from tests.support import FAST_POLLING, assert_all_accounted, built_lines, run_with_wait_budget
 
 MODEL = "claude-haiku-4-5"
-MESSAGE_SETS: list[list[dict[str, Any]]] = [
-    [{"role": "user", "content": "Classify: my invoice is wrong"}],
-    [
-        {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": "Summarise the plot of Hamlet."},
-    ],
-    [
-        {"role": "system", "content": "Answer in French."},
-        {"role": "user", "content": "Hello"},
-        {"role": "assistant", "content": "Bonjour"},
-        {"role": "user", "content": [{"type": "text", "text": "How are you?"}]},
-    ],
-]
 # (constructor parameters from the run context, per-call parameters from the request record)
 PARAM_SETS: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({}, {}),
     ({"temperature": 0.2, "max_tokens": 64}, {}),
     ({"top_p": 0.5}, {"temperature": 0.9, "stop": ["\n\n"], "top_k": 5}),
 ]
-ANTHROPIC_RESPONSE = {
-    "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
-    "type": "message",
-    "role": "assistant",
-    "model": "claude-haiku-4-5-20251001",
-    "content": [{"type": "text", "text": "Billing issue."}],
-    "stop_reason": "end_turn",
-    "stop_sequence": None,
-    "usage": {
-        "input_tokens": 21,
-        "output_tokens": 3,
-        "cache_creation_input_tokens": 4,
-        "cache_read_input_tokens": 7,
-        "service_tier": "batch",
-    },
-}
 BATCH_ID = "msgbatch_0123456789abcdef"
 FAST = FAST_POLLING
 N = 12
@@ -83,24 +62,8 @@ def _realtime(
     monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[dict[str, Any], AIMessage]:
     """Run `ChatAnthropic.invoke()` against a recording transport; return (sent body, message)."""
-    import langchain_anthropic.chat_models as chat_models
-
-    sent: list[dict[str, Any]] = []
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        assert request.url.path == "/v1/messages"
-        sent.append(json.loads(request.content))
-        return httpx2.Response(200, json=ANTHROPIC_RESPONSE)
-
-    def client(**kwargs: Any) -> httpx2.Client:
-        return httpx2.Client(transport=httpx2.MockTransport(handler), base_url=kwargs["base_url"])
-
-    # ChatAnthropic builds its SDK client on an httpx2 client from this factory.
-    monkeypatch.setattr(chat_models, "_get_default_httpx_client", client)
-    llm = ChatAnthropic(model=MODEL, api_key="sk-ant-test", **ctor)  # type: ignore[arg-type]
-    message = llm.invoke(messages, **call)
-    (body,) = sent
-    return body, message
+    recorded = recording_anthropic(ANTHROPIC_RESPONSE, ctor, monkeypatch, model=MODEL)
+    return invoke_recorded(recorded, messages, call)
 
 
 def _sdk_server(batch_state: dict[str, Any], results: bytes, created: list[Any]) -> httpx2.Client:
@@ -121,24 +84,7 @@ def _sdk_server(batch_state: dict[str, Any], results: bytes, created: list[Any])
 
 
 def _batch_state(processing_status: str = "ended") -> dict[str, Any]:
-    return {
-        "id": BATCH_ID,
-        "type": "message_batch",
-        "processing_status": processing_status,
-        "request_counts": {
-            "processing": 0,
-            "succeeded": 1,
-            "errored": 0,
-            "canceled": 0,
-            "expired": 0,
-        },
-        "created_at": "2026-11-22T10:00:00.000000Z",
-        "expires_at": "2026-11-23T10:00:00.000000Z",
-        "ended_at": "2026-11-22T10:10:00.000000Z",
-        "archived_at": None,
-        "cancel_initiated_at": None,
-        "results_url": f"https://files.invalid/v1/messages/batches/{BATCH_ID}/results",
-    }
+    return message_batch(BATCH_ID, processing_status)
 
 
 @pytest.mark.parametrize("messages", MESSAGE_SETS, ids=["user", "system+user", "multi-turn-parts"])
@@ -343,79 +289,6 @@ def test_request_errors_are_reported_and_only_retryable_ones_retried(
     )
 
 
-def test_expired_requests_are_resubmitted_and_successes_kept(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "expire=0.5")
-    values, _ = _run(max_attempts=2)
-    _assert_all_accounted(values)
-    results = values["results"]
-    assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in results[: N // 2])
-    assert all(r["attempts"] == 2 for r in results[N // 2 :])
-    # Attempt 2 expires half again: the last quarter fails with code `expired`.
-    failed = [r for r in results if r["status"] == "failed"]
-    assert len(failed) == N // 4 and {r["error"]["code"] for r in failed} == {"expired"}
-
-
-def test_cancel_gives_canceled_results_and_a_cancelled_thread(
-    monkeypatch: pytest.MonkeyPatch, emulator_clock: ManualClock
-) -> None:
-    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "2")
-    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
-    config = {"configurable": {"thread_id": "t"}}
-    graph.invoke({"requests": RECORDS}, config, context=Context(provider="anthropic"))
-    emulator_clock.advance(0.8)
-    graph.invoke({"cancel": True}, config, context=Context(provider="anthropic", **FAST))
-    values = graph.get_state(config).values
-    assert values["status"] == "cancelled"
-    (job,) = values["jobs"]
-    assert job["provider_status"] == "ended"  # Anthropic's raw status, kept as-is
-    _assert_all_accounted(values)
-    done = [r for r in values["results"] if r["status"] == "succeeded"]
-    assert 0 < len(done) < N
-    failed = [r for r in values["results"] if r["status"] == "failed"]
-    assert {r["error"]["code"] for r in failed} == {"canceled"}
-    assert len(list_jobs()) == 1  # canceled requests are not retried
-
-
-KNOBS = [
-    "request_fail_rate=0.3",
-    "http_error_rate=0.3,seed=1",
-    "create_delay=0.3",
-    "expire=0.5",
-    "all_fail=1",
-    "shuffle=1",
-    "output_lag=0.5",
-    "unknown_status=paused_for_review",
-]
-
-
-@pytest.mark.parametrize("faults", KNOBS, ids=[k.split("=")[0] for k in KNOBS])
-def test_every_fault_knob_applies_to_the_anthropic_protocol(
-    faults: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", faults)
-    values, _ = _run()
-    assert values["status"] == "completed", values.get("error")
-    _assert_all_accounted(values)
-    first_round = [j for j in values["jobs"] if j["attempt"] == 1]
-    assert len(first_round) == 1  # never a duplicate batch, whatever the fault
-    results = values["results"]
-    if faults.startswith(("shuffle", "output_lag", "http_error", "create_delay")):
-        assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in results)
-    if faults.startswith("unknown_status"):
-        assert values["jobs"][0]["provider_status"] == "paused_for_review"
-        assert any("unknown provider status" in e for e in values["jobs"][0]["errors"])
-        assert all(r["status"] == "succeeded" for r in results)
-    if faults.startswith("all_fail"):
-        assert all(r["status"] == "failed" and r["attempts"] == 3 for r in results)
-        assert {r["error"]["code"] for r in results} == {"api_error"}
-    if faults.startswith("request_fail_rate"):
-        assert any(r["attempts"] > 1 for r in results)
-    if faults.startswith("expire"):
-        assert any(r["attempts"] > 1 for r in results)
-
-
 def test_http_errors_are_retried_by_the_sdk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -549,37 +422,6 @@ def test_any_user_id_works_it_is_not_what_anthropic_is_sent() -> None:
 
 
 # --------------------------------------------------------------------------- input rules
-
-
-@pytest.mark.parametrize(
-    ("records", "overrides", "message"),
-    [
-        ([{"id": "a", "prompt": "x"}], {"completion_window": "48h"}, "fixed 24h window"),
-        (
-            [{"id": "a", "prompt": "x", "params": {"bogus_option": 1}}],
-            {},
-            "takes no parameter bogus_option",
-        ),
-        (
-            [{"id": "a", "prompt": "x", "params": {"model": "claude-no-such-model-9"}}],
-            {},
-            "unknown model 'claude-no-such-model-9' for anthropic",
-        ),
-    ],
-    ids=["window", "unknown-param", "unknown-model"],
-)
-def test_bad_input_fails_before_anything_is_sent(
-    records: list[dict[str, Any]], overrides: dict[str, Any], message: str
-) -> None:
-    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
-    with pytest.raises(InputError) as info:
-        graph.invoke(
-            {"requests": records},
-            {"configurable": {"thread_id": "t"}},
-            context=Context(provider="anthropic", **overrides),
-        )
-    assert message in str(info.value)
-    assert read_access_log() == []
 
 
 def test_inline_body_streams_valid_json_with_the_announced_length(tmp_path: Path) -> None:

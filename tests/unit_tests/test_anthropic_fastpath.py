@@ -25,7 +25,12 @@ from agent.providers.anthropic.provider import AnthropicProvider
 from agent.providers.base import jsonl_line
 from agent.requests import BatchRequest, InputError
 from agent.structured import OutputSpec
-from tests.unit_tests.test_fastpath import assert_same_body, assert_same_message
+from tests.unit_tests.test_fastpath import (
+    assert_same_body,
+    assert_same_message,
+    assert_same_parse,
+    fallback_cases,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MODEL = "claude-haiku-4-5"
@@ -162,12 +167,7 @@ FALLBACK_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.mark.parametrize(
-    ("messages_", "params"),
-    [(m, {}) for m in FALLBACK_MESSAGES.values()]
-    + [([{"role": "user", "content": "hi"}], p) for p in FALLBACK_PARAMS.values()],
-    ids=[*FALLBACK_MESSAGES, *FALLBACK_PARAMS],
-)
+@fallback_cases(FALLBACK_MESSAGES, FALLBACK_PARAMS)
 def test_unhandled_requests_fall_back_and_equal_reference(
     messages_: list[dict[str, Any]], params: dict[str, Any]
 ) -> None:
@@ -288,9 +288,7 @@ def test_fast_message_equals_reference(
     )
     got = PARSER.parse_line(raw, JOB)
     expected = REFERENCE.parse_line(raw, JOB)
-    assert got[0] == expected[0] and got[2:] == expected[2:]
-    assert got[1] is not None and expected[1] is not None
-    assert_same_message(got[1], expected[1])
+    assert_same_parse(got, expected)
 
 
 @SETTINGS

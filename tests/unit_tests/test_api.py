@@ -21,7 +21,7 @@ from agent.emulator import IN_PROCESS_BASE_URL, emulator_http_client, list_jobs,
 from agent.providers import provider_for_job
 from agent.providers.openai import OpenAIProvider
 from agent.requests import InputError
-from tests.unit_tests.test_parity import OPENAI_RESPONSE as OPENAI_ANSWER
+from tests.realtime import OPENAI_RESPONSE as OPENAI_ANSWER
 
 FAST = {"poll_interval_seconds": 0.1, "poll_backoff": 1.0}
 

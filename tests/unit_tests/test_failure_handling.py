@@ -49,7 +49,7 @@ KNOBS = [
 ]
 
 
-@pytest.mark.parametrize("provider", ["openai", "mistral"])
+@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic"])
 @pytest.mark.parametrize("faults", KNOBS, ids=[k.split("=")[0] for k in KNOBS])
 def test_every_fault_knob_ends_with_every_request_accounted_for(
     provider: str, faults: str, monkeypatch: pytest.MonkeyPatch, isolated_env: Path
@@ -72,7 +72,9 @@ def test_every_fault_knob_ends_with_every_request_accounted_for(
         assert all(r["status"] == "succeeded" for r in values["results"])
     if faults.startswith("all_fail"):
         assert all(r["status"] == "failed" and r["attempts"] == 3 for r in values["results"])
-        assert {r["error"]["code"] for r in values["results"]} == {"server_error"}
+        # Each provider's own code for a server-side failure (Anthropic's errored result type).
+        code = "api_error" if provider == "anthropic" else "server_error"
+        assert {r["error"]["code"] for r in values["results"]} == {code}
 
 
 @pytest.mark.parametrize("provider", ["openai", "mistral"])
@@ -134,40 +136,54 @@ def test_a_batch_that_failed_as_a_whole_is_retried_only_for_a_passing_cause(
     assert len(list_jobs()) == attempts  # one job per attempt, none created twice
 
 
+# Each provider's own code for a request its expired batch did not run.
+EXPIRED_CODE = {"openai": "batch_expired", "anthropic": "expired"}
+
+
+@pytest.mark.parametrize("provider", list(EXPIRED_CODE))
 def test_expired_requests_are_resubmitted_and_successes_kept(
-    monkeypatch: pytest.MonkeyPatch,
+    provider: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "expire=0.5")
-    values, _ = _run("openai", max_attempts=2)
+    values, _ = _run(provider, max_attempts=2)
     _assert_all_accounted(values)
     results = values["results"]
-    assert all(r["status"] == "succeeded" for r in results[: N // 2]) and all(
-        r["attempts"] == 1 for r in results[: N // 2]
-    )
+    assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in results[: N // 2])
     assert all(r["attempts"] == 2 for r in results[N // 2 :])
-    # Attempt 2 expires half again: the last quarter fails with the provider's batch_expired code.
-    assert {r["error"]["code"] for r in results if r["status"] == "failed"} == {"batch_expired"}
+    # Attempt 2 expires half again: the last quarter fails with the provider's expired code.
+    failed = [r for r in results if r["status"] == "failed"]
+    assert len(failed) == N // 4
+    assert {r["error"]["code"] for r in failed} == {EXPIRED_CODE[provider]}
 
 
+# (provider, its raw status of a cancelled job, kept as-is; the code of a request it never ran)
+CANCELLED = [("emulator", "cancelled", "no_result"), ("anthropic", "ended", "canceled")]
+
+
+@pytest.mark.parametrize(
+    ("provider", "raw_status", "code"), CANCELLED, ids=["emulator", "anthropic"]
+)
 def test_cancel_collects_partial_results_and_never_resubmits(
-    monkeypatch: pytest.MonkeyPatch, emulator_clock: ManualClock
+    provider: str,
+    raw_status: str,
+    code: str,
+    monkeypatch: pytest.MonkeyPatch,
+    emulator_clock: ManualClock,
 ) -> None:
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "2")
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "t"}}
-    ctx = Context(provider="emulator", **FAST)
-    graph.invoke({"requests": RECORDS}, config, context=Context(provider="emulator"))
+    graph.invoke({"requests": RECORDS}, config, context=Context(provider=provider))  # type: ignore[arg-type]
     emulator_clock.advance(0.8)
-    graph.invoke({"cancel": True}, config, context=ctx)
+    graph.invoke({"cancel": True}, config, context=Context(provider=provider, **FAST))  # type: ignore[arg-type]
     values = graph.get_state(config).values
     assert values["status"] == "cancelled"
-    assert values["jobs"][0]["provider_status"] == "cancelled"
+    (job,) = values["jobs"]
+    assert job["provider_status"] == raw_status
     _assert_all_accounted(values)
     done = [r for r in values["results"] if r["status"] == "succeeded"]
     assert 0 < len(done) < N  # partial output was collected
-    assert {r["error"]["code"] for r in values["results"] if r["status"] == "failed"} == {
-        "no_result"
-    }
+    assert {r["error"]["code"] for r in values["results"] if r["status"] == "failed"} == {code}
     assert len(list_jobs()) == 1  # cancelled requests are not retried
 
 
@@ -238,6 +254,22 @@ BAD_INPUT = [
         "larger than openai's 2,000-byte batch file limit (request id 'huge')",
     ),
     ([{"id": "a", "prompt": "x"}], {"provider": "bogus"}, "unknown provider 'bogus'"),
+    (RECORDS, {"provider": "mistral", "completion_window": "30d"}, "1h to 168h"),
+    (
+        [{"id": "a", "prompt": "x"}],
+        {"provider": "anthropic", "completion_window": "48h"},
+        "fixed 24h window",
+    ),
+    (
+        [{"id": "a", "prompt": "x", "params": {"bogus_option": 1}}],
+        {"provider": "anthropic"},
+        "takes no parameter bogus_option",
+    ),
+    (
+        [{"id": "a", "prompt": "x", "params": {"model": "claude-no-such-model-9"}}],
+        {"provider": "anthropic"},
+        "unknown model 'claude-no-such-model-9' for anthropic",
+    ),
 ]
 
 
@@ -254,6 +286,10 @@ BAD_INPUT = [
         "too-large-request",
         "line-too-big",
         "unknown-provider",
+        "mistral-window",
+        "anthropic-window",
+        "anthropic-unknown-param",
+        "anthropic-unknown-model",
     ],
 )
 def test_bad_input_costs_nothing(
@@ -268,17 +304,6 @@ def test_bad_input_costs_nothing(
         )
     assert message in str(info.value)
     assert read_access_log() == []  # the emulator received nothing at all
-
-
-def test_mistral_completion_window_is_checked_before_upload(isolated_env: Path) -> None:
-    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
-    with pytest.raises(InputError, match="1h to 168h"):
-        graph.invoke(
-            {"requests": RECORDS},
-            {"configurable": {"thread_id": "t"}},
-            context=Context(provider="mistral", completion_window="30d"),
-        )
-    assert read_access_log() == []
 
 
 def test_cancel_after_the_job_ended_keeps_the_results(emulator_clock: ManualClock) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -92,6 +94,26 @@ def assert_same_message(fast: AIMessage, reference: AIMessage, *, serde: bool = 
         assert dumped == SERDE.dumps_typed(reference)
         restored = SERDE.loads_typed(dumped)
         assert restored == reference and type(restored) is AIMessage
+
+
+def assert_same_parse(got: tuple[Any, ...], expected: tuple[Any, ...]) -> None:
+    """Two `parse_line` results agree: custom id, error and retryable, and the same message."""
+    assert got[0] == expected[0] and got[2:] == expected[2:]
+    assert got[1] is not None and expected[1] is not None
+    assert_same_message(got[1], expected[1])
+
+
+def fallback_cases(
+    messages: dict[str, list[dict[str, Any]]], params: dict[str, dict[str, Any]]
+) -> pytest.MarkDecorator:
+    """Parametrize `messages_, params` over requests the fast path leaves to the reference:
+    each named message list with no parameters, then "hi" with each named parameter set."""
+    return pytest.mark.parametrize(
+        ("messages_", "params"),
+        [(m, {}) for m in messages.values()]
+        + [([{"role": "user", "content": "hi"}], p) for p in params.values()],
+        ids=[*messages, *params],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,28 +213,32 @@ def mistral_cases(draw: st.DrawFn) -> tuple[str, dict[str, Any], BatchRequest]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _assert_fast_body(
+    builder: OpenAIBodyBuilder | MistralBodyBuilder,
+    request: BatchRequest,
+    reference: dict[str, Any],
+) -> None:
+    assert builder.fast_enabled
+    fast = builder.build_fast(request)
+    assert fast is not None, "plain messages and common params must take the fast path"
+    assert_same_body(fast, reference)
+    assert_same_body(builder.build(request), fast)
+
+
 @SETTINGS
 @given(openai_cases())
 def test_openai_fast_body_equals_reference(case: tuple[str, dict[str, Any], BatchRequest]) -> None:
     model, ctx, request = case
-    builder = OpenAIBodyBuilder(model, ctx)
-    assert builder.fast_enabled
-    fast = builder.build_fast(request)
-    assert fast is not None, "plain messages and common params must take the fast path"
-    assert_same_body(fast, ref_openai_body(model, ctx, request))
-    assert_same_body(builder.build(request), fast)
+    _assert_fast_body(OpenAIBodyBuilder(model, ctx), request, ref_openai_body(model, ctx, request))
 
 
 @SETTINGS
 @given(mistral_cases())
 def test_mistral_fast_body_equals_reference(case: tuple[str, dict[str, Any], BatchRequest]) -> None:
     model, ctx, request = case
-    builder = MistralBodyBuilder(model, ctx)
-    assert builder.fast_enabled
-    fast = builder.build_fast(request)
-    assert fast is not None, "plain messages and common params must take the fast path"
-    assert_same_body(fast, ref_mistral_body(model, ctx, request))
-    assert_same_body(builder.build(request), fast)
+    _assert_fast_body(
+        MistralBodyBuilder(model, ctx), request, ref_mistral_body(model, ctx, request)
+    )
 
 
 TOOL_CALL = {
@@ -251,12 +277,7 @@ FALLBACK_PARAMS: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("model", [*OPENAI_MODELS, MISTRAL_MODEL])
-@pytest.mark.parametrize(
-    ("messages_", "params"),
-    [(m, {}) for m in FALLBACK_MESSAGES.values()]
-    + [([{"role": "user", "content": "hi"}], p) for p in FALLBACK_PARAMS.values()],
-    ids=[*FALLBACK_MESSAGES, *FALLBACK_PARAMS],
-)
+@fallback_cases(FALLBACK_MESSAGES, FALLBACK_PARAMS)
 def test_unhandled_requests_fall_back_and_equal_reference(
     model: str, messages_: list[dict[str, Any]], params: dict[str, Any]
 ) -> None:
@@ -433,6 +454,22 @@ OPENAI_PARSER = OpenAIMessageParser("gpt-4o-mini")
 MISTRAL_PARSER = MistralMessageParser(MISTRAL_MODEL)
 
 
+def _assert_fast_message(
+    parser: OpenAIMessageParser | MistralMessageParser,
+    reference: Callable[[dict[str, Any], str], AIMessage],
+    body: dict[str, Any],
+    line: dict[str, Any],
+    serde: bool,
+) -> None:
+    """`body` takes the fast path to the reference message, alone and inside its result `line`."""
+    key = f"{JOB}/{line['custom_id']}"
+    fast = parser.parse_fast(copy.deepcopy(body), key)
+    assert fast is not None, "the common response shape must take the fast path"
+    assert_same_message(fast, reference(body, key), serde=serde)
+    raw = orjson.dumps(line)
+    assert_same_parse(parser.parse_line(raw, JOB), ref_line(raw, reference))
+
+
 def test_parsers_self_check_passes() -> None:
     assert OPENAI_PARSER.fast_enabled and MISTRAL_PARSER.fast_enabled
 
@@ -442,23 +479,14 @@ def test_parsers_self_check_passes() -> None:
 def test_openai_fast_message_equals_reference(
     body: dict[str, Any], custom_id: str, serde: bool
 ) -> None:
-    key = f"{JOB}/{custom_id}"
-    fast = OPENAI_PARSER.parse_fast(copy.deepcopy(body), key)
-    assert fast is not None, "the common response shape must take the fast path"
-    assert_same_message(fast, ref_openai_message("gpt-4o-mini", body, key), serde=serde)
-    raw = orjson.dumps(
-        {
-            "id": "batch_req_1",
-            "custom_id": custom_id,
-            "response": {"status_code": 200, "request_id": "req_1", "body": body},
-            "error": None,
-        }
-    )
-    got = OPENAI_PARSER.parse_line(raw, JOB)
-    expected = ref_line(raw, lambda b, k: ref_openai_message("gpt-4o-mini", b, k))
-    assert got[0] == expected[0] and got[2:] == expected[2:]
-    assert got[1] is not None and expected[1] is not None
-    assert_same_message(got[1], expected[1])
+    line = {
+        "id": "batch_req_1",
+        "custom_id": custom_id,
+        "response": {"status_code": 200, "request_id": "req_1", "body": body},
+        "error": None,
+    }
+    reference = partial(ref_openai_message, "gpt-4o-mini")
+    _assert_fast_message(OPENAI_PARSER, reference, body, line, serde)
 
 
 @SETTINGS
@@ -466,23 +494,14 @@ def test_openai_fast_message_equals_reference(
 def test_mistral_fast_message_equals_reference(
     body: dict[str, Any], custom_id: str, serde: bool
 ) -> None:
-    key = f"{JOB}/{custom_id}"
-    fast = MISTRAL_PARSER.parse_fast(copy.deepcopy(body), key)
-    assert fast is not None, "the common response shape must take the fast path"
-    assert_same_message(fast, ref_mistral_message(MISTRAL_MODEL, body, key), serde=serde)
-    raw = orjson.dumps(
-        {
-            "id": "b-1",
-            "custom_id": custom_id,
-            "response": {"status_code": 200, "body": body},
-            "error": None,
-        }
-    )
-    got = MISTRAL_PARSER.parse_line(raw, JOB)
-    expected = ref_line(raw, lambda b, k: ref_mistral_message(MISTRAL_MODEL, b, k))
-    assert got[0] == expected[0] and got[2:] == expected[2:]
-    assert got[1] is not None and expected[1] is not None
-    assert_same_message(got[1], expected[1])
+    line = {
+        "id": "b-1",
+        "custom_id": custom_id,
+        "response": {"status_code": 200, "body": body},
+        "error": None,
+    }
+    reference = partial(ref_mistral_message, MISTRAL_MODEL)
+    _assert_fast_message(MISTRAL_PARSER, reference, body, line, serde)
 
 
 # Token-detail counts as some servers send them: the SDK's lenient construction turns "7", 0.0

@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
-from langchain_mistralai import ChatMistralAI
 from langchain_openai import ChatOpenAI
 
 from agent.context import Context
@@ -26,80 +24,24 @@ from agent.providers.base import BatchProvider, job_chat_model, job_line_builder
 from agent.providers.mistral import MistralProvider
 from agent.providers.openai import OpenAIProvider
 from agent.requests import BatchRequest, InputError
+from tests.realtime import (
+    ANTHROPIC_RESPONSE,
+    MESSAGE_SETS,
+    MISTRAL_RESPONSE,
+    OPENAI_RESPONSE,
+    invoke_recorded,
+    recording_anthropic,
+    recording_mistral,
+    recording_openai,
+)
 from tests.support import built_lines
 
-MESSAGE_SETS: list[list[dict[str, Any]]] = [
-    [{"role": "user", "content": "Classify: my invoice is wrong"}],
-    [
-        {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": "Summarise the plot of Hamlet."},
-    ],
-    [
-        {"role": "system", "content": "Answer in French."},
-        {"role": "user", "content": "Hello"},
-        {"role": "assistant", "content": "Bonjour"},
-        {"role": "user", "content": [{"type": "text", "text": "How are you?"}]},
-    ],
-]
 # (constructor parameters from the run context, per-call parameters from the request record)
 PARAM_SETS: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({}, {}),
     ({"temperature": 0.2, "max_tokens": 64}, {}),
     ({"top_p": 0.5}, {"temperature": 0.9, "stop": ["\n\n"]}),
 ]
-
-OPENAI_RESPONSE = {
-    "id": "chatcmpl-abc123",
-    "object": "chat.completion",
-    "created": 1767225600,
-    "model": "gpt-4o-mini-2024-07-18",
-    "choices": [
-        {
-            "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": "Billing issue.",
-                "refusal": None,
-                "annotations": [],
-            },
-            "logprobs": None,
-            "finish_reason": "stop",
-        }
-    ],
-    "usage": {
-        "prompt_tokens": 21,
-        "completion_tokens": 3,
-        "total_tokens": 24,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-        "completion_tokens_details": {
-            "reasoning_tokens": 0,
-            "audio_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-    },
-    "service_tier": "default",
-    "system_fingerprint": "fp_123",
-}
-MISTRAL_RESPONSE = {
-    "id": "cmpl-e5cc70bb28c444948073e77776eb30ef",
-    "object": "chat.completion",
-    "created": 1767225600,
-    "model": "mistral-small-latest",
-    "choices": [
-        {
-            "index": 0,
-            "message": {
-                "role": "assistant",
-                "content": "Billing issue.",
-                "tool_calls": None,
-                "prefix": False,
-            },
-            "finish_reason": "length",
-        }
-    ],
-    "usage": {"prompt_tokens": 17, "completion_tokens": 3, "total_tokens": 20},
-}
 
 
 def _realtime_openai(
@@ -108,21 +50,7 @@ def _realtime_openai(
     call: dict[str, Any],
     model: str = "gpt-4o-mini",
 ) -> tuple[dict[str, Any], AIMessage]:
-    sent: list[dict[str, Any]] = []
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        sent.append(json.loads(request.content))
-        return httpx2.Response(200, json=OPENAI_RESPONSE)
-
-    llm = ChatOpenAI(
-        model=model,
-        api_key="sk-test",
-        use_responses_api=False,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
-        **ctor,
-    )
-    message = llm.invoke(messages, **call)
-    return sent[0], message
+    return invoke_recorded(recording_openai(OPENAI_RESPONSE, ctor, model), messages, call)
 
 
 def _realtime_mistral(
@@ -131,18 +59,7 @@ def _realtime_mistral(
     call: dict[str, Any],
     model: str = "mistral-small-latest",
 ) -> tuple[dict[str, Any], AIMessage]:
-    sent: list[dict[str, Any]] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(json.loads(request.content))
-        return httpx.Response(200, json=MISTRAL_RESPONSE)
-
-    client = httpx.Client(
-        base_url="https://api.mistral.ai/v1", transport=httpx.MockTransport(handler)
-    )
-    llm = ChatMistralAI(model=model, api_key="test", client=client, **ctor)  # type: ignore[arg-type]
-    message = llm.invoke(messages, **call)
-    return sent[0], message
+    return invoke_recorded(recording_mistral(MISTRAL_RESPONSE, ctor, model), messages, call)
 
 
 def _files_server(content: bytes) -> httpx2.Client:
@@ -168,6 +85,22 @@ def _batch_message(provider: BatchProvider, model: str, chat_model: str | None =
     return outcome.message
 
 
+def _mistral_batch_message(model: str, chat_model: str | None = None) -> AIMessage:
+    """Our message for a Mistral job of `model` whose output file answers `MISTRAL_RESPONSE`."""
+    line = {
+        "id": "batch-1",
+        "custom_id": "r1",
+        "response": {"status_code": 200, "body": MISTRAL_RESPONSE},
+        "error": None,
+    }
+    provider = MistralProvider(
+        emulated=False,
+        base_url="http://files.invalid",
+        http_client=_files_server(json.dumps(line).encode() + b"\n"),
+    )
+    return _batch_message(provider, model, chat_model)
+
+
 def _comparable(message: AIMessage) -> dict[str, Any]:
     # `invoke()` ids embed a random run id; everything else must match exactly.
     dumped = message.model_dump()
@@ -175,40 +108,34 @@ def _comparable(message: AIMessage) -> dict[str, Any]:
     return dumped
 
 
+# A batch line is its body in the provider's envelope: these keys and nothing else.
+ENVELOPES: dict[str, dict[str, Any]] = {
+    "openai": {"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions"},
+    "mistral": {"custom_id": "r1"},
+}
+
+
+@pytest.mark.parametrize("provider", list(ENVELOPES))
 @pytest.mark.parametrize("messages", MESSAGE_SETS, ids=["user", "system+user", "multi-turn-parts"])
 @pytest.mark.parametrize(
     ("ctor", "call"), PARAM_SETS, ids=["defaults", "ctx-params", "request-params"]
 )
-def test_openai_batch_body_equals_realtime_body(
-    messages: list[dict[str, Any]], ctor: dict[str, Any], call: dict[str, Any]
+def test_batch_body_equals_realtime_body(
+    provider: str, messages: list[dict[str, Any]], ctor: dict[str, Any], call: dict[str, Any]
 ) -> None:
-    realtime_body, _ = _realtime_openai(messages, ctor, call)
-    provider = OpenAIProvider(emulated=False, base_url="http://unused.invalid/v1")
-    batch = built_lines(provider, [BatchRequest("r1", messages, call)], "gpt-4o-mini", ctor)
+    if provider == "openai":
+        realtime_body, _ = _realtime_openai(messages, ctor, call)
+        batch_provider: BatchProvider = OpenAIProvider(
+            emulated=False, base_url="http://unused.invalid/v1"
+        )
+        model = "gpt-4o-mini"
+    else:
+        realtime_body, _ = _realtime_mistral(messages, ctor, call)
+        batch_provider = MistralProvider(emulated=False, base_url="http://unused.invalid")
+        model = "mistral-small-latest"
+    batch = built_lines(batch_provider, [BatchRequest("r1", messages, call)], model, ctor)
     (line,) = [json.loads(raw) for raw in batch.splitlines()]
-    assert (
-        line["custom_id"] == "r1"
-        and line["method"] == "POST"
-        and line["url"] == "/v1/chat/completions"
-    )
-    assert realtime_body.pop("stream") is False
-    assert line["body"] == realtime_body
-
-
-@pytest.mark.parametrize("messages", MESSAGE_SETS, ids=["user", "system+user", "multi-turn-parts"])
-@pytest.mark.parametrize(
-    ("ctor", "call"), PARAM_SETS, ids=["defaults", "ctx-params", "request-params"]
-)
-def test_mistral_batch_body_equals_realtime_body(
-    messages: list[dict[str, Any]], ctor: dict[str, Any], call: dict[str, Any]
-) -> None:
-    realtime_body, _ = _realtime_mistral(messages, ctor, call)
-    provider = MistralProvider(emulated=False, base_url="http://unused.invalid")
-    batch = built_lines(
-        provider, [BatchRequest("r1", messages, call)], "mistral-small-latest", ctor
-    )
-    (line,) = [json.loads(raw) for raw in batch.splitlines()]
-    assert set(line) == {"custom_id", "body"} and line["custom_id"] == "r1"
+    assert {key: value for key, value in line.items() if key != "body"} == ENVELOPES[provider]
     assert realtime_body.pop("stream") is False
     assert line["body"] == realtime_body
 
@@ -236,18 +163,7 @@ def test_openai_result_equals_realtime_message() -> None:
 
 def test_mistral_result_equals_realtime_message() -> None:
     _, realtime = _realtime_mistral(MESSAGE_SETS[0], {}, {})
-    line = {
-        "id": "batch-1",
-        "custom_id": "r1",
-        "response": {"status_code": 200, "body": MISTRAL_RESPONSE},
-        "error": None,
-    }
-    provider = MistralProvider(
-        emulated=False,
-        base_url="http://files.invalid",
-        http_client=_files_server(json.dumps(line).encode() + b"\n"),
-    )
-    ours = _batch_message(provider, "mistral-small-latest")
+    ours = _mistral_batch_message("mistral-small-latest")
     assert _comparable(ours) == _comparable(realtime)
     assert ours.usage_metadata == {"input_tokens": 17, "output_tokens": 3, "total_tokens": 20}
     assert ours.response_metadata["finish_reason"] == "length"
@@ -382,10 +298,8 @@ def _realtime_with_model(
         return _realtime_openai(SYSTEM_AND_USER, {}, call, model=run_model)
     if provider == "mistral":
         return _realtime_mistral(SYSTEM_AND_USER, {}, call, model=run_model)
-    from tests.unit_tests.test_anthropic import MODEL, _realtime
-
-    assert run_model == MODEL
-    return _realtime(SYSTEM_AND_USER, {}, call, monkeypatch)
+    recorded = recording_anthropic(ANTHROPIC_RESPONSE, {}, monkeypatch, model=run_model)
+    return invoke_recorded(recorded, SYSTEM_AND_USER, call)
 
 
 @pytest.mark.parametrize(("provider", "run_model", "request_model"), REQUEST_MODELS)
@@ -429,17 +343,6 @@ def test_a_request_naming_its_model_is_parsed_by_the_run_model() -> None:
     _, realtime = _realtime_mistral(
         MESSAGE_SETS[0], {}, {"model": "mistral-large-latest"}, model="mistral-small-latest"
     )
-    line = {
-        "id": "batch-1",
-        "custom_id": "r1",
-        "response": {"status_code": 200, "body": MISTRAL_RESPONSE},
-        "error": None,
-    }
-    provider = MistralProvider(
-        emulated=False,
-        base_url="http://files.invalid",
-        http_client=_files_server(json.dumps(line).encode() + b"\n"),
-    )
-    ours = _batch_message(provider, "mistral-large-latest", chat_model="mistral-small-latest")
+    ours = _mistral_batch_message("mistral-large-latest", chat_model="mistral-small-latest")
     assert _comparable(ours) == _comparable(realtime)
     assert ours.response_metadata["model_name"] == "mistral-small-latest"

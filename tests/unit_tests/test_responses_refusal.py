@@ -29,8 +29,8 @@ from agent.emulator import list_jobs, read_access_log
 from agent.graph import build_graph
 from agent.providers.openai import OpenAIProvider
 from agent.requests import BatchRequest, InputError
+from tests.realtime import MESSAGE_SETS, OPENAI_RESPONSE
 from tests.support import built_lines
-from tests.unit_tests.test_parity import MESSAGE_SETS, OPENAI_RESPONSE
 
 FUNCTION_TOOL = {
     "type": "function",

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import httpx2
 import pytest
 from langchain_core.messages import AIMessage
@@ -28,6 +27,15 @@ from agent.providers.mistral import MistralProvider
 from agent.providers.openai import OpenAIProvider
 from agent.requests import BatchRequest
 from agent.structured import AnswerCheck, OutputSpec
+from tests.realtime import (
+    anthropic_response,
+    message_batch,
+    mistral_response,
+    openai_response,
+    recording_anthropic,
+    recording_mistral,
+    recording_openai,
+)
 from tests.support import built_lines
 
 TOOLS: list[dict[str, Any]] = [
@@ -119,140 +127,13 @@ class Case:
         return self.call("Ticket", BROKEN_JSON)
 
 
-def _openai_realtime(
-    response: dict[str, Any], ctor: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> tuple[Any, list[dict[str, Any]]]:
-    from langchain_openai import ChatOpenAI
-
-    sent: list[dict[str, Any]] = []
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        sent.append(json.loads(request.content))
-        return httpx2.Response(200, json=response)
-
-    llm = ChatOpenAI(
-        model="gpt-4o-mini",
-        api_key="sk-test",
-        use_responses_api=False,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
-        **ctor,
-    )
-    return llm, sent
-
-
-def _openai_response(message: dict[str, Any], finish_reason: str) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-abc123",
-        "object": "chat.completion",
-        "created": 1767225600,
-        "model": "gpt-4o-mini-2024-07-18",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "refusal": None, "annotations": [], **message},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        ],
-        "usage": {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52},
-        "service_tier": "default",
-        "system_fingerprint": "fp_123",
-    }
-
-
-def _mistral_realtime(
-    response: dict[str, Any], ctor: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> tuple[Any, list[dict[str, Any]]]:
-    from langchain_mistralai import ChatMistralAI
-
-    sent: list[dict[str, Any]] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(json.loads(request.content))
-        return httpx.Response(200, json=response)
-
-    client = httpx.Client(
-        base_url="https://api.mistral.ai/v1", transport=httpx.MockTransport(handler)
-    )
-    llm = ChatMistralAI(model="mistral-small-latest", api_key="test", client=client, **ctor)  # type: ignore[arg-type]
-    return llm, sent
-
-
-def _mistral_response(message: dict[str, Any], finish_reason: str) -> dict[str, Any]:
-    return {
-        "id": "cmpl-e5cc70bb28c444948073e77776eb30ef",
-        "object": "chat.completion",
-        "created": 1767225600,
-        "model": "mistral-small-latest",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "prefix": False, **message},
-                "finish_reason": finish_reason,
-            }
-        ],
-        "usage": {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52},
-    }
-
-
 def _function_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
-def _anthropic_realtime(
-    response: dict[str, Any], ctor: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> tuple[Any, list[dict[str, Any]]]:
-    import langchain_anthropic.chat_models as chat_models
-    from langchain_anthropic import ChatAnthropic
-
-    sent: list[dict[str, Any]] = []
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        sent.append(json.loads(request.content))
-        return httpx2.Response(200, json=response)
-
-    def client(**kwargs: Any) -> httpx2.Client:
-        return httpx2.Client(transport=httpx2.MockTransport(handler), base_url=kwargs["base_url"])
-
-    # ChatAnthropic builds its SDK client on an httpx2 client from this factory.
-    monkeypatch.setattr(chat_models, "_get_default_httpx_client", client)
-    llm = ChatAnthropic(model="claude-haiku-4-5", api_key="sk-ant-test", **ctor)  # type: ignore[arg-type]
-    return llm, sent
-
-
-def _anthropic_response(content: list[dict[str, Any]], stop_reason: str) -> dict[str, Any]:
-    return {
-        "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-haiku-4-5-20251001",
-        "content": content,
-        "stop_reason": stop_reason,
-        "stop_sequence": None,
-        "usage": {"input_tokens": 40, "output_tokens": 12, "service_tier": "batch"},
-    }
-
-
 def _anthropic_files(content: bytes) -> httpx2.Client:
     """The Message Batches API as the SDK reads results: the batch, then its results URL."""
-    state = {
-        "id": BATCH_ID,
-        "type": "message_batch",
-        "processing_status": "ended",
-        "request_counts": {
-            "processing": 0,
-            "succeeded": 1,
-            "errored": 0,
-            "canceled": 0,
-            "expired": 0,
-        },
-        "created_at": "2026-11-22T10:00:00.000000Z",
-        "expires_at": "2026-11-23T10:00:00.000000Z",
-        "ended_at": "2026-11-22T10:10:00.000000Z",
-        "archived_at": None,
-        "cancel_initiated_at": None,
-        "results_url": f"https://files.invalid/v1/messages/batches/{BATCH_ID}/results",
-    }
+    state = message_batch(BATCH_ID)
 
     def handler(request: httpx2.Request) -> httpx2.Response:
         if request.url.path.endswith("/results"):
@@ -271,12 +152,12 @@ def _anthropic_provider(client: httpx2.Client | None) -> BatchProvider:
 CASES: dict[str, Case] = {
     "openai": Case(
         model="gpt-4o-mini",
-        realtime=_openai_realtime,
+        realtime=lambda response, ctor, _: recording_openai(response, ctor),
         provider=lambda client: OpenAIProvider(
             emulated=False, base_url="http://files.invalid/v1", http_client=client
         ),
-        text=lambda text, cut: _openai_response({"content": text}, "length" if cut else "stop"),
-        call=lambda name, arguments: _openai_response(
+        text=lambda text, cut: openai_response({"content": text}, "length" if cut else "stop"),
+        call=lambda name, arguments: openai_response(
             {"content": None, "tool_calls": [_function_call("call_Ab12Cd34", name, arguments)]},
             "tool_calls",
         ),
@@ -285,12 +166,12 @@ CASES: dict[str, Case] = {
     ),
     "mistral": Case(
         model="mistral-small-latest",
-        realtime=_mistral_realtime,
+        realtime=lambda response, ctor, _: recording_mistral(response, ctor),
         provider=lambda client: MistralProvider(
             emulated=False, base_url="http://files.invalid", http_client=client
         ),
-        text=lambda text, cut: _mistral_response({"content": text}, "length" if cut else "stop"),
-        call=lambda name, arguments: _mistral_response(
+        text=lambda text, cut: mistral_response({"content": text}, "length" if cut else "stop"),
+        call=lambda name, arguments: mistral_response(
             {"content": "", "tool_calls": [_function_call("Ab12Cd34e", name, arguments)]},
             "tool_calls",
         ),
@@ -299,12 +180,12 @@ CASES: dict[str, Case] = {
     ),
     "anthropic": Case(
         model="claude-haiku-4-5",
-        realtime=_anthropic_realtime,
+        realtime=recording_anthropic,
         provider=_anthropic_provider,
-        text=lambda text, cut: _anthropic_response(
+        text=lambda text, cut: anthropic_response(
             [{"type": "text", "text": text}], "max_tokens" if cut else "end_turn"
         ),
-        call=lambda name, arguments: _anthropic_response(
+        call=lambda name, arguments: anthropic_response(
             [
                 {
                     "type": "tool_use",
