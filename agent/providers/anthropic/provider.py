@@ -216,11 +216,6 @@ class AnthropicProvider(BatchProvider):
         """Retrieve `model` (`client.models.retrieve`): it raises for a model not served."""
         self._client.models.retrieve(model)
 
-    def model_profile(self, model: str) -> dict[str, Any] | None:
-        """Return LangChain's model profile (None for a model it does not know)."""
-        profile = chat_model(model, {}).profile
-        return dict(profile) if profile else None
-
     def check_completion_window(self, completion_window: str) -> None:
         """Anthropic batches always have 24 hours."""
         if completion_window.strip() != "24h":
