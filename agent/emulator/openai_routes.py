@@ -38,7 +38,7 @@ from agent.emulator.jobs import JobLifecycle, Phase, Timeline, split_counts
 from agent.emulator.model_routes import add_model_routes
 from agent.emulator.result_files import RequestLine
 from agent.emulator.store import Provider, Store
-from agent.emulator.web import HttpError, Request, Response, Router, json_response
+from agent.emulator.web import HttpError, Request, Response, json_response
 
 PROVIDER: Provider = "openai"
 TIMELINE = Timeline(start=0.1, finalize=0.8)
@@ -89,27 +89,15 @@ class OpenAIRoutes(FileRoutes):
 
     def __init__(self, store: Store, clock: Clock) -> None:
         """Register the routes on a fresh router."""
-        self.provider = PROVIDER
-        self.store = store
-        self.clock = clock
+        super().__init__(PROVIDER, store, clock)
         self.jobs = JobLifecycle(
             store, PROVIDER, TIMELINE, _STATUS, clock, self._produce, _batch_not_found
         )
-        self.router = Router()
-        self.router.add("POST", "/files", self.create_file)
-        self.router.add("GET", "/files", self.list_files)
-        self.router.add("GET", "/files/{file_id}", self.get_file)
-        self.router.add("DELETE", "/files/{file_id}", self.delete_file)
-        self.router.add("GET", "/files/{file_id}/content", self.file_content)
         self.router.add("POST", "/batches", self.create_batch)
         self.router.add("GET", "/batches", self.list_batches)
         self.router.add("GET", "/batches/{batch_id}", self.get_batch)
         self.router.add("POST", "/batches/{batch_id}/cancel", self.cancel_batch)
         add_model_routes(self.router, "openai")
-
-    def handle(self, request: Request) -> Response:
-        """Dispatch a request whose path is relative to ``/openai/v1``."""
-        return self.router.dispatch(request)
 
     # -- files -------------------------------------------------------------------
 
