@@ -972,6 +972,16 @@ def is_retryable(code: str, status_code: int = 0) -> bool:
     )
 
 
+def job_counts(total: int, succeeded: int, failed: int) -> Counts:
+    """Return a status check's `Counts`: what is neither answered nor failed is pending.
+
+    Never negative: a provider may count a request both ways while a job settles.
+    """
+    return Counts(
+        total=total, succeeded=succeeded, failed=failed, pending=max(total - succeeded - failed, 0)
+    )
+
+
 def normalise_status(raw: str, known: dict[str, JobStatus], errors: list[str]) -> JobStatus:
     """Map a raw provider status; an unknown one is kept raw, treated as terminal and reported."""
     if raw in known:

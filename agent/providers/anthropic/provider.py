@@ -63,6 +63,7 @@ from agent.providers.base import (
     RequestOutcome,
     bounded_listing,
     job_chat_model,
+    job_counts,
     jsonl_line,
     nonblank_lines,
     normalise_status,
@@ -71,7 +72,7 @@ from agent.providers.base import (
 from agent.providers.errors import ProviderError, provider_call
 from agent.providers.params import Allowed, ParamRules
 from agent.requests import BatchRequest, InputError
-from agent.state import Counts, Job
+from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
 
@@ -391,12 +392,7 @@ class AnthropicProvider(BatchProvider):
         return JobUpdate(
             provider_status=raw,
             status=normalise_status(raw, STATUS_MAP, errors),
-            counts=Counts(
-                total=total,
-                succeeded=counts.succeeded,
-                failed=failed,
-                pending=max(total - counts.succeeded - failed, 0),
-            ),
+            counts=job_counts(total, counts.succeeded, failed),
             # The results stream's URL stands for the output file: set only once ended.
             output_file_id=batch.results_url,
             error_file_id=None,

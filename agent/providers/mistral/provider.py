@@ -30,6 +30,7 @@ from agent.providers.base import (
     LineParser,
     ProviderLimits,
     bounded_listing,
+    job_counts,
     jsonl_line,
     nonblank_lines,
     normalise_status,
@@ -40,7 +41,7 @@ from agent.providers.mistral.fast import MistralBodyBuilder, MistralMessageParse
 from agent.providers.mistral.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
-from agent.state import Counts, Job
+from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
 
@@ -313,12 +314,7 @@ class MistralProvider(BatchProvider):
         return JobUpdate(
             provider_status=raw,
             status=normalise_status(raw, STATUS_MAP, errors),
-            counts=Counts(
-                total=total,
-                succeeded=succeeded,
-                failed=failed,
-                pending=max(total - succeeded - failed, 0),
-            ),
+            counts=job_counts(total, succeeded, failed),
             output_file_id=batch.output_file or None,
             error_file_id=batch.error_file or None,
             errors=errors,

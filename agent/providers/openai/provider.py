@@ -26,6 +26,7 @@ from agent.providers.base import (
     LineParser,
     ProviderLimits,
     bounded_listing,
+    job_counts,
     jsonl_line,
     nonblank_lines,
     normalise_status,
@@ -35,7 +36,7 @@ from agent.providers.openai.fast import OpenAIBodyBuilder, OpenAIMessageParser
 from agent.providers.openai.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest
-from agent.state import Counts, Job
+from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
 
@@ -254,12 +255,7 @@ class OpenAIProvider(BatchProvider):
         return JobUpdate(
             provider_status=raw,
             status=normalise_status(raw, STATUS_MAP, errors),
-            counts=Counts(
-                total=total,
-                succeeded=succeeded,
-                failed=failed,
-                pending=max(total - succeeded - failed, 0),
-            ),
+            counts=job_counts(total, succeeded, failed),
             output_file_id=batch.output_file_id,
             error_file_id=batch.error_file_id,
             errors=errors,
