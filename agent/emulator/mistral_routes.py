@@ -87,6 +87,16 @@ def render_error(error: HttpError) -> Response:
     )
 
 
+def _page_args(request: Request) -> tuple[int, int]:
+    """Read a listing's ``page`` (default 0) and ``page_size`` (default 100), as both take them."""
+    try:
+        page = max(0, int(request.arg("page") or 0))
+        page_size = max(1, int(request.arg("page_size") or 100))
+    except ValueError as exc:
+        raise HttpError(400, "'page' and 'page_size' must be integers.") from exc
+    return page, page_size
+
+
 class MistralRoutes(FileRoutes):
     """Handlers for the Mistral protocol.
 
@@ -147,11 +157,7 @@ class MistralRoutes(FileRoutes):
 
     def list_files(self, request: Request) -> Response:
         """``GET /files``: newest first, ``page`` / ``page_size`` (default 100) and ``purpose``."""
-        try:
-            page = max(0, int(request.arg("page") or 0))
-            page_size = max(1, int(request.arg("page_size") or 100))
-        except ValueError as exc:
-            raise HttpError(400, "'page' and 'page_size' must be integers.") from exc
+        page, page_size = _page_args(request)
         purpose = request.arg("purpose")
         metas = [
             m
@@ -313,11 +319,7 @@ class MistralRoutes(FileRoutes):
 
     def list_jobs(self, request: Request) -> Response:
         """``GET /batch/jobs``: filtered, ordered and paged like the real endpoint."""
-        try:
-            page = max(0, int(request.arg("page") or 0))
-            page_size = max(1, int(request.arg("page_size") or 100))
-        except ValueError as exc:
-            raise HttpError(400, "'page' and 'page_size' must be integers.") from exc
+        page, page_size = _page_args(request)
         statuses = set(request.query.get("status", []))
         model = request.arg("model")
         agent_id = request.arg("agent_id")
