@@ -11,8 +11,8 @@ always returns what the reference returns; fast is only ever an optimisation.
 This module holds what those fast paths share:
 
 - `message_id` (the `lc_run-` id `finish_message` derives, without building UUIDs) and
-  `ai_message`, which installs a prepared `__dict__` as a validated `AIMessage`'s state, as
-  `BaseModel.model_construct` does (valid while `RAW_CONSTRUCT_OK`);
+  `ai_message`, which installs a tool-call-free message's `__dict__` as a validated
+  `AIMessage`'s state, as `BaseModel.model_construct` does (valid while `RAW_CONSTRUCT_OK`);
 - `plain_messages`, the plain `{role, content}` message shapes OpenAI and Mistral bodies share,
   and `BodyBuilder`, the fast path with its reference fallback (all three builders);
 - `MessageParser`, the fast parse with its reference fallback and reference check (all three
@@ -103,10 +103,43 @@ RAW_CONSTRUCT_OK: Final = (
 _object_setattr = object.__setattr__
 
 
-def ai_message(values: dict[str, Any], fields_set: set[str]) -> AIMessage:
-    """Install `values` as a validated AIMessage's state, as `model_construct` does."""
+def ai_message(
+    content: str | list[Any],
+    additional_kwargs: dict[str, Any],
+    response_metadata: dict[str, Any],
+    message_key: str,
+    usage_metadata: dict[str, Any] | None,
+    fields_set: set[str],
+) -> AIMessage:
+    """Return the tool-call-free AIMessage a parse builds, as `model_construct` would.
+
+    Its state is installed directly, in the field order of a validated `AIMessage` (which
+    parity compares), with the `message_id` of `message_key` and no tool calls.
+
+    Args:
+        content: The message content.
+        additional_kwargs: The message's `additional_kwargs`.
+        response_metadata: The message's `response_metadata`.
+        message_key: `"{job_id}/{custom_id}"`, from which the message id is derived.
+        usage_metadata: The message's `usage_metadata` (None when the answer had no usage).
+        fields_set: The fields the reference parse sets explicitly.
+    """
     message = AIMessage.__new__(AIMessage)
-    _object_setattr(message, "__dict__", values)
+    _object_setattr(
+        message,
+        "__dict__",
+        {
+            "content": content,
+            "additional_kwargs": additional_kwargs,
+            "response_metadata": response_metadata,
+            "type": "ai",
+            "name": None,
+            "id": message_id(message_key),
+            "tool_calls": [],
+            "invalid_tool_calls": [],
+            "usage_metadata": usage_metadata,
+        },
+    )
     _object_setattr(message, "__pydantic_fields_set__", fields_set)
     _object_setattr(message, "__pydantic_extra__", FastExtra())
     _object_setattr(message, "__pydantic_private__", None)

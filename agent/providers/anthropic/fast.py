@@ -73,7 +73,6 @@ from agent.providers.fast import (
     MessageParser,
     OutputLine,
     ai_message,
-    message_id,
     self_check_builder,
     self_check_parser,
 )
@@ -508,19 +507,11 @@ class AnthropicMessageParser(MessageParser):
         response_metadata["model_name"] = model
         response_metadata["model_provider"] = "anthropic"
         return ai_message(
-            {
-                "content": texts[0]
-                if len(texts) == 1
-                else [{"text": text, "type": "text"} for text in texts],
-                "additional_kwargs": {},
-                "response_metadata": response_metadata,
-                "type": "ai",
-                "name": None,
-                "id": message_id(message_key),
-                "tool_calls": [],
-                "invalid_tool_calls": [],
-                "usage_metadata": _usage_metadata(usage),
-            },
+            texts[0] if len(texts) == 1 else [{"text": text, "type": "text"} for text in texts],
+            {},
+            response_metadata,
+            message_key,
+            _usage_metadata(usage),
             set(_FIELDS_SET),
         )
 
