@@ -1,7 +1,8 @@
 """What both emulated protocols do the same way with files: read, list, delete, stream content.
 
 OpenAI and Mistral differ in how a file is created and in their error shapes, not in how a stored
-file is found, described or streamed, so those handlers live here once.
+file is found, described or streamed, so those handlers (and the ``/files`` routes to them) live
+here once.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 from agent.emulator.clock import Clock
 from agent.emulator.store import Provider, Store
-from agent.emulator.web import Request, Response, json_response
+from agent.emulator.web import Request, Response, Router, json_response
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:
@@ -21,13 +22,42 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
 class FileRoutes:
     """File handlers shared by the protocol route classes.
 
-    Subclasses set `provider`, `store` and `clock`, and implement `_require_file` (the
-    protocol's own 404).
+    Subclasses implement `create_file`, `list_files`, `get_file` and `_require_file` (the
+    protocol's own 404), and add their job routes to `router`.
+
+    Args:
+        provider: The protocol, naming its part of the store.
+        store: The shared state store.
+        clock: The emulator's time source.
     """
 
-    provider: Provider
-    store: Store
-    clock: Clock
+    def __init__(self, provider: Provider, store: Store, clock: Clock) -> None:
+        """Start the protocol's router with the ``/files`` routes."""
+        self.provider = provider
+        self.store = store
+        self.clock = clock
+        self.router = Router()
+        self.router.add("POST", "/files", self.create_file)
+        self.router.add("GET", "/files", self.list_files)
+        self.router.add("GET", "/files/{file_id}", self.get_file)
+        self.router.add("DELETE", "/files/{file_id}", self.delete_file)
+        self.router.add("GET", "/files/{file_id}/content", self.file_content)
+
+    def handle(self, request: Request) -> Response:
+        """Dispatch a request whose path is relative to the protocol's ``/v1`` root."""
+        return self.router.dispatch(request)
+
+    def create_file(self, request: Request) -> Response:
+        """``POST /files``: store an upload (the protocol's own form)."""
+        raise NotImplementedError
+
+    def list_files(self, request: Request) -> Response:
+        """``GET /files``: the protocol's own listing."""
+        raise NotImplementedError
+
+    def get_file(self, request: Request) -> Response:
+        """``GET /files/{id}``: the protocol's own file object."""
+        raise NotImplementedError
 
     def _require_file(self, file_id: str) -> dict[str, Any]:
         raise NotImplementedError

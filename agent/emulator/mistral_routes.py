@@ -43,7 +43,7 @@ from agent.emulator.jobs import JobLifecycle, Phase, Timeline, split_counts
 from agent.emulator.model_routes import add_model_routes
 from agent.emulator.result_files import RequestLine, iter_requests
 from agent.emulator.store import Provider, Store
-from agent.emulator.web import HttpError, Request, Response, Router, json_response
+from agent.emulator.web import HttpError, Request, Response, json_response
 
 PROVIDER: Provider = "mistral"
 TIMELINE = Timeline(start=0.2, finalize=1.0)
@@ -87,6 +87,16 @@ def render_error(error: HttpError) -> Response:
     )
 
 
+def _page_args(request: Request) -> tuple[int, int]:
+    """Read a listing's ``page`` (default 0) and ``page_size`` (default 100), as both take them."""
+    try:
+        page = max(0, int(request.arg("page") or 0))
+        page_size = max(1, int(request.arg("page_size") or 100))
+    except ValueError as exc:
+        raise HttpError(400, "'page' and 'page_size' must be integers.") from exc
+    return page, page_size
+
+
 class MistralRoutes(FileRoutes):
     """Handlers for the Mistral protocol.
 
@@ -97,27 +107,15 @@ class MistralRoutes(FileRoutes):
 
     def __init__(self, store: Store, clock: Clock) -> None:
         """Register the routes on a fresh router."""
-        self.provider = PROVIDER
-        self.store = store
-        self.clock = clock
+        super().__init__(PROVIDER, store, clock)
         self.jobs = JobLifecycle(
             store, PROVIDER, TIMELINE, _STATUS, clock, self._produce, _job_not_found
         )
-        self.router = Router()
-        self.router.add("POST", "/files", self.create_file)
-        self.router.add("GET", "/files", self.list_files)
-        self.router.add("GET", "/files/{file_id}", self.get_file)
-        self.router.add("DELETE", "/files/{file_id}", self.delete_file)
-        self.router.add("GET", "/files/{file_id}/content", self.file_content)
         self.router.add("POST", "/batch/jobs", self.create_job)
         self.router.add("GET", "/batch/jobs", self.list_jobs)
         self.router.add("GET", "/batch/jobs/{job_id}", self.get_job)
         self.router.add("POST", "/batch/jobs/{job_id}/cancel", self.cancel_job)
         add_model_routes(self.router, "mistral")
-
-    def handle(self, request: Request) -> Response:
-        """Dispatch a request whose path is relative to ``/mistral/v1``."""
-        return self.router.dispatch(request)
 
     # -- files -------------------------------------------------------------------
 
@@ -159,11 +157,7 @@ class MistralRoutes(FileRoutes):
 
     def list_files(self, request: Request) -> Response:
         """``GET /files``: newest first, ``page`` / ``page_size`` (default 100) and ``purpose``."""
-        try:
-            page = max(0, int(request.arg("page") or 0))
-            page_size = max(1, int(request.arg("page_size") or 100))
-        except ValueError as exc:
-            raise HttpError(400, "'page' and 'page_size' must be integers.") from exc
+        page, page_size = _page_args(request)
         purpose = request.arg("purpose")
         metas = [
             m
@@ -325,11 +319,7 @@ class MistralRoutes(FileRoutes):
 
     def list_jobs(self, request: Request) -> Response:
         """``GET /batch/jobs``: filtered, ordered and paged like the real endpoint."""
-        try:
-            page = max(0, int(request.arg("page") or 0))
-            page_size = max(1, int(request.arg("page_size") or 100))
-        except ValueError as exc:
-            raise HttpError(400, "'page' and 'page_size' must be integers.") from exc
+        page, page_size = _page_args(request)
         statuses = set(request.query.get("status", []))
         model = request.arg("model")
         agent_id = request.arg("agent_id")

@@ -38,7 +38,7 @@ from agent.emulator.jobs import JobLifecycle, Phase, Timeline, split_counts
 from agent.emulator.model_routes import add_model_routes
 from agent.emulator.result_files import RequestLine
 from agent.emulator.store import Provider, Store
-from agent.emulator.web import HttpError, Request, Response, Router, json_response
+from agent.emulator.web import HttpError, Request, Response, json_response
 
 PROVIDER: Provider = "openai"
 TIMELINE = Timeline(start=0.1, finalize=0.8)
@@ -79,6 +79,33 @@ def render_error(error: HttpError) -> Response:
     )
 
 
+def _cursor_page(
+    items: list[dict[str, Any]], after: str | None, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Return the `limit` items after the one with id `after`, and whether more follow.
+
+    An unknown cursor yields an empty page rather than restarting (no loops).
+    """
+    start = 0
+    if after:
+        ids = [item["id"] for item in items]
+        start = ids.index(after) + 1 if after in ids else len(items)
+    return items[start : start + limit], start + limit < len(items)
+
+
+def _list_response(data: list[dict[str, Any]], has_more: bool) -> Response:
+    """Render a page of objects in OpenAI's list envelope."""
+    return json_response(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": has_more,
+        }
+    )
+
+
 class OpenAIRoutes(FileRoutes):
     """Handlers for the OpenAI protocol.
 
@@ -89,27 +116,15 @@ class OpenAIRoutes(FileRoutes):
 
     def __init__(self, store: Store, clock: Clock) -> None:
         """Register the routes on a fresh router."""
-        self.provider = PROVIDER
-        self.store = store
-        self.clock = clock
+        super().__init__(PROVIDER, store, clock)
         self.jobs = JobLifecycle(
             store, PROVIDER, TIMELINE, _STATUS, clock, self._produce, _batch_not_found
         )
-        self.router = Router()
-        self.router.add("POST", "/files", self.create_file)
-        self.router.add("GET", "/files", self.list_files)
-        self.router.add("GET", "/files/{file_id}", self.get_file)
-        self.router.add("DELETE", "/files/{file_id}", self.delete_file)
-        self.router.add("GET", "/files/{file_id}/content", self.file_content)
         self.router.add("POST", "/batches", self.create_batch)
         self.router.add("GET", "/batches", self.list_batches)
         self.router.add("GET", "/batches/{batch_id}", self.get_batch)
         self.router.add("POST", "/batches/{batch_id}/cancel", self.cancel_batch)
         add_model_routes(self.router, "openai")
-
-    def handle(self, request: Request) -> Response:
-        """Dispatch a request whose path is relative to ``/openai/v1``."""
-        return self.router.dispatch(request)
 
     # -- files -------------------------------------------------------------------
 
@@ -167,22 +182,8 @@ class OpenAIRoutes(FileRoutes):
         metas = [m for m in self._file_metas() if purpose is None or m.get("purpose") == purpose]
         if order == "asc":
             metas.reverse()
-        start = 0
-        after = request.arg("after")
-        if after:
-            ids = [m["id"] for m in metas]
-            # An unknown cursor yields an empty page rather than restarting (no loops).
-            start = ids.index(after) + 1 if after in ids else len(metas)
-        data = [self._file_object(m) for m in metas[start : start + limit]]
-        return json_response(
-            {
-                "object": "list",
-                "data": data,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-                "has_more": start + limit < len(metas),
-            }
-        )
+        page, has_more = _cursor_page(metas, request.arg("after"), limit)
+        return _list_response([self._file_object(m) for m in page], has_more)
 
     def get_file(self, request: Request) -> Response:
         """``GET /files/{id}``."""
@@ -342,24 +343,10 @@ class OpenAIRoutes(FileRoutes):
         except ValueError as exc:
             raise HttpError(400, "Invalid 'limit'.", param="limit") from exc
         limit = max(1, min(100, limit))
-        after = request.arg("after")
-        jobs = self.jobs.newest_first()
-        start = 0
-        if after:
-            ids = [j["id"] for j in jobs]
-            # An unknown cursor yields an empty page rather than restarting (no loops).
-            start = ids.index(after) + 1 if after in ids else len(jobs)
-        page = jobs[start : start + limit]
+        page, has_more = _cursor_page(self.jobs.newest_first(), request.arg("after"), limit)
         now = self.clock.now()
-        data = [self._view(self.jobs.refresh(job, now), now) for job in page]
-        return json_response(
-            {
-                "object": "list",
-                "data": data,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-                "has_more": start + limit < len(jobs),
-            }
+        return _list_response(
+            [self._view(self.jobs.refresh(job, now), now) for job in page], has_more
         )
 
     def cancel_batch(self, request: Request) -> Response:

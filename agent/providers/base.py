@@ -384,6 +384,84 @@ class BatchProvider(ABC):
             )
         return True
 
+    def find_listed_file(
+        self,
+        listing: Callable[[], Iterable[_Item]],
+        *,
+        ident: Callable[[_Item], str],
+        created_at: Callable[[_Item], float],
+        matches: Callable[[_Item], bool],
+        since: float,
+    ) -> str | None:
+        """Return the id of the first file `listing` yields (newest first) that `matches`.
+
+        The `find_file` of providers that upload: the listing is read back to `since` (less
+        `RECONCILE_LOOKBACK_SECONDS`) within `bounded_listing`'s bounds. A server without a
+        file listing finds nothing: the file is uploaded (again), which costs storage, never
+        a second job.
+
+        Args:
+            listing: Starts the listing call(s) (called inside the provider-error wrapper).
+            ident: A listed file's id.
+            created_at: A listed file's creation time (provider clock, epoch seconds).
+            matches: Whether a listed file is the upload looked for.
+            since: When the upload was sent.
+        """
+        try:
+            with provider_call(self.name, "list files"):
+                for item in bounded_listing(
+                    listing(),
+                    ident=ident,
+                    created_at=created_at,
+                    floor=since - RECONCILE_LOOKBACK_SECONDS,
+                ):
+                    if matches(item):
+                        return ident(item)
+        except ProviderError as exc:
+            if not self.lacks_listing(exc, "files", NO_FILE_LISTING):
+                raise
+        return None
+
+    def find_listed_job(
+        self, job: Job, listing: str, lookup: Callable[[], dict[str, CreatedJob]]
+    ) -> CreatedJob | None:
+        """Return `job`'s entry in `lookup()` (`{job key: job}` from a listing), if any.
+
+        The `find_job` of providers whose jobs carry the key in metadata. A server without
+        the listing cannot say whether the lost create made a job: that is
+        `lost_create_unresolvable`, never a blind resend.
+
+        Args:
+            job: The intent looked for.
+            listing: What is listed ("batches", "batch jobs"), for the warning.
+            lookup: Lists the jobs, keyed by job key.
+        """
+        try:
+            return lookup().get(job["job_key"])
+        except ProviderError as exc:
+            if self.lacks_listing(exc, listing, NO_BATCH_LISTING):
+                raise lost_create_unresolvable(self, job, exc) from None
+            raise
+
+    def listed_thread_jobs(
+        self, listing: str, lookup: Callable[[], dict[str, CreatedJob]]
+    ) -> dict[str, CreatedJob]:
+        """Return `lookup()` (`{job key: job}` from a listing), or nothing without a listing.
+
+        The `thread_jobs` of providers whose jobs carry the key in metadata: a server without
+        the listing has no earlier jobs to offer, and the thread submits as a fresh one.
+
+        Args:
+            listing: What is listed ("batches", "batch jobs"), for the warning.
+            lookup: Lists the jobs, keyed by job key.
+        """
+        try:
+            return lookup()
+        except ProviderError as exc:
+            if self.lacks_listing(exc, listing, NO_BATCH_LISTING):
+                return {}
+            raise
+
     def check_ready(
         self, model: str, params: dict[str, Any], spec: OutputSpec | None = None
     ) -> Callable[[BatchRequest], bytes]:
@@ -457,8 +535,16 @@ class BatchProvider(ABC):
         """Retrieve `model` through the SDK (`client.models.retrieve`); raise what it raises."""
 
     def model_profile(self, model: str) -> dict[str, Any] | None:
-        """Return LangChain's profile of `model` (context window, ...), None if unknown."""
-        return None
+        """Return LangChain's profile of `model` (context window, ...), None if unknown.
+
+        Read from the provider's `chat_model`, so a provider without one knows no profile.
+        """
+        try:
+            llm = self.chat_model(model, {})
+        except NotImplementedError:
+            return None
+        profile = llm.profile
+        return dict(profile) if profile else None
 
     def check_completion_window(self, completion_window: str) -> None:  # noqa: B027 (optional hook)
         """Raise `InputError` if the provider cannot take this completion window."""
@@ -883,6 +969,16 @@ def is_retryable(code: str, status_code: int = 0) -> bool:
         or status_code == 429
         or status_code >= 500
         or code.startswith(("http_429", "http_5"))
+    )
+
+
+def job_counts(total: int, succeeded: int, failed: int) -> Counts:
+    """Return a status check's `Counts`: what is neither answered nor failed is pending.
+
+    Never negative: a provider may count a request both ways while a job settles.
+    """
+    return Counts(
+        total=total, succeeded=succeeded, failed=failed, pending=max(total - succeeded - failed, 0)
     )
 
 

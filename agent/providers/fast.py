@@ -11,11 +11,12 @@ always returns what the reference returns; fast is only ever an optimisation.
 This module holds what those fast paths share:
 
 - `message_id` (the `lc_run-` id `finish_message` derives, without building UUIDs) and
-  `ai_message`, which installs a prepared `__dict__` as a validated `AIMessage`'s state, as
-  `BaseModel.model_construct` does (valid while `RAW_CONSTRUCT_OK`);
+  `ai_message`, which installs a tool-call-free message's `__dict__` as a validated
+  `AIMessage`'s state, as `BaseModel.model_construct` does (valid while `RAW_CONSTRUCT_OK`);
 - `plain_messages`, the plain `{role, content}` message shapes OpenAI and Mistral bodies share,
-  and `BodyBuilder`, the fast path with its reference fallback;
-- `MessageParser`, the reading of the chat-completion output line (`{custom_id, response:
+  and `BodyBuilder`, the fast path with its reference fallback (all three builders);
+- `MessageParser`, the fast parse with its reference fallback and reference check (all three
+  parsers), and the reading of the chat-completion output line (`{custom_id, response:
   {status_code, body}, error}`) OpenAI and Mistral share, around a provider's body parse;
 - the self-check every fast builder and parser runs when created (`fast_path_agrees`, with
   `probe_requests` and `self_check_builder` / `self_check_parser`): it runs a few probes
@@ -102,10 +103,43 @@ RAW_CONSTRUCT_OK: Final = (
 _object_setattr = object.__setattr__
 
 
-def ai_message(values: dict[str, Any], fields_set: set[str]) -> AIMessage:
-    """Install `values` as a validated AIMessage's state, as `model_construct` does."""
+def ai_message(
+    content: str | list[Any],
+    additional_kwargs: dict[str, Any],
+    response_metadata: dict[str, Any],
+    message_key: str,
+    usage_metadata: dict[str, Any] | None,
+    fields_set: set[str],
+) -> AIMessage:
+    """Return the tool-call-free AIMessage a parse builds, as `model_construct` would.
+
+    Its state is installed directly, in the field order of a validated `AIMessage` (which
+    parity compares), with the `message_id` of `message_key` and no tool calls.
+
+    Args:
+        content: The message content.
+        additional_kwargs: The message's `additional_kwargs`.
+        response_metadata: The message's `response_metadata`.
+        message_key: `"{job_id}/{custom_id}"`, from which the message id is derived.
+        usage_metadata: The message's `usage_metadata` (None when the answer had no usage).
+        fields_set: The fields the reference parse sets explicitly.
+    """
     message = AIMessage.__new__(AIMessage)
-    _object_setattr(message, "__dict__", values)
+    _object_setattr(
+        message,
+        "__dict__",
+        {
+            "content": content,
+            "additional_kwargs": additional_kwargs,
+            "response_metadata": response_metadata,
+            "type": "ai",
+            "name": None,
+            "id": message_id(message_key),
+            "tool_calls": [],
+            "invalid_tool_calls": [],
+            "usage_metadata": usage_metadata,
+        },
+    )
     _object_setattr(message, "__pydantic_fields_set__", fields_set)
     _object_setattr(message, "__pydantic_extra__", FastExtra())
     _object_setattr(message, "__pydantic_private__", None)
@@ -193,18 +227,24 @@ def plain_messages(
 
 
 class BodyBuilder:
-    """What both body builders share: the fast path with its reference fallback."""
+    """What the body builders share: the fast path with its reference fallback."""
 
     fast_enabled: bool
 
     def build(self, request: BatchRequest) -> dict[str, Any]:
-        """Return the body `request_body(chat_model(model, ctx_params), request)` returns.
+        """Return the body the provider's reference path builds for `request`.
+
+        That is `request_body(chat_model(model, ctx_params), request)` (OpenAI, Mistral) or
+        `request_params(...)` (Anthropic).
 
         Args:
             request: One validated request.
 
         Returns:
-            The chat-completions body (without `stream`).
+            The body of the batch line (chat completions without `stream`, or Messages).
+
+        Raises:
+            InputError: The reference path refuses the request.
         """
         if self.fast_enabled:
             body = self.build_fast(request)
@@ -272,11 +312,15 @@ def fast_path_agrees(
     return True
 
 
-def self_check_builder(builder: BodyBuilder) -> bool:
-    """Tell whether `builder`'s fast path builds every shared probe request as its reference does."""
+def self_check_builder(builder: BodyBuilder, probes: list[BatchRequest] | None = None) -> bool:
+    """Tell whether `builder`'s fast path builds every probe request as its reference does.
+
+    `probes` defaults to the shared `probe_requests`; a provider with its own message rules
+    (Anthropic) passes its own.
+    """
     return fast_path_agrees(
         f"fast body building for {type(builder).__name__}",
-        probe_requests(),
+        probe_requests() if probes is None else probes,
         builder.build_fast,
         builder.build_reference,
         same_json,
@@ -289,7 +333,11 @@ def self_check_builder(builder: BodyBuilder) -> bool:
 
 
 class MessageParser:
-    """What both parsers share: the fallback wiring, `parse_line` and the reference check."""
+    """What the parsers share: the fallback wiring, `parse_line` and the reference check.
+
+    Anthropic's parser overrides `parse_line` and `billed_usage` (its results file is not the
+    chat-completion output file).
+    """
 
     fast_enabled: bool
     probes: list[dict[str, Any]]
@@ -304,7 +352,8 @@ class MessageParser:
         """Return the AIMessage the reference parse returns for `body`.
 
         Args:
-            body: The `response.body` of a successful output line.
+            body: The `response.body` of a successful output line (Anthropic: the
+                `result.message` of a succeeded line).
             message_key: `"{job_id}/{custom_id}"`, from which the message id is derived.
 
         Returns:

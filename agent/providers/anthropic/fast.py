@@ -69,13 +69,12 @@ from agent.providers.anthropic.reference import (
 )
 from agent.providers.fast import (
     RAW_CONSTRUCT_OK,
+    BodyBuilder,
+    MessageParser,
     OutputLine,
     ai_message,
-    fast_path_agrees,
-    fresh_copy,
-    message_id,
-    same_json,
-    same_message,
+    self_check_builder,
+    self_check_parser,
 )
 from agent.requests import BatchRequest
 from agent.state import Usage as TokenUsage
@@ -177,7 +176,7 @@ def _format_messages(messages: Any) -> tuple[Any, list[dict[str, Any]]] | None:
     return system, out
 
 
-class AnthropicBodyBuilder:
+class AnthropicBodyBuilder(BodyBuilder):
     """Build Message Batches `params` equal to `anthropic.request_params`.
 
     Construct once per job (model, run-context parameters, output spec); `build` is then safe to
@@ -222,25 +221,7 @@ class AnthropicBodyBuilder:
             and (ANTHROPIC_FAST_PARAMS - {"stop"}) <= (CREATE_ARGS | self._relocated)
         )
         if self.fast_enabled:
-            self.fast_enabled = _self_check_builder(self)
-
-    def build(self, request: BatchRequest) -> dict[str, Any]:
-        """Return the `params` `request_params(chat_model(model, ctx_params), request)` returns.
-
-        Args:
-            request: One validated request.
-
-        Returns:
-            The Messages API body of the batch line.
-
-        Raises:
-            InputError: The reference path refuses the request.
-        """
-        if self.fast_enabled:
-            body = self.build_fast(request)
-            if body is not None:
-                return body
-        return self.build_reference(request)
+            self.fast_enabled = self_check_builder(self, _probe_requests())
 
     def build_reference(self, request: BatchRequest) -> dict[str, Any]:
         """Build the body through `ChatAnthropic._get_request_payload` (the reference path)."""
@@ -309,16 +290,6 @@ def _probe_requests() -> list[BatchRequest]:
         ),
         BatchRequest("probe-3", messages[:1], {"stop": None, "top_p": 0.5, "temperature": None}),
     ]
-
-
-def _self_check_builder(builder: AnthropicBodyBuilder) -> bool:
-    return fast_path_agrees(
-        "fast Anthropic body building",
-        _probe_requests(),
-        builder.build_fast,
-        builder.build_reference,
-        same_json,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,7 +394,7 @@ def _usage_metadata(usage: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-class AnthropicMessageParser:
+class AnthropicMessageParser(MessageParser):
     """Parse Anthropic results lines into the outcomes `AnthropicLineParser` returns.
 
     A `succeeded` message is parsed into what `anthropic.parse_message(llm, message, key)` returns
@@ -445,6 +416,7 @@ class AnthropicMessageParser:
         """
         self.reference = AnthropicLineParser(model, params)
         self.llm: ChatAnthropic = self.reference.llm
+        self.probes = _PROBES
         self.fast_enabled = (
             RAW_CONSTRUCT_OK
             and _SHAPE_OK
@@ -452,23 +424,7 @@ class AnthropicMessageParser:
             and type(self.llm) is ChatAnthropic
         )
         if self.fast_enabled:
-            self.fast_enabled = _self_check_parser(self)
-
-    def parse(self, message: dict[str, Any], message_key: str) -> AIMessage:
-        """Return the AIMessage the reference parse returns for a `succeeded` message.
-
-        Args:
-            message: The `result.message` of a succeeded line.
-            message_key: `"{job_id}/{custom_id}"`, from which the message id is derived.
-
-        Returns:
-            A message equal to the reference one (same fields, dump and serialisation).
-        """
-        if self.fast_enabled:
-            parsed = self.parse_fast(message, message_key)
-            if parsed is not None:
-                return parsed
-        return self.parse_reference(message, message_key)
+            self.fast_enabled = self_check_parser(self)
 
     def parse_reference(self, message: dict[str, Any], message_key: str) -> AIMessage:
         """Parse through the SDK's `Message` and `ChatAnthropic._format_output`."""
@@ -497,11 +453,6 @@ class AnthropicMessageParser:
                     if parsed is not None:
                         return custom_id, parsed, None, False
         return self.reference.parse_line(raw, job_id)
-
-    def check_reference(self) -> None:
-        """Parse every probe message through the reference path, raising whatever it raises."""
-        for probe in _PROBES:
-            self.parse_reference(fresh_copy(probe), "probe/r1")
 
     def billed_usage(self, line: Any) -> TokenUsage | None:
         """Return the usage billed for a decoded results line (as the reference reads it)."""
@@ -556,19 +507,11 @@ class AnthropicMessageParser:
         response_metadata["model_name"] = model
         response_metadata["model_provider"] = "anthropic"
         return ai_message(
-            {
-                "content": texts[0]
-                if len(texts) == 1
-                else [{"text": text, "type": "text"} for text in texts],
-                "additional_kwargs": {},
-                "response_metadata": response_metadata,
-                "type": "ai",
-                "name": None,
-                "id": message_id(message_key),
-                "tool_calls": [],
-                "invalid_tool_calls": [],
-                "usage_metadata": _usage_metadata(usage),
-            },
+            texts[0] if len(texts) == 1 else [{"text": text, "type": "text"} for text in texts],
+            {},
+            response_metadata,
+            message_key,
+            _usage_metadata(usage),
             set(_FIELDS_SET),
         )
 
@@ -606,13 +549,3 @@ _PROBES: Final[list[dict[str, Any]]] = [
         },
     },
 ]
-
-
-def _self_check_parser(parser: AnthropicMessageParser) -> bool:
-    return fast_path_agrees(
-        "fast Anthropic result parsing",
-        _PROBES,
-        lambda probe: parser.parse_fast(fresh_copy(probe), "probe/r1"),
-        lambda probe: parser.parse_reference(fresh_copy(probe), "probe/r1"),
-        same_message,
-    )

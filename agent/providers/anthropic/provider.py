@@ -63,6 +63,7 @@ from agent.providers.base import (
     RequestOutcome,
     bounded_listing,
     job_chat_model,
+    job_counts,
     jsonl_line,
     nonblank_lines,
     normalise_status,
@@ -71,7 +72,7 @@ from agent.providers.base import (
 from agent.providers.errors import ProviderError, provider_call
 from agent.providers.params import Allowed, ParamRules
 from agent.requests import BatchRequest, InputError
-from agent.state import Counts, Job
+from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
 
@@ -215,11 +216,6 @@ class AnthropicProvider(BatchProvider):
     def retrieve_model(self, model: str) -> None:
         """Retrieve `model` (`client.models.retrieve`): it raises for a model not served."""
         self._client.models.retrieve(model)
-
-    def model_profile(self, model: str) -> dict[str, Any] | None:
-        """Return LangChain's model profile (None for a model it does not know)."""
-        profile = chat_model(model, {}).profile
-        return dict(profile) if profile else None
 
     def check_completion_window(self, completion_window: str) -> None:
         """Anthropic batches always have 24 hours."""
@@ -396,12 +392,7 @@ class AnthropicProvider(BatchProvider):
         return JobUpdate(
             provider_status=raw,
             status=normalise_status(raw, STATUS_MAP, errors),
-            counts=Counts(
-                total=total,
-                succeeded=counts.succeeded,
-                failed=failed,
-                pending=max(total - counts.succeeded - failed, 0),
-            ),
+            counts=job_counts(total, counts.succeeded, failed),
             # The results stream's URL stands for the output file: set only once ended.
             output_file_id=batch.results_url,
             error_file_id=None,

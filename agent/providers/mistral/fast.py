@@ -33,7 +33,6 @@ from agent.providers.fast import (
     BodyBuilder,
     MessageParser,
     ai_message,
-    message_id,
     plain_messages,
     self_check_builder,
     self_check_parser,
@@ -208,23 +207,17 @@ class MistralMessageParser(MessageParser):
             fields_set.add("usage_metadata")
         model = self._model
         return ai_message(
+            content or "",
+            {},
             {
-                "content": content or "",
-                "additional_kwargs": {},
-                "response_metadata": {
-                    "token_usage": token_usage,
-                    "model_name": model,
-                    "model": model,
-                    "finish_reason": choice.get("finish_reason"),
-                    "model_provider": "mistralai",
-                },
-                "type": "ai",
-                "name": None,
-                "id": message_id(message_key),
-                "tool_calls": [],
-                "invalid_tool_calls": [],
-                "usage_metadata": usage_metadata,
+                "token_usage": token_usage,
+                "model_name": model,
+                "model": model,
+                "finish_reason": choice.get("finish_reason"),
+                "model_provider": "mistralai",
             },
+            message_key,
+            usage_metadata,
             fields_set,
         )
 

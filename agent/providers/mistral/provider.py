@@ -22,8 +22,6 @@ from mistralai.client.utils import BackoffStrategy, RetryConfig
 from agent.providers.base import (
     JOB_KEY_METADATA,
     MAX_LISTED,
-    NO_BATCH_LISTING,
-    NO_FILE_LISTING,
     RECONCILE_LOOKBACK_SECONDS,
     THREAD_METADATA,
     BatchProvider,
@@ -32,8 +30,8 @@ from agent.providers.base import (
     LineParser,
     ProviderLimits,
     bounded_listing,
+    job_counts,
     jsonl_line,
-    lost_create_unresolvable,
     nonblank_lines,
     normalise_status,
     shared_http_client,
@@ -43,7 +41,7 @@ from agent.providers.mistral.fast import MistralBodyBuilder, MistralMessageParse
 from agent.providers.mistral.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
-from agent.state import Counts, Job
+from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
 
@@ -155,11 +153,6 @@ class MistralProvider(BatchProvider):
         """Retrieve `model` (`client.models.retrieve`): it raises for a model not served."""
         self._client.models.retrieve(model_id=model)
 
-    def model_profile(self, model: str) -> dict[str, Any] | None:
-        """Return LangChain's model profile (None for a model it does not know)."""
-        profile = chat_model(model, {}).profile
-        return dict(profile) if profile else None
-
     def upload(self, path: Path, file_name: str) -> str:
         """Upload the JSONL input file (purpose `batch`), streamed from disk, once.
 
@@ -175,23 +168,15 @@ class MistralProvider(BatchProvider):
     def find_file(self, file_name: str, size: int, since: float) -> str | None:
         """Page through recent batch files (newest first) for an upload with this name and size.
 
-        A server without a file listing finds nothing: the file is uploaded (again), which costs
-        storage, never a second job.
+        A server without a file listing finds nothing (`find_listed_file`).
         """
-        try:
-            with provider_call(self.name, "list files"):
-                for item in bounded_listing(
-                    self._file_pages(),
-                    ident=lambda f: str(f.id),
-                    created_at=lambda f: float(f.created_at),
-                    floor=since - RECONCILE_LOOKBACK_SECONDS,
-                ):
-                    if item.filename == file_name and item.size_bytes == size:
-                        return str(item.id)
-        except ProviderError as exc:
-            if not self.lacks_listing(exc, "files", NO_FILE_LISTING):
-                raise
-        return None
+        return self.find_listed_file(
+            self._file_pages,
+            ident=lambda f: str(f.id),
+            created_at=lambda f: float(f.created_at),
+            matches=lambda f: f.filename == file_name and f.size_bytes == size,
+            since=since,
+        )
 
     def _file_pages(self) -> Iterator[Any]:
         """Yield batch files newest first, page by page, until a short page."""
@@ -224,23 +209,17 @@ class MistralProvider(BatchProvider):
     def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
         """Look the job key up with Mistral's server-side metadata filter."""
         key, since = job["job_key"], sent_at - RECONCILE_LOOKBACK_SECONDS
-        try:
-            return self._listed({JOB_KEY_METADATA: key}, since, claimed).get(key)
-        except ProviderError as exc:
-            if self.lacks_listing(exc, "batch jobs", NO_BATCH_LISTING):
-                raise lost_create_unresolvable(self, job, exc) from None
-            raise
+        return self.find_listed_job(
+            job, "batch jobs", lambda: self._listed({JOB_KEY_METADATA: key}, since, claimed)
+        )
 
     def thread_jobs(
         self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
     ) -> dict[str, CreatedJob]:
         """Find every job of the thread with one metadata-filtered listing."""
-        try:
-            found = self._listed({THREAD_METADATA: thread_id[:500]}, since, claimed)
-        except ProviderError as exc:
-            if self.lacks_listing(exc, "batch jobs", NO_BATCH_LISTING):
-                return {}
-            raise
+        found = self.listed_thread_jobs(
+            "batch jobs", lambda: self._listed({THREAD_METADATA: thread_id[:500]}, since, claimed)
+        )
         return {
             intent["job_key"]: found[intent["job_key"]]
             for intent in intents
@@ -335,12 +314,7 @@ class MistralProvider(BatchProvider):
         return JobUpdate(
             provider_status=raw,
             status=normalise_status(raw, STATUS_MAP, errors),
-            counts=Counts(
-                total=total,
-                succeeded=succeeded,
-                failed=failed,
-                pending=max(total - succeeded - failed, 0),
-            ),
+            counts=job_counts(total, succeeded, failed),
             output_file_id=batch.output_file or None,
             error_file_id=batch.error_file or None,
             errors=errors,

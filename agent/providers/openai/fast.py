@@ -51,7 +51,6 @@ from agent.providers.fast import (
     MessageParser,
     ai_message,
     fresh_copy,
-    message_id,
     plain_messages,
     self_check_builder,
     self_check_parser,
@@ -496,17 +495,11 @@ class OpenAIMessageParser(MessageParser):
                 return None
             fields_set.add("usage_metadata")
         return ai_message(
-            {
-                "content": content or "",
-                "additional_kwargs": {"refusal": refusal},
-                "response_metadata": response_metadata,
-                "type": "ai",
-                "name": None,
-                "id": message_id(message_key),
-                "tool_calls": [],
-                "invalid_tool_calls": [],
-                "usage_metadata": usage_metadata,
-            },
+            content or "",
+            {"refusal": refusal},
+            response_metadata,
+            message_key,
+            usage_metadata,
             fields_set,
         )
 

@@ -18,8 +18,6 @@ from openai import DefaultHttpxClient, OpenAI
 
 from agent.providers.base import (
     JOB_KEY_METADATA,
-    NO_BATCH_LISTING,
-    NO_FILE_LISTING,
     RECONCILE_LOOKBACK_SECONDS,
     SDK_MAX_RETRIES,
     BatchProvider,
@@ -28,17 +26,17 @@ from agent.providers.base import (
     LineParser,
     ProviderLimits,
     bounded_listing,
+    job_counts,
     jsonl_line,
-    lost_create_unresolvable,
     nonblank_lines,
     normalise_status,
 )
-from agent.providers.errors import ProviderError, provider_call
+from agent.providers.errors import provider_call
 from agent.providers.openai.fast import OpenAIBodyBuilder, OpenAIMessageParser
 from agent.providers.openai.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest
-from agent.state import Counts, Job
+from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
 
@@ -133,11 +131,6 @@ class OpenAIProvider(BatchProvider):
         """Retrieve `model` (`client.models.retrieve`): it raises for a model not served."""
         self._client.models.retrieve(model)
 
-    def model_profile(self, model: str) -> dict[str, Any] | None:
-        """Return LangChain's model profile (None for a model it does not know)."""
-        profile = chat_model(model, {}).profile
-        return dict(profile) if profile else None
-
     def upload(self, path: Path, file_name: str) -> str:
         """Upload the JSONL input file (purpose `batch`), streamed from disk, once.
 
@@ -149,26 +142,17 @@ class OpenAIProvider(BatchProvider):
             return client.files.create(file=(file_name, fh), purpose="batch").id
 
     def find_file(self, file_name: str, size: int, since: float) -> str | None:
-        """Page through recent batch files (newest first) for an upload with this name and size.
+        """Look through recent batch files (newest first) for an upload with this name and size.
 
-        A server without a file listing finds nothing: the file is uploaded (again), which costs
-        storage, never a second batch.
+        A server without a file listing finds nothing (`find_listed_file`).
         """
-        try:
-            with provider_call(self.name, "list files"):
-                listing = self._client.files.list(purpose="batch", order="desc", limit=100)
-                for item in bounded_listing(
-                    listing,
-                    ident=lambda f: f.id,
-                    created_at=lambda f: float(f.created_at),
-                    floor=since - RECONCILE_LOOKBACK_SECONDS,
-                ):
-                    if item.filename == file_name and item.bytes == size and item.status != "error":
-                        return item.id
-        except ProviderError as exc:
-            if not self.lacks_listing(exc, "files", NO_FILE_LISTING):
-                raise
-        return None
+        return self.find_listed_file(
+            lambda: self._client.files.list(purpose="batch", order="desc", limit=100),
+            ident=lambda f: f.id,
+            created_at=lambda f: float(f.created_at),
+            matches=lambda f: f.filename == file_name and f.bytes == size and f.status != "error",
+            since=since,
+        )
 
     def create(
         self, input_file_id: str, *, model: str, completion_window: str, metadata: dict[str, str]
@@ -189,23 +173,16 @@ class OpenAIProvider(BatchProvider):
     def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
         """Find the batch whose metadata carries the intent's job key (newest first)."""
         since = sent_at - RECONCILE_LOOKBACK_SECONDS
-        try:
-            return self._scan({job["job_key"]}, since, claimed).get(job["job_key"])
-        except ProviderError as exc:
-            if self.lacks_listing(exc, "batches", NO_BATCH_LISTING):
-                raise lost_create_unresolvable(self, job, exc) from None
-            raise
+        return self.find_listed_job(
+            job, "batches", lambda: self._scan({job["job_key"]}, since, claimed)
+        )
 
     def thread_jobs(
         self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
     ) -> dict[str, CreatedJob]:
         """Find the batches of all `intents` in one pass over the listing (none without one)."""
-        try:
-            return self._scan({intent["job_key"] for intent in intents}, since, claimed)
-        except ProviderError as exc:
-            if self.lacks_listing(exc, "batches", NO_BATCH_LISTING):
-                return {}
-            raise
+        keys = {intent["job_key"] for intent in intents}
+        return self.listed_thread_jobs("batches", lambda: self._scan(keys, since, claimed))
 
     def _scan(
         self, keys: set[str], since: float, claimed: Collection[str]
@@ -278,12 +255,7 @@ class OpenAIProvider(BatchProvider):
         return JobUpdate(
             provider_status=raw,
             status=normalise_status(raw, STATUS_MAP, errors),
-            counts=Counts(
-                total=total,
-                succeeded=succeeded,
-                failed=failed,
-                pending=max(total - succeeded - failed, 0),
-            ),
+            counts=job_counts(total, succeeded, failed),
             output_file_id=batch.output_file_id,
             error_file_id=batch.error_file_id,
             errors=errors,
