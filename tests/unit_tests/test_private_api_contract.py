@@ -67,6 +67,9 @@ CONTRACT: list[tuple[str, str, list[str] | None]] = [
     ),
     ("langchain_anthropic._sdk_compat", "_unsupported_sampling_params", []),
     ("anthropic._models", "construct_type", ["value", "type_", "metadata"]),
+    # pydantic: attribute docstrings copied into the state's channel types (agent.state), which
+    # is how Studio's state schema gets its field descriptions
+    ("pydantic._internal._docs_extraction", "extract_docstrings_from_cls", ["cls", "use_inspect"]),
     # langchain-core
     (
         "langchain_core.language_models.chat_models",
