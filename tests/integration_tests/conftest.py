@@ -47,40 +47,6 @@ def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def held_run_args(provider: str, base_url: str) -> list[str]:
-    """CLI arguments of the crash tests: the example tickets on thread `held`, waiting to the end."""
-    return [
-        str(BIN / "batch-agent"),
-        "run",
-        str(PROJECT_ROOT / "examples" / "tickets.jsonl"),
-        "--provider",
-        provider,
-        "--base-url",
-        base_url,
-        "--thread",
-        "held",
-        "--wait",
-        "--poll-interval",
-        "0.2",
-        "--out",
-        "out.jsonl",
-    ]
-
-
-def kill_once_a_job_exists(args: list[str], cwd: Path, env: dict[str, str], served: Path) -> None:
-    """Run the CLI `args` and SIGKILL it as soon as the emulator state in `served` holds a job."""
-    from agent.emulator import list_jobs
-
-    process = subprocess.Popen(
-        args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 60
-    while not list_jobs(served) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-
-
 def served_config(tmp: Path) -> Path:
     """Write the project's `langgraph.json` into `tmp` with every path made absolute.
 

@@ -1,4 +1,10 @@
-"""The `batch-agent` CLI in real processes: resume across processes, loopback emulator, bad input."""
+"""The `batch-agent` CLI in separate processes: resume across processes, loopback emulator, bad input.
+
+The CLI runs in children forked from a preloaded fork server (`tests.cli_process`), except where the
+exec'd console script is the point (the first `run` of `test_resume_across_processes`, the module
+entry point). The emulator's jobs are counted with `agent.emulator.list_jobs` in this process; the
+`emulator jobs --json` command itself is tested over loopback.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.emulator import list_jobs
+from tests.cli_process import run_cli, start_cli
 from tests.integration_tests.conftest import BIN, PROJECT_ROOT, clean_env
 
 pytestmark = pytest.mark.slow
@@ -24,25 +32,29 @@ TICKETS = PROJECT_ROOT / "examples" / "tickets.jsonl"
 def cli(
     tmp: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """Run `batch-agent ARGS` in a fresh process with an isolated environment."""
+    """Run `batch-agent ARGS` in a separate (forked) process with an isolated environment."""
+    return run_cli(args, tmp, env or clean_env(tmp), timeout=timeout)
+
+
+def exec_cli(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `batch-agent ARGS` through the installed console script, in a fresh interpreter."""
     return subprocess.run(
         [str(BIN / "batch-agent"), *args],
         cwd=tmp,
-        env=env or clean_env(tmp),
+        env=clean_env(tmp),
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=120,
     )
 
 
 def emulator_jobs(tmp: Path) -> list[dict[str, object]]:
-    done = cli(tmp, "emulator", "jobs", "--json")
-    assert done.returncode == 0, done.stderr
-    return list(json.loads(done.stdout))
+    """The jobs the CLI's (in-process) emulator holds under `tmp` (read here, as the CLI would)."""
+    return list_jobs(tmp / "emulator")
 
 
 def test_resume_across_processes(tmp_path: Path) -> None:
-    submitted = cli(tmp_path, "run", str(TICKETS))
+    submitted = exec_cli(tmp_path, "run", str(TICKETS))  # end to end through the console script
     assert submitted.returncode == 0, submitted.stderr
     assert "offline batch emulator" in submitted.stderr and "synthetic" in submitted.stderr
     match = re.search(r"thread (\S+)\s+status submitted", submitted.stdout)
@@ -97,30 +109,18 @@ def test_resume_across_processes(tmp_path: Path) -> None:
 @pytest.fixture
 def loopback_emulator(tmp_path: Path) -> Iterator[str]:
     """`batch-agent emulator serve --port 0` in its own process; yields its base URL."""
-    process = subprocess.Popen(
-        [
-            str(BIN / "batch-agent"),
-            "emulator",
-            "serve",
-            "--port",
-            "0",
-            "--dir",
-            str(tmp_path / "served"),
-        ],
-        cwd=tmp_path,
-        env=clean_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = start_cli(
+        ["emulator", "serve", "--port", "0", "--dir", str(tmp_path / "served")],
+        tmp_path,
+        clean_env(tmp_path),
     )
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
+        line = process.first_line(timeout=60)
         match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-        assert match, line + (process.stderr.read() if process.stderr else "")
+        assert match, line + process.stderr_so_far()
         yield match.group(1)
     finally:
-        process.terminate()
+        process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
 
 
@@ -213,7 +213,8 @@ def test_module_entry_point_matches_console_script(tmp_path: Path) -> None:
 
 
 def test_cancel_command_collects_partial_results(tmp_path: Path) -> None:
-    # The job takes 12 s; the CLI's own start-up (a few seconds) puts the cancel mid-job.
+    # The job takes 12 s (OpenAI's emulated requests complete from 1.2 s to 9.6 s): a cancel about
+    # 2 s after the submit returns lands mid-job.
     env = clean_env(tmp_path, BATCH_AGENT_EMULATOR_DELAY="12")
     submitted = cli(tmp_path, "run", str(TICKETS), env=env)
     thread = re.search(r"thread (\S+)", submitted.stdout).group(1)  # type: ignore[union-attr]
@@ -235,16 +236,8 @@ def test_cancel_command_collects_partial_results(tmp_path: Path) -> None:
 
 def test_ctrl_c_while_waiting_says_how_to_resume(tmp_path: Path) -> None:
     env = clean_env(tmp_path, BATCH_AGENT_EMULATOR_DELAY="8")
-    waiting = subprocess.Popen(
-        [str(BIN / "batch-agent"), "run", str(TICKETS), "--thread", "t-int", "--wait"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # Children of a non-interactive shell may inherit an ignored SIGINT; a terminal's is live.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    # The child's SIGINT is live, as a terminal's is (`start_cli` sees to it).
+    waiting = start_cli(["run", str(TICKETS), "--thread", "t-int", "--wait"], tmp_path, env)
     deadline = time.time() + 60
     while not emulator_jobs(tmp_path) and time.time() < deadline:
         time.sleep(0.2)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import random
 import signal
 import subprocess
@@ -18,13 +16,8 @@ from typer.testing import CliRunner
 
 from agent.cli.app import app
 from agent.emulator import list_jobs, read_access_log, running_emulator
-from tests.integration_tests.conftest import (
-    BIN,
-    PROJECT_ROOT,
-    clean_env,
-    held_run_args,
-    kill_once_a_job_exists,
-)
+from tests.cli_process import run_cli, start_cli
+from tests.integration_tests.conftest import BIN, PROJECT_ROOT, clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +37,35 @@ def _assert_complete(out: Path) -> None:
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == TICKET_IDS
     assert all(r["status"] == "succeeded" for r in rows)
+
+
+def held_run_args(provider: str, base_url: str) -> list[str]:
+    """CLI arguments of the crash tests: the example tickets on thread `held`, waiting to the end."""
+    return [
+        "run",
+        str(TICKETS),
+        "--provider",
+        provider,
+        "--base-url",
+        base_url,
+        "--thread",
+        "held",
+        "--wait",
+        "--poll-interval",
+        "0.2",
+        "--out",
+        "out.jsonl",
+    ]
+
+
+def kill_once_a_job_exists(args: list[str], cwd: Path, env: dict[str, str], served: Path) -> None:
+    """Run `batch-agent ARGS` (forked) and SIGKILL it once the emulator state in `served` holds a job."""
+    process = start_cli(args, cwd, env)
+    deadline = time.monotonic() + 60
+    while not list_jobs(served) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
 
 
 # (provider, its path on the loopback emulator, its key): how the killed run's job is
@@ -72,9 +94,7 @@ def test_kill_while_the_create_response_is_held_back(
         assert not (tmp_path / "out.jsonl").exists()
 
         monkeypatch.delenv("BATCH_AGENT_EMULATOR_FAULTS")
-        resumed = subprocess.run(
-            args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-        )
+        resumed = run_cli(args, tmp_path, env)
         assert resumed.returncode == 0, resumed.stderr
         # Adopted, not created again (for Anthropic the held create is still being answered,
         # so it is not in the access log yet).
@@ -82,25 +102,13 @@ def test_kill_while_the_create_response_is_held_back(
         _assert_complete(tmp_path / "out.jsonl")
 
 
-def _cli_child(cwd: str, args: list[str]) -> None:
-    """Run `batch-agent ARGS` in a forked child (modules are preloaded by the fork server)."""
-    from agent.cli.app import main
-
-    os.chdir(cwd)
-    import sys
-
-    sys.argv = ["batch-agent", *args]
-    main()
-
-
 def test_random_kill_points_never_duplicate_or_lose(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in clean_env(tmp_path, BATCH_AGENT_EMULATOR_DELAY="0.6").items():
+    env = clean_env(tmp_path, BATCH_AGENT_EMULATOR_DELAY="0.6")
+    for name, value in env.items():
         if name.startswith("BATCH_AGENT_"):
-            monkeypatch.setenv(name, value)
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["agent.cli.app", "agent.graph", "agent.emulator"])
+            monkeypatch.setenv(name, value)  # for the resuming run, in this process
     rng = random.Random(20261122)
     runner = CliRunner()
     killed = 0
@@ -108,10 +116,7 @@ def test_random_kill_points_never_duplicate_or_lose(
         thread = f"trial-{trial}"
         out = tmp_path / f"{thread}.jsonl"
         # Half the trials hold the create response back, to land kills inside the create call.
-        if trial % 2:
-            monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "create_delay=0.4")
-        else:
-            monkeypatch.delenv("BATCH_AGENT_EMULATOR_FAULTS", raising=False)
+        faults = {"BATCH_AGENT_EMULATOR_FAULTS": "create_delay=0.4"} if trial % 2 else {}
         args = [
             "run",
             str(TICKETS),
@@ -123,18 +128,14 @@ def test_random_kill_points_never_duplicate_or_lose(
             "--out",
             str(out),
         ]
-        child = ctx.Process(target=_cli_child, args=(str(tmp_path), args))
-        child.start()
+        child = start_cli(args, tmp_path, {**env, **faults})
         time.sleep(rng.uniform(0.0, 1.5))
-        if child.is_alive():
-            os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
-        child.join()
-        killed += child.exitcode == -signal.SIGKILL
+        child.kill()
+        killed += child.wait() == -signal.SIGKILL
 
-        monkeypatch.delenv("BATCH_AGENT_EMULATOR_FAULTS", raising=False)
         resumed = runner.invoke(app, args)
         assert resumed.exit_code == 0, f"trial {trial}: {resumed.output} {resumed.exception!r}"
-        jobs = _jobs_of(thread, Path(os.environ["BATCH_AGENT_EMULATOR_DIR"]))
+        jobs = _jobs_of(thread, Path(env["BATCH_AGENT_EMULATOR_DIR"]))
         assert len(jobs) == 1, f"trial {trial}: {len(jobs)} jobs"
         _assert_complete(out)
     assert killed >= 15, f"only {killed} of 20 trials were killed mid-run"

@@ -10,10 +10,8 @@ lock two workers on one thread then collect twice, and sometimes create two jobs
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -23,9 +21,10 @@ from typing import Any
 
 import pytest
 
-from agent.emulator import read_access_log
+from agent.emulator import list_jobs, read_access_log
 from agent.persistence import open_persistence, redact_db_url, resolve_db
-from tests.integration_tests.conftest import BIN, PROJECT_ROOT, clean_env
+from tests.cli_process import run_cli, start_cli, start_forked
+from tests.integration_tests.conftest import PROJECT_ROOT, clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -58,39 +57,19 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def cli(tmp: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run `batch-agent ARGS` to completion in a fresh process."""
-    return subprocess.run(
-        [str(BIN / "batch-agent"), *args],
-        cwd=tmp,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """Run `batch-agent ARGS` to completion in a separate (forked) process."""
+    return run_cli(args, tmp, env)
 
 
 def run_workers(tmp: Path, env: dict[str, str], threads: list[str]) -> list[Path]:
     """Start one `run --wait` worker per entry of `threads` at once; return their outputs."""
     outs = [tmp / f"out{n}.jsonl" for n in range(len(threads))]
     workers = [
-        subprocess.Popen(
-            [
-                str(BIN / "batch-agent"),
-                "run",
-                str(TICKETS),
-                "--thread",
-                thread,
-                "--wait",
-                "--poll-interval",
-                "0.2",
-                "--out",
-                str(out),
-            ],
-            cwd=tmp,
-            env={**env, "PYTHONFAULTHANDLER": "1"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        start_cli(
+            ["run", str(TICKETS), "--thread", thread, "--wait", "--poll-interval", "0.2"]
+            + ["--out", str(out)],
+            tmp,
+            {**env, "PYTHONFAULTHANDLER": "1"},
         )
         for thread, out in zip(threads, outs, strict=True)
     ]
@@ -109,13 +88,11 @@ def run_workers(tmp: Path, env: dict[str, str], threads: list[str]) -> list[Path
     return outs
 
 
-def jobs_of(tmp: Path, env: dict[str, str], thread: str) -> list[dict[str, Any]]:
-    """The emulator's jobs for `thread`, as `batch-agent emulator jobs --json` lists them."""
-    listed = cli(tmp, env, "emulator", "jobs", "--json")
-    assert listed.returncode == 0, listed.stderr
+def jobs_of(tmp: Path, thread: str) -> list[dict[str, Any]]:
+    """The workers' (in-process) emulator's jobs for `thread`, read here from its state."""
     return [
         j
-        for j in json.loads(listed.stdout)
+        for j in list_jobs(tmp / "emulator")
         if (j.get("metadata") or {}).get("batch_agent_thread") == thread
     ]
 
@@ -139,7 +116,7 @@ def race_one_thread(tmp: Path, db: str) -> None:
     thread = f"same-{uuid.uuid4().hex[:8]}"
     for out in run_workers(tmp, env, [thread, thread]):
         assert_complete(out)
-    assert len(jobs_of(tmp, env, thread)) == 1  # never submitted twice
+    assert len(jobs_of(tmp, thread)) == 1  # never submitted twice
     assert output_downloads(tmp) == 1  # never collected twice
 
 
@@ -160,7 +137,7 @@ def test_two_threads_then_status_and_results_from_a_third_process(
     outs = run_workers(tmp_path, env, threads)
     for out in outs:
         assert_complete(out)
-    jobs = {thread: jobs_of(tmp_path, env, thread) for thread in threads}
+    jobs = {thread: jobs_of(tmp_path, thread) for thread in threads}
     assert all(len(found) == 1 for found in jobs.values())
     assert output_downloads(tmp_path) == 2
 
@@ -181,13 +158,11 @@ def test_two_threads_then_status_and_results_from_a_third_process(
     assert all(found[t]["status"] == "completed" and found[t]["jobs"] == 1 for t in threads)
 
 
-HOLD_LOCK = """
-import sys, time
-from agent.persistence import open_persistence
-with open_persistence(sys.argv[1]) as p, p.thread_lock("locked-thread"):
-    print("held", flush=True)
-    time.sleep(120)
-"""
+def hold_lock(db: str, ready: str) -> None:
+    """In a forked child: hold the lock of thread `locked-thread` in `db` until killed."""
+    with open_persistence(db) as persistence, persistence.thread_lock("locked-thread"):
+        Path(ready).touch()
+        time.sleep(120)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
@@ -199,14 +174,13 @@ def test_thread_lock_blocks_until_its_holder_dies(
         if backend == "sqlite"
         else request.getfixturevalue("postgres_url")
     )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, db],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    ready = tmp_path / "held"
+    holder = start_forked(hold_lock, db, str(ready))
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        deadline = time.monotonic() + 60
+        while not ready.exists() and holder.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ready.exists(), "the holder never took the lock"
         acquired = threading.Event()
         with open_persistence(db) as persistence:
             with persistence.thread_lock("another-thread"):
@@ -219,12 +193,12 @@ def test_thread_lock_blocks_until_its_holder_dies(
             waiter = threading.Thread(target=wait_for_lock, daemon=True)
             waiter.start()
             assert not acquired.wait(1.0)  # blocks while the holder lives
-            os.kill(holder.pid, signal.SIGKILL)
+            holder.kill()  # SIGKILL
             assert acquired.wait(10.0)  # released by the holder's death
             waiter.join(5)
     finally:
         holder.kill()
-        holder.wait()
+        holder.join()
 
 
 def test_workers_set_up_a_fresh_database_at_once(postgres_url: str) -> None:
