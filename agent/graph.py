@@ -67,6 +67,7 @@ from agent.job_records import (
     progress_status,
 )
 from agent.notify import completion_payload, safe_target, send_notice
+from agent.pause import pause
 from agent.planning import (
     plan_batch,
     refuse_another_request_set,
@@ -175,16 +176,19 @@ def poll(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
 
 @records_errors
 def wait(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Sleep for the next (growing) interval within the run's wait budget, then check again."""
+    """Pause for the next (growing) interval within the run's wait budget, then check again.
+
+    The pause is `agent.pause.pause` (a sleep, unless a test swapped in its clock).
+    """
     ctx = runtime.context
     waits = state.get("waits_this_run", 0)
     waited = state.get("waited_seconds", 0.0)
-    pause = max(0.0, min(ctx.next_poll_interval(waits), ctx.max_wait_seconds - waited))
-    time.sleep(pause)
+    seconds = max(0.0, min(ctx.next_poll_interval(waits), ctx.max_wait_seconds - waited))
+    pause(seconds)
     return {
         **_check(state, runtime),
         "waits_this_run": waits + 1,
-        "waited_seconds": waited + pause,
+        "waited_seconds": waited + seconds,
     }
 
 

@@ -1,13 +1,17 @@
-"""Shared fixtures: an isolated emulator state directory, its clock, no provider keys from the host."""
+"""Shared fixtures: an isolated emulator state directory, its clock, virtual waits, no provider
+keys from the host."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from agent import drive
 from agent.emulator import ManualClock, use_clock
+from agent.pause import pause_with
 
 PROVIDER_ENV = (
     "OPENAI_API_KEY",
@@ -46,3 +50,20 @@ def emulator_clock(isolated_env: Path) -> ManualClock:
     clock = ManualClock(ticking=True)
     use_clock(clock, isolated_env)
     return clock
+
+
+@pytest.fixture
+def virtual_waits(
+    emulator_clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ManualClock]:
+    """Make every wait of this test advance `emulator_clock` instead of sleeping.
+
+    The graph's `wait` node (`agent.pause`) and the drive loop (`run_batch`, the CLI's `--wait`)
+    then spend virtual time only: a job of 4 s ends after 4 s of waiting, at no wall cost, and
+    `waited_seconds` adds up as in a real run. Only for a test whose waits are all for this
+    process's in-process emulator: an emulator in another process (or on another clock) would
+    not see the time move.
+    """
+    monkeypatch.setattr(drive, "time", SimpleNamespace(sleep=emulator_clock.advance))
+    with pause_with(emulator_clock.advance):
+        yield emulator_clock

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agent.context import Context
+from agent.pause import pause
 from agent.providers.base import BatchProvider, line_builder_for
 from agent.requests import BatchRequest
 from agent.structured import OutputSpec
@@ -62,7 +63,7 @@ def run_to_end(
         values = dict(graph.get_state(config).values)
         if values["status"] in {"completed", "failed", "cancelled"}:
             return values
-        time.sleep(0.1)
+        pause(0.1)  # the emulator's clock in unit tests (`virtual_waits`), else a sleep
         graph.invoke({}, config, context=context)
     raise AssertionError("the batch did not finish")
 

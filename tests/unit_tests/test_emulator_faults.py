@@ -600,6 +600,7 @@ def test_http_error_shape_and_retry_headers(
     assert http.get("/health").status_code == 200  # never injected
 
 
+@pytest.mark.realtime  # the create really sleeps in a server thread while the test lists
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_create_delay_persists_first_and_server_stays_responsive(
     provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

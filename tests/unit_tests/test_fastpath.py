@@ -10,6 +10,7 @@ checkpoint serialisation); explicit cases check what must fall back still equals
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import uuid
 from collections.abc import Callable
@@ -52,14 +53,26 @@ def ref_mistral_body(model: str, ctx: dict[str, Any], request: BatchRequest) -> 
     return mistral_reference.request_body(mistral_reference.chat_model(model, ctx), request)
 
 
+# The reference models without settings, built once per model like the parsers under test
+# (building a chat model costs more than the parse checked; parsing leaves it unchanged).
+@functools.cache
+def ref_openai_llm(model: str) -> Any:
+    return openai_reference.chat_model(model, {})
+
+
+@functools.cache
+def ref_mistral_llm(model: str) -> Any:
+    return mistral_reference.chat_model(model, {})
+
+
 def ref_openai_message(model: str, body: dict[str, Any], key: str) -> AIMessage:
-    llm = openai_reference.chat_model(model, {})
+    llm = ref_openai_llm(model)
     result = llm._create_chat_result(openai_reference.parse_completion(copy.deepcopy(body)))
     return finish_message(llm, result, key)
 
 
 def ref_mistral_message(model: str, body: dict[str, Any], key: str) -> AIMessage:
-    llm = mistral_reference.chat_model(model, {})
+    llm = ref_mistral_llm(model)
     return finish_message(llm, llm._create_chat_result(copy.deepcopy(body)), key)
 
 

@@ -12,8 +12,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
 
 from agent.context import Context
-from agent.emulator import list_jobs
+from agent.emulator import ManualClock, list_jobs
 from agent.graph import build_graph
+from agent.pause import pause
 from agent.requests import InputError
 
 RECORDS: list[dict[str, Any]] = [
@@ -55,11 +56,15 @@ def _run_until_done(
         seen.append(values["status"])
         if values["status"] in {"completed", "failed", "cancelled"} or time.monotonic() > deadline:
             return values, seen
-        time.sleep(0.05)
+        pause(0.05)  # virtual: advances the emulator's clock (`virtual_waits`)
 
 
 @pytest.mark.parametrize("provider", ["openai", "mistral"])
-def test_submit_poll_collect(provider: str, isolated_env: Path) -> None:
+def test_submit_poll_collect(
+    provider: str, isolated_env: Path, emulator_clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A job longer than any stall of a loaded machine: the first check surely sees it open.
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "5")
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": f"t-{provider}"}}
     context = Context(provider=provider)  # type: ignore[arg-type]
@@ -76,9 +81,12 @@ def test_submit_poll_collect(provider: str, isolated_env: Path) -> None:
     # The bulk input is dropped from state once uploaded.
     assert graph.get_state(config).values["requests"] == []
 
+    graph.invoke({}, config, context=context)
+    # One check before completion sees the job open.
+    assert graph.get_state(config).values["status"] in {"submitted", "running"}
+    emulator_clock.advance(5)
     values, seen = _run_until_done(graph, config, context)
     assert values["status"] == "completed", seen
-    assert "running" in seen or "submitted" in seen  # at least one check before completion
 
     results = values["results"]
     assert [r["id"] for r in results] == ["q-1", "q-2", "q-3", "q-0"]
@@ -130,7 +138,7 @@ def test_wait_budget_finishes_in_one_run(isolated_env: Path) -> None:
 
 
 def test_wait_budget_spent_ends_the_run_without_losing_the_job(
-    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, emulator_clock: ManualClock
 ) -> None:
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "30")
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
@@ -140,6 +148,9 @@ def test_wait_budget_spent_ends_the_run_without_losing_the_job(
     values = graph.invoke({"requests": RECORDS}, config, context=context)
     assert time.monotonic() - started < 5
     assert values["status"] in {"submitted", "running"}
+    # The whole budget was waited (on the emulator's clock, `virtual_waits`), not more.
+    assert graph.get_state(config).values["waited_seconds"] == pytest.approx(0.3)
+    assert emulator_clock.now() - time.time() >= 0.29
     assert values["jobs"][0]["job_id"] == list_jobs()[0]["id"]
 
 

@@ -24,6 +24,7 @@ from agent.context import Context
 from agent.emulator import list_jobs, read_access_log
 from agent.emulator.answers import compute_reply
 from agent.graph import build_graph
+from agent.pause import pause
 from agent.requests import InputError
 from tests.unit_tests.test_structured_parity import SCHEMA, TOOLS
 
@@ -44,7 +45,7 @@ def _finish(
         values = graph.get_state(config).values
         if values["status"] in {"completed", "failed"} or time.monotonic() > deadline:
             return dict(values)
-        time.sleep(0.05)
+        pause(0.05)  # virtual: advances the emulator's clock (`virtual_waits`)
         graph.invoke({}, config, context=context)
 
 
