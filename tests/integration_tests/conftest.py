@@ -181,9 +181,31 @@ def stop_dev_server(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM)
             process.wait()
 
 
-@pytest.fixture(scope="module")
+# The xdist group of every test that uses `dev_server` (see `pytest_collection_modifyitems`).
+DEV_SERVER_GROUP = "dev-server"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put every test that uses `dev_server` in one xdist group.
+
+    Under `--dist loadgroup` (the `addopts`) one worker then runs them all, so the session's one
+    server is started once, not once per worker that happens to get such a test.
+    """
+    for item in items:
+        if "dev_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(DEV_SERVER_GROUP))
+
+
+@pytest.fixture(scope="session")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A `langgraph dev` server shared by a module's tests; stopped afterwards."""
+    """Serve a `langgraph dev` shared by every test that needs a plain one; stop it at the end.
+
+    Its emulated jobs take `BATCH_AGENT_EMULATOR_DELAY=1` s (`clean_env`); a test that needs
+    a longer job asks for it in a prompt (`[emulator:delay=S]`, `agent.emulator.faults`)
+    instead of starting a server of its own. Tests that kill or restart a server, or read its
+    files, start their own with `start_dev_server`.
+    """
     process, url = start_dev_server(tmp_path_factory.mktemp("langgraph-dev"))
     try:
         yield url
