@@ -181,22 +181,6 @@ def stop_dev_server(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM)
             process.wait()
 
 
-# The xdist group of every test that uses `dev_server` (see `pytest_collection_modifyitems`).
-DEV_SERVER_GROUP = "dev-server"
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put every test that uses `dev_server` in one xdist group.
-
-    Under `--dist loadgroup` (the `addopts`) one worker then runs them all, so the session's one
-    server is started once, not once per worker that happens to get such a test.
-    """
-    for item in items:
-        if "dev_server" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(DEV_SERVER_GROUP))
-
-
 @pytest.fixture(scope="session")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Serve a `langgraph dev` shared by every test that needs a plain one; stop it at the end.
@@ -205,6 +189,11 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     a longer job asks for it in a prompt (`[emulator:delay=S]`, `agent.emulator.faults`)
     instead of starting a server of its own. Tests that kill or restart a server, or read its
     files, start their own with `start_dev_server`.
+
+    Session scope: one server per xdist worker that runs any of these tests (`--dist worksteal`
+    puts them mostly on one or two). `--dist loadgroup` with an `xdist_group` would pin them to
+    one worker, but pytest-xdist 3.8 marks a group by setting `item._nodeid`, which pytest 9 no
+    longer reads, so its groups are silently ignored.
     """
     process, url = start_dev_server(tmp_path_factory.mktemp("langgraph-dev"))
     try:
