@@ -38,7 +38,7 @@ from typing import Any
 
 from agent.emulator.answers import Reply, compute_reply, line_digest, reshape_message
 from agent.emulator.clock import Clock
-from agent.emulator.faults import ERROR_SHAPES, job_faults, request_fault
+from agent.emulator.faults import ERROR_SHAPES, job_faults, longest_delay, request_fault
 from agent.emulator.jobs import JobLifecycle, Phase, Timeline, split_counts
 from agent.emulator.model_routes import add_model_routes
 from agent.emulator.result_files import RequestLine, iter_requests
@@ -153,12 +153,16 @@ class AnthropicRoutes:
             (json.dumps(item, separators=(",", ":")).encode() + b"\n" for item in items),
         )
         with self.jobs.creating(request.faults.job_record()) as faults:
-            failed = [
-                r.index
-                for r in iter_requests(self.store, PROVIDER, [source])
-                if _request_error(_params(r)) is not None
-                or request_fault(faults or {}, batch_id, _custom_id(r), _params(r)) is not None
-            ]
+            failed: list[int] = []
+            delay: float | None = None
+            for r in iter_requests(self.store, PROVIDER, [source]):
+                params = _params(r)
+                delay = longest_delay(delay, params)
+                if (
+                    _request_error(params) is not None
+                    or request_fault(faults or {}, batch_id, _custom_id(r), params) is not None
+                ):
+                    failed.append(r.index)
             fields: dict[str, Any] = {
                 "id": batch_id,
                 "type": "message_batch",
@@ -168,7 +172,13 @@ class AnthropicRoutes:
                 "metadata": None,
             }
             job = self.jobs.record(
-                fields, now=now, sources=[source], total=len(items), failed=failed, faults=faults
+                fields,
+                now=now,
+                sources=[source],
+                total=len(items),
+                failed=failed,
+                faults=faults,
+                delay=delay,
             )
             self.jobs.save(job)
         self.jobs.answer_late(request.faults)

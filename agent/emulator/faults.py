@@ -86,6 +86,13 @@ when it contains ``[emulator:content_policy]`` it fails with HTTP 400
 instead (refusals, ``error`` bodies, ``choices: []``, tool arguments that are not an object) are
 described in `agent.emulator.answers`.
 
+A job-shaping marker: when the last user message of any request of a job contains
+``[emulator:delay=S]`` (S seconds >= 0, e.g. ``[emulator:delay=60]``), the job's lifecycle lasts S
+seconds instead of ``BATCH_AGENT_EMULATOR_DELAY`` (the largest S when several requests carry one).
+Like the delay, it is read when the job is created and stored on the job. It lets one client make
+one batch slow (to try a cancel or a restart mid-job) on an emulator that serves others, without
+restarting it with another delay. The marker stays part of the prompt (and so of the answer).
+
 Precedence for one request: an invalid body (the emulator's usual 400) first,
 then ``all_fail``, then the markers, then ``request_fail_rate``. Cancellation
 works as without faults: lines only for requests done at cancel time.
@@ -413,6 +420,39 @@ def last_user_text(body: Any) -> str:
         if isinstance(message, dict) and message.get("role") == "user":
             return message_text(message)
     return ""
+
+
+# `[emulator:delay=S]`: a plain decimal number of seconds (no sign, no exponent).
+_DELAY_MARKER = re.compile(r"\[emulator:delay=(\d+(?:\.\d+)?)\]")
+
+
+def marked_delay(body: Any) -> float | None:
+    """Return the job delay a request asks for with ``[emulator:delay=S]``, if any.
+
+    Args:
+        body: The request body (its last user message is searched).
+
+    Returns:
+        The largest S among the markers of the last user message, or None without one.
+    """
+    found = _DELAY_MARKER.findall(last_user_text(body))
+    return max(float(value) for value in found) if found else None
+
+
+def longest_delay(current: float | None, body: Any) -> float | None:
+    """Fold one request into a job's marked delay: the largest so far (None: no marker yet).
+
+    Args:
+        current: The job's marked delay from its earlier requests.
+        body: The next request's body.
+
+    Returns:
+        The larger of `current` and this request's `marked_delay`, None while neither has one.
+    """
+    marked = marked_delay(body)
+    if marked is None:
+        return current
+    return marked if current is None else max(current, marked)
 
 
 def request_fault(faults: dict[str, Any], job_id: str, custom_id: Any, body: Any) -> str | None:

@@ -262,11 +262,13 @@ class JobLifecycle:
         failed: list[int],
         faults: dict[str, Any] | None,
         invalid: bool = False,
+        delay: float | None = None,
     ) -> dict[str, Any]:
         """Build a new job record: the protocol's public `fields` plus the lifecycle's keys.
 
-        The delay is read now (`current_delay`) and stored, so every process that reads the
-        job later computes the same status.
+        The delay (`delay`, the one the job's requests asked for with ``[emulator:delay=S]``,
+        else `current_delay` now) is stored, so every process that reads the job later
+        computes the same status.
 
         Returns:
             The record (not stored yet: see `save`).
@@ -274,7 +276,7 @@ class JobLifecycle:
         return {
             **fields,
             "_created": now,
-            "_delay": current_delay(),
+            "_delay": current_delay() if delay is None else delay,
             "_sources": sources,
             "_total": total,
             "_failed": failed,

@@ -37,7 +37,7 @@ from agent.emulator.answers import (
     validate_body,
 )
 from agent.emulator.clock import Clock
-from agent.emulator.faults import ERROR_SHAPES, job_faults, request_fault
+from agent.emulator.faults import ERROR_SHAPES, job_faults, longest_delay, request_fault
 from agent.emulator.file_routes import FileRoutes, public
 from agent.emulator.jobs import JobLifecycle, Phase, Timeline, split_counts
 from agent.emulator.model_routes import add_model_routes
@@ -223,7 +223,7 @@ class MistralRoutes(FileRoutes):
             )
             sources.append(inline_id)
         with self.jobs.creating(request.faults.job_record()) as faults:
-            total, failed = _scan_requests(self.store, sources, model, job_id, faults or {})
+            total, failed, delay = _scan_requests(self.store, sources, model, job_id, faults or {})
             fields: dict[str, Any] = {
                 "id": job_id,
                 "object": "batch",
@@ -239,7 +239,13 @@ class MistralRoutes(FileRoutes):
                 "error_file": None,
             }
             job = self.jobs.record(
-                fields, now=now, sources=sources, total=total, failed=failed, faults=faults
+                fields,
+                now=now,
+                sources=sources,
+                total=total,
+                failed=failed,
+                faults=faults,
+                delay=delay,
             )
             self.jobs.save(job)
         self.jobs.answer_late(request.faults)
@@ -408,15 +414,23 @@ def _request_error(obj: Any, model: str | None) -> InvalidRequest | None:
 
 def _scan_requests(
     store: Store, sources: list[str], model: str | None, job_id: str, faults: dict[str, Any]
-) -> tuple[int, list[int]]:
-    """Count the requests and find the ones that will fail, in one streaming pass."""
+) -> tuple[int, list[int], float | None]:
+    """Count the requests, find the ones that will fail and the delay they ask for, in one pass.
+
+    Returns:
+        The request count, the sorted indices of the requests that will fail and the job
+        delay the requests ask for with ``[emulator:delay=S]`` (None for none).
+    """
     total = 0
     failed: list[int] = []
+    delay: float | None = None
     for request in iter_requests(store, PROVIDER, sources):
         total += 1
+        obj = request.obj if isinstance(request.obj, dict) else {}
+        delay = longest_delay(delay, obj.get("body"))
         if _request_error(request.obj, model) is not None or _fault(request, job_id, faults):
             failed.append(request.index)
-    return total, failed
+    return total, failed, delay
 
 
 def _custom_id(request: RequestLine) -> Any:

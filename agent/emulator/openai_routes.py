@@ -32,7 +32,13 @@ from agent.emulator.answers import (
     validate_body,
 )
 from agent.emulator.clock import Clock
-from agent.emulator.faults import BATCH_EXPIRED_ERROR, ERROR_SHAPES, job_faults, request_fault
+from agent.emulator.faults import (
+    BATCH_EXPIRED_ERROR,
+    ERROR_SHAPES,
+    job_faults,
+    longest_delay,
+    request_fault,
+)
 from agent.emulator.file_routes import FileRoutes, public
 from agent.emulator.jobs import JobLifecycle, Phase, Timeline, split_counts
 from agent.emulator.model_routes import add_model_routes
@@ -254,6 +260,7 @@ class OpenAIRoutes(FileRoutes):
                 failed=scan["failed"],
                 faults=faults,
                 invalid=bool(scan["errors"]),
+                delay=scan["delay"],
             )
             self.jobs.save(job)
         self.jobs.answer_late(request.faults)
@@ -422,11 +429,13 @@ def _scan_input(
         faults: The job's fault knobs (empty for none).
 
     Returns:
-        ``{"total", "failed", "errors", "model"}``: request count, sorted indices
-        of requests that will fail individually, batch-level validation errors
-        (shown only once the batch leaves ``validating``) and the file's model.
+        ``{"total", "failed", "errors", "model", "delay"}``: request count, sorted
+        indices of requests that will fail individually, batch-level validation errors
+        (shown only once the batch leaves ``validating``), the file's model and the
+        delay its requests ask for (``[emulator:delay=S]``; None for none).
     """
     errors: list[dict[str, Any]] = []
+    delay: float | None = None
     failed: list[int] = []
     seen: set[str] = set()
     model: str | None = None
@@ -483,6 +492,7 @@ def _scan_input(
                 )
             )
         body = obj.get("body")
+        delay = longest_delay(delay, body)
         line_model = body.get("model") if isinstance(body, dict) else None
         if isinstance(line_model, str):
             if model is None:
@@ -516,7 +526,7 @@ def _scan_input(
                 None,
             )
         )
-    return {"total": total, "failed": failed, "errors": errors, "model": model}
+    return {"total": total, "failed": failed, "errors": errors, "model": model, "delay": delay}
 
 
 def _request_error(body: Any) -> InvalidRequest | None:

@@ -147,9 +147,20 @@ def stop_dev_server(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM)
             process.wait()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A `langgraph dev` server shared by a module's tests; stopped afterwards."""
+    """Serve a `langgraph dev` shared by every test that needs a plain one; stop it at the end.
+
+    Its emulated jobs take `BATCH_AGENT_EMULATOR_DELAY=1` s (`clean_env`); a test that needs
+    a longer job asks for it in a prompt (`[emulator:delay=S]`, `agent.emulator.faults`)
+    instead of starting a server of its own. Tests that kill or restart a server, or read its
+    files, start their own with `start_dev_server`.
+
+    Session scope: one server per xdist worker that runs any of these tests (`--dist worksteal`
+    puts them mostly on one or two). `--dist loadgroup` with an `xdist_group` would pin them to
+    one worker, but pytest-xdist 3.8 marks a group by setting `item._nodeid`, which pytest 9 no
+    longer reads, so its groups are silently ignored.
+    """
     process, url = start_dev_server(tmp_path_factory.mktemp("langgraph-dev"))
     try:
         yield url

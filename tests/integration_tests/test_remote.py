@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from langgraph_sdk import get_sync_client
 
-from tests.integration_tests.conftest import start_dev_server, stop_dev_server
 from tests.integration_tests.test_cli import TICKETS, cli
 
 pytestmark = pytest.mark.slow
@@ -156,22 +155,27 @@ def test_remote_run_sends_the_response_schema(dev_server: str, tmp_path: Path) -
     assert broken["status"] == "failed" and broken["error"]["code"] == "schema"
 
 
-def test_remote_cancel_stops_the_served_jobs_and_collects(tmp_path: Path) -> None:
+def test_remote_cancel_stops_the_served_jobs_and_collects(dev_server: str, tmp_path: Path) -> None:
     """A job that takes 60 s on the server's emulator, cancelled through `cancel --url`."""
-    process, url = start_dev_server(tmp_path, BATCH_AGENT_EMULATOR_DELAY="60")
-    try:
-        submitted = cli(tmp_path, "run", str(TICKETS), "--url", url, "--provider", "emulator")
-        assert submitted.returncode == 0, submitted.stderr
-        thread = submitted.stdout.split()[1]
-        report = json.loads(cli(tmp_path, "status", thread, "--url", url, "--json").stdout)
-        assert report["status"] in {"submitted", "running"} and report["counts"]["total"] == 20
+    # The example tickets, each asking the emulator for a 60 s job: nothing is done at cancel time.
+    tickets = tmp_path / "slow-tickets.jsonl"
+    tickets.write_text(
+        "".join(
+            json.dumps({**row, "prompt": f"{row['prompt']} [emulator:delay=60]"}) + "\n"
+            for row in jsonl(TICKETS)
+        )
+    )
+    url = dev_server
+    submitted = cli(tmp_path, "run", str(tickets), "--url", url, "--provider", "emulator")
+    assert submitted.returncode == 0, submitted.stderr
+    thread = submitted.stdout.split()[1]
+    report = json.loads(cli(tmp_path, "status", thread, "--url", url, "--json").stdout)
+    assert report["status"] in {"submitted", "running"} and report["counts"]["total"] == 20
 
-        cancelled = cli(tmp_path, "cancel", thread, "--url", url, "--poll-interval", "0.5")
-        assert cancelled.returncode == 0, cancelled.stderr
-        report = json.loads(cli(tmp_path, "status", thread, "--url", url, "--json").stdout)
-        assert report["status"] == "cancelled"
-        assert report["jobs"][0]["provider_status"] == "cancelled"
-        rows = jsonl(cli(tmp_path, "results", thread, "--url", url).stdout)
-        assert len(rows) == 20 and all(r["status"] == "failed" for r in rows)
-    finally:
-        stop_dev_server(process)
+    cancelled = cli(tmp_path, "cancel", thread, "--url", url, "--poll-interval", "0.5")
+    assert cancelled.returncode == 0, cancelled.stderr
+    report = json.loads(cli(tmp_path, "status", thread, "--url", url, "--json").stdout)
+    assert report["status"] == "cancelled"
+    assert report["jobs"][0]["provider_status"] == "cancelled"
+    rows = jsonl(cli(tmp_path, "results", thread, "--url", url).stdout)
+    assert len(rows) == 20 and all(r["status"] == "failed" for r in rows)

@@ -10,26 +10,14 @@ from typing import Any
 import pytest
 from langgraph_sdk import get_sync_client
 
-from tests.integration_tests.conftest import start_dev_server, stop_dev_server
 from tests.support import WebhookReceiver
 
 pytestmark = pytest.mark.slow
 
-RECORDS = [{"id": f"r{i}", "prompt": f"Summarise ticket {i}"} for i in range(5)]
-# Fast polling so the test takes seconds; the emulator's jobs take 3 s (see the fixture's env).
+# The shared `dev_server`'s emulator makes these jobs take 3 s (the marker): several polls.
+RECORDS = [{"id": f"r{i}", "prompt": f"Summarise ticket {i} [emulator:delay=3]"} for i in range(5)]
+# Fast polling so the test takes seconds.
 FAST = {"provider": "emulator", "poll_interval_seconds": 1, "poll_backoff": 1.2}
-
-
-@pytest.fixture(scope="module")
-def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """This module's `langgraph dev`, whose emulated jobs take a few seconds."""
-    process, url = start_dev_server(
-        tmp_path_factory.mktemp("served"), BATCH_AGENT_EMULATOR_DELAY="3"
-    )
-    try:
-        yield url
-    finally:
-        stop_dev_server(process)
 
 
 @pytest.fixture

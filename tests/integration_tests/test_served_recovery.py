@@ -1,10 +1,12 @@
 """A served thread whose booked poll died with `langgraph dev` still finishes by itself.
 
-`langgraph dev` writes its runs to `.langgraph_api/.langgraph_ops.pckl` every 10 s. These tests
-wait for one of those writes, then submit and SIGKILL the server 1-2 s after the run booked the
-thread's next poll, so the booking (and, in one case, the thread record) is certainly lost. The
-restarted server must poll and collect the thread with no client invoking it. It must also
-leave alone the threads whose latest run turned self-scheduling off.
+`langgraph dev` writes its runs to `.langgraph_api/.langgraph_ops.pckl` every 10 s. The kill test
+waits for one of those writes, then submits two threads and SIGKILLs the server 1-3 s after their
+runs booked their next polls, so the bookings (and, for one thread, the thread record) are
+certainly lost. The restarted server must poll and collect both threads with no client invoking
+them. It must also leave alone the threads whose latest run turned self-scheduling off: such a
+run drops the thread's booking, which is what a restarted server re-books from (shown on the
+shared `dev_server`: no kill needed).
 """
 
 from __future__ import annotations
@@ -44,27 +46,38 @@ def wait_for_ops_write(tmp: Path, timeout: float = 30) -> int:
     return now
 
 
-@pytest.mark.parametrize(
-    "thread_on_disk",
-    [True, False],
-    ids=["thread-record-kept", "thread-record-lost-too"],
-)
-def test_thread_finishes_after_a_kill_lost_its_booked_poll(
-    tmp_path: Path, thread_on_disk: bool
-) -> None:
+def completed_state(client: Any, thread_id: str) -> dict[str, Any]:
+    """Read a thread's values until it is completed (60 s at most); no client run advances it."""
+    values: dict[str, Any] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            values = client.threads.get_state(thread_id)["values"]
+        except Exception:  # the thread record may come back only with the re-booked run
+            values = {}
+        if values.get("status") == "completed":
+            break
+        time.sleep(1)
+    return values
+
+
+def test_threads_finish_after_a_kill_lost_their_booked_polls(tmp_path: Path) -> None:
+    """Both threads of a killed server finish by themselves once it is restarted.
+
+    `kept` had its thread record on disk at the kill; `lost` lost it with its booked poll.
+    """
     process, url = start_dev_server(tmp_path, BATCH_AGENT_EMULATOR_DELAY="4")
     try:
         client = get_sync_client(url=url, api_key=None)
-        if thread_on_disk:
-            thread_id = client.threads.create()["thread_id"]
-            written = wait_for_ops_write(tmp_path)  # the thread is on disk; what follows is not
-        else:
-            written = wait_for_ops_write(tmp_path)
-            thread_id = client.threads.create()["thread_id"]
-        first = client.runs.wait(thread_id, "batch", input={"requests": RECORDS}, context=FAST)
-        assert isinstance(first, dict) and first["status"] == "submitted", first
-        assert first["next_check_at"] is not None  # the next poll is booked...
-        job_id = first["jobs"][0]["job_id"]
+        kept = client.threads.create()["thread_id"]
+        written = wait_for_ops_write(tmp_path)  # `kept` is on disk; what follows is not
+        lost = client.threads.create()["thread_id"]
+        job_ids: dict[str, str] = {}
+        for thread_id in (kept, lost):
+            first = client.runs.wait(thread_id, "batch", input={"requests": RECORDS}, context=FAST)
+            assert isinstance(first, dict) and first["status"] == "submitted", first
+            assert first["next_check_at"] is not None  # the next poll is booked...
+            job_ids[thread_id] = first["jobs"][0]["job_id"]
         time.sleep(1)
         # ...and not yet on disk: the kill below loses it (else the test proves nothing).
         assert ops_written_at(tmp_path) == written, "the dev server wrote its runs too soon"
@@ -74,57 +87,47 @@ def test_thread_finishes_after_a_kill_lost_its_booked_poll(
     process, url = start_dev_server(tmp_path, BATCH_AGENT_EMULATOR_DELAY="4")
     try:
         client = get_sync_client(url=url, api_key=None)
-        values: dict[str, Any] = {}
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # only reads: no client run advances the thread
-            time.sleep(1)
-            try:
-                values = client.threads.get_state(thread_id)["values"]
-            except Exception:  # the thread record may come back only with the re-booked run
-                continue
-            if values.get("status") == "completed":
-                break
-        assert values.get("status") == "completed", values
-        assert [r["id"] for r in values["results"]] == [r["id"] for r in RECORDS]
-        assert all(r["status"] == "succeeded" for r in values["results"])
-        assert [j["job_id"] for j in values["jobs"]] == [job_id]
-        assert [j["id"] for j in list_jobs(tmp_path / "emulator")] == [job_id]
-        assert values["next_check_at"] is None
-        runs = len(client.runs.list(thread_id, limit=100))
+        runs: dict[str, int] = {}
+        for thread_id in (kept, lost):
+            values = completed_state(client, thread_id)
+            assert values.get("status") == "completed", (thread_id == kept, values)
+            assert [r["id"] for r in values["results"]] == [r["id"] for r in RECORDS]
+            assert all(r["status"] == "succeeded" for r in values["results"])
+            assert [j["job_id"] for j in values["jobs"]] == [job_ids[thread_id]]
+            assert values["next_check_at"] is None
+            runs[thread_id] = len(client.runs.list(thread_id, limit=100))
+        # One job per thread, never a second one.
+        assert sorted(j["id"] for j in list_jobs(tmp_path / "emulator")) == sorted(job_ids.values())
     finally:
         stop_dev_server(process)
-    if not thread_on_disk:
-        return
-    # One more start: the finished thread's booking is dropped, and no run is booked for it.
+    # One more start: the finished threads' bookings are dropped, and no run is booked for them.
     process, url = start_dev_server(tmp_path, BATCH_AGENT_EMULATOR_DELAY="4")
     try:
         client = get_sync_client(url=url, api_key=None)
-        assert len(client.runs.list(thread_id, limit=100)) == runs
+        assert len(client.runs.list(kept, limit=100)) == runs[kept]
         bookings = client.store.search_items(BOOKINGS_NAMESPACE, limit=100)["items"]
-        assert thread_id not in {item["key"] for item in bookings}
+        assert not {kept, lost} & {item["key"] for item in bookings}
     finally:
         stop_dev_server(process)
 
 
-def test_a_run_that_turns_self_scheduling_off_drops_the_thread_booking(tmp_path: Path) -> None:
+def test_a_run_that_turns_self_scheduling_off_drops_the_thread_booking(dev_server: str) -> None:
     """A restarted server re-books only threads whose latest run wanted self-scheduling."""
-    # The job runs for a minute and polls are booked a minute ahead: nothing ends mid-test.
-    process, url = start_dev_server(tmp_path, BATCH_AGENT_EMULATOR_DELAY="60")
-    try:
-        client = get_sync_client(url=url, api_key=None)
-        thread_id = client.threads.create()["thread_id"]
-        slow = {**FAST, "poll_interval_seconds": 60}
-        client.runs.wait(thread_id, "batch", input={"requests": RECORDS}, context=slow)
+    # The job runs for a minute (the marker) and polls are booked a minute ahead: nothing ends
+    # mid-test.
+    slow_records = [{**r, "prompt": f"{r['prompt']} [emulator:delay=60]"} for r in RECORDS]
+    client = get_sync_client(url=dev_server, api_key=None)
+    thread_id = client.threads.create()["thread_id"]
+    slow = {**FAST, "poll_interval_seconds": 60}
+    client.runs.wait(thread_id, "batch", input={"requests": slow_records}, context=slow)
 
-        def booked() -> bool:
-            return client.store.get_item(BOOKINGS_NAMESPACE, thread_id) is not None
+    def booked() -> bool:
+        return client.store.get_item(BOOKINGS_NAMESPACE, thread_id) is not None
 
-        assert booked()
-        polled = client.runs.wait(
-            thread_id, "batch", input={}, context={**slow, "self_schedule": False}
-        )
-        assert isinstance(polled, dict) and polled["status"] == "submitted", polled
-        assert polled["next_check_at"] is None
-        assert not booked()
-    finally:
-        stop_dev_server(process)
+    assert booked()
+    polled = client.runs.wait(
+        thread_id, "batch", input={}, context={**slow, "self_schedule": False}
+    )
+    assert isinstance(polled, dict) and polled["status"] == "submitted", polled
+    assert polled["next_check_at"] is None
+    assert not booked()
