@@ -213,12 +213,23 @@ def test_module_entry_point_matches_console_script(tmp_path: Path) -> None:
 
 
 def test_cancel_command_collects_partial_results(tmp_path: Path) -> None:
-    # The job takes 12 s (OpenAI's emulated requests complete from 1.2 s to 9.6 s): a cancel about
-    # 2 s after the submit returns lands mid-job.
-    env = clean_env(tmp_path, BATCH_AGENT_EMULATOR_DELAY="12")
-    submitted = cli(tmp_path, "run", str(TICKETS), env=env)
+    # A 60 s job, whose OpenAI-protocol requests complete from 6 s to 48 s: a cancel sent 15 s
+    # after the job's creation lands mid-job however slow the machine is.
+    tickets = tmp_path / "slow-tickets.jsonl"
+    tickets.write_text(
+        "".join(
+            json.dumps(
+                {**json.loads(line), "prompt": f"{json.loads(line)['prompt']} [emulator:delay=60]"}
+            )
+            + "\n"
+            for line in TICKETS.read_text().splitlines()
+        )
+    )
+    env = clean_env(tmp_path)
+    submitted = cli(tmp_path, "run", str(tickets), env=env)
     thread = re.search(r"thread (\S+)", submitted.stdout).group(1)  # type: ignore[union-attr]
-    time.sleep(2)
+    (job,) = list_jobs(tmp_path / "emulator")
+    time.sleep(max(0.0, float(job["created_at"]) + 15 - time.time()))
     cancelled = cli(tmp_path, "cancel", thread, "--poll-interval", "0.2", env=env)
     assert cancelled.returncode == 0, cancelled.stderr
     report = json.loads(cli(tmp_path, "status", thread, "--json", env=env).stdout)

@@ -157,7 +157,7 @@ def test_remote_run_sends_the_response_schema(dev_server: str, tmp_path: Path) -
 
 def test_remote_cancel_stops_the_served_jobs_and_collects(dev_server: str, tmp_path: Path) -> None:
     """A job that takes 60 s on the server's emulator, cancelled through `cancel --url`."""
-    # The example tickets, each asking the emulator for a 60 s job: nothing is done at cancel time.
+    # The example tickets, each asking the emulator for a 60 s job.
     tickets = tmp_path / "slow-tickets.jsonl"
     tickets.write_text(
         "".join(
@@ -178,4 +178,8 @@ def test_remote_cancel_stops_the_served_jobs_and_collects(dev_server: str, tmp_p
     assert report["status"] == "cancelled"
     assert report["jobs"][0]["provider_status"] == "cancelled"
     rows = jsonl(cli(tmp_path, "results", thread, "--url", url).stdout)
-    assert len(rows) == 20 and all(r["status"] == "failed" for r in rows)
+    # Every request is accounted for. What finished before the cancel landed is kept (on a loaded
+    # machine the CLI calls above can take longer than the first requests' 6 s); the last ones
+    # finish at 48 s, so some are always cancelled.
+    assert len(rows) == 20 and {r["status"] for r in rows} <= {"succeeded", "failed"}
+    assert any(r["status"] == "failed" for r in rows)
