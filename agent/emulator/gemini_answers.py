@@ -163,18 +163,25 @@ def _response_format(config: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
 def json_schema(schema: Any) -> Any:
     """Turn a Gemini (OpenAPI subset) schema into JSON Schema: lower-case types, ``nullable``.
 
-    Integer-valued fields arrive as strings in proto3 JSON (``"minItems": "1"``); they are made
-    numbers again so the instance builder reads them.
+    Keys may come in either proto JSON spelling (google-genai sends ``min_items`` and
+    ``property_ordering``); integer-valued fields may be strings (int64 in proto3 JSON,
+    ``"minItems": "1"``): both are normalised so the instance builder reads them.
     """
     if isinstance(schema, list):
         return [json_schema(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
     out: dict[str, Any] = {}
-    for key, value in schema.items():
+    for raw_key, value in schema.items():
+        key = _camel(raw_key)
         if key == "type" and isinstance(value, str):
             out["type"] = value.lower()
         elif key == "properties" and isinstance(value, dict):
@@ -185,7 +192,7 @@ def json_schema(schema: Any) -> Any:
             out[key] = int(value) if value.isdigit() else value
         elif key not in ("nullable", "propertyOrdering"):
             out[key] = value
-    if schema.get("nullable") and isinstance(out.get("type"), str):
+    if field(schema, "nullable") and isinstance(out.get("type"), str):
         out["type"] = [out["type"], "null"]
     return out
 
