@@ -19,7 +19,9 @@ names the API also accepts are read too):
   [{"functionCall": {"name", "args"}}]}, "finishReason": "STOP" | "MAX_TOKENS", "index": 0}],
   "usageMetadata": {"promptTokenCount", "candidatesTokenCount", "totalTokenCount",
   "promptTokensDetails"}, "modelVersion", "responseId"}``. As in proto3 JSON, zero counts are
-  left out. Tool-call arguments that are not a JSON object (the
+  left out. A request with a positive ``generationConfig.thinkingConfig.thinkingBudget`` also
+  reports ``thoughtsTokenCount`` = min(budget, candidatesTokenCount), counted in
+  ``totalTokenCount`` (thinking tokens are billed as output). Tool-call arguments that are not a JSON object (the
   ``[emulator:invalid_json]`` / ``[emulator:tool_args_array]`` / ``[emulator:tool_args_string]``
   markers) cannot be a ``functionCall.args`` Struct, so they come as a text part.
 - **Odd shapes**: ``[emulator:refusal]`` gives a candidate with ``finishReason: "SAFETY"`` and no
@@ -207,22 +209,35 @@ def _nonzero(counts: dict[str, int]) -> dict[str, int]:
     return {name: value for name, value in counts.items() if value}
 
 
-def render_response(reply: Reply, model: str, key: Any) -> dict[str, Any]:
+def thinking_budget(request: Any) -> int:
+    """Return the request's positive ``thinkingConfig.thinkingBudget``, else 0."""
+    config = field(request, "generationConfig") if isinstance(request, dict) else None
+    thinking = field(config, "thinkingConfig") if isinstance(config, dict) else None
+    budget = field(thinking, "thinkingBudget") if isinstance(thinking, dict) else None
+    if isinstance(budget, str) and budget.isdigit():
+        budget = int(budget)
+    return budget if isinstance(budget, int) and not isinstance(budget, bool) and budget > 0 else 0
+
+
+def render_response(reply: Reply, model: str, key: Any, thinking: int = 0) -> dict[str, Any]:
     """Build the ``GenerateContentResponse`` of `reply` (see the module docstring).
 
     Args:
         reply: The computed answer.
         model: The batch's model (``models/...`` or bare).
         key: The line's key, seeding the ``responseId``.
+        thinking: The request's thinking budget (`thinking_budget`); 0 reports no thoughts.
 
     Returns:
         The response JSON object.
     """
+    thoughts = min(thinking, reply.completion_tokens)
     usage = _nonzero(
         {
             "promptTokenCount": reply.prompt_tokens,
             "candidatesTokenCount": reply.completion_tokens,
-            "totalTokenCount": reply.total_tokens,
+            "totalTokenCount": reply.total_tokens + thoughts,
+            "thoughtsTokenCount": thoughts,
         }
     )
     usage_metadata: dict[str, Any] = dict(usage)

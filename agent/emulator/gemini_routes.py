@@ -69,7 +69,13 @@ from typing import Any
 from agent.emulator.answers import InvalidRequest, compute_reply, validate_body
 from agent.emulator.clock import Clock
 from agent.emulator.faults import ERROR_SHAPES, job_faults, request_fault
-from agent.emulator.gemini_answers import InvalidGeminiRequest, chat_body, field, render_response
+from agent.emulator.gemini_answers import (
+    InvalidGeminiRequest,
+    chat_body,
+    field,
+    render_response,
+    thinking_budget,
+)
 from agent.emulator.jobs import JobLifecycle, Phase, Timeline, split_counts
 from agent.emulator.model_routes import add_model_routes, emulator_serves
 from agent.emulator.result_files import RequestLine, iter_requests
@@ -726,7 +732,8 @@ def _render_line(
             (0, 0),
         )
     reply = compute_reply(body)
-    response = render_response(reply, str(job["model"]), _key(line))
+    request = line.obj.get("request") if isinstance(line.obj, dict) else None
+    response = render_response(reply, str(job["model"]), _key(line), thinking_budget(request))
     return (
         True,
         _wrap(line, {"response": response}, inline),

@@ -15,6 +15,8 @@ import jsonschema
 import pytest
 from google import genai
 from google.genai import errors, types
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent.emulator import (
     IN_PROCESS_BASE_URL,
@@ -265,6 +267,13 @@ def test_inline_requests_carry_metadata_and_schemas_shape_answers(tmp_path: Path
                 ),
             ),
         ),
+        types.InlinedRequest(
+            contents="think first",
+            metadata={"key": "think"},
+            config=types.GenerateContentConfig(
+                thinking_config=types.ThinkingConfig(thinking_budget=2)
+            ),
+        ),
     ]
     job = c.batches.create(model=MODEL, src=requests)
     clock.advance(1)
@@ -273,7 +282,7 @@ def test_inline_requests_carry_metadata_and_schemas_shape_answers(tmp_path: Path
     answers = {
         str((r.metadata or {})["key"]): r.response for r in done.dest.inlined_responses or []
     }
-    assert set(answers) == {"plain", "json", "tool"}
+    assert set(answers) == {"plain", "json", "tool", "think"}
     plain = answers["plain"]
     assert plain is not None and plain.text == "Emulated reply to:"  # cut to 3 words
     assert plain.candidates and plain.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
@@ -286,6 +295,14 @@ def test_inline_requests_carry_metadata_and_schemas_shape_answers(tmp_path: Path
     assert tool is not None and tool.function_calls
     assert tool.function_calls[0].name == "lookup"
     assert tool.function_calls[0].args == {"city": "emulated city"}
+    # A thinking budget reports thought tokens (billed as output) within the budget.
+    think = answers["think"]
+    assert think is not None and think.usage_metadata is not None
+    usage = think.usage_metadata
+    assert usage.thoughts_token_count == 2 and usage.candidates_token_count == 5
+    assert usage.total_token_count == usage.prompt_token_count + 5 + 2
+    plain_usage = plain.usage_metadata
+    assert plain_usage is not None and plain_usage.thoughts_token_count is None
 
 
 def test_markers_and_bad_lines_are_error_lines_in_a_succeeded_job(tmp_path: Path) -> None:
@@ -368,6 +385,57 @@ def test_batch_listing_pages_newest_first(tmp_path: Path) -> None:
     assert set(listed) == set(names)
     assert {job["provider"] for job in listed.values()} == {"gemini"}
     assert listed[names[0]]["metadata"] == {"displayName": "job-0"}
+
+
+KEYS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", min_size=1, max_size=12)
+WORDS = st.text(alphabet="abc xyz[]:", min_size=0, max_size=30)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    texts=st.dictionaries(KEYS, WORDS, min_size=1, max_size=12),
+    fail_rate=st.sampled_from([0.0, 0.3, 1.0]),
+    shuffle=st.booleans(),
+    progress=st.floats(min_value=0.0, max_value=1.2),
+)
+def test_every_request_gets_one_line_and_batch_stats_add_up(
+    texts: dict[str, str],
+    fail_rate: float,
+    shuffle: bool,
+    progress: float,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever the faults and however far a job got, its lines and its counts agree."""
+    monkeypatch.setenv(DELAY, "1")
+    monkeypatch.setenv(FAULTS, f"request_fail_rate={fail_rate},shuffle={int(shuffle)}")
+    clock = ManualClock()
+    c = client(tmp_path, clock)
+    name = submit(c, list(texts.items()))
+    clock.advance(progress)
+    job = c.batches.get(name=name)
+    if not job.done:
+        c.batches.cancel(name=name)
+        job = c.batches.get(name=name)
+    counts = {k: int(v) for k, v in stats(tmp_path, name).items()}
+    rows = rows_of(c, job)
+    keys = [row["key"] for row in rows]
+    assert len(keys) == len(set(keys)) and set(keys) <= set(texts)
+    if not shuffle:  # done requests are a prefix of the input, in order
+        assert keys == list(texts)[: len(keys)]
+    ok = [row for row in rows if "response" in row]
+    failed = [row for row in rows if "error" in row]
+    assert len(ok) + len(failed) == len(rows)
+    assert counts.get("successfulRequestCount", 0) == len(ok)
+    assert counts.get("failedRequestCount", 0) == len(failed)
+    assert counts["requestCount"] == len(texts)
+    assert counts.get("pendingRequestCount", 0) == len(texts) - len(rows)
+    for row in ok:
+        assert text_of(row) == f"Emulated reply to: {texts[row['key']]}"
+    if fail_rate == 1.0:
+        assert not ok
 
 
 # -- errors and auth ---------------------------------------------------------------
