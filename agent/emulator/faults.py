@@ -93,7 +93,7 @@ a line ``{"key", "error": {"code": <gRPC code>, "message"}}`` in the responses f
 ``BATCH_STATE_EXPIRED`` with lines only for the requests done (the rest stay in
 ``pendingRequestCount``); ``all_fail`` ends it ``BATCH_STATE_SUCCEEDED`` with every line an
 error (pitfall 7 of the reference notes); ``shuffle`` reorders the responses file;
-``output_lag`` holds back ``output.responsesFile`` (and the file itself answers 404);
+``output_lag`` holds back ``output.responsesFile`` (and the file answers as a missing one, 403);
 ``unknown_status`` replaces ``BATCH_STATE_SUCCEEDED``; ``batch_fail=CODE`` makes the job go
 ``BATCH_STATE_PENDING -> BATCH_STATE_FAILED`` with the operation's ``error`` ``{"code": 8,
 "message"}`` naming CODE; cancellation is instant (``BATCH_STATE_CANCELLED``) and keeps the

@@ -539,8 +539,9 @@ def test_output_lag_hides_the_responses_file(
     assert early.state == types.JobState.JOB_STATE_SUCCEEDED and early.dest is None
     assert "output" not in wire(tmp_path, name)["metadata"]
     file_name = f"files/batch-{name.removeprefix('batches/')}"
-    with pytest.raises(errors.ClientError):
+    with pytest.raises(errors.ClientError) as hidden:
         c.files.download(file=file_name)
+    assert hidden.value.code == 403  # as a file that does not exist (yet)
     clock.advance(2.1)
     late = c.batches.get(name=name)
     assert late.dest is not None and late.dest.file_name == file_name
