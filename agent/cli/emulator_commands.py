@@ -23,14 +23,14 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     state_dir: EmulatorDirOption = None,
 ) -> None:
-    """Serve the emulator over HTTP: OpenAI at /openai/v1, Mistral at /mistral, Anthropic at /anthropic."""
+    """Serve the emulator over HTTP: OpenAI, Mistral, Anthropic and Gemini under their prefixes."""
     from agent.emulator import serve as serve_emulator
 
     def ready(actual_port: int) -> None:
         base = f"http://{host}:{actual_port}"
         typer.echo(
             f"emulator listening on {base} (openai: {base}/openai/v1, mistral: {base}/mistral, "
-            f"anthropic: {base}/anthropic)"
+            f"anthropic: {base}/anthropic, gemini: {base}/gemini)"
         )
         sys.stdout.flush()
 
@@ -41,7 +41,7 @@ def jobs(
     state_dir: EmulatorDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
-    """List the jobs the emulator holds (both protocols)."""
+    """List the jobs the emulator holds (every protocol)."""
     from agent.emulator import list_jobs
 
     found = list_jobs(state_dir)

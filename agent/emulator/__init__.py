@@ -1,14 +1,22 @@
-"""Offline emulator of the OpenAI, Mistral and Anthropic batch HTTP protocols.
+"""Offline emulator of the OpenAI, Mistral, Anthropic and Gemini batch HTTP protocols.
 
 A stdlib-only WSGI application that speaks OpenAI Files + Batches under
-``/openai/v1``, Mistral Files + Batch Jobs under ``/mistral/v1`` and Anthropic
-Message Batches under ``/anthropic/v1``, so the real SDKs work against it
-unchanged, either in-process::
+``/openai/v1``, Mistral Files + Batch Jobs under ``/mistral/v1``, Anthropic
+Message Batches under ``/anthropic/v1`` and the Gemini Developer API's Files +
+Batch mode under ``/gemini`` (``v1`` and ``v1beta``), so the real SDKs work
+against it unchanged, either in-process::
 
     client = openai.OpenAI(
         api_key="x",
         base_url=f"{IN_PROCESS_BASE_URL}/openai/v1",
         http_client=emulator_http_client(state_dir),
+    )
+    gemini = genai.Client(
+        api_key="x",
+        http_options=types.HttpOptions(
+            base_url=f"{IN_PROCESS_BASE_URL}/gemini",
+            httpx_client=emulator_http_client(state_dir),
+        ),
     )
 
 or over loopback with `serve` / `running_emulator`. Jobs advance by the wall
@@ -62,8 +70,9 @@ def emulator_http_client(
 ) -> httpx2.Client:
     """Return an `httpx2.Client` that sends requests to an in-process emulator.
 
-    Pass it as ``http_client=`` to `openai.OpenAI` or ``client=`` to
-    `mistralai.client.Mistral`, with base URLs under `IN_PROCESS_BASE_URL`.
+    Pass it as ``http_client=`` to `openai.OpenAI` / `anthropic.Anthropic`, ``client=`` to
+    `mistralai.client.Mistral` or ``HttpOptions(httpx_client=...)`` to `google.genai.Client`,
+    with base URLs under `IN_PROCESS_BASE_URL`.
 
     Args:
         state_dir: State directory (default: `default_state_dir()`).

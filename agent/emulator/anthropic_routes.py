@@ -33,7 +33,6 @@ import json
 import re
 import secrets
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from agent.emulator.answers import Reply, compute_reply, line_digest, reshape_message
@@ -43,7 +42,7 @@ from agent.emulator.jobs import JobLifecycle, Phase, Timeline, split_counts
 from agent.emulator.model_routes import add_model_routes
 from agent.emulator.result_files import RequestLine, iter_requests
 from agent.emulator.store import Provider, Store
-from agent.emulator.web import HttpError, Request, Response, Router, json_response
+from agent.emulator.web import HttpError, Request, Response, Router, json_response, rfc3339
 
 PROVIDER: Provider = "anthropic"
 PREFIX = "/anthropic/v1"
@@ -94,12 +93,6 @@ def render_error(error: HttpError) -> Response:
         },
         status=error.status,
     )
-
-
-def rfc3339(seconds: float) -> str:
-    """Return an RFC 3339 UTC timestamp with microseconds, as the API writes them."""
-    stamp = datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="microseconds")
-    return stamp.replace("+00:00", "Z")
 
 
 class AnthropicRoutes:
@@ -234,7 +227,7 @@ class AnthropicRoutes:
                 "expired": left if phase.name == "expired" else 0,
             }
             if self._results_ready(job, now, end):
-                results_url = f"{_root(request)}{PREFIX}/messages/batches/{job['id']}/results"
+                results_url = f"{request.root_url()}{PREFIX}/messages/batches/{job['id']}/results"
         cancel_at = job.get("_cancel_at")
         return {
             "id": job["id"],
@@ -339,15 +332,6 @@ class AnthropicRoutes:
 
 def _batch_not_found(batch_id: str) -> HttpError:
     return HttpError(404, f"Message batch {batch_id} not found.")
-
-
-def _root(request: Request) -> str:
-    """Return ``scheme://host`` the client used, for absolute URLs."""
-    environ = request.environ
-    host = environ.get("HTTP_HOST") or (
-        f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
-    )
-    return f"{environ.get('wsgi.url_scheme', 'http')}://{host}{environ.get('SCRIPT_NAME', '')}"
 
 
 def _result_files(job: dict[str, Any]) -> list[str]:

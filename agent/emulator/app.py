@@ -3,9 +3,11 @@
 Each protocol lives under its own prefix so an SDK's base URL can point at it
 unchanged: ``/openai/v1`` for the openai SDK (``base_url=<root>/openai/v1``),
 ``/mistral/v1`` for the mistralai SDK (``server_url=<root>/mistral``, the SDK adds
-``/v1``) and ``/anthropic/v1`` for the anthropic SDK (``base_url=<root>/anthropic``).
-Every request must carry a non-empty key (a bearer token, or Anthropic's ``x-api-key``);
-its value is ignored.
+``/v1``), ``/anthropic/v1`` for the anthropic SDK (``base_url=<root>/anthropic``) and
+``/gemini`` for google-genai (``HttpOptions(base_url=<root>/gemini)``; the SDK adds
+``/v1`` or ``/v1beta``, and ``/upload/v1...`` for uploads). Every request must carry a
+non-empty key (a bearer token, Anthropic's ``x-api-key``, Google's ``x-goog-api-key`` or
+``?key=``); its value is ignored unless ``BATCH_AGENT_EMULATOR_API_KEY`` is set.
 
 Every request is recorded in ``<state_dir>/access.log`` (`agent.emulator.access_log`),
 and the fault knobs of ``BATCH_AGENT_EMULATOR_FAULTS`` (`agent.emulator.faults`) are
@@ -28,6 +30,8 @@ from agent.emulator.anthropic_routes import AnthropicRoutes
 from agent.emulator.anthropic_routes import render_error as render_anthropic_error
 from agent.emulator.clock import SYSTEM_CLOCK, Clock
 from agent.emulator.faults import ERROR_SHAPES, Faults, current_faults, listing_removed
+from agent.emulator.gemini_routes import GeminiRoutes, check_gemini_auth
+from agent.emulator.gemini_routes import render_error as render_gemini_error
 from agent.emulator.mistral_routes import MistralRoutes
 from agent.emulator.mistral_routes import render_error as render_mistral_error
 from agent.emulator.openai_routes import OpenAIRoutes
@@ -40,12 +44,13 @@ logger = logging.getLogger(__name__)
 OPENAI_PREFIX = "/openai/v1"
 MISTRAL_PREFIX = "/mistral/v1"
 ANTHROPIC_PREFIX = "/anthropic/v1"
+GEMINI_PREFIX = "/gemini"
 
 StartResponse = Callable[..., Any]
 
 
 class EmulatorApp:
-    """WSGI application emulating the OpenAI, Mistral and Anthropic batch HTTP protocols.
+    """WSGI application emulating the OpenAI, Mistral, Anthropic and Gemini batch HTTP protocols.
 
     Args:
         state_dir: Where files and jobs persist; defaults to `default_state_dir()`.
@@ -55,12 +60,13 @@ class EmulatorApp:
     """
 
     def __init__(self, state_dir: str | Path | None = None, clock: Clock | None = None) -> None:
-        """Open the state store and build the three protocols' routes."""
+        """Open the state store and build the four protocols' routes."""
         self.store = Store(state_dir)
         self.clock = clock or SYSTEM_CLOCK
         self.openai = OpenAIRoutes(self.store, self.clock)
         self.mistral = MistralRoutes(self.store, self.clock)
         self.anthropic = AnthropicRoutes(self.store, self.clock)
+        self.gemini = GeminiRoutes(self.store, self.clock)
         # `http_error_rate` draws: one seeded generator per app (per process).
         self._rng_lock = threading.Lock()
         self._rngs: dict[int, random.Random] = {}
@@ -82,7 +88,7 @@ class EmulatorApp:
         """
         now = self.clock.now()
         rows: list[tuple[float, dict[str, Any]]] = []
-        for routes in (self.openai, self.mistral, self.anthropic):
+        for routes in (self.openai, self.mistral, self.anthropic, self.gemini):
             lifecycle = routes.jobs
             for job in self.store.list_jobs(lifecycle.provider):
                 status = lifecycle.status_now(job, now)
@@ -108,7 +114,7 @@ class EmulatorApp:
     def respond(self, environ: dict[str, Any]) -> Response:
         """Compute the response to a WSGI environ (never raises)."""
         path = environ.get("PATH_INFO", "") or "/"
-        routes: OpenAIRoutes | MistralRoutes | AnthropicRoutes | None
+        routes: OpenAIRoutes | MistralRoutes | AnthropicRoutes | GeminiRoutes | None
         render: Callable[[HttpError], Response]
         provider = "openai"
         if path == OPENAI_PREFIX or path.startswith(OPENAI_PREFIX + "/"):
@@ -119,6 +125,9 @@ class EmulatorApp:
         elif path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/"):
             routes, render = self.anthropic, render_anthropic_error
             rest, provider = path[len(ANTHROPIC_PREFIX) :], "anthropic"
+        elif path == GEMINI_PREFIX or path.startswith(GEMINI_PREFIX + "/"):
+            routes, render = self.gemini, render_gemini_error
+            rest, provider = path[len(GEMINI_PREFIX) :], "gemini"
         else:
             routes, render, rest = None, render_openai_error, path
         try:
@@ -136,7 +145,10 @@ class EmulatorApp:
                 return response
             request = Request.from_environ(environ, rest or "/")
             request.faults = faults
-            _check_auth(request)
+            if provider == "gemini":
+                check_gemini_auth(request)
+            else:
+                _check_auth(request)
             if listing_removed(faults, provider, request.method, request.path):
                 raise HttpError(405, f"Method Not Allowed: GET {request.path}", code="405")
             injected = self._injected_http_error(faults, provider)
@@ -167,7 +179,8 @@ class EmulatorApp:
 def _summary(provider: str, job: dict[str, Any], status: str) -> dict[str, Any]:
     return {
         "provider": provider,
-        "id": job["id"],
+        # Gemini's wire id is the resource name (`batches/...`), not the bare id it is stored by.
+        "id": job.get("name") or job["id"],
         "status": status,
         "created_at": job["created_at"],
         "request_count": job["_total"],

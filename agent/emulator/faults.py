@@ -60,7 +60,7 @@ Knobs:
   usual. The openai SDK does not validate ``Batch.status`` and the mistralai SDK
   types ``BatchJob.status`` as ``Literal[...] | UnrecognizedStr``, so both pass
   the string through unchanged.
-- ``batch_fail=CODE`` (letters, digits, ``_``, ``-``; OpenAI only): the batch fails as a
+- ``batch_fail=CODE`` (letters, digits, ``_``, ``-``; OpenAI and Gemini): the batch fails as a
   whole, ``validating -> failed`` with ``errors.data = [{"code": CODE, "message", "line": null,
   "param": null}]`` and no output or error file, as it does for an invalid input file (e.g.
   ``token_limit_exceeded``, which the real API gives when the organisation's enqueued-token
@@ -68,8 +68,15 @@ Knobs:
 - ``no_listing=1``: the collection listings an OpenAI-compatible server may lack
   answer HTTP 405 (method not allowed), in the protocol's error shape: ``GET
   /files`` and ``GET /batches`` (OpenAI), ``GET /files`` and ``GET /batch/jobs``
-  (Mistral). Everything else, a single file or job by id included, works as usual.
+  (Mistral), ``GET /{v1,v1beta}/files`` and ``GET /{v1,v1beta}/batches`` (Gemini).
+  Everything else, a single file or job by id included, works as usual.
   Read on every request.
+- ``create_429=N`` (integer >= 0; Gemini only): the first N batch creates
+  (``POST .../models/{model}:batchGenerateContent``) counted in the state directory answer
+  HTTP 429 ``{"error": {"code": 429, "message", "status": "RESOURCE_EXHAUSTED"}}`` before
+  any state change, as the real API does below its published limits
+  (googleapis/python-genai#1901); the next create succeeds. Read on every request; the count
+  persists in ``<state_dir>/gemini/create_429.count``.
 
 Anthropic Message Batches (one results file, one line per request): a failed
 request is an ``errored`` result (``rate_limit_error`` / ``api_error``; markers give
@@ -77,6 +84,20 @@ request is an ``errored`` result (``rate_limit_error`` / ``api_error``; markers 
 results for the unfinished requests; ``all_fail`` ends it with every result
 ``errored``; ``output_lag`` holds back ``results_url``; ``unknown_status`` replaces
 ``ended``; cancellation gives ``canceled`` results for requests not yet done.
+
+Gemini Batch (one responses file per job, `agent.emulator.gemini_routes`): a failed request is
+a line ``{"key", "error": {"code": <gRPC code>, "message"}}`` in the responses file: 8
+(RESOURCE_EXHAUSTED, the 429 kind) or 13 (INTERNAL, the 500 kind); markers give 3
+(INVALID_ARGUMENT). ``http_error_rate`` answers in Google's shape ``{"error": {"code": 429 |
+500, "message", "status": "RESOURCE_EXHAUSTED" | "INTERNAL"}}``. ``expire`` ends the job
+``BATCH_STATE_EXPIRED`` with lines only for the requests done (the rest stay in
+``pendingRequestCount``); ``all_fail`` ends it ``BATCH_STATE_SUCCEEDED`` with every line an
+error (pitfall 7 of the reference notes); ``shuffle`` reorders the responses file;
+``output_lag`` holds back ``output.responsesFile`` (and the file answers as a missing one, 403);
+``unknown_status`` replaces ``BATCH_STATE_SUCCEEDED``; ``batch_fail=CODE`` makes the job go
+``BATCH_STATE_PENDING -> BATCH_STATE_FAILED`` with the operation's ``error`` ``{"code": 8,
+"message"}`` naming CODE; cancellation is instant (``BATCH_STATE_CANCELLED``) and keeps the
+lines of the requests done by then.
 
 Magic prompt markers (always on, no knob needed; non-retryable failures): when
 the text of a request's last user message contains ``[emulator:reject]`` the
@@ -134,6 +155,13 @@ KNOWN_STATUSES = frozenset(
         "CANCELLED",
         "canceling",
         "ended",
+        "BATCH_STATE_UNSPECIFIED",
+        "BATCH_STATE_PENDING",
+        "BATCH_STATE_RUNNING",
+        "BATCH_STATE_SUCCEEDED",
+        "BATCH_STATE_FAILED",
+        "BATCH_STATE_CANCELLED",
+        "BATCH_STATE_EXPIRED",
     }
 )
 _STATUS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -218,6 +246,36 @@ ERROR_SHAPES: dict[str, dict[str, tuple[int, str, str, str]]] = {
     },
 }
 
+# Gemini (Google's HTTP error shape `{"error": {code, message, status}}`): the type slot is the
+# canonical status name, the code slot its gRPC number (what a responses-file error line carries).
+ERROR_SHAPES["gemini"] = {
+    "rate_limit": (
+        429,
+        "Resource has been exhausted (e.g. check quota). (emulated)",
+        "RESOURCE_EXHAUSTED",
+        "8",
+    ),
+    "server_error": (
+        500,
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting (emulated)",
+        "INTERNAL",
+        "13",
+    ),
+    "reject": (
+        400,
+        "Request contains an invalid argument (emulator marker [emulator:reject]).",
+        "INVALID_ARGUMENT",
+        "3",
+    ),
+    "content_policy": (
+        400,
+        "The request was blocked by the content policy (emulator marker [emulator:content_policy]).",
+        "INVALID_ARGUMENT",
+        "3",
+    ),
+}
+
 BATCH_EXPIRED_ERROR = {
     "code": "batch_expired",
     "message": "This request could not be executed before the completion window expired.",
@@ -238,8 +296,9 @@ class Faults:
         shuffle: Whether result lines come in random order.
         output_lag: Seconds after the terminal status during which file ids are null.
         unknown_status: Status string replacing completed/SUCCESS, or None.
-        batch_fail: Error code an OpenAI batch fails with as a whole, or None.
+        batch_fail: Error code a batch (OpenAI, Gemini) fails with as a whole, or None.
         no_listing: Whether the file and job listings answer 405.
+        create_429: How many Gemini batch creates (in the state directory) answer 429 first.
     """
 
     seed: int = 0
@@ -253,6 +312,7 @@ class Faults:
     unknown_status: str | None = None
     batch_fail: str | None = None
     no_listing: bool = False
+    create_429: int = 0
 
     def job_record(self) -> dict[str, Any] | None:
         """Return the knobs that shape a job, for its record (None if all default)."""
@@ -305,6 +365,16 @@ def _seed(name: str, raw: str) -> int:
         raise ValueError(f"{FAULTS_ENV}: knob {name!r} needs an integer, got {raw!r}") from None
 
 
+def _count(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{FAULTS_ENV}: knob {name!r} needs an integer >= 0, got {raw!r}")
+    return value
+
+
 def _status(name: str, raw: str) -> str:
     if not _STATUS_NAME.match(raw):
         raise ValueError(
@@ -337,6 +407,7 @@ _PARSERS = {
     "unknown_status": _status,
     "batch_fail": _code,
     "no_listing": _flag,
+    "create_429": _count,
 }
 assert set(_PARSERS) == {f.name for f in fields(Faults)}
 
@@ -492,6 +563,10 @@ UNLISTED: frozenset[tuple[str, str]] = frozenset(
         ("openai", "/batches"),
         ("mistral", "/files"),
         ("mistral", "/batch/jobs"),
+        ("gemini", "/v1/files"),
+        ("gemini", "/v1/batches"),
+        ("gemini", "/v1beta/files"),
+        ("gemini", "/v1beta/batches"),
     }
 )
 

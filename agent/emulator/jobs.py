@@ -47,7 +47,8 @@ from agent.emulator.result_files import (
 from agent.emulator.store import Provider, Store, current_delay
 from agent.emulator.web import HttpError
 
-# Share of the delay a cancelled job spends in its "cancelling" state.
+# Share of the delay a cancelled job spends in its "cancelling" state (unless its protocol's
+# `Timeline` says otherwise).
 CANCEL_FRACTION = 0.1
 
 
@@ -78,10 +79,13 @@ class Timeline:
     Attributes:
         start: End of the queued/validating phase.
         finalize: End of the running phase (1.0 when there is no finalizing phase).
+        cancel: Share of the delay a cancelled job spends cancelling; 0 makes a cancel
+            instantly terminal (Gemini).
     """
 
     start: float
     finalize: float
+    cancel: float = CANCEL_FRACTION
 
 
 def compute_phase(job: dict[str, Any], now: float, timeline: Timeline) -> Phase:
@@ -101,7 +105,7 @@ def compute_phase(job: dict[str, Any], now: float, timeline: Timeline) -> Phase:
     created, delay, total = job["_created"], job["_delay"], job["_total"]
     cancel_at = job.get("_cancel_at")
     if cancel_at is not None:
-        name = "cancelled" if now >= cancel_at + CANCEL_FRACTION * delay else "cancelling"
+        name = "cancelled" if now >= cancel_at + timeline.cancel * delay else "cancelling"
         return Phase(name, job["_cancel_done"])
     elapsed = now - created
     if elapsed < timeline.start * delay:
@@ -139,7 +143,7 @@ def ended_at(job: dict[str, Any], phase: Phase, timeline: Timeline) -> float | N
         return float(final["ended_at"])
     created, delay = job["_created"], job["_delay"]
     if phase.name == "cancelled":
-        return float(job["_cancel_at"]) + CANCEL_FRACTION * delay
+        return float(job["_cancel_at"]) + timeline.cancel * delay
     if phase.name == "failed":
         return created + timeline.start * delay
     if phase.name in ("done", "expired"):
@@ -397,11 +401,13 @@ class JobLifecycle:
         render: LineRenderer,
         make_meta: FileMetaFactory,
         unfinished: UnfinishedRenderer | None = None,
+        one_file: bool = False,
     ) -> Outputs:
         """Write the result files of a job that reached terminal `phase` at `ended`.
 
         The first ``phase.done`` requests get a line from `render`; with `unfinished`, the
         others get its line. The ``shuffle`` fault reorders each file (see `write_outputs`).
+        With `one_file`, failed lines go to the output file too (Gemini's one responses file).
 
         Returns:
             The ids of the files written and the token totals.
@@ -417,4 +423,5 @@ class JobLifecycle:
             make_meta,
             unfinished=unfinished,
             shuffle=(lambda index: shuffle_key(job, index)) if shuffle else None,
+            one_file=one_file,
         )

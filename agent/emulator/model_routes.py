@@ -24,7 +24,7 @@ def emulator_serves(model: str) -> bool:
 
 
 def add_model_routes(router: Router, protocol: str) -> None:
-    """Register `GET /models/{model_id}` for `protocol` ('openai', 'mistral', 'anthropic')."""
+    """Register `GET /models/{model_id}` for `protocol` ('openai', 'mistral', 'anthropic', 'gemini')."""
     router.add("GET", "/models/{model_id}", _retrieve(protocol))
 
 
@@ -32,6 +32,12 @@ def _retrieve(protocol: str) -> Callable[[Request], Response]:
     def retrieve(request: Request) -> Response:
         model = request.params["model_id"]
         if not emulator_serves(model):
+            if protocol == "gemini":
+                raise HttpError(
+                    404,
+                    f"models/{model} is not found for API version, or is not supported.",
+                    error_type="NOT_FOUND",
+                )
             raise HttpError(
                 404, f"The model '{model}' does not exist", code="model_not_found", param="model"
             )
@@ -41,6 +47,21 @@ def _retrieve(protocol: str) -> Callable[[Request], Response]:
 
 
 def _card(protocol: str, model: str) -> dict[str, object]:
+    if protocol == "gemini":
+        # google-genai's `models.get` reads these (types.Model); limits are Gemini 2.5's.
+        return {
+            "name": f"models/{model}",
+            "version": "001",
+            "displayName": model,
+            "description": "Emulated model (batch-agent emulator).",
+            "inputTokenLimit": 1048576,
+            "outputTokenLimit": 65536,
+            "supportedGenerationMethods": [
+                "generateContent",
+                "countTokens",
+                "batchGenerateContent",
+            ],
+        }
     if protocol == "anthropic":
         return {
             "id": model,

@@ -91,6 +91,7 @@ def write_outputs(
     make_meta: FileMetaFactory,
     unfinished: UnfinishedRenderer | None = None,
     shuffle: Callable[[int], float] | None = None,
+    one_file: bool = False,
 ) -> Outputs:
     """Answer the first `done` requests and write the output and error files.
 
@@ -110,6 +111,8 @@ def write_outputs(
         unfinished: If given, called for every request past `done`; a returned
             line goes to the error file (OpenAI ``batch_expired``).
         shuffle: If given, the sort key of a line from its request index.
+        one_file: Write failed lines to the output file too, in the same order as the
+            others (a protocol with one results file per job); no error file is made.
 
     Returns:
         The ids of the files written and the token totals.
@@ -141,7 +144,7 @@ def write_outputs(
                     prompt += p_tokens
                     completion += c_tokens
             data = json.dumps(line, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-            kind = "output" if ok else "error"
+            kind = "output" if ok or one_file else "error"
             if shuffle is None:
                 handles[kind].write(data)
             else:

@@ -81,8 +81,8 @@ def running_emulator(
         clock: The emulator's time source (default: the wall clock).
 
     Yields:
-        The base URL, e.g. ``http://127.0.0.1:43123`` (append ``/openai/v1`` or
-        ``/mistral`` for the SDKs).
+        The base URL, e.g. ``http://127.0.0.1:43123`` (append ``/openai/v1``,
+        ``/mistral``, ``/anthropic`` or ``/gemini`` for the SDKs).
     """
     server = _make_server("127.0.0.1", 0, state_dir, clock)
     thread = threading.Thread(

@@ -9,7 +9,7 @@ see the same world. The layout is::
     <dir>/<provider>/files/<id>.data     file bytes
     <dir>/<provider>/batches/<id>.json   job record (private keys start with "_")
 
-where `<provider>` is `openai`, `mistral` or `anthropic`. Every write goes to a temporary file
+where `<provider>` is `openai`, `mistral`, `anthropic` or `gemini`. Every write goes to a temporary file
 in the same directory first and is then moved into place with `os.replace`, so a
 reader never sees a half-written JSON document.
 """
@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-Provider = Literal["openai", "mistral", "anthropic"]
+Provider = Literal["openai", "mistral", "anthropic", "gemini"]
 
 STATE_DIR_ENV = "BATCH_AGENT_EMULATOR_DIR"
 DELAY_ENV = "BATCH_AGENT_EMULATOR_DELAY"
@@ -62,7 +62,7 @@ def current_delay() -> float:
 
 
 class Store:
-    """Persistent storage of files and jobs for both emulated providers.
+    """Persistent storage of files and jobs for every emulated protocol.
 
     Args:
         root: The state directory. It is created on first use.

@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from http import HTTPStatus
 from typing import Any
@@ -101,6 +102,19 @@ class Request:
         value = self.environ.get(key)
         return value if isinstance(value, str) else None
 
+    def root_url(self) -> str:
+        """Return ``scheme://host`` as the client addressed it, for absolute URLs in answers.
+
+        Built from the request's ``Host``, so a URL the emulator hands out works in process
+        (``http://emulator``) and over loopback alike.
+        """
+        environ = self.environ
+        host = environ.get("HTTP_HOST") or (
+            f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+        )
+        scheme = environ.get("wsgi.url_scheme", "http")
+        return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}"
+
     def arg(self, name: str) -> str | None:
         """Return the first value of a query parameter, or None."""
         values = self.query.get(name)
@@ -179,6 +193,12 @@ class Response:
         except ValueError:
             phrase = "Unknown"
         return f"{self.status} {phrase}"
+
+
+def rfc3339(seconds: float) -> str:
+    """Return an RFC 3339 UTC timestamp with microseconds (``...T12:00:00.000000Z``)."""
+    stamp = datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="microseconds")
+    return stamp.replace("+00:00", "Z")
 
 
 def json_response(obj: Any, status: int = 200) -> Response:

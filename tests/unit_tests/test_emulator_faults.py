@@ -12,6 +12,9 @@ from typing import Any
 
 import openai
 import pytest
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 from mistralai.client import Mistral
 from mistralai.client.errors import SDKError
 from mistralai.client.utils import BackoffStrategy, RetryConfig
@@ -69,6 +72,13 @@ def mistral_client(
         client=emulator_http_client(state_dir, clock),
         **kwargs,
     )
+
+
+def gemini_client(state_dir: Path) -> genai.Client:
+    options = genai_types.HttpOptions(
+        base_url=f"{IN_PROCESS_BASE_URL}/gemini", httpx_client=emulator_http_client(state_dir)
+    )
+    return genai.Client(api_key=SECRET, http_options=options)
 
 
 def jsonl(lines: list[Any]) -> bytes:
@@ -225,7 +235,7 @@ def test_parse_faults_reads_every_knob() -> None:
     faults = parse_faults(
         " request_fail_rate=0.3, shuffle=1,seed=7,http_error_rate=0.25,create_delay=1.5,"
         "expire=0.5,all_fail=0,output_lag=2,unknown_status=paused_for_review,"
-        "batch_fail=token_limit_exceeded "
+        "batch_fail=token_limit_exceeded,create_429=3 "
     )
     assert faults == Faults(
         seed=7,
@@ -238,9 +248,10 @@ def test_parse_faults_reads_every_knob() -> None:
         output_lag=2.0,
         unknown_status="paused_for_review",
         batch_fail="token_limit_exceeded",
+        create_429=3,
     )
     assert Faults().job_record() is None
-    assert Faults(http_error_rate=0.5, create_delay=1).job_record() is None
+    assert Faults(http_error_rate=0.5, create_delay=1, create_429=2).job_record() is None
 
 
 @pytest.mark.parametrize(
@@ -257,6 +268,9 @@ def test_parse_faults_reads_every_knob() -> None:
         ("output_lag=inf", "output_lag"),
         ("unknown_status=completed", "unknown_status"),
         ("unknown_status=has space", "unknown_status"),
+        ("unknown_status=BATCH_STATE_SUCCEEDED", "unknown_status"),
+        ("create_429=-1", "create_429"),
+        ("create_429=1.5", "create_429"),
         ("shuffle=1,shuffle=0", "shuffle"),
         ("shuffle", "shuffle"),
     ],
@@ -266,12 +280,16 @@ def test_parse_faults_rejects_bad_text(text: str, named: str) -> None:
         parse_faults(text)
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", [*PROVIDERS, "gemini"])
 def test_bad_fault_text_is_a_500_naming_the_knob(
     provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(FAULTS, "request_fail_rate=0.1,explode=1")
-    if provider == "openai":
+    if provider == "gemini":
+        with pytest.raises(genai_errors.ServerError, match="explode") as server_error:
+            gemini_client(tmp_path).batches.list()
+        assert server_error.value.code == 500 and server_error.value.status == "INTERNAL"
+    elif provider == "openai":
         # Default retries: the answer says not to retry a configuration error.
         client = openai_client(tmp_path, max_retries=2)
         with pytest.raises(openai.InternalServerError, match="explode"):
@@ -578,22 +596,34 @@ def test_http_error_rate_with_sdk_retries(
     assert len(list(jobs_dir.glob("*.json"))) == 1
 
 
-@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("provider", [*PROVIDERS, "gemini"])
 def test_http_error_shape_and_retry_headers(
     provider: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(FAULTS, "http_error_rate=1")
     http = emulator_http_client(tmp_path)
-    prefix = "/openai/v1/batches" if provider == "openai" else "/mistral/v1/batch/jobs"
+    prefix = {
+        "openai": "/openai/v1/batches",
+        "mistral": "/mistral/v1/batch/jobs",
+        "gemini": "/gemini/v1beta/batches",
+    }[provider]
     seen = set()
     for _ in range(12):
-        response = http.get(prefix, headers={"Authorization": "Bearer x"})
+        response = http.get(prefix, headers={"Authorization": "Bearer x", "x-goog-api-key": "x"})
         seen.add(response.status_code)
         assert response.headers["retry-after-ms"] == "10"
         assert response.headers["retry-after"] == "0"
         body = response.json()
         if provider == "openai":
             assert set(body["error"]) == {"message", "type", "param", "code"}
+        elif provider == "gemini":
+            # Google's shape: the HTTP code and its canonical status name.
+            assert set(body["error"]) == {"code", "message", "status"}
+            expected = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL"}[response.status_code]
+            assert (body["error"]["code"], body["error"]["status"]) == (
+                response.status_code,
+                expected,
+            )
         else:
             assert body["object"] == "error" and {"message", "type", "code"} <= set(body)
     assert seen == {429, 500}
