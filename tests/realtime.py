@@ -10,6 +10,7 @@ fetches a results file.
 from __future__ import annotations
 
 import json
+import ssl
 from typing import Any
 
 import httpx
@@ -255,3 +256,74 @@ def message_batch(batch_id: str, processing_status: str = "ended") -> dict[str, 
         "cancel_initiated_at": None,
         "results_url": f"https://files.invalid/v1/messages/batches/{batch_id}/results",
     }
+
+
+def gemini_response(
+    parts: list[dict[str, Any]],
+    finish_reason: str = "STOP",
+    usage: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return a `generateContent` answer whose one candidate holds `parts`."""
+    return {
+        "candidates": [
+            {
+                "content": {"role": "model", "parts": parts},
+                "finishReason": finish_reason,
+                "index": 0,
+            }
+        ],
+        "usageMetadata": usage
+        or {"promptTokenCount": 40, "candidatesTokenCount": 12, "totalTokenCount": 52},
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "resp-abc123",
+    }
+
+
+GEMINI_RESPONSE = gemini_response(
+    [{"text": "Billing issue."}],
+    "STOP",
+    {
+        "promptTokenCount": 21,
+        "candidatesTokenCount": 3,
+        "thoughtsTokenCount": 6,
+        "cachedContentTokenCount": 8,
+        "totalTokenCount": 30,
+    },
+)
+
+
+def recording_gemini(
+    response: dict[str, Any], ctor: dict[str, Any], model: str = "gemini-2.5-flash"
+) -> tuple[Any, list[dict[str, Any]]]:
+    """Return a `ChatGoogleGenerativeAI` answering `response`, and the request bodies it sends.
+
+    Each recorded body gets the model it was sent to under `"_model"` (it travels in the URL,
+    `.../models/{model}:generateContent`).
+
+    Args:
+        response: The `generateContent` answer every call gets back.
+        ctor: Constructor parameters (the run context's).
+        model: The model the chat model is built for.
+    """
+    from langchain_google_genai import ChatGoogleGenerativeAI
+
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        path = request.url.path
+        assert path.endswith(":generateContent"), path
+        body = json.loads(request.content)
+        body["_model"] = path.rsplit("/", 1)[-1].removesuffix(":generateContent")
+        sent.append(body)
+        return httpx2.Response(200, json=response)
+
+    # google-genai builds its httpx2 client with `client_args`: the transport is all we swap,
+    # with a TLS context that loads no CA bundle (300 ms a model otherwise; nothing is sent).
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    llm = ChatGoogleGenerativeAI(
+        model=model,
+        api_key="test-key",
+        client_args={"transport": httpx2.MockTransport(handler), "verify": tls, "ssl": tls},
+        **ctor,
+    )
+    return llm, sent

@@ -67,6 +67,44 @@ CONTRACT: list[tuple[str, str, list[str] | None]] = [
     ),
     ("langchain_anthropic._sdk_compat", "_unsupported_sampling_params", []),
     ("anthropic._models", "construct_type", ["value", "type_", "metadata"]),
+    # langchain-google-genai and google-genai (agent.providers.gemini)
+    (
+        "langchain_google_genai",
+        "ChatGoogleGenerativeAI._prepare_request",
+        [
+            "self",
+            "messages",
+            "stop",
+            "tools",
+            "functions",
+            "safety_settings",
+            "tool_config",
+            "tool_choice",
+            "generation_config",
+            "cached_content",
+            "kwargs",
+        ],
+    ),
+    ("langchain_google_genai", "ChatGoogleGenerativeAI._supports_code_execution", None),
+    (
+        "langchain_google_genai.chat_models",
+        "_response_to_result",
+        ["response", "stream", "prev_usage"],
+    ),
+    (
+        "google.genai.batches",
+        "_InlinedRequest_to_mldev",
+        ["api_client", "from_object", "parent_object"],
+    ),
+    (
+        "google.genai.models",
+        "_GenerateContentResponse_from_mldev",
+        ["from_object", "parent_object", "root_object"],
+    ),
+    ("google.genai.types", "GenerateContentResponse._from_response", ["cls", "response", "kwargs"]),
+    ("google.genai._common", "convert_to_dict", ["obj", "convert_keys"]),
+    ("google.genai._common", "encode_unserializable_types", ["data"]),
+    ("google.genai._common", "recursive_dict_update", ["target_dict", "update_dict"]),
     # pydantic: attribute docstrings copied into the state's channel types (agent.state), which
     # is how Studio's state schema gets its field descriptions
     ("pydantic._internal._docs_extraction", "extract_docstrings_from_cls", ["cls", "use_inspect"]),
@@ -84,7 +122,8 @@ def _resolve(module: str, path: str) -> Any:
     for part in path.split("."):
         # `getattr_static` finds a property on the class without calling it.
         owner = inspect.getattr_static(owner, part)
-    return owner
+    # A classmethod is checked as the function it wraps (`cls` first).
+    return owner.__func__ if isinstance(owner, classmethod) else owner
 
 
 @pytest.mark.parametrize(
