@@ -91,6 +91,7 @@ CONTRACT: list[tuple[str, str, list[str] | None]] = [
         "_response_to_result",
         ["response", "stream", "prev_usage"],
     ),
+    ("langchain_google_genai.chat_models", "_is_gemini_3_or_later", ["model_name"]),
     (
         "google.genai.batches",
         "_InlinedRequest_to_mldev",
