@@ -464,3 +464,32 @@ def test_the_key_never_reaches_state_or_logs(
     for secret in (KEY, "AIzaSyREFUSED456789abcdefghijklmnopqrst"):
         assert secret not in dumped and secret not in logs
         assert secret[8:20] not in dumped
+
+
+def test_identical_requests_are_sent_once_and_answered_for_every_id() -> None:
+    """Gemini lines start with `key` (not `custom_id`): identical bodies are still found."""
+    records = [{"id": f"q{i}", "prompt": f"Classify ticket kind {i % 3}"} for i in range(9)]
+    values = _run(records)
+    assert values["status"] == "completed", values.get("error")
+    assert_all_accounted(values, records)
+    assert [j["request_count"] for j in values["jobs"]] == [3]
+    results = {r["id"]: r for r in values["results"]}
+    assert results["q3"]["duplicate_of"] == "q0" and results["q8"]["duplicate_of"] == "q2"
+    assert results["q4"]["message"].content == results["q1"]["message"].content
+    assert values["dedup"]["requests"] == 6
+
+
+def test_tools_and_a_response_schema_go_through_the_batch() -> None:
+    from tests.unit_tests.test_structured_parity import SCHEMA, TOOLS
+
+    records = [{"id": "a", "prompt": "weather in Paris?"}]
+    tooled, _ = run_with_wait_budget("gemini", records, "tools", graph_input={"tools": TOOLS})
+    assert tooled["status"] == "completed", tooled.get("error")
+    (call,) = tooled["results"][0]["message"].tool_calls
+    assert call["name"] == "get_weather" and set(call["args"]) <= {"city", "unit"}
+    shaped, _ = run_with_wait_budget(
+        "gemini", records, "schema", graph_input={"response_schema": SCHEMA}
+    )
+    assert shaped["status"] == "completed", shaped.get("error")
+    parsed = shaped["results"][0]["parsed"]
+    assert parsed["category"] in {"billing", "bug", "other"} and isinstance(parsed["urgent"], bool)
