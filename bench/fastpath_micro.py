@@ -8,7 +8,8 @@ fast paths) after checking every fast result equals the reference one, and print
 requests/second. Gemini's reference is far slower (google-genai's converters walk every
 pydantic field), so its rows use `--gemini-n` requests; its builder caches the configuration
 part of a request per distinct parameters, and the check run fills that cache first (a miss
-costs one reference build).
+costs one reference build; the note gives the rate from cold caches, with the generated
+per-request parameters and without them).
 `reference` and `fast` keep every result in a list, as a caller collecting a whole job would;
 `fast,streamed` drops each result at once, as a caller writing results out line by line would.
 The difference is memory growth and the garbage collector's full collections over the live
@@ -328,6 +329,12 @@ def gemini_rows(
     model = "gemini-2.5-flash"
     requests = gemini_requests(requests)
     llm = gemini_ref.chat_model(model, ctx)
+    # Cold caches: every distinct parameter set costs one reference build the first time.
+    cold = GeminiBodyBuilder(model, ctx)
+    cold_time = timed(lambda: [cold.build(r) for r in requests], 1)
+    uniform = [BatchRequest(r.id, r.messages, {}) for r in requests]
+    cold_uniform = GeminiBodyBuilder(model, ctx)
+    uniform_time = timed(lambda: [cold_uniform.build(r) for r in uniform], 1)
     builder = GeminiBodyBuilder(model, ctx)
     fast_count = sum(builder.build_fast(r) is not None for r in requests)
     rows = [
@@ -338,7 +345,9 @@ def gemini_rows(
             builder.build,
             same_json,
             repeat,
-            f"{fast_count}/{len(requests)} on fast path, {len(builder._cache)} cached configs",
+            f"{fast_count}/{len(requests)} on fast path, {len(builder._cache)} cached configs;"
+            f" cold cache {len(requests) / cold_time:,.0f}/s, cold with the run's params only"
+            f" {len(uniform) / uniform_time:,.0f}/s",
         )
     ]
     parser = GeminiMessageParser(model)

@@ -80,12 +80,15 @@ CTX: dict[str, st.SearchStrategy[Any]] = {
     "safety_settings": st.just({"HARM_CATEGORY_HARASSMENT": "BLOCK_NONE"}),
     "cached_content": st.just("ctx1"),
 }
+# Sampling values are set into the cached configuration per request: None (which drops the
+# model's value) and ints for float fields included.
 CALL: dict[str, st.SearchStrategy[Any]] = {
-    "temperature": unit,
-    "max_output_tokens": st.integers(1, 512),
-    "top_k": st.integers(1, 40),
+    "temperature": st.one_of(unit, st.none(), st.integers(0, 2)),
+    "top_p": st.one_of(unit, st.none()),
+    "max_output_tokens": st.one_of(st.integers(1, 512), st.none()),
+    "top_k": st.one_of(st.integers(1, 40), st.floats(1, 40, allow_nan=False)),
     "stop": st.one_of(st.none(), stops),
-    "seed": st.integers(0, 9),
+    "seed": st.one_of(st.integers(0, 9), st.none()),
     "response_mime_type": st.sampled_from(["text/plain", "application/json"]),
     "cached_content": st.just("cachedContents/c2"),
 }
@@ -215,10 +218,18 @@ def test_what_the_fast_builder_leaves_to_the_reference_still_equals_it(
         assert_same_body(builder.build(request), expected)
 
 
-def test_a_request_realtime_refuses_is_refused_by_its_own_id_on_the_fast_path() -> None:
+@pytest.mark.parametrize(
+    "params",
+    # `invoke(msgs, model=...)` reaches GenerateContentConfig, which has no such field; a
+    # sampling value GenerationConfig cannot read.
+    [{"model": "gemini-2.0-flash"}, {"max_output_tokens": "many"}, {"temperature": [1]}],
+    ids=["model", "tokens", "temperature"],
+)
+def test_a_request_realtime_refuses_is_refused_by_its_own_id_on_the_fast_path(
+    params: dict[str, Any],
+) -> None:
     builder = GeminiBodyBuilder(MODELS[0], {})
-    # `invoke(msgs, model=...)` reaches GenerateContentConfig, which has no such field.
-    bad = BatchRequest("r5", [{"role": "user", "content": "x"}], {"model": "gemini-2.0-flash"})
+    bad = BatchRequest("r5", [{"role": "user", "content": "x"}], params)
     with pytest.raises(InputError) as info:
         builder.build(bad)
     assert info.value.request_id == "r5"

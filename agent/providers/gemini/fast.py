@@ -13,8 +13,10 @@ providers' `fast.py`, on the shared kit `agent.providers.fast`):
 
 - requests: everything but `contents` and the system instruction depends only on the run's
   configuration (model settings, tools, response schema) and the request's parameters, so the
-  reference builds it once per distinct parameters and caches it; only the contents and system
-  instruction are converted per request, for messages that are plain `{role, content}` dicts
+  reference builds it once per distinct parameters (other than the sampling ones, temperature,
+  top_p, top_k, max_output_tokens and seed, which are validated and set into its cached
+  `generationConfig` per request) and caches it; only the contents and system instruction are
+  converted per request, for messages that are plain `{role, content}` dicts
   with role `system` (leading only), `user` or `assistant` and string or text-part contents,
   the last one a user turn.
 - results: `{"key", "response"}` lines whose response has one candidate of plain text parts
@@ -40,6 +42,7 @@ Usage, one object per job:
 
     builder = GeminiBodyBuilder(model, ctx_params, spec)
     request = builder.build(request)    # == gemini.reference.request_body(llm, request, bound)
+    line = builder.line(request)        # its JSONL line {"key": id, "request": ...}
 
     parser = GeminiMessageParser(job_chat_model(job), job["params"], spec)
     custom_id, message, error, retryable = parser.parse_line(raw, job["job_id"])
@@ -57,6 +60,7 @@ from langchain_google_genai import ChatGoogleGenerativeAI
 from langchain_google_genai.chat_models import _is_gemini_3_or_later
 
 from agent.providers.fast import (
+    MISSING,
     RAW_CONSTRUCT_OK,
     BodyBuilder,
     MessageParser,
@@ -69,6 +73,7 @@ from agent.providers.fast import (
 from agent.providers.gemini.reference import (
     PROBE_RESPONSE,
     GeminiLineParser,
+    batch_line,
     chat_model,
     parse_response,
     request_body,
@@ -82,10 +87,45 @@ __all__ = ["GeminiBodyBuilder", "GeminiMessageParser"]
 # Distinct request parameters whose configuration part is kept; past this, new ones are built
 # by the reference (a run has a handful).
 MAX_CACHED_CONFIGS: Final = 4096
+# Distinct sets of sampling values whose validated form is kept.
+MAX_CACHED_SCALARS: Final = 65536
 # Per-request parameters that reach the contents (`http_options.extra_body` is merged over the
 # whole request), so a cached request part would not be exact.
 _CONTENT_PARAMS: Final = frozenset({"http_options"})
 _ROLES: Final = {"user": "user", "assistant": "model"}
+# Per-request sampling parameters set into the cached `generationConfig` rather than keyed on
+# (requests often vary them one by one), with their REST names ...
+_SCALARS: Final = {
+    "temperature": "temperature",
+    "top_p": "topP",
+    "top_k": "topK",
+    "max_output_tokens": "maxOutputTokens",
+    "seed": "seed",
+}
+# ... and the order google-genai's config converter writes `generationConfig` keys in
+# (`_GenerateContentConfig_to_mldev`); a cached config with any other key is not patched.
+_GENERATION_ORDER: Final = (
+    "temperature",
+    "topP",
+    "topK",
+    "candidateCount",
+    "maxOutputTokens",
+    "stopSequences",
+    "responseLogprobs",
+    "logprobs",
+    "presencePenalty",
+    "frequencyPenalty",
+    "seed",
+    "responseMimeType",
+    "responseSchema",
+    "responseJsonSchema",
+    "responseModalities",
+    "mediaResolution",
+    "speechConfig",
+    "thinkingConfig",
+    "imageConfig",
+)
+_GENERATION_KEYS: Final = frozenset(_GENERATION_ORDER)
 _PROBE_TURN: Final = {"role": "user", "content": "probe"}
 
 # --------------------------------------------------------------------------------------------
@@ -176,6 +216,7 @@ class GeminiBodyBuilder(BodyBuilder):
         self.llm: ChatGoogleGenerativeAI = chat_model(model, ctx_params)
         self._bound: dict[str, Any] = bind_kwargs(self.llm, spec)
         self._cache: dict[bytes, dict[str, Any] | None] = {}
+        self._scalar_values: dict[bytes, Any] = {}
         self.fast_enabled = (
             type(self.llm) is ChatGoogleGenerativeAI
             and not self.llm.convert_system_message_to_human
@@ -188,6 +229,14 @@ class GeminiBodyBuilder(BodyBuilder):
                 self.build_reference,
                 same_json,
             )
+
+    def line(self, request: BatchRequest) -> bytes:
+        """Return the batch input line `{"key": request id, "request": ...}` of `request`.
+
+        Raises:
+            InputError: The reference path refuses the request.
+        """
+        return batch_line(request.id, self.build(request))
 
     def build_reference(self, request: BatchRequest) -> dict[str, Any]:
         """Build the request through `ChatGoogleGenerativeAI` and google-genai (the reference)."""
@@ -206,9 +255,25 @@ class GeminiBodyBuilder(BodyBuilder):
         if split is None:
             return None
         system, contents = split
+        scalars: dict[str, Any] | None = None
+        if params and "generation_config" not in params:
+            # (`generation_config` overrides the sampling arguments: all of it is keyed.)
+            keyed: dict[str, Any] = {}
+            for key, value in params.items():
+                if key in _SCALARS:
+                    if scalars is None:
+                        scalars = {}
+                    scalars[key] = value
+                else:
+                    keyed[key] = value
+            params = keyed
         rest = self._configured(params)
         if rest is None:
             return None
+        if scalars is not None:
+            rest = self._with_scalars(rest, scalars)
+            if rest is None:
+                return None
         # The reference request starts with `contents`, then the system instruction (the first
         # thing the config converter lifts to the request), then the rest of the configuration.
         if system is None:
@@ -238,6 +303,50 @@ class GeminiBodyBuilder(BodyBuilder):
         self._cache[key] = rest
         return rest
 
+    def _with_scalars(self, rest: dict[str, Any], scalars: dict[str, Any]) -> dict[str, Any] | None:
+        """Return `rest` with the request's sampling parameters in its `generationConfig`.
+
+        As `_prepare_request` has them: a value given (None too) replaces the model's, None
+        removes it; values are validated by `GenerationConfig` and then `GenerateContentConfig`
+        (ints become floats where the field is a float), once per distinct set of values. None
+        if not handled (an invalid value is refused by the reference, for the request's own id).
+        """
+        generation = rest.get("generationConfig")
+        if type(generation) is not dict or not generation.keys() <= _GENERATION_KEYS:
+            return None
+        try:
+            key = orjson.dumps(scalars)
+        except TypeError:
+            return None
+        values = self._scalar_values.get(key, MISSING)
+        if values is MISSING:
+            values = _validated(scalars)
+            if len(self._scalar_values) < MAX_CACHED_SCALARS:
+                self._scalar_values[key] = values
+        if values is None:
+            return None
+        merged = dict(generation)
+        for name, value in values.items():
+            if value is None:
+                merged.pop(_SCALARS[name], None)
+            else:
+                merged[_SCALARS[name]] = value
+        return {
+            **rest,
+            "generationConfig": {k: merged[k] for k in _GENERATION_ORDER if k in merged},
+        }
+
+
+def _validated(scalars: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the sampling values as `_prepare_request` validates them (None: refused)."""
+    given = {key: value for key, value in scalars.items() if value is not None}
+    try:
+        dumped = types.GenerationConfig.model_validate(given).model_dump(exclude_unset=True)
+        config = types.GenerateContentConfig.model_validate(dumped)
+    except ValueError:
+        return None
+    return {key: None if value is None else getattr(config, key) for key, value in scalars.items()}
+
 
 def _probe_requests() -> list[BatchRequest]:
     """Return requests covering every conversion rule the builder handles."""
@@ -261,6 +370,8 @@ def _probe_requests() -> list[BatchRequest]:
             {"stop": ["\n"], "temperature": 0.5, "max_output_tokens": 7, "top_k": 3, "seed": 1},
         ),
         BatchRequest("probe-3", messages[:1] + messages[6:], {"stop": None, "top_p": 0.5}),
+        BatchRequest("probe-4", messages[2:3], {"temperature": None, "top_k": 2, "seed": None}),
+        BatchRequest("probe-5", messages[2:3], {"temperature": 1, "max_output_tokens": 9}),
     ]
 
 

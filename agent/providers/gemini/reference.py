@@ -40,9 +40,10 @@ from agent.requests import BatchRequest, InputError
 from agent.state import RequestError, Usage
 from agent.structured import OutputSpec, bind_kwargs
 
-# gRPC status names (and the HTTP codes / gRPC numbers that carry them) of a request that may
-# succeed if sent again: quota, overload, a server fault, a deadline.
-RETRYABLE_STATUSES: Final = frozenset(
+# gRPC status names of a request that may succeed if sent again (quota, overload, a server
+# fault, a deadline), and the HTTP codes / gRPC numbers that carry them. Provider error codes,
+# not batch-agent statuses (those live in agent.statuses).
+RETRYABLE_GRPC_CODES: Final = frozenset(
     {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "INTERNAL", "DEADLINE_EXCEEDED", "ABORTED"}
 )
 _RETRYABLE_CODES: Final = frozenset({429, 500, 502, 503, 504, 4, 8, 10, 13, 14})
@@ -283,7 +284,7 @@ def line_error(error: Any) -> tuple[RequestError, bool]:
     if name is None:
         name = f"http_{code}" if type(code) is int and code >= 100 else f"grpc_{code}"
     message = error.get("message")
-    retryable = name in RETRYABLE_STATUSES or (type(code) is int and code in _RETRYABLE_CODES)
+    retryable = name in RETRYABLE_GRPC_CODES or (type(code) is int and code in _RETRYABLE_CODES)
     return RequestError(code=name, message=str(message) if message else name), retryable
 
 
