@@ -70,7 +70,7 @@ from agent.providers.base import (
 )
 from agent.providers.errors import ProviderError, provider_call
 from agent.providers.gemini.fast import GeminiBodyBuilder, GeminiMessageParser
-from agent.providers.gemini.reference import batch_line, chat_model
+from agent.providers.gemini.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
 from agent.requests import BatchRequest, InputError
 from agent.state import Job
@@ -218,12 +218,7 @@ class GeminiProvider(BatchProvider):
         The fast builder gives what `reference.request_body` gives (self-checked, and by
         property tests) and falls back to it for anything it does not handle.
         """
-        builder = GeminiBodyBuilder(model, params, spec)
-
-        def build(request: BatchRequest) -> bytes:
-            return batch_line(request.id, builder.build(request))
-
-        return build
+        return GeminiBodyBuilder(model, params, spec).line
 
     def line_id(self, raw: bytes) -> str:
         """Return the request id of a built input line (its `key`)."""
