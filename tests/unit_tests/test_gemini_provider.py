@@ -493,3 +493,28 @@ def test_tools_and_a_response_schema_go_through_the_batch() -> None:
     assert shaped["status"] == "completed", shaped.get("error")
     parsed = shaped["results"][0]["parsed"]
     assert parsed["category"] in {"billing", "bug", "other"} and isinstance(parsed["urgent"], bool)
+
+
+@pytest.mark.parametrize("moment", ["running", "finished"])
+def test_a_thread_rerun_after_its_database_is_lost_adopts_its_batches(
+    moment: str, emulator_clock: ManualClock
+) -> None:
+    ctx = Context(provider="gemini", max_requests_per_job=2, **FAST_POLLING)  # type: ignore[arg-type]
+    records = RECORDS[:6]
+    first = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config = {"configurable": {"thread_id": "nightly"}}
+    no_wait = Context(provider="gemini", max_requests_per_job=2, max_wait_seconds=0.0)
+    submitted = first.invoke({"requests": records}, config, context=no_wait)
+    assert len(submitted["jobs"]) == 3 and all(job["job_id"] for job in submitted["jobs"])
+    if moment == "finished":
+        emulator_clock.advance(1.0)
+    # A new worker with a fresh database re-runs the same input on the same thread id.
+    second = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    second.invoke({"requests": records}, config, context=ctx)
+    emulator_clock.advance(1.0)
+    second.invoke({}, config, context=ctx)
+    values = second.get_state(config).values
+    assert values["status"] == "completed", values.get("error")
+    assert_all_accounted(values, records)
+    assert len(_gemini_jobs()) == 3  # found by their display names: no second batch
+    assert {j["job_id"] for j in values["jobs"]} == {j["job_id"] for j in submitted["jobs"]}
