@@ -376,6 +376,8 @@ def test_google_api_key_wins_over_gemini_api_key_as_in_the_sdk(
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_API_KEY", KEY)
     monkeypatch.setenv("GOOGLE_API_KEY", KEY)
     monkeypatch.setenv("GEMINI_API_KEY", "AIzaSyWRONG0123456789abcdefghijklmnopqr")
+    # Batches go to the Developer API even where the environment asks the SDK for Vertex AI.
+    monkeypatch.setenv("GOOGLE_GENAI_USE_VERTEXAI", "true")
     with running_emulator(isolated_env) as url:
         provider = GeminiProvider(emulated=False, base_url=f"{url}/gemini")
         provider.retrieve_model(MODEL)  # the emulator requires GOOGLE_API_KEY's value
@@ -421,6 +423,13 @@ def test_the_api_version_is_named_by_the_base_url_else_the_sdks_variable(
     assert calls and all(
         p.startswith((path, path.replace("/gemini/", "/gemini/upload/"))) for p in calls
     )
+
+
+def test_google_keys_are_redacted_wherever_they_appear() -> None:
+    from agent.secrets import REDACTED, redact
+
+    text = f"400 INVALID_ARGUMENT for key={KEY}: API key not valid"
+    assert redact(text) == f"400 INVALID_ARGUMENT for key={REDACTED}: API key not valid"
 
 
 def test_split_version() -> None:
