@@ -154,13 +154,13 @@ def run_batch(
             line), or a conversation (a list of LangChain messages or `{"role", "content"}`
             dicts); or a `pathlib.Path` to a JSONL/TXT request file (streamed, any size); or
             None to resume `thread_id`. Items without an id get their position ("0", "1", ...).
-        model: A model name, or a `ChatOpenAI` / `ChatMistralAI` / `ChatAnthropic`
-            (optionally wrapped by `bind_tools` / `with_structured_output` / `bind`), whose
+        model: A model name, or a `ChatOpenAI` / `ChatMistralAI` / `ChatAnthropic` /
+            `ChatGoogleGenerativeAI` (optionally wrapped by `bind_tools` / `with_structured_output` / `bind`), whose
             provider, settings, endpoint (`base_url`, organization), tools and schema are then
             used (`agent.model_spec`; a setting a batch cannot reproduce is refused by name).
             None uses the provider's default model.
-        provider: `openai`, `mistral`, `emulator` or `auto` (default: the provider whose API
-            key is set, else the offline emulator).
+        provider: `openai`, `mistral`, `anthropic`, `gemini`, `emulator` or `auto` (default:
+            the first provider whose API key is set, else the offline emulator).
         system_prompt: System message for requests without one.
         temperature: Sampling temperature.
         max_tokens: Output cap per request.

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from agent.requests import InputError
 
-ProviderName = Literal["auto", "openai", "mistral", "anthropic", "emulator"]
+ProviderName = Literal["auto", "openai", "mistral", "anthropic", "gemini", "emulator"]
 
 
 @dataclass(kw_only=True)
@@ -31,8 +31,9 @@ class Context:
     provider: ProviderName = field(
         default="auto",
         metadata={
-            "description": "Batch provider: 'openai', 'mistral', 'anthropic', 'emulator' (offline, "
-            "synthetic answers) or 'auto' (the provider whose API key is set, else the emulator)."
+            "description": "Batch provider: 'openai', 'mistral', 'anthropic', 'gemini', 'emulator' "
+            "(offline, synthetic answers) or 'auto' (the first of openai, mistral, anthropic, "
+            "gemini whose API key is set, else the emulator)."
         },
     )
     model: str = field(
@@ -40,7 +41,7 @@ class Context:
         metadata={
             "description": "Model id for requests that do not name one. Empty means the "
             "provider's default (openai: gpt-4o-mini, mistral: mistral-small-latest, "
-            "anthropic: claude-haiku-4-5)."
+            "anthropic: claude-haiku-4-5, gemini: gemini-2.5-flash)."
         },
     )
     temperature: float | None = field(

@@ -44,7 +44,7 @@ def spec_from_chat_model(runnable: Runnable[Any, Any]) -> dict[str, Any]:
     (key, retries, timeouts, tracing) is not. What a batch cannot reproduce is refused by name.
 
     Args:
-        runnable: A `ChatOpenAI` / `ChatMistralAI` / `ChatAnthropic`, or one wrapped by `.bind_tools(...)`,
+        runnable: A `ChatOpenAI` / `ChatMistralAI` / `ChatAnthropic` / `ChatGoogleGenerativeAI`, or one wrapped by `.bind_tools(...)`,
             `.with_structured_output(...)` (also with `include_raw=True` or `tools=`) or `.bind(...)`.
 
     Returns:
@@ -253,8 +253,14 @@ def _provider_of(llm: BaseChatModel) -> tuple[str, Any]:
         from agent.providers.anthropic import reference as anthropic_reference
 
         return "anthropic", anthropic_reference
+    google = sys.modules.get("langchain_google_genai")
+    if google is not None and isinstance(llm, google.ChatGoogleGenerativeAI):
+        from agent.providers.gemini import reference as gemini_reference
+
+        return "gemini", gemini_reference
     raise TypeError(
-        f"{type(llm).__name__} has no batch provider here (ChatOpenAI, ChatMistralAI, ChatAnthropic)"
+        f"{type(llm).__name__} has no batch provider here (ChatOpenAI, ChatMistralAI, "
+        "ChatAnthropic, ChatGoogleGenerativeAI)"
     )
 
 

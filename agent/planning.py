@@ -286,7 +286,7 @@ def plan_requests(
                     request_id=request.id,
                 )
             if first_with_body is not None:
-                body_key = _body_key(line, request.id)
+                body_key = _body_key(line, request.id, model)
                 if body_key is not None:
                     original = first_with_body.setdefault(body_key, request.id)
                     if original != request.id:
@@ -351,17 +351,27 @@ def run_chat_model(provider: BatchProvider, context: Context) -> str:
     return context.model or provider.default_model
 
 
-def _body_key(line: bytes, request_id: str) -> bytes | None:
-    """Return a digest of a built line without its `custom_id`: equal for identical bodies.
+def _body_key(line: bytes, request_id: str, model: str) -> bytes | None:
+    """Return a digest of a built line without its request id: equal for identical bodies.
 
-    Every provider's line starts with `{"custom_id":<id>,`; a line that does not (a future
-    format) is simply never deduplicated. The model is part of the body, so only requests for
-    the same model can match.
+    Every provider's line starts with its id, `{"custom_id":<id>,` (Gemini: `{"key":<id>,`); a
+    line that does not (a future format) is simply never deduplicated. The request's `model`
+    is part of the digest, since a provider that names the model per job (Gemini) leaves it out
+    of the line: only requests for the same model can match.
     """
-    prefix = b'{"custom_id":' + orjson.dumps(request_id)
-    if not line.startswith(prefix):
-        return None
-    return hashlib.blake2b(memoryview(line)[len(prefix) :], digest_size=16).digest()
+    encoded = orjson.dumps(request_id)
+    for id_field in _ID_FIELDS:
+        prefix = id_field + encoded
+        if line.startswith(prefix):
+            digest = hashlib.blake2b(model.encode(), digest_size=16)
+            digest.update(b"\0")
+            digest.update(memoryview(line)[len(prefix) :])
+            return digest.digest()
+    return None
+
+
+# How a built line starts, before its request id.
+_ID_FIELDS = (b'{"custom_id":', b'{"key":')
 
 
 def intents_for(plan: Plan, provider: BatchProvider, context: Context, thread_id: str) -> list[Job]:

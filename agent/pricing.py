@@ -7,6 +7,11 @@ when the database knows the model but has no batch variant for it, the batch cos
 rather than guessed. A model the database does not know gives no number at all (`None`,
 "unknown price"), never a wrong one.
 
+Thinking tokens are output tokens (Gemini bills them at the output rate, and its usage counts
+them in the output); cache reads are priced at the database's cache-read rate, which a batch
+variant without one of its own keeps from the standard price (genai-prices merges a variant
+over the standard prices: Gemini 2.5 Flash keeps context caching at the standard rate).
+
 Costs are computed from token totals (per job, then summed per thread), which is exact only for
 prices linear in tokens; a model whose price has tiers by prompt size or a per-request fee is
 reported as unknown. The `price_override` context setting replaces the database's prices for the
@@ -27,6 +32,9 @@ from typing_extensions import TypedDict  # pydantic needs this TypedDict on Pyth
 
 BATCH_PRICE_CONTEXT = {"processing": "batch"}
 """The genai-prices price context that selects a model's batch price variant."""
+PRICE_PROVIDERS = {"gemini": "google"}
+"""genai-prices' provider id of each of our provider protocols whose name it spells otherwise
+(the Gemini Developer API is its `google`; Vertex AI would be `google-vertex`)."""
 OVERRIDE_SOURCE = "price_override"
 # Price keys whose cost is linear in the token totals we keep (anything else is not priced).
 _LINEAR_TOKEN_PRICES = frozenset({"input_mtok", "cache_read_mtok", "output_mtok"})
@@ -145,7 +153,8 @@ def quote(
     """Return the batch and realtime rates of `model` at `provider` in force at `when`.
 
     Args:
-        provider: The genai-prices provider id ('openai', 'mistral').
+        provider: The job's provider protocol ('openai', 'mistral', 'anthropic', 'gemini');
+            looked up under genai-prices' id for it (`PRICE_PROVIDERS`).
         model: The model id as sent to the provider.
         when: When the job was created (default: now); prices change over time.
         overrides: Parsed `price_override` setting.
@@ -154,7 +163,9 @@ def quote(
     batch, realtime = override.get("batch"), override.get("realtime")
     if batch is not None and realtime is not None:
         return Quote(batch=batch, realtime=realtime, source=OVERRIDE_SOURCE)
-    found = _database_rates(provider, model, when or datetime.now(tz=UTC))
+    found = _database_rates(
+        PRICE_PROVIDERS.get(provider, provider), model, when or datetime.now(tz=UTC)
+    )
     source = f"genai-prices {_version()}" + (f" + {OVERRIDE_SOURCE}" if override else "")
     return Quote(
         batch=batch or found.batch,
@@ -296,7 +307,13 @@ def _linear(prices: Any) -> Rates | None:
 
 
 # Prices of things a chat-completions batch never uses (tool calls we do not send); they cost 0.
-_UNUSED_PRICES = frozenset({"web_searches_kcount", "storage_searches_kcount"})
+# Gemini's audio-input rates apply to audio parts only: a text batch never pays them (a batch
+# whose requests carry audio is priced at the text input rate, since results do not report
+# input tokens by modality).
+_UNUSED_PRICES = frozenset(
+    {"web_searches_kcount", "storage_searches_kcount"}
+    | {"input_audio_mtok", "cache_audio_read_mtok"}
+)
 
 
 def _rates(model: str, side: str, value: Any) -> Rates:

@@ -14,22 +14,28 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-# The environment variable holding each provider's API key (the one place these names are written).
-API_KEY_ENV: Final = MappingProxyType(
+# The environment variables that may hold each provider's API key, in the order its SDK reads
+# them: the first one set is used (the one place these names are written). google-genai reads
+# GOOGLE_API_KEY before GEMINI_API_KEY (`_api_client.get_env_api_key`, which warns when both are
+# set).
+API_KEY_ENV: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
-        "openai": "OPENAI_API_KEY",
-        "mistral": "MISTRAL_API_KEY",
-        "anthropic": "ANTHROPIC_API_KEY",
+        "openai": ("OPENAI_API_KEY",),
+        "mistral": ("MISTRAL_API_KEY",),
+        "anthropic": ("ANTHROPIC_API_KEY",),
+        "gemini": ("GOOGLE_API_KEY", "GEMINI_API_KEY"),
     }
 )
 # Every key variable whose value is redacted from texts (Azure's too: the OpenAI SDK reads it).
-KEY_ENV_VARS = (*API_KEY_ENV.values(), "AZURE_OPENAI_API_KEY")
-# Key-looking tokens, including masked echoes such as "sk-abc***xyz".
-_KEY_PATTERN = re.compile(r"\b(sk|rk|pk)-[A-Za-z0-9_\-*]{6,}")
+KEY_ENV_VARS = (*(name for names in API_KEY_ENV.values() for name in names), "AZURE_OPENAI_API_KEY")
+# Key-looking tokens, including masked echoes such as "sk-abc***xyz", and Google API keys
+# ("AIza" and 35 more characters).
+_KEY_PATTERN = re.compile(r"\b((sk|rk|pk)-[A-Za-z0-9_\-*]{6,}|AIza[0-9A-Za-z_\-]{35})")
 _BEARER_PATTERN = re.compile(r"(?i)(bearer\s+)[^\s'\"]+")
 REDACTED = "[redacted]"
 # What stands for a URL's password, in messages and stored endpoints.
@@ -41,6 +47,19 @@ SECRET_QUERY_KEYS = frozenset(
 )
 # `scheme://user:password@` anywhere in a text (an SDK message quoting the URL it called).
 _URL_PASSWORD_PATTERN = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
+
+
+def key_variable(provider: str) -> str | None:
+    """Return the first of `provider`'s key variables that is set (non-empty), else None.
+
+    The order is the SDK's own (`API_KEY_ENV`), so we and the SDK agree on which key is used.
+    """
+    return next((name for name in API_KEY_ENV[provider] if os.environ.get(name)), None)
+
+
+def key_variables_text(provider: str) -> str:
+    """Return `provider`'s key variables for a message: 'GOOGLE_API_KEY or GEMINI_API_KEY'."""
+    return " or ".join(API_KEY_ENV[provider])
 
 
 def redact(text: str) -> str:

@@ -22,8 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from agent.bulk import ThreadData
 from agent.planning import planned_spec, source_requests, spool_path, write_lines
 from agent.providers import BatchProvider, provider_for_job
@@ -287,14 +285,10 @@ def _source_job_lines(
             ) from None
         raws, first = iter(old_copy.read_bytes().splitlines()), None
     if first is not None:
-        yield _keyed_line(first)
+        yield provider.line_id(first), first
     for raw in raws:
         if raw.strip():
-            yield _keyed_line(raw)
-
-
-def _keyed_line(raw: bytes) -> tuple[str, bytes]:
-    return str(orjson.loads(raw)["custom_id"]), raw
+            yield provider.line_id(raw), raw
 
 
 def _adopt(job: Job, created: CreatedJob) -> Job:

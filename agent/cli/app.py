@@ -112,7 +112,7 @@ def cli_main(args: Sequence[str] | None = None) -> int:
 def main() -> None:
     """Entry point of the `batch-agent` console script: one-line errors, non-zero exit codes."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    for noisy in ("httpx", "httpx2", "openai", "mistralai", "anthropic"):
+    for noisy in ("httpx", "httpx2", "openai", "mistralai", "anthropic", "google_genai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _exit_now(cli_main())
 

@@ -17,7 +17,7 @@ DbOption = Annotated[
     ),
 ]
 ProviderOption = Annotated[
-    str | None, typer.Option(help="openai, mistral, anthropic, emulator or auto.")
+    str | None, typer.Option(help="openai, mistral, anthropic, gemini, emulator or auto.")
 ]
 ModelOption = Annotated[str | None, typer.Option(help="Model for requests that do not name one.")]
 SystemOption = Annotated[str | None, typer.Option(help="System prompt for requests without one.")]

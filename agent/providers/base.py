@@ -38,7 +38,7 @@ from agent.error_text import exception_text
 from agent.providers.errors import ProviderError, TransientProviderError, provider_call
 from agent.providers.params import ParamRules
 from agent.requests import BatchRequest, InputError
-from agent.secrets import API_KEY_ENV, key_problem
+from agent.secrets import API_KEY_ENV, key_problem, key_variable
 from agent.state import Counts, Job, RequestError, Usage
 from agent.statuses import JobStatus
 
@@ -193,7 +193,8 @@ def read_outcome(parser: LineParser, raw: bytes, job_id: str) -> RequestOutcome:
         cause = exc.cause if isinstance(exc, UnusableAnswer) else exc
         kept = exc.message if isinstance(exc, UnusableAnswer) else None
         line = _loose_json(raw)
-        found = line.get("custom_id") if isinstance(line, dict) else None
+        # Result lines name their request `custom_id`, or `key` (Gemini).
+        found = (line.get("custom_id") or line.get("key")) if isinstance(line, dict) else None
         if kept is not None:
             try:
                 kept = _storable(kept)
@@ -287,7 +288,7 @@ class BatchProvider(ABC):
     """
 
     name: str
-    """Protocol name stored in `Job.provider` ('openai', 'mistral', 'anthropic')."""
+    """Protocol name stored in `Job.provider` ('openai', 'mistral', 'anthropic', 'gemini')."""
     default_model: str
     limits: ProviderLimits
     param_rules: ParamRules = MappingProxyType({})
@@ -326,7 +327,8 @@ class BatchProvider(ABC):
                 "emulator",
                 http_client or emulator_http_client(),
             )
-        key_env = API_KEY_ENV[self.name]
+        # The first of the provider's key variables that is set, in its SDK's own order.
+        key_env = key_variable(self.name) or API_KEY_ENV[self.name][0]
         key = os.environ.get(key_env)
         problem = key_problem(key_env, key) if key else None
         if problem is not None:
@@ -647,7 +649,14 @@ class BatchProvider(ABC):
     def input_lines(self, job: Job) -> Iterator[tuple[str, bytes]]:
         """Stream `(custom_id, raw line)` from the job's input file (to resubmit some of them)."""
         for raw in self.file_lines(str(job["input_file_id"])):
-            yield str(orjson.loads(raw)["custom_id"]), raw
+            yield self.line_id(raw), raw
+
+    def line_id(self, raw: bytes) -> str:
+        """Return the request id of one of this provider's built input lines.
+
+        Lines carry it as `custom_id` by default; Gemini's lines name it `key`.
+        """
+        return str(orjson.loads(raw)["custom_id"])
 
     @abstractmethod
     def cancel(self, job: Job) -> JobUpdate:

@@ -1,8 +1,10 @@
 """Which provider a batch goes to: the registry of providers and the rule that picks one.
 
 `resolve_provider` picks the provider for a new submission: the explicit setting first, else the
-provider whose API key is set, else the offline emulator (announced once, since its answers are
-synthetic). `provider_for_job` rebuilds the provider a job was created with, so polling and
+first provider, in `PROVIDERS` order (OpenAI, Mistral, Anthropic, Gemini), one of whose API key
+variables is set (`agent.secrets.API_KEY_ENV`), else the offline emulator (announced once, since
+its answers are synthetic). A provider named explicitly without its key (and without a
+`base_url`) runs against the emulator's protocol of that provider. `provider_for_job` rebuilds the provider a job was created with, so polling and
 collecting keep talking to the same endpoint even if the run context changed.
 
 A job records its endpoint without its password (`agent.secrets.redact_url`): a base URL such
@@ -14,12 +16,11 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 
 from agent.context import Context
 from agent.providers.base import BatchProvider, ProviderError
 from agent.requests import InputError
-from agent.secrets import API_KEY_ENV, redact_url, url_has_secret
+from agent.secrets import key_variable, key_variables_text, redact_url, url_has_secret
 from agent.state import Job
 
 logger = logging.getLogger("batch_agent")
@@ -30,6 +31,7 @@ PROVIDERS: dict[str, str] = {
     "openai": "agent.providers.openai.provider:OpenAIProvider",
     "mistral": "agent.providers.mistral.provider:MistralProvider",
     "anthropic": "agent.providers.anthropic.provider:AnthropicProvider",
+    "gemini": "agent.providers.gemini.provider:GeminiProvider",
 }
 
 
@@ -59,14 +61,12 @@ def resolve_provider(context: Context) -> BatchProvider:
             source="context",
         )
     if choice == "auto":
-        choice = next(
-            (name for name, env in API_KEY_ENV.items() if os.environ.get(env)), "emulator"
-        )
+        choice = next((name for name in PROVIDERS if key_variable(name)), "emulator")
     if choice == "emulator":
         # The emulator speaks several protocols; plain "emulator" means the OpenAI one.
         choice, emulated = "openai", True
     else:
-        emulated = not context.base_url and not os.environ.get(API_KEY_ENV[choice])
+        emulated = not context.base_url and key_variable(choice) is None
     if emulated:
         _announce_emulator(choice)
     base_url = "" if emulated else context.base_url
@@ -146,6 +146,6 @@ def _announce_emulator(protocol: str) -> None:
     _announced.add(protocol)
     logger.warning(
         "No %s set: using the offline batch emulator (%s protocol); its answers are synthetic.",
-        API_KEY_ENV[protocol],
+        key_variables_text(protocol),
         protocol,
     )

@@ -48,7 +48,7 @@ def loopback(tmp_path: Path) -> Iterator[str]:
 def test_a_key_with_a_stray_character_is_refused_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch, loopback: str, provider: str, key: str, problem: str
 ) -> None:
-    name = API_KEY_ENV[provider]
+    name = API_KEY_ENV[provider][0]
     monkeypatch.setenv(name, key)
     with pytest.raises(ProviderError) as caught:
         provider_class(provider)(emulated=False, base_url=loopback + PREFIX[provider])

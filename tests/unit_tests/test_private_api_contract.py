@@ -106,6 +106,18 @@ CONTRACT: list[tuple[str, str, list[str] | None]] = [
     ("google.genai._common", "convert_to_dict", ["obj", "convert_keys"]),
     ("google.genai._common", "encode_unserializable_types", ["data"]),
     ("google.genai._common", "recursive_dict_update", ["target_dict", "update_dict"]),
+    # google-genai's API client, reached as `Client._api_client` (checked below): the raw batch
+    # operation (its `batchStats`, which `BatchJob` drops) and the streamed responses file
+    (
+        "google.genai._api_client",
+        "BaseApiClient.request",
+        ["self", "http_method", "path", "request_dict", "http_options"],
+    ),
+    (
+        "google.genai._api_client",
+        "BaseApiClient._build_request",
+        ["self", "http_method", "path", "request_dict", "http_options"],
+    ),
     # pydantic: attribute docstrings copied into the state's channel types (agent.state), which
     # is how Studio's state schema gets its field descriptions
     ("pydantic._internal._docs_extraction", "extract_docstrings_from_cls", ["cls", "use_inspect"]),
@@ -139,6 +151,21 @@ def test_private_name_exists_with_the_parameters_we_pass(
         return
     assert callable(target), f"{module}.{path} is not callable"
     assert list(inspect.signature(target).parameters) == parameters
+
+
+def test_the_genai_client_keeps_its_api_client_where_the_gemini_provider_reads_it() -> None:
+    """`GeminiProvider` reads `Client._api_client` (status as raw JSON, streamed downloads)."""
+    from google import genai
+    from google.genai._api_client import BaseApiClient, HttpRequest
+
+    client = genai.Client(api_key="contract-check", vertexai=False)
+    api_client = client._api_client
+    assert isinstance(api_client, BaseApiClient)
+    built = api_client._build_request("get", "files/x:download?alt=media", {})
+    assert isinstance(built, HttpRequest)
+    assert built.url.endswith("/v1/files/x:download?alt=media")
+    assert built.headers["x-goog-api-key"] == "contract-check"
+    assert {"url", "headers", "timeout"} <= set(vars(built))
 
 
 # A private method of each reference parser, taken away as a release renaming it would.

@@ -225,7 +225,7 @@ def test_the_provider_is_asked_whether_it_serves_a_model(
     from agent.emulator import running_emulator
     from agent.providers import API_KEY_ENV
 
-    monkeypatch.setenv(API_KEY_ENV[provider], "sk-test-key-1234")
+    monkeypatch.setenv(API_KEY_ENV[provider][0], "sk-test-key-1234")
     prefix = {"openai": "/openai/v1", "mistral": "/mistral", "anthropic": "/anthropic"}[provider]
     path = _write(
         tmp_path, [GOOD, {"id": "new", "prompt": "hi", "params": {"model": "brand-new-1"}}]

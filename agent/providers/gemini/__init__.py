@@ -1,5 +1,9 @@
-"""The Gemini batch provider (Gemini Developer API, google-genai).
+"""The Gemini batch provider (Gemini Developer API, google-genai), `GeminiProvider`.
 
-`reference` is the LangChain reference path (requests and answers as `ChatGoogleGenerativeAI`
-has them) and `fast` its parity-checked fast paths; the SDK calls (`provider`) come next.
+`provider` makes the SDK calls, `reference` is the LangChain reference path (requests and answers
+as `ChatGoogleGenerativeAI` has them) and `fast` its parity-checked fast paths.
 """
+
+from agent.providers.gemini.provider import GeminiProvider
+
+__all__ = ["GeminiProvider"]
