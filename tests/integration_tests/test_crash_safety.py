@@ -186,14 +186,34 @@ def test_random_kill_points_never_duplicate_or_lose(
     assert len([e for e in read_access_log() if _is_upload(e)]) == TRIALS
 
 
-def test_api_key_canary_is_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+# (provider, its path on the loopback emulator, its key variable, what a wrong key is answered):
+# OpenAI sends the key as a bearer token, Gemini as `x-goog-api-key` (and Google answers a wrong
+# key with a 400 that names it invalid). Mistral's and Anthropic's keys are headers as OpenAI's;
+# their redaction is tested in process (`tests/unit_tests/`), and an exec'd run costs seconds.
+CANARIES = [
+    ("openai", "/openai/v1", "OPENAI_API_KEY", "HTTP 401"),
+    ("gemini", "/gemini", "GOOGLE_API_KEY", "HTTP 400"),
+]
+
+
+@pytest.mark.parametrize(
+    ("provider", "path", "variable", "refusal"), CANARIES, ids=[c[0] for c in CANARIES]
+)
+def test_api_key_canary_is_nowhere(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    provider: str,
+    path: str,
+    variable: str,
+    refusal: str,
+) -> None:
     canary = f"canary-{uuid.uuid4().hex}"
     served = tmp_path / "served"
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "0.5")
     with running_emulator(served) as url:
-        env = clean_env(tmp_path, OPENAI_API_KEY=canary)
+        env = clean_env(tmp_path, **{variable: canary})
         done = subprocess.run(
-            [str(BIN / "batch-agent"), "run", str(TICKETS), "--provider", "openai", "--base-url", f"{url}/openai/v1", "--thread", "canary", "--wait", "--poll-interval", "0.2", "--out", "out.jsonl"],
+            [str(BIN / "batch-agent"), "run", str(TICKETS), "--provider", provider, "--base-url", f"{url}{path}", "--thread", "canary", "--wait", "--poll-interval", "0.2", "--out", "out.jsonl"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
@@ -208,10 +228,10 @@ def test_api_key_canary_is_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         # A wrong key makes the provider answer 401: the stored error must not carry the key either.
         monkeypatch.setenv("BATCH_AGENT_EMULATOR_API_KEY", "the-only-valid-key")
         refused = subprocess.run(
-            [str(BIN / "batch-agent"), "run", str(TICKETS), "--provider", "openai", "--base-url", f"{url}/openai/v1", "--thread", "refused"],
+            [str(BIN / "batch-agent"), "run", str(TICKETS), "--provider", provider, "--base-url", f"{url}{path}", "--thread", "refused"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-        assert refused.returncode == 1 and "HTTP 401" in refused.stderr
+        assert refused.returncode == 1 and refusal in refused.stderr, refused.stderr
     _assert_complete(tmp_path / "out.jsonl")
     outputs = (
         done.stdout + done.stderr + status.stdout + status.stderr + refused.stdout + refused.stderr
