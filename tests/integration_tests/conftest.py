@@ -28,12 +28,26 @@ def free_port() -> int:
 
 
 def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """Environment for a child process: no provider keys, private emulator and DB paths."""
+    """Environment for a child process: no provider keys, private emulator and DB paths.
+
+    Google's variables go too: a developer's `GOOGLE_API_KEY` / `GEMINI_API_KEY` would make
+    provider `auto` pick Gemini's real API, and `GOOGLE_GENAI_*` (API version, Vertex AI) would
+    change what google-genai sends.
+    """
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(
-            ("BATCH_AGENT_", "OPENAI_", "MISTRAL_", "ANTHROPIC_", "LANGSMITH_", "LANGCHAIN_")
+            (
+                "BATCH_AGENT_",
+                "OPENAI_",
+                "MISTRAL_",
+                "ANTHROPIC_",
+                "GOOGLE_",
+                "GEMINI_",
+                "LANGSMITH_",
+                "LANGCHAIN_",
+            )
         )
     }
     env.update(
