@@ -28,20 +28,23 @@ from agent.graph import build_graph
 from agent.providers.base import bounded_listing
 from agent.providers.mistral import MistralProvider
 from agent.requests import InputError
+from agent.secrets import API_KEY_ENV
 from tests.fault_proxy import FaultProxy
 from tests.support import FAST_POLLING, assert_all_accounted
 
-PROVIDERS = ["openai", "mistral", "anthropic"]
-KEY_ENV = {
-    "openai": "OPENAI_API_KEY",
-    "mistral": "MISTRAL_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
+PROVIDERS = ["openai", "mistral", "anthropic", "gemini"]
+KEY_ENV = {provider: API_KEY_ENV[provider][0] for provider in PROVIDERS}
+PREFIX = {
+    "openai": "/openai/v1",
+    "mistral": "/mistral",
+    "anthropic": "/anthropic",
+    "gemini": "/gemini",
 }
-PREFIX = {"openai": "/openai/v1", "mistral": "/mistral", "anthropic": "/anthropic"}
 CREATE_PATH = {
     "openai": r"^/openai/v1/batches$",
     "mistral": r"^/mistral/v1/batch/jobs$",
     "anthropic": r"^/anthropic/v1/messages/batches$",
+    "gemini": r"^/gemini/v1(beta)?/models/[^/]+:batchGenerateContent$",
 }
 UPLOAD_PATH = {"openai": r"^/openai/v1/files$", "mistral": r"^/mistral/v1/files$"}
 RECORDS = [{"id": f"r{i}", "prompt": f"question {i}"} for i in range(6)]
