@@ -286,6 +286,18 @@ BAD_INPUT = [
         {"provider": "anthropic"},
         "unknown model 'claude-no-such-model-9' for anthropic",
     ),
+    (
+        [{"id": "a", "prompt": "x"}],
+        {"provider": "gemini", "completion_window": "48h"},
+        "fixed 24h target",
+    ),
+    (
+        # What realtime `invoke()` raises before sending: google-genai's config has no such field.
+        [{"id": "a", "prompt": "x", "params": {"bogus_option": 1}}],
+        {"provider": "gemini"},
+        "ChatGoogleGenerativeAI refuses the request: 1 validation error for "
+        "GenerateContentConfig bogus_option",
+    ),
 ]
 
 
@@ -306,6 +318,8 @@ BAD_INPUT = [
         "anthropic-window",
         "anthropic-unknown-param",
         "anthropic-unknown-model",
+        "gemini-window",
+        "gemini-unknown-param",
     ],
 )
 def test_bad_input_costs_nothing(
