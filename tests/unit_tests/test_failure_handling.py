@@ -298,6 +298,13 @@ BAD_INPUT = [
         "ChatGoogleGenerativeAI refuses the request: 1 validation error for "
         "GenerateContentConfig bogus_option",
     ),
+    (
+        # The run's model (a Gemini request cannot name its own: realtime `invoke(model=...)`
+        # is refused by google-genai's config, as `bogus_option` is above).
+        [{"id": "a", "prompt": "x"}],
+        {"provider": "gemini", "model": "gemini-no-such-model-9"},
+        "unknown model 'gemini-no-such-model-9' for gemini",
+    ),
 ]
 
 
@@ -320,6 +327,7 @@ BAD_INPUT = [
         "anthropic-unknown-model",
         "gemini-window",
         "gemini-unknown-param",
+        "gemini-unknown-model",
     ],
 )
 def test_bad_input_costs_nothing(
