@@ -344,13 +344,16 @@ def test_a_thread_refuses_another_request_set_before_any_provider_call(
 # --------------------------------------------------------------------------- resume needs
 
 
-def test_an_anthropic_retry_needs_no_local_file(
-    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+# The providers whose follow-up jobs rebuild their requests from the store (`keeps_input` False):
+# Anthropic keeps no input file, and a Gemini upload cannot be downloaded again.
+@pytest.mark.parametrize("provider", ["anthropic", "gemini"])
+def test_a_retry_needs_no_local_file(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, provider: str
 ) -> None:
     # Half the requests fail with retryable errors; the spool is wiped right after submit.
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "request_fail_rate=0.5,seed=3")
     graph = Graph()
-    ctx = Context(provider="anthropic", **FAST_POLLING)
+    ctx = Context(provider=provider, **FAST_POLLING)  # type: ignore[arg-type]
     records = [{"id": f"q{i}", "prompt": f"question {i}"} for i in range(8)]
     submitted = graph.submit("t", records, ctx)
     assert submitted["status"] == "submitted"
