@@ -68,7 +68,7 @@ from typing import Any
 
 from agent.emulator.answers import InvalidRequest, compute_reply, validate_body
 from agent.emulator.clock import Clock
-from agent.emulator.faults import ERROR_SHAPES, job_faults, request_fault
+from agent.emulator.faults import ERROR_SHAPES, job_faults, longest_delay, request_fault
 from agent.emulator.gemini_answers import (
     InvalidGeminiRequest,
     chat_body,
@@ -513,9 +513,11 @@ class GeminiRoutes:
         with self.jobs.creating(faults.job_record()) as knobs:
             failed = []
             total = 0
+            delay: float | None = None
             for line in iter_requests(self.store, PROVIDER, sources):
                 total += 1
                 body, problem = _checked(line)
+                delay = longest_delay(delay, body)
                 if problem is not None or request_fault(knobs or {}, batch_id, _key(line), body):
                     failed.append(line.index)
             if total == 0:
@@ -539,6 +541,7 @@ class GeminiRoutes:
                 failed=failed,
                 faults=knobs,
                 invalid=bool(knobs and knobs.get("batch_fail")),
+                delay=delay,
             )
             self.jobs.save(job)
         self.jobs.answer_late(faults)

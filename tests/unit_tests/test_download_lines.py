@@ -49,7 +49,7 @@ def test_a_line_split_across_chunks_comes_out_whole() -> None:
 UNICODE_BREAKS = ["\u2028", "\u2029", "\x85", "\x1c"]
 
 
-@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic"])
+@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic", "gemini"])
 def test_answers_holding_unicode_line_separators_come_back_whole(provider: str) -> None:
     records = [
         {"id": f"r{i}", "prompt": f"first{sep}second"} for i, sep in enumerate(UNICODE_BREAKS)

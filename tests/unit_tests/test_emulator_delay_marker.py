@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
+from google import genai
+from google.genai import types
 from mistralai.client import Mistral
 
 from agent.emulator import IN_PROCESS_BASE_URL, ManualClock, emulator_http_client
@@ -82,12 +85,27 @@ def submit_anthropic(state: Path, clock: ManualClock, prompts: list[str]) -> Non
     )
 
 
+def submit_gemini(state: Path, clock: ManualClock, prompts: list[str]) -> None:
+    options = types.HttpOptions(
+        base_url=f"{IN_PROCESS_BASE_URL}/gemini", httpx_client=emulator_http_client(state, clock)
+    )
+    client = genai.Client(api_key=KEY, http_options=options)
+    lines = [
+        {"key": f"r{n}", "request": {"contents": [{"role": "user", "parts": [{"text": prompt}]}]}}
+        for n, prompt in enumerate(prompts)
+    ]
+    uploaded = client.files.upload(file=io.BytesIO(jsonl(lines)), config={"mime_type": "jsonl"})
+    assert uploaded.name is not None
+    client.batches.create(model="gemini-2.5-flash", src=uploaded.name)
+
+
 SUBMIT: dict[str, Callable[[Path, ManualClock, list[str]], None]] = {
     "openai": submit_openai,
     "mistral": submit_mistral,
     "anthropic": submit_anthropic,
+    "gemini": submit_gemini,
 }
-DONE = {"completed", "SUCCESS", "ended"}
+DONE = {"completed", "SUCCESS", "ended", "BATCH_STATE_SUCCEEDED"}
 
 
 def test_marked_delay_reads_the_last_user_message_and_takes_the_largest() -> None:

@@ -49,7 +49,17 @@ KNOBS = [
 ]
 
 
-@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic"])
+# Each provider's own code for a server-side failure (Anthropic's errored result type; a Gemini
+# error line carries only the gRPC number: 13 is INTERNAL).
+SERVER_ERROR_CODE = {
+    "openai": "server_error",
+    "mistral": "server_error",
+    "anthropic": "api_error",
+    "gemini": "grpc_13",
+}
+
+
+@pytest.mark.parametrize("provider", list(SERVER_ERROR_CODE))
 @pytest.mark.parametrize("faults", KNOBS, ids=[k.split("=")[0] for k in KNOBS])
 def test_every_fault_knob_ends_with_every_request_accounted_for(
     provider: str, faults: str, monkeypatch: pytest.MonkeyPatch, isolated_env: Path
@@ -72,12 +82,11 @@ def test_every_fault_knob_ends_with_every_request_accounted_for(
         assert all(r["status"] == "succeeded" for r in values["results"])
     if faults.startswith("all_fail"):
         assert all(r["status"] == "failed" and r["attempts"] == 3 for r in values["results"])
-        # Each provider's own code for a server-side failure (Anthropic's errored result type).
-        code = "api_error" if provider == "anthropic" else "server_error"
-        assert {r["error"]["code"] for r in values["results"]} == {code}
+        codes = {r["error"]["code"] for r in values["results"]}
+        assert codes == {SERVER_ERROR_CODE[provider]}
 
 
-@pytest.mark.parametrize("provider", ["openai", "mistral"])
+@pytest.mark.parametrize("provider", ["openai", "mistral", "gemini"])
 def test_retryable_failures_are_recovered_within_max_attempts(
     provider: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,8 +145,9 @@ def test_a_batch_that_failed_as_a_whole_is_retried_only_for_a_passing_cause(
     assert len(list_jobs()) == attempts  # one job per attempt, none created twice
 
 
-# Each provider's own code for a request its expired batch did not run.
-EXPIRED_CODE = {"openai": "batch_expired", "anthropic": "expired"}
+# Each provider's own code for a request its expired batch did not run (where it writes one);
+# Gemini writes no line for such a request: the graph's `no_result`, naming the job's status.
+EXPIRED_CODE = {"openai": "batch_expired", "anthropic": "expired", "gemini": "no_result"}
 
 
 @pytest.mark.parametrize("provider", list(EXPIRED_CODE))
@@ -154,14 +164,20 @@ def test_expired_requests_are_resubmitted_and_successes_kept(
     failed = [r for r in results if r["status"] == "failed"]
     assert len(failed) == N // 4
     assert {r["error"]["code"] for r in failed} == {EXPIRED_CODE[provider]}
+    if provider == "gemini":
+        assert all("'BATCH_STATE_EXPIRED'" in r["error"]["message"] for r in failed)
 
 
 # (provider, its raw status of a cancelled job, kept as-is; the code of a request it never ran)
-CANCELLED = [("emulator", "cancelled", "no_result"), ("anthropic", "ended", "canceled")]
+CANCELLED = [
+    ("emulator", "cancelled", "no_result"),
+    ("anthropic", "ended", "canceled"),
+    ("gemini", "BATCH_STATE_CANCELLED", "no_result"),
+]
 
 
 @pytest.mark.parametrize(
-    ("provider", "raw_status", "code"), CANCELLED, ids=["emulator", "anthropic"]
+    ("provider", "raw_status", "code"), CANCELLED, ids=[c[0] for c in CANCELLED]
 )
 def test_cancel_collects_partial_results_and_never_resubmits(
     provider: str,
@@ -270,6 +286,25 @@ BAD_INPUT = [
         {"provider": "anthropic"},
         "unknown model 'claude-no-such-model-9' for anthropic",
     ),
+    (
+        [{"id": "a", "prompt": "x"}],
+        {"provider": "gemini", "completion_window": "48h"},
+        "fixed 24h target",
+    ),
+    (
+        # What realtime `invoke()` raises before sending: google-genai's config has no such field.
+        [{"id": "a", "prompt": "x", "params": {"bogus_option": 1}}],
+        {"provider": "gemini"},
+        "ChatGoogleGenerativeAI refuses the request: 1 validation error for "
+        "GenerateContentConfig bogus_option",
+    ),
+    (
+        # The run's model (a Gemini request cannot name its own: realtime `invoke(model=...)`
+        # is refused by google-genai's config, as `bogus_option` is above).
+        [{"id": "a", "prompt": "x"}],
+        {"provider": "gemini", "model": "gemini-no-such-model-9"},
+        "unknown model 'gemini-no-such-model-9' for gemini",
+    ),
 ]
 
 
@@ -290,6 +325,9 @@ BAD_INPUT = [
         "anthropic-window",
         "anthropic-unknown-param",
         "anthropic-unknown-model",
+        "gemini-window",
+        "gemini-unknown-param",
+        "gemini-unknown-model",
     ],
 )
 def test_bad_input_costs_nothing(

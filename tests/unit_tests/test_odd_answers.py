@@ -43,6 +43,14 @@ WITH_SCHEMA: dict[str, dict[str, tuple[str, str] | None]] = {
         "tool_args_array": ("invalid_response", "ValidationError"),
         "tool_args_string": ("invalid_response", "ValidationError"),
     },
+    "gemini": {
+        # A withheld answer (finishReason SAFETY) and a blocked prompt (no candidates) both give
+        # an empty message, which the JSON-schema parser refuses.
+        "refusal": ("refusal", "ModelRefusalError"),
+        "no_choices": ("refusal", "ModelRefusalError"),
+        # Gemini has no `error` shape: the marker changes nothing.
+        "error_body": None,
+    },
 }
 WITH_TOOLS: dict[str, dict[str, tuple[str, str] | None]] = {
     "openai": {
@@ -60,6 +68,13 @@ WITH_TOOLS: dict[str, dict[str, tuple[str, str] | None]] = {
         "tool_args_array": ("invalid_response", "ValidationError"),
         "tool_args_string": ("invalid_response", "ValidationError"),
     },
+    "gemini": {
+        # Arguments that are not an object cannot be a `functionCall.args` Struct: Gemini sends
+        # them as a text part, an answer realtime returns like any other.
+        "tool_args_array": None,
+        "tool_args_string": None,
+        "tool_args_raw": None,  # no Gemini shape
+    },
 }
 PLAIN: dict[str, dict[str, tuple[str, str] | None]] = {
     # Without a schema a refusal is an answer like any other: realtime returns the message.
@@ -70,7 +85,11 @@ PLAIN: dict[str, dict[str, tuple[str, str] | None]] = {
     },
     "mistral": {"refusal": None, "no_choices": ("invalid_response", "IndexError")},
     "anthropic": {"refusal": None},
+    "gemini": {"refusal": None, "no_choices": None},
 }
+# Realtime ChatGoogleGenerativeAI builds a blocked prompt's empty message (no candidates) without
+# `usage_metadata`, so the result, as that message, reports no usage though the line has some.
+UNBILLED = {("gemini", "no_choices")}
 
 
 def _markers(shape: str) -> str:
@@ -103,7 +122,10 @@ def _check_batch(
     for n, (shape, outcome) in enumerate(expected.items()):
         result = results[f"odd-{n}"]
         # The provider billed the answer: its usage counts in the result and the totals.
-        assert result["usage"]["input_tokens"] > 0, shape
+        if (provider, shape) in UNBILLED:
+            assert result["usage"]["input_tokens"] == 0, shape
+        else:
+            assert result["usage"]["input_tokens"] > 0, shape
         assert result["attempts"] == 1
         if outcome is None:
             assert result["status"] == "succeeded" and result["error"] is None, (shape, result)
@@ -125,7 +147,7 @@ def _check_batch(
     return results
 
 
-@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic"])
+@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic", "gemini"])
 def test_odd_answers_under_a_response_schema_fail_alone(provider: str, isolated_env: Path) -> None:
     results = _check_batch(
         provider, WITH_SCHEMA[provider], {"response_schema": SCHEMA}, f"schema-{provider}"
@@ -140,7 +162,7 @@ def test_odd_answers_under_a_response_schema_fail_alone(provider: str, isolated_
         assert results["odd-0"]["parsed"] is None
 
 
-@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic"])
+@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic", "gemini"])
 def test_tool_arguments_that_are_not_an_object_fail_alone(
     provider: str, isolated_env: Path
 ) -> None:
@@ -148,7 +170,7 @@ def test_tool_arguments_that_are_not_an_object_fail_alone(
     assert results["first"]["tool_calls"][0]["name"] == "get_weather"
 
 
-@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic"])
+@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic", "gemini"])
 def test_odd_answers_without_tools_or_schema(provider: str, isolated_env: Path) -> None:
     results = _check_batch(provider, PLAIN[provider], {}, f"plain-{provider}")
     refused = results["odd-0"]["message"]
@@ -156,6 +178,10 @@ def test_odd_answers_without_tools_or_schema(provider: str, isolated_env: Path) 
         assert refused.content == "" and refused.additional_kwargs["refusal"]
     if provider == "anthropic":
         assert refused.response_metadata["stop_reason"] == "refusal"
+    if provider == "gemini":
+        assert refused.content == "" and refused.response_metadata["finish_reason"] == "SAFETY"
+        blocked = results["odd-1"]["message"]
+        assert blocked.response_metadata["prompt_feedback"]["block_reason"] == "SAFETY"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,7 +211,22 @@ PARITY_METHODS = {
     "openai": ["json_schema", "function_calling", "json_mode"],
     "mistral": ["function_calling", "json_schema", "json_mode"],
     "anthropic": ["function_calling", "json_schema"],
+    "gemini": ["json_schema", "function_calling", "json_mode"],
 }
+# The answer cut at max tokens: ChatGoogleGenerativeAI's call takes `max_output_tokens` (its
+# `invoke(max_tokens=...)` is refused, as google-genai's config has no such field).
+CUT_PARAMS = {"gemini": {"max_output_tokens": 3}}
+
+
+def _parity_records(provider: str) -> list[dict[str, Any]]:
+    return [
+        {**record, "params": CUT_PARAMS[provider]}
+        if record["id"] == "cut" and provider in CUT_PARAMS
+        else record
+        for record in PARITY_RECORDS
+    ]
+
+
 PARITY_CASES = [
     (provider, method, include_raw)
     for provider, methods in PARITY_METHODS.items()
@@ -204,9 +245,24 @@ def _batch_model(provider: str) -> Any:
         from langchain_mistralai import ChatMistralAI
 
         return ChatMistralAI(model="mistral-small-latest", api_key="unused")  # type: ignore[arg-type]
+    if provider == "gemini":
+        from langchain_google_genai import ChatGoogleGenerativeAI
+
+        return ChatGoogleGenerativeAI(model="gemini-2.5-flash", api_key="unused")
     from langchain_anthropic import ChatAnthropic
 
     return ChatAnthropic(model="claude-haiku-4-5", api_key="unused")  # type: ignore[arg-type,call-arg]
+
+
+def _realtime_model(provider: str, body: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The same chat model in realtime, its HTTP client answering with `body`."""
+    if provider == "gemini":
+        from tests.realtime import recording_gemini
+
+        return recording_gemini(body, {})[0]
+    from tests.unit_tests.test_structured_parity import CASES
+
+    return CASES[provider].realtime(body, {}, monkeypatch)[0]
 
 
 def _answer_bodies(
@@ -234,16 +290,35 @@ def _answer_bodies(
         return {request_id(line["custom_id"]): line["result"]["message"] for line in lines}
     sdk = provider_for_job(job)  # type: ignore[arg-type]
     lines = [orjson.loads(raw) for raw in sdk.file_lines(str(job["output_file_id"]))]
+    if provider == "gemini":
+        return {request_id(line["key"]): line["response"] for line in lines}
     return {request_id(line["custom_id"]): line["response"]["body"] for line in lines}
 
 
-def _same_output(ours: Any, theirs: Any, include_raw: bool) -> None:
+def _comparable(message: Any, provider: str) -> dict[str, Any]:
+    """A message's dump without what realtime draws at random.
+
+    `invoke()` message ids embed a random run id; a Gemini function call comes without an id and
+    gets a uuid4 (realtime too), wherever it is repeated: it is replaced by its position.
+    """
+    import json
+
+    dumped: dict[str, Any] = message.model_dump(exclude={"id"})
+    if provider != "gemini":
+        return dumped
+    text = json.dumps(dumped, default=str)
+    for index, call in enumerate(message.tool_calls):
+        if call["id"]:
+            text = text.replace(call["id"], f"call-{index}")
+    return dict(json.loads(text))
+
+
+def _same_output(ours: Any, theirs: Any, include_raw: bool, provider: str) -> None:
     if not include_raw:
         assert ours == theirs
         return
     assert set(ours) == set(theirs) == {"raw", "parsed", "parsing_error"}
-    # `invoke()` message ids embed a random run id; everything else is equal.
-    assert ours["raw"].model_dump(exclude={"id"}) == theirs["raw"].model_dump(exclude={"id"})
+    assert _comparable(ours["raw"], provider) == _comparable(theirs["raw"], provider)
     assert ours["parsed"] == theirs["parsed"]
     mine, realtime = ours["parsing_error"], theirs["parsing_error"]
     assert type(mine) is type(realtime) and str(mine) == str(realtime)
@@ -258,22 +333,22 @@ def test_run_batch_returns_what_the_structured_runnable_returns_or_raises(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from agent import run_batch
-    from tests.unit_tests.test_structured_parity import CASES
 
+    records = _parity_records(provider)
     options = {"method": method, "include_raw": include_raw}
     results = run_batch(
-        PARITY_RECORDS,
+        records,
         model=_batch_model(provider).with_structured_output(SCHEMA, **options),
         poll_interval_seconds=0.1,
         poll_backoff=1.0,
     )
-    assert results.status == "completed" and len(results) == len(PARITY_RECORDS)
-    ids = [record["id"] for record in PARITY_RECORDS]
+    assert results.status == "completed" and len(results) == len(records)
+    ids = [record["id"] for record in records]
     bodies = _answer_bodies(provider, results.jobs[0], isolated_env, ids)
     kinds = set()
-    for record, result in zip(PARITY_RECORDS, results, strict=True):
+    for record, result in zip(records, results, strict=True):
         # Realtime: the same runnable, its HTTP client answering with that very body.
-        llm, _ = CASES[provider].realtime(bodies[record["id"]], {}, monkeypatch)
+        llm = _realtime_model(provider, bodies[record["id"]], monkeypatch)
         realtime = llm.with_structured_output(SCHEMA, **options)
         try:
             expected = realtime.invoke(record["prompt"], **record.get("params", {}))
@@ -286,7 +361,7 @@ def test_run_batch_returns_what_the_structured_runnable_returns_or_raises(
             kinds.add(result.error["code"])
             continue
         assert result.ok and result.error is None, (record["id"], result.error)
-        _same_output(result.parsed, expected, include_raw)
+        _same_output(result.parsed, expected, include_raw, provider)
         if include_raw and expected["parsing_error"] is not None:
             kinds.add("parsing_error")
         else:

@@ -2,10 +2,11 @@
 
 Property tests: the lines of a job's result file are valid lines with arbitrary JSON values put
 in any of their fields (custom_id, response, status_code, body, choices, message, content,
-tool_calls, usage, error; Anthropic's result, type, message, content blocks, input, usage, ...),
+tool_calls, usage, error; Anthropic's result, type, message, content blocks, input, usage, ...;
+Gemini's key, candidates, parts, functionCall, usageMetadata, promptFeedback, ...),
 plus lines that are not JSON or not objects. They go through the real download path (the SDK
-against the in-process emulator: an uploaded file for OpenAI / Mistral, an ended batch's results
-for Anthropic) into the collection of one job (`agent.results.job_results`), and every result
+against the in-process emulator: an uploaded file for OpenAI / Mistral / Gemini, an ended batch's
+results for Anthropic) into the collection of one job (`agent.results.job_results`), and every result
 must be storable (`agent.bulk.dumps`, read back with `to_result`) with integer usage.
 """
 
@@ -160,6 +161,54 @@ ANTHROPIC_PATHS = [
 ]
 
 
+def _gemini_line(key: str, tools: bool) -> dict[str, Any]:
+    part: dict[str, Any] = {"text": "Fine."}
+    if tools:
+        part = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+    return {
+        "key": key,
+        "response": {
+            "candidates": [
+                {"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}
+            ],
+            "usageMetadata": {
+                "promptTokenCount": 5,
+                "candidatesTokenCount": 2,
+                "totalTokenCount": 7,
+                "thoughtsTokenCount": 1,
+            },
+            "modelVersion": "gemini-2.5-flash",
+            "responseId": "resp-1",
+        },
+    }
+
+
+GEMINI_PATHS = [
+    ("key",),
+    ("response",),
+    ("response", "candidates"),
+    ("response", "candidates", 0),
+    ("response", "candidates", 0, "content"),
+    ("response", "candidates", 0, "content", "role"),
+    ("response", "candidates", 0, "content", "parts"),
+    ("response", "candidates", 0, "content", "parts", 0),
+    ("response", "candidates", 0, "content", "parts", 0, "text"),
+    ("response", "candidates", 0, "content", "parts", 0, "functionCall"),
+    ("response", "candidates", 0, "content", "parts", 0, "functionCall", "args"),
+    ("response", "candidates", 0, "finishReason"),
+    ("response", "candidates", 0, "safetyRatings"),
+    ("response", "usageMetadata"),
+    ("response", "usageMetadata", "promptTokenCount"),
+    ("response", "usageMetadata", "candidatesTokenCount"),
+    ("response", "usageMetadata", "thoughtsTokenCount"),
+    ("response", "usageMetadata", "totalTokenCount"),
+    ("response", "promptFeedback"),
+    ("response", "modelVersion"),
+    ("response", "responseId"),
+    ("error",),
+]
+
+
 def _put(line: Any, path: tuple[Any, ...], value: Any) -> None:
     """Set `line[path] = value` where the path still exists (an earlier change may cut it)."""
     target = line
@@ -243,23 +292,24 @@ def _as_sent_to_anthropic(content: bytes, job_key: str) -> bytes:
     return b"\n".join(lines)
 
 
-def _line_ids(content: bytes) -> set[str]:
-    """The string custom_ids of the lines that decode to objects (the only ones that match)."""
+def _line_ids(content: bytes, id_field: str) -> set[str]:
+    """The string ids of the lines that decode to objects (the only ones that match)."""
     ids = set()
     for raw in content.split(b"\n"):
         try:
             line = json.loads(raw)
         except ValueError:
             continue
-        if isinstance(line, dict) and isinstance(line.get("custom_id"), str):
-            ids.add(line["custom_id"])
+        if isinstance(line, dict) and isinstance(line.get(id_field), str):
+            ids.add(line[id_field])
     return ids
 
 
 def _check_collection(job: dict[str, Any], spec: OutputSpec | None, content: bytes) -> None:
     results = list(job_results(job, IDS, 1, spec))  # type: ignore[arg-type]
     assert sorted(request_id for request_id, _, _ in results) == sorted(IDS)
-    matched = _line_ids(content)
+    # Gemini's lines name their request `key`; the others', `custom_id`.
+    matched = _line_ids(content, "key" if job["provider"] == "gemini" else "custom_id")
     for request_id, result, retryable in results:
         if request_id not in matched:
             # No line can be matched to it (unreadable or stray lines only): retried.
@@ -283,6 +333,7 @@ def _check_collection(job: dict[str, Any], spec: OutputSpec | None, content: byt
         ("openai", _chat_line, CHAT_PATHS),
         ("mistral", _chat_line, CHAT_PATHS),
         ("anthropic", _anthropic_line, ANTHROPIC_PATHS),
+        ("gemini", _gemini_line, GEMINI_PATHS),
     ],
 )
 def test_any_result_line_gives_one_result_per_request(
