@@ -107,7 +107,7 @@ def _model_settings(
     params: dict[str, Any] = {}
     settings: dict[str, Any] = {}
     endpoint: dict[str, str] = {}
-    for name in type(llm).model_fields:
+    for name, field in type(llm).model_fields.items():
         value = getattr(llm, name, None)
         if name in ("model", "model_name") or name in rules.no_effect:
             continue
@@ -124,6 +124,10 @@ def _model_settings(
             endpoint.update(_endpoint(rules, rules.endpoint[name], name, value))
         elif name in CONTEXT_PARAMS:
             params[name] = value
+        elif field.alias in CONTEXT_PARAMS:
+            # ChatGoogleGenerativeAI's `max_output_tokens` is the context's `max_tokens` (its
+            # alias): carried as such, the cost estimate and budget see the output cap.
+            params[field.alias] = value
         else:
             settings[name] = _json(name, value)
     return params, settings, endpoint

@@ -169,7 +169,11 @@ def test_bad_requests_fail_before_anything_is_uploaded() -> None:
 
 
 def test_importing_agent_stays_cheap() -> None:
-    code = "import sys, agent; print(sorted(m for m in sys.modules if m.split('.')[0] in {'langgraph', 'langchain_core', 'openai'}))"
+    heavy = "{'langgraph', 'langchain_core', 'openai', 'langchain_google_genai'}"
+    code = (
+        "import sys, agent; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        f"{heavy} or m.startswith('google.genai')))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -227,6 +231,12 @@ def _chat_model_at(provider: str, url: str) -> Any:
         return ChatMistralAI(
             model="mistral-small-latest", api_key="unused", endpoint=f"{url}/mistral/v1"
         )  # type: ignore[call-arg]
+    if provider == "gemini":
+        from langchain_google_genai import ChatGoogleGenerativeAI
+
+        return ChatGoogleGenerativeAI(
+            model="gemini-2.5-flash", api_key="unused", base_url=f"{url}/gemini"
+        )
     from langchain_anthropic import ChatAnthropic
 
     return ChatAnthropic(model="claude-haiku-4-5", api_key="unused", base_url=f"{url}/anthropic")  # type: ignore[call-arg]
@@ -234,7 +244,12 @@ def _chat_model_at(provider: str, url: str) -> Any:
 
 @pytest.mark.parametrize(
     ("provider", "sdk_path"),
-    [("openai", "/openai/v1"), ("mistral", "/mistral"), ("anthropic", "/anthropic")],
+    [
+        ("openai", "/openai/v1"),
+        ("mistral", "/mistral"),
+        ("anthropic", "/anthropic"),
+        ("gemini", "/gemini"),
+    ],
 )
 def test_run_batch_sends_the_batch_where_the_model_sends_its_calls(
     provider: str, sdk_path: str

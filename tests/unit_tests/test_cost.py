@@ -65,7 +65,12 @@ def _genai_price(
 
 @pytest.mark.parametrize(
     ("provider", "protocol", "model"),
-    [("emulator", "openai", "gpt-4o-mini"), ("mistral", "mistral", "mistral-small-latest")],
+    [
+        ("emulator", "openai", "gpt-4o-mini"),
+        ("mistral", "mistral", "mistral-small-latest"),
+        # Not Anthropic: its default model (claude-haiku-4-5) has a tiered price, left unpriced.
+        ("gemini", "google", "gemini-2.5-flash"),
+    ],
 )
 def test_collected_batch_costs_half_the_realtime_price(
     provider: str, protocol: str, model: str

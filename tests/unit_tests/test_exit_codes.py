@@ -14,7 +14,9 @@ from agent.cli.app import app
 from agent.cli.errors import EXIT_FAILED_REQUESTS
 
 REJECT = "[emulator:reject]"  # the emulator fails such a request with HTTP 400, not retried
-FAST = ["--provider", "emulator", "--wait", "--poll-interval", "0.1", "--poll-backoff", "1"]
+FAST = ["--wait", "--poll-interval", "0.1", "--poll-backoff", "1"]
+# Keyless, each runs on the emulator's protocol of that provider (`emulator` is OpenAI's).
+PROVIDERS = ["openai", "mistral", "anthropic", "gemini"]
 
 
 def _records(rejected: int, accepted: int) -> list[dict[str, Any]]:
@@ -22,19 +24,23 @@ def _records(rejected: int, accepted: int) -> list[dict[str, Any]]:
     return bad + [{"id": f"ok{i}", "prompt": f"Ticket {i}: hello"} for i in range(accepted)]
 
 
-def _run_wait(tmp_path: Path, records: list[dict[str, Any]], *extra: str) -> tuple[Any, Path]:
+def _run_wait(
+    tmp_path: Path, records: list[dict[str, Any]], *extra: str, provider: str = "emulator"
+) -> tuple[Any, Path]:
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "out.jsonl"
     db = str(tmp_path / "db.sqlite")
-    result = CliRunner().invoke(
-        app, ["run", str(source), "--db", db, *FAST, "--out", str(out), *extra]
-    )
+    args = ["run", str(source), "--db", db, "--provider", provider, *FAST, "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, *extra])
     return result, out
 
 
-def test_exit_code_3_when_every_request_failed_with_results_written(tmp_path: Path) -> None:
-    result, out = _run_wait(tmp_path, _records(rejected=3, accepted=0))
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_exit_code_3_when_every_request_failed_with_results_written(
+    tmp_path: Path, provider: str
+) -> None:
+    result, out = _run_wait(tmp_path, _records(rejected=3, accepted=0), provider=provider)
     assert EXIT_FAILED_REQUESTS == 3
     assert result.exit_code == 3, result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -42,8 +48,9 @@ def test_exit_code_3_when_every_request_failed_with_results_written(tmp_path: Pa
     assert "3 of 3 requests failed (their errors are in the results): exit code 3" in result.output
 
 
-def test_exit_code_3_when_some_requests_failed(tmp_path: Path) -> None:
-    result, out = _run_wait(tmp_path, _records(rejected=1, accepted=2))
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_exit_code_3_when_some_requests_failed(tmp_path: Path, provider: str) -> None:
+    result, out = _run_wait(tmp_path, _records(rejected=1, accepted=2), provider=provider)
     assert result.exit_code == 3, result.output
     assert "1 of 3 requests failed" in result.output
     assert len(out.read_text().splitlines()) == 3

@@ -24,7 +24,14 @@ from agent.emulator import read_access_log, running_emulator
 from agent.graph import build_graph
 from agent.providers import API_KEY_ENV, ProviderError, provider_class, provider_for_job
 
-PREFIX = {"openai": "/openai/v1", "mistral": "/mistral", "anthropic": "/anthropic"}
+PREFIX = {
+    "openai": "/openai/v1",
+    "mistral": "/mistral",
+    "anthropic": "/anthropic",
+    "gemini": "/gemini",
+}
+# Every key variable of every provider (Gemini's SDK reads two), each checked on its own.
+KEY_VARIABLES = [(provider, name) for provider in PREFIX for name in API_KEY_ENV[provider]]
 KEY = "sk-test-0123456789abcdef"
 RECORDS = [{"id": "t1", "prompt": "Classify: my invoice is wrong"}]
 
@@ -35,7 +42,7 @@ def loopback(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic"])
+@pytest.mark.parametrize(("provider", "name"), KEY_VARIABLES)
 @pytest.mark.parametrize(
     ("key", "problem"),
     [
@@ -46,9 +53,13 @@ def loopback(tmp_path: Path) -> Iterator[str]:
     ],
 )
 def test_a_key_with_a_stray_character_is_refused_naming_the_variable(
-    monkeypatch: pytest.MonkeyPatch, loopback: str, provider: str, key: str, problem: str
+    monkeypatch: pytest.MonkeyPatch,
+    loopback: str,
+    provider: str,
+    name: str,
+    key: str,
+    problem: str,
 ) -> None:
-    name = API_KEY_ENV[provider][0]
     monkeypatch.setenv(name, key)
     with pytest.raises(ProviderError) as caught:
         provider_class(provider)(emulated=False, base_url=loopback + PREFIX[provider])
@@ -57,22 +68,24 @@ def test_a_key_with_a_stray_character_is_refused_naming_the_variable(
     assert KEY[:10] not in message and KEY[-6:] not in message
 
 
+@pytest.mark.parametrize("provider", list(PREFIX))
 def test_a_run_with_a_crlf_key_stops_at_once_with_nothing_sent(
-    monkeypatch: pytest.MonkeyPatch, loopback: str, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, loopback: str, tmp_path: Path, provider: str
 ) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", KEY + "\r")
+    name = API_KEY_ENV[provider][0]
+    monkeypatch.setenv(name, KEY + "\r")
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "crlf"}}
     started = time.monotonic()
     graph.invoke(
         {"requests": RECORDS},
         config,
-        context=Context(provider="openai", base_url=loopback + "/openai/v1"),
+        context=Context(provider=provider, base_url=loopback + PREFIX[provider]),
     )
     values = graph.get_state(config).values
     assert time.monotonic() - started < 10  # not half a minute of "network error" retries
     assert values["status"] == "error"
-    assert values["error"].startswith("OPENAI_API_KEY ends with a carriage return")
+    assert values["error"].startswith(f"{name} ends with a carriage return")
     assert KEY not in json.dumps(values, default=str)
     assert read_access_log(tmp_path / "served") == []
 

@@ -23,7 +23,7 @@ from agent.planning import intents_for, plan_requests, spool_path
 from agent.requests import BatchRequest, InputError
 from agent.structured import OutputSpec
 from tests.support import built_lines
-from tests.unit_tests.test_structured_parity import CASES, MESSAGES, SCHEMA, TOOLS
+from tests.unit_tests.test_structured_parity import CASES, MESSAGES, SCHEMA, TOOLS, sent_body
 
 
 class Ticket(BaseModel):
@@ -73,9 +73,7 @@ def _realtime_body(provider: str, wrap: Any, monkeypatch: pytest.MonkeyPatch) ->
         wrap(llm).invoke(MESSAGES)
     except Exception:
         pass  # only the request matters
-    body = dict(sent[0])
-    body.pop("stream", None)
-    return body
+    return sent_body(sent[0])
 
 
 @pytest.mark.parametrize("provider", list(CASES))
@@ -87,6 +85,8 @@ def test_batch_from_spec_sends_the_realtime_body(
         pytest.skip("OpenAI-only wrapper")
     if wrapper == "schema_json_mode" and provider == "anthropic":
         pytest.skip("ChatAnthropic has no json_mode")
+    # (The OpenAI-only wrappers are `strict=True` and `with_structured_output(tools=...)`, which
+    # ChatMistralAI, ChatAnthropic and ChatGoogleGenerativeAI do not take.)
     wrap = WRAPPERS.get(wrapper) or OPENAI_ONLY[wrapper]
     case = CASES[provider]
     llm, _ = case.realtime({}, {**CTOR, "top_p": 0.9}, monkeypatch)
@@ -160,6 +160,18 @@ SETTINGS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "inference_geo": st.just("us"),
         "max_tokens": st.integers(2048, 4096),
     },
+    "gemini": {
+        "output_version": st.sampled_from(["v0", "v1"]),
+        "stop": stops,
+        "top_k": st.integers(1, 9),
+        "seed": st.integers(0, 9),
+        "thinking_budget": st.integers(0, 1024),
+        "include_thoughts": st.booleans(),
+        "safety_settings": st.just({"HARM_CATEGORY_HARASSMENT": "BLOCK_NONE"}),
+        "response_mime_type": st.just("text/plain"),
+        "labels": st.just({"team": "support"}),
+        "max_output_tokens": st.integers(1, 99),
+    },
 }
 
 
@@ -209,9 +221,7 @@ def test_every_model_setting_is_carried(provider: str, data: st.DataObject) -> N
     spec = spec_from_chat_model(llm)
     assert json.loads(json.dumps(spec)) == spec and spec["request_params"] == {}
     body, message = _batch_of_spec(case, spec, answer)
-    expected = dict(sent[0])
-    expected.pop("stream", None)
-    assert body == expected
+    assert body == sent_body(sent[0])
     assert message.model_dump(exclude={"id"}) == realtime.model_dump(exclude={"id"})
 
 
@@ -228,6 +238,12 @@ REFUSED: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("betas", {"betas": ["context-1m-2025-08-07"]}),
         ("streaming", {"streaming": True}),
         ("default_headers", {"default_headers": {"X-Api-Key": "sk-ant-secret"}}),
+    ],
+    "gemini": [
+        ("streaming", {"streaming": True}),
+        ("additional_headers", {"additional_headers": {"x-goog-api-key": "AIza-secret"}}),
+        ("vertexai", {"vertexai": True}),
+        ("project", {"project": "my-project"}),
     ],
 }
 
@@ -270,6 +286,10 @@ def _chat_model_class(provider: str) -> Any:
         from langchain_mistralai import ChatMistralAI
 
         return ChatMistralAI
+    if provider == "gemini":
+        from langchain_google_genai import ChatGoogleGenerativeAI
+
+        return ChatGoogleGenerativeAI
     from langchain_anthropic import ChatAnthropic
 
     return ChatAnthropic

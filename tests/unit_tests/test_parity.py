@@ -26,11 +26,13 @@ from agent.providers.openai import OpenAIProvider
 from agent.requests import BatchRequest, InputError
 from tests.realtime import (
     ANTHROPIC_RESPONSE,
+    GEMINI_RESPONSE,
     MESSAGE_SETS,
     MISTRAL_RESPONSE,
     OPENAI_RESPONSE,
     invoke_recorded,
     recording_anthropic,
+    recording_gemini,
     recording_mistral,
     recording_openai,
 )
@@ -108,11 +110,14 @@ def _comparable(message: AIMessage) -> dict[str, Any]:
     return dumped
 
 
-# A batch line is its body in the provider's envelope: these keys and nothing else.
+# A batch line is its body in the provider's envelope: these keys and nothing else. (A Gemini
+# line's body is its `request`, without the model its job names in its URL.)
 ENVELOPES: dict[str, dict[str, Any]] = {
     "openai": {"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions"},
     "mistral": {"custom_id": "r1"},
+    "gemini": {"key": "r1"},
 }
+BODY_KEYS = {"openai": "body", "mistral": "body", "gemini": "request"}
 
 
 @pytest.mark.parametrize("provider", list(ENVELOPES))
@@ -129,15 +134,23 @@ def test_batch_body_equals_realtime_body(
             emulated=False, base_url="http://unused.invalid/v1"
         )
         model = "gpt-4o-mini"
-    else:
+    elif provider == "mistral":
         realtime_body, _ = _realtime_mistral(messages, ctor, call)
         batch_provider = MistralProvider(emulated=False, base_url="http://unused.invalid")
         model = "mistral-small-latest"
+    else:
+        model = "gemini-2.5-flash"
+        recorded = recording_gemini(GEMINI_RESPONSE, ctor, model)
+        realtime_body, _ = invoke_recorded(recorded, messages, call)
+        assert realtime_body.pop("_model") == model  # in the URL: a Gemini job names it once
+        batch_provider = provider_class("gemini")(emulated=False, base_url="http://unused.invalid")
     batch = built_lines(batch_provider, [BatchRequest("r1", messages, call)], model, ctor)
     (line,) = [json.loads(raw) for raw in batch.splitlines()]
-    assert {key: value for key, value in line.items() if key != "body"} == ENVELOPES[provider]
-    assert realtime_body.pop("stream") is False
-    assert line["body"] == realtime_body
+    body_key = BODY_KEYS[provider]
+    assert {key: value for key, value in line.items() if key != body_key} == ENVELOPES[provider]
+    # OpenAI and Mistral send `stream: false` in realtime, which a batch line does not carry.
+    assert realtime_body.pop("stream", None) is (None if provider == "gemini" else False)
+    assert line[body_key] == realtime_body
 
 
 def test_openai_result_equals_realtime_message() -> None:
@@ -287,6 +300,9 @@ REQUEST_MODELS = [
     ("openai", "o3-mini", "gpt-4o-mini"),  # ... and o-series `developer` stays
     ("mistral", "mistral-small-latest", "mistral-large-latest"),
     ("anthropic", "claude-haiku-4-5", "claude-opus-4-6"),  # haiku's 64000 max_tokens, not 128000
+    # Not Gemini: realtime `ChatGoogleGenerativeAI.invoke(messages, model=X)` is refused before
+    # anything is sent (GenerateContentConfig has no `model`), and so is a request naming its
+    # own model (test_gemini_fastpath); a Gemini job's model is the run's.
 ]
 
 

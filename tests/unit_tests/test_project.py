@@ -6,7 +6,16 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+# Each provider package and the SDK modules (its own SDK and LangChain class) it may load.
+SDKS = {
+    "openai": ("openai", "langchain_openai"),
+    "mistral": ("mistralai", "langchain_mistralai"),
+    "anthropic": ("anthropic", "langchain_anthropic"),
+    "gemini": ("google.genai", "langchain_google_genai"),
+}
 
 
 def _readme_commands() -> list[str]:
@@ -148,7 +157,7 @@ def test_import_cycles_are_detected() -> None:
 
 def test_no_provider_imports_another() -> None:
     """A provider package uses the shared kit (base, fast, params, settings), never a sibling."""
-    names = ("openai", "mistral", "anthropic")
+    names = tuple(SDKS)
     for module, imported in _agent_imports().items():
         for name in names:
             if module.startswith(f"agent.providers.{name}"):
@@ -161,20 +170,27 @@ def test_no_provider_imports_another() -> None:
                 assert others == [], f"{module} imports {others}"
 
 
-def test_importing_one_provider_loads_no_other_sdk() -> None:
-    """`import agent.providers.openai` pulls in neither the Mistral nor the Anthropic SDK."""
+@pytest.mark.parametrize("provider", list(SDKS))
+def test_importing_one_provider_loads_no_other_sdk(provider: str) -> None:
+    """`import agent.providers.<one>` loads its own SDKs and none of the other providers'."""
     import subprocess
     import sys
 
     script = (
-        "import sys, agent.providers.openai; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'mistralai', 'anthropic', 'langchain_mistralai', 'langchain_anthropic'}))"
+        f"import json, sys, agent.providers.{provider}; "
+        "print(json.dumps(sorted(m for m in sys.modules)))"
     )
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
     )
-    assert out.stdout.strip() == "[]"
+    loaded = json.loads(out.stdout)
+
+    def sdks_loaded(names: tuple[str, ...]) -> list[str]:
+        return sorted(n for n in names if any(m == n or m.startswith(f"{n}.") for m in loaded))
+
+    assert sdks_loaded(SDKS[provider]) == sorted(SDKS[provider])  # the probe sees imports
+    others = tuple(n for other, names in SDKS.items() if other != provider for n in names)
+    assert sdks_loaded(others) == []
 
 
 def test_readme_package_map_names_every_module() -> None:

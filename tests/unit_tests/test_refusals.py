@@ -126,6 +126,14 @@ INVALID = [
     ("mistral", "top_p", 2, "a number from 0 to 1"),
     ("mistral", "max_tokens", "100", "an integer of at least 0"),
     ("mistral", "n", 0, "an integer of at least 1"),
+    ("gemini", "temperature", 2.5, "a number from 0 to 2"),
+    ("gemini", "top_p", 1.5, "a number from 0 to 1"),
+    ("gemini", "top_k", 0, "an integer of at least 1"),
+    ("gemini", "max_output_tokens", 0, "an integer of at least 1"),
+    ("gemini", "max_tokens", "100", "an integer of at least 1"),
+    ("gemini", "candidate_count", 1.5, "an integer of at least 1"),
+    ("gemini", "presence_penalty", -3, "a number from -2 to 2"),
+    ("gemini", "logprobs", 21, "an integer from 0 to 20"),
 ]
 
 
@@ -149,6 +157,7 @@ def test_documented_invalid_parameters_are_refused(
         ("openai", {"temperature": 2.0, "presence_penalty": -2, "max_completion_tokens": 50}),
         ("anthropic", {"temperature": 1, "top_k": 0, "top_p": 0.5, "max_tokens": 300}),
         ("mistral", {"temperature": 1.0, "top_p": 0, "max_tokens": 100, "random_seed": 1}),
+        ("gemini", {"temperature": 2, "top_p": 1, "top_k": 40, "max_output_tokens": 1, "seed": 3}),
         ("openai", {"temperature": None, "logit_bias": {"50256": -100}}),
     ],
 )
@@ -217,30 +226,56 @@ def test_a_served_model_unknown_to_the_profiles_is_planned(tmp_path: Path, model
     plan.discard()
 
 
-@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic"])
+PREFIX = {
+    "openai": "/openai/v1",
+    "mistral": "/mistral",
+    "anthropic": "/anthropic",
+    "gemini": "/gemini",
+}
+# Where a model is named: a request's own `params.model`, or the run's model. Gemini has only the
+# run's: realtime `ChatGoogleGenerativeAI.invoke(messages, model=X)` is refused before anything is
+# sent (GenerateContentConfig has no `model`), and so is such a request (test_gemini_fastpath).
+MODEL_LOOKUPS = [
+    (provider, named_by)
+    for provider in PREFIX
+    for named_by in ("params", "run")
+    if (provider, named_by) != ("gemini", "params")
+]
+
+
+@pytest.mark.parametrize(("provider", "named_by"), MODEL_LOOKUPS)
 def test_the_provider_is_asked_whether_it_serves_a_model(
-    tmp_path: Path, provider: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, provider: str, named_by: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a key, the model lookup (`models.retrieve`) decides, before anything is uploaded."""
     from agent.emulator import running_emulator
     from agent.providers import API_KEY_ENV
 
     monkeypatch.setenv(API_KEY_ENV[provider][0], "sk-test-key-1234")
-    prefix = {"openai": "/openai/v1", "mistral": "/mistral", "anthropic": "/anthropic"}[provider]
-    path = _write(
-        tmp_path, [GOOD, {"id": "new", "prompt": "hi", "params": {"model": "brand-new-1"}}]
-    )
+
+    def plan(model: str) -> None:
+        """Plan the run's default model's request and one of `model`, named as `named_by` says."""
+        if named_by == "params":
+            other = {"id": "x", "prompt": "hi", "params": {"model": model}}
+            path = _write(tmp_path, [GOOD, other])
+            plan_requests(iter_file_requests(path), provider=chosen, context=Context()).discard()
+        else:
+            path = _write(tmp_path, [GOOD])
+            plan_requests(iter_file_requests(path), provider=chosen, context=Context()).discard()
+            path = _write(tmp_path, [{"id": "x", "prompt": "hi"}, GOOD])
+            plan_requests(
+                iter_file_requests(path), provider=chosen, context=Context(model=model)
+            ).discard()
+
     with running_emulator(tmp_path / "served") as url:
-        chosen = provider_class(provider)(emulated=False, base_url=url + prefix)
-        plan_requests(iter_file_requests(path), provider=chosen, context=Context()).discard()
-        bad = _write(
-            tmp_path, [GOOD, {"id": "x", "prompt": "hi", "params": {"model": "gpt-no-such-model"}}]
-        )
+        chosen = provider_class(provider)(emulated=False, base_url=url + PREFIX[provider])
+        plan("brand-new-1")
         with pytest.raises(InputError) as caught:
-            plan_requests(iter_file_requests(bad), provider=chosen, context=Context())
+            plan("gpt-no-such-model")
         calls = read_access_log(tmp_path / "served")
     message = str(caught.value)
-    assert message.startswith("in.jsonl:2: unknown model 'gpt-no-such-model'"), message
+    line = 2 if named_by == "params" else 1  # the first request of that model
+    assert message.startswith(f"in.jsonl:{line}: unknown model 'gpt-no-such-model'"), message
     assert "--check-models/--no-check-models" in message and "check_models" in message
     # Only the models the profiles do not list are looked up; nothing was uploaded.
     assert chosen.model_profile(chosen.default_model) is not None

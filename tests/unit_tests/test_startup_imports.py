@@ -26,10 +26,12 @@ HEAVY = (
     "langchain_openai",
     "langchain_anthropic",
     "langchain_mistralai",
+    "langchain_google_genai",
     "langsmith",
     "openai",
     "anthropic",
     "mistralai",
+    "google.genai",
     "langgraph_sdk",
 )
 PROBE = """
@@ -39,19 +41,22 @@ code = cli_main(sys.argv[2:])
 loaded = sorted(name for name in json.loads(sys.argv[1]) if name in sys.modules)
 print(json.dumps({"code": code, "loaded": loaded}), file=sys.stderr)
 """
+# A keyless `--provider gemini` run (on the emulator's Gemini protocol).
+GEMINI = [("gem", 2, "gemini")]
 
 
 @pytest.fixture(scope="module")
 def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two finished emulator threads (one small enough to keep its results in state)."""
+    """Three finished emulated threads (one small enough to keep its results in state; one of
+    them on the Gemini protocol, whose thread names a provider the others do not)."""
     tmp = tmp_path_factory.mktemp("startup")
     db = tmp / "db.sqlite"
-    for thread, size in (("small", 2), ("other", 3)):
+    for thread, size, provider in (("small", 2, "emulator"), ("other", 3, "emulator"), *GEMINI):
         source = tmp / f"{thread}.jsonl"
         source.write_text(
             "".join(json.dumps({"id": f"r{i}", "prompt": f"hi {i}"}) + "\n" for i in range(size))
         )
-        args = ["run", str(source), "--provider", "emulator", "--db", str(db), "--thread", thread]
+        args = ["run", str(source), "--provider", provider, "--db", str(db), "--thread", thread]
         env = {
             "BATCH_AGENT_EMULATOR_DIR": str(tmp / "emulator"),
             "BATCH_AGENT_EMULATOR_DELAY": "0",
@@ -64,7 +69,14 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(
     "command",
-    [["status", "small"], ["status", "small", "--json"], ["threads"], ["results", "small"]],
+    [
+        ["status", "small"],
+        ["status", "small", "--json"],
+        ["threads"],
+        ["results", "small"],
+        ["status", "gem"],
+        ["results", "gem"],
+    ],
     ids=" ".join,
 )
 def test_read_only_commands_load_nothing_heavy(database: Path, command: list[str]) -> None:
@@ -89,14 +101,14 @@ def _graph_values(db: Path, thread_id: str) -> tuple[dict[str, Any], str]:
 
 
 def test_the_reader_gives_what_get_state_gives(database: Path) -> None:
-    for thread_id in ("small", "other"):
+    for thread_id in ("small", "other", "gem"):
         values, created_at = _graph_values(database, thread_id)
         assert "results" in values or thread_id == "other"
         assert read_thread(database, thread_id) == values  # every key, messages decoded
         wanted = {k: v for k, v in values.items() if k in READ_KEYS}
         assert read_thread(database, thread_id, READ_KEYS) == wanted
     listed = {t.thread_id: t for t in read_threads(database) or []}
-    assert set(listed) == {"small", "other"}
+    assert set(listed) == {"small", "other", "gem"}
     assert listed["small"].created_at == _graph_values(database, "small")[1]
     assert read_thread(database, "never-ran") == {}
 
