@@ -20,6 +20,7 @@ from mistralai.client import Mistral
 from mistralai.client.utils import BackoffStrategy, RetryConfig
 
 from agent.providers.base import (
+    GONE_STATUS,
     JOB_KEY_METADATA,
     MAX_LISTED,
     RECONCILE_LOOKBACK_SECONDS,
@@ -47,6 +48,10 @@ from agent.structured import OutputSpec
 
 # Calls that must not take effect twice (create, upload) go out once; see `send_once`.
 NO_RETRIES = RetryConfig("none", BackoffStrategy(0, 0, 1.0, 0), retry_connection_errors=False)
+# A file delete is retried for a moment only (one more try, about): see `DELETE_RETRIES`.
+DELETE_RETRY = RetryConfig(
+    "backoff", BackoffStrategy(200, 200, 1.0, 300), retry_connection_errors=True
+)
 FILE_PAGE_SIZE = 100
 JOB_PAGE_SIZE = 100
 
@@ -108,6 +113,7 @@ class MistralProvider(BatchProvider):
     limits = ProviderLimits(max_requests=1_000_000, max_file_bytes=512 * 1024 * 1024)
     param_rules = PARAM_RULES
     supports_output_spec = True
+    stores_files = True
 
     def __init__(
         self, *, emulated: bool, base_url: str, http_client: httpx2.Client | None = None
@@ -285,6 +291,15 @@ class MistralProvider(BatchProvider):
                 yield from nonblank_lines(response.iter_bytes())
             finally:
                 response.close()
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete a file (`files.delete`); one already gone counts as deleted."""
+        try:
+            with provider_call(self.name, f"delete file {file_id}"):
+                self._client.files.delete(file_id=file_id, retries=DELETE_RETRY)
+        except ProviderError as exc:
+            if exc.status_code not in GONE_STATUS:
+                raise
 
     def message_parser(
         self,

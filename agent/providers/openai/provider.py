@@ -17,6 +17,8 @@ from langchain_openai import ChatOpenAI
 from openai import DefaultHttpxClient, OpenAI
 
 from agent.providers.base import (
+    DELETE_RETRIES,
+    GONE_STATUS,
     JOB_KEY_METADATA,
     RECONCILE_LOOKBACK_SECONDS,
     SDK_MAX_RETRIES,
@@ -31,7 +33,7 @@ from agent.providers.base import (
     nonblank_lines,
     normalise_status,
 )
-from agent.providers.errors import provider_call
+from agent.providers.errors import ProviderError, provider_call
 from agent.providers.openai.fast import OpenAIBodyBuilder, OpenAIMessageParser
 from agent.providers.openai.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
@@ -77,6 +79,7 @@ class OpenAIProvider(BatchProvider):
     limits = ProviderLimits(max_requests=50_000, max_file_bytes=200 * 1024 * 1024)
     param_rules = PARAM_RULES
     supports_output_spec = True
+    stores_files = True
 
     def __init__(
         self,
@@ -228,6 +231,15 @@ class OpenAIProvider(BatchProvider):
         with provider_call(self.name, f"download file {file_id}"):
             with self._client.files.with_streaming_response.content(file_id) as response:
                 yield from nonblank_lines(response.iter_bytes())
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete a file (`files.delete`); one already gone counts as deleted."""
+        try:
+            with provider_call(self.name, f"delete file {file_id}"):
+                self._client.with_options(max_retries=DELETE_RETRIES).files.delete(file_id)
+        except ProviderError as exc:
+            if exc.status_code not in GONE_STATUS:
+                raise
 
     def message_parser(
         self,
