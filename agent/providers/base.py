@@ -673,12 +673,10 @@ class BatchProvider(ABC):
     `input_file_id` is a local path."""
 
     def delete_file(self, file_id: str) -> None:
-        """Delete one of our files at the provider; a file already gone counts as deleted.
-
-        Only called when `stores_files` is True.
+        """Delete one of our files at the provider (only called when `stores_files` is True).
 
         Raises:
-            ProviderError: The provider refused or failed the delete.
+            ProviderError: The provider refused or failed the delete (404: already gone).
         """
         raise NotImplementedError(f"{self.name} stores no files of ours")
 
@@ -702,6 +700,9 @@ class BatchProvider(ABC):
         for file_id in dict.fromkeys(i for i in ids if i):
             try:
                 self.delete_file(file_id)
+            except ProviderError as exc:
+                if exc.status_code not in GONE_STATUS:  # a file already gone is deleted
+                    problems.append(exception_text(exc))
             except Exception as exc:  # noqa: BLE001 (a file left behind never fails a run)
                 problems.append(redact(exception_text(exc)))
         return problems

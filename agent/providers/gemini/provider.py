@@ -55,7 +55,6 @@ from langchain_google_genai import ChatGoogleGenerativeAI
 
 from agent.providers.base import (
     DELETE_RETRIES,
-    GONE_STATUS,
     JOB_KEY_METADATA,
     MAX_LISTED,
     RECONCILE_LOOKBACK_SECONDS,
@@ -412,17 +411,13 @@ class GeminiProvider(BatchProvider):
     # ----------------------------------------------------------------- results
 
     def delete_file(self, file_id: str) -> None:
-        """Delete an uploaded input or a responses file (`files.delete`); gone counts as deleted.
+        """Delete an uploaded input or a responses file (`files.delete`).
 
         Our files count against the project's 20 GB of file storage until they expire (48 h).
         """
         config = types.DeleteFileConfig(http_options=DELETE_OPTIONS)
-        try:
-            with provider_call(self.name, f"delete file {file_id}"):
-                self._client.files.delete(name=file_id, config=config)
-        except ProviderError as exc:
-            if exc.status_code not in GONE_STATUS:
-                raise
+        with provider_call(self.name, f"delete file {file_id}"):
+            self._client.files.delete(name=file_id, config=config)
 
     def file_lines(self, file_id: str) -> Iterator[bytes]:
         """Stream a generated file's lines (`files/<id>:download?alt=media`), never buffering it.

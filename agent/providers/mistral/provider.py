@@ -20,7 +20,6 @@ from mistralai.client import Mistral
 from mistralai.client.utils import BackoffStrategy, RetryConfig
 
 from agent.providers.base import (
-    GONE_STATUS,
     JOB_KEY_METADATA,
     MAX_LISTED,
     RECONCILE_LOOKBACK_SECONDS,
@@ -293,13 +292,9 @@ class MistralProvider(BatchProvider):
                 response.close()
 
     def delete_file(self, file_id: str) -> None:
-        """Delete a file (`files.delete`); one already gone counts as deleted."""
-        try:
-            with provider_call(self.name, f"delete file {file_id}"):
-                self._client.files.delete(file_id=file_id, retries=DELETE_RETRY)
-        except ProviderError as exc:
-            if exc.status_code not in GONE_STATUS:
-                raise
+        """Delete a file (`files.delete`)."""
+        with provider_call(self.name, f"delete file {file_id}"):
+            self._client.files.delete(file_id=file_id, retries=DELETE_RETRY)
 
     def message_parser(
         self,

@@ -18,7 +18,6 @@ from openai import DefaultHttpxClient, OpenAI
 
 from agent.providers.base import (
     DELETE_RETRIES,
-    GONE_STATUS,
     JOB_KEY_METADATA,
     RECONCILE_LOOKBACK_SECONDS,
     SDK_MAX_RETRIES,
@@ -33,7 +32,7 @@ from agent.providers.base import (
     nonblank_lines,
     normalise_status,
 )
-from agent.providers.errors import ProviderError, provider_call
+from agent.providers.errors import provider_call
 from agent.providers.openai.fast import OpenAIBodyBuilder, OpenAIMessageParser
 from agent.providers.openai.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
@@ -233,13 +232,9 @@ class OpenAIProvider(BatchProvider):
                 yield from nonblank_lines(response.iter_bytes())
 
     def delete_file(self, file_id: str) -> None:
-        """Delete a file (`files.delete`); one already gone counts as deleted."""
-        try:
-            with provider_call(self.name, f"delete file {file_id}"):
-                self._client.with_options(max_retries=DELETE_RETRIES).files.delete(file_id)
-        except ProviderError as exc:
-            if exc.status_code not in GONE_STATUS:
-                raise
+        """Delete a file (`files.delete`)."""
+        with provider_call(self.name, f"delete file {file_id}"):
+            self._client.with_options(max_retries=DELETE_RETRIES).files.delete(file_id)
 
     def message_parser(
         self,
