@@ -13,7 +13,7 @@ identical requests once saved.
 
 Once a round's results are in the store, the files of its jobs are deleted at the provider
 (`free_files`; unless `Context.keep_files`): they count against the provider's file storage
-(Gemini: 20 GB per project) and hold nothing the store does not. An input file a follow-up job
+(a quota per project) and hold nothing the store does not. An input file a follow-up job
 still reads its requests from (a provider that `keeps_input`) goes in the follow-up round.
 """
 
