@@ -170,6 +170,15 @@ class Context:
             "are exactly what it returns (or raises)."
         },
     )
+    keep_files: bool = field(
+        default=False,
+        metadata={
+            "description": "Keep the batch's files at the provider (input, output and error "
+            "files). By default they are deleted once the job's results are stored: they count "
+            "against the provider's file storage (Gemini: 20 GB per project). A failed delete "
+            "is logged and never fails the run."
+        },
+    )
     check_models: bool = field(
         default=True,
         metadata={

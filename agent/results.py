@@ -10,11 +10,17 @@ error line for the same request, and a request the provider returned nothing for
 result (`no_result`, or `batch_failed` for a job that failed as a whole). `Totals` keeps the
 thread's counts and token usage over the stored results; `_dedup_saved` prices what sending
 identical requests once saved.
+
+Once a round's results are in the store, the files of its jobs are deleted at the provider
+(`free_files`; unless `Context.keep_files`): they count against the provider's file storage
+(a quota per project) and hold nothing the store does not. An input file a follow-up job
+still reads its requests from (a provider that `keeps_input`) goes in the follow-up round.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +33,8 @@ from agent.providers import provider_for_job
 from agent.providers.base import RequestOutcome, job_chat_model, message_dump
 from agent.state import Counts, Dedup, Job, RequestError, Result, State, Usage, empty_usage
 from agent.structured import AnswerCheck, OutputSpec, answer_check, checked_result
+
+logger = logging.getLogger("batch_agent")
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,10 @@ def collect_round(state: State, ctx: Context, data: ThreadData) -> CollectedRoun
             if copies_tally.input_tokens or copies_tally.output_tokens:
                 saved.append(priced(job, copies_tally, ctx)["cost"])
         replaced = spool.merge()
+    if not ctx.keep_files:
+        # The results are in the store now; what a follow-up job is made from stays.
+        follow_up = to_retry if attempt < ctx.max_attempts else {}
+        jobs = [free_files(job, attempt, follow_up) for job in jobs]
     totals = (
         Totals() if attempt == 1 else Totals.of(state.get("collected_counts"), state.get("usage"))
     )
@@ -101,6 +113,39 @@ def collect_round(state: State, ctx: Context, data: ThreadData) -> CollectedRoun
         dedup=_dedup_saved(state.get("dedup"), saved, attempt),
         to_retry=to_retry,
     )
+
+
+def free_files(job: Job, attempt: int, follow_up: Mapping[str, list[str]]) -> Job:
+    """Delete the provider files of a job collected by round `attempt` (or before it).
+
+    Called only once the job's results are in the store. A failed delete is logged (once: the
+    job is marked either way) and never fails the run: it only leaves a file behind.
+
+    Args:
+        job: The job record.
+        attempt: The round being collected; jobs of later rounds are left alone.
+        follow_up: Request ids to retry, by job key: the input of such a job is kept when the
+            provider keeps inputs (the follow-up job is built from it), for the next round.
+
+    Returns:
+        The job, marked `files_deleted` unless something is kept for a follow-up job.
+    """
+    if job.get("files_deleted") or job["job_id"] is None or job["attempt"] > attempt:
+        return job
+    provider = provider_for_job(job)
+    if not provider.stores_files:
+        return job
+    keep_input = provider.keeps_input and job["job_key"] in follow_up
+    problems = provider.delete_files(job, keep_input=keep_input)
+    if problems:
+        logger.warning(
+            "could not delete the files of job %s at %s (they stay in its file storage; the "
+            "results are stored): %s",
+            job["job_id"],
+            provider.name,
+            "; ".join(problems),
+        )
+    return job if keep_input else Job(**{**job, "files_deleted": True})
 
 
 def results_store(data: ThreadData, count: int) -> dict[str, Any]:

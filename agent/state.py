@@ -146,6 +146,9 @@ class Job(TypedDict):
     """True once the job ended because it was cancelled (or was cancelled before it was sent)."""
     retryable: NotRequired[bool]
     """True for a job that failed as a whole for a passing reason: its requests are retried."""
+    files_deleted: NotRequired[bool]
+    """True once the job's files at the provider were deleted (or a delete was tried and
+    logged), after its results were stored; absent while they are kept (`Context.keep_files`)."""
     cost: NotRequired[Cost]
     """Tokens of the collected results and their batch and realtime cost (`agent.pricing`)."""
     unverified: NotRequired[bool]

@@ -27,6 +27,7 @@ from agent.cli.options import (
     DedupeOption,
     FormatOption,
     JsonOption,
+    KeepFilesOption,
     MaxCostOption,
     ModelOption,
     OutOption,
@@ -46,6 +47,7 @@ from agent.cli.options import (
 from agent.cli.render import (
     cost_line,
     dedup_line,
+    limits_line,
     status_renderables,
     status_report,
     summary_table,
@@ -116,6 +118,7 @@ def run(
     strict: StrictOption = None,
     validate_schema: ValidateSchemaOption = False,
     check_models: CheckModelsOption = None,
+    keep_files: KeepFilesOption = False,
     allow_failures: Annotated[
         bool,
         typer.Option(
@@ -145,6 +148,7 @@ def run(
         "poll_interval_seconds": poll_interval,
         "poll_backoff": poll_backoff,
         "check_models": check_models,
+        "keep_files": True if keep_files else None,
     }
     from agent.cli.progress import WaitDisplay
 
@@ -302,7 +306,7 @@ def plan(
     from rich.table import Table
 
     from agent.estimate import check_budget, describe, price_plan
-    from agent.planning import dedup_estimate, plan_requests
+    from agent.planning import dedup_estimate, effective_limits, plan_requests
     from agent.pricing import format_usd
     from agent.providers import resolve_provider
     from agent.requests import InputError, iter_file_requests, iter_with_system_prompt
@@ -336,9 +340,17 @@ def plan(
     except InputError as exc:
         refused = str(exc)
     dedup = dedup_estimate(checked, chosen.name, context)
+    limits = effective_limits(chosen, context)
     report = {
         "provider": chosen.name,
         "emulated": chosen.emulated,
+        # What one job may hold (the provider's documented limits, lowered by the caps given).
+        "limits": {
+            "max_requests": limits.max_requests,
+            "max_file_bytes": limits.max_file_bytes,
+            "provider_max_requests": chosen.limits.max_requests,
+            "provider_max_file_bytes": chosen.limits.max_file_bytes,
+        },
         "requests": len(checked.request_ids),
         "bytes": sum(j["bytes"] for j in summary),
         "jobs": summary,
@@ -367,6 +379,7 @@ def plan(
                 format_usd(job["realtime_usd"]),
             )
         Console(highlight=False).print(table)
+        typer.echo(limits_line(chosen.name, report["limits"]))
         typer.echo(describe(estimate))
         if dedup:
             typer.echo(dedup_line(dedup))

@@ -100,6 +100,13 @@ ValidateSchemaOption = Annotated[
     ),
 ]
 
+KeepFilesOption = Annotated[
+    bool,
+    typer.Option(
+        "--keep-files",
+        help="Keep the batch's input, output and error files at the provider (by default they are deleted once the results are stored).",
+    ),
+]
 
 CheckModelsOption = Annotated[
     bool | None,

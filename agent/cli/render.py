@@ -163,6 +163,28 @@ def dedup_line(dedup: Mapping[str, Any]) -> str:
     return f"duplicates: {dedup['requests']:,} identical requests sent once; {saved}"
 
 
+def limits_line(provider: str, limits: Mapping[str, int]) -> str:
+    """Describe what one job may hold (`plan`'s `limits`), and the provider's own limits."""
+    line = (
+        f"limits: at most {limits['max_requests']:,} requests and "
+        f"{byte_size(limits['max_file_bytes'])} of input per job"
+    )
+    own = (limits["provider_max_requests"], limits["provider_max_file_bytes"])
+    if own != (limits["max_requests"], limits["max_file_bytes"]):
+        line += f" ({provider}'s: {own[0]:,} requests, {byte_size(own[1])})"
+    else:
+        line += f" ({provider}'s limits)"
+    return line
+
+
+def byte_size(size: int) -> str:
+    """Name a byte count the way providers document their limits (2 GB, 200 MiB)."""
+    for unit, scale in (("GiB", 1024**3), ("GB", 1000**3), ("MiB", 1024**2), ("MB", 1000**2)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale:,} {unit}"
+    return f"{size:,} bytes"
+
+
 def cost_line(values: dict[str, Any]) -> str | None:
     """Describe the collected cost (or, before collection, the estimate) in one line."""
     from agent.estimate import describe

@@ -29,7 +29,13 @@ from agent.emulator.access_log import append_access_log
 from agent.emulator.anthropic_routes import AnthropicRoutes
 from agent.emulator.anthropic_routes import render_error as render_anthropic_error
 from agent.emulator.clock import SYSTEM_CLOCK, Clock
-from agent.emulator.faults import ERROR_SHAPES, Faults, current_faults, listing_removed
+from agent.emulator.faults import (
+    ERROR_SHAPES,
+    Faults,
+    current_faults,
+    delete_refused,
+    listing_removed,
+)
 from agent.emulator.gemini_routes import GeminiRoutes, check_gemini_auth
 from agent.emulator.gemini_routes import render_error as render_gemini_error
 from agent.emulator.mistral_routes import MistralRoutes
@@ -152,6 +158,9 @@ class EmulatorApp:
             if listing_removed(faults, provider, request.method, request.path):
                 raise HttpError(405, f"Method Not Allowed: GET {request.path}", code="405")
             injected = self._injected_http_error(faults, provider)
+            if injected is None and delete_refused(faults, request.method, request.path):
+                status, message, error_type, code = ERROR_SHAPES[provider]["server_error"]
+                injected = HttpError(status, message, error_type=error_type, code=code)
             if injected is not None:
                 response = render(injected)
                 response.headers.extend([("retry-after-ms", "10"), ("retry-after", "0")])

@@ -77,6 +77,9 @@ Knobs:
   any state change, as the real API does below its published limits
   (googleapis/python-genai#1901); the next create succeeds. Read on every request; the count
   persists in ``<state_dir>/gemini/create_429.count``.
+- ``delete_fail=1``: every file delete (``DELETE .../files/{id}``, any protocol)
+  answers HTTP 500 in the protocol's error shape, before any state change, with the
+  ``retry-after`` headers of ``http_error_rate``: the file stays. Read on every request.
 
 Anthropic Message Batches (one results file, one line per request): a failed
 request is an ``errored`` result (``rate_limit_error`` / ``api_error``; markers give
@@ -299,6 +302,7 @@ class Faults:
         batch_fail: Error code a batch (OpenAI, Gemini) fails with as a whole, or None.
         no_listing: Whether the file and job listings answer 405.
         create_429: How many Gemini batch creates (in the state directory) answer 429 first.
+        delete_fail: Whether every file delete answers 500.
     """
 
     seed: int = 0
@@ -313,6 +317,7 @@ class Faults:
     batch_fail: str | None = None
     no_listing: bool = False
     create_429: int = 0
+    delete_fail: bool = False
 
     def job_record(self) -> dict[str, Any] | None:
         """Return the knobs that shape a job, for its record (None if all default)."""
@@ -408,6 +413,7 @@ _PARSERS = {
     "batch_fail": _code,
     "no_listing": _flag,
     "create_429": _count,
+    "delete_fail": _flag,
 }
 assert set(_PARSERS) == {f.name for f in fields(Faults)}
 
@@ -569,6 +575,11 @@ UNLISTED: frozenset[tuple[str, str]] = frozenset(
         ("gemini", "/v1beta/batches"),
     }
 )
+
+
+def delete_refused(faults: Faults, method: str, path: str) -> bool:
+    """Tell whether `delete_fail` makes this call a file delete that fails (500)."""
+    return faults.delete_fail and method == "DELETE" and "/files/" in path
 
 
 def listing_removed(faults: Faults, provider: str, method: str, path: str) -> bool:

@@ -38,7 +38,7 @@ from agent.error_text import exception_text
 from agent.providers.errors import ProviderError, TransientProviderError, provider_call
 from agent.providers.params import ParamRules
 from agent.requests import BatchRequest, InputError
-from agent.secrets import API_KEY_ENV, key_problem, key_variable
+from agent.secrets import API_KEY_ENV, key_problem, key_variable, redact
 from agent.state import Counts, Job, RequestError, Usage
 from agent.statuses import JobStatus
 
@@ -62,6 +62,11 @@ ADOPTION_LOOKBACK_SECONDS = 7 * 86400.0
 MAX_LISTED = 10_000
 # SDK-level retries of 429/5xx/timeouts/connection errors (exponential backoff with jitter).
 SDK_MAX_RETRIES = 5
+# A file delete gets one more try after a passing failure, not five: a file left behind only
+# takes storage, and a run that has its results stored should not wait half a minute for it.
+DELETE_RETRIES = 1
+# What a delete of a file that is already gone answers: the file is deleted all the same.
+GONE_STATUS = frozenset({404})
 # What a server answers for an endpoint it does not have (an OpenAI-compatible server without
 # the optional file or batch listings).
 MISSING_ENDPOINT_STATUS = frozenset({404, 405, 501})
@@ -661,6 +666,46 @@ class BatchProvider(ABC):
     @abstractmethod
     def cancel(self, job: Job) -> JobUpdate:
         """Ask the provider to cancel the job."""
+
+    stores_files: bool = False
+    """True when the provider keeps our files (the uploaded input, the output and error files)
+    in a storage with a quota, which `delete_file` frees. Anthropic keeps none: its
+    `input_file_id` is a local path."""
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete one of our files at the provider (only called when `stores_files` is True).
+
+        Raises:
+            ProviderError: The provider refused or failed the delete (404: already gone).
+        """
+        raise NotImplementedError(f"{self.name} stores no files of ours")
+
+    def delete_files(self, job: Job, *, keep_input: bool = False) -> list[str]:
+        """Delete the files of a job whose results are stored: input, output and error file.
+
+        Args:
+            job: The job record (its file ids).
+            keep_input: Keep the input file (a follow-up job still reads requests from it).
+
+        Returns:
+            One message per file that could not be deleted (empty when all were). A failed
+            delete never raises: it only leaves a file in the provider's storage.
+        """
+        if not self.stores_files:
+            return []
+        ids = [job["output_file_id"], job["error_file_id"]]
+        if not keep_input:
+            ids.insert(0, job["input_file_id"])
+        problems: list[str] = []
+        for file_id in dict.fromkeys(i for i in ids if i):
+            try:
+                self.delete_file(file_id)
+            except ProviderError as exc:
+                if exc.status_code not in GONE_STATUS:  # a file already gone is deleted
+                    problems.append(exception_text(exc))
+            except Exception as exc:  # noqa: BLE001 (a file left behind never fails a run)
+                problems.append(redact(exception_text(exc)))
+        return problems
 
 
 # Answers that say the provider did nothing (rate limited, overloaded): safe to send again.

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, TypeVar
 
 import orjson
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.utils.utils import LC_ID_PREFIX
 
@@ -434,6 +435,22 @@ def self_check_parser(parser: MessageParser) -> bool:
         lambda probe: parser.parse_fast(fresh_copy(probe), "probe/r1"),
         lambda probe: parser.parse_reference(fresh_copy(probe), "probe/r1"),
         same_message,
+    )
+
+
+def fast_parsing_enabled(parser: MessageParser, llm: BaseChatModel, chat_class: type) -> bool:
+    """Tell whether a parser's fast path may run for `llm`, after checking it on its probes.
+
+    It may when messages can be built raw (`RAW_CONSTRUCT_OK`), `llm` is exactly `chat_class`
+    (a subclass may parse differently) with v0 output (v1 content blocks go through the
+    reference), and the fast path parses every probe (`parser.probes`, set before this call)
+    as the reference does. The parser's own conditions (the SDK's answer shapes) come first.
+    """
+    return (
+        RAW_CONSTRUCT_OK
+        and llm.output_version != "v1"
+        and type(llm) is chat_class
+        and self_check_parser(parser)
     )
 
 

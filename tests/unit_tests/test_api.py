@@ -188,8 +188,12 @@ def test_structured_result_equals_the_realtime_invoke(method: str, isolated_env:
     """`message` and `parsed` equal what `.invoke()` returns when the provider gives that answer."""
     prompt = "Classify as bug: the app crashes on start"
     ctor = {"model": "gpt-4o-mini", "api_key": "sk-unused"}
+    # keep_files: the provider's answer is read back from the job's output file below.
     batch = run_batch(
-        [prompt], model=ChatOpenAI(**ctor).with_structured_output(Ticket, method=method), **FAST
+        [prompt],
+        model=ChatOpenAI(**ctor).with_structured_output(Ticket, method=method),
+        keep_files=True,
+        **FAST,
     )  # type: ignore[arg-type]
     (result,) = batch
 

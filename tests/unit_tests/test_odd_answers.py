@@ -341,6 +341,7 @@ def test_run_batch_returns_what_the_structured_runnable_returns_or_raises(
         model=_batch_model(provider).with_structured_output(SCHEMA, **options),
         poll_interval_seconds=0.1,
         poll_backoff=1.0,
+        keep_files=True,  # the answers are read back from the job's output file below
     )
     assert results.status == "completed" and len(results) == len(records)
     ids = [record["id"] for record in records]

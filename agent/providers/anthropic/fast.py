@@ -68,13 +68,12 @@ from agent.providers.anthropic.reference import (
     request_params,
 )
 from agent.providers.fast import (
-    RAW_CONSTRUCT_OK,
     BodyBuilder,
     MessageParser,
     OutputLine,
     ai_message,
+    fast_parsing_enabled,
     self_check_builder,
-    self_check_parser,
 )
 from agent.requests import BatchRequest
 from agent.state import Usage as TokenUsage
@@ -417,14 +416,7 @@ class AnthropicMessageParser(MessageParser):
         self.reference = AnthropicLineParser(model, params)
         self.llm: ChatAnthropic = self.reference.llm
         self.probes = _PROBES
-        self.fast_enabled = (
-            RAW_CONSTRUCT_OK
-            and _SHAPE_OK
-            and self.llm.output_version != "v1"
-            and type(self.llm) is ChatAnthropic
-        )
-        if self.fast_enabled:
-            self.fast_enabled = self_check_parser(self)
+        self.fast_enabled = _SHAPE_OK and fast_parsing_enabled(self, self.llm, ChatAnthropic)
 
     def parse_reference(self, message: dict[str, Any], message_key: str) -> AIMessage:
         """Parse through the SDK's `Message` and `ChatAnthropic._format_output`."""

@@ -62,14 +62,13 @@ from langchain_google_genai.chat_models import _is_gemini_3_or_later
 
 from agent.providers.fast import (
     MISSING,
-    RAW_CONSTRUCT_OK,
     BodyBuilder,
     MessageParser,
     OutputLine,
     ai_message,
+    fast_parsing_enabled,
     fast_path_agrees,
     same_json,
-    self_check_parser,
 )
 from agent.providers.gemini.reference import (
     PROBE_RESPONSE,
@@ -516,14 +515,9 @@ class GeminiMessageParser(MessageParser):
         self.llm: ChatGoogleGenerativeAI = self.reference.llm
         self.probes = _PROBES
         self._list_content: dict[str, bool] = {}
-        self.fast_enabled = (
-            RAW_CONSTRUCT_OK
-            and _SHAPE_OK
-            and self.llm.output_version != "v1"
-            and type(self.llm) is ChatGoogleGenerativeAI
+        self.fast_enabled = _SHAPE_OK and fast_parsing_enabled(
+            self, self.llm, ChatGoogleGenerativeAI
         )
-        if self.fast_enabled:
-            self.fast_enabled = self_check_parser(self)
 
     def parse_reference(self, body: dict[str, Any], message_key: str) -> AIMessage:
         """Parse through google-genai's response model and `_response_to_result`."""

@@ -54,6 +54,7 @@ from google.genai import types
 from langchain_google_genai import ChatGoogleGenerativeAI
 
 from agent.providers.base import (
+    DELETE_RETRIES,
     JOB_KEY_METADATA,
     MAX_LISTED,
     RECONCILE_LOOKBACK_SECONDS,
@@ -130,6 +131,12 @@ READ_RETRIES: Final = types.HttpRetryOptions(
 )
 # Calls that must not take effect twice (upload, create) go out once; see `send_once`.
 ONCE: Final = types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
+# A file delete gets one more try after a passing failure (`DELETE_RETRIES`).
+DELETE_OPTIONS: Final = types.HttpOptions(
+    retry_options=types.HttpRetryOptions(
+        attempts=DELETE_RETRIES + 1, initial_delay=0.2, max_delay=1.0, jitter=0.0
+    )
+)
 # Per-request timeout (milliseconds, as google-genai takes it): without one it sets none at all.
 TIMEOUT_MS = 300_000
 # A base URL naming the API version: `<root>/v1` or `<root>/v1beta` (a trailing slash allowed).
@@ -182,6 +189,7 @@ class GeminiProvider(BatchProvider):
     keeps_input = False
     param_rules = PARAM_RULES
     supports_output_spec = True
+    stores_files = True
 
     def __init__(
         self, *, emulated: bool, base_url: str, http_client: httpx2.Client | None = None
@@ -401,6 +409,15 @@ class GeminiProvider(BatchProvider):
         )
 
     # ----------------------------------------------------------------- results
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded input or a responses file (`files.delete`).
+
+        Our files count against the project's 20 GB of file storage until they expire (48 h).
+        """
+        config = types.DeleteFileConfig(http_options=DELETE_OPTIONS)
+        with provider_call(self.name, f"delete file {file_id}"):
+            self._client.files.delete(name=file_id, config=config)
 
     def file_lines(self, file_id: str) -> Iterator[bytes]:
         """Stream a generated file's lines (`files/<id>:download?alt=media`), never buffering it.

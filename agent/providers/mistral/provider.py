@@ -47,6 +47,10 @@ from agent.structured import OutputSpec
 
 # Calls that must not take effect twice (create, upload) go out once; see `send_once`.
 NO_RETRIES = RetryConfig("none", BackoffStrategy(0, 0, 1.0, 0), retry_connection_errors=False)
+# A file delete is retried for a moment only (one more try, about): see `DELETE_RETRIES`.
+DELETE_RETRY = RetryConfig(
+    "backoff", BackoffStrategy(200, 200, 1.0, 300), retry_connection_errors=True
+)
 FILE_PAGE_SIZE = 100
 JOB_PAGE_SIZE = 100
 
@@ -108,6 +112,7 @@ class MistralProvider(BatchProvider):
     limits = ProviderLimits(max_requests=1_000_000, max_file_bytes=512 * 1024 * 1024)
     param_rules = PARAM_RULES
     supports_output_spec = True
+    stores_files = True
 
     def __init__(
         self, *, emulated: bool, base_url: str, http_client: httpx2.Client | None = None
@@ -285,6 +290,11 @@ class MistralProvider(BatchProvider):
                 yield from nonblank_lines(response.iter_bytes())
             finally:
                 response.close()
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete a file (`files.delete`)."""
+        with provider_call(self.name, f"delete file {file_id}"):
+            self._client.files.delete(file_id=file_id, retries=DELETE_RETRY)
 
     def message_parser(
         self,

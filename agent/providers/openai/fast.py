@@ -46,14 +46,13 @@ from openai.types.completion_usage import (
 from agent.providers.base import UnusableAnswer, finish_message
 from agent.providers.fast import (
     MISSING,
-    RAW_CONSTRUCT_OK,
     BodyBuilder,
     MessageParser,
     ai_message,
+    fast_parsing_enabled,
     fresh_copy,
     plain_messages,
     self_check_builder,
-    self_check_parser,
 )
 from agent.providers.openai.reference import (
     CREATE_ARGS,
@@ -329,16 +328,12 @@ class OpenAIMessageParser(MessageParser):
         bound = bound_kwargs(self.llm, spec)
         self._response_format: Any = bound.get("response_format")
         self._input_tools: list[Any] | None = bound.get("tools")
+        self.probes = _OPENAI_PROBES
         self.fast_enabled = (
             self._response_format is None
-            and RAW_CONSTRUCT_OK
             and _USAGE_SHAPE_OK
-            and self.llm.output_version != "v1"
-            and type(self.llm) is ChatOpenAI
+            and fast_parsing_enabled(self, self.llm, ChatOpenAI)
         )
-        self.probes = _OPENAI_PROBES
-        if self.fast_enabled:
-            self.fast_enabled = self_check_parser(self)
 
     def parse_reference(self, body: dict[str, Any], message_key: str) -> AIMessage:
         """Parse through the SDK's `ChatCompletion` and `ChatOpenAI._create_chat_result`.

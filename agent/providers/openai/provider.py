@@ -17,6 +17,7 @@ from langchain_openai import ChatOpenAI
 from openai import DefaultHttpxClient, OpenAI
 
 from agent.providers.base import (
+    DELETE_RETRIES,
     JOB_KEY_METADATA,
     RECONCILE_LOOKBACK_SECONDS,
     SDK_MAX_RETRIES,
@@ -77,6 +78,7 @@ class OpenAIProvider(BatchProvider):
     limits = ProviderLimits(max_requests=50_000, max_file_bytes=200 * 1024 * 1024)
     param_rules = PARAM_RULES
     supports_output_spec = True
+    stores_files = True
 
     def __init__(
         self,
@@ -228,6 +230,11 @@ class OpenAIProvider(BatchProvider):
         with provider_call(self.name, f"download file {file_id}"):
             with self._client.files.with_streaming_response.content(file_id) as response:
                 yield from nonblank_lines(response.iter_bytes())
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete a file (`files.delete`)."""
+        with provider_call(self.name, f"delete file {file_id}"):
+            self._client.with_options(max_retries=DELETE_RETRIES).files.delete(file_id)
 
     def message_parser(
         self,
