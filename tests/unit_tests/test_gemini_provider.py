@@ -325,7 +325,7 @@ def test_run_batch_takes_a_chat_google_generative_ai_model() -> None:
     llm = ChatGoogleGenerativeAI(model=MODEL, temperature=0.3, max_tokens=50, api_key="unused-key")
     spec = spec_from_chat_model(llm)
     assert spec["provider"] == "gemini" and spec["model"] == MODEL
-    assert spec["params"] == {"temperature": 0.3}
+    assert spec["params"] == {"temperature": 0.3, "max_tokens": 50}  # as the run context has them
     results = run_batch(["hello", "world"], model=llm, **FAST_POLLING)
     assert [r.status for r in results] == ["succeeded", "succeeded"]
     assert [r.message.content for r in results if r.message] == [
