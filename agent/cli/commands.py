@@ -118,7 +118,7 @@ def run(
     strict: StrictOption = None,
     validate_schema: ValidateSchemaOption = False,
     check_models: CheckModelsOption = None,
-    keep_files: KeepFilesOption = False,
+    keep_files: KeepFilesOption = None,
     allow_failures: Annotated[
         bool,
         typer.Option(
@@ -148,7 +148,7 @@ def run(
         "poll_interval_seconds": poll_interval,
         "poll_backoff": poll_backoff,
         "check_models": check_models,
-        "keep_files": True if keep_files else None,
+        "keep_files": keep_files,
     }
     from agent.cli.progress import WaitDisplay
 

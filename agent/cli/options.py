@@ -101,10 +101,10 @@ ValidateSchemaOption = Annotated[
 ]
 
 KeepFilesOption = Annotated[
-    bool,
+    bool | None,
     typer.Option(
-        "--keep-files",
-        help="Keep the batch's input, output and error files at the provider (by default they are deleted once the results are stored).",
+        "--keep-files/--delete-files",
+        help="Keep the batch's input, output and error files at the provider (the default), or delete them once the results are stored.",
     ),
 ]
 

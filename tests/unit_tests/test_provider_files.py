@@ -59,7 +59,7 @@ def _job_files(values: dict[str, Any]) -> set[str]:
 
 @pytest.mark.parametrize("provider", STORING)
 def test_a_finished_run_leaves_none_of_its_files_at_the_provider(provider: str) -> None:
-    values, _ = run_with_wait_budget(provider, RECORDS)
+    values, _ = run_with_wait_budget(provider, RECORDS, keep_files=False)
     assert values["status"] == "completed", values.get("error")
     assert_all_accounted(values, RECORDS)
     assert all(r["status"] == "succeeded" for r in values["results"])
@@ -86,7 +86,7 @@ def test_follow_up_jobs_are_built_before_their_source_files_go(
     # file: it must outlive the first round, and go once the follow-ups are collected.
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "request_fail_rate=0.4,seed=3")
     records = [{"id": f"q{i}", "prompt": f"retry me {i}"} for i in range(20)]
-    values, _ = run_with_wait_budget(provider, records, max_attempts=6)
+    values, _ = run_with_wait_budget(provider, records, max_attempts=6, keep_files=False)
     assert values["status"] == "completed", values.get("error")
     assert_all_accounted(values, records)
     assert any(job["attempt"] > 1 for job in values["jobs"]), "40% failures need follow-ups"
@@ -100,7 +100,7 @@ def test_a_failing_delete_is_logged_once_and_loses_nothing(
 ) -> None:
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "delete_fail=1")
     with caplog.at_level(logging.WARNING, logger="batch_agent"):
-        values, _ = run_with_wait_budget(provider, RECORDS)
+        values, _ = run_with_wait_budget(provider, RECORDS, keep_files=False)
     assert values["status"] == "completed", values.get("error")
     assert_all_accounted(values, RECORDS)
     assert [r["message"].content for r in values["results"]] == [
@@ -117,7 +117,7 @@ def test_a_failing_delete_is_logged_once_and_loses_nothing(
 
 
 def test_anthropic_keeps_no_files_so_nothing_is_deleted() -> None:
-    values, _ = run_with_wait_budget("anthropic", RECORDS)
+    values, _ = run_with_wait_budget("anthropic", RECORDS, keep_files=False)
     assert values["status"] == "completed", values.get("error")
     assert_all_accounted(values, RECORDS)
     assert not any(e["method"] == "DELETE" for e in read_access_log())
