@@ -271,6 +271,21 @@ class ThreadData:
         if url and url != self.webhook_url():
             self.store.put(self.namespace("settings"), "webhook", {"url": url})
 
+    # ----------------------------------------------------------------- collected rounds
+
+    def round_record(self, attempt: int) -> dict[str, Any] | None:
+        """Return what collecting round `attempt` gave, as `put_round_record` wrote it, if any."""
+        item = self.store.get(self.namespace("rounds"), page_key(attempt))
+        return dict(item.value) if item is not None else None
+
+    def put_round_record(self, attempt: int, record: dict[str, Any]) -> None:
+        """Record what collecting round `attempt` gave (durable at once, unlike state).
+
+        A collect killed before its checkpoint runs again on resume; this record lets it give
+        the same totals without reading the provider's files again (they may be deleted).
+        """
+        self.store.put(self.namespace("rounds"), page_key(attempt), record)
+
     # ----------------------------------------------------------------- results
 
     def put_result_pages(self, pages: Iterable[tuple[int, list[bytes]]]) -> None:
@@ -418,46 +433,56 @@ class ResultSpool:
         self._db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?)", self._pending)
         self._pending = []
 
-    def merge(self) -> list[dict[str, Any]]:
-        """Write whatever is not in the store yet.
+    def replaced(self) -> list[dict[str, Any]]:
+        """Return the stored results this round's results will replace (none in the first round).
 
-        Returns:
-            The results this merge replaced (empty in the first round), so the caller can
-            adjust its totals without re-reading every page.
+        Read before `merge` writes anything, so the caller can adjust its totals without
+        re-reading every page, and record them before the store changes.
         """
+        self._flush()
+        if self.first_round:
+            return []
+        replaced: list[dict[str, Any]] = []
+        for n in self._touched_pages():
+            page = self.data.result_lines(n)
+            for position, _ in self._page_rows(n):
+                replaced.append(orjson.loads(page[position - n * PAGE_SIZE]))
+        return replaced
+
+    def merge(self) -> None:
+        """Write whatever is not in the store yet (a follow-up round patches its pages)."""
         self._flush()
         pages = -(-self.count // PAGE_SIZE)
         if self.first_round:
             if self._ordered:
                 if self._page:
                     self.data.put_result_pages([(self._flushed_pages, self._page)])
-                return []
+                return
             self.data.put_result_pages(
                 (n, self._rows(n)) for n in range(self._flushed_pages, pages)
             )
-            return []
-        replaced: list[dict[str, Any]] = []
-        touched = [
-            row[0]
-            for row in self._db.execute(
-                f"SELECT DISTINCT position / {PAGE_SIZE} FROM results ORDER BY 1"
-            )
-        ]
+            return
 
         def patched() -> Iterator[tuple[int, list[bytes]]]:
-            for n in touched:
+            for n in self._touched_pages():
                 page = self.data.result_lines(n)
-                rows = self._db.execute(
-                    "SELECT position, result FROM results WHERE position >= ? AND position < ?",
-                    (n * PAGE_SIZE, (n + 1) * PAGE_SIZE),
-                )
-                for position, raw in rows:
-                    replaced.append(orjson.loads(page[position - n * PAGE_SIZE]))
+                for position, raw in self._page_rows(n):
                     page[position - n * PAGE_SIZE] = raw
                 yield n, page
 
         self.data.put_result_pages(patched())
-        return replaced
+
+    def _touched_pages(self) -> list[int]:
+        query = f"SELECT DISTINCT position / {PAGE_SIZE} FROM results ORDER BY 1"
+        return [row[0] for row in self._db.execute(query)]
+
+    def _page_rows(self, n: int) -> list[tuple[int, bytes]]:
+        return list(
+            self._db.execute(
+                "SELECT position, result FROM results WHERE position >= ? AND position < ?",
+                (n * PAGE_SIZE, (n + 1) * PAGE_SIZE),
+            )
+        )
 
     def _rows(self, n: int) -> list[bytes]:
         cursor = self._db.execute(

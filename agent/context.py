@@ -171,14 +171,12 @@ class Context:
         },
     )
     keep_files: bool = field(
-        default=True,
+        default=False,
         metadata={
             "description": "Keep the batch's files at the provider (input, output and error "
-            "files); the default. False deletes them once the job's results are stored (they "
-            "count against the provider's file storage; Gemini: 20 GB per project). Not the "
-            "default yet: a process killed between the deletes and the checkpoint that records "
-            "the collect cannot read the results again when resumed. A failed delete is logged "
-            "and never fails the run."
+            "files). By default they are deleted once the job's results are stored: they count "
+            "against the provider's file storage (Gemini: 20 GB per project). A failed delete "
+            "is logged and never fails the run."
         },
     )
     check_models: bool = field(

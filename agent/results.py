@@ -19,6 +19,7 @@ still reads its requests from (a provider that `keeps_input`) goes in the follow
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -52,14 +53,55 @@ class CollectedRound:
 def collect_round(state: State, ctx: Context, data: ThreadData) -> CollectedRound:
     """Store one result per request of this round's jobs, in input order, and total the thread.
 
+    Safe to run again for the same round (a collect killed before its checkpoint runs again on
+    resume): once a round's results are stored, a record in the store says what the round
+    gave, and a second run returns it without reading the provider's files, which may be
+    deleted by then. Only then are the files deleted (unless `Context.keep_files`).
+
     Args:
         state: The thread's state (its jobs, round, counts and usage of earlier rounds).
-        ctx: The run's settings (prices, schema validation).
+        ctx: The run's settings (prices, schema validation, whether to keep files).
         data: The thread's bulk data (request ids, duplicates, result pages).
 
     Returns:
         The jobs, this round's priced; the thread's counts, usage and dedup saving; and, unless
         the thread was cancelled, the requests of retryable kinds that failed.
+    """
+    attempt = state.get("attempt", 1)
+    jobs = list(state.get("jobs") or [])
+    round_jobs = [[job["job_key"], job["job_id"]] for job in jobs if job["attempt"] == attempt]
+    record = data.round_record(attempt)
+    if record is None or record["jobs"] != round_jobs:
+        record = None
+    if record is None or not record["stored"]:
+        record = _store_round(state, ctx, data, round_jobs, record)
+    collected = CollectedRound(
+        jobs=record["collected"]["jobs"],
+        counts=record["collected"]["counts"],
+        usage=record["collected"]["usage"],
+        dedup=record["collected"]["dedup"],
+        to_retry=record["collected"]["to_retry"],
+    )
+    if not ctx.keep_files:
+        # The results are in the store now; what a follow-up job is made from stays.
+        follow_up = collected.to_retry if attempt < ctx.max_attempts else {}
+        kept = [free_files(job, attempt, follow_up) for job in collected.jobs]
+        collected = dataclasses.replace(collected, jobs=kept)
+    return collected
+
+
+def _store_round(
+    state: State,
+    ctx: Context,
+    data: ThreadData,
+    round_jobs: list[list[str | None]],
+    record: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Read this round's files, store its results and record what the round gave.
+
+    `record` is the one an earlier run of this round wrote before it was killed while writing
+    the results: its totals stand, because the pages it patched no longer hold what they
+    replaced; the results are written again from the files (not deleted yet).
     """
     attempt = state.get("attempt", 1)
     jobs = list(state.get("jobs") or [])
@@ -95,24 +137,29 @@ def collect_round(state: State, ctx: Context, data: ThreadData) -> CollectedRoun
             jobs[index] = priced(job, tally, ctx)
             if copies_tally.input_tokens or copies_tally.output_tokens:
                 saved.append(priced(job, copies_tally, ctx)["cost"])
-        replaced = spool.merge()
-    if not ctx.keep_files:
-        # The results are in the store now; what a follow-up job is made from stays.
-        follow_up = to_retry if attempt < ctx.max_attempts else {}
-        jobs = [free_files(job, attempt, follow_up) for job in jobs]
-    totals = (
-        Totals() if attempt == 1 else Totals.of(state.get("collected_counts"), state.get("usage"))
-    )
-    totals.merge(added)
-    for result in replaced:
-        totals.remove(result)
-    return CollectedRound(
-        jobs=jobs,
-        counts=totals.counts(),
-        usage=totals.usage,
-        dedup=_dedup_saved(state.get("dedup"), saved, attempt),
-        to_retry=to_retry,
-    )
+        if record is None:
+            totals = (
+                Totals()
+                if attempt == 1
+                else Totals.of(state.get("collected_counts"), state.get("usage"))
+            )
+            totals.merge(added)
+            for result in spool.replaced():
+                totals.remove(result)
+            collected = {
+                "jobs": jobs,
+                "counts": totals.counts(),
+                "usage": totals.usage,
+                "dedup": _dedup_saved(state.get("dedup"), saved, attempt),
+                "to_retry": to_retry,
+            }
+            record = {"jobs": round_jobs, "stored": False, "collected": collected}
+            # Before any page changes: a kill while writing them must not lose what they held.
+            data.put_round_record(attempt, record)
+        spool.merge()
+    record = {**record, "stored": True}
+    data.put_round_record(attempt, record)
+    return record
 
 
 def free_files(job: Job, attempt: int, follow_up: Mapping[str, list[str]]) -> Job:

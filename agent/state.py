@@ -98,7 +98,7 @@ class Job(TypedDict):
     attempt: int
     """1 for the first submission, 2+ for follow-up jobs that retry failed requests."""
     provider: str
-    """Protocol used: 'openai', 'mistral' or 'anthropic'."""
+    """Protocol used: 'openai', 'mistral', 'anthropic' or 'gemini'."""
     job_id: str | None
     """The provider's job id; None while the job is only an intent."""
     model: str

@@ -104,7 +104,7 @@ KeepFilesOption = Annotated[
     bool | None,
     typer.Option(
         "--keep-files/--delete-files",
-        help="Keep the batch's input, output and error files at the provider (the default), or delete them once the results are stored.",
+        help="Keep the batch's input, output and error files at the provider, or delete them once the results are stored (the default).",
     ),
 ]
 

@@ -17,13 +17,17 @@ from typing import Any
 import pytest
 from google import genai
 from google.genai import types
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.store.memory import InMemoryStore
 from mistralai.client import Mistral
 from openai import OpenAI
 from typer.testing import CliRunner
 
 from agent.cli.app import app
+from agent.context import Context
 from agent.emulator import IN_PROCESS_BASE_URL, emulator_http_client, read_access_log
-from tests.support import assert_all_accounted, run_with_wait_budget
+from agent.graph import build_graph
+from tests.support import FAST_POLLING, assert_all_accounted, run_with_wait_budget
 
 RECORDS: list[dict[str, Any]] = [{"id": f"r{i}", "prompt": f"file me {i}"} for i in range(6)]
 # The providers that keep our files; Anthropic takes requests inline and keeps none (below).
@@ -142,3 +146,52 @@ def test_plan_shows_the_providers_per_job_limits(tmp_path: Path) -> None:
         app, ["plan", str(source), "--provider", "openai", "--max-requests-per-job", "4"]
     ).stdout
     assert "at most 4 requests and 200 MiB of input per job (openai's: 50,000" in capped
+
+
+class _Killed(BaseException):
+    """The process dies here: not an error any node catches, nothing checkpointed after it."""
+
+
+@pytest.mark.parametrize("provider", STORING)
+def test_a_collect_killed_after_its_deletes_resumes_with_every_result(
+    provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The files are gone and the checkpoint never recorded the collect: the resumed collect
+    # must give the round's results and totals from the store, not download again. Killed in
+    # every round, so a follow-up round's totals (which replace earlier results) count too.
+    import agent.graph
+
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "request_fail_rate=0.4,seed=3")
+    records = [{"id": f"k{i}", "prompt": f"kill me {i}"} for i in range(20)]
+    real_collect_round = agent.graph.collect_round
+    killed: list[int] = []
+
+    def collect_then_die(state: Any, ctx: Any, data: Any) -> Any:
+        collected = real_collect_round(state, ctx, data)  # results stored, files deleted
+        if state["attempt"] not in killed:
+            killed.append(state["attempt"])
+            raise _Killed
+        return collected
+
+    monkeypatch.setattr(agent.graph, "collect_round", collect_then_die)
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config = {"configurable": {"thread_id": "killed"}}
+    ctx = Context(provider=provider, max_attempts=6, **FAST_POLLING)  # type: ignore[arg-type]
+    run_input: dict[str, Any] | None = {"requests": records}
+    for _ in range(30):
+        try:
+            graph.invoke(run_input or {}, config, context=ctx)
+        except _Killed:
+            pass
+        run_input = None
+        values = graph.get_state(config).values
+        if values.get("status") in {"completed", "failed", "error"}:
+            break
+    assert len(killed) > 1, "40% failures need a follow-up round, killed as well"
+    assert values["status"] == "completed", values.get("error")
+    assert_all_accounted(values, records)
+    assert all(r["status"] == "succeeded" for r in values["results"])
+    assert values["counts"]["succeeded"] == len(records) and values["counts"]["failed"] == 0
+    # Nothing was read again from a deleted file, and nothing is left at the provider.
+    assert not any(e["status"] == 404 for e in read_access_log() if e["method"] == "GET")
+    assert _file_ids(provider) == set()

@@ -157,13 +157,16 @@ def test_result_pages_are_in_input_order_whatever_the_arrival_order(order: str) 
     with ResultSpool(data, first_round=True, count=count) as spool:
         for p in positions:
             spool.put(p, {"id": f"r{p}", "status": "succeeded", "usage": {}})
-        assert spool.merge() == []
+        assert spool.replaced() == []
+        spool.merge()
     assert [r["id"] for r in data.iter_results(count)] == [f"r{p}" for p in range(count)]
     # A follow-up round patches only what it retried and reports what it replaced.
     with ResultSpool(data, first_round=False, count=count) as spool:
         spool.put(5, {"id": "r5", "status": "failed", "usage": {}})
         spool.put(count - 1, {"id": f"r{count - 1}", "status": "failed", "usage": {}})
-        replaced = spool.merge()
+        replaced = spool.replaced()
+        assert [r["status"] for r in data.iter_results(count)].count("failed") == 0
+        spool.merge()
     assert [r["id"] for r in replaced] == ["r5", f"r{count - 1}"]
     results = list(data.iter_results(count))
     assert [r["status"] for r in results].count("failed") == 2 and len(results) == count
