@@ -220,10 +220,9 @@ def test_what_the_fast_builder_leaves_to_the_reference_still_equals_it(
 
 @pytest.mark.parametrize(
     "params",
-    # `invoke(msgs, model=...)` reaches GenerateContentConfig, which has no such field; a
-    # sampling value GenerationConfig cannot read.
-    [{"model": "gemini-2.0-flash"}, {"max_output_tokens": "many"}, {"temperature": [1]}],
-    ids=["model", "tokens", "temperature"],
+    # Sampling values GenerationConfig cannot read.
+    [{"max_output_tokens": "many"}, {"temperature": [1]}],
+    ids=["tokens", "temperature"],
 )
 def test_a_request_realtime_refuses_is_refused_by_its_own_id_on_the_fast_path(
     params: dict[str, Any],

@@ -15,6 +15,7 @@ from agent.context import Context
 from agent.emulator import ManualClock, list_jobs
 from agent.graph import build_graph
 from agent.pause import pause
+from agent.providers import provider_class
 from agent.requests import InputError
 
 RECORDS: list[dict[str, Any]] = [
@@ -166,19 +167,35 @@ def test_same_input_again_does_not_resubmit_and_other_input_is_refused(isolated_
     assert len(list_jobs()) == 1
 
 
-def test_one_job_per_model(isolated_env: Path) -> None:
+# (provider, a request's own model, the model name its answer's metadata carries): the job
+# runs the request's model; ChatMistralAI names its own (the run's) model in every answer.
+OWN_MODELS = [
+    ("openai", "gpt-4o", "gpt-4o"),
+    ("mistral", "mistral-large-latest", "mistral-small-latest"),
+    ("anthropic", "claude-opus-4-6", "claude-opus-4-6"),
+    ("gemini", "gemini-2.5-pro", "gemini-2.5-pro"),
+]
+
+
+@pytest.mark.parametrize(("provider", "own_model", "answered_by"), OWN_MODELS)
+def test_one_job_per_model(
+    isolated_env: Path, provider: str, own_model: str, answered_by: str
+) -> None:
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "t"}}
     records = [
         {"id": "a", "prompt": "one"},
-        {"id": "b", "prompt": "two", "params": {"model": "gpt-4o"}},
+        {"id": "b", "prompt": "two", "params": {"model": own_model}},
         {"id": "c", "prompt": "three"},
     ]
-    values = graph.invoke({"requests": records}, config, context=Context(provider="emulator"))
-    assert sorted(j["model"] for j in values["jobs"]) == ["gpt-4o", "gpt-4o-mini"]
-    values, _ = _run_until_done(graph, config, Context(provider="emulator"))
+    context = Context(provider=provider)  # type: ignore[arg-type]
+    values = graph.invoke({"requests": records}, config, context=context)
+    run_model = provider_class(provider).default_model
+    assert sorted(j["model"] for j in values["jobs"]) == sorted([own_model, run_model])
+    values, _ = _run_until_done(graph, config, context)
     assert [r["id"] for r in values["results"]] == ["a", "b", "c"]
-    assert values["results"][1]["message"].response_metadata["model_name"] == "gpt-4o"
+    assert [r["status"] for r in values["results"]] == ["succeeded"] * 3
+    assert values["results"][1]["message"].response_metadata["model_name"] == answered_by
 
 
 @pytest.mark.parametrize(

@@ -300,9 +300,10 @@ REQUEST_MODELS = [
     ("openai", "o3-mini", "gpt-4o-mini"),  # ... and o-series `developer` stays
     ("mistral", "mistral-small-latest", "mistral-large-latest"),
     ("anthropic", "claude-haiku-4-5", "claude-opus-4-6"),  # haiku's 64000 max_tokens, not 128000
-    # Not Gemini: realtime `ChatGoogleGenerativeAI.invoke(messages, model=X)` is refused before
-    # anything is sent (GenerateContentConfig has no `model`), and so is a request naming its
-    # own model (test_gemini_fastpath); a Gemini job's model is the run's.
+    # Realtime `ChatGoogleGenerativeAI.invoke(messages, model=X)` is refused (its config has no
+    # `model`): the line is what the run's model sends, and the job is created for X (a Gemini
+    # line names no model). gemini-3's default temperature is not the run's model's rule.
+    ("gemini", "gemini-2.5-flash", "gemini-3-pro-preview"),
 ]
 
 
@@ -314,6 +315,12 @@ def _realtime_with_model(
         return _realtime_openai(SYSTEM_AND_USER, {}, call, model=run_model)
     if provider == "mistral":
         return _realtime_mistral(SYSTEM_AND_USER, {}, call, model=run_model)
+    if provider == "gemini":
+        llm, sent = recording_gemini(GEMINI_RESPONSE, {}, model=run_model)
+        answer = llm.invoke(SYSTEM_AND_USER)
+        (body,) = sent
+        assert body.pop("_model") == run_model
+        return body, answer
     recorded = recording_anthropic(ANTHROPIC_RESPONSE, {}, monkeypatch, model=run_model)
     return invoke_recorded(recorded, SYSTEM_AND_USER, call)
 
@@ -337,8 +344,8 @@ def test_a_request_naming_its_model_keeps_the_run_models_rules(
         own = by_model[request_model]
         assert own.path is not None and own.request_ids == ["own"]
         (line,) = [json.loads(raw) for raw in own.path.read_bytes().splitlines()]
-        assert line.get("body", line.get("params")) == realtime_body
-        assert realtime_body["model"] == request_model
+        assert line.get("body", line.get("params", line.get("request"))) == realtime_body
+        assert realtime_body.get("model", request_model) == request_model
 
         # The job runs X, remembers which model object built it, and a resumed submit that
         # rebuilds its input (another process, no spool file) writes the very same bytes.

@@ -132,6 +132,11 @@ def call_kwargs(
         InputError: `code_execution` is asked for where `invoke()` refuses it.
     """
     kwargs = {**(bound or {}), **request.params}
+    # A request's own model is its job's (`batches.create(model=...)`: one job per model, and a
+    # Gemini line names none). Realtime `invoke(messages, model=X)` is refused, since
+    # GenerateContentConfig has no `model`; as for the other providers' `invoke(model=X)`, the
+    # body is the one the run's chat model builds.
+    kwargs.pop("model", None)
     code_execution = kwargs.pop("code_execution", None)
     if code_execution is not None:
         # Any value but None adds the tool (False too), as in `invoke()`.
