@@ -96,20 +96,30 @@ def status_renderables(report: Mapping[str, Any], console: Console) -> list[Rend
 
 
 def _status_table(report: Mapping[str, Any], *, with_ids: bool) -> Table:
-    table = Table(title=f"thread {report['thread_id']}: {report['status']}")
+    # The provider (a thread's jobs share one) and "(emulator)" go in the title, not on every
+    # row: the columns then fit 80 characters, Gemini's BATCH_STATE_SUCCEEDED included.
+    jobs = report["jobs"]
+    providers = sorted({str(job["provider"]) for job in jobs})
+    title = f"thread {report['thread_id']}: {report['status']}"
+    if len(providers) == 1:
+        title += f" · {providers[0]}"
+    if any(job["emulated"] for job in jobs):
+        title += " (emulator)"
+    table = Table(title=title)
     table.add_column("job", no_wrap=with_ids)
-    table.add_column("provider")
+    if len(providers) > 1:
+        table.add_column("provider")
     # A model name can be long too: wrapped onto more lines, never cut to "gpt-4o-m…".
-    models = [len(str(job["model"])) for job in report["jobs"]]
+    models = [len(str(job["model"])) for job in jobs]
     table.add_column("model", overflow="fold", min_width=max(models, default=0) or None)
-    for column in ("provider status", "succeeded", "failed", "total"):
+    table.add_column("provider status", overflow="fold")
+    for column in ("succeeded", "failed", "total"):
         table.add_column(column)
-    for n, job in enumerate(report["jobs"], start=1):
+    for n, job in enumerate(jobs, start=1):
         c = job["counts"]
-        provider = job["provider"] + (" (emulator)" if job["emulated"] else "")
         table.add_row(
             str(job["job_id"]) if with_ids else str(n),
-            provider,
+            *([job["provider"]] if len(providers) > 1 else []),
             job["model"],
             job["provider_status"],
             str(c["succeeded"]),
