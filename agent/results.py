@@ -31,7 +31,12 @@ from agent.job_records import priced
 from agent.planning import planned_spec
 from agent.pricing import Cost, TokenTally, total_cost
 from agent.providers import provider_for_job
-from agent.providers.base import RequestOutcome, job_chat_model, message_dump
+from agent.providers.base import (
+    RETRYABLE_CODES,
+    RequestOutcome,
+    job_chat_model,
+    message_dump,
+)
 from agent.state import Counts, Dedup, Job, RequestError, Result, State, Usage, empty_usage
 from agent.structured import AnswerCheck, OutputSpec, answer_check, checked_result
 
@@ -269,6 +274,11 @@ def _missing_error(job: Job) -> tuple[RequestError, bool]:
         return RequestError(code="batch_failed", message=f"the batch failed ({detail})"), bool(
             job.get("retryable")
         )
+    code = provider_for_job(job).unanswered_code(job)
+    if code is not None:
+        return RequestError(
+            code=code, message=f"the batch ended before this request ran ({detail})"
+        ), code in RETRYABLE_CODES
     return RequestError(
         code="no_result", message=f"the provider returned no result for this request ({detail})"
     ), True

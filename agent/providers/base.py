@@ -667,6 +667,17 @@ class BatchProvider(ABC):
     def cancel(self, job: Job) -> JobUpdate:
         """Ask the provider to cancel the job."""
 
+    expired_statuses: frozenset[str] = frozenset()
+    """Raw statuses of a job that ran out of time (see `unanswered_code`)."""
+
+    def unanswered_code(self, job: Job) -> str | None:
+        """Return the error code of a request the ended `job` wrote no line for, if known.
+
+        A job that expired gives OpenAI's `batch_expired` (retried in a follow-up job), for
+        every provider alike; None leaves the graph's `no_result`.
+        """
+        return EXPIRED_CODE if job["provider_status"] in self.expired_statuses else None
+
     stores_files: bool = False
     """True when the provider keeps our files (the uploaded input, the output and error files)
     in a storage with a quota, which `delete_file` frees. Anthropic keeps none: its
@@ -997,10 +1008,12 @@ def parse_output_line(
     return custom_id, body, None, False
 
 
+# The code of a request its expired batch never ran (OpenAI writes it; the others' alike).
+EXPIRED_CODE = "batch_expired"
 # Request-level error codes worth a follow-up job: the request itself was fine.
 RETRYABLE_CODES = frozenset(
     {
-        "batch_expired",
+        EXPIRED_CODE,
         "rate_limit_exceeded",
         "rate_limit_error",
         "server_error",

@@ -189,6 +189,7 @@ class GeminiProvider(BatchProvider):
     keeps_input = False
     param_rules = PARAM_RULES
     supports_output_spec = True
+    expired_statuses = frozenset({"BATCH_STATE_EXPIRED", "JOB_STATE_EXPIRED"})
     stores_files = True
 
     def __init__(

@@ -112,6 +112,7 @@ class MistralProvider(BatchProvider):
     limits = ProviderLimits(max_requests=1_000_000, max_file_bytes=512 * 1024 * 1024)
     param_rules = PARAM_RULES
     supports_output_spec = True
+    expired_statuses = frozenset({"TIMEOUT_EXCEEDED"})
     stores_files = True
 
     def __init__(

@@ -78,6 +78,7 @@ class OpenAIProvider(BatchProvider):
     limits = ProviderLimits(max_requests=50_000, max_file_bytes=200 * 1024 * 1024)
     param_rules = PARAM_RULES
     supports_output_spec = True
+    expired_statuses = frozenset({"expired"})
     stores_files = True
 
     def __init__(
