@@ -8,6 +8,8 @@ wall time, requests per second, peak RSS, checkpoint database bytes, bytes writt
 status calls, and the batch-agent / baseline ratios (goals: wall <= 1.5x, RSS <= 2x).
 
 A third table (`bench/startup.py`) times start-up: `status`, `threads` and `run`'s first line.
+A fourth (`bench/fastpath_micro.py`) gives each provider's body-building and result-parsing rates,
+reference path against fast path (OpenAI, Mistral, Gemini).
 
 A second table simulates polling with a fake clock against the emulator: how many status calls a
 job of 1, 6 and 24 hours costs with the default backoff, and how late its completion is noticed.
@@ -308,6 +310,9 @@ def main() -> None:
     parser.add_argument("--no-simulation", action="store_true")
     parser.add_argument("--no-startup", action="store_true", help="skip bench/startup.py")
     parser.add_argument(
+        "--no-fastpath", action="store_true", help="skip bench/fastpath_micro.py"
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=3,
@@ -408,6 +413,12 @@ def main() -> None:
         import startup  # bench/startup.py, next to this script
 
         startup.print_table(startup.measure())
+
+    if not args.no_fastpath:
+        import fastpath_micro  # bench/fastpath_micro.py, next to this script
+
+        console.print("[bold]fast paths: building and parsing rates per provider[/bold]")
+        fastpath_micro.main([])
 
 
 if __name__ == "__main__":
