@@ -309,9 +309,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,50000,200000")
     parser.add_argument("--no-simulation", action="store_true")
     parser.add_argument("--no-startup", action="store_true", help="skip bench/startup.py")
-    parser.add_argument(
-        "--no-fastpath", action="store_true", help="skip bench/fastpath_micro.py"
-    )
+    parser.add_argument("--no-fastpath", action="store_true", help="skip bench/fastpath_micro.py")
     parser.add_argument(
         "--repeat",
         type=int,

@@ -138,10 +138,13 @@ def test_summary_table_shows_counts_tokens_and_time() -> None:
         assert expected in text
 
 
+@pytest.mark.parametrize("provider", ["openai", "mistral", "anthropic", "gemini"])
 def test_an_outage_that_outlasts_the_retries_books_another_try(
-    monkeypatch: pytest.MonkeyPatch,
+    provider: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A provider down through every retry: status `error` marked retry_later, routed to schedule."""
+    import time
+
     from langgraph.types import RetryPolicy
 
     import agent.graph as graph_module
@@ -151,9 +154,27 @@ def test_an_outage_that_outlasts_the_retries_books_another_try(
         initial_interval=0.01, max_attempts=2, jitter=False, retry_on=Exception
     )
     monkeypatch.setattr(graph_module, "NODE_RETRY", fast_retry)
+    # Each SDK backs off between its own retries with `time.sleep` (seconds per attempt): the
+    # emulator answers in process, so nothing is gained by waiting them out for real. Mistral's
+    # retries stop after a wall-clock budget (`time.time`), so its clock moves with the sleeps.
+    import mistralai.client.utils.retries as mistral_retries
+
+    class SleptClock:
+        offset = 0.0
+
+        @classmethod
+        def sleep(cls, seconds: float) -> None:
+            cls.offset += seconds
+
+        @classmethod
+        def time(cls) -> float:
+            return time.time() + cls.offset
+
+    monkeypatch.setattr(time, "sleep", SleptClock.sleep)
+    monkeypatch.setattr(mistral_retries, "time", SleptClock)
     graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
     config = {"configurable": {"thread_id": "outage"}}
-    context = Context(provider="openai", max_attempts=1)
+    context = Context(provider=provider, max_attempts=1)  # type: ignore[arg-type]
     submitted = graph.invoke({"requests": RECORDS}, config, context=context)
     assert submitted["status"] == "submitted"
 
