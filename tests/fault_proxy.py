@@ -10,8 +10,9 @@ tests put this proxy in front of it:
         proxy.fail("POST", "/openai/v1/batches", "502_after")
         # point the SDK at f"{proxy.url}/openai/v1"
 
-A rule matches by method and a regular expression on the path, fires a given number of times, and
-does one of:
+A rule matches by method and a regular expression on the path (and, optionally, one on the query
+string: a Gemini resumable upload sends its start and its bytes to one path, the bytes with
+`?upload_id=`), fires a given number of times, and does one of:
 
 - ``502_after`` / ``504_after``: forward the request, read the provider's answer, then answer the
   client 502 Bad Gateway / 504 Gateway Timeout instead (the provider acted; the client is told it
@@ -57,7 +58,16 @@ class Rule:
     path: re.Pattern[str]
     action: Action
     times: int
+    query: re.Pattern[str] | None = None
     fired: int = 0
+
+    def matches(self, method: str, path: str, query: str) -> bool:
+        """Tell whether a request is this rule's (method, path, and query if it names one)."""
+        return (
+            self.method == method
+            and self.path.search(path) is not None
+            and (self.query is None or self.query.search(query) is not None)
+        )
 
 
 @dataclass
@@ -95,9 +105,20 @@ class FaultProxy:
         """The proxy's base URL (append the provider prefix, e.g. ``/openai/v1``)."""
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def fail(self, method: str, path: str, action: Action, times: int = 1) -> Rule:
-        """Add a rule: the next `times` requests `method` on a path matching `path` get `action`."""
-        rule = Rule(method.upper(), re.compile(path), action, times)
+    def fail(
+        self, method: str, path: str, action: Action, times: int = 1, query: str | None = None
+    ) -> Rule:
+        """Add a rule: the next `times` requests `method` on a path matching `path` get `action`.
+
+        With `query`, only requests whose query string matches it too.
+        """
+        rule = Rule(
+            method.upper(),
+            re.compile(path),
+            action,
+            times,
+            re.compile(query or "") if query else None,
+        )
         with self._lock:
             self.rules.append(rule)
         return rule
@@ -130,10 +151,11 @@ class FaultProxy:
 
     # ----------------------------------------------------------------- serving
 
-    def _rule_for(self, method: str, path: str) -> Rule | None:
+    def _rule_for(self, method: str, target: str) -> Rule | None:
+        parts = urlsplit(target)
         with self._lock:
             for rule in self.rules:
-                if rule.fired < rule.times and rule.method == method and rule.path.search(path):
+                if rule.fired < rule.times and rule.matches(method, parts.path, parts.query):
                     rule.fired += 1
                     return rule
         return None
@@ -141,7 +163,7 @@ class FaultProxy:
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         method, path = handler.command, handler.path
         body = _read_body(handler)
-        rule = self._rule_for(method, urlsplit(path).path)
+        rule = self._rule_for(method, path)
         action = rule.action if rule else "relay"
         with self._lock:
             self.calls.append((method, urlsplit(path).path, action))

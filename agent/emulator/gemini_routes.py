@@ -17,7 +17,8 @@ Shapes follow what google-genai 3.6 sends and parses (`google/genai/batches.py`,
   ``x-goog-upload-url`` (absolute, on the host the client used, with an ``upload_id``); then
   ``POST <url>`` with ``X-Goog-Upload-Command: upload[, finalize]`` and ``X-Goog-Upload-Offset``
   appends bytes (``x-goog-upload-status: active``) and finalises (``final``, body ``{"file":
-  File}``). A File is ``{name: "files/<id>", displayName, mimeType, sizeBytes (string),
+  File}``); a finalised session answers its final result again to any later command (a resumable
+  upload's documented behaviour; Gemini's own is not published). A File is ``{name: "files/<id>", displayName, mimeType, sizeBytes (string),
   createTime, updateTime, expirationTime (+48 h), uri, state: "ACTIVE", source: "UPLOADED" |
   "GENERATED", downloadUri (generated files)}``. ``GET /{ver}/files`` pages (``pageSize``
   default 10, max 100; ``pageToken``; ``{files, nextPageToken}``), ``GET`` / ``DELETE
@@ -331,6 +332,15 @@ class GeminiRoutes:
             session = self.store.read_json(meta_path)
             if session is None:
                 raise HttpError(404, "Unknown upload session.", error_type="NOT_FOUND")
+            if session.get("final"):
+                # A finalised session answers its final result again, as resumable uploads do
+                # (the SDK resends a chunk whose answer it did not get): one file, never two.
+                meta = self.store.read_json(self.store.file_meta_path(PROVIDER, session["final"]))
+                if meta is None:
+                    raise HttpError(404, "Unknown upload session.", error_type="NOT_FOUND")
+                response = json_response({"file": self._file_object(meta, request)})
+                response.headers.append(("x-goog-upload-status", "final"))
+                return response
             offset = request.header("X-Goog-Upload-Offset")
             if offset is not None and offset.strip() != str(session["received"]):
                 raise _bad(f"Upload offset {offset} does not match {session['received']} received.")
@@ -360,7 +370,7 @@ class GeminiRoutes:
             os.replace(part_path, self.store.file_data_path(PROVIDER, meta["id"]))
             meta["_size"] = session["received"]
             self.store.put_file_meta(PROVIDER, meta)
-            meta_path.unlink(missing_ok=True)
+            self.store.write_json(meta_path, {**session, "final": meta["id"]})
         response = json_response({"file": self._file_object(meta, request)})
         response.headers.append(("x-goog-upload-status", "final"))
         return response
