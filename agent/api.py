@@ -158,7 +158,8 @@ def run_batch(
             `ChatGoogleGenerativeAI` (optionally wrapped by `bind_tools` / `with_structured_output` / `bind`), whose
             provider, settings, endpoint (`base_url`, organization), tools and schema are then
             used (`agent.model_spec`; a setting a batch cannot reproduce is refused by name).
-            None uses the provider's default model.
+            None uses the provider's default model. A spec (the mapping `spec_from_chat_model`
+            returns) is taken as it is.
         provider: `openai`, `mistral`, `anthropic`, `gemini`, `emulator` or `auto` (default:
             the first provider whose API key is set, else the offline emulator).
         system_prompt: System message for requests without one.
@@ -270,14 +271,21 @@ def _record(item: Any, index: int) -> dict[str, Any]:
 
 
 def _apply_model(prepared: _Prepared, model: Any) -> None:
-    """Put a model name, or a chat model's spec (`agent.model_spec`), into context and input."""
+    """Put a model name, or a chat model's spec (`agent.model_spec`), into context and input.
+
+    `model` may also be such a spec already (a mapping, as `spec_from_chat_model` returns it):
+    the batched calls of a user's graph (`agent.batched`) arrive that way.
+    """
     if model is None or isinstance(model, str):
         prepared.context["model"] = model
         return
-    from agent.model_spec import realtime_output, spec_from_chat_model
+    if isinstance(model, Mapping):
+        spec = dict(model)
+    else:
+        from agent.model_spec import realtime_output, spec_from_chat_model
 
-    spec = spec_from_chat_model(model)
-    prepared.output = realtime_output(model)
+        spec = spec_from_chat_model(model)
+        prepared.output = realtime_output(model)
     given = prepared.context.get("provider")
     if given not in (None, "auto", spec["provider"]):
         raise ValueError(f"provider={given!r} does not match the model's ({spec['provider']!r})")

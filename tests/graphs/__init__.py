@@ -1,0 +1,1 @@
+"""User graphs the batched-graph tests run (as a user would write them, with `batched` models)."""

@@ -1,0 +1,149 @@
+"""Batching a user's own graph: `batched(model)` in its nodes, `map_graph` over a dataset.
+
+Through the real graph, the batch graph and the OpenAI SDK against the in-process emulator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langgraph.graph import END, START, StateGraph
+
+from agent.batched import BatchedChatModel, batched, map_graph
+from agent.batched.model import chat_models_in
+from agent.emulator import list_jobs
+from tests.graphs.pipeline import (
+    Doc,
+    batch_call_builder,
+    fan_out_builder,
+    pipeline,
+    pipeline_builder,
+)
+from tests.support import FAST_POLLING
+
+DOCS = [{"text": f"invoice {i} was charged twice"} for i in range(12)]
+
+
+def _emulated(prompt: str) -> str:
+    return f"Emulated reply to: {prompt}"
+
+
+def test_a_three_step_pipeline_takes_three_rounds_of_one_job_each() -> None:
+    results = map_graph(pipeline, DOCS, **FAST_POLLING)
+    assert [r.status for r in results] == ["completed"] * len(DOCS)
+    assert [(r.calls, len(r.batch_threads)) for r in results.rounds] == [(len(DOCS), 1)] * 3
+    jobs = list_jobs()
+    assert len(jobs) == 3 and sorted(j["request_count"] for j in jobs) == [len(DOCS)] * 3
+    # Each item's state is what the realtime calls would have made of it, in input order.
+    for doc, result in zip(DOCS, results, strict=True):
+        fact = _emulated(f"Extract the key fact: {doc['text']}")
+        label = _emulated(f"Classify: {fact}")
+        assert result.state == {
+            "text": doc["text"],
+            "fact": fact,
+            "label": label,
+            "summary": _emulated(f"Summarise: {label}"),
+        }
+        assert result.calls == 3 and result.usage["total_tokens"] > 0
+
+
+def test_send_branches_of_one_thread_are_pooled_into_one_job() -> None:
+    topics = [f"topic {i}" for i in range(7)]
+    results = map_graph(fan_out_builder(), [{"topics": topics}], **FAST_POLLING)
+    (item,) = results
+    assert item.status == "completed", item.error
+    assert sorted(item.state["answers"]) == sorted(_emulated(f"Explain {t}") for t in topics)
+    assert [r.calls for r in results.rounds] == [7] and len(list_jobs()) == 1
+
+
+def test_calls_made_at_once_by_batch_suspend_together_and_answer_in_order() -> None:
+    topics = ["alpha", "beta", "gamma"]
+    results = map_graph(batch_call_builder(), [{"topics": topics}] * 2, **FAST_POLLING)
+    assert [r.status for r in results] == ["completed", "completed"]
+    for item in results:
+        assert item.state["answers"] == [_emulated(f"Define {t}") for t in topics]
+    # Two items asking the same three things: six calls, sent once each (dedup pools them).
+    assert [r.calls for r in results.rounds] == [6]
+    (job,) = list_jobs()
+    assert job["request_count"] == 3
+
+
+def test_a_map_stopped_between_rounds_resumes_and_sends_no_call_twice(tmp_path: Path) -> None:
+    db = tmp_path / "map.sqlite"
+    first = map_graph(pipeline_builder(), DOCS[:4], db=db, max_rounds=1, **FAST_POLLING)
+    assert [r.status for r in first] == ["interrupted"] * 4  # waiting on their second call
+    again = map_graph(pipeline_builder(), None, map_id=first.map_id, db=db, **FAST_POLLING)
+    assert [r.status for r in again] == ["completed"] * 4
+    assert len(again.rounds) == 2  # the first round's answers were not asked again
+    assert sorted(j["request_count"] for j in list_jobs()) == [4, 4, 4]
+    # Run again once finished: nothing more is sent.
+    done = map_graph(pipeline_builder(), None, map_id=first.map_id, db=db, **FAST_POLLING)
+    assert done.rounds == [] and len(list_jobs()) == 3
+    assert [r.state for r in done] == [r.state for r in again]
+
+
+def test_a_failed_call_raises_in_its_node_and_fails_that_item_only() -> None:
+    # The provider refuses one document's first call (a 400 for that request alone).
+    docs = [*DOCS[:3], {"text": "refuse me [emulator:reject]"}]
+    results = map_graph(pipeline, docs, **FAST_POLLING)
+    assert [r.status for r in results] == ["completed"] * 3 + ["failed"]
+    refused = results[3]
+    assert refused.error and "BatchCallError" in refused.error and refused.calls == 1
+    assert refused.state == {"text": docs[3]["text"]}  # the node raised: nothing written
+    assert len(results.rounds) == 3  # the others went on without it
+
+
+def test_outside_batch_agent_the_wrapped_model_answers_in_realtime() -> None:
+    fake = GenericFakeChatModel(messages=iter([AIMessage(content="realtime answer")]))
+    model = batched(fake)
+    assert isinstance(model, BatchedChatModel)
+    assert model.invoke("hello").content == "realtime answer"
+    # And in a graph run by itself (not by batch-agent): still realtime, nothing batched.
+    answers = iter([AIMessage(content="from a plain run")])
+    plain = batched(GenericFakeChatModel(messages=answers))
+
+    def node(state: Doc) -> dict[str, Any]:
+        return {"fact": plain.invoke(state["text"]).content}
+
+    builder = StateGraph(Doc)
+    builder.add_node("node", node)
+    builder.add_edge(START, "node")
+    builder.add_edge("node", END)
+    assert builder.compile().invoke({"text": "x"})["fact"] == "from a plain run"
+    assert list_jobs() == []
+
+
+def test_a_model_no_batch_api_serves_fails_its_item_with_a_clear_error() -> None:
+    fake = batched(GenericFakeChatModel(messages=iter([AIMessage(content="x")])))
+
+    def node(state: Doc) -> dict[str, Any]:
+        return {"fact": fake.invoke(state["text"]).content}
+
+    builder = StateGraph(Doc)
+    builder.add_node("node", node)
+    builder.add_edge(START, "node")
+    builder.add_edge("node", END)
+    (item,) = map_graph(builder, [{"text": "x"}], **FAST_POLLING)
+    assert item.status == "failed" and "GenericFakeChatModel" in (item.error or "")
+    assert list_jobs() == []
+
+
+def test_batched_keeps_tools_and_structured_output_bindings() -> None:
+    from langchain_openai import ChatOpenAI
+    from pydantic import BaseModel
+
+    class Ticket(BaseModel):
+        label: str
+
+    llm = ChatOpenAI(model="gpt-4o-mini", api_key="unused-key")
+    for runnable in (
+        batched(llm.bind_tools([Ticket])),
+        batched(llm).bind_tools([Ticket]),
+        batched(llm.with_structured_output(Ticket)),
+        batched(llm).with_structured_output(Ticket),
+    ):
+        found = [m for m in chat_models_in(runnable) if isinstance(m, BatchedChatModel)]
+        assert len(found) == 1 and found[0].wrapped is llm
