@@ -20,6 +20,11 @@ job ended without any results."""
 ResultStatus = Literal["succeeded", "failed"]
 """Status of one request's result."""
 
+ItemStatus = Literal["completed", "failed", "interrupted"]
+"""Status of one input item of a mapped user graph (`agent.batched.map_graph`): `completed`, its
+thread ended; `failed`, a node raised; `interrupted`, the graph waits for an `interrupt()` of its
+own (human input), which batch-agent does not answer."""
+
 TERMINAL_THREAD_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 """Thread statuses after which invoking the thread again changes nothing."""
 

@@ -23,18 +23,15 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from langgraph.types import Command
 
 from agent.batched.calls import ANSWERS, MAP_MARKER, Call, answer, calls_of
+from agent.statuses import ItemStatus
 
 ROOT = "batch_agent_map"
 """Store namespace root of the maps' own records (answers, items)."""
-
-ItemStatus = Literal["completed", "failed", "interrupted"]
-"""`completed`: the item's thread ended; `failed`: a node raised; `interrupted`: the graph waits
-for an `interrupt()` of its own (human input), which batch-agent does not answer."""
 
 
 @dataclass(frozen=True)
