@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langgraph.graph import END, START, StateGraph
@@ -147,3 +148,53 @@ def test_batched_keeps_tools_and_structured_output_bindings() -> None:
     ):
         found = [m for m in chat_models_in(runnable) if isinstance(m, BatchedChatModel)]
         assert len(found) == 1 and found[0].wrapped is llm
+
+
+def test_the_map_command_writes_one_line_per_item_in_input_order(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from agent.cli.app import app
+
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps(d) + "\n" for d in DOCS[:3]))
+    out = tmp_path / "out.jsonl"
+    db = tmp_path / "map.sqlite"
+    graph = str(Path(__file__).parents[1] / "graphs" / "pipeline.py") + ":pipeline"
+    args = ["map", graph, str(source), "--db", str(db), "--out", str(out), "--thread", "m1"]
+    answer = CliRunner().invoke(app, [*args, "--poll-interval", "0.05"])
+    assert answer.exit_code == 0, answer.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["index"] for line in lines] == [0, 1, 2]
+    assert all(line["status"] == "completed" and line["calls"] == 3 for line in lines)
+    assert lines[0]["state"]["fact"] == _emulated(f"Extract the key fact: {DOCS[0]['text']}")
+    assert "3 of 3 items completed in 3 rounds" in answer.stderr
+    # Resumed by id once done: the same lines, nothing sent again.
+    again = CliRunner().invoke(app, ["map", graph, "--thread", "m1", "--db", str(db)])
+    assert again.exit_code == 0 and [json.loads(x) for x in again.stdout.splitlines()] == lines
+    assert len(list_jobs()) == 3
+
+
+@pytest.mark.parametrize(
+    ("graph", "line", "message"),
+    [
+        ("no_such_file.py:graph", '{"text": "x"}', "no such file"),
+        ("tests.graphs.pipeline:nothing", '{"text": "x"}', "has no 'nothing'"),
+        ("tests.graphs.pipeline", '{"text": "x"}', "GRAPH must be"),
+        ("tests.graphs.pipeline:pipeline", '["not", "an", "object"]', "docs.jsonl:1"),
+    ],
+)
+def test_the_map_command_refuses_bad_input_before_any_upload(
+    tmp_path: Path, graph: str, line: str, message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli.app import app
+
+    source = tmp_path / "docs.jsonl"
+    source.write_text(line + "\n")
+    answer = CliRunner().invoke(app, ["map", graph, str(source), "--db", str(tmp_path / "m.db")])
+    assert answer.exit_code != 0
+    assert message in str(answer.exception or "") + answer.output
+    assert list_jobs() == []

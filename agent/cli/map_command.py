@@ -1,0 +1,164 @@
+"""`batch-agent map GRAPH INPUT.jsonl`: a user's graph over a dataset, its model calls batched.
+
+GRAPH is `path/to/file.py:name` or `package.module:name` (a compiled graph or a `StateGraph`
+builder whose nodes call `batched(...)` models); each INPUT line is one item's input (a JSON
+object). The map runs round by round (`agent.batched.bridge.map_graph`) until every item's thread
+has ended, then writes one line per item, in input order: its status, final state, error,
+calls and tokens. `--thread MAP_ID` resumes a map that was stopped or killed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+
+from agent.cli.errors import EXIT_FAILED_REQUESTS
+from agent.cli.options import DbOption, MaxCostOption, OutOption
+from agent.requests import InputError
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def map_(
+    graph: Annotated[
+        str,
+        typer.Argument(
+            metavar="GRAPH",
+            help="The graph to run per item: path/to/file.py:name or package.module:name.",
+        ),
+    ],
+    input_file: Annotated[
+        Path | None,
+        typer.Argument(metavar="INPUT", help="One JSON object per line: each item's input."),
+    ] = None,
+    thread: Annotated[
+        str | None, typer.Option(help="The map to start or resume (default: a new one).")
+    ] = None,
+    db: DbOption = None,
+    out: OutOption = None,
+    poll_interval: Annotated[
+        float | None, typer.Option(help="First pause between polls of each round's batches.")
+    ] = None,
+    max_cost: MaxCostOption = None,
+    allow_failures: Annotated[
+        bool, typer.Option(help="Exit 0 even when some items failed.")
+    ] = False,
+) -> None:
+    """Run a LangGraph graph over a dataset, every model call through a batch API."""
+    from agent.batched import map_graph
+    from agent.persistence import resolve_db
+
+    if input_file is None and thread is None:
+        raise typer.BadParameter("give INPUT to start a map, or --thread to resume one")
+    user_graph = load_graph(graph)
+    items = read_items(input_file) if input_file is not None else None
+    context: dict[str, Any] = {}
+    if poll_interval is not None:
+        context["poll_interval_seconds"] = poll_interval
+    if max_cost is not None:
+        context["max_cost"] = max_cost
+
+    def progress(number: int, calls: int, done: int) -> None:
+        err.print(f"round {number}: {calls} calls batched, {done} items done")
+
+    results = map_graph(
+        user_graph, items, map_id=thread, db=resolve_db(db), on_round=progress, **context
+    )
+    lines = b"".join(orjson.dumps(_item_json(item), default=_plain) + b"\n" for item in results)
+    if out is None:
+        sys.stdout.buffer.write(lines)
+        sys.stdout.flush()
+    else:
+        out.write_bytes(lines)
+    failed = sum(1 for item in results if item.status != "completed")
+    err.print(
+        f"map {results.map_id}: {len(results) - failed} of {len(results)} items completed in "
+        f"{len(results.rounds)} rounds this run (resume: --thread {results.map_id})"
+    )
+    if failed and not allow_failures:
+        raise typer.Exit(EXIT_FAILED_REQUESTS)
+
+
+def load_graph(ref: str) -> Any:
+    """Import `path/to/file.py:name` or `package.module:name` and return that object.
+
+    Raises:
+        InputError: The reference is malformed, the module cannot be imported, or it has no
+            such name (before anything is uploaded).
+    """
+    module_ref, sep, name = ref.rpartition(":")
+    if not sep or not module_ref or not name:
+        raise InputError("GRAPH must be path/to/file.py:name or package.module:name", source=ref)
+    try:
+        if module_ref.endswith(".py"):
+            path = Path(module_ref).resolve()
+            if not path.is_file():
+                raise InputError(f"{path}: no such file", source=ref)
+            spec = importlib.util.spec_from_file_location(f"batch_agent_user_{path.stem}", path)
+            if spec is None or spec.loader is None:
+                raise InputError(f"{path}: cannot be imported", source=ref)
+            module = importlib.util.module_from_spec(spec)
+            sys.path.insert(0, str(path.parent))  # its own sibling modules import as in a script
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_ref)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (whatever the user's module raises, said plainly)
+        raise InputError(
+            f"cannot import {module_ref}: {type(exc).__name__}: {exc}", source=ref
+        ) from None
+    if not hasattr(module, name):
+        raise InputError(f"{module_ref} has no {name!r}", source=ref)
+    return getattr(module, name)
+
+
+def read_items(path: Path) -> list[dict[str, Any]]:
+    """Read one JSON object per non-empty line.
+
+    Raises:
+        InputError: The file is missing, empty, or a line is not a JSON object (file and line).
+    """
+    if not path.is_file():
+        raise InputError("file not found", source=str(path))
+    items: list[dict[str, Any]] = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON ({exc})", source=str(path), line=number) from None
+        if not isinstance(value, dict):
+            raise InputError("an item's input must be a JSON object", source=str(path), line=number)
+        items.append(value)
+    if not items:
+        raise InputError("no items", source=str(path))
+    return items
+
+
+def _item_json(item: Any) -> dict[str, Any]:
+    return {
+        "index": item.index,
+        "thread_id": item.thread_id,
+        "status": item.status,
+        "state": item.state,
+        "error": item.error,
+        "calls": item.calls,
+        "usage": item.usage,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """Serialise what a graph state holds beyond JSON: messages and pydantic models as dicts."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    return str(value)
