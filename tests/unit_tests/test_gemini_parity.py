@@ -197,8 +197,8 @@ def test_the_request_lifts_config_to_the_request_level_as_realtime_does() -> Non
 
 def test_a_request_realtime_refuses_is_refused_by_its_id() -> None:
     llm = reference.chat_model(MODEL, {})
-    # `invoke(msgs, model=...)` reaches GenerateContentConfig, which has no such field.
-    request = BatchRequest("r9", [{"role": "user", "content": "x"}], {"model": "gemini-2.0-flash"})
+    # A sampling value GenerationConfig cannot read.
+    request = BatchRequest("r9", [{"role": "user", "content": "x"}], {"temperature": [1]})
     with pytest.raises(InputError) as info:
         reference.request_body(llm, request)
     assert info.value.request_id == "r9" and "ChatGoogleGenerativeAI refuses" in str(info.value)
