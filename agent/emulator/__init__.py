@@ -19,7 +19,8 @@ against it unchanged, either in-process::
         ),
     )
 
-or over loopback with `serve` / `running_emulator`. Jobs advance by the wall
+or over loopback with `serve` / `running_emulator`. Each provider's realtime chat endpoint
+answers too, by the batch's rule (`agent.emulator.realtime_routes`). Jobs advance by the wall
 clock (``BATCH_AGENT_EMULATOR_DELAY`` seconds, default 2, read at creation), or by a
 `ManualClock` a test passes in and advances (`agent.emulator.clock`), state
 persists under a directory shared by every process (``BATCH_AGENT_EMULATOR_DIR``,

@@ -152,7 +152,7 @@ class AnthropicRoutes:
                 params = _params(r)
                 delay = longest_delay(delay, params)
                 if (
-                    _request_error(params) is not None
+                    request_error(params) is not None
                     or request_fault(faults or {}, batch_id, _custom_id(r), params) is not None
                 ):
                     failed.append(r.index)
@@ -379,8 +379,8 @@ def _custom_id(request: RequestLine) -> str:
     return str(obj.get("custom_id"))
 
 
-def _request_error(params: dict[str, Any]) -> str | None:
-    """Return why a request's Messages params are invalid (it ends ``errored``), else None."""
+def request_error(params: dict[str, Any]) -> str | None:
+    """Return why Messages params are invalid (a batch request ends ``errored``, a call 400s)."""
     model = params.get("model")
     if not isinstance(model, str) or not model:
         return "model: Field required"
@@ -458,39 +458,54 @@ def _render_line(
     custom_id = _custom_id(request)
     params = _params(request)
     seed = line_digest(custom_id, json.dumps(params, sort_keys=True, default=str))
-    problem = _request_error(params)
+    problem = request_error(params)
     if problem is not None:
         return False, _errored(custom_id, seed, "invalid_request_error", problem), (0, 0)
     fault = request_fault(faults, job_id, custom_id, params)
     if fault is not None:
         _, message, error_type, _ = ERROR_SHAPES[PROVIDER][fault]
         return False, _errored(custom_id, seed, error_type, message), (0, 0)
-    reply = compute_reply(_chat_body(params))
-    message_id = line_digest(custom_id, reply.digest)
+    answer, reply = answer_message(params, custom_id, "batch")
     line: dict[str, Any] = {
         "custom_id": custom_id,
-        "result": {
-            "type": "succeeded",
-            "message": {
-                "id": f"msg_emulator_{message_id[:24]}",
-                "type": "message",
-                "role": "assistant",
-                "model": params["model"],
-                "content": _content(reply),
-                "stop_reason": _stop_reason(reply),
-                "stop_sequence": None,
-                "usage": {
-                    "input_tokens": reply.prompt_tokens,
-                    "output_tokens": reply.completion_tokens,
-                    "cache_creation_input_tokens": 0,
-                    "cache_read_input_tokens": 0,
-                    "service_tier": "batch",
-                },
-            },
+        "result": {"type": "succeeded", "message": answer},
+    }
+    return True, line, (reply.prompt_tokens, reply.completion_tokens)
+
+
+def answer_message(
+    params: dict[str, Any], id_seed: Any, service_tier: str
+) -> tuple[dict[str, Any], Reply]:
+    """Answer valid Messages params: the `Message` a batch result or a realtime call carries.
+
+    Args:
+        params: Messages params `request_error` accepts.
+        id_seed: What the message id hashes with the body digest (a batch line's custom_id;
+            realtime has none, so its id comes from the digest alone).
+        service_tier: The usage's ``service_tier`` (``batch`` for a batch, ``standard`` realtime).
+
+    Returns:
+        The message (odd shapes applied) and the computed `Reply`.
+    """
+    reply = compute_reply(_chat_body(params))
+    message_id = line_digest(id_seed, reply.digest)
+    message: dict[str, Any] = {
+        "id": f"msg_emulator_{message_id[:24]}",
+        "type": "message",
+        "role": "assistant",
+        "model": params["model"],
+        "content": _content(reply),
+        "stop_reason": _stop_reason(reply),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": reply.prompt_tokens,
+            "output_tokens": reply.completion_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "service_tier": service_tier,
         },
     }
-    reshape_message(line["result"]["message"], reply)  # odd shapes asked for by markers
-    return True, line, (reply.prompt_tokens, reply.completion_tokens)
+    return reshape_message(message, reply), reply  # odd shapes asked for by markers
 
 
 def _unfinished_line(request: RequestLine, kind: str) -> dict[str, Any]:

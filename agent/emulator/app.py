@@ -42,6 +42,7 @@ from agent.emulator.mistral_routes import MistralRoutes
 from agent.emulator.mistral_routes import render_error as render_mistral_error
 from agent.emulator.openai_routes import OpenAIRoutes
 from agent.emulator.openai_routes import render_error as render_openai_error
+from agent.emulator.realtime_routes import RealtimeRoutes
 from agent.emulator.store import Store
 from agent.emulator.web import HttpError, Request, Response, json_response
 
@@ -58,6 +59,8 @@ StartResponse = Callable[..., Any]
 class EmulatorApp:
     """WSGI application emulating the OpenAI, Mistral, Anthropic and Gemini batch HTTP protocols.
 
+    Each protocol's realtime chat endpoint is served too (`agent.emulator.realtime_routes`).
+
     Args:
         state_dir: Where files and jobs persist; defaults to `default_state_dir()`.
             Several apps (or processes) on one directory share the same state.
@@ -73,6 +76,16 @@ class EmulatorApp:
         self.mistral = MistralRoutes(self.store, self.clock)
         self.anthropic = AnthropicRoutes(self.store, self.clock)
         self.gemini = GeminiRoutes(self.store, self.clock)
+        # The realtime chat endpoints live on each protocol's router: same prefix, auth and
+        # error shape as that protocol's batch routes.
+        self.realtime = RealtimeRoutes(self.clock)
+        for protocol, routes in (
+            ("openai", self.openai),
+            ("mistral", self.mistral),
+            ("anthropic", self.anthropic),
+            ("gemini", self.gemini),
+        ):
+            self.realtime.register(routes.router, protocol)
         # `http_error_rate` draws: one seeded generator per app (per process).
         self._rng_lock = threading.Lock()
         self._rngs: dict[int, random.Random] = {}

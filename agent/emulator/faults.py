@@ -34,6 +34,12 @@ Knobs:
   type, param, code}}``; Mistral ``{"object": "error", message, type, param,
   code}``), with headers ``retry-after-ms: 10`` and ``retry-after: 0`` so SDK
   retries stay fast.
+- ``realtime_429_rate=F`` (0..1): each realtime chat call (`agent.emulator.realtime_routes`:
+  ``POST .../chat/completions``, ``/anthropic/v1/messages``, ``...:generateContent``) is
+  answered, with probability F, by a 429 rate-limit error in the provider's shape, with the
+  ``retry-after`` header OpenAI and Anthropic send (1 second; Mistral and Gemini send none).
+  Batch routes never see it. Read on every request; draws from a ``random.Random(seed)`` per
+  emulator app, apart from ``http_error_rate``'s.
 - ``create_delay=S`` (seconds >= 0): a batch/job create persists the job, then
   sleeps S seconds before answering: the job exists even if the client gives up
   (a create whose response is lost). Its clock starts at creation as usual.
@@ -293,6 +299,7 @@ class Faults:
         seed: Seed of every random choice.
         request_fail_rate: Probability that a request fails with a 429/500 line.
         http_error_rate: Probability that an API call is answered 429/500.
+        realtime_429_rate: Probability that a realtime chat call is answered 429.
         create_delay: Seconds a create sleeps after persisting the job.
         expire: Fraction of requests done before the job expires, or None.
         all_fail: Whether every request fails with a 500 line.
@@ -308,6 +315,7 @@ class Faults:
     seed: int = 0
     request_fail_rate: float = 0.0
     http_error_rate: float = 0.0
+    realtime_429_rate: float = 0.0
     create_delay: float = 0.0
     expire: float | None = None
     all_fail: bool = False
@@ -404,6 +412,7 @@ _PARSERS = {
     "seed": _seed,
     "request_fail_rate": _fraction,
     "http_error_rate": _fraction,
+    "realtime_429_rate": _fraction,
     "create_delay": _seconds,
     "expire": _fraction,
     "all_fail": _flag,
@@ -532,6 +541,20 @@ def longest_delay(current: float | None, body: Any) -> float | None:
     return marked if current is None else max(current, marked)
 
 
+def marker_fault(body: Any) -> str | None:
+    """Return the failure a prompt marker asks for (``reject``, ``content_policy``), or None.
+
+    Args:
+        body: A chat body (its last user message is searched).
+    """
+    text = last_user_text(body)
+    if REJECT_MARKER in text:
+        return "reject"
+    if CONTENT_POLICY_MARKER in text:
+        return "content_policy"
+    return None
+
+
 def request_fault(faults: dict[str, Any], job_id: str, custom_id: Any, body: Any) -> str | None:
     """Decide whether a (valid) request fails because of a fault or a marker.
 
@@ -547,11 +570,9 @@ def request_fault(faults: dict[str, Any], job_id: str, custom_id: Any, body: Any
     """
     if faults.get("all_fail"):
         return "server_error"
-    text = last_user_text(body)
-    if REJECT_MARKER in text:
-        return "reject"
-    if CONTENT_POLICY_MARKER in text:
-        return "content_policy"
+    marked = marker_fault(body)
+    if marked is not None:
+        return marked
     rate = float(faults.get("request_fail_rate") or 0.0)
     if rate > 0:
         seed = faults.get("seed", 0)

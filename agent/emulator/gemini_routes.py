@@ -222,7 +222,7 @@ def _page(
     return page, (_page_token(page[-1]["id"]) if more and page else None)
 
 
-def _api_version(request: Request) -> str:
+def api_version(request: Request) -> str:
     """Return the API version the client addressed (``v1`` or ``v1beta``)."""
     found = _VERSIONED.match(str(request.environ.get("PATH_INFO", ""))[len(PREFIX) :])
     return found.group(2) if found else VERSIONS[0]
@@ -313,7 +313,7 @@ class GeminiRoutes:
         upload_id = secrets.token_hex(16)
         self.store.write_json(self._uploads() / f"{upload_id}.json", session)
         (self._uploads() / f"{upload_id}.part").write_bytes(b"")
-        version = _api_version(request)
+        version = api_version(request)
         url = f"{request.root_url()}{PREFIX}/upload/{version}/files?upload_id={upload_id}"
         url += "&upload_protocol=resumable"
         response = json_response({})
@@ -377,7 +377,7 @@ class GeminiRoutes:
 
     def _file_object(self, meta: dict[str, Any], request: Request) -> dict[str, Any]:
         file_id = meta["id"]
-        base = f"{request.root_url()}{PREFIX}/{_api_version(request)}/files/{file_id}"
+        base = f"{request.root_url()}{PREFIX}/{api_version(request)}/files/{file_id}"
         created = float(meta["created_at"])
         obj: dict[str, Any] = {"name": f"files/{file_id}"}
         if meta.get("displayName"):
@@ -486,7 +486,7 @@ class GeminiRoutes:
         if not emulator_serves(model):
             raise HttpError(
                 404,
-                f"models/{model} is not found for API version {_api_version(request)}, or is "
+                f"models/{model} is not found for API version {api_version(request)}, or is "
                 "not supported for batchGenerateContent.",
                 error_type="NOT_FOUND",
             )
@@ -712,8 +712,21 @@ def _checked(line: RequestLine) -> tuple[dict[str, Any], str | None]:
     obj = line.obj
     if not isinstance(obj, dict):
         return {}, f"Line {line.line}: not a JSON object."
+    return check_request(obj.get("request"))
+
+
+def check_request(request: Any) -> tuple[dict[str, Any], str | None]:
+    """Read a ``GenerateContentRequest`` as the chat body the reply rule answers.
+
+    Args:
+        request: A batch line's ``request``, or the body of a realtime ``generateContent``.
+
+    Returns:
+        The chat body and None, or an empty body and why the request is invalid (a 400
+        ``INVALID_ARGUMENT`` realtime, an error line with code 3 in a batch).
+    """
     try:
-        body = chat_body(obj.get("request"))
+        body = chat_body(request)
         validate_body(body)
     except (InvalidGeminiRequest, InvalidRequest) as exc:
         return {}, str(exc)

@@ -401,7 +401,16 @@ def _request_error(obj: Any, model: str | None) -> InvalidRequest | None:
     """Return why a request line fails on its own, or None if it is answered."""
     if not isinstance(obj, dict):
         return InvalidRequest("The line is not a valid JSON object.", None)
-    body = obj.get("body")
+    return body_error(obj.get("body"), model)
+
+
+def body_error(body: Any, model: str | None = None) -> InvalidRequest | None:
+    """Return why a chat body fails on its own (a 400), or None if it is answered.
+
+    Args:
+        body: The request body (a batch line's ``body``, or a realtime request's).
+        model: The batch job's model, standing in for a body without one (None in realtime).
+    """
     try:
         validate_body(body)
     except InvalidRequest as exc:
@@ -497,41 +506,57 @@ def _render_line(
         status, message, error_type, code = ERROR_SHAPES[PROVIDER][fault]
         return False, _error_line(custom_id, body, status, message, error_type, code, None), (0, 0)
     assert isinstance(body, dict)
-    reply = compute_reply(body)
+    completion, reply = completion_body(body, created, job_model)
     seed = line_digest(custom_id, reply.digest)
     line = {
         "id": f"batch-{seed[:32]}",
         "custom_id": custom_id,
-        "response": {
-            "status_code": 200,
-            "body": {
-                "id": reply.digest[:32],
-                "object": "chat.completion",
-                "created": created,
-                "model": job_model or body.get("model"),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {
-                            "role": "assistant",
-                            "content": reply.content,
-                            "tool_calls": _tool_calls(reply),
-                            "prefix": False,
-                        },
-                        "finish_reason": reply.finish_reason,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": reply.prompt_tokens,
-                    "completion_tokens": reply.completion_tokens,
-                    "total_tokens": reply.total_tokens,
-                },
-            },
-        },
+        "response": {"status_code": 200, "body": completion},
         "error": None,
     }
-    reshape_completion(line["response"]["body"], reply)  # odd shapes asked for by markers
     return True, line, (reply.prompt_tokens, reply.completion_tokens)
+
+
+def completion_body(
+    body: dict[str, Any], created: int, job_model: str | None = None
+) -> tuple[dict[str, Any], Reply]:
+    """Answer a valid chat body: the body of a 200 line, and the reply behind it.
+
+    The batch output line and the realtime ``POST /chat/completions`` carry this same body.
+
+    Args:
+        body: A request body `body_error` accepts.
+        created: The ``created`` timestamp of the completion.
+        job_model: The batch job's model, which wins over the body's (None in realtime).
+
+    Returns:
+        The ``chat.completion`` object (odd shapes applied) and the computed `Reply`.
+    """
+    reply = compute_reply(body)
+    completion: dict[str, Any] = {
+        "id": reply.digest[:32],
+        "object": "chat.completion",
+        "created": created,
+        "model": job_model or body.get("model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": reply.content,
+                    "tool_calls": _tool_calls(reply),
+                    "prefix": False,
+                },
+                "finish_reason": reply.finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.total_tokens,
+        },
+    }
+    return reshape_completion(completion, reply), reply  # odd shapes asked for by markers
 
 
 def _tool_calls(reply: Reply) -> list[dict[str, Any]] | None:

@@ -508,7 +508,7 @@ def _scan_input(
                     )
                 )
         if (
-            _request_error(body) is not None
+            request_error(body) is not None
             or request_fault(faults, job_id, custom_id, body) is not None
         ):
             failed.append(index)
@@ -529,8 +529,8 @@ def _scan_input(
     return {"total": total, "failed": failed, "errors": errors, "model": model, "delay": delay}
 
 
-def _request_error(body: Any) -> InvalidRequest | None:
-    """Return why a request body fails on its own, or None if it is answered."""
+def request_error(body: Any) -> InvalidRequest | None:
+    """Return why a chat-completions body fails on its own (a 400), or None if it is answered."""
     try:
         validate_body(body)
     except InvalidRequest as exc:
@@ -586,7 +586,7 @@ def _render_line(
     obj = request.obj if isinstance(request.obj, dict) else {}
     custom_id = obj.get("custom_id")
     body = obj.get("body")
-    problem = _request_error(body)
+    problem = request_error(body)
     if problem is not None:
         line = _error_line(
             custom_id, body, 400, problem.message, "invalid_request_error", None, problem.param
@@ -597,9 +597,35 @@ def _render_line(
         status, message, error_type, code = ERROR_SHAPES[PROVIDER][fault]
         return False, _error_line(custom_id, body, status, message, error_type, code, None), (0, 0)
     assert isinstance(body, dict)
-    reply = compute_reply(body)
+    completion, reply = completion_body(body, created)
     seed = line_digest(custom_id, reply.digest)
-    completion = {
+    line = {
+        "id": f"batch_req_{seed[:32]}",
+        "custom_id": custom_id,
+        "response": {
+            "status_code": 200,
+            "request_id": f"req_{reply.digest[32:64]}",
+            "body": completion,
+        },
+        "error": None,
+    }
+    return True, line, (reply.prompt_tokens, reply.completion_tokens)
+
+
+def completion_body(body: dict[str, Any], created: int) -> tuple[dict[str, Any], Reply]:
+    """Answer a valid chat-completions body: the body of a 200 line, and the reply behind it.
+
+    The batch output line and the realtime ``POST /chat/completions`` carry this same body.
+
+    Args:
+        body: A request body `request_error` accepts.
+        created: The ``created`` timestamp of the completion.
+
+    Returns:
+        The ``chat.completion`` object (odd shapes applied) and the computed `Reply`.
+    """
+    reply = compute_reply(body)
+    completion: dict[str, Any] = {
         "id": f"chatcmpl-{reply.digest[:32]}",
         "object": "chat.completion",
         "created": created,
@@ -627,17 +653,7 @@ def _render_line(
         "service_tier": "default",
         "system_fingerprint": "fp_emulator",
     }
-    line = {
-        "id": f"batch_req_{seed[:32]}",
-        "custom_id": custom_id,
-        "response": {
-            "status_code": 200,
-            "request_id": f"req_{reply.digest[32:64]}",
-            "body": reshape_completion(completion, reply),
-        },
-        "error": None,
-    }
-    return True, line, (reply.prompt_tokens, reply.completion_tokens)
+    return reshape_completion(completion, reply), reply
 
 
 def _message(reply: Reply) -> dict[str, Any]:
