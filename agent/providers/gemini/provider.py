@@ -57,7 +57,6 @@ from agent.providers.base import (
     DELETE_RETRIES,
     JOB_KEY_METADATA,
     MAX_LISTED,
-    RECONCILE_LOOKBACK_SECONDS,
     SDK_MAX_RETRIES,
     BatchProvider,
     CreatedJob,
@@ -314,24 +313,7 @@ class GeminiProvider(BatchProvider):
             input_file_id=input_file_id,
         )
 
-    def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
-        """Find the batch whose display name carries the intent's job key (newest first)."""
-        since = sent_at - RECONCILE_LOOKBACK_SECONDS
-        found = self.find_listed_job(
-            job, "batches", lambda: self._scan({job["job_key"]}, since, claimed)
-        )
-        if found is None:
-            return None
-        return CreatedJob(found.job_id, found.created_at, job["input_file_id"] or "")
-
-    def thread_jobs(
-        self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
-    ) -> dict[str, CreatedJob]:
-        """Find the batches of all `intents` in one pass over the listing (none without one)."""
-        keys = {intent["job_key"] for intent in intents}
-        return self.listed_thread_jobs("batches", lambda: self._scan(keys, since, claimed))
-
-    def _scan(
+    def scan_jobs(
         self, keys: set[str], since: float, claimed: Collection[str]
     ) -> dict[str, CreatedJob]:
         """Page through batches newest first back to `since`, matching display names.
