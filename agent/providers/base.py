@@ -553,8 +553,28 @@ class BatchProvider(ABC):
         profile = llm.profile
         return dict(profile) if profile else None
 
-    def check_completion_window(self, completion_window: str) -> None:  # noqa: B027 (optional hook)
-        """Raise `InputError` if the provider cannot take this completion window."""
+    fixed_completion_window: str | None = None
+    """The one completion window the provider's batches have (Anthropic's and Gemini's '24h'),
+    or None when a run may choose it (`check_completion_window`)."""
+
+    def check_completion_window(self, completion_window: str) -> None:
+        """Raise `InputError` if the provider cannot take this completion window.
+
+        By default only a provider with a `fixed_completion_window` refuses one: any other.
+
+        Args:
+            completion_window: The run's window (`context.completion_window`).
+
+        Raises:
+            InputError: The window is not the provider's fixed one.
+        """
+        fixed = self.fixed_completion_window
+        if fixed is not None and completion_window.strip() != fixed:
+            raise InputError(
+                f"{self.name} batches have a fixed {fixed} window; completion_window "
+                f"{completion_window!r} cannot be honoured (use {fixed!r})",
+                source="context",
+            )
 
     @abstractmethod
     def upload(self, path: Path, file_name: str) -> str:

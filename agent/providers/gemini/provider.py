@@ -72,7 +72,7 @@ from agent.providers.errors import ProviderError, provider_call
 from agent.providers.gemini.fast import GeminiBodyBuilder, GeminiMessageParser
 from agent.providers.gemini.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
-from agent.requests import BatchRequest, InputError
+from agent.requests import BatchRequest
 from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
@@ -190,6 +190,8 @@ class GeminiProvider(BatchProvider):
     supports_output_spec = True
     expired_statuses = frozenset({"BATCH_STATE_EXPIRED", "JOB_STATE_EXPIRED"})
     stores_files = True
+    # Gemini batches target 24 hours (and expire after 48): no other window is offered.
+    fixed_completion_window = "24h"
 
     def __init__(
         self, *, emulated: bool, base_url: str, http_client: httpx2.Client | None = None
@@ -248,15 +250,6 @@ class GeminiProvider(BatchProvider):
     def retrieve_model(self, model: str) -> None:
         """Get `model` (`client.models.get`): it raises for a model not served."""
         self._client.models.get(model=model)
-
-    def check_completion_window(self, completion_window: str) -> None:
-        """Gemini batches target 24 hours (and expire after 48): no other window is offered."""
-        if completion_window.strip() != "24h":
-            raise InputError(
-                f"Gemini batches have a fixed 24h target; completion_window {completion_window!r} "
-                "cannot be honoured (use '24h')",
-                source="context",
-            )
 
     # ----------------------------------------------------------------- submitting
 
