@@ -343,10 +343,10 @@ class GeminiRoutes:
             if session.get("final"):
                 # A finalised session answers its final result again, as resumable uploads do
                 # (the SDK resends a chunk whose answer it did not get): one file, never two.
-                meta = self.store.read_json(self.store.file_meta_path(PROVIDER, session["final"]))
-                if meta is None:
+                final = self.store.read_json(self.store.file_meta_path(PROVIDER, session["final"]))
+                if final is None:
                     raise HttpError(404, "Unknown upload session.", error_type="NOT_FOUND")
-                response = json_response({"file": self._file_object(meta, request)})
+                response = json_response({"file": self._file_object(final, request)})
                 response.headers.append(("x-goog-upload-status", "final"))
                 return response
             offset = request.header("X-Goog-Upload-Offset")
