@@ -127,6 +127,21 @@ def assert_all_accounted(values: dict[str, Any], records: list[dict[str, Any]]) 
     assert counts["succeeded"] == sum(r["status"] == "succeeded" for r in results)
 
 
+def assert_retried_in_follow_ups(values: dict[str, Any], retried: dict[str, Any]) -> None:
+    """The `retried` results (by id) all succeeded, some in follow-up jobs that carry only them.
+
+    A follow-up job names the job it retries, and the second attempt's jobs hold exactly the
+    requests that needed a second attempt (rebuilt from the kept input or the store).
+    """
+    assert all(r["status"] == "succeeded" for r in retried.values())
+    assert any(r["attempts"] > 1 for r in retried.values()), "30% failures need follow-up jobs"
+    follow_ups = [j for j in values["jobs"] if j["attempt"] > 1]
+    assert follow_ups and all(j["retry_of"] and j["job_id"] for j in follow_ups)
+    assert sum(j["request_count"] for j in follow_ups if j["attempt"] == 2) == len(
+        [r for r in values["results"] if r["attempts"] >= 2]
+    )
+
+
 def undescribed(schema: dict[str, Any]) -> list[str]:
     """Return a JSON schema's properties without a description: top level and our own records.
 

@@ -191,6 +191,14 @@ def _batch_not_found(batch_id: str) -> HttpError:
     return HttpError(404, f"Batch batches/{batch_id} not found.", error_type="NOT_FOUND")
 
 
+def _not_cancellable(batch_id: str, status: str) -> HttpError:
+    return HttpError(
+        400,
+        f"Batch batches/{batch_id} is already in a terminal state ({status}).",
+        error_type="FAILED_PRECONDITION",
+    )
+
+
 def _page_token(last_id: str) -> str:
     return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
 
@@ -676,17 +684,8 @@ class GeminiRoutes:
 
     def cancel_batch(self, request: Request) -> Response:
         """``POST /{ver}/batches/{id}:cancel``: instantly ``BATCH_STATE_CANCELLED``; ``{}``."""
-        batch_id = request.params["batch_id"]
-
-        def refuse(status: str) -> HttpError:
-            return HttpError(
-                400,
-                f"Batch batches/{batch_id} is already in a terminal state ({status}).",
-                error_type="FAILED_PRECONDITION",
-            )
-
         now = self.clock.now()
-        job = self.jobs.cancel(batch_id, now, refuse)
+        job = self.jobs.cancel(request.params["batch_id"], now, _not_cancellable)
         self.jobs.refresh(job, now)  # terminal at once: write what finished now
         return json_response({})
 

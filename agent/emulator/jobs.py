@@ -367,13 +367,16 @@ class JobLifecycle:
 
     # -- changes -------------------------------------------------------------------
 
-    def cancel(self, job_id: str, now: float, refuse: Callable[[str], HttpError]) -> dict[str, Any]:
+    def cancel(
+        self, job_id: str, now: float, refuse: Callable[[str, str], HttpError]
+    ) -> dict[str, Any]:
         """Cancel a live job at `now`; a repeated cancel while cancelling changes nothing.
 
         Args:
             job_id: The job.
             now: The time of the cancel.
-            refuse: Builds the protocol's error for a job already terminal, from its status.
+            refuse: Builds the protocol's error for a job already terminal, from its id and
+                its wire status.
 
         Returns:
             The job record after the cancel.
@@ -386,7 +389,7 @@ class JobLifecycle:
             job = self.require(job_id)
             phase = self.phase(job, now)
             if phase.terminal:
-                raise refuse(self.status(job, phase))
+                raise refuse(job_id, self.status(job, phase))
             if phase.name != "cancelling":
                 job["_cancel_at"] = now
                 job["_cancel_done"] = phase.done

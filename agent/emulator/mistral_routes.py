@@ -356,18 +356,15 @@ class MistralRoutes(FileRoutes):
 
     def cancel_job(self, request: Request) -> Response:
         """``POST /batch/jobs/{id}/cancel``; 400 if the job is already terminal."""
-        job_id = request.params["job_id"]
-
-        def refuse(status: str) -> HttpError:
-            return HttpError(
-                400,
-                f"Batch job {job_id} is {status} and cannot be cancelled.",
-                code="job_not_cancellable",
-            )
-
         now = self.clock.now()
-        job = self.jobs.cancel(job_id, now, refuse)
+        job = self.jobs.cancel(request.params["job_id"], now, _not_cancellable)
         return json_response(self._view(job, now, force_status="CANCELLATION_REQUESTED"))
+
+
+def _not_cancellable(job_id: str, status: str) -> HttpError:
+    return HttpError(
+        400, f"Batch job {job_id} is {status} and cannot be cancelled.", code="job_not_cancellable"
+    )
 
 
 def _job_not_found(job_id: str) -> HttpError:

@@ -382,7 +382,7 @@ def _batch_not_found(batch_id: str) -> HttpError:
     )
 
 
-def _not_cancellable(status: str) -> HttpError:
+def _not_cancellable(batch_id: str, status: str) -> HttpError:
     return HttpError(
         400, f"Cannot cancel a batch with status '{status}'.", code="batch_not_cancellable"
     )

@@ -22,7 +22,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
@@ -553,8 +553,28 @@ class BatchProvider(ABC):
         profile = llm.profile
         return dict(profile) if profile else None
 
-    def check_completion_window(self, completion_window: str) -> None:  # noqa: B027 (optional hook)
-        """Raise `InputError` if the provider cannot take this completion window."""
+    fixed_completion_window: str | None = None
+    """The one completion window the provider's batches have (Anthropic's and Gemini's '24h'),
+    or None when a run may choose it (`check_completion_window`)."""
+
+    def check_completion_window(self, completion_window: str) -> None:
+        """Raise `InputError` if the provider cannot take this completion window.
+
+        By default only a provider with a `fixed_completion_window` refuses one: any other.
+
+        Args:
+            completion_window: The run's window (`context.completion_window`).
+
+        Raises:
+            InputError: The window is not the provider's fixed one.
+        """
+        fixed = self.fixed_completion_window
+        if fixed is not None and completion_window.strip() != fixed:
+            raise InputError(
+                f"{self.name} batches have a fixed {fixed} window; completion_window "
+                f"{completion_window!r} cannot be honoured (use {fixed!r})",
+                source="context",
+            )
 
     @abstractmethod
     def upload(self, path: Path, file_name: str) -> str:
@@ -570,9 +590,12 @@ class BatchProvider(ABC):
     ) -> CreatedJob:
         """Create the batch job from an uploaded file."""
 
-    @abstractmethod
     def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
         """Return the job a create for the intent `job` made, if one exists (its answer was lost).
+
+        By default the intent's job key is looked for in the listing `scan_jobs` pages (newest
+        first); a listing that names no input file (Gemini's) leaves the intent's own. A
+        provider with a filtered lookup (Mistral) or no job metadata (Anthropic) overrides this.
 
         Args:
             job: The intent (no `job_id` yet); its `job_key` is the identity to look for.
@@ -580,9 +603,18 @@ class BatchProvider(ABC):
                 there by `RECONCILE_LOOKBACK_SECONDS` (clock skew, a slow call).
             claimed: Job ids already taken (by this thread or another one in the same store);
                 never adopt one of them.
-        """
 
-    @abstractmethod
+        Returns:
+            The job found, or None when there is none.
+        """
+        since = sent_at - RECONCILE_LOOKBACK_SECONDS
+        found = self.find_listed_job(
+            job, "batches", lambda: self.scan_jobs({job["job_key"]}, since, claimed)
+        )
+        if found is None or found.input_file_id:
+            return found
+        return replace(found, input_file_id=job["input_file_id"] or "")
+
     def thread_jobs(
         self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
     ) -> dict[str, CreatedJob]:
@@ -590,14 +622,42 @@ class BatchProvider(ABC):
 
         Called once, before a thread with no records of its own submits anything: after a lost
         checkpoint database an earlier life of the thread may have created them. One pass over
-        the provider's listing (or one filtered query), never one lookup per intent.
+        the provider's listing (or one filtered query), never one lookup per intent. By default
+        that pass is `scan_jobs` for all the intents' job keys (nothing without a listing).
 
         Args:
             thread_id: The thread (its jobs carry it where the provider keeps metadata).
             intents: The thread's intents not yet submitted.
             since: Only jobs created after this time (provider clock, epoch seconds).
             claimed: Job ids already taken; never adopt one of them.
+
+        Returns:
+            The jobs found, keyed by job key.
         """
+        keys = {intent["job_key"] for intent in intents}
+        return self.listed_thread_jobs("batches", lambda: self.scan_jobs(keys, since, claimed))
+
+    def scan_jobs(
+        self, keys: set[str], since: float, claimed: Collection[str]
+    ) -> dict[str, CreatedJob]:
+        """Page through the provider's batches newest first back to `since`, matching job keys.
+
+        What the default `find_job` and `thread_jobs` look through; a provider that overrides
+        both needs none. A client-side scan: it stops once every key is found, at `since`, or
+        at the listing bounds.
+
+        Args:
+            keys: The job keys looked for.
+            since: Only jobs created after this time (provider clock, epoch seconds).
+            claimed: Job ids already taken; never adopt one of them.
+
+        Returns:
+            `{job key: job}` of the keys found.
+
+        Raises:
+            ProviderError: The listing failed (`find_listed_job` reads a missing listing).
+        """
+        raise NotImplementedError(f"{self.name} finds its jobs without a listing scan")
 
     keeps_input: bool = True
     """True when the provider keeps a copy of each job's input that `input_lines` reads back (to

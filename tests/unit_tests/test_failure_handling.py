@@ -280,7 +280,7 @@ BAD_INPUT = [
     (
         [{"id": "a", "prompt": "x"}],
         {"provider": "anthropic", "completion_window": "48h"},
-        "fixed 24h window",
+        "anthropic batches have a fixed 24h window",
     ),
     (
         [{"id": "a", "prompt": "x", "params": {"bogus_option": 1}}],
@@ -295,7 +295,7 @@ BAD_INPUT = [
     (
         [{"id": "a", "prompt": "x"}],
         {"provider": "gemini", "completion_window": "48h"},
-        "fixed 24h target",
+        "gemini batches have a fixed 24h window",
     ),
     (
         # What realtime `invoke()` raises before sending: google-genai's config has no such field.

@@ -138,6 +138,18 @@ def stats(state_dir: Path, name: str) -> dict[str, str]:
     return found
 
 
+def assert_first_half_done(
+    state_dir: Path, c: genai.Client, job: types.BatchJob, texts: list[tuple[str, str]]
+) -> None:
+    """An ended `job` of ten requests ran the first five: their rows, in order, and its stats."""
+    assert [row["key"] for row in rows_of(c, job)] == [k for k, _ in texts[:5]]
+    assert stats(state_dir, str(job.name)) == {
+        "requestCount": "10",
+        "successfulRequestCount": "5",
+        "pendingRequestCount": "5",
+    }
+
+
 def by_key(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {row["key"]: row for row in rows}
 
@@ -346,12 +358,7 @@ def test_cancel_is_instant_and_keeps_what_finished(
     c.batches.cancel(name=name)
     cancelled = c.batches.get(name=name)  # no clock move: already terminal
     assert cancelled.state == types.JobState.JOB_STATE_CANCELLED and cancelled.done
-    assert stats(tmp_path, name) == {
-        "requestCount": "10",
-        "successfulRequestCount": "5",
-        "pendingRequestCount": "5",
-    }
-    assert [row["key"] for row in rows_of(c, cancelled)] == [k for k, _ in texts[:5]]
+    assert_first_half_done(tmp_path, c, cancelled, texts)
     clock.advance(5)  # nothing moves after a cancel
     assert c.batches.get(name=name).state == types.JobState.JOB_STATE_CANCELLED
     with pytest.raises(errors.ClientError) as excinfo:
@@ -506,12 +513,7 @@ def test_expire_keeps_partial_output(tmp_path: Path, monkeypatch: pytest.MonkeyP
     name = submit(c, texts)
     done = wait(c, clock, name)
     assert done.state == types.JobState.JOB_STATE_EXPIRED and done.done
-    assert [row["key"] for row in rows_of(c, done)] == [k for k, _ in texts[:5]]
-    assert stats(tmp_path, name) == {
-        "requestCount": "10",
-        "successfulRequestCount": "5",
-        "pendingRequestCount": "5",
-    }
+    assert_first_half_done(tmp_path, c, done, texts)
 
 
 def test_shuffle_reorders_the_responses_file(

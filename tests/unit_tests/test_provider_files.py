@@ -34,6 +34,16 @@ RECORDS: list[dict[str, Any]] = [{"id": f"r{i}", "prompt": f"file me {i}"} for i
 STORING = ["openai", "mistral", "gemini"]
 
 
+def _completed(
+    provider: str, records: list[dict[str, Any]] = RECORDS, **context: Any
+) -> dict[str, Any]:
+    """Run `records` to the end on `provider`; check it completed with every request answered."""
+    values, _ = run_with_wait_budget(provider, records, **context)
+    assert values["status"] == "completed", values.get("error")
+    assert_all_accounted(values, records)
+    return values
+
+
 def _file_ids(provider: str) -> set[str]:
     """Return the ids of every file the emulator holds for `provider`, listed by its SDK."""
     http = emulator_http_client()
@@ -63,9 +73,7 @@ def _job_files(values: dict[str, Any]) -> set[str]:
 
 @pytest.mark.parametrize("provider", STORING)
 def test_a_finished_run_leaves_none_of_its_files_at_the_provider(provider: str) -> None:
-    values, _ = run_with_wait_budget(provider, RECORDS, keep_files=False)
-    assert values["status"] == "completed", values.get("error")
-    assert_all_accounted(values, RECORDS)
+    values = _completed(provider, keep_files=False)
     assert all(r["status"] == "succeeded" for r in values["results"])
     assert _job_files(values), "the job had an input and an output file"
     assert _file_ids(provider) == set()
@@ -74,8 +82,7 @@ def test_a_finished_run_leaves_none_of_its_files_at_the_provider(provider: str) 
 
 @pytest.mark.parametrize("provider", STORING)
 def test_keep_files_keeps_the_input_and_output_files(provider: str) -> None:
-    values, _ = run_with_wait_budget(provider, RECORDS, keep_files=True)
-    assert values["status"] == "completed", values.get("error")
+    values = _completed(provider, keep_files=True)
     (job,) = values["jobs"]
     assert job["input_file_id"] and job["output_file_id"]
     assert _job_files(values) <= _file_ids(provider)
@@ -90,9 +97,7 @@ def test_follow_up_jobs_are_built_before_their_source_files_go(
     # file: it must outlive the first round, and go once the follow-ups are collected.
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "request_fail_rate=0.4,seed=3")
     records = [{"id": f"q{i}", "prompt": f"retry me {i}"} for i in range(20)]
-    values, _ = run_with_wait_budget(provider, records, max_attempts=6, keep_files=False)
-    assert values["status"] == "completed", values.get("error")
-    assert_all_accounted(values, records)
+    values = _completed(provider, records, max_attempts=6, keep_files=False)
     assert any(job["attempt"] > 1 for job in values["jobs"]), "40% failures need follow-ups"
     assert all(r["status"] == "succeeded" for r in values["results"])
     assert _file_ids(provider) == set()
@@ -104,9 +109,7 @@ def test_a_failing_delete_is_logged_once_and_loses_nothing(
 ) -> None:
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "delete_fail=1")
     with caplog.at_level(logging.WARNING, logger="batch_agent"):
-        values, _ = run_with_wait_budget(provider, RECORDS, keep_files=False)
-    assert values["status"] == "completed", values.get("error")
-    assert_all_accounted(values, RECORDS)
+        values = _completed(provider, keep_files=False)
     assert [r["message"].content for r in values["results"]] == [
         f"Emulated reply to: file me {i}" for i in range(len(RECORDS))
     ]
@@ -121,9 +124,7 @@ def test_a_failing_delete_is_logged_once_and_loses_nothing(
 
 
 def test_anthropic_keeps_no_files_so_nothing_is_deleted() -> None:
-    values, _ = run_with_wait_budget("anthropic", RECORDS, keep_files=False)
-    assert values["status"] == "completed", values.get("error")
-    assert_all_accounted(values, RECORDS)
+    _completed("anthropic", keep_files=False)
     assert not any(e["method"] == "DELETE" for e in read_access_log())
 
 

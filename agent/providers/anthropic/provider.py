@@ -71,7 +71,7 @@ from agent.providers.base import (
 )
 from agent.providers.errors import ProviderError, provider_call
 from agent.providers.params import Allowed, ParamRules
-from agent.requests import BatchRequest, InputError
+from agent.requests import BatchRequest
 from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
@@ -172,6 +172,8 @@ class AnthropicProvider(BatchProvider):
     keeps_input = False
     param_rules = PARAM_RULES
     supports_output_spec = True
+    # Anthropic batches always have 24 hours.
+    fixed_completion_window = "24h"
 
     def __init__(
         self, *, emulated: bool, base_url: str, http_client: httpx2.Client | None = None
@@ -216,15 +218,6 @@ class AnthropicProvider(BatchProvider):
     def retrieve_model(self, model: str) -> None:
         """Retrieve `model` (`client.models.retrieve`): it raises for a model not served."""
         self._client.models.retrieve(model)
-
-    def check_completion_window(self, completion_window: str) -> None:
-        """Anthropic batches always have 24 hours."""
-        if completion_window.strip() != "24h":
-            raise InputError(
-                f"Anthropic batches have a fixed 24h window; completion_window {completion_window!r} "
-                "cannot be honoured (use '24h')",
-                source="context",
-            )
 
     # ----------------------------------------------------------------- submitting
 

@@ -57,7 +57,6 @@ from agent.providers.base import (
     DELETE_RETRIES,
     JOB_KEY_METADATA,
     MAX_LISTED,
-    RECONCILE_LOOKBACK_SECONDS,
     SDK_MAX_RETRIES,
     BatchProvider,
     CreatedJob,
@@ -73,7 +72,7 @@ from agent.providers.errors import ProviderError, provider_call
 from agent.providers.gemini.fast import GeminiBodyBuilder, GeminiMessageParser
 from agent.providers.gemini.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
-from agent.requests import BatchRequest, InputError
+from agent.requests import BatchRequest
 from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
@@ -191,6 +190,8 @@ class GeminiProvider(BatchProvider):
     supports_output_spec = True
     expired_statuses = frozenset({"BATCH_STATE_EXPIRED", "JOB_STATE_EXPIRED"})
     stores_files = True
+    # Gemini batches target 24 hours (and expire after 48): no other window is offered.
+    fixed_completion_window = "24h"
 
     def __init__(
         self, *, emulated: bool, base_url: str, http_client: httpx2.Client | None = None
@@ -250,15 +251,6 @@ class GeminiProvider(BatchProvider):
         """Get `model` (`client.models.get`): it raises for a model not served."""
         self._client.models.get(model=model)
 
-    def check_completion_window(self, completion_window: str) -> None:
-        """Gemini batches target 24 hours (and expire after 48): no other window is offered."""
-        if completion_window.strip() != "24h":
-            raise InputError(
-                f"Gemini batches have a fixed 24h target; completion_window {completion_window!r} "
-                "cannot be honoured (use '24h')",
-                source="context",
-            )
-
     # ----------------------------------------------------------------- submitting
 
     def upload(self, path: Path, file_name: str) -> str:
@@ -314,24 +306,7 @@ class GeminiProvider(BatchProvider):
             input_file_id=input_file_id,
         )
 
-    def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
-        """Find the batch whose display name carries the intent's job key (newest first)."""
-        since = sent_at - RECONCILE_LOOKBACK_SECONDS
-        found = self.find_listed_job(
-            job, "batches", lambda: self._scan({job["job_key"]}, since, claimed)
-        )
-        if found is None:
-            return None
-        return CreatedJob(found.job_id, found.created_at, job["input_file_id"] or "")
-
-    def thread_jobs(
-        self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
-    ) -> dict[str, CreatedJob]:
-        """Find the batches of all `intents` in one pass over the listing (none without one)."""
-        keys = {intent["job_key"] for intent in intents}
-        return self.listed_thread_jobs("batches", lambda: self._scan(keys, since, claimed))
-
-    def _scan(
+    def scan_jobs(
         self, keys: set[str], since: float, claimed: Collection[str]
     ) -> dict[str, CreatedJob]:
         """Page through batches newest first back to `since`, matching display names.

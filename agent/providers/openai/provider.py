@@ -19,7 +19,6 @@ from openai import DefaultHttpxClient, OpenAI
 from agent.providers.base import (
     DELETE_RETRIES,
     JOB_KEY_METADATA,
-    RECONCILE_LOOKBACK_SECONDS,
     SDK_MAX_RETRIES,
     BatchProvider,
     CreatedJob,
@@ -173,21 +172,7 @@ class OpenAIProvider(BatchProvider):
             job_id=created.id, created_at=float(created.created_at), input_file_id=input_file_id
         )
 
-    def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
-        """Find the batch whose metadata carries the intent's job key (newest first)."""
-        since = sent_at - RECONCILE_LOOKBACK_SECONDS
-        return self.find_listed_job(
-            job, "batches", lambda: self._scan({job["job_key"]}, since, claimed)
-        )
-
-    def thread_jobs(
-        self, thread_id: str, intents: list[Job], *, since: float, claimed: Collection[str]
-    ) -> dict[str, CreatedJob]:
-        """Find the batches of all `intents` in one pass over the listing (none without one)."""
-        keys = {intent["job_key"] for intent in intents}
-        return self.listed_thread_jobs("batches", lambda: self._scan(keys, since, claimed))
-
-    def _scan(
+    def scan_jobs(
         self, keys: set[str], since: float, claimed: Collection[str]
     ) -> dict[str, CreatedJob]:
         """Page through batches newest first back to `since`, matching job keys in metadata.
