@@ -124,24 +124,27 @@ class RealtimeRoutes:
 
     def openai_chat(self, request: Request) -> Response:
         """``POST /openai/v1/chat/completions``: the batch line's ``body`` for this body."""
-        body = _chat_request(request)
-        problem = openai_routes.request_error(body)
-        if problem is not None:
-            raise HttpError(400, problem.message, param=problem.param)
-        _check_markers("openai", body)
-        _check_model("openai", body.get("model"))
-        completion, _ = openai_routes.completion_body(body, int(self.clock.now()))
-        return json_response(completion)
+        return self._chat_completion(
+            "openai", request, openai_routes.request_error, openai_routes.completion_body
+        )
 
     def mistral_chat(self, request: Request) -> Response:
         """``POST /mistral/v1/chat/completions``: the batch line's ``body`` for this body."""
+        return self._chat_completion(
+            "mistral", request, mistral_routes.body_error, mistral_routes.completion_body
+        )
+
+    def _chat_completion(
+        self, provider: str, request: Request, error_of: Any, completion_of: Any
+    ) -> Response:
+        """Answer a chat-completions body as that protocol's batch line would (OpenAI, Mistral)."""
         body = _chat_request(request)
-        problem = mistral_routes.body_error(body)
+        problem = error_of(body)
         if problem is not None:
             raise HttpError(400, problem.message, param=problem.param)
-        _check_markers("mistral", body)
-        _check_model("mistral", body.get("model"))
-        completion, _ = mistral_routes.completion_body(body, int(self.clock.now()))
+        _check_markers(provider, body)
+        _check_model(provider, body.get("model"))
+        completion, _ = completion_of(body, int(self.clock.now()))
         return json_response(completion)
 
     def anthropic_message(self, request: Request) -> Response:

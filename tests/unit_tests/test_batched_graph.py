@@ -97,6 +97,19 @@ def test_a_failed_call_raises_in_its_node_and_fails_that_item_only() -> None:
     assert len(results.rounds) == 3  # the others went on without it
 
 
+def _one_call_graph(model: Any) -> StateGraph[Any, Any, Any, Any]:
+    """A graph of one node that asks `model` about the document's text."""
+
+    def node(state: Doc) -> dict[str, Any]:
+        return {"fact": model.invoke(state["text"]).content}
+
+    builder = StateGraph(Doc)
+    builder.add_node("node", node)
+    builder.add_edge(START, "node")
+    builder.add_edge("node", END)
+    return builder
+
+
 def test_outside_batch_agent_the_wrapped_model_answers_in_realtime() -> None:
     fake = GenericFakeChatModel(messages=iter([AIMessage(content="realtime answer")]))
     model = batched(fake)
@@ -106,28 +119,14 @@ def test_outside_batch_agent_the_wrapped_model_answers_in_realtime() -> None:
     answers = iter([AIMessage(content="from a plain run")])
     plain = batched(GenericFakeChatModel(messages=answers))
 
-    def node(state: Doc) -> dict[str, Any]:
-        return {"fact": plain.invoke(state["text"]).content}
-
-    builder = StateGraph(Doc)
-    builder.add_node("node", node)
-    builder.add_edge(START, "node")
-    builder.add_edge("node", END)
-    assert builder.compile().invoke({"text": "x"})["fact"] == "from a plain run"
+    assert _one_call_graph(plain).compile().invoke({"text": "x"})["fact"] == "from a plain run"
     assert list_jobs() == []
 
 
 def test_a_model_no_batch_api_serves_fails_its_item_with_a_clear_error() -> None:
     fake = batched(GenericFakeChatModel(messages=iter([AIMessage(content="x")])))
 
-    def node(state: Doc) -> dict[str, Any]:
-        return {"fact": fake.invoke(state["text"]).content}
-
-    builder = StateGraph(Doc)
-    builder.add_node("node", node)
-    builder.add_edge(START, "node")
-    builder.add_edge("node", END)
-    (item,) = map_graph(builder, [{"text": "x"}], **FAST_POLLING)
+    (item,) = map_graph(_one_call_graph(fake), [{"text": "x"}], **FAST_POLLING)
     assert item.status == "failed" and "GenericFakeChatModel" in (item.error or "")
     assert list_jobs() == []
 
