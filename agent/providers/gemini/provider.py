@@ -10,7 +10,8 @@ How Gemini differs from the other providers, and how this module adapts:
 
 - **Identity.** A batch carries nothing of ours but its `displayName`, and `batches.list` has no
   filter: the display name is `batch-agent-<job key>` (the job key hashes thread, request set,
-  attempt and part), and `find_job` / `thread_jobs` page the listing newest first and match it.
+  attempt and part), and `scan_jobs` (under the base class's `find_job` / `thread_jobs`) pages
+  the listing newest first and matches it.
   A thread's intents name their job keys, so the thread id need not be in the display name.
 - **Lines.** Input lines are `{"key": <request id>, "request": GenerateContentRequest}` and
   result lines `{"key", "response"}` or `{"key", "error": {"code", "message"}}`, in any order:
