@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from langchain_core.language_models import BaseChatModel
@@ -200,6 +200,22 @@ def realtime_output(
         return message, rest.invoke({"raw": message})
 
     return output
+
+
+def realtime_message(
+    llm: BaseChatModel, kwargs: Mapping[str, Any], message: AIMessage
+) -> AIMessage:
+    """Return the message `llm`'s realtime call with these call kwargs returns for an answer.
+
+    The batch's message is the realtime one but for OpenAI's `parsed`, which the SDK fills from
+    a Pydantic `response_format` class (`with_structured_output(Schema)`): filled here, raising
+    where realtime raises (`_with_sdk_parsed`).
+    """
+    response_format = kwargs.get("response_format")
+    if isinstance(response_format, type) and _provider_of(llm)[0] == "openai":
+        if message.additional_kwargs.get("parsed") is None:
+            return _with_sdk_parsed(message, response_format)
+    return message
 
 
 def _with_sdk_parsed(message: AIMessage, response_format: type) -> AIMessage:

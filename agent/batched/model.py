@@ -102,14 +102,16 @@ class BatchedChatModel(BaseChatModel):
         raise_errors: bool = True,
     ) -> list[Any]:
         """Suspend on these calls; return their answers (or errors) once resumed."""
-        from agent.model_spec import spec_from_chat_model
+        from agent.model_spec import realtime_message, spec_from_chat_model
 
         configurable = get_config().get("configurable", {})
         thread_id = str(configurable.get("thread_id", ""))
         namespace = str(configurable.get("checkpoint_ns", ""))
         calls: list[Call] = []
+        call_kwargs: list[dict[str, Any]] = []
         for messages, stop, kwargs in prompts:
             bound = {**kwargs, **({"stop": stop} if stop else {})}
+            call_kwargs.append(bound)
             spec = spec_from_chat_model(self.wrapped.bind(**bound) if bound else self.wrapped)
             dicts = convert_to_openai_messages(messages)
             assert isinstance(dicts, list)
@@ -118,12 +120,13 @@ class BatchedChatModel(BaseChatModel):
         resumed = interrupt({CALLS: [call.to_json() for call in calls]})
         answers = resumed[ANSWERS]
         out: list[Any] = []
-        for call in calls:
+        for call, kwargs in zip(calls, call_kwargs, strict=True):
             answer = answers.get(call.key)
             if answer is None:
                 raise RuntimeError(f"batch-agent resumed the node without an answer for {call.key}")
             if answer["message"] is not None and answer["error"] is None:
-                out.append(AIMessage(**answer["message"]))
+                # What the wrapped model's realtime call returns (OpenAI's `parsed` filled in).
+                out.append(realtime_message(self.wrapped, kwargs, AIMessage(**answer["message"])))
                 continue
             error = answer["error"] or {"code": "no_result", "message": "no answer"}
             failure = BatchCallError(str(error.get("code")), str(error.get("message")), call.key)

@@ -98,15 +98,7 @@ def load_graph(ref: str) -> Any:
         raise InputError("GRAPH must be path/to/file.py:name or package.module:name", source=ref)
     try:
         if module_ref.endswith(".py"):
-            path = Path(module_ref).resolve()
-            if not path.is_file():
-                raise InputError(f"{path}: no such file", source=ref)
-            spec = importlib.util.spec_from_file_location(f"batch_agent_user_{path.stem}", path)
-            if spec is None or spec.loader is None:
-                raise InputError(f"{path}: cannot be imported", source=ref)
-            module = importlib.util.module_from_spec(spec)
-            sys.path.insert(0, str(path.parent))  # its own sibling modules import as in a script
-            spec.loader.exec_module(module)
+            module = _import_file(Path(module_ref), ref)
         else:
             module = importlib.import_module(module_ref)
     except InputError:
@@ -118,6 +110,35 @@ def load_graph(ref: str) -> Any:
     if not hasattr(module, name):
         raise InputError(f"{module_ref} has no {name!r}", source=ref)
     return getattr(module, name)
+
+
+def _import_file(file: Path, ref: str) -> Any:
+    """Import a graph file as a module, registered in `sys.modules`.
+
+    By its dotted name under the working directory (as `langgraph dev` does), else under a name
+    of its own; registered either way, so its annotations (`from __future__ import annotations`,
+    Pydantic models) resolve.
+    """
+    path = file.resolve()
+    if not path.is_file():
+        raise InputError(f"{path}: no such file", source=ref)
+    # Its sibling modules import as in a script, and the project's packages from the working
+    # directory.
+    for folder in (str(Path.cwd()), str(path.parent)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    if path.is_relative_to(Path.cwd()):
+        dotted = ".".join(path.relative_to(Path.cwd()).with_suffix("").parts)
+        if all(part.isidentifier() for part in dotted.split(".")):
+            return importlib.import_module(dotted)
+    name = f"batch_agent_user_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise InputError(f"{path}: cannot be imported", source=ref)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def read_items(path: Path) -> list[dict[str, Any]]:

@@ -5,8 +5,9 @@ answer (`response_format`) with JSON, both built from the schemas in the body al
 
 - **Which answer**: a forced `tool_choice` (a named function, `"required"`, `"any"`) calls that
   tool (or the first mentioned / first tool); `"none"` never calls one. With `"auto"` or no
-  choice, a tool whose name appears in the last user message is called; otherwise the first
-  tool is, unless the body also has a `response_format`, in which case the answer is JSON.
+  choice, a conversation whose last message is a tool's result gets a plain answer (an agent
+  loop ends); otherwise a tool whose name appears in the last user message is called, else the
+  first tool is, unless the body also has a `response_format`, in which case the answer is JSON.
   Both wire shapes are read: chat completions (`{"type": "function", "function": {...}}`
   tools, `response_format`) and Anthropic Messages (`{"name", "input_schema"}` tools,
   `{"type": "tool" | "any" | "auto" | "none"}` choices, `output_config.format`).
@@ -64,7 +65,11 @@ def plan_answer(
     tools = [t for t in body.get("tools") or [] if _function(t) is not None]
     response_format = body.get("response_format") or _anthropic_format(body)
     name = _chosen_tool(
-        tools, _tool_choice(body.get("tool_choice")), last_user, response_format is not None
+        tools,
+        _tool_choice(body.get("tool_choice")),
+        last_user,
+        response_format is not None,
+        after_tool_result=_ends_with_tool_result(body),
     )
     if name is not None:
         function = next(f for f in map(_function, tools) if f and f.get("name") == name)
@@ -111,8 +116,27 @@ def _anthropic_format(body: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _ends_with_tool_result(body: dict[str, Any]) -> bool:
+    """Tell whether the conversation's last message is a tool's result (the model's turn next)."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return False
+    last = messages[-1]
+    if last.get("role") == "tool":  # chat completions (and Gemini's functionResponse, mapped)
+        return True
+    content = last.get("content")
+    return isinstance(content, list) and any(  # Anthropic: a user turn of tool_result blocks
+        isinstance(block, dict) and block.get("type") == "tool_result" for block in content
+    )
+
+
 def _chosen_tool(
-    tools: list[dict[str, Any]], choice: Any, text: str, has_response_format: bool
+    tools: list[dict[str, Any]],
+    choice: Any,
+    text: str,
+    has_response_format: bool,
+    *,
+    after_tool_result: bool = False,
 ) -> str | None:
     names = [str(f["name"]) for f in map(_function, tools) if f]
     if not names or choice == "none":
@@ -120,6 +144,10 @@ def _chosen_tool(
     if isinstance(choice, dict):
         named = (choice.get("function") or {}).get("name")
         return named if named in names else names[0]
+    if after_tool_result and choice not in ("required", "any", True):
+        # The tool has answered: the model answers in words, as an agent loop expects (it
+        # would otherwise call a tool for ever).
+        return None
     lowered = text.lower()
     mentioned = next((n for n in names if n.lower() in lowered), None)
     if mentioned is not None:

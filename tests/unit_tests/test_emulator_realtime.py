@@ -13,22 +13,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import httpx2
 import pytest
-from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
 
 from agent import run_batch
 from agent.emulator import IN_PROCESS_BASE_URL, ManualClock, use_clock
+from tests.emulated_models import MODELS, batch_model, comparable, realtime_model
 
 PROVIDERS = ("openai", "mistral", "anthropic", "gemini")
-MODELS = {
-    "openai": "gpt-4o-mini",
-    "mistral": "mistral-small-latest",
-    "anthropic": "claude-haiku-4-5",
-    "gemini": "gemini-2.5-flash",
-}
 CONVERSATIONS: dict[str, list[tuple[str, str]]] = {
     "plain": [("user", "Classify: my invoice is wrong")],
     "system": [("system", "You are terse."), ("user", "Summarise the plot of Hamlet.")],
@@ -63,91 +56,6 @@ LABEL_SCHEMA = {
 }
 
 
-def _batch_model(provider: str) -> Any:
-    """The chat model a notebook would hand to `run_batch` (no key: the emulator answers)."""
-    if provider == "openai":
-        from langchain_openai import ChatOpenAI
-
-        return ChatOpenAI(model=MODELS[provider], api_key="sk-unused", use_responses_api=False)  # type: ignore[arg-type]
-    if provider == "mistral":
-        from langchain_mistralai import ChatMistralAI
-
-        return ChatMistralAI(model=MODELS[provider], api_key="unused")  # type: ignore[arg-type,call-arg]
-    if provider == "anthropic":
-        from langchain_anthropic import ChatAnthropic
-
-        return ChatAnthropic(model=MODELS[provider], api_key="unused")  # type: ignore[arg-type,call-arg]
-    from langchain_google_genai import ChatGoogleGenerativeAI
-
-    return ChatGoogleGenerativeAI(model=MODELS[provider], api_key="unused")
-
-
-def _realtime_model(
-    provider: str,
-    state_dir: Path,
-    clock: ManualClock,
-    monkeypatch: pytest.MonkeyPatch,
-    **options: Any,
-) -> Any:
-    """The same chat model, its HTTP client calling the in-process emulator's realtime endpoint.
-
-    `options` go to the constructor (e.g. ``max_retries=0``).
-    """
-    app = use_clock(clock, state_dir)  # the app the batch runs on (same state, same clock)
-    if provider == "openai":
-        from langchain_openai import ChatOpenAI
-
-        return ChatOpenAI(
-            model=MODELS[provider],
-            api_key="sk-unused",  # type: ignore[arg-type]
-            use_responses_api=False,
-            base_url=f"{IN_PROCESS_BASE_URL}/openai/v1",
-            http_client=httpx2.Client(transport=httpx2.WSGITransport(app=app)),
-            **options,
-        )
-    if provider == "mistral":
-        from langchain_mistralai import ChatMistralAI
-
-        # langchain-mistralai talks plain httpx; a client it is given carries the key itself.
-        mistral_http = httpx.Client(
-            base_url=f"{IN_PROCESS_BASE_URL}/mistral/v1",
-            headers={"Authorization": "Bearer unused"},
-            transport=httpx.WSGITransport(app=app),
-        )
-        return ChatMistralAI(  # type: ignore[call-arg]
-            model=MODELS[provider],
-            api_key="unused",  # type: ignore[arg-type]
-            client=mistral_http,
-            **options,
-        )
-    if provider == "anthropic":
-        import langchain_anthropic.chat_models as chat_models
-        from langchain_anthropic import ChatAnthropic
-
-        def client(**kwargs: Any) -> httpx2.Client:
-            return httpx2.Client(
-                transport=httpx2.WSGITransport(app=app), base_url=kwargs["base_url"]
-            )
-
-        # ChatAnthropic builds its SDK client on an httpx2 client from this factory.
-        monkeypatch.setattr(chat_models, "_get_default_httpx_client", client)
-        return ChatAnthropic(  # type: ignore[call-arg]
-            model=MODELS[provider],
-            api_key="unused",  # type: ignore[arg-type]
-            base_url=f"{IN_PROCESS_BASE_URL}/anthropic",
-            **options,
-        )
-    from langchain_google_genai import ChatGoogleGenerativeAI
-
-    return ChatGoogleGenerativeAI(
-        model=MODELS[provider],
-        api_key="unused",
-        base_url=f"{IN_PROCESS_BASE_URL}/gemini",
-        client_args={"transport": httpx2.WSGITransport(app=app)},
-        **options,
-    )
-
-
 def _bound(provider: str, llm: Any, kind: str) -> Runnable[Any, Any]:
     """`llm` as the case `kind` uses it: plain, forced to call a tool, or structured."""
     if kind == "tool":
@@ -159,32 +67,11 @@ def _bound(provider: str, llm: Any, kind: str) -> Runnable[Any, Any]:
     return llm  # type: ignore[no-any-return]
 
 
-def _comparable(message: BaseMessage, provider: str, side: str) -> dict[str, Any]:
-    """A message's dump without its ids (and Anthropic's service tier, checked here).
-
-    The message id embeds a random run id; the provider's answer id (``response_metadata.id``)
-    hashes a batch line's custom_id; a Gemini function call has no id and gets a uuid4. Tool
-    call ids are replaced by their position wherever they appear. Anthropic bills a batch
-    answer at the ``batch`` tier and a realtime one at ``standard``, as the real API reports.
-    """
-    assert isinstance(message, AIMessage)
-    dumped: dict[str, Any] = message.model_dump(exclude={"id"})
-    dumped["response_metadata"].pop("id", None)
-    if provider == "anthropic":
-        tier = dumped["response_metadata"]["usage"].pop("service_tier")
-        assert tier == ("batch" if side == "batch" else "standard")
-    text = json.dumps(dumped, default=str, sort_keys=True)
-    for index, call in enumerate(message.tool_calls):
-        if call["id"]:
-            text = text.replace(call["id"], f"call-{index}")
-    return dict(json.loads(text))
-
-
 def _batch_answer(provider: str, kind: str, messages: list[tuple[str, str]]) -> Any:
     """Run one request through `run_batch` on the emulator; return what it gives for it."""
     results = run_batch(
         [{"id": "r", "messages": [{"role": r, "content": c} for r, c in messages]}],
-        model=_bound(provider, _batch_model(provider), kind),
+        model=_bound(provider, batch_model(provider), kind),
         poll_interval_seconds=0.1,
         poll_backoff=1.0,
     )
@@ -218,15 +105,15 @@ def test_realtime_invoke_returns_the_batch_answer(
 ) -> None:
     messages = CONVERSATIONS[conversation]
     batch = _batch_answer(provider, kind, messages)
-    llm = _realtime_model(provider, isolated_env, emulator_clock, monkeypatch)
+    llm = realtime_model(provider, isolated_env, emulator_clock, monkeypatch)
     realtime = _bound(provider, llm, kind).invoke(messages)
     if kind == "structured":
         assert realtime["parsing_error"] is None and batch["parsing_error"] is None
         assert realtime["parsed"] == batch["parsed"]
-        raw = _comparable(realtime["raw"], provider, "realtime")
-        assert raw == _comparable(batch["raw"], provider, "batch")
+        raw = comparable(realtime["raw"], provider, "realtime")
+        assert raw == comparable(batch["raw"], provider, "batch")
         return
-    assert _comparable(realtime, provider, "realtime") == _comparable(batch, provider, "batch")
+    assert comparable(realtime, provider, "realtime") == comparable(batch, provider, "batch")
     if kind == "tool":
         (call,) = realtime.tool_calls
         assert call["name"] == "get_weather" and isinstance(call["args"]["city"], str)
@@ -241,7 +128,7 @@ def test_realtime_ids_are_deterministic(
     emulator_clock: ManualClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    llm = _realtime_model(provider, isolated_env, emulator_clock, monkeypatch)
+    llm = realtime_model(provider, isolated_env, emulator_clock, monkeypatch)
     first, second = (llm.invoke("Same body twice") for _ in range(2))
     assert first.response_metadata.get("id") == second.response_metadata.get("id")
     assert first.content == second.content == "Emulated reply to: Same body twice"
@@ -264,7 +151,7 @@ def test_realtime_429_rate_answers_rate_limit_errors(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "realtime_429_rate=1")
-    llm = _realtime_model(provider, isolated_env, emulator_clock, monkeypatch, max_retries=0)
+    llm = realtime_model(provider, isolated_env, emulator_clock, monkeypatch, max_retries=0)
     with pytest.raises(Exception) as raised:
         llm.invoke("Classify: my invoice is wrong")
     assert type(raised.value).__name__ == RATE_LIMITED[provider][0], repr(raised.value)
@@ -317,7 +204,7 @@ def test_gemini_stream_generate_content_is_refused(
 def test_a_streaming_chat_model_is_refused(
     isolated_env: Path, emulator_clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    llm = _realtime_model("openai", isolated_env, emulator_clock, monkeypatch, max_retries=0)
+    llm = realtime_model("openai", isolated_env, emulator_clock, monkeypatch, max_retries=0)
     with pytest.raises(Exception, match="stream: true is not supported"):
         list(llm.stream("Hi"))
 
