@@ -20,12 +20,14 @@ from langchain_core.messages import AIMessage, BaseMessage
 
 from agent.emulator import IN_PROCESS_BASE_URL, ManualClock, use_clock
 
-MODELS = {
+MODELS: dict[str, str] = {
     "openai": "gpt-4o-mini",
     "mistral": "mistral-small-latest",
     "anthropic": "claude-haiku-4-5",
     "gemini": "gemini-2.5-flash",
 }
+PROVIDERS = tuple(MODELS)
+"""The four providers, in the order tests list them."""
 
 
 def batch_model(provider: str) -> Any:

@@ -9,6 +9,7 @@ Input lines are the agent's input: `{"messages": [{"role": "user", "content": ".
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -28,7 +29,10 @@ def order_status(order_id: str) -> str:
 
 def build(llm: BaseChatModel | Any = default_llm) -> Any:
     """Return the agent (a compiled graph; `map_graph` recompiles its builder)."""
-    return create_react_agent(llm, [order_status])
+    with warnings.catch_warnings():
+        # langchain 1.x's `create_agent` is the same loop; this keeps the example to LangGraph.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return create_react_agent(llm, [order_status])
 
 
 graph = build()

@@ -19,9 +19,8 @@ from langchain_core.runnables import Runnable
 
 from agent import run_batch
 from agent.emulator import IN_PROCESS_BASE_URL, ManualClock, use_clock
-from tests.emulated_models import MODELS, batch_model, comparable, realtime_model
+from tests.emulated_models import MODELS, PROVIDERS, batch_model, comparable, realtime_model
 
-PROVIDERS = ("openai", "mistral", "anthropic", "gemini")
 CONVERSATIONS: dict[str, list[tuple[str, str]]] = {
     "plain": [("user", "Classify: my invoice is wrong")],
     "system": [("system", "You are terse."), ("user", "Summarise the plot of Hamlet.")],
