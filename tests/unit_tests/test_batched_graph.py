@@ -197,3 +197,12 @@ def test_the_map_command_refuses_bad_input_before_any_upload(
     assert answer.exit_code != 0
     assert message in str(answer.exception or "") + answer.output
     assert list_jobs() == []
+
+
+def test_a_thousand_item_pipeline_takes_three_rounds_of_one_job_per_model() -> None:
+    docs = [{"text": f"document {i}"} for i in range(1000)]
+    results = map_graph(pipeline, docs, **FAST_POLLING)
+    assert sum(r.status == "completed" for r in results) == 1000
+    assert [r.calls for r in results.rounds] == [1000, 1000, 1000]
+    # One model, 1,000 requests a round: well under every limit, so one job per round.
+    assert sorted(j["request_count"] for j in list_jobs()) == [1000, 1000, 1000]
