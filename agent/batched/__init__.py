@@ -17,12 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.batched.bridge import MapItem, MapResults, map_graph
-    from agent.batched.calls import BatchCallError
+    from agent.batched.calls import BatchCallError, UnbatchedModelError
     from agent.batched.model import BatchedChatModel, batched
 
-__all__ = ["BatchCallError", "BatchedChatModel", "MapItem", "MapResults", "batched", "map_graph"]
+__all__ = [
+    "BatchCallError",
+    "BatchedChatModel",
+    "MapItem",
+    "MapResults",
+    "UnbatchedModelError",
+    "batched",
+    "map_graph",
+]
 _HOMES = {
     "BatchCallError": "calls",
+    "UnbatchedModelError": "calls",
     "BatchedChatModel": "model",
     "batched": "model",
     "MapItem": "bridge",

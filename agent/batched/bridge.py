@@ -18,6 +18,7 @@ were: no call is sent twice, no item is lost.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,10 +26,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langgraph.types import Command
 
-from agent.batched.calls import ANSWERS, MAP_MARKER, Call, answer, calls_of
+from agent.batched.calls import (
+    ANSWERS,
+    MAP_MARKER,
+    Call,
+    UnbatchedModelError,
+    answer,
+    calls_of,
+)
+from agent.requests import InputError
 from agent.statuses import ItemStatus
+
+logger = logging.getLogger("batch_agent")
 
 ROOT = "batch_agent_map"
 """Store namespace root of the maps' own records (answers, items)."""
@@ -90,6 +102,9 @@ def map_graph(
     db: str | os.PathLike[str] | None = None,
     max_rounds: int = 1000,
     on_round: Callable[[int, int, int], None] | None = None,
+    source: str = "input",
+    lines: Sequence[int] | None = None,
+    allow_realtime: bool = False,
     **context: Any,
 ) -> MapResults:
     """Run `graph` once per input item, its batched model calls pooled into batch jobs per round.
@@ -103,11 +118,21 @@ def map_graph(
             keeps everything in memory for the life of the process.
         max_rounds: Stop after this many rounds (a graph that never ends).
         on_round: Called as `on_round(round, calls, items_done)` after each round's pooling.
+        source: What to name the inputs by in errors (a file name; default `input`).
+        lines: The inputs' line numbers in `source` (default: their positions, from 1).
+        allow_realtime: Let nodes call chat models that are not `batched(...)` (in realtime, at
+            full price); by default such a call stops the map with `UnbatchedModelError`.
         **context: Run-context settings for the batches (`agent.context.Context`), e.g.
             `poll_interval_seconds=1`, `max_attempts=2`, `max_cost=5`.
 
     Returns:
         One `MapItem` per input, in input order, with `.map_id` and `.rounds`.
+
+    Raises:
+        agent.requests.InputError: An input the graph's input schema rejects (before any
+            item runs or anything is sent).
+        UnbatchedModelError: A node called a chat model that is not batched (unless
+            `allow_realtime`): raised as soon as one does, before its round is sent.
     """
     from agent.api import run_batch
 
@@ -117,8 +142,11 @@ def map_graph(
     with _persistence(db) as (checkpointer, store):
         compiled = _compiled(graph, checkpointer, store)
         records = _MapRecords(store, map_id)
+        if inputs is not None:
+            check_inputs(compiled, inputs, source=source, lines=lines)
         items = records.inputs(inputs)
-        configs = [_config(map_id, index) for index in range(len(items))]
+        guard = RealtimeCallGuard(allow=allow_realtime)
+        configs = [_config(map_id, index, guard) for index in range(len(items))]
         failures: dict[int, str] = {}
         for index, item in enumerate(items):
             if not compiled.get_state(configs[index]).values and index not in failures:
@@ -182,14 +210,123 @@ def map_graph(
         )
 
 
-def _config(map_id: str, index: int) -> dict[str, Any]:
-    return {"configurable": {"thread_id": f"{map_id}-item-{index}", MAP_MARKER: map_id}}
+def check_inputs(
+    compiled: Any,
+    inputs: Sequence[Mapping[str, Any]],
+    *,
+    source: str = "input",
+    lines: Sequence[int] | None = None,
+) -> None:
+    """Refuse, naming the line, an input the graph's input schema rejects or has no key for.
+
+    LangGraph itself drops keys its input schema does not have: here they are refused, since
+    an item whose `text` arrived as `txt` would run on nothing.
+
+    Raises:
+        InputError: The first input that does not fit.
+    """
+    from pydantic import ValidationError
+
+    try:
+        schema = compiled.get_input_schema()
+        known = set((compiled.get_input_jsonschema().get("properties") or {}).keys())
+    except Exception:  # noqa: BLE001 (e.g. a typing.TypedDict, which pydantic refuses on 3.11)
+        # No validator for it: its keys, at least, are checked.
+        schema, known = None, _input_keys(compiled)
+    for index, item in enumerate(inputs):
+        line = lines[index] if lines is not None else index + 1
+        if not isinstance(item, Mapping):
+            raise InputError("an item's input must be an object", source=source, line=line)
+        unknown = sorted(set(item) - known) if known else []
+        if unknown:
+            raise InputError(
+                f"the graph's input has no {', '.join(map(repr, unknown))} (it takes "
+                f"{', '.join(sorted(known))})",
+                source=source,
+                line=line,
+            )
+        if schema is None:
+            continue
+        try:
+            schema.model_validate(dict(item))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"] if part != "root")
+            raise InputError(
+                f"the graph's input schema rejects the item: {where or 'input'}: {first['msg']}",
+                source=source,
+                line=line,
+            ) from None
+
+
+class RealtimeCallGuard(BaseCallbackHandler):
+    """Stops a mapped graph's node that calls a chat model which is not `batched(...)`.
+
+    Every chat model call of the user's graph reports its start to the run's callbacks; a
+    batched model's `_llm_type` starts with `batched-` (its wrapped model is called without
+    callbacks). Anything else would be a realtime call per item.
+    """
+
+    raise_error = True  # an exception here stops the node (callbacks' errors are logged else)
+
+    def __init__(self, *, allow: bool) -> None:
+        """Stop unbatched calls, or (with `allow`) let them run and warn once."""
+        self.allow = allow
+        self.warned = False
+
+    def on_chat_model_start(self, serialized: dict[str, Any], messages: Any, **kwargs: Any) -> None:
+        """Check a chat model call."""
+        self._check(serialized, kwargs)
+
+    def on_llm_start(self, serialized: dict[str, Any], prompts: Any, **kwargs: Any) -> None:
+        """Check a (completion) LLM call."""
+        self._check(serialized, kwargs)
+
+    def _check(self, serialized: dict[str, Any] | None, kwargs: dict[str, Any]) -> None:
+        params = kwargs.get("invocation_params") or {}
+        if str(params.get("_type", "")).startswith("batched-"):
+            return
+        name = str((serialized or {}).get("name") or params.get("_type") or "a model")
+        node = (kwargs.get("metadata") or {}).get("langgraph_node", "?")
+        message = (
+            f"node {node!r} calls {name} directly: that call goes out in realtime, at full "
+            "price, once per item. Wrap the model with agent.batched.batched(...), or allow "
+            "realtime calls (map_graph(..., allow_realtime=True), batch-agent map --allow-realtime)"
+        )
+        if not self.allow:
+            raise UnbatchedModelError(message)
+        if not self.warned:
+            self.warned = True
+            logger.warning("%s: allowed", message)
+
+
+def _input_keys(compiled: Any) -> set[str]:
+    """Return the keys of the graph's input schema from its annotations (empty if unknown)."""
+    import typing
+
+    schema = getattr(getattr(compiled, "builder", None), "input_schema", None)
+    try:
+        return set(typing.get_type_hints(schema)) if schema is not None else set()
+    except Exception:  # noqa: BLE001 (an unresolvable annotation: no key check)
+        return set()
+
+
+def _config(map_id: str, index: int, guard: RealtimeCallGuard) -> dict[str, Any]:
+    return {
+        "configurable": {"thread_id": f"{map_id}-item-{index}", MAP_MARKER: map_id},
+        "callbacks": [guard],
+    }
 
 
 def _advance(compiled: Any, value: Any, config: Any, index: int, failures: dict[int, str]) -> None:
-    """Run one thread until it ends or suspends; a node's exception fails that item only."""
+    """Run one thread until it ends or suspends; a node's exception fails that item only.
+
+    An unbatched model call is the graph's mistake, not the item's: it stops the map.
+    """
     try:
         compiled.invoke(value, config)
+    except UnbatchedModelError:
+        raise
     except Exception as exc:  # noqa: BLE001 (the user's node raised: this item fails)
         failures[index] = f"{type(exc).__name__}: {exc}"
 

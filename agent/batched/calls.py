@@ -53,6 +53,14 @@ class BatchCallError(RuntimeError):
         self.key = key
 
 
+class UnbatchedModelError(RuntimeError):
+    """A node of a mapped graph called a chat model that is not `batched(...)`.
+
+    That call would go out in realtime, at full price, once per item: the map stops instead,
+    unless realtime calls are allowed (`map_graph(..., allow_realtime=True)`).
+    """
+
+
 @dataclass(frozen=True)
 class Call:
     """One suspended model call."""

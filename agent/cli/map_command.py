@@ -50,6 +50,12 @@ def map_(
     allow_failures: Annotated[
         bool, typer.Option(help="Exit 0 even when some items failed.")
     ] = False,
+    allow_realtime: Annotated[
+        bool,
+        typer.Option(
+            help="Let nodes call models that are not batched(...), in realtime at full price (default: such a call stops the map)."
+        ),
+    ] = False,
 ) -> None:
     """Run a LangGraph graph over a dataset, every model call through a batch API."""
     from agent.batched import map_graph
@@ -58,7 +64,8 @@ def map_(
     if input_file is None and thread is None:
         raise typer.BadParameter("give INPUT to start a map, or --thread to resume one")
     user_graph = load_graph(graph)
-    items = read_items(input_file) if input_file is not None else None
+    numbered = read_items(input_file) if input_file is not None else None
+    items = [item for _, item in numbered] if numbered is not None else None
     context: dict[str, Any] = {}
     if poll_interval is not None:
         context["poll_interval_seconds"] = poll_interval
@@ -69,7 +76,15 @@ def map_(
         err.print(f"round {number}: {calls} calls batched, {done} items done")
 
     results = map_graph(
-        user_graph, items, map_id=thread, db=resolve_db(db), on_round=progress, **context
+        user_graph,
+        items,
+        map_id=thread,
+        db=resolve_db(db),
+        on_round=progress,
+        source=str(input_file) if input_file is not None else "input",
+        lines=[line for line, _ in numbered] if numbered is not None else None,
+        allow_realtime=allow_realtime,
+        **context,
     )
     lines = b"".join(orjson.dumps(_item_json(item), default=_plain) + b"\n" for item in results)
     if out is None:
@@ -141,15 +156,15 @@ def _import_file(file: Path, ref: str) -> Any:
     return module
 
 
-def read_items(path: Path) -> list[dict[str, Any]]:
-    """Read one JSON object per non-empty line.
+def read_items(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """Read one JSON object per non-empty line; return `(line number, object)` pairs.
 
     Raises:
         InputError: The file is missing, empty, or a line is not a JSON object (file and line).
     """
     if not path.is_file():
         raise InputError("file not found", source=str(path))
-    items: list[dict[str, Any]] = []
+    items: list[tuple[int, dict[str, Any]]] = []
     for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
         if not raw.strip():
             continue
@@ -159,7 +174,7 @@ def read_items(path: Path) -> list[dict[str, Any]]:
             raise InputError(f"not valid JSON ({exc})", source=str(path), line=number) from None
         if not isinstance(value, dict):
             raise InputError("an item's input must be a JSON object", source=str(path), line=number)
-        items.append(value)
+        items.append((number, value))
     if not items:
         raise InputError("no items", source=str(path))
     return items

@@ -206,3 +206,39 @@ def test_a_thousand_item_pipeline_takes_three_rounds_of_one_job_per_model() -> N
     assert [r.calls for r in results.rounds] == [1000, 1000, 1000]
     # One model, 1,000 requests a round: well under every limit, so one job per round.
     assert sorted(j["request_count"] for j in list_jobs()) == [1000, 1000, 1000]
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({"text": 5}, "rejects the item: text: Input should be a valid string"),
+        ({"txt": "x"}, "the graph's input has no 'txt' (it takes"),
+    ],
+)
+def test_an_item_the_graphs_input_rejects_stops_the_map_before_anything_runs(
+    item: dict[str, Any], message: str
+) -> None:
+    from agent.requests import InputError
+
+    with pytest.raises(InputError) as info:
+        map_graph(pipeline, [DOCS[0], item], **FAST_POLLING)
+    assert message in str(info.value) and "input:2" in str(info.value)
+    assert list_jobs() == []
+
+
+def test_a_node_calling_an_unbatched_model_stops_the_map_unless_allowed(
+    isolated_env: Path, emulator_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.batched import UnbatchedModelError
+    from tests.emulated_models import realtime_model
+
+    plain = realtime_model("openai", isolated_env, emulator_clock, monkeypatch)
+    with pytest.raises(UnbatchedModelError, match=r"node 'node' calls ChatOpenAI directly"):
+        map_graph(_one_call_graph(plain), [{"text": "x"}], **FAST_POLLING)
+    assert list_jobs() == []
+    # Allowed: it runs in realtime (the emulator's realtime endpoint), and nothing is batched.
+    (item,) = map_graph(
+        _one_call_graph(plain), [{"text": "x"}], allow_realtime=True, **FAST_POLLING
+    )
+    assert item.status == "completed" and item.state["fact"] == _emulated("x")
+    assert list_jobs() == []
