@@ -37,6 +37,7 @@ from agent.batched.calls import (
     answer,
     calls_of,
 )
+from agent.pricing import Cost, Quote, TokenTally, parse_price_override, quote, total_cost
 from agent.requests import InputError
 from agent.statuses import ItemStatus
 
@@ -58,6 +59,9 @@ class MapItem:
         error: What went wrong, for a failed or interrupted item.
         calls: How many batched model calls the item made.
         usage: Their token usage (`input_tokens`, `output_tokens`, `total_tokens`).
+        cost: What they cost at the batch price, and what they would have cost in realtime
+            (`agent.pricing.Cost`; None when the item made no call). A call identical to
+            another item's was sent once; each item is still charged its own answer here.
     """
 
     index: int
@@ -67,6 +71,7 @@ class MapItem:
     error: str | None
     calls: int
     usage: dict[str, int]
+    cost: Cost | None = None
 
 
 @dataclass
@@ -78,13 +83,17 @@ class Round:
 
 
 class MapResults(list[MapItem]):
-    """The items' outcomes in input order, plus the map's id and rounds."""
+    """The items' outcomes in input order, plus the map's id, rounds and cost."""
 
-    def __init__(self, items: list[MapItem], map_id: str, rounds: list[Round]) -> None:
-        """Hold the items, the map id (to resume) and this run's rounds."""
+    def __init__(
+        self, items: list[MapItem], map_id: str, rounds: list[Round], cost: Cost | None
+    ) -> None:
+        """Hold the items, the map id (to resume), this run's rounds and the map's cost."""
         super().__init__(items)
         self.map_id = map_id
         self.rounds = rounds
+        self.cost = cost
+        """What every batch of the map cost (all its runs), batch and realtime price."""
 
 
 @dataclass
@@ -174,14 +183,14 @@ def map_graph(
                     **context,
                 )
                 # Durable before any thread moves on: a kill from here on loses nothing.
+                prices = quote(
+                    group[0].spec["provider"],
+                    group[0].spec["model"],
+                    overrides=parse_price_override(str(context.get("price_override") or "")),
+                )
                 records.put_answers(
-                    {
-                        result.id: answer(
-                            result.message.model_dump() if result.message else None,
-                            result.error,
-                        )
-                        for result in results
-                    }
+                    {result.id: _priced_answer(result, prices) for result in results},
+                    batch=(thread_id, results.cost),
                 )
             rounds.append(Round(calls=len(unanswered), batch_threads=batch_threads))
             for waiting in suspended:
@@ -207,7 +216,17 @@ def map_graph(
             ],
             map_id,
             rounds,
+            records.cost(),
         )
+
+
+def _priced_answer(result: Any, prices: Quote) -> dict[str, Any]:
+    """Return a batch result as a call's answer, with what its tokens cost at both prices."""
+    message = result.message.model_dump() if result.message else None
+    tally = TokenTally()
+    tally.add({"usage": result.usage, "message": message})
+    cost = prices.price(tally.input_tokens, tally.cached_input_tokens, tally.output_tokens)
+    return {**answer(message, result.error), "cost": cost}
 
 
 def check_inputs(
@@ -367,7 +386,7 @@ def _item(
     compiled: Any, config: Any, index: int, failures: dict[int, str], records: _MapRecords
 ) -> MapItem:
     state = compiled.get_state(config)
-    calls, usage = records.delivered(index)
+    calls, usage, cost = records.delivered(index)
     values = dict(state.values) if state.values else None
     error = failures.get(index) or next(
         (f"{type(t.error).__name__}: {t.error}" for t in state.tasks if t.error), None
@@ -378,7 +397,8 @@ def _item(
     elif state.next:
         status = "interrupted"
         error = "the graph waits for an interrupt() of its own (not a batched model call)"
-    return MapItem(index, config["configurable"]["thread_id"], status, values, error, calls, usage)
+    thread_id = config["configurable"]["thread_id"]
+    return MapItem(index, thread_id, status, values, error, calls, usage, cost)
 
 
 class _MapRecords:
@@ -408,14 +428,24 @@ class _MapRecords:
         item = self.store.get((ROOT, self.map_id, "answers"), key)
         return dict(item.value) if item is not None else None
 
-    def put_answers(self, answers: Mapping[str, dict[str, Any]]) -> None:
-        """Store answers by call key (one batch write)."""
+    def put_answers(
+        self, answers: Mapping[str, dict[str, Any]], *, batch: tuple[str, Any] | None = None
+    ) -> None:
+        """Store answers by call key, and the cost of the batch thread they came from."""
         from langgraph.store.base import PutOp
 
         namespace = (ROOT, self.map_id, "answers")
         ops = [PutOp(namespace, key, value) for key, value in answers.items()]
+        if batch is not None:
+            thread_id, cost = batch
+            ops.append(PutOp((ROOT, self.map_id, "batches"), thread_id, {"cost": cost}))
         if ops:
             self.store.batch(ops)
+
+    def cost(self) -> Cost | None:
+        """Return what the map's batch threads cost so far (each counted once)."""
+        found = self.store.search((ROOT, self.map_id, "batches"), limit=10_000)
+        return total_cost(item.value["cost"] for item in found if item.value.get("cost"))
 
     def count_delivered(self, index: int, calls: list[Call]) -> None:
         """Remember which calls item `index` was answered (its calls and tokens)."""
@@ -425,17 +455,20 @@ class _MapRecords:
         keys.extend(c.key for c in calls if c.key not in keys)
         self.store.put(namespace, str(index), {"keys": keys})
 
-    def delivered(self, index: int) -> tuple[int, dict[str, int]]:
-        """Return how many calls item `index` made and their token usage."""
+    def delivered(self, index: int) -> tuple[int, dict[str, int], Cost | None]:
+        """Return how many calls item `index` made, their token usage and their cost."""
         item = self.store.get((ROOT, self.map_id, "items"), str(index))
         keys = list(item.value["keys"]) if item is not None else []
         usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+        costs: list[Cost] = []
         for key in keys:
             found = self.answer(key) or {}
             meta = (found.get("message") or {}).get("usage_metadata") or {}
             for name in usage:
                 usage[name] += int(meta.get(name) or 0)
-        return len(keys), usage
+            if found.get("cost"):
+                costs.append(found["cost"])
+        return len(keys), usage, total_cost(costs)
 
 
 def _compiled(graph: Any, checkpointer: Any, store: Any) -> Any:

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from agent.cli.errors import EXIT_FAILED_REQUESTS
 from agent.cli.options import DbOption, MaxCostOption, OutOption
+from agent.pricing import format_usd
 from agent.requests import InputError
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -97,6 +98,13 @@ def map_(
         f"map {results.map_id}: {len(results) - failed} of {len(results)} items completed in "
         f"{len(results.rounds)} rounds this run (resume: --thread {results.map_id})"
     )
+    if results.cost is not None:
+        cost = results.cost
+        err.print(
+            f"cost: batch {format_usd(cost['batch_usd'])}, realtime "
+            f"{format_usd(cost['realtime_usd'])}, saving {format_usd(cost['saving_usd'])} "
+            f"({cost['source']})" + (f"; {cost['note']}" if cost["note"] else "")
+        )
     if failed and not allow_failures:
         raise typer.Exit(EXIT_FAILED_REQUESTS)
 
@@ -189,6 +197,7 @@ def _item_json(item: Any) -> dict[str, Any]:
         "error": item.error,
         "calls": item.calls,
         "usage": item.usage,
+        "cost": item.cost,
     }
 
 

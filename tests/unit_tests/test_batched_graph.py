@@ -242,3 +242,16 @@ def test_a_node_calling_an_unbatched_model_stops_the_map_unless_allowed(
     )
     assert item.status == "completed" and item.state["fact"] == _emulated("x")
     assert list_jobs() == []
+
+
+def test_each_item_and_the_map_are_priced_at_batch_and_realtime_price() -> None:
+    results = map_graph(batch_call_builder(), [{"topics": ["alpha", "beta"]}] * 2, **FAST_POLLING)
+    costs = [item.cost for item in results]
+    assert all(c is not None and c["batch_usd"] and c["realtime_usd"] for c in costs)
+    for cost in costs:
+        assert cost is not None and cost["batch_usd"] == pytest.approx(cost["realtime_usd"] / 2)
+        assert cost["input_tokens"] == results[0].usage["input_tokens"]
+    # The two items asked the same things: sent (and billed) once, so the map cost one item's.
+    total = results.cost
+    assert total is not None and total["batch_usd"] == pytest.approx(costs[0]["batch_usd"])
+    assert "genai-prices" in total["source"]
