@@ -343,7 +343,9 @@ def _advance(compiled: Any, value: Any, config: Any, index: int, failures: dict[
     An unbatched model call is the graph's mistake, not the item's: it stops the map.
     """
     try:
-        compiled.invoke(value, config)
+        # Checkpointed when the run stops (an interrupt, the end): a kill mid-run re-runs the
+        # item's nodes from its last stop, whose answered calls are answered from the store.
+        compiled.invoke(value, config, durability="exit")
     except UnbatchedModelError:
         raise
     except Exception as exc:  # noqa: BLE001 (the user's node raised: this item fails)
