@@ -9,7 +9,8 @@ status calls, and the batch-agent / baseline ratios (goals: wall <= 1.5x, RSS <=
 
 A third table (`bench/startup.py`) times start-up: `status`, `threads` and `run`'s first line.
 A fourth (`bench/fastpath_micro.py`) gives each provider's body-building and result-parsing rates,
-reference path against fast path (OpenAI, Mistral, Gemini).
+reference path against fast path (OpenAI, Mistral, Gemini). A fifth (`bench/map_bench.py`) runs a
+user's three-step graph over 10,000 items with `batch-agent map` against three plain `run` calls.
 
 A second table simulates polling with a fake clock against the emulator: how many status calls a
 job of 1, 6 and 24 hours costs with the default backoff, and how late its completion is noticed.
@@ -417,6 +418,12 @@ def main() -> None:
 
         console.print("[bold]fast paths: building and parsing rates per provider[/bold]")
         fastpath_micro.main([])
+
+    if not args.no_map:
+        import map_bench  # bench/map_bench.py, next to this script
+
+        console.print("[bold]a user's graph over a dataset: map against plain run calls[/bold]")
+        map_bench.main(["--items", str(args.map_items)])
 
 
 if __name__ == "__main__":
