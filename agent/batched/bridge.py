@@ -20,12 +20,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import orjson
 from langchain_core.callbacks import BaseCallbackHandler
 from langgraph.types import Command
 
@@ -45,6 +48,8 @@ logger = logging.getLogger("batch_agent")
 
 ROOT = "batch_agent_map"
 """Store namespace root of the maps' own records (answers, items)."""
+USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
+"""The token counts an answer keeps for its item's usage."""
 
 
 @dataclass(frozen=True)
@@ -175,13 +180,7 @@ def map_graph(
             for group in _groups(unanswered.values()):
                 thread_id = f"{map_id}-batch-{_keys_digest(group)}"
                 batch_threads.append(thread_id)
-                results = run_batch(
-                    [{"id": call.key, "messages": call.messages} for call in group],
-                    model=group[0].spec,
-                    db=db,
-                    thread_id=thread_id,
-                    **context,
-                )
+                results = _run_pool(run_batch, group, thread_id, db, context)
                 # Durable before any thread moves on: a kill from here on loses nothing.
                 prices = quote(
                     group[0].spec["provider"],
@@ -206,6 +205,11 @@ def map_graph(
                     waiting.index,
                     failures,
                 )
+            # Every suspended thread has its answers in its checkpoint now: keep only what the
+            # items' accounting needs (the batch thread's result pages keep the messages).
+            records.slim_answers(
+                [c.key for waiting in suspended for _, calls in waiting.waits for c in calls]
+            )
             if on_round is not None:
                 done = sum(1 for c in configs if not compiled.get_state(c).next)
                 on_round(number + 1, len(unanswered), done)
@@ -220,13 +224,49 @@ def map_graph(
         )
 
 
+def _run_pool(
+    run_batch: Any,
+    group: list[Call],
+    thread_id: str,
+    db: str | os.PathLike[str] | None,
+    context: Mapping[str, Any],
+) -> Any:
+    """Run one pool of calls as a batch thread; return its results.
+
+    The requests go in as a file, not inline: inline records would be checkpointed with the
+    batch thread's input, and the results stay in the store's pages only (`results_in_state`
+    0), so a round adds to the checkpoint database what its calls' answers need, once.
+    """
+    spec = dict(group[0].spec)
+    # What `.bind(...)` added goes into every request's params, as `run_batch` does inline.
+    params = spec.pop("request_params", None) or {}
+    spec["request_params"] = {}
+    with tempfile.TemporaryDirectory(prefix="batch-agent-map-") as folder:
+        path = Path(folder) / f"{thread_id}.jsonl"
+        with path.open("wb") as fh:
+            for call in group:
+                record: dict[str, Any] = {"id": call.key, "messages": call.messages}
+                if params:
+                    record["params"] = params
+                fh.write(orjson.dumps(record) + b"\n")
+        return run_batch(
+            path,
+            model=spec,
+            db=db,
+            thread_id=thread_id,
+            **{"results_in_state": 0, **context},
+        )
+
+
 def _priced_answer(result: Any, prices: Quote) -> dict[str, Any]:
     """Return a batch result as a call's answer, with what its tokens cost at both prices."""
     message = result.message.model_dump() if result.message else None
     tally = TokenTally()
     tally.add({"usage": result.usage, "message": message})
     cost = prices.price(tally.input_tokens, tally.cached_input_tokens, tally.output_tokens)
-    return {**answer(message, result.error), "cost": cost}
+    meta = (message or {}).get("usage_metadata") or {}
+    usage = {name: int(meta.get(name) or 0) for name in USAGE_KEYS}
+    return {**answer(message, result.error), "cost": cost, "usage": usage}
 
 
 def check_inputs(
@@ -238,20 +278,19 @@ def check_inputs(
 ) -> None:
     """Refuse, naming the line, an input the graph's input schema rejects or has no key for.
 
-    LangGraph itself drops keys its input schema does not have: here they are refused, since
-    an item whose `text` arrived as `txt` would run on nothing.
+    What LangGraph itself would refuse when the item runs: a Pydantic input schema validates
+    the item (a TypedDict one validates nothing: its values reach the nodes as given). And a
+    key the schema does not have, which LangGraph drops silently: an item whose `text`
+    arrived as `txt` would run on nothing.
 
     Raises:
         InputError: The first input that does not fit.
     """
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
-    try:
-        schema = compiled.get_input_schema()
-        known = set((compiled.get_input_jsonschema().get("properties") or {}).keys())
-    except Exception:  # noqa: BLE001 (e.g. a typing.TypedDict, which pydantic refuses on 3.11)
-        # No validator for it: its keys, at least, are checked.
-        schema, known = None, _input_keys(compiled)
+    schema = getattr(getattr(compiled, "builder", None), "input_schema", None)
+    known = _input_keys(schema)
+    validated = isinstance(schema, type) and issubclass(schema, BaseModel)
     for index, item in enumerate(inputs):
         line = lines[index] if lines is not None else index + 1
         if not isinstance(item, Mapping):
@@ -264,18 +303,32 @@ def check_inputs(
                 source=source,
                 line=line,
             )
-        if schema is None:
+        if not validated:
             continue
         try:
-            schema.model_validate(dict(item))
+            schema.model_validate(dict(item))  # type: ignore[union-attr]
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"] if part != "root")
+            where = ".".join(str(part) for part in first["loc"])
             raise InputError(
                 f"the graph's input schema rejects the item: {where or 'input'}: {first['msg']}",
                 source=source,
                 line=line,
             ) from None
+
+
+def _input_keys(schema: Any) -> set[str]:
+    """Return the keys of an input schema (a Pydantic model's fields, a TypedDict's hints)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return set(schema.model_fields)
+    try:
+        return set(typing.get_type_hints(schema)) if schema is not None else set()
+    except Exception:  # noqa: BLE001 (an unresolvable annotation: no key check)
+        return set()
 
 
 class RealtimeCallGuard(BaseCallbackHandler):
@@ -317,17 +370,6 @@ class RealtimeCallGuard(BaseCallbackHandler):
         if not self.warned:
             self.warned = True
             logger.warning("%s: allowed", message)
-
-
-def _input_keys(compiled: Any) -> set[str]:
-    """Return the keys of the graph's input schema from its annotations (empty if unknown)."""
-    import typing
-
-    schema = getattr(getattr(compiled, "builder", None), "input_schema", None)
-    try:
-        return set(typing.get_type_hints(schema)) if schema is not None else set()
-    except Exception:  # noqa: BLE001 (an unresolvable annotation: no key check)
-        return set()
 
 
 def _config(map_id: str, index: int, guard: RealtimeCallGuard) -> dict[str, Any]:
@@ -449,6 +491,19 @@ class _MapRecords:
         found = self.store.search((ROOT, self.map_id, "batches"), limit=10_000)
         return total_cost(item.value["cost"] for item in found if item.value.get("cost"))
 
+    def slim_answers(self, keys: list[str]) -> None:
+        """Drop the messages of delivered answers, keeping their error, usage and cost."""
+        from langgraph.store.base import PutOp
+
+        namespace = (ROOT, self.map_id, "answers")
+        ops = []
+        for key in keys:
+            found = self.answer(key)
+            if found is not None and found.get("message") is not None:
+                ops.append(PutOp(namespace, key, {**found, "message": None, "delivered": True}))
+        for start in range(0, len(ops), 500):
+            self.store.batch(ops[start : start + 500])
+
     def count_delivered(self, index: int, calls: list[Call]) -> None:
         """Remember which calls item `index` was answered (its calls and tokens)."""
         namespace = (ROOT, self.map_id, "items")
@@ -461,13 +516,12 @@ class _MapRecords:
         """Return how many calls item `index` made, their token usage and their cost."""
         item = self.store.get((ROOT, self.map_id, "items"), str(index))
         keys = list(item.value["keys"]) if item is not None else []
-        usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+        usage = dict.fromkeys(USAGE_KEYS, 0)
         costs: list[Cost] = []
         for key in keys:
             found = self.answer(key) or {}
-            meta = (found.get("message") or {}).get("usage_metadata") or {}
             for name in usage:
-                usage[name] += int(meta.get(name) or 0)
+                usage[name] += int((found.get("usage") or {}).get(name) or 0)
             if found.get("cost"):
                 costs.append(found["cost"])
         return len(keys), usage, total_cost(costs)

@@ -138,20 +138,28 @@ def load_graph(ref: str) -> Any:
 def _import_file(file: Path, ref: str) -> Any:
     """Import a graph file as a module, registered in `sys.modules`.
 
-    By its dotted name under the working directory (as `langgraph dev` does), else under a name
-    of its own; registered either way, so its annotations (`from __future__ import annotations`,
-    Pydantic models) resolve.
+    By its dotted name under its project's root (as `langgraph dev` imports from the folder of
+    its `langgraph.json`), else under a name of its own; registered either way, so its
+    annotations (`from __future__ import annotations`, Pydantic models) resolve.
     """
     path = file.resolve()
     if not path.is_file():
         raise InputError(f"{path}: no such file", source=ref)
-    # Its sibling modules import as in a script, and the project's packages from the working
-    # directory.
-    for folder in (str(Path.cwd()), str(path.parent)):
+    # Its sibling modules import as in a script; the project's packages import from its root
+    # (the nearest folder up with a pyproject.toml or langgraph.json) or the working directory.
+    root = next(
+        (
+            folder
+            for folder in path.parents
+            if (folder / "pyproject.toml").is_file() or (folder / "langgraph.json").is_file()
+        ),
+        Path.cwd(),
+    )
+    for folder in (str(Path.cwd()), str(root), str(path.parent)):
         if folder not in sys.path:
             sys.path.insert(0, folder)
-    if path.is_relative_to(Path.cwd()):
-        dotted = ".".join(path.relative_to(Path.cwd()).with_suffix("").parts)
+    if path.is_relative_to(root):
+        dotted = ".".join(path.relative_to(root).with_suffix("").parts)
         if all(part.isidentifier() for part in dotted.split(".")):
             return importlib.import_module(dotted)
     name = f"batch_agent_user_{path.stem}"

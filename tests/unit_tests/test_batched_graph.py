@@ -12,6 +12,7 @@ import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel
 
 from agent.batched import BatchedChatModel, batched, map_graph
 from agent.batched.model import chat_models_in
@@ -208,20 +209,37 @@ def test_a_thousand_item_pipeline_takes_three_rounds_of_one_job_per_model() -> N
     assert sorted(j["request_count"] for j in list_jobs()) == [1000, 1000, 1000]
 
 
+class PydanticDoc(BaseModel):
+    """A state LangGraph validates (a Pydantic model)."""
+
+    text: str
+    fact: str = ""
+
+
+def _pydantic_graph() -> StateGraph[Any, Any, Any, Any]:
+    builder = StateGraph(PydanticDoc)
+    builder.add_node("node", lambda state: {"fact": state.text})
+    builder.add_edge(START, "node")
+    builder.add_edge("node", END)
+    return builder
+
+
 @pytest.mark.parametrize(
-    ("item", "message"),
+    ("graph", "item", "message"),
     [
-        ({"text": 5}, "rejects the item: text: Input should be a valid string"),
-        ({"txt": "x"}, "the graph's input has no 'txt' (it takes"),
+        ("pydantic", {"text": 5}, "rejects the item: text: Input should be a valid string"),
+        ("pydantic", {}, "rejects the item: text: Field required"),
+        ("typeddict", {"txt": "x"}, "the graph's input has no 'txt' (it takes"),
     ],
 )
 def test_an_item_the_graphs_input_rejects_stops_the_map_before_anything_runs(
-    item: dict[str, Any], message: str
+    graph: str, item: dict[str, Any], message: str
 ) -> None:
     from agent.requests import InputError
 
+    user_graph = _pydantic_graph() if graph == "pydantic" else pipeline
     with pytest.raises(InputError) as info:
-        map_graph(pipeline, [DOCS[0], item], **FAST_POLLING)
+        map_graph(user_graph, [DOCS[0], item], **FAST_POLLING)
     assert message in str(info.value) and "input:2" in str(info.value)
     assert list_jobs() == []
 
