@@ -151,6 +151,7 @@ def map_graph(
                         result.id: answer(
                             result.message.model_dump() if result.message else None,
                             result.error,
+                            thread_id,
                         )
                         for result in results
                     }
