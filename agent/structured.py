@@ -48,6 +48,10 @@ _TRACING_KWARGS: Final = ("ls_structured_output_format", "structured_output_form
 REFUSAL: Final = "refusal"
 OUTPUT_PARSING: Final = "output_parsing"
 PARSER_CODES: Final = frozenset({REFUSAL, OUTPUT_PARSING})
+SCHEMA: Final = "schema"
+# Codes of answers that were produced but rejected by the check above the model (the parser, or
+# the schema): a batched call hands such a message back, and realtime's own parser decides.
+CHECKED_CODES: Final = PARSER_CODES | {SCHEMA}
 # What the parsers raise for a refusal (`ModelRefusalError`, langchain-core 1.7.5 and later;
 # older versions raise none, and a refusal there is an `output_parsing` error).
 _REFUSAL_ERRORS: Final[tuple[type[BaseException], ...]] = tuple(
@@ -293,14 +297,14 @@ class AnswerCheck:
         where = f" (request id {request_id!r})"
         if parsed is None:
             problem = f"schema: the answer has no '{self._name}' tool call{where}"
-            return None, RequestError(code="schema", message=problem)
+            return None, RequestError(code=SCHEMA, message=problem)
         from jsonschema.exceptions import best_match
 
         error = best_match(self._validator.iter_errors(parsed))
         if error is not None:
             path = "/".join(str(p) for p in error.absolute_path) or "(root)"
             problem = f"schema: the answer does not match the schema at {path}: {error.message}"
-            return parsed, RequestError(code="schema", message=problem + where)
+            return parsed, RequestError(code=SCHEMA, message=problem + where)
         return parsed, None
 
 

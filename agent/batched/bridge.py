@@ -188,7 +188,7 @@ def map_graph(
                     overrides=parse_price_override(str(context.get("price_override") or "")),
                 )
                 records.put_answers(
-                    {result.id: _priced_answer(result, prices) for result in results},
+                    {result.id: _priced_answer(result, prices, thread_id) for result in results},
                     batch=(thread_id, results.cost),
                 )
             rounds.append(Round(calls=len(unanswered), batch_threads=batch_threads))
@@ -258,15 +258,15 @@ def _run_pool(
         )
 
 
-def _priced_answer(result: Any, prices: Quote) -> dict[str, Any]:
-    """Return a batch result as a call's answer, with what its tokens cost at both prices."""
+def _priced_answer(result: Any, prices: Quote, batch: str) -> dict[str, Any]:
+    """Return a batch result as a call's answer (from batch thread `batch`), with its cost."""
     message = result.message.model_dump() if result.message else None
     tally = TokenTally()
     tally.add({"usage": result.usage, "message": message})
     cost = prices.price(tally.input_tokens, tally.cached_input_tokens, tally.output_tokens)
     meta = (message or {}).get("usage_metadata") or {}
     usage = {name: int(meta.get(name) or 0) for name in USAGE_KEYS}
-    return {**answer(message, result.error), "cost": cost, "usage": usage}
+    return {**answer(message, result.error, batch), "cost": cost, "usage": usage}
 
 
 def check_inputs(

@@ -4,7 +4,9 @@ A batched call suspends its node with `interrupt({CALLS: [call, ...]})`: each ca
 the batch description of the chat model as bound for that call (`agent.model_spec`), and its
 messages in OpenAI's dict form (what a request record takes). The bridge resumes the node with
 `{ANSWERS: {key: answer}}`, matched by key, never by position. An answer is the stored result of
-that request in the batch graph: its message (an `AIMessage` dumped) or its error.
+that request in the batch graph: its message (an `AIMessage` dumped) or its error, and the
+batch-graph thread that ran it. A failed call raises `BatchCallError`, as the exception realtime
+raises for that failure where there is one (`as_batch_call_error`).
 
 The key is deterministic: the thread, the task's checkpoint namespace, the call's position among
 the batched calls of that task's execution, and a hash of the spec and messages. A node re-run
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,18 +42,85 @@ class BatchCallError(RuntimeError):
     """A batched model call failed (after batch-agent's retries of retryable failures).
 
     Raised in the calling node when it resumes, where the realtime call would have raised, so
-    the graph's own error handling (retry policies, fallbacks) sees it.
+    the graph's own error handling (retry policies, fallbacks) sees it. For a failure realtime
+    meets as an HTTP error (a rate limit, a server error, a rejected request) the exception
+    raised is the one the chat model's realtime `.invoke()` raises, made a `BatchCallError` too
+    (`as_batch_call_error`): an `except` of the SDK's rate-limit class and `except BatchCallError`
+    both catch a rate limit. Each provider says what that exception is
+    (`BatchProvider.realtime_exception`).
 
     Attributes:
-        code: The result's error code (`rate_limit_exceeded`, `batch_expired`, `refusal`, ...).
+        code: The result's error code (`rate_limit_exceeded`, `batch_expired`, ...). Where the
+            realtime exception has a `code` of its own (an SDK's HTTP status) that one stays;
+            the message names the result's code either way.
         key: The call's key.
+        batch: The batch-graph thread that ran the call ('' when unknown).
     """
 
-    def __init__(self, code: str, message: str, key: str) -> None:
+    code: str
+    key: str
+    batch: str
+
+    def __init__(self, code: str, message: str, key: str, batch: str = "") -> None:
         """Record the error of call `key`."""
-        super().__init__(f"batched model call failed ({code}): {message}")
+        super().__init__(failure_text(code, message, batch))
         self.code = code
         self.key = key
+        self.batch = batch
+
+
+def failure_text(code: str, message: str, batch: str = "") -> str:
+    """Return the words of a failed batched call: its batch, its result's code and message."""
+    where = f" in batch {batch}" if batch else ""
+    return f"batched model call failed{where} ({code}): {message}"
+
+
+# Realtime exception class -> its subclass that is a `BatchCallError` too (built once each).
+_BOTH: dict[type[BaseException], type[BatchCallError]] = {}
+_BOTH_LOCK = threading.Lock()
+
+
+def realtime_error_class(realtime: type[BaseException]) -> type[BatchCallError]:
+    """Return the subclass of both `realtime` and `BatchCallError` (one per realtime class).
+
+    It is named as `realtime` is, so a traceback or an item's error reads as realtime's would.
+    """
+    if issubclass(realtime, BatchCallError):
+        return realtime
+    with _BOTH_LOCK:
+        both = _BOTH.get(realtime)
+        if both is None:
+            both = type(
+                realtime.__name__,
+                (realtime, BatchCallError),
+                {
+                    "__module__": __name__,
+                    "__qualname__": realtime.__qualname__,
+                    "__doc__": (
+                        f"A failed batched call, raised as realtime raises "
+                        f"`{realtime.__module__}.{realtime.__qualname__}` (a `BatchCallError` too)."
+                    ),
+                },
+            )
+            _BOTH[realtime] = both
+        return both
+
+
+def as_batch_call_error(
+    raised: BaseException, *, code: str, key: str, batch: str = ""
+) -> BatchCallError:
+    """Return `raised`, the exception realtime raises for a failure, made a `BatchCallError` too.
+
+    The exception keeps everything realtime's carries (its message, response, body, cause):
+    only its class becomes `realtime_error_class(type(raised))`, which adds no state.
+    """
+    raised.__class__ = realtime_error_class(type(raised))
+    assert isinstance(raised, BatchCallError)
+    if "code" not in vars(raised):
+        raised.code = code
+    raised.key = key
+    raised.batch = batch
+    return raised
 
 
 class UnbatchedModelError(RuntimeError):
@@ -113,6 +183,12 @@ def calls_of(value: Any) -> list[Call] | None:
     return None
 
 
-def answer(message: Mapping[str, Any] | None, error: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Return the answer to a call: the stored result's message dump or its error."""
-    return {"message": dict(message) if message else None, "error": dict(error) if error else None}
+def answer(
+    message: Mapping[str, Any] | None, error: Mapping[str, Any] | None, batch: str = ""
+) -> dict[str, Any]:
+    """Return the answer to a call: the stored result's message dump or its error, and its batch."""
+    return {
+        "message": dict(message) if message else None,
+        "error": dict(error) if error else None,
+        "batch": batch,
+    }

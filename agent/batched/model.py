@@ -5,8 +5,12 @@ and `batched(llm).bind_tools(...)` / `.with_structured_output(...)`) is used in 
 the model it wraps. Under batch-agent (`agent.batched.bridge.map_graph`) a call does not reach
 the provider: the request is described as the batch graph will send it (`agent.model_spec`, the
 very body the realtime call would send), the node suspends with `interrupt()`, and when it is
-resumed the call returns the `AIMessage` the realtime call would have returned (or raises
-`BatchCallError`). Several calls made at once by `.batch([...])` suspend together.
+resumed the call returns the `AIMessage` the realtime call would have returned, or raises what
+it would have raised: for a rate limit, a server error or a rejected request, the provider SDK's
+exception as the LangChain model raises it (its rate-limit class, ...), which is also a
+`BatchCallError` (`agent.providers.realtime_errors`). An answer the batch's structured-output
+check rejected is returned, for the model's own output parser to raise as realtime does.
+Several calls made at once by `.batch([...])` suspend together.
 
 Outside batch-agent (a plain `.invoke()` in a notebook, a graph run by itself) the wrapped model
 is called in realtime: same answers, full price.
@@ -31,7 +35,6 @@ from agent.batched.calls import (
     ANSWERS,
     CALLS,
     MAP_MARKER,
-    BatchCallError,
     Call,
     call_key,
     next_position,
@@ -108,6 +111,8 @@ class BatchedChatModel(BaseChatModel):
     ) -> list[Any]:
         """Suspend on these calls; return their answers (or errors) once resumed."""
         from agent.model_spec import realtime_message, spec_from_chat_model
+        from agent.providers import provider_class
+        from agent.structured import CHECKED_CODES
 
         configurable = get_config().get("configurable", {})
         thread_id = str(configurable.get("thread_id", ""))
@@ -129,12 +134,21 @@ class BatchedChatModel(BaseChatModel):
             answer = answers.get(call.key)
             if answer is None:
                 raise RuntimeError(f"batch-agent resumed the node without an answer for {call.key}")
-            if answer["message"] is not None and answer["error"] is None:
-                # What the wrapped model's realtime call returns (OpenAI's `parsed` filled in).
+            error = answer["error"]
+            if answer["message"] is not None and (
+                error is None or error.get("code") in CHECKED_CODES
+            ):
+                # What the wrapped model's realtime call returns (an SDK's `parsed` filled in);
+                # an answer the batch's check rejected goes to realtime's own parser above this
+                # model, which raises for it (or not) as it would have in realtime.
                 out.append(realtime_message(self.wrapped, kwargs, AIMessage(**answer["message"])))
                 continue
-            error = answer["error"] or {"code": "no_result", "message": "no answer"}
-            failure = BatchCallError(str(error.get("code")), str(error.get("message")), call.key)
+            failure = provider_class(call.spec["provider"]).realtime_exception(
+                error or {"code": "no_result", "message": "no answer"},
+                key=call.key,
+                model=str(call.spec.get("model") or ""),
+                batch=str(answer.get("batch") or ""),
+            )
             if raise_errors:
                 raise failure
             out.append(failure)

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ from langchain_core.messages import AIMessage, convert_to_messages
 from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
+from agent.batched.calls import BatchCallError, as_batch_call_error, failure_text
 from agent.error_text import exception_text
 from agent.providers.errors import ProviderError, TransientProviderError, provider_call
 from agent.providers.params import ParamRules
@@ -41,6 +43,7 @@ from agent.requests import BatchRequest, InputError
 from agent.secrets import API_KEY_ENV, key_problem, key_variable, redact
 from agent.state import Counts, Job, RequestError, Usage
 from agent.statuses import JobStatus
+from agent.structured import CHECKED_CODES
 
 if TYPE_CHECKING:
     from agent.structured import OutputSpec
@@ -301,11 +304,60 @@ class BatchProvider(ABC):
 
     organization: str = ""
     """The organization jobs are created in ('' for the SDK's default; OpenAI only)."""
+    http_by_code: Mapping[str, int] = MappingProxyType({})
+    """The HTTP status realtime meets for the provider's own result error codes, where the
+    shared reading (`error_status`) does not know them."""
 
     def __init__(self, *, emulated: bool, base_url: str) -> None:
         """Remember where jobs go; subclasses build their SDK client from these."""
         self.emulated = emulated
         self.base_url = base_url
+
+    @classmethod
+    def realtime_exception(
+        cls, error: Mapping[str, Any], *, key: str, model: str = "", batch: str = ""
+    ) -> BatchCallError:
+        """Return what a batched call that failed with `error` raises in its node.
+
+        The exception the provider's chat model raises in realtime for that kind of failure
+        (`realtime_error`, for the HTTP status the result's code stands for), made a
+        `BatchCallError` too; a `BatchCallError` alone where realtime meets no HTTP error.
+
+        Args:
+            error: The call's stored error (`{"code", "message"}`).
+            key: The call's key.
+            model: The model the call asked (a realtime message may name it).
+
+        Returns:
+            The exception to raise in the node.
+            batch: The batch-graph thread that ran the call.
+        """
+        code = str(error.get("code") or "error")
+        message = str(error.get("message") or code)
+        status = error_status(code, cls.http_by_code)
+        raised = None
+        if status is not None:
+            raised = cls.realtime_error(status, code, failure_text(code, message, batch), model)
+        if raised is None:
+            return BatchCallError(code, message, key, batch)
+        return as_batch_call_error(raised, code=code, key=key, batch=batch)
+
+    @classmethod
+    def realtime_error(cls, status: int, code: str, text: str, model: str) -> Exception | None:
+        """Return the exception the chat model's realtime call raises for an HTTP error.
+
+        Each provider builds it in its `realtime_errors` module, on a synthetic response.
+
+        Args:
+            status: The response's HTTP status.
+            code: The error code its body carries.
+            text: The error message its body carries.
+            model: The model called.
+
+        Returns:
+            The exception, or None where the provider does not say (`BatchCallError` alone).
+        """
+        return None
 
     def sdk_endpoint(
         self,
@@ -1097,6 +1149,51 @@ def is_retryable(code: str, status_code: int = 0) -> bool:
         or status_code >= 500
         or code.startswith(("http_429", "http_5"))
     )
+
+
+# Codes of a rate limit: realtime meets a 429.
+RATE_LIMIT_CODES = frozenset({"rate_limit_exceeded", "rate_limit_error"})
+# Codes of a request the provider never ran (expired, cancelled, lost, its batch failed): the
+# provider could not serve it, which realtime meets as a 503.
+NOT_RUN_CODES = frozenset({EXPIRED_CODE, "no_result", "batch_failed", "service_unavailable"})
+# Codes of a server-side failure: realtime meets a 500 (a timeout: the gateway's 504).
+SERVER_CODES = frozenset({"server_error", "internal_error", "api_error"})
+TIMEOUT_CODES = frozenset({"timeout", "timeout_error", "request_timeout"})
+# Codes with no HTTP error behind them: realtime raises something else (or nothing).
+NO_STATUS_CODES = CHECKED_CODES | {INVALID_RESPONSE, "bad_result_line", "unknown_result"}
+
+_HTTP_CODE = re.compile(r"http_([1-5]\d\d)")
+
+
+def error_status(code: str, own: Mapping[str, int]) -> int | None:
+    """Return the HTTP status realtime meets for a failure with result code `code`.
+
+    Args:
+        code: The result's error code.
+        own: The provider's own codes and their statuses (`BatchProvider.http_by_code`),
+            looked at first.
+
+    Returns:
+        The status: `http_NNN` is NNN, a rate limit 429, a request never run 503, a server
+        failure 500 (a timeout 504), any other code a request error, 400; None for a failure
+        with no HTTP error behind it (`NO_STATUS_CODES`).
+    """
+    if code in own:
+        return own[code]
+    if code in NO_STATUS_CODES:
+        return None
+    matched = _HTTP_CODE.fullmatch(code)
+    if matched:
+        return int(matched.group(1))
+    if code in RATE_LIMIT_CODES:
+        return 429
+    if code in NOT_RUN_CODES:
+        return 503
+    if code in TIMEOUT_CODES:
+        return 504
+    if code in SERVER_CODES:
+        return 500
+    return 400
 
 
 def job_counts(total: int, succeeded: int, failed: int) -> Counts:

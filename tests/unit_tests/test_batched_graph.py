@@ -93,7 +93,10 @@ def test_a_failed_call_raises_in_its_node_and_fails_that_item_only() -> None:
     results = map_graph(pipeline, docs, **FAST_POLLING)
     assert [r.status for r in results] == ["completed"] * 3 + ["failed"]
     refused = results[3]
-    assert refused.error and "BatchCallError" in refused.error and refused.calls == 1
+    # Raised as realtime raises a 400 (`openai.BadRequestError`), which is a BatchCallError too.
+    assert refused.error and refused.calls == 1
+    assert refused.error.startswith("OpenAIInvalidRequestError: Error code: 400 - ")
+    assert "batched model call failed in batch " in refused.error
     assert refused.state == {"text": docs[3]["text"]}  # the node raised: nothing written
     assert len(results.rounds) == 3  # the others went on without it
 

@@ -25,7 +25,15 @@ from agent.providers.base import RETRYABLE_CODES
 from agent.statuses import JobStatus, ResultStatus, ThreadStatus
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE = ["agent/graph.py", "agent/submission.py", "agent/job_records.py", "agent/results.py"]
+CORE = [
+    "agent/graph.py",
+    "agent/submission.py",
+    "agent/job_records.py",
+    "agent/results.py",
+    # A batched call's failure is raised as its provider says (`realtime_exception`).
+    "agent/batched/model.py",
+    "agent/batched/bridge.py",
+]
 # Our own words, which some providers happen to use for their raw statuses or codes too.
 OURS = (
     set(get_args(JobStatus))

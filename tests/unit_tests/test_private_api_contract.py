@@ -50,6 +50,15 @@ CONTRACT: list[tuple[str, str, list[str] | None]] = [
     ("openai.lib._parsing._completions", "type_to_response_format_param", ["response_format"]),
     ("openai.lib._parsing._completions", "validate_input_tools", ["tools"]),
     ("openai.lib._parsing._completions", "maybe_parse_content", ["response_format", "message"]),
+    # What a failed batched call raises (agent.providers.*.realtime_errors): the integrations'
+    # own re-raise of an SDK error, and Anthropic's status -> class choice
+    ("langchain_openai.chat_models.base", "_handle_openai_bad_request", ["e"]),
+    ("langchain_openai.chat_models.base", "_handle_openai_api_error", ["e"]),
+    ("langchain_anthropic.chat_models", "_handle_anthropic_bad_request", ["e"]),
+    ("langchain_anthropic.chat_models", "_handle_anthropic_api_error", ["e"]),
+    ("anthropic._error_classes", "make_status_error", ["err_msg", "body", "response"]),
+    ("langchain_google_genai.chat_models", "_handle_client_error", ["e", "request"]),
+    ("langchain_google_genai.chat_models", "_handle_server_error", ["e"]),
     # langchain-mistralai
     ("langchain_mistralai", "ChatMistralAI._create_message_dicts", ["self", "messages", "stop"]),
     ("langchain_mistralai", "ChatMistralAI._create_chat_result", ["self", "response"]),

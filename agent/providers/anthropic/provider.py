@@ -49,6 +49,7 @@ from anthropic import Anthropic, DefaultHttpxClient
 from anthropic.types.messages import MessageBatch
 from langchain_anthropic import ChatAnthropic
 
+from agent.providers.anthropic import realtime_errors
 from agent.providers.anthropic.fast import AnthropicBodyBuilder, AnthropicMessageParser
 from agent.providers.anthropic.reference import chat_model
 from agent.providers.base import (
@@ -164,6 +165,7 @@ class AnthropicProvider(BatchProvider):
     """Message Batches through the official `anthropic` SDK (inline requests, no metadata)."""
 
     name = "anthropic"
+    http_by_code = realtime_errors.HTTP_BY_CODE
     default_model = "claude-haiku-4-5"
     limits = ProviderLimits(
         max_requests=MAX_REQUESTS,
@@ -193,6 +195,11 @@ class AnthropicProvider(BatchProvider):
         )
 
     # ----------------------------------------------------------------- building
+
+    @classmethod
+    def realtime_error(cls, status: int, code: str, text: str, model: str) -> Exception:
+        """`ChatAnthropic`'s exception for this error (`agent.providers.anthropic.realtime_errors`)."""
+        return realtime_errors.realtime_error(status, code, text)
 
     def line_builder(
         self, model: str, params: dict[str, Any], spec: OutputSpec | None = None

@@ -70,6 +70,7 @@ from agent.providers.base import (
     normalise_status,
 )
 from agent.providers.errors import ProviderError, provider_call
+from agent.providers.gemini import realtime_errors
 from agent.providers.gemini.fast import GeminiBodyBuilder, GeminiMessageParser
 from agent.providers.gemini.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
@@ -184,6 +185,7 @@ class GeminiProvider(BatchProvider):
     """Files + Batch Mode of the Gemini Developer API through the official `google-genai` SDK."""
 
     name = "gemini"
+    http_by_code = realtime_errors.HTTP_BY_CODE
     default_model = "gemini-2.5-flash"
     limits = ProviderLimits(max_requests=MAX_REQUESTS, max_file_bytes=MAX_FILE_BYTES)
     keeps_input = False
@@ -220,6 +222,11 @@ class GeminiProvider(BatchProvider):
         self._client = genai.Client(api_key=api_key, vertexai=False, http_options=options)
 
     # ----------------------------------------------------------------- building
+
+    @classmethod
+    def realtime_error(cls, status: int, code: str, text: str, model: str) -> Exception:
+        """`ChatGoogleGenerativeAI`'s exception for this error (`agent.providers.gemini.realtime_errors`)."""
+        return realtime_errors.realtime_error(status, code, text, model)
 
     def line_builder(
         self, model: str, params: dict[str, Any], spec: OutputSpec | None = None

@@ -37,6 +37,7 @@ from agent.providers.base import (
     shared_http_client,
 )
 from agent.providers.errors import ProviderError, provider_call
+from agent.providers.mistral import realtime_errors
 from agent.providers.mistral.fast import MistralBodyBuilder, MistralMessageParser
 from agent.providers.mistral.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
@@ -107,6 +108,7 @@ class MistralProvider(BatchProvider):
     """Files + Batch Jobs through the official `mistralai` SDK."""
 
     name = "mistral"
+    http_by_code = realtime_errors.HTTP_BY_CODE
     default_model = "mistral-small-latest"
     # Mistral caps pending requests per workspace (1M) rather than per job; keep jobs OpenAI-sized.
     limits = ProviderLimits(max_requests=1_000_000, max_file_bytes=512 * 1024 * 1024)
@@ -136,6 +138,11 @@ class MistralProvider(BatchProvider):
             async_client=shared_http_client("mistral-async", _mistral_async_client),
             retry_config=retry,
         )
+
+    @classmethod
+    def realtime_error(cls, status: int, code: str, text: str, model: str) -> Exception:
+        """`ChatMistralAI`'s exception for this error (`agent.providers.mistral.realtime_errors`)."""
+        return realtime_errors.realtime_error(status, code, text)
 
     def line_builder(
         self, model: str, params: dict[str, Any], spec: OutputSpec | None = None

@@ -32,6 +32,7 @@ from agent.providers.base import (
     normalise_status,
 )
 from agent.providers.errors import provider_call
+from agent.providers.openai import realtime_errors
 from agent.providers.openai.fast import OpenAIBodyBuilder, OpenAIMessageParser
 from agent.providers.openai.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
@@ -106,6 +107,11 @@ class OpenAIProvider(BatchProvider):
             max_retries=SDK_MAX_RETRIES,
             organization=organization or None,
         )
+
+    @classmethod
+    def realtime_error(cls, status: int, code: str, text: str, model: str) -> Exception:
+        """`ChatOpenAI`'s exception for this error (`agent.providers.openai.realtime_errors`)."""
+        return realtime_errors.realtime_error(status, code, text)
 
     def line_builder(
         self, model: str, params: dict[str, Any], spec: OutputSpec | None = None
