@@ -39,6 +39,7 @@ from agent.batched.calls import (
     call_key,
     next_position,
 )
+from agent.batched.suspension import suspension_safe
 
 
 class BatchedChatModel(BaseChatModel):
@@ -102,6 +103,14 @@ class BatchedChatModel(BaseChatModel):
     def with_structured_output(self, schema: Any, **kwargs: Any) -> Runnable[Any, Any]:  # type: ignore[override]
         """Structure the output as the wrapped model does; its calls stay batched."""
         return batched(self.wrapped.with_structured_output(schema, **kwargs), self.wrapped)
+
+    def with_fallbacks(self, fallbacks: Sequence[Runnable[Any, Any]], **kwargs: Any) -> Any:  # type: ignore[override]
+        """Fall back as LangChain does on a failed call, never on the call's suspension."""
+        return suspension_safe(super().with_fallbacks(fallbacks, **kwargs), BatchedChatModel)
+
+    def with_retry(self, **kwargs: Any) -> Any:  # type: ignore[override]
+        """Retry as LangChain does a failed call, never the call's suspension (a second call)."""
+        return suspension_safe(super().with_retry(**kwargs), BatchedChatModel)
 
     def _ask(
         self,
@@ -199,10 +208,16 @@ def batched(runnable: Runnable[Any, Any], model: BaseChatModel | None = None) ->
         return runnable
     if isinstance(runnable, BaseChatModel):
         return BatchedChatModel(wrapped=runnable)
-    target = model or next(chat_models_in(runnable), None)
+    found = list(chat_models_in(runnable))
+    target = model or next((m for m in found if not isinstance(m, BatchedChatModel)), None)
     if target is None:
+        if found:  # every model in it is batched already
+            return suspension_safe(runnable, BatchedChatModel)
         raise TypeError(f"batched() needs a chat model, or a runnable holding one: {runnable!r}")
-    return _replaced(runnable, target, BatchedChatModel(wrapped=target))
+    # A fallbacks or retry wrapper in it would catch the batched call's suspension.
+    return suspension_safe(
+        _replaced(runnable, target, BatchedChatModel(wrapped=target)), BatchedChatModel
+    )
 
 
 def chat_models_in(value: Any) -> Iterator[BaseChatModel]:

@@ -24,7 +24,7 @@ from langchain_google_genai.chat_models import ChatGoogleGenerativeAIError
 from langgraph.graph import END, START, StateGraph
 
 from agent.batched import BatchCallError, batched, map_graph
-from agent.emulator import ManualClock
+from agent.emulator import ManualClock, list_jobs
 from agent.providers import provider_class
 from tests.emulated_models import PROVIDERS, batch_model, realtime_model
 from tests.graphs.pipeline import Doc
@@ -162,22 +162,81 @@ def test_a_with_fallbacks_model_falls_back_on_a_failed_call(
     primary = batched(batch_model("openai"))
     fallback = batched(batch_model("anthropic"))
     model = primary.with_fallbacks([fallback], exceptions_to_handle=handled)
-    monkeypatch.setenv(FAULTS, "request_fail_rate=1")
-
-    def faults_off(number: int, calls: int, done: int) -> None:
-        monkeypatch.delenv(FAULTS, raising=False)
-
     items = map_graph(
         _guarded_graph(model, (), []),
         [{"text": "Classify: my invoice is wrong"}],
         max_attempts=1,
-        on_round=faults_off,
+        on_round=_faults_for_first_round(monkeypatch),
         **FAST_POLLING,
     )
     (item,) = items
     assert item.status == "completed", item.error
     assert item.state["fact"] == "Emulated reply to: Classify: my invoice is wrong"
     assert [r.calls for r in items.rounds] == [1, 1] and item.calls == 2
+
+
+def _faults_for_first_round(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Fail every request of the first round; return the `on_round` hook that ends the faults."""
+    monkeypatch.setenv(FAULTS, "request_fail_rate=1")
+
+    def faults_off(number: int, calls: int, done: int) -> None:
+        monkeypatch.delenv(FAULTS, raising=False)
+
+    return faults_off
+
+
+WRAPPERS = {
+    # What LangChain's wrappers catch by default, every Exception, takes in the suspension too.
+    "with_fallbacks": lambda: batched(batch_model("openai")).with_fallbacks(
+        [batched(batch_model("anthropic"))]
+    ),
+    "with_retry": lambda: batched(batch_model("openai")).with_retry(
+        stop_after_attempt=3, wait_exponential_jitter=False
+    ),
+    "batched(with_retry)": lambda: batched(
+        batch_model("openai").with_retry(stop_after_attempt=3, wait_exponential_jitter=False)
+    ),
+    "batched(with_fallbacks)": lambda: batched(
+        batched(batch_model("openai")).with_fallbacks([batched(batch_model("anthropic"))])
+    ),
+}
+
+
+@pytest.mark.parametrize("wrapper", list(WRAPPERS))
+def test_a_default_wrapper_sends_one_call_and_passes_the_suspension(wrapper: str) -> None:
+    # Caught by the wrapper, the suspension would call the fallback (or retry) in the same
+    # round: two or three calls sent and paid for, and answers resuming the wrong call.
+    items = map_graph(
+        _guarded_graph(WRAPPERS[wrapper](), (), []),
+        [{"text": "Classify: my invoice is wrong"}],
+        **FAST_POLLING,
+    )
+    (item,) = items
+    assert item.status == "completed", item.error
+    assert item.state["fact"] == "Emulated reply to: Classify: my invoice is wrong"
+    assert [r.calls for r in items.rounds] == [1] and item.calls == 1
+    # The primary answered: its provider ran the one job.
+    assert [job["provider"] for job in list_jobs()] == ["openai"]
+
+
+@pytest.mark.parametrize("wrapper", list(WRAPPERS))
+def test_a_default_wrapper_falls_back_or_retries_on_a_failed_call(
+    wrapper: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = map_graph(
+        _guarded_graph(WRAPPERS[wrapper](), (), []),
+        [{"text": "Classify: my invoice is wrong"}],
+        max_attempts=1,
+        on_round=_faults_for_first_round(monkeypatch),
+        **FAST_POLLING,
+    )
+    (item,) = items
+    assert item.status == "completed", item.error
+    assert item.state["fact"] == "Emulated reply to: Classify: my invoice is wrong"
+    # The failed call, then one more (the fallback's, or the retry), one round later.
+    assert [r.calls for r in items.rounds] == [1, 1] and item.calls == 2
+    second = "anthropic" if "fallbacks" in wrapper else "openai"
+    assert [job["provider"] for job in list_jobs()] == ["openai", second]
 
 
 # Result codes and what each provider's realtime call raises for them (its class's name).
