@@ -10,9 +10,11 @@ The three-step pipeline of `examples/graphs/pipeline.py` (extract -> classify ->
 
 The table reports wall time and peak RSS (the largest process of each), the checkpoint database's
 size, the bytes it grew per round and per item, and the mean size of an item's final state as
-JSON (what each item must keep anyway), with the map / plain ratios.
+JSON (what each item must keep anyway), with the map / plain ratios. The map runs a second time
+over a tenth of the items (`--small`): the bytes per item per round of the two runs show whether
+a round's checkpoint bytes grow with anything but the number of its items.
 
-    .venv/bin/python bench/map_bench.py [--items 10000]
+    .venv/bin/python bench/map_bench.py [--items 10000] [--small 1000]
 """
 
 from __future__ import annotations
@@ -105,11 +107,35 @@ def plain_steps(work: Path, docs: Path, env: dict[str, str]) -> tuple[float, flo
     return wall_total, rss_peak, db_size(db)
 
 
+def map_run(work: Path, n: int, env: dict[str, str]) -> tuple[float, float, int, float]:
+    """Run the pipeline over `n` documents with `batch-agent map`; return wall, RSS, db, state.
+
+    The last is the mean size of an item's final state as JSON.
+    """
+    folder = work / f"map-{n}"
+    folder.mkdir()
+    docs, db, out = folder / "docs.jsonl", folder / "map.sqlite", folder / "items.jsonl"
+    write_documents(docs, n)
+    command = [str(BIN / "batch-agent"), "map", PIPELINE, str(docs), "--db", str(db)]
+    wall, rss = measure([*command, "--out", str(out), "--poll-interval", "0.5"], env, ROOT)
+    items = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sum(i["status"] == "completed" for i in items) == n, "items failed"
+    return wall, rss, db_size(db), sum(len(json.dumps(i["state"])) for i in items) / n
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run both and print the table."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument(
+        "--small",
+        type=int,
+        default=0,
+        help="also map this many items, to show the bytes per item per round do not grow "
+        "with the round's size (default: a tenth of --items; 0 with --items under 100)",
+    )
     args = parser.parse_args(argv)
+    small = args.small or (args.items // 10 if args.items >= 100 else 0)
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory(prefix="batch-agent-map-bench-") as tmp:
         work = Path(tmp)
@@ -123,37 +149,32 @@ def main(argv: list[str] | None = None) -> None:
             env.update(
                 OPENAI_API_KEY="bench", OPENAI_BASE_URL=f"{url}/openai/v1", PYTHONUNBUFFERED="1"
             )
+            map_wall, map_rss, map_db, state_bytes = map_run(work, args.items, env)
+            small_run = map_run(work, small, env) if small else None
             docs = work / "docs.jsonl"
             write_documents(docs, args.items)
-            db = work / "map.sqlite"
-            out = work / "items.jsonl"
-            command = [str(BIN / "batch-agent"), "map", PIPELINE, str(docs), "--db", str(db)]
-            map_wall, map_rss = measure(
-                [*command, "--out", str(out), "--poll-interval", "0.5"], env, ROOT
-            )
-            items = [json.loads(line) for line in out.read_text().splitlines()]
-            assert sum(i["status"] == "completed" for i in items) == args.items, "items failed"
-            state_bytes = sum(len(json.dumps(i["state"])) for i in items) / len(items)
-            map_db = db_size(db)
             plain_wall, plain_rss, plain_db = plain_steps(work, docs, env)
         finally:
             emulator.terminate()
             emulator.wait()
-    per_round = map_db / ROUNDS
     print(f"pipeline of {ROUNDS} steps over {args.items:,} items, loopback emulator, poll 0.5 s")
-    print(f"{'':<12} {'wall s':>8} {'peak RSS MiB':>13} {'db MB':>8} {'db per round per item':>22}")
-    print(
-        f"{'map':<12} {map_wall:>8.1f} {map_rss:>13.0f} {map_db / 1e6:>8.1f} "
-        f"{per_round / args.items:>20.0f} B"
-    )
-    print(
-        f"{'plain run':<12} {plain_wall:>8.1f} {plain_rss:>13.0f} {plain_db / 1e6:>8.1f} "
-        f"{plain_db / ROUNDS / args.items:>20.0f} B"
-    )
+    print(f"{'':<16} {'wall s':>8} {'peak RSS MiB':>13} {'db MB':>8} {'db per round per item':>22}")
+    rows = [(f"map {args.items:,}", map_wall, map_rss, map_db, args.items)]
+    if small_run is not None:
+        rows.append((f"map {small:,}", small_run[0], small_run[1], small_run[2], small))
+    rows.append((f"plain run {args.items:,}", plain_wall, plain_rss, plain_db, args.items))
+    for name, wall, rss, db, n in rows:
+        print(f"{name:<16} {wall:>8.1f} {rss:>13.0f} {db / 1e6:>8.1f} {db / ROUNDS / n:>20.0f} B")
     print(
         f"ratios map/plain: wall {map_wall / plain_wall:.2f}x, RSS {map_rss / plain_rss:.2f}x; "
         f"an item's final state is {state_bytes:.0f} B of JSON"
     )
+    if small_run is not None:
+        growth = (map_db / args.items) / (small_run[2] / small)
+        print(
+            f"checkpoint bytes per item per round at {args.items:,} items / at {small:,}: "
+            f"{growth:.2f}x (1.00x: a round's bytes grow with its items' own state only)"
+        )
 
 
 if __name__ == "__main__":
