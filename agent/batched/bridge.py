@@ -547,10 +547,19 @@ def _persistence(db: str | os.PathLike[str] | None) -> Iterator[tuple[Any, Any]]
 
         yield _MEMORY.setdefault("pair", (InMemorySaver(), InMemoryStore()))
         return
-    from agent.persistence import open_persistence
+    from agent.persistence import open_persistence, resolve_db, sqlite_checkpointer
 
     with open_persistence(os.fspath(db)) as persistence:
-        yield persistence.checkpointer, persistence.store
+        path = resolve_db(os.fspath(db))
+        if not isinstance(path, Path):  # PostgreSQL
+            yield persistence.checkpointer, persistence.store
+            return
+        # The items' checkpoints skip the disk flush of each commit: one database, one WAL
+        # file, so the next flushed commit of the store (answers, the slimming after a round's
+        # resumes) or of a batch thread (job ids) flushes them too, in order. What a power loss
+        # can take is a step an item re-runs, its calls answered from the store.
+        with sqlite_checkpointer(path, replayable=True) as items:
+            yield items, persistence.store
 
 
 # The in-memory pair of `db=None` maps, shared so a map can be resumed in the same process.
