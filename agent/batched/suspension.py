@@ -16,7 +16,7 @@ wrappers do for a failed call (a `BatchCallError`, the SDK's exception) is uncha
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.fallbacks import RunnableWithFallbacks
@@ -33,114 +33,84 @@ class _Suspension(BaseException):  # noqa: N818 (not an error: a node suspending
         self.interrupt = interrupt
 
 
-class _Carry(RunnableSerializable[Any, Any]):
-    """Runs `bound`; a suspension comes out as `_Suspension`, which catch-all wrappers let by."""
+class _Relay(RunnableSerializable[Any, Any]):
+    """Runs `bound`; an exception of class `catches` comes out as `relayed(exc)`."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     bound: Runnable[Any, Any]
+    catches: ClassVar[type[BaseException]] = BaseException
+
+    def relayed(self, exc: Any) -> BaseException:
+        """Return what to raise instead of `exc`."""
+        raise NotImplementedError
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        """Invoke `bound`, carrying its suspension."""
+        """Invoke `bound`, relaying its suspension."""
         try:
             return self.bound.invoke(input, config, **kwargs)
-        except GraphBubbleUp as exc:
-            raise _Suspension(exc) from None
+        except self.catches as exc:
+            raise self.relayed(exc) from None
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        """Invoke `bound` asynchronously, carrying its suspension."""
+        """Invoke `bound` asynchronously, relaying its suspension."""
         try:
             return await self.bound.ainvoke(input, config, **kwargs)
-        except GraphBubbleUp as exc:
-            raise _Suspension(exc) from None
+        except self.catches as exc:
+            raise self.relayed(exc) from None
 
     def batch(self, inputs: list[Any], config: Any = None, **kwargs: Any) -> list[Any]:
-        """Answer several inputs with `bound` (together: one suspension), carrying it."""
+        """Answer several inputs with `bound` (together: one suspension), relaying it."""
         try:
             return self.bound.batch(inputs, config, **kwargs)
-        except GraphBubbleUp as exc:
-            raise _Suspension(exc) from None
+        except self.catches as exc:
+            raise self.relayed(exc) from None
 
     async def abatch(self, inputs: list[Any], config: Any = None, **kwargs: Any) -> list[Any]:
-        """Answer several inputs with `bound` asynchronously, carrying its suspension."""
+        """Answer several inputs with `bound` asynchronously, relaying its suspension."""
         try:
             return await self.bound.abatch(inputs, config, **kwargs)
-        except GraphBubbleUp as exc:
-            raise _Suspension(exc) from None
+        except self.catches as exc:
+            raise self.relayed(exc) from None
 
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[Any]:
-        """Stream `bound`'s output, carrying its suspension."""
+        """Stream `bound`'s output, relaying its suspension."""
         try:
             yield from self.bound.stream(input, config, **kwargs)
-        except GraphBubbleUp as exc:
-            raise _Suspension(exc) from None
+        except self.catches as exc:
+            raise self.relayed(exc) from None
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[Any]:
-        """Stream `bound`'s output asynchronously, carrying its suspension."""
+        """Stream `bound`'s output asynchronously, relaying its suspension."""
         try:
             async for chunk in self.bound.astream(input, config, **kwargs):
                 yield chunk
-        except GraphBubbleUp as exc:
-            raise _Suspension(exc) from None
+        except self.catches as exc:
+            raise self.relayed(exc) from None
 
 
-class _Shield(RunnableSerializable[Any, Any]):
-    """Runs a fallbacks or retry wrapper; a carried suspension comes out as the interrupt again."""
+class _Carry(_Relay):
+    """Inside a wrapper: the suspension comes out as `_Suspension`, which the wrapper lets by."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    catches: ClassVar[type[BaseException]] = GraphBubbleUp
 
-    bound: Runnable[Any, Any]
+    def relayed(self, exc: Any) -> BaseException:
+        """Carry the interrupt."""
+        return _Suspension(exc)
 
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        """Invoke the wrapper, re-raising a carried suspension."""
-        try:
-            return self.bound.invoke(input, config, **kwargs)
-        except _Suspension as carried:
-            raise carried.interrupt from None
 
-    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        """Invoke the wrapper asynchronously, re-raising a carried suspension."""
-        try:
-            return await self.bound.ainvoke(input, config, **kwargs)
-        except _Suspension as carried:
-            raise carried.interrupt from None
+class _Shield(_Relay):
+    """Around a fallbacks or retry wrapper: a carried suspension is the interrupt again."""
 
-    def batch(self, inputs: list[Any], config: Any = None, **kwargs: Any) -> list[Any]:
-        """Answer several inputs with the wrapper, re-raising a carried suspension."""
-        try:
-            return self.bound.batch(inputs, config, **kwargs)
-        except _Suspension as carried:
-            raise carried.interrupt from None
+    catches: ClassVar[type[BaseException]] = _Suspension
 
-    async def abatch(self, inputs: list[Any], config: Any = None, **kwargs: Any) -> list[Any]:
-        """Answer several inputs asynchronously, re-raising a carried suspension."""
-        try:
-            return await self.bound.abatch(inputs, config, **kwargs)
-        except _Suspension as carried:
-            raise carried.interrupt from None
-
-    def stream(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Iterator[Any]:
-        """Stream the wrapper's output, re-raising a carried suspension."""
-        try:
-            yield from self.bound.stream(input, config, **kwargs)
-        except _Suspension as carried:
-            raise carried.interrupt from None
-
-    async def astream(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> AsyncIterator[Any]:
-        """Stream the wrapper's output asynchronously, re-raising a carried suspension."""
-        try:
-            async for chunk in self.bound.astream(input, config, **kwargs):
-                yield chunk
-        except _Suspension as carried:
-            raise carried.interrupt from None
+    def relayed(self, exc: Any) -> BaseException:
+        """Raise the carried interrupt."""
+        return exc.interrupt  # type: ignore[no-any-return]
 
 
 def suspension_safe(runnable: Any, batched: type[Runnable[Any, Any]]) -> Any:

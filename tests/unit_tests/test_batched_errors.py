@@ -150,31 +150,6 @@ def test_a_users_except_rate_limit_error_catches_rate_limits_only(
         assert "batched model call failed in batch errors-rate-limit-batch-" in item.error
 
 
-@pytest.mark.parametrize(
-    "handled",
-    [(openai.RateLimitError, openai.InternalServerError), (BatchCallError,)],
-    ids=["sdk-classes", "batch-call-error"],
-)
-def test_a_with_fallbacks_model_falls_back_on_a_failed_call(
-    handled: tuple[type[BaseException], ...], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The primary's round fails (no retries); the fallback's round, one later, goes through.
-    primary = batched(batch_model("openai"))
-    fallback = batched(batch_model("anthropic"))
-    model = primary.with_fallbacks([fallback], exceptions_to_handle=handled)
-    items = map_graph(
-        _guarded_graph(model, (), []),
-        [{"text": "Classify: my invoice is wrong"}],
-        max_attempts=1,
-        on_round=_faults_for_first_round(monkeypatch),
-        **FAST_POLLING,
-    )
-    (item,) = items
-    assert item.status == "completed", item.error
-    assert item.state["fact"] == "Emulated reply to: Classify: my invoice is wrong"
-    assert [r.calls for r in items.rounds] == [1, 1] and item.calls == 2
-
-
 def _faults_for_first_round(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Fail every request of the first round; return the `on_round` hook that ends the faults."""
     monkeypatch.setenv(FAULTS, "request_fail_rate=1")
@@ -189,6 +164,14 @@ WRAPPERS = {
     # What LangChain's wrappers catch by default, every Exception, takes in the suspension too.
     "with_fallbacks": lambda: batched(batch_model("openai")).with_fallbacks(
         [batched(batch_model("anthropic"))]
+    ),
+    # A user's own choice of what to fall back on: the SDK's classes, or any failed call.
+    "with_fallbacks(sdk-classes)": lambda: batched(batch_model("openai")).with_fallbacks(
+        [batched(batch_model("anthropic"))],
+        exceptions_to_handle=(openai.RateLimitError, openai.InternalServerError),
+    ),
+    "with_fallbacks(BatchCallError)": lambda: batched(batch_model("openai")).with_fallbacks(
+        [batched(batch_model("anthropic"))], exceptions_to_handle=(BatchCallError,)
     ),
     "with_retry": lambda: batched(batch_model("openai")).with_retry(
         stop_after_attempt=3, wait_exponential_jitter=False
