@@ -137,11 +137,10 @@ def _say_in_flight(results: Any, graph: str, flag: str) -> None:
         f"thread(s), in flight; {waiting:,} of {len(results):,} items waiting"
     )
     map_id = results.map_id
-    err.print(
-        f"map {map_id}: check: batch-agent status {map_id}{flag}; go on: batch-agent map "
-        f"{graph} --thread {map_id}{flag} --no-wait (or --wait); stop: batch-agent cancel "
-        f"{map_id}{flag}"
-    )
+    err.print(f"map {map_id}: not done; nothing waits here, the batches run on at the provider")
+    err.print(f"  check: batch-agent status {map_id}{flag}")
+    err.print(f"  go on: batch-agent map {graph} --thread {map_id}{flag} --no-wait (or --wait)")
+    err.print(f"  stop:  batch-agent cancel {map_id}{flag}")
 
 
 def load_graph(ref: str) -> Any:
