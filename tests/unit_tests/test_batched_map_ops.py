@@ -111,9 +111,11 @@ def test_status_of_a_map_shows_its_items_rounds_pools_and_cost_in_80_columns(
 
 
 def test_a_cancelled_map_stops_its_pools_and_resumed_fails_its_waiting_items(
-    tmp_path: Path, emulator_clock: ManualClock
+    tmp_path: Path, emulator_clock: ManualClock, monkeypatch: Any
 ) -> None:
     db, out = tmp_path / "m.sqlite", tmp_path / "out.jsonl"
+    # Jobs of an hour: the cancel, not the clock, ends this one.
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "3600")
     assert _map(db, out, str(_inputs(tmp_path)), "--no-wait").exit_code == 0
     thread = json.loads(_cli("status", "m1", "--db", str(db), "--json").stdout)["pools"][0]
     cancelled = _cli("cancel", "m1", "--db", str(db), "--poll-interval", "0.05")
@@ -128,7 +130,6 @@ def test_a_cancelled_map_stops_its_pools_and_resumed_fails_its_waiting_items(
     assert shown[1].startswith("round 1: 3 calls, cancelled: m1-batch-")
 
     # Resumed, with or without waiting: the waiting items fail, naming the cancel; nothing is sent.
-    emulator_clock.advance(5)
     for extra in ("--no-wait", "--wait"):
         resumed = _map(db, out, extra)
         assert resumed.exit_code == 3, resumed.output
@@ -173,3 +174,30 @@ def test_map_graph_without_waiting_returns_waiting_items_and_its_pools(
     assert runs == 4 and results.status == "done"
     assert [item.state for item in results] == [item.state for item in waited]
     assert len(list_jobs()) == 6
+
+
+def test_a_round_is_recorded_before_its_pool_is_sent_so_status_finds_a_refused_one(
+    tmp_path: Path, emulator_clock: ManualClock
+) -> None:
+    db, out = tmp_path / "m.sqlite", tmp_path / "out.jsonl"
+    # A budget below the first pool's cost: the map stops before that pool is uploaded.
+    stopped = _map(db, out, str(_inputs(tmp_path)), "--no-wait", "--max-cost", "0.0000001")
+    assert "exceeds max_cost $0.000000; nothing was uploaded" in str(stopped.exception)
+    assert list_jobs() == []
+    report = json.loads(_cli("status", "m1", "--db", str(db), "--json").stdout)
+    assert [(r["number"], r["calls"], r["status"]) for r in report["rounds"]] == [(1, 3, "pooled")]
+    (pool,) = report["pools"]
+    assert pool == {"thread_id": report["rounds"][0]["batch_threads"][0], "submitted": False}
+    shown = _cli("status", "m1", "--db", str(db)).stdout
+    assert f"{pool['thread_id']}: not submitted" in shown
+    # Run again without that budget: the same round goes on, each pool sent once.
+    runs = 0
+    while runs < 10:
+        answer = _map(db, out, "--no-wait")
+        assert answer.exit_code == 0, answer.output
+        runs += 1
+        if "in flight" not in answer.stderr:
+            break
+        emulator_clock.advance(5)
+    assert runs == 4 and [line["status"] for line in _lines(out)] == ["completed"] * 3
+    assert sorted(j["request_count"] for j in list_jobs()) == [3, 3, 3]
