@@ -29,14 +29,26 @@ if TYPE_CHECKING:
 Values = dict[str, Any]
 ROUND_STATUS = {"pooled": "in flight", "done": "done", "cancelled": "cancelled"}
 """How `status` names a recorded round's status."""
+WIDTH = 80
+"""The columns `status` keeps to (a terminal's default width)."""
 
 
 def open_map(backend: Backend, map_id: str) -> MapRecords | None:
     """Return the records of map `map_id` in the backend's database, or None if it holds none."""
     if not isinstance(backend, LocalBackend):
         return None
-    from agent.batched.records import MapRecords
+    from agent.batched.records import ROOT, MapRecords
+    from agent.checkpoint_reader import StoreReader
 
+    # A SQLite file is asked first, read-only and without LangGraph: an id that is neither a
+    # thread nor a map is refused as fast as before, and the database is not touched.
+    reader = StoreReader.open(backend.resolved)
+    if reader is not None:
+        try:
+            if reader.get((ROOT, map_id), "inputs") is None:
+                return None
+        finally:
+            reader.close()
     records = MapRecords(backend.graph.store, map_id)
     return records if records.exists() else None
 
@@ -107,15 +119,19 @@ def show_map(backend: Backend, records: MapRecords, *, as_json: bool) -> None:
 
 
 def round_lines(recorded: Mapping[str, Any]) -> list[str]:
-    """Describe a recorded round: its calls, status and batch threads (each id whole)."""
+    """Describe a recorded round: its calls, status and batch threads (each id whole).
+
+    One line when its one batch thread fits there in 80 columns, else one line per thread.
+    """
     threads = list(recorded.get("batch_threads") or [])
     status = ROUND_STATUS.get(str(recorded.get("status")), str(recorded.get("status")))
     head = f"round {recorded['number']}: {int(recorded['calls']):,} calls"
-    if len(threads) == 1:
-        return [f"{head}, {status}: {threads[0]}"]
     if not threads:
         return [f"{head}, {status}"]
-    return [f"{head} in {len(threads)} batch threads, {status}:", *(f"  {t}" for t in threads)]
+    if len(threads) == 1 and len(f"{head}, {status}: {threads[0]}") <= WIDTH:
+        return [f"{head}, {status}: {threads[0]}"]
+    count = f"{len(threads)} batch thread{'s' if len(threads) > 1 else ''}"
+    return [f"{head} in {count}, {status}:", *(f"  {t}" for t in threads)]
 
 
 def cancel_map(

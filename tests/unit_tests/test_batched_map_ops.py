@@ -201,3 +201,16 @@ def test_a_round_is_recorded_before_its_pool_is_sent_so_status_finds_a_refused_o
         emulator_clock.advance(5)
     assert runs == 4 and [line["status"] for line in _lines(out)] == ["completed"] * 3
     assert sorted(j["request_count"] for j in list_jobs()) == [3, 3, 3]
+
+
+def test_a_rounds_batch_threads_go_on_lines_of_their_own_when_the_line_would_pass_80() -> None:
+    from agent.cli.map_ops import round_lines
+
+    short = {"number": 2, "calls": 1000, "status": "done", "batch_threads": ["m1-batch-ab"]}
+    assert round_lines(short) == ["round 2: 1,000 calls, done: m1-batch-ab"]
+    long_id = "nightly-invoices-2026-12-02-extract-classify-summarise-batch-0123456789abcdef"
+    wide = {**short, "status": "pooled", "batch_threads": [long_id]}
+    assert round_lines(wide) == [
+        "round 2: 1,000 calls in 1 batch thread, in flight:",
+        f"  {long_id}",
+    ]
