@@ -214,3 +214,16 @@ def test_a_rounds_batch_threads_go_on_lines_of_their_own_when_the_line_would_pas
         "round 2: 1,000 calls in 1 batch thread, in flight:",
         f"  {long_id}",
     ]
+
+
+def test_a_map_started_without_waiting_is_finished_by_a_waiting_run(tmp_path: Path) -> None:
+    source = _inputs(tmp_path)
+    db, out = tmp_path / "m.sqlite", tmp_path / "out.jsonl"
+    started = _map(db, out, str(source), "--no-wait")
+    assert started.exit_code == 0 and "round 1: 3 calls in 1 batch thread(s)" in started.stderr
+    finished = _map(db, out, "--wait", "--poll-interval", "0.05")
+    assert finished.exit_code == 0, finished.output
+    assert "map m1: 3 of 3 items completed in 3 rounds this run" in finished.stderr
+    assert [line["status"] for line in _lines(out)] == ["completed"] * 3
+    # Round 1's pool was polled where the first run left it, not sent again.
+    assert sorted(j["request_count"] for j in list_jobs()) == [3, 3, 3]
