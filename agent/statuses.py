@@ -20,10 +20,17 @@ job ended without any results."""
 ResultStatus = Literal["succeeded", "failed"]
 """Status of one request's result."""
 
-ItemStatus = Literal["completed", "failed", "interrupted"]
+ItemStatus = Literal["completed", "failed", "waiting", "interrupted"]
 """Status of one input item of a mapped user graph (`agent.batched.map_graph`): `completed`, its
-thread ended; `failed`, a node raised; `interrupted`, the graph waits for an `interrupt()` of its
-own (human input), which batch-agent does not answer."""
+thread ended; `failed`, a node raised (or its map was cancelled while it waited); `waiting`, on
+batched model calls of a map that is not done; `interrupted`, the graph waits for an
+`interrupt()` of its own (human input), which batch-agent does not answer."""
+
+MapStatus = Literal["running", "waiting", "stopped", "done", "cancelled"]
+"""Status of a map (`agent.batched.map_graph`, `batch-agent status MAP_ID`): `running`, a round
+is under way; `waiting`, a run returned with pools in flight (`--no-wait`); `stopped`, it hit
+`max_rounds` with items waiting; `done`, every item ended; `cancelled`, by `batch-agent cancel`
+(nothing more is sent)."""
 
 TERMINAL_THREAD_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 """Thread statuses after which invoking the thread again changes nothing."""

@@ -9,6 +9,7 @@ model is called in realtime, unchanged.
 - `agent.batched.calls`: what a suspended call records and what it is resumed with.
 - `agent.batched.model`: `batched()` and `BatchedChatModel`.
 - `agent.batched.bridge`: `map_graph`, the rounds that pool calls and resume threads.
+- `agent.batched.records`: a map's durable records: answers, rounds, progress, its cancel.
 """
 
 from __future__ import annotations

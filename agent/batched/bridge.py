@@ -12,7 +12,14 @@ Each input item is one thread of the user's graph (`<map id>-item-<index>`). A r
 Everything a round needs is durable: the threads' checkpoints hold the pending calls, the store
 holds the answers, and a pool's batch thread is named by the keys it holds. A map killed at any
 moment and run again finds answered calls answered and pooled calls' batch threads where they
-were: no call is sent twice, no item is lost.
+were: no call is sent twice, no item is lost. Each round's pools are recorded before any is
+submitted (`agent.batched.records`), for `batch-agent status` and `cancel`.
+
+Without waiting (`wait=False`, `batch-agent map --no-wait`) a run submits a round's pools, or
+checks them once, and returns while one is in flight; the next run picks the round up where it
+is. Repeated until done, it makes the same rounds, jobs and items as one waiting run. A map
+cancelled (`batch-agent cancel MAP_ID`) sends nothing more: its waiting items fail, naming the
+cancel.
 """
 
 from __future__ import annotations
@@ -40,16 +47,12 @@ from agent.batched.calls import (
     answer,
     calls_of,
 )
-from agent.pricing import Cost, Quote, TokenTally, parse_price_override, quote, total_cost
+from agent.batched.records import USAGE_KEYS, MapRecords, cancel_message
+from agent.pricing import Cost, Quote, TokenTally, parse_price_override, quote
 from agent.requests import InputError
-from agent.statuses import ItemStatus
+from agent.statuses import ItemStatus, MapStatus
 
 logger = logging.getLogger("batch_agent")
-
-ROOT = "batch_agent_map"
-"""Store namespace root of the maps' own records (answers, items)."""
-USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
-"""The token counts an answer keeps for its item's usage."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ class MapItem:
     Attributes:
         index: The item's position in the input.
         thread_id: The user graph's thread that ran it.
-        status: `completed`, `failed` or `interrupted` (`ItemStatus`).
+        status: `completed`, `failed`, `waiting` (on batched calls: the map is not done)
+            or `interrupted` (`ItemStatus`).
         state: The thread's final state values (None if it never started).
         error: What went wrong, for a failed or interrupted item.
         calls: How many batched model calls the item made.
@@ -81,24 +85,49 @@ class MapItem:
 
 @dataclass
 class Round:
-    """What one round pooled: calls sent, batch threads (one per model description)."""
+    """What one round pooled: calls sent, batch threads (one per model description).
+
+    Attributes:
+        calls: The calls pooled (each key once).
+        batch_threads: The round's batch threads.
+        number: The round's number in the map (counting its earlier runs' rounds).
+        done: Whether its answers came back in this run (False: a pool is in flight).
+    """
 
     calls: int
     batch_threads: list[str]
+    number: int = 0
+    done: bool = True
 
 
 class MapResults(list[MapItem]):
-    """The items' outcomes in input order, plus the map's id, rounds and cost."""
+    """The items' outcomes in input order, plus the map's id, rounds, cost and status."""
 
     def __init__(
-        self, items: list[MapItem], map_id: str, rounds: list[Round], cost: Cost | None
+        self,
+        items: list[MapItem],
+        map_id: str,
+        rounds: list[Round],
+        cost: Cost | None,
+        *,
+        status: MapStatus = "done",
+        pending: list[str] | None = None,
     ) -> None:
-        """Hold the items, the map id (to resume), this run's rounds and the map's cost."""
+        """Hold the items, the map id (to resume), this run's rounds, the cost and the status."""
         super().__init__(items)
         self.map_id = map_id
         self.rounds = rounds
         self.cost = cost
         """What every batch of the map cost (all its runs), batch and realtime price."""
+        self.status: MapStatus = status
+        """`done`, `waiting` (pools in flight), `stopped` (`max_rounds`) or `cancelled`."""
+        self.pending: list[str] = list(pending or [])
+        """The batch threads in flight (`wait=False`): run the map again to collect them."""
+
+    @property
+    def done(self) -> bool:
+        """Tell whether the map has ended: no item waits on batched calls any more."""
+        return self.status in {"done", "cancelled"}
 
 
 @dataclass
@@ -119,6 +148,7 @@ def map_graph(
     source: str = "input",
     lines: Sequence[int] | None = None,
     allow_realtime: bool = False,
+    wait: bool = True,
     **context: Any,
 ) -> MapResults:
     """Run `graph` once per input item, its batched model calls pooled into batch jobs per round.
@@ -136,11 +166,17 @@ def map_graph(
         lines: The inputs' line numbers in `source` (default: their positions, from 1).
         allow_realtime: Let nodes call chat models that are not `batched(...)` (in realtime, at
             full price); by default such a call stops the map with `UnbatchedModelError`.
+        wait: Wait for each round's batches (default). False runs until a round's pools are
+            submitted (or checked once) and one is still in flight, then returns: items
+            waiting, `.status` `waiting`, `.pending` its batch threads; call again with
+            `map_id` (and `inputs=None`) to go on.
         **context: Run-context settings for the batches (`agent.context.Context`), e.g.
             `poll_interval_seconds=1`, `max_attempts=2`, `max_cost=5`.
 
     Returns:
-        One `MapItem` per input, in input order, with `.map_id` and `.rounds`.
+        One `MapItem` per input, in input order, with `.map_id`, `.rounds`, `.cost`,
+        `.status` and `.pending`. Items of a cancelled map that were still waiting are
+        `failed`, their error naming the cancel (`MapCancelled: ...`); nothing is resent.
 
     Raises:
         agent.requests.InputError: An input the graph's input schema rejects (before any
@@ -153,9 +189,12 @@ def map_graph(
     if inputs is None and map_id is None:
         raise ValueError("give inputs to map, or map_id to resume")
     map_id = map_id or f"map-{uuid.uuid4().hex[:12]}"
+    if not wait:
+        # Each pool's batch thread runs once and returns: submitted, or checked once.
+        context = {**context, "max_wait_seconds": 0}
     with _persistence(db) as (checkpointer, store):
         compiled = _compiled(graph, checkpointer, store)
-        records = _MapRecords(store, map_id)
+        records = MapRecords(store, map_id)
         if inputs is not None:
             check_inputs(compiled, inputs, source=source, lines=lines)
         items = records.inputs(inputs)
@@ -166,62 +205,150 @@ def map_graph(
             if not compiled.get_state(configs[index]).values and index not in failures:
                 _advance(compiled, item, configs[index], index, failures)
         rounds: list[Round] = []
-        for number in range(max_rounds):
-            suspended = _suspended(compiled, configs, failures)
+        pending: list[str] = []
+        for _ in range(max_rounds):
+            suspended, counts = _suspended(compiled, configs, failures)
             if not suspended:
                 break
-            unanswered: dict[str, Call] = {}
-            for waiting in suspended:
-                for _, calls in waiting.waits:
-                    for call in calls:
-                        if call.key not in unanswered and records.answer(call.key) is None:
-                            unanswered[call.key] = call
-            batch_threads: list[str] = []
-            for group in _groups(unanswered.values()):
-                thread_id = f"{map_id}-batch-{_keys_digest(group)}"
-                batch_threads.append(thread_id)
-                results = _run_pool(run_batch, group, thread_id, db, context)
-                # Durable before any thread moves on: a kill from here on loses nothing.
-                prices = quote(
-                    group[0].spec["provider"],
-                    group[0].spec["model"],
-                    overrides=parse_price_override(str(context.get("price_override") or "")),
-                )
-                records.put_answers(
-                    {result.id: _priced_answer(result, prices, thread_id) for result in results},
-                    batch=(thread_id, results.cost),
-                )
-            rounds.append(Round(calls=len(unanswered), batch_threads=batch_threads))
-            for waiting in suspended:
-                resume = {
-                    interrupt_id: {ANSWERS: {c.key: records.answer(c.key) for c in calls}}
-                    for interrupt_id, calls in waiting.waits
-                }
-                records.count_delivered(waiting.index, [c for _, cs in waiting.waits for c in cs])
-                _advance(
-                    compiled,
-                    Command(resume=resume),
-                    configs[waiting.index],
-                    waiting.index,
-                    failures,
-                )
-            # Every suspended thread has its answers in its checkpoint now: keep only what the
-            # items' accounting needs (the batch thread's result pages keep the messages).
-            records.slim_answers(
-                [c.key for waiting in suspended for _, calls in waiting.waits for c in calls]
+            if records.cancelled() is not None:
+                _fail_cancelled(compiled, configs, suspended, failures, map_id)
+                break
+            unanswered = _unanswered(suspended, records)
+            groups = _groups(unanswered.values())
+            threads = [f"{map_id}-batch-{_keys_digest(group)}" for group in groups]
+            # Durable before any submit: `status` and `cancel` find the pools after a kill.
+            number = records.start_round(len(unanswered), threads)
+            records.put_progress(counts, "running")
+            pending = _run_round(
+                run_batch, groups, threads, number, records, db, context, wait=wait
             )
+            rounds.append(Round(len(unanswered), threads, number=number, done=not pending))
+            if records.cancelled() is not None:
+                # Cancelled while this round's pools ran (`batch-agent cancel` elsewhere).
+                records.finish_round(number, "cancelled")
+                _fail_cancelled(compiled, configs, suspended, failures, map_id)
+                pending = []
+                break
+            if pending:
+                break  # not waiting (`wait=False`): the next run collects them
+            records.finish_round(number)
+            _deliver(compiled, suspended, records, configs, failures)
             if on_round is not None:
                 done = sum(1 for c in configs if not compiled.get_state(c).next)
-                on_round(number + 1, len(unanswered), done)
-        return MapResults(
-            [
-                _item(compiled, configs[index], index, failures, records)
-                for index in range(len(items))
-            ],
-            map_id,
-            rounds,
-            records.cost(),
+                on_round(number, len(unanswered), done)
+        outcome = [
+            _item(compiled, configs[index], index, failures, records) for index in range(len(items))
+        ]
+        status = _map_status(outcome, pending, records)
+        records.put_progress(_tally(outcome), status)
+        return MapResults(outcome, map_id, rounds, records.cost(), status=status, pending=pending)
+
+
+def _unanswered(suspended: list[_Suspended], records: MapRecords) -> dict[str, Call]:
+    """Return the suspended calls that have no stored answer yet, by key (each key once)."""
+    unanswered: dict[str, Call] = {}
+    for waiting in suspended:
+        for _, calls in waiting.waits:
+            for call in calls:
+                if call.key not in unanswered and records.answer(call.key) is None:
+                    unanswered[call.key] = call
+    return unanswered
+
+
+def _run_round(
+    run_batch: Any,
+    groups: list[list[Call]],
+    threads: list[str],
+    number: int,
+    records: MapRecords,
+    db: str | os.PathLike[str] | None,
+    context: Mapping[str, Any],
+    *,
+    wait: bool,
+) -> list[str]:
+    """Run a round's pools, storing each finished pool's answers; return the ones in flight.
+
+    A pool is in flight only when its batch thread was run once without waiting
+    (`max_wait_seconds` 0, `wait=False`): the next run of the map finds it by its keys and
+    polls it, so nothing is submitted twice.
+    """
+    pending: list[str] = []
+    overrides = parse_price_override(str(context.get("price_override") or ""))
+    submitted = records.submitted(number)
+    for group, thread_id in zip(groups, threads, strict=True):
+        if records.cancelled() is not None:
+            break  # cancelled between two pools: the rest are never submitted
+        results = _run_pool(
+            run_batch, group, thread_id, db, context, wait=wait, submitted=thread_id in submitted
         )
+        if not results.done:
+            pending.append(thread_id)
+            records.mark_submitted(number, thread_id)
+            continue
+        prices = quote(group[0].spec["provider"], group[0].spec["model"], overrides=overrides)
+        # Durable before any thread moves on: a kill from here on loses nothing.
+        records.put_answers(
+            {result.id: _priced_answer(result, prices, thread_id) for result in results},
+            batch=(thread_id, results.cost),
+        )
+    return pending
+
+
+def _deliver(
+    compiled: Any,
+    suspended: list[_Suspended],
+    records: MapRecords,
+    configs: list[Any],
+    failures: dict[int, str],
+) -> None:
+    """Resume every suspended thread with its answers, by key; then slim the stored answers."""
+    for waiting in suspended:
+        resume = {
+            interrupt_id: {ANSWERS: {c.key: records.answer(c.key) for c in calls}}
+            for interrupt_id, calls in waiting.waits
+        }
+        records.count_delivered(waiting.index, [c for _, cs in waiting.waits for c in cs])
+        _advance(compiled, Command(resume=resume), configs[waiting.index], waiting.index, failures)
+    # Every suspended thread has its answers in its checkpoint now: keep only what the
+    # items' accounting needs (the batch thread's result pages keep the messages).
+    records.slim_answers(
+        [c.key for waiting in suspended for _, calls in waiting.waits for c in calls]
+    )
+
+
+def _fail_cancelled(
+    compiled: Any,
+    configs: list[Any],
+    suspended: list[_Suspended],
+    failures: dict[int, str],
+    map_id: str,
+) -> None:
+    """Fail the items a cancelled map leaves waiting (and any it never started), naming the cancel.
+
+    They are not resumed: resuming would send their calls again, or raise a made-up provider
+    error in the user's nodes for calls the user chose to stop.
+    """
+    for waiting in suspended:
+        calls = sum(len(calls) for _, calls in waiting.waits)
+        failures[waiting.index] = cancel_message(map_id, calls)
+    for index, config in enumerate(configs):
+        if index not in failures and not compiled.get_state(config).values:
+            failures[index] = cancel_message(map_id, 0)
+
+
+def _map_status(outcome: list[MapItem], pending: list[str], records: MapRecords) -> MapStatus:
+    if records.cancelled() is not None:
+        return "cancelled"
+    if pending:
+        return "waiting"
+    return "stopped" if any(item.status == "waiting" for item in outcome) else "done"
+
+
+def _tally(outcome: list[MapItem]) -> dict[str, int]:
+    counts = {"items": len(outcome), "completed": 0, "failed": 0, "waiting": 0, "interrupted": 0}
+    for item in outcome:
+        counts[item.status] += 1
+    return counts
 
 
 def _run_pool(
@@ -230,17 +357,29 @@ def _run_pool(
     thread_id: str,
     db: str | os.PathLike[str] | None,
     context: Mapping[str, Any],
+    *,
+    wait: bool = True,
+    submitted: bool = False,
 ) -> Any:
-    """Run one pool of calls as a batch thread; return its results.
+    """Run one pool of calls as a batch thread; return its results (empty while in flight).
 
     The requests go in as a file, not inline: inline records would be checkpointed with the
     batch thread's input, and the results stay in the store's pages only (`results_in_state`
-    0), so a round adds to the checkpoint database what its calls' answers need, once.
+    0), so a round adds to the checkpoint database what its calls' answers need, once. A pool
+    an earlier run left `submitted` and in flight is resumed without input: its thread then
+    polls its jobs (the same file sent again to a thread that never polled would only be
+    recognised as the same set, and the run would end without checking the jobs).
     """
     spec = dict(group[0].spec)
     # What `.bind(...)` added goes into every request's params, as `run_batch` does inline.
     params = spec.pop("request_params", None) or {}
     spec["request_params"] = {}
+    settings = {"results_in_state": 0, **context}
+    if submitted:
+        # The thread holds its tools and schema since its submit: only the settings go with it.
+        for key in ("tools", "tool_choice", "response_schema", "schema_method", "strict"):
+            spec.pop(key, None)
+        return run_batch(None, model=spec, db=db, thread_id=thread_id, wait=wait, **settings)
     with tempfile.TemporaryDirectory(prefix="batch-agent-map-") as folder:
         path = Path(folder) / f"{thread_id}.jsonl"
         with path.open("wb") as fh:
@@ -249,13 +388,7 @@ def _run_pool(
                 if params:
                     record["params"] = params
                 fh.write(orjson.dumps(record) + b"\n")
-        return run_batch(
-            path,
-            model=spec,
-            db=db,
-            thread_id=thread_id,
-            **{"results_in_state": 0, **context},
-        )
+        return run_batch(path, model=spec, db=db, thread_id=thread_id, wait=wait, **settings)
 
 
 def _priced_answer(result: Any, prices: Quote, batch: str) -> dict[str, Any]:
@@ -394,11 +527,19 @@ def _advance(compiled: Any, value: Any, config: Any, index: int, failures: dict[
         failures[index] = f"{type(exc).__name__}: {exc}"
 
 
-def _suspended(compiled: Any, configs: list[Any], failures: dict[int, str]) -> list[_Suspended]:
-    """Return the threads waiting on batched calls (failed items are not resumed)."""
+def _suspended(
+    compiled: Any, configs: list[Any], failures: dict[int, str]
+) -> tuple[list[_Suspended], dict[str, int]]:
+    """Return the threads waiting on batched calls (failed items are not resumed), and counts.
+
+    The counts are the items' by status (`items`, `completed`, `failed`, `waiting`,
+    `interrupted`), read from the same states, for the map's recorded progress.
+    """
     waiting: list[_Suspended] = []
+    counts = {"items": len(configs), "completed": 0, "failed": 0, "waiting": 0, "interrupted": 0}
     for index, config in enumerate(configs):
         if index in failures:
+            counts["failed"] += 1
             continue
         state = compiled.get_state(config)
         entry = _Suspended(index)
@@ -408,7 +549,12 @@ def _suspended(compiled: Any, configs: list[Any], failures: dict[int, str]) -> l
                 entry.waits.append((pending.id, calls))
         if entry.waits:
             waiting.append(entry)
-    return waiting
+            counts["waiting"] += 1
+        elif any(task.error for task in state.tasks):
+            counts["failed"] += 1
+        else:
+            counts["interrupted" if state.next else "completed"] += 1
+    return waiting, counts
 
 
 def _groups(calls: Iterator[Call] | Any) -> list[list[Call]]:
@@ -427,7 +573,7 @@ def _keys_digest(group: list[Call]) -> str:
 
 
 def _item(
-    compiled: Any, config: Any, index: int, failures: dict[int, str], records: _MapRecords
+    compiled: Any, config: Any, index: int, failures: dict[int, str], records: MapRecords
 ) -> MapItem:
     state = compiled.get_state(config)
     calls, usage, cost = records.delivered(index)
@@ -438,93 +584,13 @@ def _item(
     status: ItemStatus = "completed"
     if error is not None:
         status = "failed"
+    elif any(calls_of(pending.value) is not None for pending in state.interrupts):
+        status = "waiting"
     elif state.next:
         status = "interrupted"
         error = "the graph waits for an interrupt() of its own (not a batched model call)"
     thread_id = config["configurable"]["thread_id"]
     return MapItem(index, thread_id, status, values, error, calls, usage, cost)
-
-
-class _MapRecords:
-    """A map's durable records in the store: its inputs, the answers by call key, per-item usage."""
-
-    def __init__(self, store: Any, map_id: str) -> None:
-        self.store = store
-        self.map_id = map_id
-
-    def inputs(self, inputs: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
-        """Record the map's inputs on first run; return them (resuming: the recorded ones)."""
-        namespace = (ROOT, self.map_id)
-        item = self.store.get(namespace, "inputs")
-        if item is not None:
-            recorded = list(item.value["items"])
-            if inputs is not None and [dict(i) for i in inputs] != recorded:
-                raise ValueError(f"map {self.map_id} was started with other inputs")
-            return recorded
-        if inputs is None:
-            raise ValueError(f"no map {self.map_id!r} to resume")
-        items = [dict(i) for i in inputs]
-        self.store.put(namespace, "inputs", {"items": items})
-        return items
-
-    def answer(self, key: str) -> dict[str, Any] | None:
-        """Return the stored answer of call `key`, if any."""
-        item = self.store.get((ROOT, self.map_id, "answers"), key)
-        return dict(item.value) if item is not None else None
-
-    def put_answers(
-        self, answers: Mapping[str, dict[str, Any]], *, batch: tuple[str, Any] | None = None
-    ) -> None:
-        """Store answers by call key, and the cost of the batch thread they came from."""
-        from langgraph.store.base import PutOp
-
-        namespace = (ROOT, self.map_id, "answers")
-        ops = [PutOp(namespace, key, value) for key, value in answers.items()]
-        if batch is not None:
-            thread_id, cost = batch
-            ops.append(PutOp((ROOT, self.map_id, "batches"), thread_id, {"cost": cost}))
-        if ops:
-            self.store.batch(ops)
-
-    def cost(self) -> Cost | None:
-        """Return what the map's batch threads cost so far (each counted once)."""
-        found = self.store.search((ROOT, self.map_id, "batches"), limit=10_000)
-        return total_cost(item.value["cost"] for item in found if item.value.get("cost"))
-
-    def slim_answers(self, keys: list[str]) -> None:
-        """Drop the messages of delivered answers, keeping their error, usage and cost."""
-        from langgraph.store.base import PutOp
-
-        namespace = (ROOT, self.map_id, "answers")
-        ops = []
-        for key in keys:
-            found = self.answer(key)
-            if found is not None and found.get("message") is not None:
-                ops.append(PutOp(namespace, key, {**found, "message": None, "delivered": True}))
-        for start in range(0, len(ops), 500):
-            self.store.batch(ops[start : start + 500])
-
-    def count_delivered(self, index: int, calls: list[Call]) -> None:
-        """Remember which calls item `index` was answered (its calls and tokens)."""
-        namespace = (ROOT, self.map_id, "items")
-        item = self.store.get(namespace, str(index))
-        keys = list(item.value["keys"]) if item is not None else []
-        keys.extend(c.key for c in calls if c.key not in keys)
-        self.store.put(namespace, str(index), {"keys": keys})
-
-    def delivered(self, index: int) -> tuple[int, dict[str, int], Cost | None]:
-        """Return how many calls item `index` made, their token usage and their cost."""
-        item = self.store.get((ROOT, self.map_id, "items"), str(index))
-        keys = list(item.value["keys"]) if item is not None else []
-        usage = dict.fromkeys(USAGE_KEYS, 0)
-        costs: list[Cost] = []
-        for key in keys:
-            found = self.answer(key) or {}
-            for name in usage:
-                usage[name] += int((found.get("usage") or {}).get(name) or 0)
-            if found.get("cost"):
-                costs.append(found["cost"])
-        return len(keys), usage, total_cost(costs)
 
 
 def _compiled(graph: Any, checkpointer: Any, store: Any) -> Any:

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from agent.cli.backend import Backend, check_input_file, open_backend
 from agent.cli.errors import EXIT_FAILED_REQUESTS, CliError
+from agent.cli.map_ops import cancel_map, open_map, show_map
 from agent.cli.options import (
     CheckModelsOption,
     DbOption,
@@ -191,26 +192,43 @@ def cancel(
     poll_interval: Annotated[float | None, typer.Option(help="First pause between polls.")] = None,
     url: UrlOption = None,
 ) -> None:
-    """Cancel a thread's provider jobs and collect whatever partial results exist."""
-    from agent.cli.progress import WaitDisplay
+    """Cancel a thread's provider jobs and collect whatever partial results exist.
 
+    Given a map's id (`batch-agent map`), cancel the map: the batch threads of its round in
+    flight are cancelled, nothing more is sent, and resuming it fails its waiting items.
+    """
     context = Context() if poll_interval is None else Context(poll_interval_seconds=poll_interval)
     run_context = {} if poll_interval is None else {"poll_interval_seconds": poll_interval}
     with (
         open_backend(db, url, context, run_context) as backend,
         backend.storage_errors(thread, None, "cancel"),
     ):
-        values = backend.values(thread)
+        try:
+            values = backend.values(thread)
+        except CliError:
+            records = open_map(backend, thread)
+            if records is None:
+                raise
+            cancel_map(backend, records, lambda t: _cancel_thread(backend, t, context, wait), err)
+            return
         if values.get("status") in TERMINAL_THREAD_STATUSES:
             raise CliError(
                 f"thread {thread} is already {values.get('status')!r}; nothing to cancel"
             )
-        values = backend.advance(thread, {"cancel": True})
-        _print_progress(thread, values, to_stderr=True)
-        if wait:
-            with WaitDisplay(err, thread) as display:
-                values = _wait(backend, thread, context, values, display)
-            _print_summary(values, display.elapsed())
+        _cancel_thread(backend, thread, context, wait)
+
+
+def _cancel_thread(backend: Backend, thread: str, context: Context, wait: bool) -> dict[str, Any]:
+    """Cancel one thread's jobs; with `wait`, wait through 'cancelling' and collect."""
+    from agent.cli.progress import WaitDisplay
+
+    values = backend.advance(thread, {"cancel": True})
+    _print_progress(thread, values, to_stderr=True)
+    if wait:
+        with WaitDisplay(err, thread) as display:
+            values = _wait(backend, thread, context, values, display)
+        _print_summary(values, display.elapsed())
+    return values
 
 
 def status(
@@ -219,9 +237,20 @@ def status(
     as_json: JsonOption = False,
     url: UrlOption = None,
 ) -> None:
-    """Show a thread's status, job IDs, provider status and request counts (as last polled)."""
+    """Show a thread's status, job IDs, provider status and request counts (as last polled).
+
+    Given a map's id (`batch-agent map`), show the map: its items, rounds, the batch threads
+    of its round in flight (as for a thread) and its cost so far.
+    """
     with open_backend(db, url, Context()) as backend:
-        values = backend.values(thread)
+        try:
+            values = backend.values(thread)
+        except CliError:
+            records = open_map(backend, thread)
+            if records is None:
+                raise
+            show_map(backend, records, as_json=as_json)
+            return
     report = status_report(thread, values)
     if as_json:
         typer.echo(json.dumps(report))

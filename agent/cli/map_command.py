@@ -5,6 +5,12 @@ builder whose nodes call `batched(...)` models); each INPUT line is one item's i
 object). The map runs round by round (`agent.batched.bridge.map_graph`) until every item's thread
 has ended, then writes one line per item, in input order: its status, final state, error,
 calls and tokens. `--thread MAP_ID` resumes a map that was stopped or killed.
+
+With `--no-wait` the run goes as far as it can without waiting on a provider job: it submits a
+round's batches (or checks them once), prints the map's id and how to go on, and exits 0; the
+same command with `--thread MAP_ID`, repeated, goes on round by round, and the one that ends the
+map writes what a waiting run writes. `batch-agent status MAP_ID` and `cancel MAP_ID` see and
+stop a map (`agent.cli.map_ops`).
 """
 
 from __future__ import annotations
@@ -43,6 +49,13 @@ def map_(
         str | None, typer.Option(help="The map to start or resume (default: a new one).")
     ] = None,
     db: DbOption = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait/--no-wait",
+            help="Wait for each round's batches until every item has ended (the default); --no-wait submits the round's batches, or checks them once, and exits: run again with --thread to go on.",
+        ),
+    ] = True,
     out: OutOption = None,
     poll_interval: Annotated[
         float | None, typer.Option(help="First pause between polls of each round's batches.")
@@ -60,7 +73,7 @@ def map_(
 ) -> None:
     """Run a LangGraph graph over a dataset, every model call through a batch API."""
     from agent.batched import map_graph
-    from agent.persistence import resolve_db
+    from agent.persistence import redact_db_url, resolve_db
 
     if input_file is None and thread is None:
         raise typer.BadParameter("give INPUT to start a map, or --thread to resume one")
@@ -85,8 +98,13 @@ def map_(
         source=str(input_file) if input_file is not None else "input",
         lines=[line for line, _ in numbered] if numbered is not None else None,
         allow_realtime=allow_realtime,
+        wait=wait,
         **context,
     )
+    flag = f" --db {redact_db_url(db)}" if db else ""
+    if results.pending:
+        _say_in_flight(results, graph, flag)
+        return
     lines = b"".join(orjson.dumps(_item_json(item), default=_plain) + b"\n" for item in results)
     if out is None:
         sys.stdout.buffer.write(lines)
@@ -94,9 +112,10 @@ def map_(
     else:
         out.write_bytes(lines)
     failed = sum(1 for item in results if item.status != "completed")
+    cancelled = " (cancelled)" if results.status == "cancelled" else ""
     err.print(
-        f"map {results.map_id}: {len(results) - failed} of {len(results)} items completed in "
-        f"{len(results.rounds)} rounds this run (resume: --thread {results.map_id})"
+        f"map {results.map_id}{cancelled}: {len(results) - failed} of {len(results)} items "
+        f"completed in {len(results.rounds)} rounds this run (resume: --thread {results.map_id})"
     )
     if results.cost is not None:
         cost = results.cost
@@ -107,6 +126,21 @@ def map_(
         )
     if failed and not allow_failures:
         raise typer.Exit(EXIT_FAILED_REQUESTS)
+
+
+def _say_in_flight(results: Any, graph: str, flag: str) -> None:
+    """Say which round is in flight, and the commands that check, go on with, or stop the map."""
+    round_ = results.rounds[-1]
+    waiting = sum(1 for item in results if item.status == "waiting")
+    err.print(
+        f"round {round_.number}: {round_.calls:,} calls in {len(results.pending)} batch "
+        f"thread(s), in flight; {waiting:,} of {len(results):,} items waiting"
+    )
+    map_id = results.map_id
+    err.print(f"map {map_id}: not done; nothing waits here, the batches run on at the provider")
+    err.print(f"  check: batch-agent status {map_id}{flag}")
+    err.print(f"  go on: batch-agent map {graph} --thread {map_id}{flag} --no-wait (or --wait)")
+    err.print(f"  stop:  batch-agent cancel {map_id}{flag}")
 
 
 def load_graph(ref: str) -> Any:

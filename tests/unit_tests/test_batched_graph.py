@@ -76,7 +76,8 @@ def test_calls_made_at_once_by_batch_suspend_together_and_answer_in_order() -> N
 def test_a_map_stopped_between_rounds_resumes_and_sends_no_call_twice(tmp_path: Path) -> None:
     db = tmp_path / "map.sqlite"
     first = map_graph(pipeline_builder(), DOCS[:4], db=db, max_rounds=1, **FAST_POLLING)
-    assert [r.status for r in first] == ["interrupted"] * 4  # waiting on their second call
+    assert [r.status for r in first] == ["waiting"] * 4  # on their second call
+    assert first.status == "stopped" and not first.done
     again = map_graph(pipeline_builder(), None, map_id=first.map_id, db=db, **FAST_POLLING)
     assert [r.status for r in again] == ["completed"] * 4
     assert len(again.rounds) == 2  # the first round's answers were not asked again
