@@ -163,8 +163,12 @@ def map_graph(
         configs = [_config(map_id, index, guard) for index in range(len(items))]
         failures: dict[int, str] = {}
         for index, item in enumerate(items):
-            if not compiled.get_state(configs[index]).values and index not in failures:
+            state = compiled.get_state(configs[index])
+            if not state.values:
                 _advance(compiled, item, configs[index], index, failures)
+            elif _stalled(state):
+                # Killed between a stop's checkpoint and its writes: run its tasks on.
+                _advance(compiled, None, configs[index], index, failures)
         rounds: list[Round] = []
         for number in range(max_rounds):
             suspended = _suspended(compiled, configs, failures)
@@ -392,6 +396,18 @@ def _advance(compiled: Any, value: Any, config: Any, index: int, failures: dict[
         raise
     except Exception as exc:  # noqa: BLE001 (the user's node raised: this item fails)
         failures[index] = f"{type(exc).__name__}: {exc}"
+
+
+def _stalled(state: Any) -> bool:
+    """Tell whether a thread has tasks to run but nothing that stops them: no interrupt, no error.
+
+    What a kill leaves when it lands after a run's stop was checkpointed and before the stop's
+    writes were (`durability="exit"` saves them one after the other): the interrupt that held
+    the item's calls is lost with them. None of those calls was pooled (a round pools the
+    calls of the interrupts on record only), so running the tasks on makes them again, for
+    the next round.
+    """
+    return bool(state.next) and not state.interrupts and not any(t.error for t in state.tasks)
 
 
 def _suspended(compiled: Any, configs: list[Any], failures: dict[int, str]) -> list[_Suspended]:
