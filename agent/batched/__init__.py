@@ -9,6 +9,7 @@ model is called in realtime, unchanged.
 - `agent.batched.calls`: what a suspended call records and what it is resumed with.
 - `agent.batched.model`: `batched()` and `BatchedChatModel`.
 - `agent.batched.bridge`: `map_graph`, the rounds that pool calls and resume threads.
+- `agent.batched.kill_points`: test-only SIGKILLs at exact points of a map (crash tests).
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import orjson
 from langchain_core.callbacks import BaseCallbackHandler
 from langgraph.types import Command
 
+from agent.batched import kill_points
 from agent.batched.calls import (
     ANSWERS,
     MAP_MARKER,
@@ -154,7 +155,7 @@ def map_graph(
         raise ValueError("give inputs to map, or map_id to resume")
     map_id = map_id or f"map-{uuid.uuid4().hex[:12]}"
     with _persistence(db) as (checkpointer, store):
-        compiled = _compiled(graph, checkpointer, store)
+        compiled = _compiled(graph, kill_points.watched(checkpointer), store)
         records = _MapRecords(store, map_id)
         if inputs is not None:
             check_inputs(compiled, inputs, source=source, lines=lines)
@@ -185,6 +186,7 @@ def map_graph(
                 thread_id = f"{map_id}-batch-{_keys_digest(group)}"
                 batch_threads.append(thread_id)
                 results = _run_pool(run_batch, group, thread_id, db, context)
+                kill_points.reach("pool")
                 # Durable before any thread moves on: a kill from here on loses nothing.
                 prices = quote(
                     group[0].spec["provider"],
@@ -196,6 +198,7 @@ def map_graph(
                     batch=(thread_id, results.cost),
                 )
             rounds.append(Round(calls=len(unanswered), batch_threads=batch_threads))
+            kill_points.reach("answers")
             for waiting in suspended:
                 resume = {
                     interrupt_id: {ANSWERS: {c.key: records.answer(c.key) for c in calls}}
@@ -217,6 +220,7 @@ def map_graph(
             if on_round is not None:
                 done = sum(1 for c in configs if not compiled.get_state(c).next)
                 on_round(number + 1, len(unanswered), done)
+        kill_points.reach("output")
         return MapResults(
             [
                 _item(compiled, configs[index], index, failures, records)
@@ -388,6 +392,7 @@ def _advance(compiled: Any, value: Any, config: Any, index: int, failures: dict[
 
     An unbatched model call is the graph's mistake, not the item's: it stops the map.
     """
+    kill_points.reach("invoke")
     try:
         # Checkpointed when the run stops (an interrupt, the end): a kill mid-run re-runs the
         # item's nodes from its last stop, whose answered calls are answered from the store.
