@@ -22,7 +22,7 @@ import openai
 import pytest
 
 from agent.batched.kill_points import KILL_AT
-from agent.emulator import IN_PROCESS_BASE_URL, emulator_http_client, list_jobs
+from agent.emulator import running_emulator
 from agent.persistence import sqlite_checkpointer
 from examples.graphs.pipeline import build
 from tests.cli_process import run_cli, start_cli
@@ -84,13 +84,18 @@ def _next_kill(rng: random.Random, number: int) -> tuple[str, Any]:
     return "point", f"{kind}:1"
 
 
-def _calls_per_job(state_dir: Path) -> list[list[str]]:
-    """Every job the emulator holds, as the request ids (call keys) of its input lines."""
-    client = openai.OpenAI(
-        api_key="unused-key",
-        base_url=f"{IN_PROCESS_BASE_URL}/openai/v1",
-        http_client=emulator_http_client(state_dir),
-    )
+def _client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(api_key="sk-test-map-kill", base_url=f"{url}/openai/v1")
+
+
+def _jobs(url: str) -> int:
+    """How many jobs the emulator at `url` has made."""
+    return len(list(_client(url).batches.list(limit=100)))
+
+
+def _calls_per_job(url: str) -> list[list[str]]:
+    """Every job the emulator at `url` holds, as the request ids (call keys) of its input lines."""
+    client = _client(url)
     jobs = []
     for job in client.batches.list(limit=100):
         text = client.files.content(job.input_file_id).text
@@ -123,18 +128,36 @@ def _endings_per_item(db: Path) -> list[int]:
         ]
 
 
-def test_map_killed_at_random_moments_pays_once_and_ends_every_item_once(tmp_path: Path) -> None:
+def test_map_killed_at_random_moments_pays_once_and_ends_every_item_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The emulator (in this process) makes jobs of 0.3 s.
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "0.3")
+    served = tmp_path / "served"
+    with running_emulator(served) as url, running_emulator(tmp_path / "reference-served") as ref:
+        _kill_and_resume_until_done(tmp_path, url, ref)
+
+
+def _env(tmp: Path, url: str) -> dict[str, str]:
+    """A map's environment: OpenAI's batches on the emulator at `url`, their files kept."""
+    return clean_env(
+        tmp,
+        OPENAI_API_KEY="sk-test-map-kill",
+        BATCH_AGENT_BASE_URL=f"{url}/openai/v1",
+        # Its input files kept, to read which calls each job held.
+        BATCH_AGENT_KEEP_FILES="true",
+    )
+
+
+def _kill_and_resume_until_done(tmp_path: Path, url: str, reference_url: str) -> None:
     documents = _documents(tmp_path / "documents.jsonl")
-    # Jobs of 0.3 s, and their input files kept, to read which calls each job held.
-    settings = {"BATCH_AGENT_EMULATOR_DELAY": "0.3", "BATCH_AGENT_KEEP_FILES": "true"}
-    env = clean_env(tmp_path, **settings)
-    served = Path(env["BATCH_AGENT_EMULATOR_DIR"])
+    env = _env(tmp_path, url)
     db, out = tmp_path / "map.sqlite", tmp_path / "items.jsonl"
 
     # The uninterrupted run, on an emulator state of its own, alongside.
     reference_dir = tmp_path / "reference"
     reference_dir.mkdir()
-    reference_env = clean_env(reference_dir, **settings)
+    reference_env = _env(reference_dir, reference_url)
     reference_out = reference_dir / "items.jsonl"
     reference = start_cli(
         _map_args(reference_dir / "map.sqlite", reference_out, documents),
@@ -159,7 +182,7 @@ def test_map_killed_at_random_moments_pays_once_and_ends_every_item_once(tmp_pat
             # The run got past its kill: the map is done.
             assert child.returncode == 0, f"run {number} ({kind} {when}): {stderr}"
             break
-        landed.append((when if kind == "point" else f"after {when:.2f} s", len(list_jobs(served))))
+        landed.append((when if kind == "point" else f"after {when:.2f} s", _jobs(url)))
     else:
         pytest.fail(f"the map did not complete in {MAX_RUNS} runs")
     # Once more, killed after its (already finished) rounds, before the output is written.
@@ -167,7 +190,7 @@ def test_map_killed_at_random_moments_pays_once_and_ends_every_item_once(tmp_pat
     child = start_cli(_map_args(db, out, None), tmp_path, {**env, KILL_AT: "output:1"})
     child.communicate(timeout=120)
     assert child.returncode == -signal.SIGKILL and not out.exists()
-    landed.append(("output:1", len(list_jobs(served))))
+    landed.append(("output:1", _jobs(url)))
 
     done = run_cli(_map_args(db, out, None), tmp_path, env)
     assert done.returncode == 0, done.stderr
@@ -176,7 +199,7 @@ def test_map_killed_at_random_moments_pays_once_and_ends_every_item_once(tmp_pat
     assert {min(jobs, STEPS) for _, jobs in landed} == set(range(STEPS + 1)), landed
 
     # No call key is in two paid jobs, and every item's three calls were sent.
-    keys = [key for job in _calls_per_job(served) for key in job]
+    keys = [key for job in _calls_per_job(url) for key in job]
     assert len(keys) == len(set(keys)), "a call was sent in two jobs"
     assert len(keys) == ITEMS * STEPS
 
