@@ -3,8 +3,8 @@
 A mapped item runs with `durability="exit"`: when its run stops, LangGraph saves the stop's
 checkpoint, then its pending writes (the interrupt that holds the item's calls), one after the
 other. A kill between the two leaves a thread whose checkpoint has tasks to run (`next`) but
-no interrupt and no error. Each test builds such a state with the checkpointer itself (the
-stop's checkpoint saved again without its writes) and resumes the map on it.
+no interrupt and no error. Each test builds such a state in the checkpointer's own tables (the
+stop's checkpoint kept, its writes dropped) and resumes the map on it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
-from langgraph.checkpoint.base import copy_checkpoint
-from langgraph.checkpoint.base.id import uuid6
+import pytest
 
 from agent.batched import map_graph
 from agent.emulator import IN_PROCESS_BASE_URL, emulator_http_client
@@ -29,7 +28,7 @@ KEEP = {**FAST_POLLING, "keep_files": True}
 
 
 def _lose_pending_writes(db: Path, thread_id: str, keep_tasks: int = 0) -> None:
-    """Save `thread_id`'s latest checkpoint again, as a kill after it and before its writes leaves it.
+    """Drop the writes of `thread_id`'s latest checkpoint, as a kill after that checkpoint leaves it.
 
     Args:
         db: The map's database.
@@ -37,17 +36,17 @@ def _lose_pending_writes(db: Path, thread_id: str, keep_tasks: int = 0) -> None:
         keep_tasks: How many tasks' writes were saved before the kill (in the order stored).
     """
     with sqlite_checkpointer(db) as saver:
-        config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-        latest = saver.get_tuple(config)
+        latest = saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
         assert latest is not None and latest.pending_writes, "the item should be suspended"
-        checkpoint = copy_checkpoint(latest.checkpoint)
-        checkpoint["id"] = str(uuid6(clock_seq=-2))
-        saved = saver.put(latest.config, checkpoint, latest.metadata, {})
-        by_task: dict[str, list[tuple[str, Any]]] = {}
-        for task_id, channel, value in latest.pending_writes:
-            by_task.setdefault(task_id, []).append((channel, value))
-        for task_id, writes in list(by_task.items())[:keep_tasks]:
-            saver.put_writes(saved, writes, task_id)
+        tasks = list(dict.fromkeys(task_id for task_id, _, _ in latest.pending_writes))
+        lost = tasks[keep_tasks:]
+        with saver.conn:
+            saver.conn.executemany(
+                "DELETE FROM writes WHERE thread_id = ? AND checkpoint_id = ? AND task_id = ?",
+                [(thread_id, latest.config["configurable"]["checkpoint_id"], t) for t in lost],
+            )
+        after = saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+        assert after is not None and len(after.pending_writes) == keep_tasks
 
 
 def _calls_per_job() -> list[list[str]]:
@@ -104,12 +103,17 @@ def test_an_item_killed_after_a_resumed_stop_was_checkpointed_runs_on(tmp_path: 
     assert [item.state for item in done] == _uninterrupted_states(tmp_path)
 
 
-def test_a_fan_out_killed_between_its_branches_writes_runs_every_branch(tmp_path: Path) -> None:
+# Of five `Send` branches suspended at once, none or two had their interrupts saved before the
+# kill. With two, the map resumes those and LangGraph runs the other three again (they suspend
+# for the next round); with none, the thread is stalled as a pipeline's step is.
+@pytest.mark.parametrize("saved", [0, 2], ids=["no-branch-saved", "two-branches-saved"])
+def test_a_fan_out_killed_between_its_branches_writes_runs_every_branch(
+    tmp_path: Path, saved: int
+) -> None:
     db = tmp_path / "map.sqlite"
     topics = [f"topic {i}" for i in range(5)]
     first = map_graph(fan_out_builder(), [{"topics": topics}], db=db, max_rounds=0, **KEEP)
-    # Two branches' interrupts were saved before the kill, three were not.
-    _lose_pending_writes(db, first[0].thread_id, keep_tasks=2)
+    _lose_pending_writes(db, first[0].thread_id, keep_tasks=saved)
 
     done = map_graph(fan_out_builder(), None, map_id=first.map_id, db=db, **KEEP)
     (item,) = done
