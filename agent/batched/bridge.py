@@ -12,7 +12,8 @@ Each input item is one thread of the user's graph (`<map id>-item-<index>`). A r
 Everything a round needs is durable: the threads' checkpoints hold the pending calls, the store
 holds the answers, and a pool's batch thread is named by the keys it holds. A map killed at any
 moment and run again finds answered calls answered and pooled calls' batch threads where they
-were: no call is sent twice, no item is lost.
+were: no call is sent twice, no item is lost. An item whose last stop was checkpointed without
+its writes (a kill between the two) runs on from that checkpoint before the first round.
 """
 
 from __future__ import annotations
