@@ -10,6 +10,7 @@ model is called in realtime, unchanged.
 - `agent.batched.model`: `batched()` and `BatchedChatModel`.
 - `agent.batched.bridge`: `map_graph`, the rounds that pool calls and resume threads.
 - `agent.batched.records`: a map's durable records: answers, rounds, progress, its cancel.
+- `agent.batched.kill_points`: test-only SIGKILLs at exact points of a map (crash tests).
 """
 
 from __future__ import annotations

@@ -13,7 +13,10 @@ Everything a round needs is durable: the threads' checkpoints hold the pending c
 holds the answers, and a pool's batch thread is named by the keys it holds. A map killed at any
 moment and run again finds answered calls answered and pooled calls' batch threads where they
 were: no call is sent twice, no item is lost. Each round's pools are recorded before any is
-submitted (`agent.batched.records`), for `batch-agent status` and `cancel`.
+submitted (`agent.batched.records`), for `batch-agent status` and `cancel`. An item whose last
+stop was checkpointed without its writes (a kill between the two) runs on from that checkpoint
+before the first round, and an item killed before it was resumed with stored answers gets
+them before anything new is pooled.
 
 Without waiting (`wait=False`, `batch-agent map --no-wait`) a run submits a round's pools, or
 checks them once, and returns while one is in flight; the next run picks the round up where it
@@ -39,6 +42,7 @@ import orjson
 from langchain_core.callbacks import BaseCallbackHandler
 from langgraph.types import Command
 
+from agent.batched import kill_points
 from agent.batched.calls import (
     ANSWERS,
     MAP_MARKER,
@@ -193,7 +197,7 @@ def map_graph(
         # Each pool's batch thread runs once and returns: submitted, or checked once.
         context = {**context, "max_wait_seconds": 0}
     with _persistence(db) as (checkpointer, store):
-        compiled = _compiled(graph, checkpointer, store)
+        compiled = _compiled(graph, kill_points.watched(checkpointer), store)
         records = MapRecords(store, map_id)
         if inputs is not None:
             check_inputs(compiled, inputs, source=source, lines=lines)
@@ -201,9 +205,26 @@ def map_graph(
         guard = RealtimeCallGuard(allow=allow_realtime)
         configs = [_config(map_id, index, guard) for index in range(len(items))]
         failures: dict[int, str] = {}
+        started = 0
         for index, item in enumerate(items):
-            if not compiled.get_state(configs[index]).values and index not in failures:
+            state = compiled.get_state(configs[index])
+            if not state.values:
                 _advance(compiled, item, configs[index], index, failures)
+                started += 1
+            elif _stalled(state):
+                # Killed between a stop's checkpoint and its writes: run its tasks on.
+                _advance(compiled, None, configs[index], index, failures)
+        if started < len(items) and records.cancelled() is None:
+            # Killed while a round's answers were being delivered: the items not resumed yet
+            # get theirs now, so their next calls join the others' in the next round.
+            suspended, _ = _suspended(compiled, configs, failures)
+            _deliver(
+                compiled,
+                [w for w in suspended if _answered(w, records)],
+                records,
+                configs,
+                failures,
+            )
         rounds: list[Round] = []
         pending: list[str] = []
         for _ in range(max_rounds):
@@ -232,16 +253,23 @@ def map_graph(
             if pending:
                 break  # not waiting (`wait=False`): the next run collects them
             records.finish_round(number)
+            kill_points.reach("answers")
             _deliver(compiled, suspended, records, configs, failures)
             if on_round is not None:
                 done = sum(1 for c in configs if not compiled.get_state(c).next)
                 on_round(number, len(unanswered), done)
+        kill_points.reach("output")
         outcome = [
             _item(compiled, configs[index], index, failures, records) for index in range(len(items))
         ]
         status = _map_status(outcome, pending, records)
         records.put_progress(_tally(outcome), status)
         return MapResults(outcome, map_id, rounds, records.cost(), status=status, pending=pending)
+
+
+def _answered(waiting: _Suspended, records: MapRecords) -> bool:
+    """Tell whether every call a suspended thread waits on has a stored answer."""
+    return all(records.answer(c.key) is not None for _, calls in waiting.waits for c in calls)
 
 
 def _unanswered(suspended: list[_Suspended], records: MapRecords) -> dict[str, Call]:
@@ -285,6 +313,7 @@ def _run_round(
             pending.append(thread_id)
             records.mark_submitted(number, thread_id)
             continue
+        kill_points.reach("pool")
         prices = quote(group[0].spec["provider"], group[0].spec["model"], overrides=overrides)
         # Durable before any thread moves on: a kill from here on loses nothing.
         records.put_answers(
@@ -517,6 +546,7 @@ def _advance(compiled: Any, value: Any, config: Any, index: int, failures: dict[
 
     An unbatched model call is the graph's mistake, not the item's: it stops the map.
     """
+    kill_points.reach("invoke")
     try:
         # Checkpointed when the run stops (an interrupt, the end): a kill mid-run re-runs the
         # item's nodes from its last stop, whose answered calls are answered from the store.
@@ -525,6 +555,18 @@ def _advance(compiled: Any, value: Any, config: Any, index: int, failures: dict[
         raise
     except Exception as exc:  # noqa: BLE001 (the user's node raised: this item fails)
         failures[index] = f"{type(exc).__name__}: {exc}"
+
+
+def _stalled(state: Any) -> bool:
+    """Tell whether a thread has tasks to run but nothing that stops them: no interrupt, no error.
+
+    What a kill leaves when it lands after a run's stop was checkpointed and before the stop's
+    writes were (`durability="exit"` saves them one after the other): the interrupt that held
+    the item's calls is lost with them. None of those calls was pooled (a round pools the
+    calls of the interrupts on record only), so running the tasks on makes them again, for
+    the next round.
+    """
+    return bool(state.next) and not state.interrupts and not any(t.error for t in state.tasks)
 
 
 def _suspended(
