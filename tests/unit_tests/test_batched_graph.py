@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from agent.batched import BatchedChatModel, batched, map_graph
 from agent.batched.model import chat_models_in
 from agent.emulator import list_jobs
+from tests.graphs import pipeline as pipeline_steps
 from tests.graphs.pipeline import (
     Doc,
     batch_call_builder,
@@ -277,3 +278,34 @@ def test_each_item_and_the_map_are_priced_at_batch_and_realtime_price() -> None:
     total = results.cost
     assert total is not None and total["batch_usd"] == pytest.approx(costs[0]["batch_usd"])
     assert "genai-prices" in total["source"]
+
+
+class _Killed(BaseException):
+    """A stand-in for SIGKILL: no `except Exception` stops it, the map run ends at once."""
+
+
+def test_a_map_killed_while_delivering_answers_pools_the_next_round_whole(
+    tmp_path: Path,
+) -> None:
+    # The third item's resume "kills" the map after two items got their first answers.
+    armed = [True]
+
+    def extract(state: Doc) -> dict[str, Any]:
+        answer = pipeline_steps.extract(state)
+        if armed[0] and state["text"] == DOCS[2]["text"]:
+            armed[0] = False
+            raise _Killed
+        return answer
+
+    builder = StateGraph(Doc)
+    builder.add_sequence([("extract", extract), pipeline_steps.classify, pipeline_steps.summarise])
+    builder.add_edge(START, "extract")
+    db = tmp_path / "map.sqlite"
+    with pytest.raises(_Killed):
+        map_graph(builder, DOCS[:4], map_id="killed", db=db, **FAST_POLLING)
+    again = map_graph(builder, None, map_id="killed", db=db, **FAST_POLLING)
+    assert [r.status for r in again] == ["completed"] * 4
+    # The items not resumed before the kill got their stored answers first: each later step
+    # of the four items is one job, as in a run never killed.
+    assert sorted(j["request_count"] for j in list_jobs()) == [4, 4, 4]
+    assert [r.calls for r in again.rounds] == [4, 4]
