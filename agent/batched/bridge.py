@@ -214,21 +214,17 @@ def map_graph(
             elif _stalled(state):
                 # Killed between a stop's checkpoint and its writes: run its tasks on.
                 _advance(compiled, None, configs[index], index, failures)
+        suspended, counts = _suspended(compiled, configs, failures)
         if started < len(items) and records.cancelled() is None:
             # Killed while a round's answers were being delivered: the items not resumed yet
             # get theirs now, so their next calls join the others' in the next round.
-            suspended, _ = _suspended(compiled, configs, failures)
-            _deliver(
-                compiled,
-                [w for w in suspended if _answered(w, records)],
-                records,
-                configs,
-                failures,
-            )
+            answered = _answered(suspended, records)
+            if answered:
+                _deliver(compiled, answered, records, configs, failures)
+                suspended, counts = _suspended(compiled, configs, failures)
         rounds: list[Round] = []
         pending: list[str] = []
         for _ in range(max_rounds):
-            suspended, counts = _suspended(compiled, configs, failures)
             if not suspended:
                 break
             if records.cancelled() is not None:
@@ -255,32 +251,31 @@ def map_graph(
             records.finish_round(number)
             kill_points.reach("answers")
             _deliver(compiled, suspended, records, configs, failures)
+            suspended, counts = _suspended(compiled, configs, failures)
             if on_round is not None:
-                done = sum(1 for c in configs if not compiled.get_state(c).next)
-                on_round(number, len(unanswered), done)
+                on_round(number, len(unanswered), counts["completed"])
         kill_points.reach("output")
+        delivered = records.delivered(len(items))
         outcome = [
-            _item(compiled, configs[index], index, failures, records) for index in range(len(items))
+            _item(compiled, configs[index], index, failures, delivered[index])
+            for index in range(len(items))
         ]
         status = _map_status(outcome, pending, records)
         records.put_progress(_tally(outcome), status)
         return MapResults(outcome, map_id, rounds, records.cost(), status=status, pending=pending)
 
 
-def _answered(waiting: _Suspended, records: MapRecords) -> bool:
-    """Tell whether every call a suspended thread waits on has a stored answer."""
-    return all(records.answer(c.key) is not None for _, calls in waiting.waits for c in calls)
+def _answered(suspended: list[_Suspended], records: MapRecords) -> list[_Suspended]:
+    """Return the suspended threads all of whose calls have a stored answer."""
+    unanswered = _unanswered(suspended, records)
+    return [w for w in suspended if not any(c.key in unanswered for _, cs in w.waits for c in cs)]
 
 
 def _unanswered(suspended: list[_Suspended], records: MapRecords) -> dict[str, Call]:
     """Return the suspended calls that have no stored answer yet, by key (each key once)."""
-    unanswered: dict[str, Call] = {}
-    for waiting in suspended:
-        for _, calls in waiting.waits:
-            for call in calls:
-                if call.key not in unanswered and records.answer(call.key) is None:
-                    unanswered[call.key] = call
-    return unanswered
+    calls = {c.key: c for waiting in suspended for _, cs in waiting.waits for c in cs}
+    answers = records.answers(calls)
+    return {key: call for key, call in calls.items() if answers[key] is None}
 
 
 def _run_round(
@@ -331,18 +326,18 @@ def _deliver(
     failures: dict[int, str],
 ) -> None:
     """Resume every suspended thread with its answers, by key; then slim the stored answers."""
+    answers = records.answers(c.key for w in suspended for _, calls in w.waits for c in calls)
+    # Counted before any thread moves on (counting again after a kill changes nothing).
+    records.count_delivered({w.index: [c for _, cs in w.waits for c in cs] for w in suspended})
     for waiting in suspended:
         resume = {
-            interrupt_id: {ANSWERS: {c.key: records.answer(c.key) for c in calls}}
+            interrupt_id: {ANSWERS: {c.key: answers[c.key] for c in calls}}
             for interrupt_id, calls in waiting.waits
         }
-        records.count_delivered(waiting.index, [c for _, cs in waiting.waits for c in cs])
         _advance(compiled, Command(resume=resume), configs[waiting.index], waiting.index, failures)
     # Every suspended thread has its answers in its checkpoint now: keep only what the
     # items' accounting needs (the batch thread's result pages keep the messages).
-    records.slim_answers(
-        [c.key for waiting in suspended for _, calls in waiting.waits for c in calls]
-    )
+    records.slim_answers(answers)
 
 
 def _fail_cancelled(
@@ -615,10 +610,14 @@ def _keys_digest(group: list[Call]) -> str:
 
 
 def _item(
-    compiled: Any, config: Any, index: int, failures: dict[int, str], records: MapRecords
+    compiled: Any,
+    config: Any,
+    index: int,
+    failures: dict[int, str],
+    delivered: tuple[int, dict[str, int], Cost | None],
 ) -> MapItem:
     state = compiled.get_state(config)
-    calls, usage, cost = records.delivered(index)
+    calls, usage, cost = delivered
     values = dict(state.values) if state.values else None
     error = failures.get(index) or next(
         (f"{type(t.error).__name__}: {t.error}" for t in state.tasks if t.error), None

@@ -19,7 +19,7 @@ Everything here is plain JSON in the store, read by the bridge, the CLI's `statu
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,8 @@ ROOT = "batch_agent_map"
 """Store namespace root of the maps' own records (answers, items, rounds)."""
 USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 """The token counts an answer keeps for its item's usage."""
+PAGE = 500
+"""Records read or written per store query when a round handles every item's."""
 
 
 def cancel_message(map_id: str, calls: int) -> str:
@@ -73,10 +75,30 @@ class MapRecords:
         self.store.put(namespace, "inputs", {"items": items})
         return items
 
-    def answer(self, key: str) -> dict[str, Any] | None:
-        """Return the stored answer of call `key`, if any."""
-        item = self.store.get((ROOT, self.map_id, "answers"), key)
-        return dict(item.value) if item is not None else None
+    def answers(self, keys: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """Return the stored answers of many calls by key (None: no answer yet).
+
+        Read in pages of `PAGE` keys, one store query each: a round asks for every item's.
+        """
+        return self._get_many((ROOT, self.map_id, "answers"), list(dict.fromkeys(keys)))
+
+    def _get_many(self, namespace: tuple[str, ...], keys: list[str]) -> dict[str, Any]:
+        from langgraph.store.base import GetOp
+
+        found: dict[str, Any] = {}
+        for start in range(0, len(keys), PAGE):
+            page = keys[start : start + PAGE]
+            items = self.store.batch([GetOp(namespace, key) for key in page])
+            for key, item in zip(page, items, strict=True):
+                found[key] = dict(item.value) if item is not None else None
+        return found
+
+    def _put_many(self, namespace: tuple[str, ...], values: Mapping[str, dict[str, Any]]) -> None:
+        from langgraph.store.base import PutOp
+
+        ops = [PutOp(namespace, key, value) for key, value in values.items()]
+        for start in range(0, len(ops), PAGE):
+            self.store.batch(ops[start : start + PAGE])
 
     def put_answers(
         self, answers: Mapping[str, dict[str, Any]], *, batch: tuple[str, Any] | None = None
@@ -97,40 +119,49 @@ class MapRecords:
         found = self.store.search((ROOT, self.map_id, "batches"), limit=10_000)
         return total_cost(item.value["cost"] for item in found if item.value.get("cost"))
 
-    def slim_answers(self, keys: list[str]) -> None:
-        """Drop the messages of delivered answers, keeping their error, usage and cost."""
-        from langgraph.store.base import PutOp
+    def slim_answers(self, answers: Mapping[str, dict[str, Any] | None]) -> None:
+        """Drop the messages of delivered answers (as `answers` read them), keeping the rest.
 
-        namespace = (ROOT, self.map_id, "answers")
-        ops = []
-        for key in keys:
-            found = self.answer(key)
-            if found is not None and found.get("message") is not None:
-                ops.append(PutOp(namespace, key, {**found, "message": None, "delivered": True}))
-        for start in range(0, len(ops), 500):
-            self.store.batch(ops[start : start + 500])
+        Their error, usage and cost stay, for the items' accounting.
+        """
+        self._put_many(
+            (ROOT, self.map_id, "answers"),
+            {
+                key: {**found, "message": None, "delivered": True}
+                for key, found in answers.items()
+                if found is not None and found.get("message") is not None
+            },
+        )
 
-    def count_delivered(self, index: int, calls: Sequence[Call]) -> None:
-        """Remember which calls item `index` was answered (its calls and tokens)."""
+    def count_delivered(self, calls: Mapping[int, Sequence[Call]]) -> None:
+        """Remember which calls each item (by index) was answered: its calls and tokens."""
         namespace = (ROOT, self.map_id, "items")
-        item = self.store.get(namespace, str(index))
-        keys = list(item.value["keys"]) if item is not None else []
-        keys.extend(c.key for c in calls if c.key not in keys)
-        self.store.put(namespace, str(index), {"keys": keys})
+        recorded = self._get_many(namespace, [str(index) for index in calls])
+        updated: dict[str, dict[str, Any]] = {}
+        for index, answered in calls.items():
+            keys = list((recorded[str(index)] or {}).get("keys") or [])
+            # Idempotent: a delivery made again after a kill counts each call once.
+            keys.extend(c.key for c in answered if c.key not in keys)
+            updated[str(index)] = {"keys": keys}
+        self._put_many(namespace, updated)
 
-    def delivered(self, index: int) -> tuple[int, dict[str, int], Cost | None]:
-        """Return how many calls item `index` made, their token usage and their cost."""
-        item = self.store.get((ROOT, self.map_id, "items"), str(index))
-        keys = list(item.value["keys"]) if item is not None else []
-        usage = dict.fromkeys(USAGE_KEYS, 0)
-        costs: list[Cost] = []
-        for key in keys:
-            found = self.answer(key) or {}
-            for name in usage:
-                usage[name] += int((found.get("usage") or {}).get(name) or 0)
-            if found.get("cost"):
-                costs.append(found["cost"])
-        return len(keys), usage, total_cost(costs)
+    def delivered(self, count: int) -> list[tuple[int, dict[str, int], Cost | None]]:
+        """Return, for items 0..count-1, how many calls each made, their usage and cost."""
+        recorded = self._get_many((ROOT, self.map_id, "items"), [str(i) for i in range(count)])
+        keys = {i: list((recorded[str(i)] or {}).get("keys") or []) for i in range(count)}
+        answers = self.answers(key for item_keys in keys.values() for key in item_keys)
+        out: list[tuple[int, dict[str, int], Cost | None]] = []
+        for index in range(count):
+            usage = dict.fromkeys(USAGE_KEYS, 0)
+            costs: list[Cost] = []
+            for key in keys[index]:
+                found = answers.get(key) or {}
+                for name in usage:
+                    usage[name] += int((found.get("usage") or {}).get(name) or 0)
+                if found.get("cost"):
+                    costs.append(found["cost"])
+            out.append((len(keys[index]), usage, total_cost(costs)))
+        return out
 
     def rounds(self) -> list[dict[str, Any]]:
         """Return the map's rounds so far, in order (`number`, `calls`, `batch_threads`, `status`).
