@@ -142,7 +142,7 @@ class BatchedChatModel(BaseChatModel):
 
             from agent.batched.served import record_calls, server_assistant
 
-            record_calls(get_store(), calls, thread_id, server_assistant() or "")
+            record_calls(get_store(), calls, thread_id, server_assistant() or ("", ""))
         resumed = interrupt({CALLS: [call.to_json() for call in calls]})
         answers = resumed[ANSWERS]
         out: list[Any] = []

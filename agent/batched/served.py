@@ -90,25 +90,32 @@ def served_mode() -> bool:
     return bridge_deployed() and server_assistant() is not None
 
 
-def server_assistant() -> str | None:
-    """Return the assistant running the current server run (None outside a server run)."""
+def server_assistant() -> tuple[str, str] | None:
+    """Return the assistant and graph of the current server run (None outside a server run)."""
     try:
         from langgraph.runtime import get_runtime
 
         server = get_runtime().server_info
     except Exception:  # not inside a graph run: a plain call
         return None
-    return str(server.assistant_id) if server is not None else None
+    return (str(server.assistant_id), str(server.graph_id)) if server is not None else None
 
 
 def record_calls(
     store: BaseStore | None,
     calls: Iterable[Call],
     thread_id: str,
-    assistant_id: str,
+    assistant: tuple[str, str],
     now: Callable[[], float] = time.time,
 ) -> None:
     """Record suspended calls for the bridge, each once: a node re-run on resume re-makes them.
+
+    Args:
+        store: The run's store (the server's).
+        calls: The calls the node suspends on.
+        thread_id: The caller's thread.
+        assistant: The caller's assistant and graph ids (`server_assistant`).
+        now: The clock (epoch seconds).
 
     Raises:
         RuntimeError: The run has no store, or the call runs on the server's event loop (a
@@ -131,7 +138,8 @@ def record_calls(
         record = {
             **call.to_json(),
             "thread_id": thread_id,
-            "assistant_id": assistant_id,
+            "assistant_id": assistant[0],
+            "graph_id": assistant[1],
             "recorded_at": now(),
             "state": WAITING,
         }
@@ -415,9 +423,19 @@ async def _deliver(client: LangGraphClient, thread_id: str, records: list[dict[s
     Calls none of its interrupts waits on any more were delivered already (by a resume whose
     state change a crash kept from being recorded): they are marked so.
     """
+    from langgraph_sdk.errors import NotFoundError
+
     if await _has_run(client, thread_id):
         return False  # a run is under way: read its interrupts once it has stopped
-    state = await client.threads.get_state(thread_id)
+    try:
+        state = await client.threads.get_state(thread_id)
+    except NotFoundError:
+        # A kill of `langgraph dev` lost the thread's record (it writes them every 10 s); its
+        # checkpoints are durable: the record made again, naming its graph, reads them.
+        await client.threads.create(
+            thread_id=thread_id, if_exists="do_nothing", graph_id=records[0].get("graph_id")
+        )
+        state = await client.threads.get_state(thread_id)
     waits: list[tuple[str, list[Call]]] = []
     for task in state.get("tasks") or []:
         for pending in task.get("interrupts") or []:
@@ -435,7 +453,6 @@ async def _deliver(client: LangGraphClient, thread_id: str, records: list[dict[s
         else:
             resume[interrupt_id] = {ANSWERS: answers}
     waited = {call.key for _, calls in waits for call in calls}
-    delivered = {key for value in resume.values() for key in value[ANSWERS]}
     if resume:
         await client.runs.create(
             thread_id,
@@ -444,11 +461,12 @@ async def _deliver(client: LangGraphClient, thread_id: str, records: list[dict[s
             multitask_strategy="enqueue",
             if_not_exists="create",
         )
-    # A call no interrupt waits on was delivered, if the thread has moved on (it waits on
-    # others, or it ended); a thread with neither stopped short of its interrupt (a lost run):
-    # its call stays answered for when it runs again.
+    # A call is delivered once its thread has moved on: no interrupt waits on it, and the thread
+    # waits on others or has ended. Until then it stays answered, and a resume lost with a
+    # killed server (its run not yet written to disk) is made again by a later pass; a thread
+    # with neither stopped short of its interrupt (a lost run) finds its answer when it runs.
     moved_on = bool(waits) or not state.get("next")
     for record in records:
-        if record["key"] in delivered or (record["key"] not in waited and moved_on):
+        if record["key"] not in waited and moved_on:
             await _set_state(client, record, DELIVERED)
     return bool(resume)
