@@ -38,9 +38,9 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.batched.calls import ANSWERS, Call, answer, calls_of
 from agent.statuses import TERMINAL_THREAD_STATUSES
@@ -68,6 +68,7 @@ CONTEXT_ENV = "BATCH_AGENT_BRIDGE_CONTEXT"
 WAITING, POOLED, ANSWERED, DELIVERED = "waiting", "pooled", "answered", "delivered"
 """A call record's states, in order."""
 _PAGE = 500
+T = TypeVar("T")
 _PASS_LOCK = asyncio.Lock()
 
 
@@ -236,8 +237,7 @@ async def bridge_pass(
             # The pool before its thread: a call in a pool is never pooled again.
             await client.store.put_item(POOLS_NAMESPACE, thread_id, pool, index=False)
             pools[thread_id] = pool
-            for record in records:
-                await _set_state(client, record, POOLED, batch=thread_id)
+            await _each([_set_state(client, record, POOLED, batch=thread_id) for record in records])
             await _start_batch(client, thread_id, records)
             report.pooled.append(thread_id)
         for thread_id, pool in pools.items():
@@ -247,13 +247,35 @@ async def bridge_pass(
         by_thread: dict[str, list[dict[str, Any]]] = {}
         for record in answered.values():
             by_thread.setdefault(record["thread_id"], []).append(record)
-        for thread_id, records in by_thread.items():
-            try:
-                if await _deliver(client, thread_id, records):
-                    report.resumed.append(thread_id)
-            except Exception as exc:  # one caller's trouble must not hold up the others
-                logger.warning("could not resume thread %s: %s", thread_id, exc)
+        resumed = await _each(
+            [
+                _deliver_safely(client, thread_id, records)
+                for thread_id, records in by_thread.items()
+            ]
+        )
+        report.resumed.extend(t for t, done in zip(by_thread, resumed, strict=True) if done)
     return report
+
+
+async def _each(steps: list[Coroutine[Any, Any, T]], limit: int = 16) -> list[T]:
+    """Await `steps`, at most `limit` at a time (each is a few calls of the server's API)."""
+    gate = asyncio.Semaphore(limit)
+
+    async def gated(step: Coroutine[Any, Any, T]) -> T:
+        async with gate:
+            return await step
+
+    return list(await asyncio.gather(*(gated(step) for step in steps)))
+
+
+async def _deliver_safely(
+    client: LangGraphClient, thread_id: str, records: list[dict[str, Any]]
+) -> bool:
+    try:
+        return await _deliver(client, thread_id, records)
+    except Exception as exc:  # one caller's trouble must not hold up the others
+        logger.warning("could not resume thread %s: %s", thread_id, exc)
+        return False
 
 
 async def run_bridge(client: LangGraphClient, interval: float = 1.0) -> None:
@@ -360,6 +382,7 @@ async def _collect(client: LangGraphClient, thread_id: str, pool: dict[str, Any]
     results: dict[str, dict[str, Any]] = {}
     if not failed_for_good:
         results = await _results(client, thread_id, values)
+    puts = []
     for key in pool["keys"]:
         result = results.get(key)
         if result is None:
@@ -367,10 +390,10 @@ async def _collect(client: LangGraphClient, thread_id: str, pool: dict[str, Any]
             found = answer(None, {"code": "no_result", "message": reason}, thread_id)
         else:
             found = answer(result.get("message"), result.get("error"), thread_id)
-        await client.store.put_item(ANSWERS_NAMESPACE, key, found, index=False)
+        puts.append(client.store.put_item(ANSWERS_NAMESPACE, key, found, index=False))
+    await _each(puts)
     # Answers first, then the states: a crash in between re-collects the same answers.
-    for record in await _search_keys(client, pool["keys"]):
-        await _set_state(client, record, ANSWERED)
+    await _each([_set_state(client, r, ANSWERED) for r in await _search_keys(client, pool["keys"])])
     await client.store.put_item(
         POOLS_NAMESPACE, thread_id, {**pool, "state": ANSWERED}, index=False
     )
@@ -397,12 +420,8 @@ async def _results(
 
 
 async def _search_keys(client: LangGraphClient, keys: Iterable[str]) -> list[dict[str, Any]]:
-    records = []
-    for key in keys:
-        item = await client.store.get_item(CALLS_NAMESPACE, key)
-        if item is not None:
-            records.append(dict(item["value"]))
-    return records
+    items = await _each([client.store.get_item(CALLS_NAMESPACE, key) for key in keys])
+    return [dict(item["value"]) for item in items if item is not None]
 
 
 async def _has_run(client: LangGraphClient, thread_id: str) -> bool:
@@ -425,9 +444,12 @@ async def _deliver(client: LangGraphClient, thread_id: str, records: list[dict[s
     """
     from langgraph_sdk.errors import NotFoundError
 
-    if await _has_run(client, thread_id):
-        return False  # a run is under way: read its interrupts once it has stopped
     try:
+        # A run created on a thread makes it busy at once; a busy thread whose run a kill of
+        # the server lost has none pending or running.
+        busy = (await client.threads.get(thread_id))["status"] == "busy"
+        if busy and await _has_run(client, thread_id):
+            return False  # a run is under way: read its interrupts once it has stopped
         state = await client.threads.get_state(thread_id)
     except NotFoundError:
         # A kill of `langgraph dev` lost the thread's record (it writes them every 10 s); its
@@ -444,13 +466,11 @@ async def _deliver(client: LangGraphClient, thread_id: str, records: list[dict[s
                 waits.append((str(pending["id"]), calls))
     resume: dict[str, Any] = {}
     for interrupt_id, calls in waits:
-        answers = {}
-        for call in calls:
-            item = await client.store.get_item(ANSWERS_NAMESPACE, call.key)
-            if item is None:
-                break
-            answers[call.key] = item["value"]
-        else:
+        items = await asyncio.gather(
+            *(client.store.get_item(ANSWERS_NAMESPACE, call.key) for call in calls)
+        )
+        if all(item is not None for item in items):
+            answers = {c.key: i["value"] for c, i in zip(calls, items, strict=True) if i}
             resume[interrupt_id] = {ANSWERS: answers}
     waited = {call.key for _, calls in waits for call in calls}
     if resume:
@@ -466,7 +486,11 @@ async def _deliver(client: LangGraphClient, thread_id: str, records: list[dict[s
     # killed server (its run not yet written to disk) is made again by a later pass; a thread
     # with neither stopped short of its interrupt (a lost run) finds its answer when it runs.
     moved_on = bool(waits) or not state.get("next")
-    for record in records:
-        if record["key"] not in waited and moved_on:
-            await _set_state(client, record, DELIVERED)
+    await _each(
+        [
+            _set_state(client, record, DELIVERED)
+            for record in records
+            if record["key"] not in waited and moved_on
+        ]
+    )
     return bool(resume)

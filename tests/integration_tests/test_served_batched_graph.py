@@ -30,7 +30,9 @@ pytestmark = pytest.mark.slow
 PIPELINE = {"pipeline": "./examples/graphs/pipeline.py:graph"}
 TICKETS = [
     json.loads(line)["text"]
-    for line in (Path(__file__).parents[2] / "examples" / "documents.jsonl").read_text().splitlines()
+    for line in (Path(__file__).parents[2] / "examples" / "documents.jsonl")
+    .read_text()
+    .splitlines()
 ]
 DOCS = [{"text": f"{TICKETS[i % len(TICKETS)]} (ticket {i})"} for i in range(50)]
 # Batch threads poll every second; a pool is sent after 2 s without a new call.
