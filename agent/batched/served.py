@@ -40,6 +40,7 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.batched.calls import ANSWERS, Call, answer, calls_of
@@ -134,7 +135,7 @@ def record_calls(
             "server's event loop: use `await llm.ainvoke(...)` there"
         )
     for call in calls:
-        if store.get(CALLS_NAMESPACE, call.key) is not None:
+        if _locked_retry(partial(store.get, CALLS_NAMESPACE, call.key)) is not None:
             continue  # recorded by an earlier execution of this node
         record = {
             **call.to_json(),
@@ -144,7 +145,24 @@ def record_calls(
             "recorded_at": now(),
             "state": WAITING,
         }
-        store.put(CALLS_NAMESPACE, call.key, record, index=False)
+        _locked_retry(partial(store.put, CALLS_NAMESPACE, call.key, record, index=False))
+
+
+def _locked_retry(step: Callable[[], T], attempts: int = 20) -> T:
+    """Run a store step, again while SQLite says the database is locked.
+
+    The server's SQLite store shares its file with the checkpointer: a store batch that read
+    before another connection's commit, and then writes, fails at once (SQLite's snapshot
+    rule, no busy wait). Many threads recording calls together meet it; a retry succeeds.
+    """
+    for attempt in range(attempts):
+        try:
+            return step()
+        except Exception as exc:
+            if "database is locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def start_threads(url: str, docs: list[dict[str, Any]]) -> list[str]:
     return threads
 
 
-def finished_states(url: str, threads: list[str], timeout: float = 90) -> list[dict[str, Any]]:
+def finished_states(url: str, threads: list[str], timeout: float = 180) -> list[dict[str, Any]]:
     """Read the threads' states (never advancing them) until every one has its summary."""
     client = get_sync_client(url=url, api_key=None)
     deadline = time.monotonic() + timeout
@@ -80,8 +80,12 @@ def finished_states(url: str, threads: list[str], timeout: float = 90) -> list[d
                 states.append({})
         if all("summary" in state for state in states):
             return [dict(state) for state in states]
-        done = sum("summary" in state for state in states)
-        assert time.monotonic() < deadline, f"{done} of {len(threads)} threads finished"
+        if time.monotonic() > deadline:
+            late = [t for t, state in zip(threads, states, strict=True) if "summary" not in state]
+            statuses = [client.threads.get(t)["status"] for t in late]
+            raise AssertionError(
+                f"threads {late} ({statuses}) never finished: {bridge_status(url)}"
+            )
         time.sleep(1)
 
 
