@@ -1,6 +1,7 @@
 """A user's graph served with batch-agent's bridge: threads started through the SDK finish by themselves.
 
-The server's `langgraph.json` is the project's (`batch`, `batch_bridge`, the http app) plus the
+The server's `langgraph.json` is the project's (its checkpointer, store and http app) with the
+graphs a user lists: `batch` and `batch_bridge` from `agent.batched.deployment`, and the
 example pipeline (`examples/graphs/pipeline.py`: extract -> classify -> summarise, its model
 `batched(ChatOpenAI(...))`), as a user writes it. A client starts one run per document and goes
 away; each thread suspends on its model calls, the bridge pools each step's calls of all threads
@@ -27,7 +28,12 @@ from tests.integration_tests.conftest import free_port, start_dev_server, stop_d
 
 pytestmark = pytest.mark.slow
 
-PIPELINE = {"pipeline": "./examples/graphs/pipeline.py:graph"}
+# As the README's "Served" shows a user's `langgraph.json`: their graph, our two by module.
+PIPELINE = {
+    "pipeline": "./examples/graphs/pipeline.py:graph",
+    "batch": "agent.batched.deployment:batch",
+    "batch_bridge": "agent.batched.deployment:bridge",
+}
 TICKETS = [
     json.loads(line)["text"]
     for line in (Path(__file__).parents[2] / "examples" / "documents.jsonl")
