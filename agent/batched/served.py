@@ -457,16 +457,28 @@ async def _has_run(client: LangGraphClient, thread_id: str) -> bool:
 async def _deliver(client: LangGraphClient, thread_id: str, records: list[dict[str, Any]]) -> bool:
     """Resume `thread_id` on its interrupts whose calls are all answered; return if it was.
 
-    Calls none of its interrupts waits on any more were delivered already (by a resume whose
-    state change a crash kept from being recorded): they are marked so.
+    Each resume is made once: its run id is kept in the calls' records, and a call whose
+    resume run has finished is delivered, whether the thread moved on or its node raised (a
+    failed call's error: the interrupt stays pending in the thread's last checkpoint, and
+    resuming it again would raise again). A resume run a killed server lost is made again.
     """
     from langgraph_sdk.errors import NotFoundError
 
+    finished: set[str] = set()
+    for run_id in {str(r["resume_run"]) for r in records if r.get("resume_run")}:
+        try:
+            run = await client.runs.get(thread_id, run_id)
+        except NotFoundError:
+            continue  # lost with a killed server (not yet on its disk): resumed again below
+        if run["status"] in ("pending", "running"):
+            return False  # read its interrupts once it has stopped
+        finished.add(run_id)
+    resumed = {str(r["key"]) for r in records if r.get("resume_run") in finished}
     try:
         # A run created on a thread makes it busy at once; a busy thread whose run a kill of
         # the server lost has none pending or running.
-        busy = (await client.threads.get(thread_id))["status"] == "busy"
-        if busy and await _has_run(client, thread_id):
+        status = (await client.threads.get(thread_id))["status"]
+        if status == "busy" and await _has_run(client, thread_id):
             return False  # a run is under way: read its interrupts once it has stopped
         state = await client.threads.get_state(thread_id)
     except NotFoundError:
@@ -484,6 +496,8 @@ async def _deliver(client: LangGraphClient, thread_id: str, records: list[dict[s
                 waits.append((str(pending["id"]), calls))
     resume: dict[str, Any] = {}
     for interrupt_id, calls in waits:
+        if any(call.key in resumed for call in calls):
+            continue  # resumed once already: its node raised
         items = await asyncio.gather(
             *(client.store.get_item(ANSWERS_NAMESPACE, call.key) for call in calls)
         )
@@ -491,24 +505,30 @@ async def _deliver(client: LangGraphClient, thread_id: str, records: list[dict[s
             answers = {c.key: i["value"] for c, i in zip(calls, items, strict=True) if i}
             resume[interrupt_id] = {ANSWERS: answers}
     waited = {call.key for _, calls in waits for call in calls}
+    updates = []
     if resume:
-        await client.runs.create(
+        run = await client.runs.create(
             thread_id,
             str(records[0]["assistant_id"]),
             command={"resume": resume},
             multitask_strategy="enqueue",
             if_not_exists="create",
         )
-    # A call is delivered once its thread has moved on: no interrupt waits on it, and the thread
-    # waits on others or has ended. Until then it stays answered, and a resume lost with a
-    # killed server (its run not yet written to disk) is made again by a later pass; a thread
-    # with neither stopped short of its interrupt (a lost run) finds its answer when it runs.
-    moved_on = bool(waits) or not state.get("next")
-    await _each(
-        [
-            _set_state(client, record, DELIVERED)
-            for record in records
-            if record["key"] not in waited and moved_on
+        sent = {key for value in resume.values() for key in value[ANSWERS]}
+        updates = [
+            _set_state(client, r, ANSWERED, resume_run=run["run_id"])
+            for r in records
+            if r["key"] in sent
         ]
+    # A call is delivered once its resume has run, or its thread has moved on without it (no
+    # interrupt waits on it, and the thread waits on others or has ended: a resume whose record
+    # a crash kept from being written). A thread with neither stopped short of its interrupt
+    # (a lost run) and finds its answer when it runs again.
+    moved_on = bool(waits) or not state.get("next")
+    updates.extend(
+        _set_state(client, record, DELIVERED)
+        for record in records
+        if record["key"] in resumed or (record["key"] not in waited and moved_on)
     )
+    await _each(updates)
     return bool(resume)

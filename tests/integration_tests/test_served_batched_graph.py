@@ -133,7 +133,10 @@ def test_served_threads_finish_after_the_server_is_killed_mid_way(
     emulator_clock: ManualClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Killed once the first round's answers are in (the callers' resumes going out)."""
+    """Killed once the first round's answers are in (the callers' resumes going out).
+
+    One more document's first call is rejected: its thread fails with the error realtime raises.
+    """
     docs = DOCS[:20]
     expected = realtime_states(docs, isolated_env, emulator_clock, monkeypatch)
     served = tmp_path / "server"
@@ -141,6 +144,7 @@ def test_served_threads_finish_after_the_server_is_killed_mid_way(
     port = free_port()
     process, url = start_dev_server(served, port, graphs=PIPELINE, **BRIDGE_ENV)
     try:
+        (rejected,) = start_threads(url, [{"text": "[emulator:reject] a ticket"}])
         threads = start_threads(url, docs)
         deadline = time.monotonic() + 60
         while not any(pool["state"] == "answered" for pool in bridge_status(url)["pools"]):
@@ -149,9 +153,13 @@ def test_served_threads_finish_after_the_server_is_killed_mid_way(
         stop_dev_server(process, signal.SIGKILL)
         process, url = start_dev_server(served, port, graphs=PIPELINE, **BRIDGE_ENV)
         assert finished_states(url, threads) == expected
+        client = get_sync_client(url=url, api_key=None)
+        assert client.threads.get(rejected)["status"] == "error"
+        time.sleep(2)  # a pass marks the calls of the threads that moved on
         status = bridge_status(url)
     finally:
         stop_dev_server(process)
+    assert status["calls"]["answered"] == 0  # the failed thread's call too: nothing left to do
     # Never paid twice: each call in one pool, each pool one job.
-    assert sum(pool["calls"] for pool in status["pools"]) == 3 * len(docs)
+    assert sum(pool["calls"] for pool in status["pools"]) == 3 * len(docs) + 1
     assert len(list_jobs(served / "emulator")) == len(status["pools"])
