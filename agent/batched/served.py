@@ -112,6 +112,10 @@ def record_calls(
 ) -> None:
     """Record suspended calls for the bridge, each once: a node re-run on resume re-makes them.
 
+    Called on the server's event loop (a sync `.invoke()` in an `async def` node), where a
+    blocking store call would stall the loop, the records are written by a task that runs as
+    soon as the node has suspended.
+
     Args:
         store: The run's store (the server's).
         calls: The calls the node suspends on.
@@ -120,24 +124,12 @@ def record_calls(
         now: The clock (epoch seconds).
 
     Raises:
-        RuntimeError: The run has no store, or the call runs on the server's event loop (a
-            sync `.invoke()` in an `async def` node: it must `await llm.ainvoke(...)`).
+        RuntimeError: The run has no store.
     """
     if store is None:
         raise RuntimeError("batch-agent's served bridge needs the server's store")
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise RuntimeError(
-            "a batched model was called with a sync .invoke() inside an async node on the "
-            "server's event loop: use `await llm.ainvoke(...)` there"
-        )
-    for call in calls:
-        if _locked_retry(partial(store.get, CALLS_NAMESPACE, call.key)) is not None:
-            continue  # recorded by an earlier execution of this node
-        record = {
+    records = [
+        {
             **call.to_json(),
             "thread_id": thread_id,
             "assistant_id": assistant[0],
@@ -145,7 +137,39 @@ def record_calls(
             "recorded_at": now(),
             "state": WAITING,
         }
-        _locked_retry(partial(store.put, CALLS_NAMESPACE, call.key, record, index=False))
+        for call in calls
+    ]
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+        task = loop.create_task(_record_later(store, records))
+        _RECORDING.add(task)  # a task only the loop refers to may be collected mid-way
+        task.add_done_callback(_RECORDING.discard)
+        return
+    for record in records:
+        if _locked_retry(partial(store.get, CALLS_NAMESPACE, record["key"])) is not None:
+            continue  # recorded by an earlier execution of this node
+        _locked_retry(partial(store.put, CALLS_NAMESPACE, record["key"], record, index=False))
+
+
+_RECORDING: set[asyncio.Task[None]] = set()
+
+
+async def _record_later(store: BaseStore, records: list[dict[str, Any]]) -> None:
+    """Write call records from the event loop (each once), again while SQLite is locked."""
+    for record in records:
+        for attempt in range(20):
+            try:
+                if await store.aget(CALLS_NAMESPACE, record["key"]) is None:
+                    await store.aput(CALLS_NAMESPACE, record["key"], record, index=False)
+                break
+            except Exception as exc:
+                if "database is locked" not in str(exc) or attempt == 19:
+                    logger.exception("could not record batched call %s", record["key"])
+                    break
+                await asyncio.sleep(0.02 * (attempt + 1))
 
 
 def _locked_retry(step: Callable[[], T], attempts: int = 20) -> T:

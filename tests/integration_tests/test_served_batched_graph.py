@@ -33,6 +33,7 @@ PIPELINE = {
     "pipeline": "./examples/graphs/pipeline.py:graph",
     "batch": "agent.batched.deployment:batch",
     "batch_bridge": "agent.batched.deployment:bridge",
+    "async_node": "./tests/graphs/async_node.py:graph",
 }
 TICKETS = [
     json.loads(line)["text"]
@@ -62,13 +63,13 @@ def realtime_states(
     return [dict(graph.invoke(doc)) for doc in docs]
 
 
-def start_threads(url: str, docs: list[dict[str, Any]]) -> list[str]:
-    """Start one pipeline run per document, waiting for none of them; return the thread ids."""
+def start_threads(url: str, docs: list[dict[str, Any]], graph: str = "pipeline") -> list[str]:
+    """Start one run of `graph` per document, waiting for none of them; return the thread ids."""
     client = get_sync_client(url=url, api_key=None)
     threads = []
     for doc in docs:
         thread_id = client.threads.create()["thread_id"]
-        client.runs.create(thread_id, "pipeline", input=doc)
+        client.runs.create(thread_id, graph, input=doc)
         threads.append(thread_id)
     return threads
 
@@ -136,6 +137,7 @@ def test_served_threads_finish_after_the_server_is_killed_mid_way(
     """Killed once the first round's answers are in (the callers' resumes going out).
 
     One more document's first call is rejected: its thread fails with the error realtime raises.
+    And a graph whose `async def` node calls `.invoke()` (on the server's event loop) finishes.
     """
     docs = DOCS[:20]
     expected = realtime_states(docs, isolated_env, emulator_clock, monkeypatch)
@@ -145,6 +147,7 @@ def test_served_threads_finish_after_the_server_is_killed_mid_way(
     process, url = start_dev_server(served, port, graphs=PIPELINE, **BRIDGE_ENV)
     try:
         (rejected,) = start_threads(url, [{"text": "[emulator:reject] a ticket"}])
+        (asked,) = start_threads(url, [{"text": "Why?"}], graph="async_node")
         threads = start_threads(url, docs)
         deadline = time.monotonic() + 60
         while not any(pool["state"] == "answered" for pool in bridge_status(url)["pools"]):
@@ -155,11 +158,13 @@ def test_served_threads_finish_after_the_server_is_killed_mid_way(
         assert finished_states(url, threads) == expected
         client = get_sync_client(url=url, api_key=None)
         assert client.threads.get(rejected)["status"] == "error"
+        answer = client.threads.get_state(asked)["values"]
+        assert answer == {"text": "Why?", "answer": "Emulated reply to: Why?"}
         time.sleep(2)  # a pass marks the calls of the threads that moved on
         status = bridge_status(url)
     finally:
         stop_dev_server(process)
     assert status["calls"]["answered"] == 0  # the failed thread's call too: nothing left to do
     # Never paid twice: each call in one pool, each pool one job.
-    assert sum(pool["calls"] for pool in status["pools"]) == 3 * len(docs) + 1
+    assert sum(pool["calls"] for pool in status["pools"]) == 3 * len(docs) + 2
     assert len(list_jobs(served / "emulator")) == len(status["pools"])

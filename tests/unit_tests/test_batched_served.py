@@ -102,14 +102,21 @@ def test_a_call_is_recorded_once_though_its_node_runs_again_on_resume() -> None:
     }
 
 
-def test_a_sync_call_on_the_servers_event_loop_is_refused_clearly() -> None:
+def test_a_sync_call_on_the_servers_event_loop_is_recorded_once_the_node_has_suspended() -> None:
+    """A sync `.invoke()` in an `async def` node: no blocking store call on the loop."""
+    store = InMemoryStore()
     call = Call(key="call-1", spec=GPT, messages=[])
 
-    async def in_an_async_node() -> None:
-        record_calls(InMemoryStore(), [call], "t", ("a", "g"))
+    async def in_an_async_node() -> bool:
+        record_calls(store, [call], "t", ("a", "g"), now=lambda: 5.0)
+        recorded_at_once = store.get(CALLS_NAMESPACE, "call-1") is not None
+        for _ in range(10):  # the node has suspended: the loop runs the recording
+            await asyncio.sleep(0)
+        return recorded_at_once
 
-    with pytest.raises(RuntimeError, match="ainvoke"):
-        asyncio.run(in_an_async_node())
+    assert asyncio.run(in_an_async_node()) is False
+    item = store.get(CALLS_NAMESPACE, "call-1")
+    assert item is not None and item.value["recorded_at"] == 5.0
 
 
 class Text(TypedDict, total=False):
