@@ -232,6 +232,27 @@ def run_batch(
         )
 
 
+def served_batch_arguments(
+    records: Sequence[Mapping[str, Any]], model: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the served batch graph's input and run context for `records` sent with `model`.
+
+    What `run_batch` would pass its graph, for a client that starts the served `batch` graph
+    itself (`agent.batched.served`, the bridge of batched calls on a LangGraph server).
+
+    Args:
+        records: Request records (`{"id", "messages"}`), sent inline.
+        model: A model spec (`agent.model_spec.spec_from_chat_model`).
+
+    Returns:
+        The graph input (requests, tools, schema) and the run context (provider, model,
+        settings; unset fields left out).
+    """
+    prepared = _Prepared(graph_input=_graph_input(list(records)))
+    _apply_model(prepared, model)
+    return prepared.graph_input, {k: v for k, v in prepared.context.items() if v is not None}
+
+
 def _graph_input(requests: Sequence[Any] | os.PathLike[str] | None) -> dict[str, Any]:
     """Turn `run_batch`'s `requests` into the graph's input (`requests` or `input_path`)."""
     if requests is None:

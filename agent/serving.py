@@ -9,6 +9,9 @@ start, the lifespan of `app` walks it and, for each thread that has no queued ru
 a job in flight, books the poll again (due when the lost one was due, at least 1 s from now),
 with the context it was booked with. Entries of threads that have finished are removed.
 
+When the served bridge is deployed (`graphs/bridge.py`), the lifespan also runs its passes every
+second for the life of the server (`agent.batched.served.run_bridge`).
+
 It runs after the server's own start-up, which re-queues runs a crash left `running`, so a run
 that survived on disk is never doubled. It talks to the server through its own API in process
 (`langgraph_sdk.get_client()` with no URL), like the booking itself: no address or key needed.
@@ -122,8 +125,12 @@ async def _bookings(client: LangGraphClient) -> list[tuple[str, dict[str, Any]]]
 
 @asynccontextmanager
 async def lifespan(_: Starlette) -> AsyncIterator[None]:
-    """Re-book lost polls once the server has started (see the module docstring)."""
+    """Re-book lost polls once the server has started; run the served bridge if deployed."""
+    import asyncio
+
     from langgraph_sdk import get_client
+
+    from agent.batched.served import bridge_deployed, run_bridge
 
     try:
         rebooked = await rebook_stranded_threads(get_client())
@@ -136,7 +143,13 @@ async def lifespan(_: Starlette) -> AsyncIterator[None]:
                 len(rebooked),
                 ", ".join(rebooked),
             )
-    yield
+    # The bridge's records are all in the store: after a restart it goes on where it was.
+    bridge = asyncio.create_task(run_bridge(get_client())) if bridge_deployed() else None
+    try:
+        yield
+    finally:
+        if bridge is not None:
+            bridge.cancel()
 
 
 app = Starlette(lifespan=lifespan)

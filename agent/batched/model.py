@@ -136,6 +136,13 @@ class BatchedChatModel(BaseChatModel):
             assert isinstance(dicts, list)
             key = call_key(thread_id, namespace, next_position(namespace), spec, dicts)
             calls.append(Call(key=key, spec=spec, messages=dicts))
+        if not configurable.get(MAP_MARKER):
+            # Served: the bridge finds the calls in the store (`agent.batched.served`).
+            from langgraph.config import get_store
+
+            from agent.batched.served import record_calls, server_assistant
+
+            record_calls(get_store(), calls, thread_id, server_assistant() or ("", ""))
         resumed = interrupt({CALLS: [call.to_json() for call in calls]})
         answers = resumed[ANSWERS]
         out: list[Any] = []
@@ -186,7 +193,11 @@ def under_batch_agent() -> bool:
         configurable = get_config().get("configurable", {})
     except RuntimeError:  # not inside a runnable context: a plain call
         return False
-    return bool(configurable.get(MAP_MARKER))
+    if configurable.get(MAP_MARKER):
+        return True
+    from agent.batched.served import served_mode
+
+    return served_mode()
 
 
 def batched(runnable: Runnable[Any, Any], model: BaseChatModel | None = None) -> Any:

@@ -61,13 +61,15 @@ def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def served_config(tmp: Path) -> Path:
+def served_config(tmp: Path, graphs: dict[str, str] | None = None) -> Path:
     """Write the project's `langgraph.json` into `tmp` with every path made absolute.
 
     The server's cwd is then `tmp`: `langgraph dev` keeps its threads and runs in
     `./.langgraph_api/` whatever `LANGGRAPH_DISABLE_FILE_PERSISTENCE` says, so a server started
     in the repo would leave the tests' threads for the developer's next `langgraph dev`. The
     developer's `.env` is not loaded either (`env` is dropped): a test never picks up real keys.
+    `graphs` adds graphs (id: `path/to/file.py:attr`, relative to the project) a user deploys
+    next to ours.
     """
 
     def absolute(spec: str) -> str:
@@ -76,6 +78,8 @@ def served_config(tmp: Path) -> Path:
     config = json.loads((PROJECT_ROOT / "langgraph.json").read_text())
     config.pop("env", None)
     config["dependencies"] = [absolute(dep) for dep in config.get("dependencies", [])]
+    for graph_id, path in (graphs or {}).items():
+        config["graphs"][graph_id] = {"path": path}
     for graph in config["graphs"].values():
         graph["path"] = absolute(graph["path"])
     for section in ("checkpointer", "store"):
@@ -99,15 +103,16 @@ def _die_with_parent() -> None:
 
 
 def start_dev_server(
-    tmp: Path, port: int | None = None, **env: str
+    tmp: Path, port: int | None = None, graphs: dict[str, str] | None = None, **env: str
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start `langgraph dev` on a loopback port, in `tmp` (its cwd and state); wait until it answers.
 
     `env` adds or overrides environment variables of the server (e.g. the emulator's delay).
     A server restarted on the same `tmp` finds the state the previous one left there.
+    `graphs` adds user graphs to its `langgraph.json` (`served_config`).
     """
     port = port or free_port()
-    config = served_config(tmp)
+    config = served_config(tmp, graphs)
     log = (tmp / "server.log").open("ab")
     process = subprocess.Popen(
         [
