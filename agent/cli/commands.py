@@ -61,6 +61,7 @@ from agent.export import ResultFormat
 from agent.statuses import TERMINAL_THREAD_STATUSES
 
 if TYPE_CHECKING:
+    from agent.batched.records import MapRecords
     from agent.cli.progress import WaitDisplay
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -203,12 +204,8 @@ def cancel(
         open_backend(db, url, context, run_context) as backend,
         backend.storage_errors(thread, None, "cancel"),
     ):
-        try:
-            values = backend.values(thread)
-        except CliError:
-            records = open_map(backend, thread)
-            if records is None:
-                raise
+        values, records = _thread_or_map(backend, thread)
+        if records is not None:
             cancel_map(backend, records, lambda t: _cancel_thread(backend, t, context, wait), err)
             return
         if values.get("status") in TERMINAL_THREAD_STATUSES:
@@ -216,6 +213,21 @@ def cancel(
                 f"thread {thread} is already {values.get('status')!r}; nothing to cancel"
             )
         _cancel_thread(backend, thread, context, wait)
+
+
+def _thread_or_map(backend: Backend, thread: str) -> tuple[dict[str, Any], MapRecords | None]:
+    """Return a batch thread's values, or ({}, its records) when the id names a map.
+
+    Raises:
+        CliError: The id is neither (the batch thread's own error).
+    """
+    try:
+        return backend.values(thread), None
+    except CliError:
+        records = open_map(backend, thread)
+        if records is None:
+            raise
+        return {}, records
 
 
 def _cancel_thread(backend: Backend, thread: str, context: Context, wait: bool) -> dict[str, Any]:
@@ -243,12 +255,8 @@ def status(
     of its round in flight (as for a thread) and its cost so far.
     """
     with open_backend(db, url, Context()) as backend:
-        try:
-            values = backend.values(thread)
-        except CliError:
-            records = open_map(backend, thread)
-            if records is None:
-                raise
+        values, records = _thread_or_map(backend, thread)
+        if records is not None:
             show_map(backend, records, as_json=as_json)
             return
     report = status_report(thread, values)
