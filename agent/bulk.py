@@ -40,7 +40,7 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -365,6 +365,20 @@ def _text_page(namespace: tuple[str, ...], n: int, lines: list[str]) -> PutOp:
 def page_key(n: int) -> str:
     """Return the store key of page `n` (zero-padded, so keys sort in page order)."""
     return f"{n:06d}"
+
+
+def result_pages(thread_id: str, values: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """Return where a thread's result pages are: their namespace and keys, in input order.
+
+    Read from the thread's `results_store` (`agent.results.results_store`); a thread that has
+    none yet is assumed to use the default layout for its `request_count`. For clients that
+    read the pages through a server's API (`agent.remote`, `agent.batched.served`).
+    """
+    where = values.get("results_store") or {}
+    count = int(where.get("count") or values.get("request_count") or 0)
+    namespace = [str(part) for part in (where.get("namespace") or [ROOT, thread_id, "results"])]
+    pages = int(where.get("pages") or -(-count // PAGE_SIZE))
+    return namespace, [page_key(n) for n in range(pages)]
 
 
 def _put_all(store: BaseStore, ops: list[PutOp]) -> None:

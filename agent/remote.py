@@ -198,16 +198,13 @@ class RemoteBatch:
 
         Each page is JSONL ending in a newline: the lines `batch-agent results` prints.
         """
-        from agent.bulk import PAGE_SIZE, ROOT, page_key
+        from agent.bulk import result_pages
 
-        where = values.get("results_store") or {}
-        count = int(where.get("count") or values.get("request_count") or 0)
-        namespace = list(where.get("namespace") or [ROOT, thread_id, "results"])
-        pages = int(where.get("pages") or -(-count // PAGE_SIZE))
-        for n in range(pages):
-            missing = f"result page {page_key(n)} of thread {thread_id} is missing on {self.url}"
+        namespace, keys = result_pages(thread_id, values)
+        for n, key in enumerate(keys):
+            missing = f"result page {key} of thread {thread_id} is missing on {self.url}"
             with self._calling(f"reading result page {n}", not_found=missing):
-                item = self.client.store.get_item(namespace, key=page_key(n))
+                item = self.client.store.get_item(namespace, key=key)
             jsonl = (item or {}).get("value", {}).get("jsonl")
             if not jsonl:
                 raise RemoteError(missing)

@@ -445,15 +445,12 @@ async def _collect(client: LangGraphClient, thread_id: str, pool: dict[str, Any]
 async def _results(
     client: LangGraphClient, thread_id: str, values: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
-    from agent.bulk import PAGE_SIZE, ROOT, page_key
+    from agent.bulk import result_pages
 
-    where = values.get("results_store") or {}
-    count = int(where.get("count") or values.get("request_count") or 0)
-    namespace = list(where.get("namespace") or [ROOT, thread_id, "results"])
-    pages = int(where.get("pages") or -(-count // PAGE_SIZE))
+    namespace, keys = result_pages(thread_id, values)
     found: dict[str, dict[str, Any]] = {}
-    for n in range(pages):
-        item = await client.store.get_item(namespace, key=page_key(n))
+    for key in keys:
+        item = await client.store.get_item(namespace, key=key)
         for line in ((item or {}).get("value", {}).get("jsonl") or "").splitlines():
             if line.strip():
                 result = json.loads(line)
