@@ -325,7 +325,9 @@ def _apply_model(prepared: _Prepared, model: Any) -> None:
             if given and given != spec[key]:
                 raise ValueError(f"{key}= does not match the model's own {key}")
             prepared.context[key] = spec[key]
-    for key in ("tools", "tool_choice", "response_schema", "schema_method", "strict"):
+    from agent.structured import SPEC_KEYS
+
+    for key in SPEC_KEYS:
         if key in spec and key not in prepared.graph_input:
             prepared.graph_input[key] = spec[key]
     extra = spec["request_params"]

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 from langchain_core.callbacks import BaseCallbackHandler
@@ -55,6 +55,7 @@ from agent.batched.records import USAGE_KEYS, MapRecords, cancel_message
 from agent.pricing import Cost, Quote, TokenTally, parse_price_override, quote
 from agent.requests import InputError
 from agent.statuses import ItemStatus, MapStatus
+from agent.structured import SPEC_KEYS
 
 logger = logging.getLogger("batch_agent")
 
@@ -368,8 +369,13 @@ def _map_status(outcome: list[MapItem], pending: list[str], records: MapRecords)
     return "stopped" if any(item.status == "waiting" for item in outcome) else "done"
 
 
+def _no_counts(items: int) -> dict[str, int]:
+    """Return the map's progress counts for `items` items, none of them in any status yet."""
+    return {"items": items, **dict.fromkeys(get_args(ItemStatus), 0)}
+
+
 def _tally(outcome: list[MapItem]) -> dict[str, int]:
-    counts = {"items": len(outcome), "completed": 0, "failed": 0, "waiting": 0, "interrupted": 0}
+    counts = _no_counts(len(outcome))
     for item in outcome:
         counts[item.status] += 1
     return counts
@@ -401,7 +407,7 @@ def _run_pool(
     settings = {"results_in_state": 0, **context}
     if submitted:
         # The thread holds its tools and schema since its submit: only the settings go with it.
-        for key in ("tools", "tool_choice", "response_schema", "schema_method", "strict"):
+        for key in SPEC_KEYS:
             spec.pop(key, None)
         return run_batch(None, model=spec, db=db, thread_id=thread_id, wait=wait, **settings)
     with tempfile.TemporaryDirectory(prefix="batch-agent-map-") as folder:
@@ -573,7 +579,7 @@ def _suspended(
     `interrupted`), read from the same states, for the map's recorded progress.
     """
     waiting: list[_Suspended] = []
-    counts = {"items": len(configs), "completed": 0, "failed": 0, "waiting": 0, "interrupted": 0}
+    counts = _no_counts(len(configs))
     for index, config in enumerate(configs):
         if index in failures:
             counts["failed"] += 1
