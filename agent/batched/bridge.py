@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import orjson
 from langchain_core.callbacks import BaseCallbackHandler
@@ -51,7 +51,7 @@ from agent.batched.calls import (
     answer,
     calls_of,
 )
-from agent.batched.records import USAGE_KEYS, MapRecords, cancel_message
+from agent.batched.records import USAGE_KEYS, MapRecords, cancel_message, no_progress
 from agent.pricing import Cost, Quote, TokenTally, parse_price_override, quote
 from agent.requests import InputError
 from agent.statuses import ItemStatus, MapStatus
@@ -369,13 +369,8 @@ def _map_status(outcome: list[MapItem], pending: list[str], records: MapRecords)
     return "stopped" if any(item.status == "waiting" for item in outcome) else "done"
 
 
-def _no_counts(items: int) -> dict[str, int]:
-    """Return the map's progress counts for `items` items, none of them in any status yet."""
-    return {"items": items, **dict.fromkeys(get_args(ItemStatus), 0)}
-
-
 def _tally(outcome: list[MapItem]) -> dict[str, int]:
-    counts = _no_counts(len(outcome))
+    counts = no_progress(len(outcome))
     for item in outcome:
         counts[item.status] += 1
     return counts
@@ -579,7 +574,7 @@ def _suspended(
     `interrupted`), read from the same states, for the map's recorded progress.
     """
     waiting: list[_Suspended] = []
-    counts = _no_counts(len(configs))
+    counts = no_progress(len(configs))
     for index, config in enumerate(configs):
         if index in failures:
             counts["failed"] += 1

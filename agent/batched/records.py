@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from agent.pricing import Cost, total_cost
+from agent.statuses import ItemStatus
 
 if TYPE_CHECKING:
     from agent.batched.calls import Call
@@ -34,6 +35,13 @@ USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
 """The token counts an answer keeps for its item's usage."""
 PAGE = 500
 """Records read or written per store query when a round handles every item's."""
+PROGRESS_COUNTS: tuple[str, ...] = ("items", *get_args(ItemStatus))
+"""The counts a map's recorded progress holds: all its items, and its items by status."""
+
+
+def no_progress(items: int) -> dict[str, int]:
+    """Return the progress counts of `items` items, none of them in any status yet."""
+    return {**dict.fromkeys(PROGRESS_COUNTS, 0), "items": items}
 
 
 def cancel_message(map_id: str, calls: int) -> str:

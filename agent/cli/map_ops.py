@@ -66,6 +66,8 @@ def map_report(backend: Backend, records: MapRecords) -> dict[str, Any]:
     `pools` holds the `status --json` object of each batch thread of the round in flight
     (`submitted: false` for one the map had not submitted yet).
     """
+    from agent.batched.records import PROGRESS_COUNTS
+
     progress = records.progress()
     pools: list[dict[str, Any]] = []
     for thread_id in records.in_flight():
@@ -78,10 +80,7 @@ def map_report(backend: Backend, records: MapRecords) -> dict[str, Any]:
     return {
         "map_id": records.map_id,
         "status": map_status(records),
-        "items": {
-            name: int(progress.get(name) or 0)
-            for name in ("items", "completed", "failed", "waiting", "interrupted")
-        },
+        "items": {name: int(progress.get(name) or 0) for name in PROGRESS_COUNTS},
         "rounds": records.rounds(),
         "pools": pools,
         "cost": records.cost(),
