@@ -2,7 +2,8 @@
 
 Three input forms are accepted, in a JSONL file or as the graph's `requests` input:
 
-- `{"id": "t1", "prompt": "...", "params": {...}}`
+- `{"id": "t1", "prompt": "...", "params": {...}}` (or `"text"` for `"prompt"`: both are the one
+  text an embeddings request embeds, `request_text`)
 - `{"id": "t1", "messages": [{"role": "user", "content": "..."}], "params": {...}}`
 - OpenAI batch lines: `{"custom_id": "t1", "method": "POST", "url": "/v1/chat/completions",
   "body": {"model": ..., "messages": [...], ...}}`
@@ -30,7 +31,7 @@ CHAT_COMPLETIONS_URL: Final = "/v1/chat/completions"
 RESERVED_PARAMS = frozenset({"messages", "stream", "stream_options"})
 # The keys of each record form. Any other key is refused rather than dropped: a top-level
 # `"model"` or `"temperature"` that is silently ignored would run the whole batch with defaults.
-RECORD_KEYS = frozenset({"id", "prompt", "messages", "params"})
+RECORD_KEYS = frozenset({"id", "prompt", "text", "messages", "params"})
 OPENAI_LINE_KEYS = frozenset({"custom_id", "method", "url", "body"})
 
 
@@ -101,6 +102,25 @@ class BatchRequest:
         """Return the model this request names itself, if any."""
         model = self.params.get("model")
         return str(model) if model else None
+
+
+def request_text(request: BatchRequest) -> str:
+    """Return the text an embeddings request embeds (its `text` or `prompt`).
+
+    Raises:
+        InputError: The request is a chat conversation (`messages`), which has no one text.
+    """
+    messages = request.messages
+    if len(messages) == 1 and messages[0].get("role") == "user":
+        content = messages[0].get("content")
+        if isinstance(content, str):
+            return content
+    raise InputError(
+        "an embeddings request takes one 'text' (or 'prompt'), not 'messages'",
+        source=request.source,
+        line=request.line,
+        request_id=request.id,
+    )
 
 
 def iter_file_requests(path: str | Path) -> Iterator[BatchRequest]:
@@ -256,7 +276,7 @@ def _validate_record(record: Any, *, source: str, line: int) -> BatchRequest:
     # `_validate_record_fully` returns, in a third of the time. Anything else takes the full path.
     if type(record) is dict and len(record) == 2:
         request_id = record.get("id")
-        prompt = record.get("prompt")
+        prompt = record.get("prompt", record.get("text"))
         if (
             type(request_id) is str
             and type(prompt) is str
@@ -290,18 +310,20 @@ def _validate_record_fully(record: Any, *, source: str, line: int) -> BatchReque
         raise InputError(
             "'params' must be an object", source=source, line=line, request_id=request_id
         )
-    if "prompt" in record and "messages" in record:
+    given = [key for key in ("prompt", "text", "messages") if key in record]
+    if len(given) > 1:
         raise InputError(
-            "give either 'prompt' or 'messages', not both",
+            f"give one of 'prompt', 'text' or 'messages', not {' and '.join(given)}",
             source=source,
             line=line,
             request_id=request_id,
         )
-    if "prompt" in record:
-        prompt = record["prompt"]
+    if "prompt" in record or "text" in record:
+        key = given[0]
+        prompt = record[key]
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError(
-                "'prompt' must be a non-empty string",
+                f"'{key}' must be a non-empty string",
                 source=source,
                 line=line,
                 request_id=request_id,
@@ -313,7 +335,10 @@ def _validate_record_fully(record: Any, *, source: str, line: int) -> BatchReque
         )
     else:
         raise InputError(
-            "a record needs 'prompt' or 'messages'", source=source, line=line, request_id=request_id
+            "a record needs 'prompt' (or 'text') or 'messages'",
+            source=source,
+            line=line,
+            request_id=request_id,
         )
     _validate_params(params, source=source, line=line, request_id=request_id)
     return BatchRequest(request_id, messages, dict(params), source, line)

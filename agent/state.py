@@ -18,6 +18,7 @@ from pydantic import ConfigDict, Field, with_config
 from pydantic._internal._docs_extraction import extract_docstrings_from_cls
 from typing_extensions import TypedDict  # pydantic needs this TypedDict on Python < 3.12
 
+from agent.endpoints import Endpoint
 from agent.estimate import Estimate
 from agent.pricing import Cost
 from agent.statuses import JobStatus, ResultStatus, ThreadStatus
@@ -110,6 +111,9 @@ class Job(TypedDict):
     """The model of the chat model object that built the bodies and parses the answers: the
     run's, also when the requests named `model` themselves, as `llm.invoke(msgs, model=X)` keeps
     `llm`'s rules. Absent in records written before it existed: then `model`."""
+    endpoint: NotRequired[Endpoint]
+    """What the job's requests call: 'chat', 'responses' (OpenAI's Responses API) or
+    'embeddings' (`agent.endpoints`). Absent in records written before it existed: 'chat'."""
     request_count: int
     """Requests in this job; their ids are in the store (`agent.bulk`), not in state."""
     input_bytes: int

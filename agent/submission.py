@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.bulk import ThreadData
+from agent.endpoints import job_endpoint
 from agent.planning import planned_spec, source_requests, spool_path, write_lines
 from agent.providers import BatchProvider, provider_for_job
 from agent.providers.base import (
@@ -89,6 +90,7 @@ def submit_intent(
             model=job["model"],
             completion_window=completion_window,
             metadata=metadata,
+            endpoint=job_endpoint(job),
         ),
         lambda: provider.find_job(job, sent_at=sent_at, claimed=claimed),
     )

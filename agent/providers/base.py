@@ -36,6 +36,7 @@ from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
 from agent.batched.calls import BatchCallError, as_batch_call_error, failure_text
+from agent.endpoints import CHAT, EMBEDDINGS, Endpoint, job_endpoint, unsupported
 from agent.error_text import exception_text
 from agent.providers.errors import ProviderError, TransientProviderError, provider_call
 from agent.providers.params import ParamRules
@@ -134,6 +135,9 @@ class RequestOutcome(NamedTuple):
     error: RequestError | None
     retryable: bool = False
     usage: Usage | None = None
+    vector: bytes | None = None
+    """For an embeddings job: the text's one vector as little-endian float32 bytes, equal to
+    what the provider's LangChain embeddings class returns for it (chunks already combined)."""
 
 
 class LineParser(Protocol):
@@ -159,6 +163,23 @@ class LineParser(Protocol):
         The fast path's own self-check only disables itself when the reference fails; this
         makes such a failure an error, asked for before anything is uploaded (`check_ready`).
         """
+        ...
+
+
+class VectorParser(Protocol):
+    """Parses one line of an embeddings job's output/error file into its request's outcome."""
+
+    def parse_line(self, raw: bytes | str, job_id: str) -> RequestOutcome:
+        """Parse `raw` into an outcome whose `vector` is set when the text was embedded.
+
+        `usage` is the tokens billed (`input_tokens`; `output_tokens` 0). Raises whatever the
+        LangChain class's own reading of that answer raises (`read_vector_outcome` turns it into
+        the request's failure).
+        """
+        ...
+
+    def check_reference(self) -> None:
+        """Parse a probe answer through the reference path, raising whatever it raises."""
         ...
 
 
@@ -214,6 +235,25 @@ def read_outcome(parser: LineParser, raw: bytes, job_id: str) -> RequestOutcome:
             RequestError(code=INVALID_RESPONSE, message=exception_text(cause)),
             False,
             None if kept is not None else _billed(parser, line),
+        )
+
+
+def read_vector_outcome(parser: VectorParser, raw: bytes, job_id: str) -> RequestOutcome:
+    """Parse one embeddings result line, containing an odd line to its own request.
+
+    The twin of `read_outcome` for vectors: a line the parser cannot read fails its request with
+    `invalid_response` (not retried), keeping the request id when the line names one.
+    """
+    try:
+        return parser.parse_line(raw, job_id)
+    except Exception as exc:  # noqa: BLE001 (any odd line fails its own request only)
+        line = _loose_json(raw)
+        found = (line.get("custom_id") or line.get("key")) if isinstance(line, dict) else None
+        return RequestOutcome(
+            found if isinstance(found, str) else "",
+            None,
+            RequestError(code=INVALID_RESPONSE, message=exception_text(exc)),
+            False,
         )
 
 
@@ -396,6 +436,32 @@ class BatchProvider(ABC):
             http_client = shared_http_client(key_env, default_client)
         return self.base_url or None, key or "no-key-set", http_client
 
+    endpoints: frozenset[Endpoint] = frozenset({CHAT})
+    """The endpoints this provider batches (`agent.endpoints`); `check_endpoint` refuses others."""
+
+    def check_endpoint(self, endpoint: Endpoint) -> None:
+        """Raise `InputError` unless this provider batches `endpoint` (before anything is sent)."""
+        if endpoint not in self.endpoints:
+            raise InputError(
+                f"{unsupported(self.name, endpoint)} (it batches: {', '.join(sorted(self.endpoints))})",
+                source=self.name,
+            )
+
+    def embedding_line_builder(
+        self, model: str, params: dict[str, Any]
+    ) -> Callable[[BatchRequest], bytes]:
+        """Return a function turning one text request into its embeddings input line.
+
+        The body is what the provider's LangChain embeddings class, built from `model` and
+        `params` (its settings: dimensions, chunking, task type, ...), sends for that one text
+        in `embed_documents`. The text is `agent.requests.request_text(request)`.
+        """
+        raise InputError(unsupported(self.name, EMBEDDINGS), source=self.name)
+
+    def vector_parser(self, model: str, params: Mapping[str, Any]) -> VectorParser:
+        """Return the parser of this provider's embeddings result lines (`VectorParser`)."""
+        raise InputError(unsupported(self.name, EMBEDDINGS), source=self.name)
+
     supports_output_spec: bool = False
     """True when `line_builder` and `message_parser` take a third argument, the request set's
     tools / response schema (`agent.structured.OutputSpec`), and `chat_model` is implemented.
@@ -522,7 +588,11 @@ class BatchProvider(ABC):
             raise
 
     def check_ready(
-        self, model: str, params: dict[str, Any], spec: OutputSpec | None = None
+        self,
+        model: str,
+        params: dict[str, Any],
+        spec: OutputSpec | None = None,
+        endpoint: Endpoint = CHAT,
     ) -> Callable[[BatchRequest], bytes]:
         """Build a job's line builder and answer parser and try both, before anything is paid for.
 
@@ -546,12 +616,12 @@ class BatchProvider(ABC):
                 exception); nothing has been uploaded.
         """
         try:
-            build = line_builder_for(self, model, params, spec)
+            build = line_builder_for(self, model, params, spec, endpoint)
             try:
                 build(BatchRequest(READY_PROBE_ID, [{"role": "user", "content": "ping"}], {}))
             except InputError:
                 pass  # a refusal of every request of the run: the first one is refused by its id
-            parser_for(self, model, params, spec).check_reference()
+            parser_for(self, model, params, spec, endpoint).check_reference()
         except InputError:
             raise
         except Exception as exc:  # noqa: BLE001 (whatever a changed library raises)
@@ -638,9 +708,15 @@ class BatchProvider(ABC):
 
     @abstractmethod
     def create(
-        self, input_file_id: str, *, model: str, completion_window: str, metadata: dict[str, str]
+        self,
+        input_file_id: str,
+        *,
+        model: str,
+        completion_window: str,
+        metadata: dict[str, str],
+        endpoint: Endpoint = CHAT,
     ) -> CreatedJob:
-        """Create the batch job from an uploaded file."""
+        """Create the batch job from an uploaded file, for `endpoint`'s requests."""
 
     def find_job(self, job: Job, *, sent_at: float, claimed: Collection[str]) -> CreatedJob | None:
         """Return the job a create for the intent `job` made, if one exists (its answer was lost).
@@ -756,12 +832,14 @@ class BatchProvider(ABC):
         `spec` is the request set's tools / response schema, which some providers' realtime
         parsing depends on (OpenAI parses answers to a response format differently).
         """
-        parser = parser_for(self, job_chat_model(job), job["params"], spec)
+        endpoint = job_endpoint(job)
+        parser = parser_for(self, job_chat_model(job), job["params"], spec, endpoint)
+        read = read_vector_outcome if endpoint == EMBEDDINGS else read_outcome
         job_id = str(job["job_id"])
         for file_id in (job["output_file_id"], job["error_file_id"]):
             if file_id:
                 for raw in self.file_lines(file_id):
-                    yield read_outcome(parser, raw, job_id)
+                    yield read(parser, raw, job_id)  # type: ignore[arg-type]
 
     def input_lines(self, job: Job) -> Iterator[tuple[str, bytes]]:
         """Stream `(custom_id, raw line)` from the job's input file (to resubmit some of them)."""
@@ -961,13 +1039,23 @@ def message_dump(message: AIMessage) -> dict[str, Any]:
 
 
 def line_builder_for(
-    provider: BatchProvider, model: str, params: dict[str, Any], spec: OutputSpec | None
+    provider: BatchProvider,
+    model: str,
+    params: dict[str, Any],
+    spec: OutputSpec | None,
+    endpoint: Endpoint = CHAT,
 ) -> Callable[[BatchRequest], bytes]:
     """Return `provider.line_builder(model, params)`, with the request set's spec if it has one.
 
+    An embeddings job's lines come from `provider.embedding_line_builder` instead.
+
     Raises:
-        InputError: The request set has tools or a response schema the provider cannot take.
+        InputError: The request set has tools or a response schema the provider cannot take,
+            or the provider does not batch `endpoint`.
     """
+    provider.check_endpoint(endpoint)
+    if endpoint == EMBEDDINGS:
+        return provider.embedding_line_builder(model, params)
     if spec is None:
         return provider.line_builder(model, params)
     _check_spec_support(provider)
@@ -975,13 +1063,23 @@ def line_builder_for(
 
 
 def parser_for(
-    provider: BatchProvider, model: str, params: Mapping[str, Any], spec: OutputSpec | None
-) -> LineParser:
+    provider: BatchProvider,
+    model: str,
+    params: Mapping[str, Any],
+    spec: OutputSpec | None,
+    endpoint: Endpoint = CHAT,
+) -> LineParser | VectorParser:
     """Return `provider.message_parser(model, params=params)`, with the set's spec if it has one.
 
+    An embeddings job's lines are read by `provider.vector_parser` instead.
+
     Raises:
-        InputError: The request set has tools or a response schema the provider cannot take.
+        InputError: The request set has tools or a response schema the provider cannot take,
+            or the provider does not batch `endpoint`.
     """
+    provider.check_endpoint(endpoint)
+    if endpoint == EMBEDDINGS:
+        return provider.vector_parser(model, params)
     if spec is None:
         return provider.message_parser(model, params=params)
     _check_spec_support(provider)
@@ -1002,7 +1100,7 @@ def job_line_builder(
     provider: BatchProvider, job: Job, spec: OutputSpec | None
 ) -> Callable[[BatchRequest], bytes]:
     """Return the line builder that built `job`'s input (to rebuild the very same bytes)."""
-    return line_builder_for(provider, job_chat_model(job), job["params"], spec)
+    return line_builder_for(provider, job_chat_model(job), job["params"], spec, job_endpoint(job))
 
 
 def _check_spec_support(provider: BatchProvider) -> None:

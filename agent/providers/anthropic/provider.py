@@ -49,6 +49,7 @@ from anthropic import Anthropic, DefaultHttpxClient
 from anthropic.types.messages import MessageBatch
 from langchain_anthropic import ChatAnthropic
 
+from agent.endpoints import CHAT, Endpoint
 from agent.providers.anthropic import realtime_errors
 from agent.providers.anthropic.fast import AnthropicBodyBuilder, AnthropicMessageParser
 from agent.providers.anthropic.reference import chat_model
@@ -237,7 +238,13 @@ class AnthropicProvider(BatchProvider):
         return None
 
     def create(
-        self, input_file_id: str, *, model: str, completion_window: str, metadata: dict[str, str]
+        self,
+        input_file_id: str,
+        *,
+        model: str,
+        completion_window: str,
+        metadata: dict[str, str],
+        endpoint: Endpoint = CHAT,
     ) -> CreatedJob:
         """Create the batch, streaming the built input as the inline `requests`, once.
 
@@ -245,6 +252,7 @@ class AnthropicProvider(BatchProvider):
         instead. No SDK retries: a create whose answer was lost may have made a batch, and the
         graph looks for it before any resend (`send_once`).
         """
+        self.check_endpoint(endpoint)
         body = InlineRequests(Path(input_file_id), metadata[JOB_KEY_METADATA])
         client = self._client.with_options(max_retries=0)
         with provider_call(self.name, "create the message batch"):

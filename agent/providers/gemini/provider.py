@@ -54,6 +54,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from langchain_google_genai import ChatGoogleGenerativeAI
 
+from agent.endpoints import CHAT, Endpoint
 from agent.providers.base import (
     DELETE_RETRIES,
     JOB_KEY_METADATA,
@@ -294,12 +295,19 @@ class GeminiProvider(BatchProvider):
         )
 
     def create(
-        self, input_file_id: str, *, model: str, completion_window: str, metadata: dict[str, str]
+        self,
+        input_file_id: str,
+        *,
+        model: str,
+        completion_window: str,
+        metadata: dict[str, str],
+        endpoint: Endpoint = CHAT,
     ) -> CreatedJob:
         """Create the batch from an uploaded file, once (no SDK retries: see `send_once`).
 
         Batches carry no metadata: the job key goes into the display name (`display_name`).
         """
+        self.check_endpoint(endpoint)
         self.check_completion_window(completion_window)
         config = types.CreateBatchJobConfig(
             display_name=display_name(metadata[JOB_KEY_METADATA]), http_options=ONCE

@@ -19,6 +19,7 @@ from langchain_mistralai import ChatMistralAI
 from mistralai.client import Mistral
 from mistralai.client.utils import BackoffStrategy, RetryConfig
 
+from agent.endpoints import CHAT, Endpoint
 from agent.providers.base import (
     JOB_KEY_METADATA,
     MAX_LISTED,
@@ -200,9 +201,16 @@ class MistralProvider(BatchProvider):
                 return
 
     def create(
-        self, input_file_id: str, *, model: str, completion_window: str, metadata: dict[str, str]
+        self,
+        input_file_id: str,
+        *,
+        model: str,
+        completion_window: str,
+        metadata: dict[str, str],
+        endpoint: Endpoint = CHAT,
     ) -> CreatedJob:
         """Create the batch job from an uploaded file, once (no SDK retries: see `send_once`)."""
+        self.check_endpoint(endpoint)
         hours = timeout_hours(completion_window)
         with provider_call(self.name, "create the batch job"):
             created = self._client.batch.jobs.create(

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx2
 from langchain_openai import ChatOpenAI
 from openai import DefaultHttpxClient, OpenAI
 
+from agent.endpoints import CHAT, Endpoint
 from agent.providers.base import (
     DELETE_RETRIES,
     JOB_KEY_METADATA,
@@ -41,6 +42,8 @@ from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
 
+# The batch `endpoint` (and every line's `url`) of each endpoint (`agent.endpoints`).
+ENDPOINT_URLS: Final[Mapping[Endpoint, str]] = {CHAT: CHAT_COMPLETIONS_URL}
 # Raw status -> normalised status. Anything unknown is treated as terminal ("done") and kept raw.
 STATUS_MAP: dict[str, JobStatus] = {
     "validating": "queued",
@@ -163,14 +166,21 @@ class OpenAIProvider(BatchProvider):
         )
 
     def create(
-        self, input_file_id: str, *, model: str, completion_window: str, metadata: dict[str, str]
+        self,
+        input_file_id: str,
+        *,
+        model: str,
+        completion_window: str,
+        metadata: dict[str, str],
+        endpoint: Endpoint = CHAT,
     ) -> CreatedJob:
         """Create the batch from an uploaded file, once (no SDK retries: see `send_once`)."""
+        self.check_endpoint(endpoint)
         client = self._client.with_options(max_retries=0)
         with provider_call(self.name, "create the batch"):
             created = client.batches.create(
                 input_file_id=input_file_id,
-                endpoint=CHAT_COMPLETIONS_URL,
+                endpoint=ENDPOINT_URLS[endpoint],  # type: ignore[arg-type]
                 completion_window=completion_window,  # type: ignore[arg-type]
                 metadata=metadata,
             )
