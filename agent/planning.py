@@ -33,6 +33,7 @@ import orjson
 
 from agent.bulk import ThreadData
 from agent.context import Context
+from agent.endpoints import CHAT, Endpoint, job_endpoint
 from agent.estimate import JobTokens, TokenCounter, check_budget, price_plan
 from agent.providers import provider_for_job, resolve_provider
 from agent.providers.base import BatchProvider, ProviderLimits, job_chat_model
@@ -165,6 +166,11 @@ class Plan:
     """Per model, the tokens the duplicates would have cost (for the plan's saving estimate)."""
     chat_model: str = ""
     """The model of the chat model object that built every body (`Job.chat_model`)."""
+    endpoint: Endpoint = CHAT
+    """The endpoint every job's requests go to (`Job.endpoint`, `BatchProvider.choose_endpoint`)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The settings of that chat model every job records (`Job.params`): the run's, with what
+    pins the endpoint."""
 
     def duplicate_summary(self) -> list[dict[str, Any]]:
         """Return the duplicates per model as plan-like entries (to price what they save)."""
@@ -238,6 +244,8 @@ def plan_requests(
     # One chat model object builds every body, as one `llm` would in realtime: a request that
     # names its own model sends that model with `llm`'s rules (`llm.invoke(msgs, model=X)`).
     chat_model = run_chat_model(provider, context)
+    # The endpoint is the chat model's own routing, or the run's choice pinned in its settings.
+    endpoint, params = provider.choose_endpoint(chat_model, params, spec, context.endpoint)
     build: Callable[[BatchRequest], bytes] | None = None
     # Per job model: its context window and token counter (the model that runs and bills).
     models: dict[str, tuple[int | None, TokenCounter]] = {}
@@ -259,7 +267,7 @@ def plan_requests(
             if build is None:
                 # Built and tried once, parser included, so a library that changed under us
                 # stops the run here rather than after the batch is paid for.
-                build = provider.check_ready(chat_model, params, spec)
+                build = provider.check_ready(chat_model, params, spec, endpoint)
             if model not in models:
                 models[model] = (
                     context_window(provider, model),
@@ -343,6 +351,8 @@ def plan_requests(
         duplicates=duplicates,
         duplicate_tokens=duplicate_tokens,
         chat_model=chat_model,
+        endpoint=endpoint,
+        params=params,
     )
 
 
@@ -376,7 +386,6 @@ _ID_FIELDS = (b'{"custom_id":', b'{"key":')
 
 def intents_for(plan: Plan, provider: BatchProvider, context: Context, thread_id: str) -> list[Job]:
     """Turn a plan into job intents and move each spool file to its job key's name."""
-    params = context_params(context)
     intents = []
     for planned in plan.jobs:
         key = job_key(thread_id, plan.request_hash, 1, planned.part)
@@ -388,9 +397,10 @@ def intents_for(plan: Plan, provider: BatchProvider, context: Context, thread_id
             key=key,
             attempt=1,
             model=planned.model,
-            params=params,
+            params=plan.params,
             request_count=len(planned.request_ids),
             chat_model=plan.chat_model,
+            endpoint=plan.endpoint,
         )
         intent["input_bytes"] = planned.input_bytes
         intents.append(intent)
@@ -424,6 +434,7 @@ def retry_intents(
                 request_count=len(ids),
                 retry_of=source,
                 chat_model=job_chat_model(by_key[source]),
+                endpoint=job_endpoint(by_key[source]),
             )
         )
     return follow_ups
@@ -439,11 +450,13 @@ def new_intent(
     request_count: int,
     retry_of: str | None = None,
     chat_model: str | None = None,
+    endpoint: Endpoint = CHAT,
 ) -> Job:
     """Return a job record for a job that is about to be submitted.
 
     `chat_model` is the model of the chat model object that builds its bodies and parses its
-    answers (`Job.chat_model`); None means `model` itself.
+    answers (`Job.chat_model`); None means `model` itself. `endpoint` is where its requests go
+    (`Job.endpoint`; a retry keeps its job's).
     """
     return Job(
         job_key=key,
@@ -452,6 +465,7 @@ def new_intent(
         job_id=None,
         model=model,
         chat_model=chat_model or model,
+        endpoint=endpoint,
         params=params,
         request_count=request_count,
         input_bytes=0,

@@ -26,6 +26,7 @@ from agent.cli.options import (
     CheckModelsOption,
     DbOption,
     DedupeOption,
+    EndpointOption,
     FormatOption,
     JsonOption,
     KeepFilesOption,
@@ -85,6 +86,7 @@ def run(
     base_url: Annotated[
         str | None, typer.Option(help="Send the provider SDK to this compatible endpoint.")
     ] = None,
+    endpoint: EndpointOption = None,
     thread: Annotated[
         str | None, typer.Option(help="Thread to submit on or resume (default: a new thread).")
     ] = None,
@@ -147,6 +149,7 @@ def run(
         "temperature": temperature,
         "max_tokens": max_tokens,
         "base_url": base_url,
+        "endpoint": endpoint,
         "poll_interval_seconds": poll_interval,
         "poll_backoff": poll_backoff,
         "check_models": check_models,
