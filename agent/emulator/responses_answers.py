@@ -234,7 +234,7 @@ def response_body(body: dict[str, Any], created: int) -> tuple[dict[str, Any], R
         "truncation": body.get("truncation", "disabled"),
         "usage": {
             "input_tokens": reply.prompt_tokens,
-            "input_tokens_details": {"cached_tokens": max(cached, 0)},
+            "input_tokens_details": {"cached_tokens": max(cached, 0), "cache_write_tokens": 0},
             "output_tokens": output_tokens,
             "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
             "total_tokens": reply.prompt_tokens + output_tokens,

@@ -225,7 +225,7 @@ def test_a_run_batches_on_v1_responses_with_reasoning_and_usage_details() -> Non
     usage = result.message.usage_metadata
     assert usage is not None
     assert usage["output_token_details"] == {"reasoning": 3}
-    assert usage["input_token_details"] == {"cache_read": 5}  # the system message's tokens
+    assert usage["input_token_details"] == {"cache_read": 5, "cache_creation": 0}  # system prompt
     assert results.usage["output_tokens"] == usage["output_tokens"]
 
 
@@ -258,3 +258,14 @@ def test_the_cli_runs_a_file_on_the_responses_endpoint(tmp_path: Path) -> None:
     # Answered by the emulator's Responses API: a `Response` (id `resp_...`), read by LangChain.
     assert all(row["message"]["response_metadata"]["id"].startswith("resp_") for row in rows)
     assert all(row["message"]["response_metadata"]["object"] == "response" for row in rows)
+
+
+def test_retries_keep_the_responses_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The emulator's fault knobs apply to /v1/responses lines as to chat lines.
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "request_fail_rate=0.3,seed=3")
+    llm = ChatOpenAI(model="gpt-4o-mini", api_key="sk-unused", use_responses_api=True)
+    results = run_batch([f"retry me {i}" for i in range(20)], model=llm, max_attempts=6, **FAST)
+    assert all(result.ok for result in results)
+    assert any(job["retry_of"] for job in results.jobs), "a 30% failure rate needs follow-ups"
+    assert {job["endpoint"] for job in results.jobs} == {"responses"}
+    assert all(r.message.response_metadata["object"] == "response" for r in results)  # type: ignore[union-attr]
