@@ -269,3 +269,33 @@ def test_retries_keep_the_responses_endpoint(monkeypatch: pytest.MonkeyPatch) ->
     assert any(job["retry_of"] for job in results.jobs), "a 30% failure rate needs follow-ups"
     assert {job["endpoint"] for job in results.jobs} == {"responses"}
     assert all(r.message.response_metadata["object"] == "response" for r in results)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("output_version", ["v0", "responses/v1"])
+def test_a_structured_answer_is_parsed_as_with_structured_output_parses_it(
+    output_version: str,
+) -> None:
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, json=response_body(json.loads(request.content), CREATED)[0])
+
+    def model(**client: Any) -> ChatOpenAI:
+        return ChatOpenAI(
+            model="gpt-4o-mini",
+            api_key="sk-unused",
+            use_responses_api=True,
+            output_version=output_version,
+            **client,
+        )
+
+    transport = httpx2.Client(transport=httpx2.MockTransport(answer))
+    realtime = model(http_client=transport).with_structured_output(TICKET, method="json_schema")
+    structured = model().with_structured_output(TICKET, method="json_schema")
+    (result,) = run_batch(["A billing question"], model=structured, **FAST)
+    assert (
+        result.parsed
+        == realtime.invoke("A billing question")
+        == {
+            "category": "billing",
+            "urgent": True,
+        }
+    )
