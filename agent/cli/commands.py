@@ -317,6 +317,7 @@ def plan(
     provider: ProviderOption = None,
     model: ModelOption = None,
     system: SystemOption = None,
+    endpoint: EndpointOption = None,
     max_requests_per_job: Annotated[
         int | None, typer.Option(help="Cap on requests per job.")
     ] = None,
@@ -357,6 +358,7 @@ def plan(
         "provider": provider,
         "model": model,
         "system_prompt": system,
+        "endpoint": endpoint,
         "max_requests_per_job": max_requests_per_job,
         "max_file_bytes": max_file_bytes,
         "max_tokens": max_tokens,

@@ -299,3 +299,14 @@ def test_a_structured_answer_is_parsed_as_with_structured_output_parses_it(
             "urgent": True,
         }
     )
+
+
+def test_plan_checks_what_run_would_send_to_the_responses_endpoint(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    record = {"id": "deep", "prompt": "Hi", "params": {"reasoning": {"effort": "low"}}}
+    source.write_text(json.dumps(record) + "\n")
+    args = ["plan", str(source), "--provider", "openai"]
+    refused = CliRunner().invoke(app, args)
+    assert isinstance(refused.exception, InputError)
+    assert "--endpoint responses" in str(refused.exception) and "'deep'" in str(refused.exception)
+    assert CliRunner().invoke(app, [*args, "--endpoint", "responses"]).exit_code == 0
