@@ -8,7 +8,8 @@ per-request parameters, and the request set's tools / response schema (the graph
 Exactness is checked, not assumed: the batch body built from the returned spec (through
 `bind_tools` / `with_structured_output` again, `agent.structured`) is compared with the body the
 given runnable would send for a probe message, and a model whose requests the batch path cannot
-reproduce (say, one set to use the Responses API) is refused with the keys that differ.
+reproduce is refused with the keys that differ. A `ChatOpenAI` routed to the Responses API is
+batched there (its settings pin `use_responses_api`, `agent.providers.openai.responses`).
 API keys and HTTP clients are never read into the spec.
 """
 
@@ -58,8 +59,8 @@ def spec_from_chat_model(runnable: Runnable[Any, Any]) -> dict[str, Any]:
     Raises:
         TypeError: The runnable holds no chat model of a supported provider.
         ValueError: The batch path cannot reproduce this model's requests or answers exactly
-            (naming the setting: OpenAI's Responses API, response headers, streaming, HTTP
-            headers, Anthropic betas, ...).
+            (naming the setting: response headers, streaming, HTTP headers, Anthropic
+            betas, ...).
     """
     binding, llm = _find_model(runnable)
     provider, module = _provider_of(llm)

@@ -310,3 +310,12 @@ def test_plan_checks_what_run_would_send_to_the_responses_endpoint(tmp_path: Pat
     assert isinstance(refused.exception, InputError)
     assert "--endpoint responses" in str(refused.exception) and "'deep'" in str(refused.exception)
     assert CliRunner().invoke(app, [*args, "--endpoint", "responses"]).exit_code == 0
+
+
+def test_an_answer_realtime_raises_for_fails_its_request_with_the_billed_usage() -> None:
+    # A 200 `Response` carrying an `error`: `.invoke()` raises; the request fails, billed.
+    llm = ChatOpenAI(model="gpt-4o-mini", api_key="sk-unused", use_responses_api=True)
+    ok, broken = run_batch(["Fine", "Oops [emulator:error_body]"], model=llm, **FAST)
+    assert ok.ok and not broken.ok and broken.message is None
+    assert broken.error is not None and "server had an error" in broken.error["message"]
+    assert broken.usage["input_tokens"] == 3 + 2 and broken.usage["output_tokens"] > 0

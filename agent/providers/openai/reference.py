@@ -5,6 +5,7 @@ uses, then turned into the JSON the SDK's `chat.completions.create` puts on the 
 (`wire_body`); output bodies are parsed by the SDK's lenient `ChatCompletion` construction and
 `ChatOpenAI._create_chat_result` (`parse_completion`, `parse_structured` for a response format),
 so a batch request and its result are exactly what the realtime call would send and return.
+A model (or request) routed to the Responses API instead is `agent.providers.openai.responses`'s.
 The fast paths (`agent.providers.openai.fast`) reproduce this for the common shapes.
 """
 
