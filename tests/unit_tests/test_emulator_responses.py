@@ -1,4 +1,5 @@
-"""The emulator's `/v1/responses` batches, through the real openai SDK: `Response` output lines."""
+"""The emulator's `/v1/responses` batches, through the real openai SDK: `Response` output lines;
+and its realtime `POST /responses`, which answers what the batch answers for the same body."""
 
 from __future__ import annotations
 
@@ -6,12 +7,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
+from langchain_core.messages import AIMessage
+from langchain_openai import ChatOpenAI
 from openai.types.responses import Response
 
+from agent import run_batch
+from agent.emulator import IN_PROCESS_BASE_URL, ManualClock, use_clock
 from tests.unit_tests.test_emulator import MODEL, chat_line, jsonl, openai_client, parse_lines
 
 ENDPOINT = "/v1/responses"
+FAST = {"poll_interval_seconds": 0.1, "poll_backoff": 1.0}
 LOOKUP = {
     "type": "function",
     "name": "lookup",
@@ -21,6 +28,8 @@ LOOKUP = {
         "required": ["order"],
     },
 }
+# The same tool as `bind_tools` takes it (chat shape; ChatOpenAI flattens it for the Responses API).
+CHAT_LOOKUP = {"type": "function", "function": {k: v for k, v in LOOKUP.items() if k != "type"}}
 TICKET = {
     "type": "json_schema",
     "name": "Ticket",
@@ -128,3 +137,42 @@ def test_a_line_for_another_endpoint_fails_the_batch(
     _, batch = _run(tmp_path, [line], endpoint)
     assert batch.status == "failed"
     assert [error.code for error in batch.errors.data] == ["url_mismatch"]
+
+
+@pytest.mark.parametrize("output_version", ["v0", "responses/v1"])
+@pytest.mark.parametrize("kind", ["plain", "tool"])
+def test_a_realtime_responses_call_gets_the_batch_answer(
+    output_version: str,
+    kind: str,
+    isolated_env: Path,
+    emulator_clock: ManualClock,
+) -> None:
+    settings: dict[str, Any] = {
+        "model": "gpt-5-mini",
+        "api_key": "sk-unused",
+        "use_responses_api": True,
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "output_version": output_version,
+    }
+    app = use_clock(emulator_clock, isolated_env)
+    realtime_llm = ChatOpenAI(
+        **settings,
+        base_url=f"{IN_PROCESS_BASE_URL}/openai/v1",
+        http_client=httpx2.Client(transport=httpx2.WSGITransport(app=app)),
+    )
+    batch_llm = ChatOpenAI(**settings)
+    if kind == "tool":
+        realtime_llm, batch_llm = (  # type: ignore[assignment]
+            llm.bind_tools([CHAT_LOOKUP], tool_choice="lookup") for llm in (realtime_llm, batch_llm)
+        )
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    (result,) = run_batch([{"id": "r", "messages": messages}], model=batch_llm, **FAST)
+    realtime = realtime_llm.invoke(messages)
+    assert result.message is not None and isinstance(realtime, AIMessage)
+    # Same body, same answer and ids; only the time it was made differs.
+    ours, theirs = result.message.model_dump(), realtime.model_dump()
+    for dumped in (ours, theirs):
+        dumped["response_metadata"].pop("created_at")
+        if dumped["id"].startswith("lc_run-"):
+            dumped.pop("id")  # no output message to take an id from: a run id (random)
+    assert ours == theirs
