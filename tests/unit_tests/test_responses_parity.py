@@ -80,6 +80,22 @@ CALL: dict[str, st.SearchStrategy[Any]] = {
     "text": st.just({"verbosity": "low"}),
 }
 MODELS = ["gpt-4o-mini", "gpt-5-mini", "o3-mini"]
+# An agent loop's turn: a tool was called and answered (function_call / function_call_output).
+TOOL_TURN: list[dict[str, Any]] = [
+    {"role": "user", "content": "Where is order 42?"},
+    {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "lookup", "arguments": '{"order": "42"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": "shipped yesterday"},
+]
 
 
 @st.composite
@@ -155,7 +171,7 @@ def _batch_message(
     model=st.sampled_from(MODELS),
     ctor=_some(CTOR),
     call=_some(CALL),
-    messages=st.sampled_from(MESSAGE_SETS),
+    messages=st.sampled_from([*MESSAGE_SETS, TOOL_TURN]),
     spec=st.sampled_from(SPECS),
 )
 def test_line_and_answer_equal_the_realtime_responses_call(
