@@ -23,6 +23,8 @@ from agent.cli.backend import Backend, check_input_file, open_backend
 from agent.cli.errors import EXIT_FAILED_REQUESTS, CliError
 from agent.cli.map_ops import cancel_map, open_map, show_map
 from agent.cli.options import (
+    AllowFailuresOption,
+    BaseUrlOption,
     CheckModelsOption,
     DbOption,
     DedupeOption,
@@ -32,17 +34,22 @@ from agent.cli.options import (
     MaxCostOption,
     ModelOption,
     OutOption,
+    PollBackoffOption,
+    PollIntervalOption,
     PriceOverrideOption,
     ProviderOption,
     SchemaMethodOption,
     SchemaOption,
+    ServerInputOption,
     StrictOption,
     SystemOption,
     ThreadArgument,
+    ThreadOption,
     ToolChoiceOption,
     ToolsOption,
     UrlOption,
     ValidateSchemaOption,
+    WaitOption,
     WebhookOption,
 )
 from agent.cli.render import (
@@ -82,36 +89,19 @@ def run(
     max_tokens: Annotated[
         int | None, typer.Option(help="Maximum tokens to generate per request.")
     ] = None,
-    base_url: Annotated[
-        str | None, typer.Option(help="Send the provider SDK to this compatible endpoint.")
-    ] = None,
-    thread: Annotated[
-        str | None, typer.Option(help="Thread to submit on or resume (default: a new thread).")
-    ] = None,
+    base_url: BaseUrlOption = None,
+    thread: ThreadOption = None,
     db: DbOption = None,
-    wait: Annotated[
-        bool, typer.Option("--wait", help="Poll until the job is done, then write results.")
-    ] = False,
-    poll_interval: Annotated[
-        float | None,
-        typer.Option(help="First pause between polls with --wait (grows by the backoff factor)."),
-    ] = None,
-    poll_backoff: Annotated[
-        float | None,
-        typer.Option(help="Factor by which the pause grows (1 keeps it constant; default 1.5)."),
-    ] = None,
+    wait: WaitOption = False,
+    poll_interval: PollIntervalOption = None,
+    poll_backoff: PollBackoffOption = None,
     out: OutOption = None,
     max_cost: MaxCostOption = None,
     price_override: PriceOverrideOption = None,
     dedupe: DedupeOption = None,
     webhook_url: WebhookOption = None,
     url: UrlOption = None,
-    server_input: Annotated[
-        str | None,
-        typer.Option(
-            help="With --url: a request file on the server's file system (any size), instead of sending INPUT inline.",
-        ),
-    ] = None,
+    server_input: ServerInputOption = None,
     fmt: FormatOption = ResultFormat.jsonl,
     tools: ToolsOption = None,
     schema: SchemaOption = None,
@@ -121,13 +111,7 @@ def run(
     validate_schema: ValidateSchemaOption = False,
     check_models: CheckModelsOption = None,
     keep_files: KeepFilesOption = None,
-    allow_failures: Annotated[
-        bool,
-        typer.Option(
-            "--allow-failures",
-            help=f"With --wait: exit 0 even when requests failed (else {EXIT_FAILED_REQUESTS}).",
-        ),
-    ] = False,
+    allow_failures: AllowFailuresOption = False,
 ) -> None:
     """Submit INPUT on a new thread (or --thread), or resume --thread; with --wait, finish it.
 
@@ -152,12 +136,48 @@ def run(
         "check_models": check_models,
         "keep_files": keep_files,
     }
+    check_input_file(input_file)
+    spec_input = _spec_input(input_file, tools, schema, tool_choice, schema_method, strict)
+    run_thread(
+        overrides,
+        input_file=input_file,
+        server_input=server_input,
+        graph_input=spec_input,
+        thread=thread,
+        db=db,
+        url=url,
+        wait=wait,
+        out=out,
+        fmt=fmt,
+        allow_failures=allow_failures,
+    )
+
+
+def run_thread(
+    overrides: dict[str, Any],
+    *,
+    input_file: Path | None,
+    server_input: str | None,
+    graph_input: dict[str, Any],
+    thread: str | None,
+    db: str | None,
+    url: str | None,
+    wait: bool,
+    out: Path | None,
+    fmt: ResultFormat,
+    allow_failures: bool,
+) -> None:
+    """Submit INPUT on a new thread (or `thread`), or resume it; with `wait`, finish it.
+
+    The one body of `run` and `embed`: `overrides` are the context flags given (None: not
+    given), `graph_input` what the input adds besides its file (tools, a schema, `embed`).
+    """
     from agent.cli.progress import WaitDisplay
 
     context = _context(overrides)
     check_input_file(input_file)
     _say_what_run_does(input_file, server_input, thread)
-    spec_input = _spec_input(input_file, tools, schema, tool_choice, schema_method, strict)
+    spec_input = graph_input
     # Served: only the flags given go to the server; its own defaults (and environment) apply
     # otherwise. Locally a thread that is only resumed must exist; a new one may make the file.
     run_context = {k: v for k, v in overrides.items() if v is not None}

@@ -338,6 +338,8 @@ class BatchProvider(ABC):
     name: str
     """Protocol name stored in `Job.provider` ('openai', 'mistral', 'anthropic', 'gemini')."""
     default_model: str
+    default_embedding_model: str = ""
+    """The embeddings model of a run that names none ('' for a provider without embeddings)."""
     limits: ProviderLimits
     param_rules: ParamRules = MappingProxyType({})
     """The provider's documented numeric parameter ranges (`agent.providers.params`)."""
