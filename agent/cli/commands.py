@@ -28,6 +28,7 @@ from agent.cli.options import (
     CheckModelsOption,
     DbOption,
     DedupeOption,
+    DimensionsOption,
     FormatOption,
     JsonOption,
     KeepFilesOption,
@@ -354,6 +355,10 @@ def plan(
     strict: StrictOption = None,
     validate_schema: ValidateSchemaOption = False,
     check_models: CheckModelsOption = None,
+    embed: Annotated[
+        bool, typer.Option("--embed", help="Plan INPUT's texts as `embed` would send them.")
+    ] = False,
+    dimensions: DimensionsOption = None,
 ) -> None:
     """Check INPUT; show its jobs, estimated tokens and cost, without uploading anything.
 
@@ -362,6 +367,7 @@ def plan(
     """
     from rich.table import Table
 
+    from agent.endpoints import CHAT, EMBEDDINGS
     from agent.estimate import check_budget, describe, price_plan
     from agent.planning import dedup_estimate, effective_limits, plan_requests
     from agent.pricing import format_usd
@@ -381,6 +387,7 @@ def plan(
         "price_override": price_override,
         "dedupe": dedupe,
         "check_models": check_models,
+        "dimensions": dimensions,
     }
     context = _context(overrides)
     chosen = resolve_provider(context)
@@ -388,7 +395,13 @@ def plan(
     spec = OutputSpec.from_values(
         _spec_input(input_file, tools, schema, tool_choice, schema_method, strict)
     )
-    checked = plan_requests(requests, provider=chosen, context=context, spec=spec)
+    checked = plan_requests(
+        requests,
+        provider=chosen,
+        context=context,
+        spec=spec,
+        endpoint=EMBEDDINGS if embed else CHAT,
+    )
     checked.discard()
     summary, estimate = price_plan(checked.summary(), chosen.name, context.price_override)
     try:

@@ -21,6 +21,7 @@ from agent.cli.options import (
     CheckModelsOption,
     DbOption,
     DedupeOption,
+    DimensionsOption,
     FormatOption,
     KeepFilesOption,
     MaxCostOption,
@@ -52,10 +53,7 @@ def embed(
             help="Embeddings model (default: text-embedding-3-small, mistral-embed, gemini-embedding-001)."
         ),
     ] = None,
-    dimensions: Annotated[
-        int | None,
-        typer.Option(help="Size of each vector, for models that take one (default: the model's)."),
-    ] = None,
+    dimensions: DimensionsOption = None,
     provider: ProviderOption = None,
     base_url: BaseUrlOption = None,
     thread: ThreadOption = None,

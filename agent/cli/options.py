@@ -148,3 +148,9 @@ AllowFailuresOption = Annotated[
         help=f"With --wait: exit 0 even when requests failed (else {EXIT_FAILED_REQUESTS}).",
     ),
 ]
+DimensionsOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Embeddings: the size of each vector, for models that take one (default: the model's)."
+    ),
+]
