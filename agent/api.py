@@ -92,7 +92,25 @@ class BatchResult:
         return self.message.text if self.message is not None else ""
 
 
-class BatchResults(list[BatchResult]):
+class ThreadSummary:
+    """A batch thread's id, status and totals, as a run returns them beside its results."""
+
+    def __init__(self, thread_id: str, values: Mapping[str, Any]) -> None:
+        """Read the summary from the thread's state values."""
+        self.thread_id: str = thread_id
+        self.status: str = str(values.get("status", "new"))
+        self.counts: dict[str, int] = dict(values.get("counts") or {})
+        self.usage: dict[str, int] = dict(values.get("usage") or {})
+        self.cost: dict[str, Any] | None = values.get("cost")
+        self.jobs: list[dict[str, Any]] = list(values.get("jobs") or [])
+
+    @property
+    def done(self) -> bool:
+        """Tell whether the batch reached a final status (results collected)."""
+        return self.status in TERMINAL_THREAD_STATUSES
+
+
+class BatchResults(list[BatchResult], ThreadSummary):
     """The results of a batch in input order, plus the thread's id, status and totals.
 
     Empty while the batch is still running (`wait=False`): call `run_batch` again with
@@ -103,23 +121,13 @@ class BatchResults(list[BatchResult]):
         self, results: Iterator[BatchResult] | list[BatchResult], thread_id: str, values: dict
     ) -> None:
         """Hold `results` and the thread state's summary."""
-        super().__init__(results)
-        self.thread_id: str = thread_id
-        self.status: str = str(values.get("status", "new"))
-        self.counts: dict[str, int] = dict(values.get("counts") or {})
-        self.usage: dict[str, int] = dict(values.get("usage") or {})
-        self.cost: dict[str, Any] | None = values.get("cost")
-        self.jobs: list[dict[str, Any]] = list(values.get("jobs") or [])
+        list.__init__(self, results)
+        ThreadSummary.__init__(self, thread_id, values)
         if self:
             # The results are the truth: the model's own output parser (a Pydantic class, an
             # `include_raw=True` dict) may judge answers unlike the graph's JSON one.
             succeeded = sum(1 for result in self if result.ok)
             self.counts.update(succeeded=succeeded, failed=len(self) - succeeded)
-
-    @property
-    def done(self) -> bool:
-        """Tell whether the batch reached a final status (results collected)."""
-        return self.status in TERMINAL_THREAD_STATUSES
 
 
 @dataclass

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.api import BatchResults, drive_thread, open_graph, run_settings
+from agent.api import ThreadSummary, drive_thread, open_graph, run_settings
 from agent.statuses import TERMINAL_THREAD_STATUSES
 from agent.vectors import decode
 
@@ -26,12 +26,12 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-class EmbeddingResults(BatchResults):
+class EmbeddingResults(ThreadSummary):
     """One vector per text in input order, plus the thread's id, status, counts and cost.
 
     `array` is a float32 array of shape (texts, dimensions), a failed text's row NaN (its
-    error in `errors`); `tolist()` gives `list[list[float]]`, as `embed_documents` returns.
-    Empty while the batch is still running (`wait=False`).
+    error in `errors`, by id); `tolist()` gives `list[list[float]]`, as `embed_documents`
+    returns. Empty while the batch is still running (`wait=False`).
     """
 
     def __init__(
@@ -43,7 +43,7 @@ class EmbeddingResults(BatchResults):
         values: dict[str, Any],
     ) -> None:
         """Hold the vectors and the thread state's summary."""
-        super().__init__([], thread_id, values)
+        super().__init__(thread_id, values)
         self.ids = ids
         self.array = array
         self.errors = errors
@@ -52,9 +52,13 @@ class EmbeddingResults(BatchResults):
         """Return the number of texts with a row (0 while running)."""
         return len(self.ids)
 
+    def __getitem__(self, index: int) -> np.ndarray[Any, Any]:
+        """Return one text's vector (float32; NaN for a failed text)."""
+        return self.array[index]  # type: ignore[no-any-return]
+
     def tolist(self) -> list[list[float]]:
         """Return the vectors as `embed_documents` returns them (failed texts: NaN rows)."""
-        return [[float(x) for x in row] for row in self.array]
+        return self.array.tolist()  # type: ignore[no-any-return]
 
 
 def run_batch_embeddings(
