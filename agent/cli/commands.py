@@ -177,6 +177,8 @@ def run_thread(
 
     context = _context(overrides)
     check_input_file(input_file)
+    if wait:
+        _check_destination(out, fmt)
     _say_what_run_does(input_file, server_input, thread)
     spec_input = graph_input
     # Served: only the flags given go to the server; its own defaults (and environment) apply
@@ -321,7 +323,11 @@ def results(
     fmt: FormatOption = ResultFormat.jsonl,
     url: UrlOption = None,
 ) -> None:
-    """Write a finished thread's results (JSONL or CSV), one per request, in input order."""
+    """Write a finished thread's results (JSONL, CSV; Parquet, npy), one per request, in input order.
+
+    Parquet and npy (an embeddings thread's float32 vectors) need --out FILE.
+    """
+    _check_destination(out, fmt)
     with open_backend(db, url, Context()) as backend:
         values = backend.values(thread)
         _require_collected(thread, values, backend.flag)
@@ -540,22 +546,39 @@ def _write_results(
     out: Path | None,
     fmt: ResultFormat = ResultFormat.jsonl,
 ) -> None:
-    """Stream a thread's results as JSONL or CSV, page by page, to `out` (else stdout).
+    """Stream a thread's results, page by page, to `out` (else stdout; JSONL and CSV only).
 
-    The store keeps each result as the very line JSONL output prints, so pages are copied out
-    without decoding a single result.
+    The store keeps each result as the very line JSONL output prints (an embeddings line with
+    its vector as base64, written out as floats), so chat pages are copied out without decoding
+    a single result. Parquet and .npy write an embeddings thread's vectors as float32.
     """
-    from agent.export import write_results
+    from agent.export import ExportError, export_results, write_results
 
+    fmt = ResultFormat(fmt)
+    _check_destination(out, fmt)
+    count = int(values.get("request_count") or 0)
     pages = backend.result_pages(thread_id, values)
-    if out is None:
-        write_results(pages, sys.stdout.buffer, fmt)
-        sys.stdout.flush()
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("wb") as fh:
-        write_results(pages, fh, fmt)
-    err.print(f"wrote {int(values.get('request_count') or 0)} results to {out}")
+    try:
+        if out is None:
+            write_results(pages, sys.stdout.buffer, fmt)
+            sys.stdout.flush()
+            return
+        report = export_results(pages, out, fmt, count if fmt.vectors_only else None)
+    except ExportError as exc:
+        raise CliError(f"thread {thread_id}: {exc}") from None
+    err.print(f"wrote {report.rows if fmt.vectors_only else count} results to {out}")
+    if report.failed:
+        blank = "NaN rows" if fmt is ResultFormat.npy else "null embeddings"
+        err.print(
+            f"warning: {report.failed:,} of {report.rows:,} requests failed: their rows are "
+            f"{blank} (their errors: --format jsonl or parquet)"
+        )
+
+
+def _check_destination(out: Path | None, fmt: ResultFormat) -> None:
+    """Refuse a binary format (Parquet, .npy) to stdout, before anything is run or read."""
+    if out is None and not ResultFormat(fmt).streams:
+        raise CliError(f"--format {fmt} writes a binary file: give --out FILE (not stdout)")
 
 
 def _require_collected(thread_id: str, values: dict[str, Any], flag: str) -> None:

@@ -29,7 +29,7 @@ FormatOption = Annotated[
     ResultFormat,
     typer.Option(
         "--format",
-        help="Results as JSONL (one object per request) or CSV (id, status, content, input_tokens, output_tokens, error).",
+        help="Results as JSONL (one object per request), CSV (id, status, content, input_tokens, output_tokens, error), or, for embeddings with --out, Parquet or npy (float32 vectors; a failed request's row NaN).",
     ),
 ]
 UrlOption = Annotated[
