@@ -40,7 +40,7 @@ from agent.providers.base import (
 )
 from agent.state import Counts, Dedup, Job, RequestError, Result, State, Usage, empty_usage
 from agent.structured import AnswerCheck, OutputSpec, answer_check, checked_result
-from agent.vectors import DIMENSIONS_KEY, VECTOR_KEY, vector_fields
+from agent.vectors import failed_vector_result, vector_result
 
 logger = logging.getLogger("batch_agent")
 
@@ -347,20 +347,12 @@ def _succeeded(request_id: str, outcome: RequestOutcome, attempt: int) -> dict[s
 def _embedded(request_id: str, outcome: RequestOutcome, attempt: int) -> dict[str, Any]:
     """Return the stored result of an embedded text: its vector as float32 (`agent.vectors`)."""
     assert outcome.vector is not None
-    return {
-        "id": request_id,
-        "status": "succeeded",
-        **vector_fields(outcome.vector),
-        "usage": outcome.usage or empty_usage(),
-        "error": None,
-        "attempts": attempt,
-    }
+    return vector_result(request_id, outcome.vector, outcome.usage or empty_usage(), attempt)
 
 
 def _not_embedded(result: dict[str, Any]) -> dict[str, Any]:
     """Return a failed result in an embeddings job's shape: no vector, no chat message."""
-    failed = {key: value for key, value in result.items() if key not in ("content", "message")}
-    return {**failed, VECTOR_KEY: None, DIMENSIONS_KEY: None}
+    return failed_vector_result(result["id"], result["error"], result["usage"], result["attempts"])
 
 
 def _dedup_saved(dedup: Dedup | None, saved: list[Cost], attempt: int) -> Dedup | None:

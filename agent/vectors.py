@@ -90,7 +90,7 @@ def is_vector_line(result: Mapping[str, Any]) -> bool:
 
 
 def vector_result(
-    request_id: str, raw: bytes, usage: Mapping[str, int], attempts: int
+    request_id: str, raw: bytes, usage: Mapping[str, object], attempts: int
 ) -> dict[str, Any]:
     """Return the stored result of an embedded text (what `agent.results` stores for one).
 
@@ -111,7 +111,7 @@ def vector_result(
 
 
 def failed_vector_result(
-    request_id: str, error: Mapping[str, Any], usage: Mapping[str, int], attempts: int
+    request_id: str, error: Mapping[str, Any], usage: Mapping[str, object], attempts: int
 ) -> dict[str, Any]:
     """Return the stored result of a text that was not embedded (`vector` null)."""
     return {
