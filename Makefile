@@ -13,7 +13,7 @@ help:
 	@echo "format   ruff format and fix imports"
 	@echo "dev      serve the graph with langgraph dev (no browser)"
 	@echo "demo     run the example batch on the offline emulator"
-	@echo "bench    run the benchmark against a plain baseline"
+	@echo "bench    run the benchmarks against plain baselines (chat, start-up, fast paths, map, embeddings)"
 
 .venv:
 	python3 -m venv .venv

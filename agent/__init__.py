@@ -29,6 +29,9 @@ The package is split by concern:
 - `agent.remote`: the same commands against a served graph (`--url`, `langgraph-sdk`).
 - `agent.export`: results as JSONL or CSV, page by page.
 - `agent.api`: `run_batch`, the Python API (exported here, imported on first use).
+- `agent.embedding_api`: `run_batch_embeddings`, vectors for texts (the same graph, `embed` input).
+- `agent.endpoints`, `agent.vectors`: what a job calls (chat, responses, embeddings); how a
+  vector is stored (float32 in the result pages).
 """
 
 from __future__ import annotations
@@ -37,12 +40,25 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agent.api import BatchError, BatchResult, BatchResults, run_batch
+    from agent.embedding_api import EmbeddingResults, run_batch_embeddings
 
-__all__ = ["BatchError", "BatchResult", "BatchResults", "run_batch"]
+__all__ = [
+    "BatchError",
+    "BatchResult",
+    "BatchResults",
+    "EmbeddingResults",
+    "run_batch",
+    "run_batch_embeddings",
+]
+_EMBEDDINGS_API = frozenset({"EmbeddingResults", "run_batch_embeddings"})
 
 
 def __getattr__(name: str) -> Any:
     """Import the Python API on first use, so `import agent` (and the CLI) stays cheap."""
+    if name in _EMBEDDINGS_API:
+        from agent import embedding_api
+
+        return getattr(embedding_api, name)
     if name in __all__:
         from agent import api
 

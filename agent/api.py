@@ -92,7 +92,25 @@ class BatchResult:
         return self.message.text if self.message is not None else ""
 
 
-class BatchResults(list[BatchResult]):
+class ThreadSummary:
+    """A batch thread's id, status and totals, as a run returns them beside its results."""
+
+    def __init__(self, thread_id: str, values: Mapping[str, Any]) -> None:
+        """Read the summary from the thread's state values."""
+        self.thread_id: str = thread_id
+        self.status: str = str(values.get("status", "new"))
+        self.counts: dict[str, int] = dict(values.get("counts") or {})
+        self.usage: dict[str, int] = dict(values.get("usage") or {})
+        self.cost: dict[str, Any] | None = values.get("cost")
+        self.jobs: list[dict[str, Any]] = list(values.get("jobs") or [])
+
+    @property
+    def done(self) -> bool:
+        """Tell whether the batch reached a final status (results collected)."""
+        return self.status in TERMINAL_THREAD_STATUSES
+
+
+class BatchResults(list[BatchResult], ThreadSummary):
     """The results of a batch in input order, plus the thread's id, status and totals.
 
     Empty while the batch is still running (`wait=False`): call `run_batch` again with
@@ -103,23 +121,13 @@ class BatchResults(list[BatchResult]):
         self, results: Iterator[BatchResult] | list[BatchResult], thread_id: str, values: dict
     ) -> None:
         """Hold `results` and the thread state's summary."""
-        super().__init__(results)
-        self.thread_id: str = thread_id
-        self.status: str = str(values.get("status", "new"))
-        self.counts: dict[str, int] = dict(values.get("counts") or {})
-        self.usage: dict[str, int] = dict(values.get("usage") or {})
-        self.cost: dict[str, Any] | None = values.get("cost")
-        self.jobs: list[dict[str, Any]] = list(values.get("jobs") or [])
+        list.__init__(self, results)
+        ThreadSummary.__init__(self, thread_id, values)
         if self:
             # The results are the truth: the model's own output parser (a Pydantic class, an
             # `include_raw=True` dict) may judge answers unlike the graph's JSON one.
             succeeded = sum(1 for result in self if result.ok)
             self.counts.update(succeeded=succeeded, failed=len(self) - succeeded)
-
-    @property
-    def done(self) -> bool:
-        """Tell whether the batch reached a final status (results collected)."""
-        return self.status in TERMINAL_THREAD_STATUSES
 
 
 @dataclass
@@ -209,27 +217,73 @@ def run_batch(
         if value is not None:
             prepared.graph_input[key] = value
     _apply_model(prepared, model)
-    settings = Context(**{k: v for k, v in prepared.context.items() if v is not None})
+    settings = run_settings(prepared.context)
 
-    if thread_id is None and requests is not None:
-        prepared.graph_input["new_thread"] = True  # a made-up id: no earlier life to look for
-    thread_id = thread_id or str(uuid.uuid4())
-    config: Any = {"configurable": {"thread_id": thread_id}}
-    with _open(db) as graph:
-        if requests is None and not graph.get_state(config).values:
-            raise ValueError(f"no batch thread {thread_id!r} in {'memory' if db is None else db}")
-        values = _advance(graph, config, settings, prepared.graph_input)
-        if wait:
-            values = drive_until_done(
-                lambda: _advance(graph, config, settings, {}),
-                values,
-                settings.next_poll_interval,
-            )
+    with open_graph(db) as graph:
+        thread_id, values = drive_thread(
+            graph,
+            thread_id,
+            settings,
+            prepared.graph_input,
+            resume=requests is None,
+            wait=wait,
+            where=db,
+        )
         if values.get("status") not in TERMINAL_THREAD_STATUSES:
             return BatchResults([], thread_id, values)
         return BatchResults(
             _read_results(graph, thread_id, values, prepared.output), thread_id, values
         )
+
+
+def run_settings(fields: Mapping[str, Any]) -> Context:
+    """Return the run context of the fields given (None: not given, the default applies).
+
+    Raises:
+        TypeError: A field is not a context field (`agent.context.Context`).
+    """
+    unknown = sorted(set(fields) - _CONTEXT_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown setting(s): {', '.join(unknown)}")
+    return Context(**{k: v for k, v in fields.items() if v is not None})
+
+
+def drive_thread(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    thread_id: str | None,
+    settings: Context,
+    graph_input: dict[str, Any],
+    *,
+    resume: bool,
+    wait: bool,
+    where: str | os.PathLike[str] | None,
+) -> tuple[str, dict[str, Any]]:
+    """Submit `graph_input` on a new thread (or `thread_id`), or resume it; with `wait`, finish it.
+
+    The one drive of `run_batch` and `run_batch_embeddings`. With `resume` (no new input) the
+    thread must exist (`where` names the database in the error).
+
+    Returns:
+        The thread's id and its values.
+
+    Raises:
+        ValueError: There is nothing to resume.
+        BatchError: A provider call failed for good; resume the thread later.
+    """
+    if thread_id is None and not resume:
+        graph_input = {**graph_input, "new_thread": True}  # a made-up id: no earlier life
+    thread_id = thread_id or str(uuid.uuid4())
+    config: Any = {"configurable": {"thread_id": thread_id}}
+    if resume and not graph.get_state(config).values:
+        raise ValueError(f"no batch thread {thread_id!r} in {'memory' if where is None else where}")
+    values = advance_thread(graph, config, settings, graph_input)
+    if wait:
+        values = drive_until_done(
+            lambda: advance_thread(graph, config, settings, {}),
+            values,
+            settings.next_poll_interval,
+        )
+    return thread_id, values
 
 
 def served_batch_arguments(
@@ -350,8 +404,13 @@ def _with_params(record: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any
 
 
 @contextmanager
-def _open(db: str | os.PathLike[str] | None) -> Iterator[CompiledStateGraph[Any, Any, Any, Any]]:
-    """Compile the batch graph on the in-memory pair, or on `db` with its thread lock."""
+def open_graph(
+    db: str | os.PathLike[str] | None,
+) -> Iterator[CompiledStateGraph[Any, Any, Any, Any]]:
+    """Compile the batch graph on the in-memory pair, or on `db` with its thread lock.
+
+    The one way `run_batch` and `run_batch_embeddings` open it (`db` as the CLI's `--db`).
+    """
     from agent.graph import build_graph
     from agent.persistence import open_batch_graph
 
@@ -373,7 +432,7 @@ def _memory() -> tuple[BaseCheckpointSaver[Any], BaseStore]:
     return _MEMORY
 
 
-def _advance(
+def advance_thread(
     graph: CompiledStateGraph[Any, Any, Any, Any],
     config: Any,
     settings: Context,

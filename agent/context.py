@@ -41,7 +41,8 @@ class Context:
         metadata={
             "description": "Model id for requests that do not name one. Empty means the "
             "provider's default (openai: gpt-4o-mini, mistral: mistral-small-latest, "
-            "anthropic: claude-haiku-4-5, gemini: gemini-2.5-flash)."
+            "anthropic: claude-haiku-4-5, gemini: gemini-2.5-flash; for embeddings: "
+            "text-embedding-3-small, mistral-embed, gemini-embedding-001)."
         },
     )
     temperature: float | None = field(
@@ -55,6 +56,14 @@ class Context:
     top_p: float | None = field(
         default=None,
         metadata={"description": "Nucleus sampling probability mass; empty uses the default."},
+    )
+    dimensions: int | None = field(
+        default=None,
+        metadata={
+            "description": "Embeddings: the size of each vector asked of the model (OpenAI "
+            "`dimensions`, Gemini `output_dimensionality`, Mistral `output_dimension`); "
+            "empty uses the model's own size."
+        },
     )
     model_settings: dict[str, Any] = field(
         default_factory=dict,

@@ -34,6 +34,7 @@ from agent.requests import BatchRequest, InputError
 HEURISTIC_BYTES_PER_TOKEN = 4
 HEURISTIC_TOKENS_PER_MESSAGE = 4
 HEURISTIC = f"heuristic (UTF-8 bytes / {HEURISTIC_BYTES_PER_TOKEN} + {HEURISTIC_TOKENS_PER_MESSAGE} per message)"
+HEURISTIC_TEXT = f"heuristic (UTF-8 bytes / {HEURISTIC_BYTES_PER_TOKEN})"
 # OpenAI chat framing (OpenAI cookbook, "How to count tokens with tiktoken").
 OPENAI_TOKENS_PER_MESSAGE = 3
 OPENAI_REPLY_PRIMING = 3
@@ -69,13 +70,18 @@ class Estimate(TypedDict):
 class TokenCounter:
     """Counts one request's input tokens for one model."""
 
-    def __init__(self, provider: str, model: str, *, exact: bool = True) -> None:
+    def __init__(
+        self, provider: str, model: str, *, exact: bool = True, framing: bool = True
+    ) -> None:
         """Pick the model's tokenizer when one ships offline (and `exact`), else the heuristic.
 
         `exact=False` skips loading the vocabulary (about 0.8 s and 77 MiB per process): a
         plain `run` without `max_cost` only shows its estimate until the real usage arrives.
+        `framing=False` counts the text alone, as an embeddings model bills it (no chat
+        framing per message, no reply priming): exact for OpenAI's embeddings models.
         """
-        self.method = HEURISTIC
+        self.framing = framing
+        self.method = HEURISTIC if framing else HEURISTIC_TEXT
         self._count: Callable[[str], int] | None = None
         if provider == "openai" and exact:
             encoding = _openai_encoding(model)
@@ -85,6 +91,11 @@ class TokenCounter:
 
     def count(self, request: BatchRequest) -> int:
         """Return the estimated input tokens of one request."""
+        if not self.framing:
+            text = "".join(_text(m) for m in request.messages)
+            if self._count is None:
+                return math.ceil(len(text.encode()) / HEURISTIC_BYTES_PER_TOKEN)
+            return self._count(text)
         if self._count is None:
             return sum(
                 HEURISTIC_TOKENS_PER_MESSAGE

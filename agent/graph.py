@@ -69,6 +69,7 @@ from agent.job_records import (
 from agent.notify import completion_payload, safe_target, send_notice
 from agent.pause import pause
 from agent.planning import (
+    has_source,
     plan_batch,
     refuse_another_request_set,
     retry_intents,
@@ -135,22 +136,26 @@ def records_errors(node: Node) -> Node:
 # --------------------------------------------------------------------------- nodes
 
 
+# The bulk input, dropped from state once every job exists (later checkpoints do not re-write it).
+_NO_SOURCE: dict[str, Any] = {"requests": [], "input_path": "", "embed": []}
+
+
 @records_errors
 def submit(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     """Plan and record job intents, then submit one intent per step (adopting existing jobs)."""
     jobs = list(state.get("jobs") or [])
-    has_source = bool(state.get("requests") or state.get("input_path"))
     if not jobs:
-        if not has_source:
+        if not has_source(state):
             raise InputError(
-                "no requests: the input is empty (give `requests` or `input_path`)", source="input"
+                "no requests: the input is empty (give `requests`, `input_path` or `embed`)",
+                source="input",
             )
         return plan_batch(state, runtime.context, runtime.store, _thread_id())
     # Input sent again to a thread that holds a batch was checked by `route_start`: the same set.
     pending = [i for i, job in enumerate(jobs) if pending_intent(job)]
     if not pending:
         # Identical input sent again to a thread whose jobs all exist: nothing to submit.
-        return {"requests": [], "input_path": "", "error": None}
+        return {**_NO_SOURCE, "error": None}
     index = pending[0]
     data = ThreadData(runtime.store, _thread_id())
     window = runtime.context.completion_window
@@ -159,8 +164,7 @@ def submit(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     if len(pending) == 1:
         # Every job exists: drop the bulk input so later checkpoints do not re-write it.
         update.update(
-            requests=[],
-            input_path="",
+            _NO_SOURCE,
             status=progress_status(jobs),
             waits_this_run=0,
             waited_seconds=0.0,
@@ -329,7 +333,7 @@ def route_start(
     if state.get("cancel") and state.get("status") not in TERMINAL_THREAD_STATUSES:
         return "cancel"
     jobs = state.get("jobs") or []
-    if state.get("requests") or state.get("input_path"):
+    if has_source(state):
         if jobs:
             refuse_another_request_set(state, runtime.context, _thread_id())
         return "submit"  # plan a new batch, or (the same set again) clear the input and go on

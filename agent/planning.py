@@ -33,7 +33,7 @@ import orjson
 
 from agent.bulk import ThreadData
 from agent.context import Context
-from agent.endpoints import CHAT, Endpoint, job_endpoint
+from agent.endpoints import CHAT, EMBEDDINGS, Endpoint, job_endpoint
 from agent.estimate import JobTokens, TokenCounter, check_budget, price_plan
 from agent.providers import provider_for_job, resolve_provider
 from agent.providers.base import BatchProvider, ProviderLimits, job_chat_model
@@ -86,6 +86,65 @@ CHECK_MODELS_OFF = (
     "turn the check off (CLI --check-models/--no-check-models, run context "
     "check_models=false, BATCH_AGENT_CHECK_MODELS=false)"
 )
+
+
+def thread_endpoint(state: State) -> Endpoint:
+    """Return what a thread's requests call: its planned endpoint, else what its input asks.
+
+    An `embed` input embeds; anything else chats.
+    """
+    planned = state.get("endpoint")
+    if planned:
+        return job_endpoint({"endpoint": planned})
+    return EMBEDDINGS if state.get("embed") else CHAT
+
+
+def has_source(state: State) -> bool:
+    """Tell whether the state holds a request source to plan (records, texts or a file)."""
+    embed = state.get("embed")
+    return bool(
+        state.get("requests") or state.get("input_path") or isinstance(embed, list) and embed
+    )
+
+
+# What an embeddings run takes of the context besides its model: no sampling, no system prompt.
+_CHAT_ONLY: dict[str, str] = {
+    "temperature": "temperature",
+    "max_tokens": "max_tokens",
+    "top_p": "top_p",
+    "system_prompt": "a system prompt",
+}
+
+
+def run_params(context: Context, endpoint: Endpoint) -> dict[str, Any]:
+    """Return the run's settings of its model object for `endpoint` (`Job.params`).
+
+    For chat, `context_params`. For embeddings, the embeddings class's settings: the context's
+    `model_settings`, plus `dimensions` when set.
+
+    Raises:
+        InputError: An embeddings run sets a chat-only field (sampling, a system prompt).
+    """
+    if endpoint != EMBEDDINGS:
+        return context_params(context)
+    given = [words for name, words in _CHAT_ONLY.items() if getattr(context, name)]
+    if given:
+        raise InputError(
+            f"an embeddings run takes no {', '.join(given)} (they are chat settings); "
+            "remove them, or run the texts as chat requests",
+            source="context",
+        )
+    if not isinstance(context.model_settings, dict):
+        raise InputError("model_settings must be a JSON object", source="context")
+    params: dict[str, Any] = dict(context.model_settings)
+    if context.dimensions is not None:
+        if type(context.dimensions) is not int or context.dimensions < 1:
+            raise InputError(
+                f"dimensions must be a positive integer, not {context.dimensions!r}",
+                source="context",
+            )
+        params["dimensions"] = context.dimensions
+    return params
 
 
 def context_params(context: Context) -> dict[str, Any]:
@@ -167,9 +226,10 @@ class Plan:
     chat_model: str = ""
     """The model of the chat model object that built every body (`Job.chat_model`)."""
     endpoint: Endpoint = CHAT
-    """The endpoint every job's requests go to (`Job.endpoint`, `BatchProvider.choose_endpoint`)."""
+    """What every job's requests call (`Job.endpoint`; for chat, `BatchProvider.choose_endpoint`
+    may make it OpenAI's Responses API)."""
     params: dict[str, Any] = field(default_factory=dict)
-    """The settings of that chat model every job records (`Job.params`): the run's, with what
+    """The settings of the model object every job records (`Job.params`): the run's, with what
     pins the endpoint."""
 
     def duplicate_summary(self) -> list[dict[str, Any]]:
@@ -216,8 +276,12 @@ def plan_requests(
     context: Context,
     spec: OutputSpec | None = None,
     exact_tokens: bool = True,
+    endpoint: Endpoint = CHAT,
 ) -> Plan:
     """Check the request set and split it into jobs, building each job's input file.
+
+    `endpoint` is what the requests call (`agent.endpoints`): embeddings requests are texts,
+    each built into the body its provider's LangChain embeddings class sends for it.
 
     `spec` (the set's tools / response schema) is bound into every body and fed into the
     request-set hash, so it is part of every job key. With `context.dedupe`, a request whose
@@ -235,17 +299,22 @@ def plan_requests(
             uploaded.
     """
     provider.check_completion_window(context.completion_window)
+    provider.check_endpoint(endpoint)
     limits = effective_limits(provider, context)
-    params = context_params(context)
+    params = run_params(context, endpoint)
+    embeddings = endpoint == EMBEDDINGS
     rules = provider.param_rules
-    check_context_params(params, rules, provider.name)
+    if not embeddings:
+        check_context_params(params, rules, provider.name)
     directory = spool_dir()
     token = uuid.uuid4().hex[:12]
     # One chat model object builds every body, as one `llm` would in realtime: a request that
     # names its own model sends that model with `llm`'s rules (`llm.invoke(msgs, model=X)`).
-    chat_model = run_chat_model(provider, context)
-    # The endpoint is the chat model's own routing, or the run's choice pinned in its settings.
-    endpoint, params = provider.choose_endpoint(chat_model, params, spec, context.endpoint)
+    chat_model = run_chat_model(provider, context, endpoint)
+    if not embeddings:
+        # Chat goes where the chat model's own routing sends it (OpenAI: chat completions or
+        # the Responses API), or where the run's choice, pinned in its settings, does.
+        endpoint, params = provider.choose_endpoint(chat_model, params, spec, context.endpoint)
     build: Callable[[BatchRequest], bytes] | None = None
     # Per job model: its context window and token counter (the model that runs and bills).
     models: dict[str, tuple[int | None, TokenCounter]] = {}
@@ -259,6 +328,8 @@ def plan_requests(
     duplicates: list[tuple[str, str]] = []
     duplicate_tokens: dict[str, JobTokens] = {}
     request: BatchRequest | None = None
+    # An embedding has no output tokens: its estimate is exact (0), not open-ended.
+    output_cap = 0 if embeddings else context.max_tokens
     try:
         for request in requests:
             update_hash(digest, request)
@@ -270,13 +341,21 @@ def plan_requests(
                 build = provider.check_ready(chat_model, params, spec, endpoint)
             if model not in models:
                 models[model] = (
-                    context_window(provider, model),
-                    TokenCounter(provider.name, model, exact=exact_tokens),
+                    None if embeddings else context_window(provider, model),
+                    TokenCounter(provider.name, model, exact=exact_tokens, framing=not embeddings),
                 )
                 first_for_model[model] = request
             window, counter = models[model]
             if window is not None:
                 check_fits(request, model, window)
+            if request.params and embeddings:
+                raise InputError(
+                    "an embeddings request takes no 'params' (set the model and dimensions "
+                    "for the whole run)",
+                    source=request.source,
+                    line=request.line,
+                    request_id=request.id,
+                )
             if request.params:  # the context's own were checked once, above
                 check_request_params(
                     request.params,
@@ -300,7 +379,7 @@ def plan_requests(
                     if original != request.id:
                         duplicates.append((request.id, original))
                         if model not in duplicate_tokens:
-                            duplicate_tokens[model] = JobTokens(counter, context.max_tokens)
+                            duplicate_tokens[model] = JobTokens(counter, output_cap)
                         duplicate_tokens[model].add(request)
                         continue
             job = filling.get(model)
@@ -315,7 +394,7 @@ def plan_requests(
                     part=len(jobs),
                     model=model,
                     path=directory / f"plan-{token}-{len(jobs)}.jsonl",
-                    tokens=JobTokens(counter, context.max_tokens),
+                    tokens=JobTokens(counter, output_cap),
                 )
                 assert job.path is not None
                 job._handle = job.path.open("wb")
@@ -356,8 +435,15 @@ def plan_requests(
     )
 
 
-def run_chat_model(provider: BatchProvider, context: Context) -> str:
-    """Return the model of the run's chat model object: the context's, else the provider's."""
+def run_chat_model(provider: BatchProvider, context: Context, endpoint: Endpoint = CHAT) -> str:
+    """Return the model of the run's model object: the context's, else the provider's default.
+
+    Raises:
+        InputError: An embeddings run on a provider without embeddings (naming the endpoint).
+    """
+    if endpoint == EMBEDDINGS:
+        provider.check_endpoint(endpoint)
+        return context.model or provider.default_embedding_model
     return context.model or provider.default_model
 
 
@@ -455,17 +541,16 @@ def new_intent(
     """Return a job record for a job that is about to be submitted.
 
     `chat_model` is the model of the chat model object that builds its bodies and parses its
-    answers (`Job.chat_model`); None means `model` itself. `endpoint` is where its requests go
+    answers (`Job.chat_model`); None means `model` itself. `endpoint` is what its requests call
     (`Job.endpoint`; a retry keeps its job's).
     """
-    return Job(
+    job = Job(
         job_key=key,
         attempt=attempt,
         provider=provider.name,
         job_id=None,
         model=model,
         chat_model=chat_model or model,
-        endpoint=endpoint,
         params=params,
         request_count=request_count,
         input_bytes=0,
@@ -485,6 +570,10 @@ def new_intent(
         errors=[],
         terminal_since=None,
     )
+    if endpoint != CHAT:
+        # Chat jobs keep the records they always had: `job_endpoint` reads no key as chat.
+        job["endpoint"] = endpoint
+    return job
 
 
 def context_window(provider: BatchProvider, model: str) -> int | None:
@@ -583,6 +672,9 @@ def plan_batch(
     """
     provider = resolve_provider(ctx)
     spec = OutputSpec.from_values(state)
+    endpoint = thread_endpoint(state)
+    if endpoint == EMBEDDINGS and spec is not None:
+        raise InputError("an embeddings run takes no tools or response schema", source="input")
     plan = plan_requests(
         source_requests(state, ctx.system_prompt),
         provider=provider,
@@ -590,6 +682,7 @@ def plan_batch(
         spec=spec,
         # Exact token counts where the budget or a plan needs them; else the cheap heuristic.
         exact_tokens=bool(state.get("dry_run")) or ctx.max_cost is not None,
+        endpoint=endpoint,
     )
     try:
         summary, estimate = price_plan(plan.summary(), provider.name, ctx.price_override)
@@ -622,6 +715,8 @@ def plan_batch(
     counts = Counts(total=total, succeeded=0, failed=0, pending=total)
     return {
         "request_count": len(plan.request_ids),
+        # The plan's: chat may have become OpenAI's Responses API (`choose_endpoint`).
+        "endpoint": plan.endpoint,
         "duplicate_count": len(plan.duplicates),
         "dedup": dedup,
         "request_hash": plan.request_hash,
@@ -657,7 +752,7 @@ def _source_fingerprint(state: State) -> str:
     The planned source stays in state until every job exists; this tells "still the planned
     input" from "input sent again" without re-reading a large file on every submit step.
     """
-    records = state.get("requests") or []
+    records = _embed_records(state.get("embed")) or state.get("requests") or []
     if records:
         return hashlib.sha256(orjson.dumps(records, option=orjson.OPT_SORT_KEYS)).hexdigest()
     path = Path(str(state.get("input_path")))
@@ -666,13 +761,23 @@ def _source_fingerprint(state: State) -> str:
 
 
 def source_requests(state: State, system_prompt: str) -> Iterator[BatchRequest]:
-    """Stream the thread's requests from inline records or the input file."""
-    records = state.get("requests") or []
+    """Stream the thread's requests from inline records, texts to embed, or the input file."""
+    records = _embed_records(state.get("embed")) or state.get("requests") or []
     if records:
         requests = iter_validated(enumerate(records, start=1), source="input")
     else:
         requests = iter_file_requests(str(state.get("input_path")))
     return iter_with_system_prompt(requests, system_prompt)
+
+
+def _embed_records(embed: Any) -> list[Any]:
+    """Return the records of an `embed` list: plain texts become `{"id": "text-N", "text"}`."""
+    if not isinstance(embed, list):
+        return []
+    return [
+        {"id": f"text-{n}", "text": item} if isinstance(item, str) else item
+        for n, item in enumerate(embed, start=1)
+    ]
 
 
 def planned_spec(state: State) -> OutputSpec | None:
@@ -692,6 +797,15 @@ def refuse_another_request_set(state: State, ctx: Context, thread_id: str) -> No
     """
     spec = OutputSpec.from_values(state)
     planned = planned_spec(state)
+    embedding = state.get("endpoint") == EMBEDDINGS
+    if embedding != bool(state.get("embed")):
+        held = "texts to embed" if embedding else "chat requests"
+        raise InputError(
+            f"thread {thread_id} already holds a batch of {held}; this input is "
+            f"{'chat requests' if embedding else 'texts to embed'}. A thread runs one request "
+            "set: send this input on a new thread; nothing was sent",
+            source="input",
+        )
     if _source_fingerprint(state) == state.get("source_fingerprint") and spec_fingerprint(
         spec
     ) == spec_fingerprint(planned):

@@ -27,6 +27,7 @@ from typing import Any
 
 from agent.bulk import PAGE_SIZE, ResultSpool, ThreadData, to_result
 from agent.context import Context
+from agent.endpoints import EMBEDDINGS, job_endpoint
 from agent.job_records import priced
 from agent.planning import planned_spec
 from agent.pricing import Cost, TokenTally, total_cost
@@ -39,6 +40,7 @@ from agent.providers.base import (
 )
 from agent.state import Counts, Dedup, Job, RequestError, Result, State, Usage, empty_usage
 from agent.structured import AnswerCheck, OutputSpec, answer_check, checked_result
+from agent.vectors import failed_vector_result, vector_result
 
 logger = logging.getLogger("batch_agent")
 
@@ -240,6 +242,12 @@ def job_results(
             # A line for a request this job does not hold: never trust position or strays.
             if request_id is None or request_id in answered:
                 continue
+            if outcome.vector is not None:
+                # An embedding: final, as an answer is.
+                answered.add(request_id)
+                failures.pop(request_id, None)
+                yield request_id, _embedded(request_id, outcome, attempt), False
+                continue
             if outcome.message is not None:
                 # An answer was produced (and billed): final, even when it cannot be used.
                 answered.add(request_id)
@@ -256,11 +264,13 @@ def job_results(
                     _failed(request_id, outcome, missing, attempt, check),
                     outcome.retryable,
                 )
+    embeddings = job_endpoint(job) == EMBEDDINGS
     for request_id, (result, retryable) in failures.items():
-        yield request_id, result, retryable
+        yield request_id, _not_embedded(result) if embeddings else result, retryable
     for request_id in ids:
         if request_id not in answered and request_id not in failures:
-            yield request_id, _failed_without_line(request_id, missing, attempt), missing_retryable
+            result = _failed_without_line(request_id, missing, attempt)
+            yield request_id, _not_embedded(result) if embeddings else result, missing_retryable
 
 
 def _missing_error(job: Job) -> tuple[RequestError, bool]:
@@ -332,6 +342,17 @@ def _succeeded(request_id: str, outcome: RequestOutcome, attempt: int) -> dict[s
         "error": None,
         "attempts": attempt,
     }
+
+
+def _embedded(request_id: str, outcome: RequestOutcome, attempt: int) -> dict[str, Any]:
+    """Return the stored result of an embedded text: its vector as float32 (`agent.vectors`)."""
+    assert outcome.vector is not None
+    return vector_result(request_id, outcome.vector, outcome.usage or empty_usage(), attempt)
+
+
+def _not_embedded(result: dict[str, Any]) -> dict[str, Any]:
+    """Return a failed result in an embeddings job's shape: no vector, no chat message."""
+    return failed_vector_result(result["id"], result["error"], result["usage"], result["attempts"])
 
 
 def _dedup_saved(dedup: Dedup | None, saved: list[Cost], attempt: int) -> Dedup | None:

@@ -211,6 +211,11 @@ class InputState(TypedDict):
     input_path: NotRequired[str]
     """Instead of `requests`: a JSONL/TXT request file readable by the graph's process, of any
     size (it is streamed, never loaded into state)."""
+    embed: NotRequired[list[str | dict[str, Any]] | bool]
+    """Embed texts instead of chatting: a list of texts or `{"id", "text"}` records (ids
+    `text-1`, `text-2`, ... for plain texts), or `true` with `requests` / `input_path` holding
+    such records. Each text gets one vector (`agent.endpoints`); the vectors are kept in the
+    store's result pages as float32, never in state (`batch-agent results --format parquet`)."""
     dry_run: NotRequired[bool]
     """Plan only: check the requests and report jobs, requests and bytes per job in `plan`,
     without uploading anything."""
@@ -283,6 +288,9 @@ class State(InputState, OutputState):
 
     request_count: NotRequired[int]
     """Internal: requests in the batch; their ids are in the store in input order (`agent.bulk`)."""
+    endpoint: NotRequired[Endpoint]
+    """Internal: what the thread's requests call ('chat', 'responses', 'embeddings'), decided
+    when the batch was planned; every job records its own too (`Job.endpoint`)."""
     duplicate_count: NotRequired[int]
     """Internal: requests not sent because an identical one was (their pairs are in the store)."""
     system_prompt: NotRequired[str]

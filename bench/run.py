@@ -11,6 +11,9 @@ A third table (`bench/startup.py`) times start-up: `status`, `threads` and `run`
 A fourth (`bench/fastpath_micro.py`) gives each provider's body-building and result-parsing rates,
 reference path against fast path (OpenAI, Mistral, Gemini). A fifth (`bench/map_bench.py`) runs a
 user's three-step graph over 10,000 items with `batch-agent map` against three plain `run` calls.
+A sixth (`bench/embed_bench.py`) exports 1,000,000 stored embeddings of 1,536 dimensions to
+Parquet and `.npy` (wall, rows/s, MB/s, peak RSS; goal under 1 GiB) and runs `batch-agent embed`
+on 100,000 texts against a plain openai SDK + numpy script.
 
 A second table simulates polling with a fake clock against the emulator: how many status calls a
 job of 1, 6 and 24 hours costs with the default backoff, and how late its completion is noticed.
@@ -311,6 +314,15 @@ def main() -> None:
     parser.add_argument("--no-simulation", action="store_true")
     parser.add_argument("--no-startup", action="store_true", help="skip bench/startup.py")
     parser.add_argument("--no-fastpath", action="store_true", help="skip bench/fastpath_micro.py")
+    parser.add_argument("--no-map", action="store_true", help="skip bench/map_bench.py")
+    parser.add_argument("--map-items", type=int, default=10_000, help="items of bench/map_bench.py")
+    parser.add_argument("--no-embed", action="store_true", help="skip bench/embed_bench.py")
+    parser.add_argument(
+        "--embed-vectors", type=int, default=1_000_000, help="vectors bench/embed_bench.py exports"
+    )
+    parser.add_argument(
+        "--embed-texts", type=int, default=100_000, help="texts bench/embed_bench.py embeds"
+    )
     parser.add_argument(
         "--repeat",
         type=int,
@@ -424,6 +436,14 @@ def main() -> None:
 
         console.print("[bold]a user's graph over a dataset: map against plain run calls[/bold]")
         map_bench.main(["--items", str(args.map_items)])
+
+    if not args.no_embed:
+        import embed_bench  # bench/embed_bench.py, next to this script
+
+        console.print(
+            "[bold]embeddings: export to Parquet / .npy, and embed against plain SDK[/bold]"
+        )
+        embed_bench.main(["--vectors", str(args.embed_vectors), "--texts", str(args.embed_texts)])
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import typer
 # typer vendors click (`typer._click`) and names this one error class nowhere public.
 from typer._click.exceptions import NoArgsIsHelpError
 
-from agent.cli import commands, emulator_commands, map_command
+from agent.cli import commands, embed_command, emulator_commands, map_command
 from agent.cli.errors import EXIT_ERROR, EXIT_USAGE, debug_from_env, report_error
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ for command in (
     commands.plan,
 ):
     app.command()(command)
+app.command()(embed_command.embed)
 app.command("map")(map_command.map_)
 emulator_app.command("serve")(emulator_commands.serve)
 emulator_app.command("jobs")(emulator_commands.jobs)

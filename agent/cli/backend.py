@@ -40,6 +40,7 @@ READ_KEYS = frozenset(
         "polls",
         "error",
         "request_count",
+        "endpoint",
         "results_store",
     }
 )

@@ -23,9 +23,12 @@ from agent.cli.backend import Backend, check_input_file, open_backend
 from agent.cli.errors import EXIT_FAILED_REQUESTS, CliError
 from agent.cli.map_ops import cancel_map, open_map, show_map
 from agent.cli.options import (
+    AllowFailuresOption,
+    BaseUrlOption,
     CheckModelsOption,
     DbOption,
     DedupeOption,
+    DimensionsOption,
     EndpointOption,
     FormatOption,
     JsonOption,
@@ -33,17 +36,22 @@ from agent.cli.options import (
     MaxCostOption,
     ModelOption,
     OutOption,
+    PollBackoffOption,
+    PollIntervalOption,
     PriceOverrideOption,
     ProviderOption,
     SchemaMethodOption,
     SchemaOption,
+    ServerInputOption,
     StrictOption,
     SystemOption,
     ThreadArgument,
+    ThreadOption,
     ToolChoiceOption,
     ToolsOption,
     UrlOption,
     ValidateSchemaOption,
+    WaitOption,
     WebhookOption,
 )
 from agent.cli.render import (
@@ -83,37 +91,20 @@ def run(
     max_tokens: Annotated[
         int | None, typer.Option(help="Maximum tokens to generate per request.")
     ] = None,
-    base_url: Annotated[
-        str | None, typer.Option(help="Send the provider SDK to this compatible endpoint.")
-    ] = None,
+    base_url: BaseUrlOption = None,
     endpoint: EndpointOption = None,
-    thread: Annotated[
-        str | None, typer.Option(help="Thread to submit on or resume (default: a new thread).")
-    ] = None,
+    thread: ThreadOption = None,
     db: DbOption = None,
-    wait: Annotated[
-        bool, typer.Option("--wait", help="Poll until the job is done, then write results.")
-    ] = False,
-    poll_interval: Annotated[
-        float | None,
-        typer.Option(help="First pause between polls with --wait (grows by the backoff factor)."),
-    ] = None,
-    poll_backoff: Annotated[
-        float | None,
-        typer.Option(help="Factor by which the pause grows (1 keeps it constant; default 1.5)."),
-    ] = None,
+    wait: WaitOption = False,
+    poll_interval: PollIntervalOption = None,
+    poll_backoff: PollBackoffOption = None,
     out: OutOption = None,
     max_cost: MaxCostOption = None,
     price_override: PriceOverrideOption = None,
     dedupe: DedupeOption = None,
     webhook_url: WebhookOption = None,
     url: UrlOption = None,
-    server_input: Annotated[
-        str | None,
-        typer.Option(
-            help="With --url: a request file on the server's file system (any size), instead of sending INPUT inline.",
-        ),
-    ] = None,
+    server_input: ServerInputOption = None,
     fmt: FormatOption = ResultFormat.jsonl,
     tools: ToolsOption = None,
     schema: SchemaOption = None,
@@ -123,13 +114,7 @@ def run(
     validate_schema: ValidateSchemaOption = False,
     check_models: CheckModelsOption = None,
     keep_files: KeepFilesOption = None,
-    allow_failures: Annotated[
-        bool,
-        typer.Option(
-            "--allow-failures",
-            help=f"With --wait: exit 0 even when requests failed (else {EXIT_FAILED_REQUESTS}).",
-        ),
-    ] = False,
+    allow_failures: AllowFailuresOption = False,
 ) -> None:
     """Submit INPUT on a new thread (or --thread), or resume --thread; with --wait, finish it.
 
@@ -155,12 +140,50 @@ def run(
         "check_models": check_models,
         "keep_files": keep_files,
     }
+    check_input_file(input_file)
+    spec_input = _spec_input(input_file, tools, schema, tool_choice, schema_method, strict)
+    run_thread(
+        overrides,
+        input_file=input_file,
+        server_input=server_input,
+        graph_input=spec_input,
+        thread=thread,
+        db=db,
+        url=url,
+        wait=wait,
+        out=out,
+        fmt=fmt,
+        allow_failures=allow_failures,
+    )
+
+
+def run_thread(
+    overrides: dict[str, Any],
+    *,
+    input_file: Path | None,
+    server_input: str | None,
+    graph_input: dict[str, Any],
+    thread: str | None,
+    db: str | None,
+    url: str | None,
+    wait: bool,
+    out: Path | None,
+    fmt: ResultFormat,
+    allow_failures: bool,
+) -> None:
+    """Submit INPUT on a new thread (or `thread`), or resume it; with `wait`, finish it.
+
+    The one body of `run` and `embed`: `overrides` are the context flags given (None: not
+    given), `graph_input` what the input adds besides its file (tools, a schema, `embed`).
+    """
     from agent.cli.progress import WaitDisplay
 
     context = _context(overrides)
     check_input_file(input_file)
+    if wait:
+        _check_destination(out, fmt)
     _say_what_run_does(input_file, server_input, thread)
-    spec_input = _spec_input(input_file, tools, schema, tool_choice, schema_method, strict)
+    spec_input = graph_input
     # Served: only the flags given go to the server; its own defaults (and environment) apply
     # otherwise. Locally a thread that is only resumed must exist; a new one may make the file.
     run_context = {k: v for k, v in overrides.items() if v is not None}
@@ -303,7 +326,11 @@ def results(
     fmt: FormatOption = ResultFormat.jsonl,
     url: UrlOption = None,
 ) -> None:
-    """Write a finished thread's results (JSONL or CSV), one per request, in input order."""
+    """Write a finished thread's results (JSONL, CSV; Parquet, npy), one per request, in input order.
+
+    Parquet and npy (an embeddings thread's float32 vectors) need --out FILE.
+    """
+    _check_destination(out, fmt)
     with open_backend(db, url, Context()) as backend:
         values = backend.values(thread)
         _require_collected(thread, values, backend.flag)
@@ -338,6 +365,10 @@ def plan(
     strict: StrictOption = None,
     validate_schema: ValidateSchemaOption = False,
     check_models: CheckModelsOption = None,
+    embed: Annotated[
+        bool, typer.Option("--embed", help="Plan INPUT's texts as `embed` would send them.")
+    ] = False,
+    dimensions: DimensionsOption = None,
 ) -> None:
     """Check INPUT; show its jobs, estimated tokens and cost, without uploading anything.
 
@@ -346,6 +377,7 @@ def plan(
     """
     from rich.table import Table
 
+    from agent.endpoints import CHAT, EMBEDDINGS
     from agent.estimate import check_budget, describe, price_plan
     from agent.planning import dedup_estimate, effective_limits, plan_requests
     from agent.pricing import format_usd
@@ -366,6 +398,7 @@ def plan(
         "price_override": price_override,
         "dedupe": dedupe,
         "check_models": check_models,
+        "dimensions": dimensions,
     }
     context = _context(overrides)
     chosen = resolve_provider(context)
@@ -373,7 +406,13 @@ def plan(
     spec = OutputSpec.from_values(
         _spec_input(input_file, tools, schema, tool_choice, schema_method, strict)
     )
-    checked = plan_requests(requests, provider=chosen, context=context, spec=spec)
+    checked = plan_requests(
+        requests,
+        provider=chosen,
+        context=context,
+        spec=spec,
+        endpoint=EMBEDDINGS if embed else CHAT,
+    )
     checked.discard()
     summary, estimate = price_plan(checked.summary(), chosen.name, context.price_override)
     try:
@@ -512,22 +551,39 @@ def _write_results(
     out: Path | None,
     fmt: ResultFormat = ResultFormat.jsonl,
 ) -> None:
-    """Stream a thread's results as JSONL or CSV, page by page, to `out` (else stdout).
+    """Stream a thread's results, page by page, to `out` (else stdout; JSONL and CSV only).
 
-    The store keeps each result as the very line JSONL output prints, so pages are copied out
-    without decoding a single result.
+    The store keeps each result as the very line JSONL output prints (an embeddings line with
+    its vector as base64, written out as floats), so chat pages are copied out without decoding
+    a single result. Parquet and .npy write an embeddings thread's vectors as float32.
     """
-    from agent.export import write_results
+    from agent.export import ExportError, export_results, write_results
 
+    fmt = ResultFormat(fmt)
+    _check_destination(out, fmt)
+    count = int(values.get("request_count") or 0)
     pages = backend.result_pages(thread_id, values)
-    if out is None:
-        write_results(pages, sys.stdout.buffer, fmt)
-        sys.stdout.flush()
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("wb") as fh:
-        write_results(pages, fh, fmt)
-    err.print(f"wrote {int(values.get('request_count') or 0)} results to {out}")
+    try:
+        if out is None:
+            write_results(pages, sys.stdout.buffer, fmt)
+            sys.stdout.flush()
+            return
+        report = export_results(pages, out, fmt, count if fmt.vectors_only else None)
+    except ExportError as exc:
+        raise CliError(f"thread {thread_id}: {exc}") from None
+    err.print(f"wrote {report.rows if fmt.vectors_only else count} results to {out}")
+    if report.failed:
+        blank = "NaN rows" if fmt is ResultFormat.npy else "null embeddings"
+        err.print(
+            f"warning: {report.failed:,} of {report.rows:,} requests failed: their rows are "
+            f"{blank} (their errors: --format jsonl or parquet)"
+        )
+
+
+def _check_destination(out: Path | None, fmt: ResultFormat) -> None:
+    """Refuse a binary format (Parquet, .npy) to stdout, before anything is run or read."""
+    if out is None and not ResultFormat(fmt).streams:
+        raise CliError(f"--format {fmt} writes a binary file: give --out FILE (not stdout)")
 
 
 def _require_collected(thread_id: str, values: dict[str, Any], flag: str) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from agent.cli.errors import EXIT_FAILED_REQUESTS
 from agent.export import ResultFormat
 
 DbOption = Annotated[
@@ -28,7 +29,7 @@ FormatOption = Annotated[
     ResultFormat,
     typer.Option(
         "--format",
-        help="Results as JSONL (one object per request) or CSV (id, status, content, input_tokens, output_tokens, error).",
+        help="Results as JSONL (one object per request), CSV (id, status, content, input_tokens, output_tokens, error), or, for embeddings with --out, Parquet or npy (float32 vectors; a failed request's row NaN).",
     ),
 ]
 UrlOption = Annotated[
@@ -123,3 +124,39 @@ EndpointOption = Annotated[
 ]
 ThreadArgument = Annotated[str, typer.Argument(help="Thread ID printed by `run`.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+BaseUrlOption = Annotated[
+    str | None, typer.Option(help="Send the provider SDK to this compatible endpoint.")
+]
+ThreadOption = Annotated[
+    str | None, typer.Option(help="Thread to submit on or resume (default: a new thread).")
+]
+WaitOption = Annotated[
+    bool, typer.Option("--wait", help="Poll until the job is done, then write results.")
+]
+PollIntervalOption = Annotated[
+    float | None,
+    typer.Option(help="First pause between polls with --wait (grows by the backoff factor)."),
+]
+PollBackoffOption = Annotated[
+    float | None,
+    typer.Option(help="Factor by which the pause grows (1 keeps it constant; default 1.5)."),
+]
+ServerInputOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --url: a request file on the server's file system (any size), instead of sending INPUT inline.",
+    ),
+]
+AllowFailuresOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-failures",
+        help=f"With --wait: exit 0 even when requests failed (else {EXIT_FAILED_REQUESTS}).",
+    ),
+]
+DimensionsOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Embeddings: the size of each vector, for models that take one (default: the model's)."
+    ),
+]

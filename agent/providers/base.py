@@ -36,7 +36,7 @@ from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
 from agent.batched.calls import BatchCallError, as_batch_call_error, failure_text
-from agent.endpoints import CHAT, EMBEDDINGS, ENDPOINTS, Endpoint, job_endpoint, unsupported
+from agent.endpoints import CHAT, EMBEDDINGS, RESPONSES, Endpoint, job_endpoint, unsupported
 from agent.error_text import exception_text
 from agent.providers.errors import ProviderError, TransientProviderError, provider_call
 from agent.providers.params import ParamRules
@@ -338,6 +338,8 @@ class BatchProvider(ABC):
     name: str
     """Protocol name stored in `Job.provider` ('openai', 'mistral', 'anthropic', 'gemini')."""
     default_model: str
+    default_embedding_model: str = ""
+    """The embeddings model of a run that names none ('' for a provider without embeddings)."""
     limits: ProviderLimits
     param_rules: ParamRules = MappingProxyType({})
     """The provider's documented numeric parameter ranges (`agent.providers.params`)."""
@@ -466,12 +468,16 @@ class BatchProvider(ABC):
                 the same lines and parses as that model does.
 
         Raises:
-            InputError: The endpoint is unknown or not one this provider batches.
+            InputError: The endpoint is not chat or responses, or not one this provider batches.
         """
         endpoint = requested or CHAT
-        if endpoint not in ENDPOINTS:
+        if endpoint not in (CHAT, RESPONSES):
+            # Embeddings are asked for by the input (`{"embed": ...}`), not the run's setting.
             raise InputError(
-                f"unknown endpoint {endpoint!r} (known: {', '.join(ENDPOINTS)})", source="context"
+                f"endpoint {endpoint!r} is not one a chat run can choose: '' (what the model "
+                "object says), 'chat' or 'responses' (embeddings: an 'embed' input, "
+                "batch-agent embed)",
+                source="context",
             )
         self.check_endpoint(endpoint)  # type: ignore[arg-type]
         return endpoint, params  # type: ignore[return-value]

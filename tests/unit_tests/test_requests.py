@@ -104,7 +104,7 @@ def test_txt_one_prompt_per_line_ids_by_line_number(tmp_path: Path) -> None:
         ),
         (
             [json.dumps({"id": "a"})],
-            "in.jsonl:1: a record needs 'prompt' or 'messages' (request id 'a')",
+            "in.jsonl:1: a record needs 'prompt' (or 'text') or 'messages' (request id 'a')",
         ),
         (
             [json.dumps({"id": "a", "messages": [{"role": "robot", "content": "x"}]})],
@@ -137,8 +137,8 @@ def test_txt_one_prompt_per_line_ids_by_line_number(tmp_path: Path) -> None:
                 json.dumps({"id": "a", "prompt": "x"}),
                 json.dumps({"id": "b", "prompt": "y", "model": "gpt-4o"}),
             ],
-            "in.jsonl:2: unknown key 'model' (this form has id, messages, params, prompt; model "
-            "parameters such as 'model' or 'temperature' go in 'params') (request id 'b')",
+            "in.jsonl:2: unknown key 'model' (this form has id, messages, params, prompt, text; "
+            "model parameters such as 'model' or 'temperature' go in 'params') (request id 'b')",
         ),
         (
             [

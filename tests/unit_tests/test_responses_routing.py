@@ -217,8 +217,12 @@ def test_a_request_file_is_refused_before_upload(tmp_path: Path) -> None:
 def test_another_provider_refuses_the_responses_endpoint() -> None:
     with pytest.raises(InputError, match=r"mistral does not batch the responses endpoint"):
         _graph_run({"requests": [PROMPT]}, provider="mistral", endpoint="responses")
-    with pytest.raises(InputError, match=r"unknown endpoint 'completions'"):
+    with pytest.raises(
+        InputError, match=r"endpoint 'completions' is not one a chat run can choose"
+    ):
         _graph_run({"requests": [PROMPT]}, endpoint="completions")
+    with pytest.raises(InputError, match=r"embeddings: an 'embed' input"):
+        _graph_run({"requests": [PROMPT]}, endpoint="embeddings")
     _assert_nothing_sent()
 
 

@@ -188,6 +188,7 @@ class GeminiProvider(BatchProvider):
     name = "gemini"
     http_by_code = realtime_errors.HTTP_BY_CODE
     default_model = "gemini-2.5-flash"
+    default_embedding_model = "gemini-embedding-001"
     limits = ProviderLimits(max_requests=MAX_REQUESTS, max_file_bytes=MAX_FILE_BYTES)
     keeps_input = False
     param_rules = PARAM_RULES

@@ -111,6 +111,7 @@ class MistralProvider(BatchProvider):
     name = "mistral"
     http_by_code = realtime_errors.HTTP_BY_CODE
     default_model = "mistral-small-latest"
+    default_embedding_model = "mistral-embed"
     # Mistral caps pending requests per workspace (1M) rather than per job; keep jobs OpenAI-sized.
     limits = ProviderLimits(max_requests=1_000_000, max_file_bytes=512 * 1024 * 1024)
     param_rules = PARAM_RULES

@@ -92,6 +92,7 @@ class OpenAIProvider(BatchProvider):
 
     name = "openai"
     default_model = "gpt-4o-mini"
+    default_embedding_model = "text-embedding-3-small"
     limits = ProviderLimits(max_requests=50_000, max_file_bytes=200 * 1024 * 1024)
     param_rules = PARAM_RULES
     supports_output_spec = True
