@@ -113,6 +113,8 @@ _CHAT_ONLY: dict[str, str] = {
     "max_tokens": "max_tokens",
     "top_p": "top_p",
     "system_prompt": "a system prompt",
+    # Chat completions or OpenAI's Responses API: embeddings have their own endpoint.
+    "endpoint": "endpoint choice",
 }
 
 

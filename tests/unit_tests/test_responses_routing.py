@@ -28,6 +28,7 @@ from agent import run_batch
 from agent.context import Context
 from agent.emulator import list_jobs, read_access_log
 from agent.graph import build_graph
+from agent.planning import run_params
 from agent.providers.openai import OpenAIProvider
 from agent.requests import BatchRequest, InputError
 from tests.realtime import MESSAGE_SETS, OPENAI_RESPONSE
@@ -243,3 +244,9 @@ def test_run_batch_batches_a_model_object_set_for_the_responses_api_there(
         results = run_batch(["Hello"], model=runnable, poll_interval_seconds=0.1)
         assert [job["endpoint"] for job in results.jobs] == ["responses"]
         assert [result.ok for result in results] == [True]
+
+
+def test_an_embeddings_run_takes_no_endpoint_choice() -> None:
+    # The settings an embeddings run's jobs would record: refused, as sampling is.
+    with pytest.raises(InputError, match=r"embeddings run takes no endpoint choice"):
+        run_params(Context(provider="openai", endpoint="responses"), "embeddings")
