@@ -74,6 +74,16 @@ class Context:
             "or the endpoint (see base_url, organization)."
         },
     )
+    endpoint: str = field(
+        default="",
+        metadata={
+            "description": "Which API the batch's requests go to: '' (what the chat model "
+            "object says: OpenAI's Responses API when its settings route there, e.g. "
+            "use_responses_api, reasoning, output_version 'responses/v1'), 'chat' (chat "
+            "completions; OpenAI: pins use_responses_api=false) or 'responses' (OpenAI's "
+            "/v1/responses: pins use_responses_api=true; other providers refuse it)."
+        },
+    )
     system_prompt: str = field(
         default="",
         metadata={

@@ -8,7 +8,8 @@ per-request parameters, and the request set's tools / response schema (the graph
 Exactness is checked, not assumed: the batch body built from the returned spec (through
 `bind_tools` / `with_structured_output` again, `agent.structured`) is compared with the body the
 given runnable would send for a probe message, and a model whose requests the batch path cannot
-reproduce (say, one set to use the Responses API) is refused with the keys that differ.
+reproduce is refused with the keys that differ. A `ChatOpenAI` routed to the Responses API is
+batched there (its settings pin `use_responses_api`, `agent.providers.openai.responses`).
 API keys and HTTP clients are never read into the spec.
 """
 
@@ -58,15 +59,15 @@ def spec_from_chat_model(runnable: Runnable[Any, Any]) -> dict[str, Any]:
     Raises:
         TypeError: The runnable holds no chat model of a supported provider.
         ValueError: The batch path cannot reproduce this model's requests or answers exactly
-            (naming the setting: OpenAI's Responses API, response headers, streaming, HTTP
-            headers, Anthropic betas, ...).
+            (naming the setting: response headers, streaming, HTTP headers, Anthropic
+            betas, ...).
     """
     binding, llm = _find_model(runnable)
     provider, module = _provider_of(llm)
     model = str(getattr(llm, "model_name", None) or getattr(llm, "model", ""))
     kwargs = dict(binding.kwargs) if binding is not None else {}
-    _refuse_responses_api(module, llm, kwargs)
     params, settings, endpoint = _model_settings(module, llm, model)
+    settings.update(_endpoint_settings(module, llm, kwargs))
     reference = module.chat_model(model, {**settings, **params})
     pydantic_format = isinstance(kwargs.get("response_format"), type)
     if pydantic_format and provider == "openai":
@@ -328,16 +329,33 @@ def _bound_json_schema(kwargs: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _refuse_responses_api(module: Any, llm: BaseChatModel, kwargs: dict[str, Any]) -> None:
-    """Refuse a model whose realtime calls go to OpenAI's Responses API (not batched yet)."""
-    trigger = getattr(module, "responses_trigger", None)
-    if trigger is None:
-        return
-    cause = trigger(llm, {k: v for k, v in kwargs.items() if k != _TRACING_KEY})
-    if cause is not None:
-        raise ValueError(
-            f"cannot batch this {type(llm).__name__}'s requests: {module.responses_refusal(cause)}"
-        )
+def _endpoint_settings(module: Any, llm: BaseChatModel, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Return the setting that sends the batch to the API the runnable's realtime calls go to.
+
+    A `ChatOpenAI` whose own settings route it to the Responses API is carried by them. One
+    that goes there only through what its wrapper passes on every call (`.bind(reasoning=...)`)
+    gets `use_responses_api=True`: the same bodies, and the job's endpoint is then the
+    Responses API (`agent.providers.openai.responses.openai_endpoint`).
+    """
+    routes = getattr(module, "routes_to_responses", None)
+    if routes is None or getattr(llm, "use_responses_api", None) is not None:
+        return {}
+    call = {k: v for k, v in kwargs.items() if k != _TRACING_KEY}
+    if routes(llm, call) and not routes(llm, {}):
+        return {"use_responses_api": True}
+    return {}
+
+
+def _realtime_body(module: Any) -> Any:
+    """Return the provider's "body realtime would send" (Anthropic: the Messages params).
+
+    OpenAI's goes to chat completions or the Responses API, as the model routes the call.
+    """
+    if getattr(module, "routes_to_responses", None) is not None:
+        from agent.providers.openai.responses import realtime_body
+
+        return realtime_body
+    return getattr(module, "request_body", None) or module.request_params
 
 
 def _check_same_body(
@@ -350,8 +368,7 @@ def _check_same_body(
 ) -> None:
     """Refuse the spec unless it rebuilds the body the given runnable would send."""
     user_kwargs = {k: v for k, v in kwargs.items() if k != _TRACING_KEY}
-    # Each provider module's "body realtime would send" (Anthropic: the Messages params).
-    body = getattr(module, "request_body", None) or module.request_params
+    body = _realtime_body(module)
     theirs = body(llm, _PROBE, user_kwargs)
     probe = BatchRequest(_PROBE.id, _PROBE.messages, request_params)
     ours = body(reference, probe, bound)

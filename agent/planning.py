@@ -113,6 +113,8 @@ _CHAT_ONLY: dict[str, str] = {
     "max_tokens": "max_tokens",
     "top_p": "top_p",
     "system_prompt": "a system prompt",
+    # Chat completions or OpenAI's Responses API: embeddings have their own endpoint.
+    "endpoint": "endpoint choice",
 }
 
 
@@ -226,7 +228,11 @@ class Plan:
     chat_model: str = ""
     """The model of the chat model object that built every body (`Job.chat_model`)."""
     endpoint: Endpoint = CHAT
-    """What every job's requests call (`Job.endpoint`)."""
+    """What every job's requests call (`Job.endpoint`; for chat, `BatchProvider.choose_endpoint`
+    may make it OpenAI's Responses API)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The settings of the model object every job records (`Job.params`): the run's, with what
+    pins the endpoint."""
 
     def duplicate_summary(self) -> list[dict[str, Any]]:
         """Return the duplicates per model as plan-like entries (to price what they save)."""
@@ -307,6 +313,10 @@ def plan_requests(
     # One chat model object builds every body, as one `llm` would in realtime: a request that
     # names its own model sends that model with `llm`'s rules (`llm.invoke(msgs, model=X)`).
     chat_model = run_chat_model(provider, context, endpoint)
+    if not embeddings:
+        # Chat goes where the chat model's own routing sends it (OpenAI: chat completions or
+        # the Responses API), or where the run's choice, pinned in its settings, does.
+        endpoint, params = provider.choose_endpoint(chat_model, params, spec, context.endpoint)
     build: Callable[[BatchRequest], bytes] | None = None
     # Per job model: its context window and token counter (the model that runs and bills).
     models: dict[str, tuple[int | None, TokenCounter]] = {}
@@ -423,6 +433,7 @@ def plan_requests(
         duplicate_tokens=duplicate_tokens,
         chat_model=chat_model,
         endpoint=endpoint,
+        params=params,
     )
 
 
@@ -463,7 +474,6 @@ _ID_FIELDS = (b'{"custom_id":', b'{"key":')
 
 def intents_for(plan: Plan, provider: BatchProvider, context: Context, thread_id: str) -> list[Job]:
     """Turn a plan into job intents and move each spool file to its job key's name."""
-    params = run_params(context, plan.endpoint)
     intents = []
     for planned in plan.jobs:
         key = job_key(thread_id, plan.request_hash, 1, planned.part)
@@ -475,7 +485,7 @@ def intents_for(plan: Plan, provider: BatchProvider, context: Context, thread_id
             key=key,
             attempt=1,
             model=planned.model,
-            params=params,
+            params=plan.params,
             request_count=len(planned.request_ids),
             chat_model=plan.chat_model,
             endpoint=plan.endpoint,
@@ -533,7 +543,8 @@ def new_intent(
     """Return a job record for a job that is about to be submitted.
 
     `chat_model` is the model of the chat model object that builds its bodies and parses its
-    answers (`Job.chat_model`); None means `model` itself. `endpoint` is what its requests call.
+    answers (`Job.chat_model`); None means `model` itself. `endpoint` is what its requests call
+    (`Job.endpoint`; a retry keeps its job's).
     """
     job = Job(
         job_key=key,
@@ -706,7 +717,8 @@ def plan_batch(
     counts = Counts(total=total, succeeded=0, failed=0, pending=total)
     return {
         "request_count": len(plan.request_ids),
-        "endpoint": endpoint,
+        # The plan's: chat may have become OpenAI's Responses API (`choose_endpoint`).
+        "endpoint": plan.endpoint,
         "duplicate_count": len(plan.duplicates),
         "dedup": dedup,
         "request_hash": plan.request_hash,

@@ -29,6 +29,7 @@ from agent.cli.options import (
     DbOption,
     DedupeOption,
     DimensionsOption,
+    EndpointOption,
     FormatOption,
     JsonOption,
     KeepFilesOption,
@@ -91,6 +92,7 @@ def run(
         int | None, typer.Option(help="Maximum tokens to generate per request.")
     ] = None,
     base_url: BaseUrlOption = None,
+    endpoint: EndpointOption = None,
     thread: ThreadOption = None,
     db: DbOption = None,
     wait: WaitOption = False,
@@ -132,6 +134,7 @@ def run(
         "temperature": temperature,
         "max_tokens": max_tokens,
         "base_url": base_url,
+        "endpoint": endpoint,
         "poll_interval_seconds": poll_interval,
         "poll_backoff": poll_backoff,
         "check_models": check_models,
@@ -341,6 +344,7 @@ def plan(
     provider: ProviderOption = None,
     model: ModelOption = None,
     system: SystemOption = None,
+    endpoint: EndpointOption = None,
     max_requests_per_job: Annotated[
         int | None, typer.Option(help="Cap on requests per job.")
     ] = None,
@@ -386,6 +390,7 @@ def plan(
         "provider": provider,
         "model": model,
         "system_prompt": system,
+        "endpoint": endpoint,
         "max_requests_per_job": max_requests_per_job,
         "max_file_bytes": max_file_bytes,
         "max_tokens": max_tokens,

@@ -116,6 +116,12 @@ CheckModelsOption = Annotated[
         help="Refuse, before uploading, models the provider's LangChain model profiles do not know (default: on; turn off for new, fine-tuned or self-hosted models).",
     ),
 ]
+EndpointOption = Annotated[
+    str | None,
+    typer.Option(
+        help="API the requests go to: chat or responses (OpenAI's /v1/responses, as ChatOpenAI(use_responses_api=True) calls it). Default: what the model object says.",
+    ),
+]
 ThreadArgument = Annotated[str, typer.Argument(help="Thread ID printed by `run`.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
 BaseUrlOption = Annotated[

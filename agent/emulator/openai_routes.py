@@ -23,6 +23,7 @@ import json
 import secrets
 from typing import Any
 
+from agent.emulator import responses_answers
 from agent.emulator.answers import (
     InvalidRequest,
     Reply,
@@ -42,13 +43,16 @@ from agent.emulator.faults import (
 from agent.emulator.file_routes import FileRoutes, public
 from agent.emulator.jobs import JobLifecycle, Phase, Timeline, split_counts
 from agent.emulator.model_routes import add_model_routes
+from agent.emulator.responses_answers import RESPONSES_ENDPOINT
 from agent.emulator.result_files import RequestLine
 from agent.emulator.store import Provider, Store
 from agent.emulator.web import HttpError, Request, Response, json_response
 
 PROVIDER: Provider = "openai"
 TIMELINE = Timeline(start=0.1, finalize=0.8)
-SUPPORTED_ENDPOINT = "/v1/chat/completions"
+# The endpoints whose lines the emulator answers: chat completions and the Responses API
+# (`agent.emulator.responses_answers`).
+SUPPORTED_ENDPOINTS = ("/v1/chat/completions", RESPONSES_ENDPOINT)
 KNOWN_ENDPOINTS = frozenset(
     {
         "/v1/responses",
@@ -212,11 +216,11 @@ class OpenAIRoutes(FileRoutes):
             raise HttpError(400, "Missing required parameter: 'endpoint'.", param="endpoint")
         if endpoint not in KNOWN_ENDPOINTS:
             raise HttpError(400, f"Invalid value for 'endpoint': {endpoint!r}.", param="endpoint")
-        if endpoint != SUPPORTED_ENDPOINT:
-            # Deliberate limit: the emulator only knows how to answer chat completions.
+        if endpoint not in SUPPORTED_ENDPOINTS:
+            # Deliberate limit: the emulator only knows how to answer these.
             raise HttpError(
                 400,
-                f"The emulator only supports endpoint {SUPPORTED_ENDPOINT!r}.",
+                f"The emulator only supports endpoints {', '.join(map(repr, SUPPORTED_ENDPOINTS))}.",
                 param="endpoint",
             )
         if window != "24h":
@@ -492,7 +496,14 @@ def _scan_input(
                 )
             )
         body = obj.get("body")
-        delay = longest_delay(delay, body)
+        # A Responses body is answered (markers, faults) as the chat body it stands for.
+        view = responses_answers.chat_view(body) if endpoint == RESPONSES_ENDPOINT else body
+        invalid = (
+            responses_answers.request_error(body)
+            if endpoint == RESPONSES_ENDPOINT
+            else request_error(body)
+        )
+        delay = longest_delay(delay, view)
         line_model = body.get("model") if isinstance(body, dict) else None
         if isinstance(line_model, str):
             if model is None:
@@ -507,10 +518,7 @@ def _scan_input(
                         "body.model",
                     )
                 )
-        if (
-            request_error(body) is not None
-            or request_fault(faults, job_id, custom_id, body) is not None
-        ):
+        if invalid is not None or request_fault(faults, job_id, custom_id, view) is not None:
             failed.append(index)
     if faults.get("batch_fail"):
         # Fault: the batch fails as a whole, like one over the enqueued-token limit.
@@ -586,18 +594,24 @@ def _render_line(
     obj = request.obj if isinstance(request.obj, dict) else {}
     custom_id = obj.get("custom_id")
     body = obj.get("body")
-    problem = request_error(body)
+    responses = obj.get("url") == RESPONSES_ENDPOINT
+    problem = responses_answers.request_error(body) if responses else request_error(body)
     if problem is not None:
         line = _error_line(
             custom_id, body, 400, problem.message, "invalid_request_error", None, problem.param
         )
         return False, line, (0, 0)
-    fault = request_fault(faults, job_id, custom_id, body)
+    view = responses_answers.chat_view(body) if responses else body
+    fault = request_fault(faults, job_id, custom_id, view)
     if fault is not None:
         status, message, error_type, code = ERROR_SHAPES[PROVIDER][fault]
         return False, _error_line(custom_id, body, status, message, error_type, code, None), (0, 0)
     assert isinstance(body, dict)
-    completion, reply = completion_body(body, created)
+    completion, reply = (
+        responses_answers.response_body(body, created)
+        if responses
+        else completion_body(body, created)
+    )
     seed = line_digest(custom_id, reply.digest)
     line = {
         "id": f"batch_req_{seed[:32]}",

@@ -5,6 +5,9 @@ would have given for the same request body:
 
 - ``POST /openai/v1/chat/completions`` (``ChatOpenAI``) answers the ``body`` of the batch output
   line (`agent.emulator.openai_routes.completion_body`), ``created`` being the call's time;
+- ``POST /openai/v1/responses`` (``ChatOpenAI(use_responses_api=True)``) answers the ``Response``
+  of a ``/v1/responses`` batch line (`agent.emulator.responses_answers.response_body`), the
+  body read without its ``stream: false`` (a batch line has none: same body, same ids);
 - ``POST /mistral/v1/chat/completions`` (``ChatMistralAI``) likewise
   (`agent.emulator.mistral_routes.completion_body`);
 - ``POST /anthropic/v1/messages`` (``ChatAnthropic``) answers the ``message`` of a
@@ -31,7 +34,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from agent.emulator import anthropic_routes, gemini_routes, mistral_routes, openai_routes
+from agent.emulator import (
+    anthropic_routes,
+    gemini_routes,
+    mistral_routes,
+    openai_routes,
+    responses_answers,
+)
 from agent.emulator.answers import compute_reply
 from agent.emulator.clock import Clock
 from agent.emulator.faults import ERROR_SHAPES, Faults, marker_fault
@@ -83,6 +92,7 @@ class RealtimeRoutes:
         """
         if protocol == "openai":
             router.add("POST", "/chat/completions", self._guarded(protocol, self.openai_chat))
+            router.add("POST", "/responses", self._guarded(protocol, self.openai_responses))
         elif protocol == "mistral":
             router.add("POST", "/chat/completions", self._guarded(protocol, self.mistral_chat))
         elif protocol == "anthropic":
@@ -127,6 +137,18 @@ class RealtimeRoutes:
         return self._chat_completion(
             "openai", request, openai_routes.request_error, openai_routes.completion_body
         )
+
+    def openai_responses(self, request: Request) -> Response:
+        """``POST /openai/v1/responses``: the ``/v1/responses`` batch line's ``Response``."""
+        body = _chat_request(request)
+        body.pop("stream", None)
+        problem = responses_answers.request_error(body)
+        if problem is not None:
+            raise HttpError(400, problem.message, param=problem.param)
+        _check_markers("openai", responses_answers.chat_view(body))
+        _check_model("openai", body.get("model"))
+        response, _ = responses_answers.response_body(body, int(self.clock.now()))
+        return json_response(response)
 
     def mistral_chat(self, request: Request) -> Response:
         """``POST /mistral/v1/chat/completions``: the batch line's ``body`` for this body."""

@@ -36,7 +36,7 @@ from langchain_core.outputs import ChatResult
 from langchain_core.utils.utils import LC_ID_PREFIX
 
 from agent.batched.calls import BatchCallError, as_batch_call_error, failure_text
-from agent.endpoints import CHAT, EMBEDDINGS, Endpoint, job_endpoint, unsupported
+from agent.endpoints import CHAT, EMBEDDINGS, RESPONSES, Endpoint, job_endpoint, unsupported
 from agent.error_text import exception_text
 from agent.providers.errors import ProviderError, TransientProviderError, provider_call
 from agent.providers.params import ParamRules
@@ -448,6 +448,39 @@ class BatchProvider(ABC):
                 f"{unsupported(self.name, endpoint)} (it batches: {', '.join(sorted(self.endpoints))})",
                 source=self.name,
             )
+
+    def choose_endpoint(
+        self,
+        model: str,
+        params: dict[str, Any],
+        spec: OutputSpec | None,
+        requested: str = "",
+    ) -> tuple[Endpoint, dict[str, Any]]:
+        """Return the endpoint of a run's jobs, and the model settings its jobs record.
+
+        Args:
+            model: The model of the run's chat model object.
+            params: The run's settings of that model (`agent.planning.context_params`).
+            spec: The request set's tools / response schema, if any.
+            requested: The run's choice (`Context.endpoint`); '' leaves it to the model
+                object (here: chat). A provider whose chat model has its own switch (OpenAI's
+                `use_responses_api`) sets it in the returned settings, so every job rebuilds
+                the same lines and parses as that model does.
+
+        Raises:
+            InputError: The endpoint is not chat or responses, or not one this provider batches.
+        """
+        endpoint = requested or CHAT
+        if endpoint not in (CHAT, RESPONSES):
+            # Embeddings are asked for by the input (`{"embed": ...}`), not the run's setting.
+            raise InputError(
+                f"endpoint {endpoint!r} is not one a chat run can choose: '' (what the model "
+                "object says), 'chat' or 'responses' (embeddings: an 'embed' input, "
+                "batch-agent embed)",
+                source="context",
+            )
+        self.check_endpoint(endpoint)  # type: ignore[arg-type]
+        return endpoint, params  # type: ignore[return-value]
 
     def embedding_line_builder(
         self, model: str, params: dict[str, Any]

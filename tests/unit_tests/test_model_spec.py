@@ -109,12 +109,32 @@ def test_batch_from_spec_sends_the_realtime_body(
     assert case.body_of(line) == _realtime_body(provider, wrap, monkeypatch)
 
 
-def test_a_model_the_batch_path_cannot_reproduce_is_refused() -> None:
+def test_a_model_routed_to_the_responses_api_is_carried_with_its_routing() -> None:
     from langchain_openai import ChatOpenAI
 
-    responses = ChatOpenAI(model="gpt-4o-mini", api_key="sk-test", use_responses_api=True)
-    with pytest.raises(ValueError, match=r"use_responses_api=True makes .*Responses API"):
-        spec_from_chat_model(responses)
+    llm = ChatOpenAI(
+        model="gpt-5-mini",
+        api_key="sk-test",
+        use_responses_api=True,
+        reasoning={"effort": "low", "summary": "auto"},
+        output_version="v0",
+    )
+    spec = spec_from_chat_model(llm)
+    assert spec["settings"]["use_responses_api"] is True
+    assert spec["settings"]["reasoning"] == {"effort": "low", "summary": "auto"}
+    # Routed there only by what `.bind(...)` passes: the batch's settings pin the same API.
+    bound = spec_from_chat_model(
+        ChatOpenAI(model="gpt-5-mini", api_key="sk-test").bind(
+            include=["reasoning.encrypted_content"]
+        )
+    )
+    assert bound["settings"] == {"use_responses_api": True}
+    assert bound["request_params"] == {"include": ["reasoning.encrypted_content"]}
+    schema = spec_from_chat_model(llm.with_structured_output(Ticket, method="json_schema"))
+    assert schema["schema_method"] == "json_schema" and schema["settings"]["use_responses_api"]
+
+
+def test_a_model_the_batch_path_cannot_reproduce_is_refused() -> None:
     with pytest.raises(TypeError, match="no chat model"):
         spec_from_chat_model(Ticket)  # type: ignore[arg-type]
 

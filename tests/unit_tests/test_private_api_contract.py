@@ -50,6 +50,13 @@ CONTRACT: list[tuple[str, str, list[str] | None]] = [
     ("openai.lib._parsing._completions", "type_to_response_format_param", ["response_format"]),
     ("openai.lib._parsing._completions", "validate_input_tools", ["tools"]),
     ("openai.lib._parsing._completions", "maybe_parse_content", ["response_format", "message"]),
+    # The Responses API (agent.providers.openai.responses)
+    (
+        "langchain_openai.chat_models.base",
+        "_construct_lc_result_from_responses_api",
+        ["response", "schema", "metadata", "output_version"],
+    ),
+    ("openai.lib._parsing._responses", "type_to_text_format_param", ["type_"]),
     # What a failed batched call raises (agent.providers.*.realtime_errors): the integrations'
     # own re-raise of an SDK error, and Anthropic's status -> class choice
     ("langchain_openai.chat_models.base", "_handle_openai_bad_request", ["e"]),

@@ -16,7 +16,7 @@ import httpx2
 from langchain_openai import ChatOpenAI
 from openai import DefaultHttpxClient, OpenAI
 
-from agent.endpoints import CHAT, Endpoint
+from agent.endpoints import CHAT, RESPONSES, Endpoint
 from agent.providers.base import (
     DELETE_RETRIES,
     JOB_KEY_METADATA,
@@ -36,6 +36,12 @@ from agent.providers.errors import provider_call
 from agent.providers.openai import realtime_errors
 from agent.providers.openai.fast import OpenAIBodyBuilder, OpenAIMessageParser
 from agent.providers.openai.reference import chat_model
+from agent.providers.openai.responses import (
+    RESPONSES_URL,
+    ResponsesBodyBuilder,
+    ResponsesMessageParser,
+    openai_endpoint,
+)
 from agent.providers.params import Allowed, ParamRules
 from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest
 from agent.state import Job
@@ -43,7 +49,15 @@ from agent.statuses import JobStatus
 from agent.structured import OutputSpec
 
 # The batch `endpoint` (and every line's `url`) of each endpoint (`agent.endpoints`).
-ENDPOINT_URLS: Final[Mapping[Endpoint, str]] = {CHAT: CHAT_COMPLETIONS_URL}
+ENDPOINT_URLS: Final[Mapping[Endpoint, str]] = {
+    CHAT: CHAT_COMPLETIONS_URL,
+    RESPONSES: RESPONSES_URL,
+}
+# What `--endpoint` (`Context.endpoint`) sets in the model settings: ChatOpenAI's own switch.
+_ENDPOINT_SETTINGS: Final[Mapping[str, dict[str, Any]]] = {
+    CHAT: {"use_responses_api": False},
+    RESPONSES: {"use_responses_api": True},
+}
 # Raw status -> normalised status. Anything unknown is treated as terminal ("done") and kept raw.
 STATUS_MAP: dict[str, JobStatus] = {
     "validating": "queued",
@@ -82,6 +96,7 @@ class OpenAIProvider(BatchProvider):
     limits = ProviderLimits(max_requests=50_000, max_file_bytes=200 * 1024 * 1024)
     param_rules = PARAM_RULES
     supports_output_spec = True
+    endpoints = frozenset({CHAT, RESPONSES})
     expired_statuses = frozenset({"expired"})
     stores_files = True
 
@@ -117,22 +132,49 @@ class OpenAIProvider(BatchProvider):
         """`ChatOpenAI`'s exception for this error (`agent.providers.openai.realtime_errors`)."""
         return realtime_errors.realtime_error(status, code, text)
 
+    def choose_endpoint(
+        self,
+        model: str,
+        params: dict[str, Any],
+        spec: OutputSpec | None,
+        requested: str = "",
+    ) -> tuple[Endpoint, dict[str, Any]]:
+        """Pin `requested` through `use_responses_api`, then follow ChatOpenAI's own routing.
+
+        `chat` / `responses` set `use_responses_api` False / True in the settings; '' leaves
+        the decision to the model object (its settings, the spec's tools). The endpoint is
+        `responses` exactly when the resulting reference `ChatOpenAI` sends a call there.
+        """
+        if requested and requested not in _ENDPOINT_SETTINGS:
+            return super().choose_endpoint(model, params, spec, requested)
+        if requested:
+            params = {**params, **_ENDPOINT_SETTINGS[requested]}
+        return openai_endpoint(model, params, spec), params
+
     def line_builder(
         self, model: str, params: dict[str, Any], spec: OutputSpec | None = None
     ) -> Callable[[BatchRequest], bytes]:
         """Build `{custom_id, method, url, body}` lines with ChatOpenAI's realtime body.
 
-        The fast builder produces the same bytes as `request_body` (checked at construction and
-        by property tests) and falls back to it for anything it does not handle (including
-        every request of a set with tools or a response schema).
+        The endpoint is the reference model's (`openai_endpoint`, as `choose_endpoint` chose it
+        for the job). For chat completions, the fast builder produces the same bytes as
+        `request_body` (checked at construction and by property tests) and falls back to it for
+        anything it does not handle (including every request of a set with tools or a response
+        schema); Responses-API bodies all take the reference path (`responses_body`).
         """
-        builder = OpenAIBodyBuilder(model, params, spec)
+        endpoint = openai_endpoint(model, params, spec)
+        builder = (
+            ResponsesBodyBuilder(model, params, spec)
+            if endpoint == RESPONSES
+            else OpenAIBodyBuilder(model, params, spec)
+        )
+        url = ENDPOINT_URLS[endpoint]
 
         def build(request: BatchRequest) -> bytes:
             line = {
                 "custom_id": request.id,
                 "method": "POST",
-                "url": CHAT_COMPLETIONS_URL,
+                "url": url,
                 "body": builder.build(request),
             }
             return jsonl_line(line)
@@ -245,7 +287,13 @@ class OpenAIProvider(BatchProvider):
         spec: OutputSpec | None = None,
         params: Mapping[str, Any] | None = None,
     ) -> LineParser:
-        """Return the fast, parity-exact parser of this provider's result lines."""
+        """Return the parity-exact parser of this provider's result lines.
+
+        Chat completions or Responses-API answers, by the endpoint the job's reference model
+        routes to (`openai_endpoint`, the job's own).
+        """
+        if openai_endpoint(model, dict(params or {}), spec) == RESPONSES:
+            return ResponsesMessageParser(model, spec, params)
         return OpenAIMessageParser(model, spec, params)
 
     def chat_model(self, model: str, params: dict[str, Any]) -> ChatOpenAI:

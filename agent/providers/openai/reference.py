@@ -5,6 +5,7 @@ uses, then turned into the JSON the SDK's `chat.completions.create` puts on the 
 (`wire_body`); output bodies are parsed by the SDK's lenient `ChatCompletion` construction and
 `ChatOpenAI._create_chat_result` (`parse_completion`, `parse_structured` for a response format),
 so a batch request and its result are exactly what the realtime call would send and return.
+A model (or request) routed to the Responses API instead is `agent.providers.openai.responses`'s.
 The fast paths (`agent.providers.openai.fast`) reproduce this for the common shapes.
 """
 
@@ -40,8 +41,9 @@ REQUEST_OPTIONS: Final = frozenset({"extra_body", "extra_headers", "extra_query"
 # TypeError for any other, before sending anything.
 CREATE_ARGS: Final = frozenset(inspect.signature(Completions.create).parameters) - {"self"}
 # The reference decides between chat completions and the Responses API as realtime does
-# (`use_responses_api` left to ChatOpenAI); what it would send to the Responses API is refused
-# (`responses_trigger`), since batches here use /v1/chat/completions.
+# (`use_responses_api` left to ChatOpenAI); a chat-completions job refuses a request it would
+# send to the Responses API (`responses_trigger`): that one belongs in a `responses` job
+# (`agent.providers.openai.responses`).
 _CHAT_MODEL_DEFAULTS: dict[str, Any] = {"api_key": "unused-for-body-building"}
 # Parameters only the Responses API has (`langchain_openai`'s own routing list), to name the
 # cause in a refusal; the decision itself is `ChatOpenAI._use_responses_api`.
@@ -181,6 +183,11 @@ def responses_trigger(llm: ChatOpenAI, kwargs: Mapping[str, Any]) -> str | None:
     return "use_responses_api=True"
 
 
+def routes_to_responses(llm: ChatOpenAI, kwargs: Mapping[str, Any]) -> bool:
+    """Tell whether `llm.invoke(messages, **kwargs)` goes to the Responses API (ChatOpenAI's rule)."""
+    return bool(llm._use_responses_api({**llm._default_params, **kwargs}))
+
+
 def responses_only_model(model: str | None) -> bool:
     """Tell whether ChatOpenAI sends every request for `model` to the Responses API."""
     return _model_prefers_responses_api(model)
@@ -189,14 +196,23 @@ def responses_only_model(model: str | None) -> bool:
 def responses_refusal(trigger: str) -> str:
     """Return the words of a refusal of a request realtime would send to the Responses API."""
     return (
-        f"{trigger} makes ChatOpenAI send this request to OpenAI's Responses API, which "
-        "batch-agent does not batch yet (only /v1/chat/completions): use chat-completions "
-        "parameters and models instead (e.g. reasoning_effort rather than reasoning)"
+        f"{trigger} makes ChatOpenAI send this request to OpenAI's Responses API, but its "
+        "job's requests go to /v1/chat/completions: run the batch with --endpoint responses "
+        "(run context endpoint='responses'; or use_responses_api=True in model_settings), or "
+        "use chat-completions parameters and models (e.g. reasoning_effort rather than reasoning)"
     )
 
 
-def wire_body(payload: dict[str, Any], request_id: str) -> dict[str, Any]:
+def wire_body(
+    payload: dict[str, Any],
+    request_id: str,
+    create_args: frozenset[str] = CREATE_ARGS,
+    api: str = "chat completions",
+) -> dict[str, Any]:
     """Return the JSON body `client.chat.completions.create(**payload)` puts on the wire.
+
+    `create_args` and `api` name another SDK call of the same rules (`responses.create`, the
+    Responses API's, takes the same request options).
 
     The SDK takes `extra_body`, `extra_headers`, `extra_query` and `timeout` as request
     options, not body fields: it merges `extra_body` over the named parameters and sends the
@@ -210,10 +226,10 @@ def wire_body(payload: dict[str, Any], request_id: str) -> dict[str, Any]:
             raises before sending), sets HTTP headers or query parameters, or a non-object
             `extra_body`.
     """
-    unknown = sorted(payload.keys() - CREATE_ARGS)
+    unknown = sorted(payload.keys() - create_args)
     if unknown:
         raise InputError(
-            f"OpenAI's chat completions API takes no parameter {', '.join(unknown)} (the SDK "
+            f"OpenAI's {api} API takes no parameter {', '.join(unknown)} (the SDK "
             "refuses it in realtime); send extra body fields in 'extra_body'",
             source="input",
             request_id=request_id,

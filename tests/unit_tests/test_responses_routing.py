@@ -1,12 +1,13 @@
-"""Requests realtime would send to OpenAI's Responses API are refused before upload, on every path.
+"""A request goes to the API realtime would send it to, or is refused before upload, on every path.
 
-batch-agent batches `/v1/chat/completions` only (for now). `ChatOpenAI` routes some calls to the
-Responses API instead: `use_responses_api=True`, Responses-only parameters (`reasoning`, `text`,
-`include`, `truncation`, ...), built-in tools, models served by the Responses API only. Such a
-request must never be batched as a chat completion: it is refused, naming the request and the
-cause, before anything reaches the provider. The realtime side is the real `ChatOpenAI` (routing
-left at its default) on a recording mock transport, so the refusal follows ChatOpenAI's own
-decision.
+`ChatOpenAI` routes some calls to OpenAI's Responses API: `use_responses_api=True`,
+Responses-only parameters (`reasoning`, `text`, `include`, `truncation`, ...), built-in tools,
+models served by the Responses API only. A job's endpoint is its reference model's routing
+(`BatchProvider.choose_endpoint`): a model routed to the Responses API makes `/v1/responses`
+lines with the body realtime sends; a request whose own parameters would go to the other API than
+its job's is refused, naming the request and the cause, before anything reaches the provider.
+The realtime side is the real `ChatOpenAI` (routing left at its default) on a recording mock
+transport, so both follow ChatOpenAI's own decision.
 """
 
 from __future__ import annotations
@@ -27,10 +28,22 @@ from agent import run_batch
 from agent.context import Context
 from agent.emulator import list_jobs, read_access_log
 from agent.graph import build_graph
+from agent.planning import run_params
 from agent.providers.openai import OpenAIProvider
 from agent.requests import BatchRequest, InputError
 from tests.realtime import MESSAGE_SETS, OPENAI_RESPONSE
-from tests.support import built_lines
+
+PROVIDER = OpenAIProvider(emulated=False, base_url="http://unused.invalid/v1")
+
+
+def _lines(request: BatchRequest, model: str, ctor: dict[str, Any]) -> list[dict[str, Any]]:
+    """The lines planning builds: on the endpoint `choose_endpoint` picks for the run's model."""
+    endpoint, params = PROVIDER.choose_endpoint(model, dict(ctor), None)
+    build = PROVIDER.check_ready(model, params, None, endpoint)
+    line = json.loads(build(request))
+    assert line["url"] == {"chat": "/v1/chat/completions", "responses": "/v1/responses"}[endpoint]
+    return [line]
+
 
 FUNCTION_TOOL = {
     "type": "function",
@@ -90,41 +103,43 @@ def _realtime(model: str, ctor: dict[str, Any], call: dict[str, Any]) -> httpx2.
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(model=st.sampled_from(MODELS), ctor=_some(CTOR_PARAMS), call=_some(CALL_PARAMS))
-def test_a_request_is_refused_exactly_when_realtime_would_use_the_responses_api(
+def test_a_request_goes_where_realtime_sends_it_or_is_refused(
     model: str, ctor: dict[str, Any], call: dict[str, Any]
 ) -> None:
     realtime = _realtime(model, ctor, call)
-    provider = OpenAIProvider(emulated=False, base_url="http://unused.invalid/v1")
     request = BatchRequest("r9", MESSAGE_SETS[1], call)
-    event("refused by the SDK" if realtime is None else realtime.url.path)
+    endpoint, _ = PROVIDER.choose_endpoint(model, dict(ctor), None)
+    event("refused by the SDK" if realtime is None else f"{realtime.url.path} in a {endpoint} job")
     if realtime is None:
         # What realtime refuses outright is refused too, before anything is uploaded.
         with pytest.raises(InputError, match=r"(Responses API|takes no parameter).*'r9'"):
-            built_lines(provider, [request], model, ctor)
-    elif realtime.url.path.endswith("/responses"):
-        with pytest.raises(InputError, match=r"Responses API.*\(request id 'r9'\)"):
-            built_lines(provider, [request], model, ctor)
-    else:
-        assert realtime.url.path.endswith("/chat/completions")
-        (line,) = [
-            json.loads(raw) for raw in built_lines(provider, [request], model, ctor).splitlines()
-        ]
-        body = json.loads(realtime.content)
-        body.pop("stream")
-        assert line["body"] == body
+            _lines(request, model, ctor)
+        return
+    api = "responses" if realtime.url.path.endswith("/responses") else "chat"
+    if api != endpoint:
+        # Only a request's own parameters can route it elsewhere than its job's model.
+        with pytest.raises(InputError, match=r"(Responses API|chat completions).*'r9'"):
+            _lines(request, model, ctor)
+        return
+    (line,) = _lines(request, model, ctor)
+    body = json.loads(realtime.content)
+    body.pop("stream")
+    assert line["body"] == body
 
 
 def test_a_request_naming_a_responses_only_model_is_refused() -> None:
     # Realtime would send it to chat completions under the run model's routing, which the API
     # refuses for this model: refused here first, unless the run pins chat completions.
-    provider = OpenAIProvider(emulated=False, base_url="http://unused.invalid/v1")
     request = BatchRequest("pro", MESSAGE_SETS[0], {"model": "gpt-5.4-pro"})
     with pytest.raises(
         InputError, match=r"model 'gpt-5.4-pro' \(served by the Responses API.*'pro'"
     ):
-        built_lines(provider, [request], "gpt-4o-mini", {})
-    pinned = built_lines(provider, [request], "gpt-4o-mini", {"use_responses_api": False})
-    assert json.loads(pinned)["body"]["model"] == "gpt-5.4-pro"
+        _lines(request, "gpt-4o-mini", {})
+    (pinned,) = _lines(request, "gpt-4o-mini", {"use_responses_api": False})
+    assert pinned["body"]["model"] == "gpt-5.4-pro"
+    # In a Responses-API job it is sent there, as realtime sends it.
+    (responses,) = _lines(request, "gpt-4o-mini", {"use_responses_api": True})
+    assert responses["url"] == "/v1/responses" and responses["body"]["model"] == "gpt-5.4-pro"
 
 
 # ----------------------------------------------------------------------------- every path
@@ -135,7 +150,7 @@ def _graph_run(inputs: dict[str, Any], **context: Any) -> None:
     graph.invoke(
         inputs,
         {"configurable": {"thread_id": "t"}},
-        context=Context(provider="emulator", **context),
+        context=Context(**{"provider": "emulator", **context}),
     )
 
 
@@ -171,10 +186,14 @@ GRAPH_PATHS: dict[str, tuple[list[dict[str, Any]], dict[str, Any], str]] = {
         {},
         r"model 'gpt-5-pro' \(served by the Responses API only\).*\(request id 'pro'\)",
     ),
-    "context model": (
-        [PROMPT],
-        {"model": "gpt-5.4-pro"},
-        r"model 'gpt-5.4-pro' \(served by the Responses API only\).*\(request id 'ok'\)",
+    "chat pinned by the run, a request with a Responses-only parameter": (
+        [
+            PROMPT,
+            {"id": "deep", "prompt": "Hi", "params": {"include": ["file_search_call.results"]}},
+        ],
+        {"endpoint": "chat"},
+        # Pinned, realtime sends it to chat completions, whose SDK call refuses `include`.
+        r"chat completions API takes no parameter include.*\(request id 'deep'\)",
     ),
 }
 
@@ -187,17 +206,6 @@ def test_every_input_path_refuses_before_upload(path: str) -> None:
     _assert_nothing_sent()
 
 
-def test_context_model_settings_are_refused_before_upload(monkeypatch: pytest.MonkeyPatch) -> None:
-    # As a deployment would set them: `BATCH_AGENT_MODEL_SETTINGS`, JSON.
-    monkeypatch.setenv("BATCH_AGENT_MODEL_SETTINGS", '{"use_responses_api": true}')
-    with pytest.raises(InputError, match=r"use_responses_api=True .*\(request id 'ok'\)"):
-        _graph_run({"requests": [PROMPT]})
-    monkeypatch.setenv("BATCH_AGENT_MODEL_SETTINGS", '{"reasoning": {"effort": "low"}}')
-    with pytest.raises(InputError, match=r"parameter reasoning .*\(request id 'ok'\)"):
-        _graph_run({"requests": [PROMPT]})
-    _assert_nothing_sent()
-
-
 def test_a_request_file_is_refused_before_upload(tmp_path: Path) -> None:
     source = tmp_path / "requests.jsonl"
     lines = [PROMPT, {"id": "verbose", "prompt": "Hi", "params": {"text": {"verbosity": "low"}}}]
@@ -207,21 +215,38 @@ def test_a_request_file_is_refused_before_upload(tmp_path: Path) -> None:
     _assert_nothing_sent()
 
 
+def test_another_provider_refuses_the_responses_endpoint() -> None:
+    with pytest.raises(InputError, match=r"mistral does not batch the responses endpoint"):
+        _graph_run({"requests": [PROMPT]}, provider="mistral", endpoint="responses")
+    with pytest.raises(
+        InputError, match=r"endpoint 'completions' is not one a chat run can choose"
+    ):
+        _graph_run({"requests": [PROMPT]}, endpoint="completions")
+    with pytest.raises(InputError, match=r"embeddings: an 'embed' input"):
+        _graph_run({"requests": [PROMPT]}, endpoint="embeddings")
+    _assert_nothing_sent()
+
+
 @pytest.mark.parametrize(
-    ("ctor", "cause"),
+    "ctor",
     [
-        ({"use_responses_api": True}, "use_responses_api=True"),
-        ({"reasoning": {"effort": "low"}}, "parameter reasoning"),
-        ({"output_version": "responses/v1"}, "output_version='responses/v1'"),
-        ({"model": "gpt-5.2-pro"}, "model 'gpt-5.2-pro'"),
+        {"use_responses_api": True},
+        {"reasoning": {"effort": "low"}},
+        {"output_version": "responses/v1"},
+        {"model": "gpt-5.2-pro"},
     ],
 )
-def test_run_batch_refuses_a_model_object_set_for_the_responses_api(
-    ctor: dict[str, Any], cause: str
+def test_run_batch_batches_a_model_object_set_for_the_responses_api_there(
+    ctor: dict[str, Any],
 ) -> None:
     llm = ChatOpenAI(**{"model": "gpt-4o-mini", "api_key": "sk-unused", **ctor})
-    with pytest.raises(ValueError, match=rf"{cause}.*Responses API"):
-        run_batch(["Hello"], model=llm)
-    with pytest.raises(ValueError, match=rf"{cause}.*Responses API"):
-        run_batch(["Hello"], model=llm.bind_tools([FUNCTION_TOOL]))
-    _assert_nothing_sent()
+    for runnable in (llm, llm.bind_tools([FUNCTION_TOOL], tool_choice="none")):
+        results = run_batch(["Hello"], model=runnable, poll_interval_seconds=0.1)
+        assert [job["endpoint"] for job in results.jobs] == ["responses"]
+        assert [result.ok for result in results] == [True]
+
+
+def test_an_embeddings_run_takes_no_endpoint_choice() -> None:
+    # The settings an embeddings run's jobs would record: refused, as sampling is.
+    with pytest.raises(InputError, match=r"embeddings run takes no endpoint choice"):
+        run_params(Context(provider="openai", endpoint="responses"), "embeddings")
