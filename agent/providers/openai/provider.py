@@ -16,7 +16,7 @@ import httpx2
 from langchain_openai import ChatOpenAI
 from openai import DefaultHttpxClient, OpenAI
 
-from agent.endpoints import CHAT, Endpoint
+from agent.endpoints import CHAT, EMBEDDINGS, Endpoint
 from agent.providers.base import (
     DELETE_RETRIES,
     JOB_KEY_METADATA,
@@ -26,6 +26,7 @@ from agent.providers.base import (
     JobUpdate,
     LineParser,
     ProviderLimits,
+    VectorParser,
     bounded_listing,
     job_counts,
     jsonl_line,
@@ -34,6 +35,11 @@ from agent.providers.base import (
 )
 from agent.providers.errors import provider_call
 from agent.providers.openai import realtime_errors
+from agent.providers.openai.embedding_fast import (
+    EMBEDDINGS_URL,
+    OpenAIEmbeddingBuilder,
+    OpenAIVectorParser,
+)
 from agent.providers.openai.fast import OpenAIBodyBuilder, OpenAIMessageParser
 from agent.providers.openai.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
@@ -43,7 +49,10 @@ from agent.statuses import JobStatus
 from agent.structured import OutputSpec
 
 # The batch `endpoint` (and every line's `url`) of each endpoint (`agent.endpoints`).
-ENDPOINT_URLS: Final[Mapping[Endpoint, str]] = {CHAT: CHAT_COMPLETIONS_URL}
+ENDPOINT_URLS: Final[Mapping[Endpoint, str]] = {
+    CHAT: CHAT_COMPLETIONS_URL,
+    EMBEDDINGS: EMBEDDINGS_URL,
+}
 # Raw status -> normalised status. Anything unknown is treated as terminal ("done") and kept raw.
 STATUS_MAP: dict[str, JobStatus] = {
     "validating": "queued",
@@ -84,6 +93,7 @@ class OpenAIProvider(BatchProvider):
     supports_output_spec = True
     expired_statuses = frozenset({"expired"})
     stores_files = True
+    endpoints = frozenset(ENDPOINT_URLS)
 
     def __init__(
         self,
@@ -138,6 +148,20 @@ class OpenAIProvider(BatchProvider):
             return jsonl_line(line)
 
         return build
+
+    def embedding_line_builder(
+        self, model: str, params: dict[str, Any]
+    ) -> Callable[[BatchRequest], bytes]:
+        """Build `{custom_id, method, url: /v1/embeddings, body}` lines, one text each.
+
+        The body is what `OpenAIEmbeddings(model=model, **params).embed_documents([text])`
+        sends (`agent.providers.openai.embeddings`); the fast builder equals it.
+        """
+        return OpenAIEmbeddingBuilder(model, params).line
+
+    def vector_parser(self, model: str, params: Mapping[str, Any]) -> VectorParser:
+        """Return the parser of `/v1/embeddings` result lines into one vector per text."""
+        return OpenAIVectorParser(model, params)
 
     def retrieve_model(self, model: str) -> None:
         """Retrieve `model` (`client.models.retrieve`): it raises for a model not served."""
