@@ -32,6 +32,12 @@ from agent.emulator.answers import (
     validate_body,
 )
 from agent.emulator.clock import Clock
+from agent.emulator.embedding_answers import (
+    body_texts,
+    marker_body,
+    openai_answer,
+    openai_error,
+)
 from agent.emulator.faults import (
     BATCH_EXPIRED_ERROR,
     ERROR_SHAPES,
@@ -49,6 +55,9 @@ from agent.emulator.web import HttpError, Request, Response, json_response
 PROVIDER: Provider = "openai"
 TIMELINE = Timeline(start=0.1, finalize=0.8)
 SUPPORTED_ENDPOINT = "/v1/chat/completions"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+# What the emulator answers (`agent.emulator.answers`, `agent.emulator.embedding_answers`).
+SUPPORTED_ENDPOINTS = frozenset({SUPPORTED_ENDPOINT, EMBEDDINGS_ENDPOINT})
 KNOWN_ENDPOINTS = frozenset(
     {
         "/v1/responses",
@@ -212,11 +221,11 @@ class OpenAIRoutes(FileRoutes):
             raise HttpError(400, "Missing required parameter: 'endpoint'.", param="endpoint")
         if endpoint not in KNOWN_ENDPOINTS:
             raise HttpError(400, f"Invalid value for 'endpoint': {endpoint!r}.", param="endpoint")
-        if endpoint != SUPPORTED_ENDPOINT:
-            # Deliberate limit: the emulator only knows how to answer chat completions.
+        if endpoint not in SUPPORTED_ENDPOINTS:
+            # Deliberate limit: the emulator only knows how to answer these.
             raise HttpError(
                 400,
-                f"The emulator only supports endpoint {SUPPORTED_ENDPOINT!r}.",
+                f"The emulator only supports endpoints {', '.join(sorted(SUPPORTED_ENDPOINTS))}.",
                 param="endpoint",
             )
         if window != "24h":
@@ -278,7 +287,7 @@ class OpenAIRoutes(FileRoutes):
         def render(
             request: RequestLine, created: int
         ) -> tuple[bool, dict[str, Any], tuple[int, int]]:
-            return _render_line(request, created, job_id, faults)
+            return _render_line(request, created, job_id, faults, job["endpoint"])
 
         outputs = self.jobs.write_outputs(
             job,
@@ -492,7 +501,7 @@ def _scan_input(
                 )
             )
         body = obj.get("body")
-        delay = longest_delay(delay, body)
+        delay = longest_delay(delay, fault_body(endpoint, body))
         line_model = body.get("model") if isinstance(body, dict) else None
         if isinstance(line_model, str):
             if model is None:
@@ -508,8 +517,8 @@ def _scan_input(
                     )
                 )
         if (
-            request_error(body) is not None
-            or request_fault(faults, job_id, custom_id, body) is not None
+            body_problem(endpoint, body) is not None
+            or request_fault(faults, job_id, custom_id, fault_body(endpoint, body)) is not None
         ):
             failed.append(index)
     if faults.get("batch_fail"):
@@ -539,6 +548,16 @@ def request_error(body: Any) -> InvalidRequest | None:
     if not isinstance(body.get("model"), str) or not body["model"]:
         return InvalidRequest("you must provide a model parameter", "model")
     return None
+
+
+def body_problem(endpoint: str, body: Any) -> InvalidRequest | None:
+    """Return why a line's body fails on its own at `endpoint` (a 400), or None."""
+    return openai_error(body) if endpoint == EMBEDDINGS_ENDPOINT else request_error(body)
+
+
+def fault_body(endpoint: str, body: Any) -> Any:
+    """Return the chat-shaped body the fault rules read markers from (an embeddings' texts)."""
+    return marker_body(body_texts(body)) if endpoint == EMBEDDINGS_ENDPOINT else body
 
 
 def _error_line(
@@ -580,23 +599,30 @@ def _expired_line(request: RequestLine) -> dict[str, Any]:
 
 
 def _render_line(
-    request: RequestLine, created: int, job_id: str, faults: dict[str, Any]
+    request: RequestLine,
+    created: int,
+    job_id: str,
+    faults: dict[str, Any],
+    endpoint: str = SUPPORTED_ENDPOINT,
 ) -> tuple[bool, dict[str, Any], tuple[int, int]]:
     """Build the output or error line of one request (see `agent.emulator.answers`)."""
     obj = request.obj if isinstance(request.obj, dict) else {}
     custom_id = obj.get("custom_id")
     body = obj.get("body")
-    problem = request_error(body)
+    problem = body_problem(endpoint, body)
     if problem is not None:
         line = _error_line(
             custom_id, body, 400, problem.message, "invalid_request_error", None, problem.param
         )
         return False, line, (0, 0)
-    fault = request_fault(faults, job_id, custom_id, body)
+    fault = request_fault(faults, job_id, custom_id, fault_body(endpoint, body))
     if fault is not None:
         status, message, error_type, code = ERROR_SHAPES[PROVIDER][fault]
         return False, _error_line(custom_id, body, status, message, error_type, code, None), (0, 0)
     assert isinstance(body, dict)
+    if endpoint == EMBEDDINGS_ENDPOINT:
+        line, tokens = _embedding_line(custom_id, body)
+        return True, line, (tokens, 0)
     completion, reply = completion_body(body, created)
     seed = line_digest(custom_id, reply.digest)
     line = {
@@ -610,6 +636,22 @@ def _render_line(
         "error": None,
     }
     return True, line, (reply.prompt_tokens, reply.completion_tokens)
+
+
+def _embedding_line(custom_id: Any, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Build the output line of an embeddings request and its prompt tokens.
+
+    The answer follows `agent.emulator.embedding_answers`.
+    """
+    answer, tokens = openai_answer(body)
+    seed = line_digest(custom_id, json.dumps(body, sort_keys=True))
+    line = {
+        "id": f"batch_req_{seed[:32]}",
+        "custom_id": custom_id,
+        "response": {"status_code": 200, "request_id": f"req_{seed[32:64]}", "body": answer},
+        "error": None,
+    }
+    return line, tokens
 
 
 def completion_body(body: dict[str, Any], created: int) -> tuple[dict[str, Any], Reply]:

@@ -16,7 +16,7 @@ count cannot be combined, and fails its request.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import logging
 from collections.abc import Mapping
 from typing import Any, Final
@@ -173,7 +173,7 @@ def _decoded(item: Any) -> np.ndarray | None:
         return None
     embedding = item.get("embedding")
     if isinstance(embedding, str):
-        return np.frombuffer(base64.b64decode(embedding), dtype=VECTOR_DTYPE).astype(np.float64)
+        return np.frombuffer(binascii.a2b_base64(embedding), dtype=VECTOR_DTYPE).astype(np.float64)
     if isinstance(embedding, list) and embedding and all(type(v) is float for v in embedding):
         return np.asarray(embedding, dtype=np.float64)
     return None
@@ -258,6 +258,15 @@ class OpenAIVectorParser:
         """
         emb = self.embeddings
         data = body.get("data")
+        if isinstance(data, list) and len(data) == 1 and not emb.skip_empty:
+            # One vector, as the SDK decodes it: base64 of float32 little-endian bytes are
+            # already the stored bytes (`a2b_base64` is what the SDK's `b64decode` calls).
+            item = data[0]
+            embedding = item.get("embedding") if isinstance(item, dict) else None
+            if isinstance(embedding, str):
+                raw = binascii.a2b_base64(embedding)
+                if raw and len(raw) % VECTOR_DTYPE.itemsize == 0:
+                    return raw
         decoded = [_decoded(item) for item in data] if isinstance(data, list) else []
         fast = bool(decoded) and all(v is not None for v in decoded) and not emb.skip_empty
         if not emb.check_embedding_ctx_length:
