@@ -25,7 +25,12 @@ from openai import OpenAI
 from agent.emulator import IN_PROCESS_BASE_URL, ManualClock, emulator_http_client
 from agent.emulator.embedding_answers import embedding_vector, openai_answer
 from agent.endpoints import EMBEDDINGS
-from agent.providers.base import BatchProvider, RequestOutcome, line_builder_for
+from agent.providers.base import (
+    BatchProvider,
+    RequestOutcome,
+    line_builder_for,
+    read_vector_outcome,
+)
 from agent.providers.gemini import GeminiProvider
 from agent.providers.mistral import MistralProvider
 from agent.providers.openai import OpenAIProvider
@@ -207,6 +212,36 @@ def test_settings_a_batch_cannot_carry_are_refused_before_anything_is_sent(
 ) -> None:
     with pytest.raises(InputError, match=words):
         _provider(name).check_ready(MODELS[name], params, None, EMBEDDINGS)
+
+
+@pytest.mark.parametrize(
+    ("name", "line"),
+    [
+        ("openai", {"custom_id": "r1", "response": {"status_code": 200, "body": {"data": []}}}),
+        (
+            "openai",  # two chunk vectors, but no usage to weigh them by
+            {
+                "custom_id": "r1",
+                "response": {
+                    "status_code": 200,
+                    "body": {"data": [{"embedding": [0.6, 0.8]}, {"embedding": [0.8, 0.6]}]},
+                },
+            },
+        ),
+        ("mistral", {"custom_id": "r1", "response": {"status_code": 200, "body": {"data": []}}}),
+        ("gemini", {"key": "r1", "response": {"embedding": {}}}),
+    ],
+)
+def test_an_answer_without_one_vector_fails_its_own_request(
+    name: str, line: dict[str, Any]
+) -> None:
+    parser = _provider(name).vector_parser(MODELS[name], PARAMS[name])
+
+    outcome = read_vector_outcome(parser, json.dumps(line).encode(), "job")
+
+    assert outcome.custom_id == "r1" and outcome.vector is None
+    assert outcome.error is not None and outcome.error["code"] == "invalid_response"
+    assert not outcome.retryable
 
 
 def _openai_client() -> OpenAI:
