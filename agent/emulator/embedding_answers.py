@@ -26,11 +26,12 @@ import base64
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any, Final
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Final
 
 from agent.emulator.answers import InvalidRequest
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_DIMENSIONS: Final[Mapping[str, int]] = {
     "text-embedding-3-small": 1536,
@@ -67,6 +68,8 @@ def default_dimensions(model: str) -> int:
 
 def embedding_vector(item: str | list[int], dimensions: int) -> np.ndarray:
     """Return the input's vector: deterministic, unit length, float32, `dimensions` long."""
+    import numpy as np  # here: only embeddings answers need it, not every emulator start
+
     seed = item if isinstance(item, str) else json.dumps(item, separators=(",", ":"))
     digest = hashlib.sha256(seed.encode("utf-8", "surrogatepass")).digest()
     values = np.random.default_rng(int.from_bytes(digest[:16], "little")).standard_normal(

@@ -133,6 +133,41 @@ def test_a_job_of_texts_gives_one_unit_vector_per_text_of_the_requested_dimensio
         assert outcome.usage["output_tokens"] == 0
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_an_embeddings_job_is_found_again_by_its_key_and_can_be_cancelled(
+    name: str, emulator_clock: ManualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "600")  # still running when cancelled
+    provider = _provider(name)
+    build = provider.embedding_line_builder(MODELS[name], PARAMS[name])
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"".join(build(request) for request in _requests(TEXTS)))
+    file_id = provider.upload(path, path.name)
+    sent_at = emulator_clock.now()
+    created = provider.create(
+        file_id,
+        model=MODELS[name],
+        completion_window="24h",
+        metadata={"batch_agent_job_key": "key-lost", "batch_agent_thread": "t"},
+        endpoint=EMBEDDINGS,
+    )
+    intent: Any = {
+        "job_key": "key-lost",
+        "input_file_id": file_id,
+        "request_count": len(TEXTS),
+        "params": PARAMS[name],
+        "endpoint": EMBEDDINGS,
+    }
+
+    found = provider.find_job(intent, sent_at=sent_at, claimed=())
+    adopted = provider.thread_jobs("t", [intent], since=sent_at - 60, claimed=())
+    cancelled = provider.cancel({**intent, "job_id": created.job_id})
+
+    assert found is not None and found.job_id == created.job_id
+    assert adopted["key-lost"].job_id == created.job_id
+    assert cancelled.status in ("cancelling", "done")
+
+
 def test_the_same_text_always_gets_the_same_vector_and_others_another(
     emulator_clock: ManualClock, tmp_path: Path
 ) -> None:

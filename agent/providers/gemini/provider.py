@@ -74,7 +74,6 @@ from agent.providers.base import (
 )
 from agent.providers.errors import ProviderError, provider_call
 from agent.providers.gemini import realtime_errors
-from agent.providers.gemini.embedding_fast import GeminiEmbeddingBuilder, GeminiVectorParser
 from agent.providers.gemini.fast import GeminiBodyBuilder, GeminiMessageParser
 from agent.providers.gemini.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
@@ -252,10 +251,15 @@ class GeminiProvider(BatchProvider):
         The request is what `GoogleGenerativeAIEmbeddings(model=model, **params)
         .embed_documents([text])` sends for the text (`agent.providers.gemini.embeddings`).
         """
+        # Imported here: numpy and the embeddings class are only needed by embeddings runs.
+        from agent.providers.gemini.embedding_fast import GeminiEmbeddingBuilder
+
         return GeminiEmbeddingBuilder(model, params).line
 
     def vector_parser(self, model: str, params: Mapping[str, Any]) -> VectorParser:
         """Return the parser of embeddings responses-file lines into one vector per text."""
+        from agent.providers.gemini.embedding_fast import GeminiVectorParser
+
         return GeminiVectorParser(model, params)
 
     def line_id(self, raw: bytes) -> str:

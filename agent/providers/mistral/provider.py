@@ -40,11 +40,10 @@ from agent.providers.base import (
 )
 from agent.providers.errors import ProviderError, provider_call
 from agent.providers.mistral import realtime_errors
-from agent.providers.mistral.embedding_fast import MistralEmbeddingBuilder, MistralVectorParser
 from agent.providers.mistral.fast import MistralBodyBuilder, MistralMessageParser
 from agent.providers.mistral.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
-from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
+from agent.requests import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, BatchRequest, InputError
 from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
@@ -60,7 +59,7 @@ JOB_PAGE_SIZE = 100
 # The job `endpoint` of each endpoint batched (`agent.endpoints`).
 ENDPOINT_URLS: Final[Mapping[Endpoint, str]] = {
     CHAT: CHAT_COMPLETIONS_URL,
-    EMBEDDINGS: "/v1/embeddings",
+    EMBEDDINGS: EMBEDDINGS_URL,
 }
 
 STATUS_MAP: dict[str, JobStatus] = {
@@ -169,10 +168,15 @@ class MistralProvider(BatchProvider):
         self, model: str, params: dict[str, Any]
     ) -> Callable[[BatchRequest], bytes]:
         """Build `{custom_id, body}` lines, one text each, as `MistralAIEmbeddings` sends it."""
+        # Imported here: numpy and the embeddings class are only needed by embeddings runs.
+        from agent.providers.mistral.embedding_fast import MistralEmbeddingBuilder
+
         return MistralEmbeddingBuilder(model, params).line
 
     def vector_parser(self, model: str, params: Mapping[str, Any]) -> VectorParser:
         """Return the parser of embeddings result lines into one vector per text."""
+        from agent.providers.mistral.embedding_fast import MistralVectorParser
+
         return MistralVectorParser(model, params)
 
     def check_completion_window(self, completion_window: str) -> None:

@@ -42,12 +42,11 @@ from agent.providers.openai.embeddings import (
     request_body,
 )
 from agent.providers.openai.offline_tokens import encoding_for_model
-from agent.requests import BatchRequest, InputError
+from agent.requests import EMBEDDINGS_URL, BatchRequest, InputError
 from agent.state import Usage
 
 logger = logging.getLogger("batch_agent")
 
-EMBEDDINGS_URL: Final = "/v1/embeddings"
 # `model_kwargs` the fast builder writes itself (the SDK's named `embeddings.create` fields).
 _FAST_KWARGS: Final = frozenset({"user", "encoding_format"})
 

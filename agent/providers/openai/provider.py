@@ -35,15 +35,10 @@ from agent.providers.base import (
 )
 from agent.providers.errors import provider_call
 from agent.providers.openai import realtime_errors
-from agent.providers.openai.embedding_fast import (
-    EMBEDDINGS_URL,
-    OpenAIEmbeddingBuilder,
-    OpenAIVectorParser,
-)
 from agent.providers.openai.fast import OpenAIBodyBuilder, OpenAIMessageParser
 from agent.providers.openai.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
-from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest
+from agent.requests import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, BatchRequest
 from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
@@ -157,10 +152,15 @@ class OpenAIProvider(BatchProvider):
         The body is what `OpenAIEmbeddings(model=model, **params).embed_documents([text])`
         sends (`agent.providers.openai.embeddings`); the fast builder equals it.
         """
+        # Imported here: tiktoken and numpy are only needed by embeddings runs.
+        from agent.providers.openai.embedding_fast import OpenAIEmbeddingBuilder
+
         return OpenAIEmbeddingBuilder(model, params).line
 
     def vector_parser(self, model: str, params: Mapping[str, Any]) -> VectorParser:
         """Return the parser of `/v1/embeddings` result lines into one vector per text."""
+        from agent.providers.openai.embedding_fast import OpenAIVectorParser
+
         return OpenAIVectorParser(model, params)
 
     def retrieve_model(self, model: str) -> None:
