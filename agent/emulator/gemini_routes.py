@@ -55,6 +55,13 @@ Shapes follow what google-genai 3.6 sends and parses (`google/genai/batches.py`,
   instead: ``[{response | error, metadata}]``, in the same order as that file would be.
   Whether a cancelled or expired batch keeps a responses file upstream is UNCONFIRMED; here it
   does, for the requests done.
+- **Embeddings**: ``POST /{ver}/models/{model}:asyncBatchEmbedContent`` takes the same
+  ``{"batch": {displayName, inputConfig}}`` (google-genai's ``batches.create_embeddings``
+  sends ``file_name`` in snake case; both spellings are read), of ``{"key", "request":
+  EmbedContentRequest}`` lines; the Operation's ``@type`` is ``EmbedContentBatch``, and each
+  responses-file line is ``{"key", "response": {"embedding": {"values"}, "tokenCount"}}``
+  (`agent.emulator.embedding_answers`; inline input: ``inlinedEmbedContentResponses``), with
+  the same faults and error lines.
 - **Fault knobs** (`agent.emulator.faults`, Gemini paragraph) and ``create_429=N``.
 """
 

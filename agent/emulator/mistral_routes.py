@@ -15,6 +15,9 @@ reference notes (`shared/reference/provider-batch-apis.md` §2 and §6):
 - ``GET /batch/jobs`` filters on ``status`` (repeatable), ``model``,
   ``agent_id``, ``created_after`` and on metadata sent as bare query parameters
   (``job_key=k1``), which is how the SDK serialises ``metadata={...}``.
+- Endpoints: ``/v1/chat/completions`` and ``/v1/embeddings``; an embeddings line's ``body``
+  (``{"model"?, "input"}``) is answered by `agent.emulator.embedding_answers`, with the same
+  faults.
 - Fault knobs (`agent.emulator.faults`) stored on the job at creation add 429/500
   request failures, ``TIMEOUT_EXCEEDED`` jobs (no line for unfinished requests),
   shuffled result files, late file ids and unknown final statuses.

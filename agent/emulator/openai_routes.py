@@ -12,6 +12,9 @@ the reference notes (`shared/reference/provider-batch-apis.md` §1 and §6):
   goes ``validating -> failed`` with ``errors.data[{code, line, message, param}]``.
 - Per-request failures (HTTP 400) go to the error file; when no request succeeds
   the batch is still ``completed`` with ``output_file_id: null``.
+- Endpoints: ``/v1/chat/completions`` and ``/v1/embeddings``; an embeddings line's ``body``
+  is answered by `agent.emulator.embedding_answers` (a deterministic unit vector per input,
+  ``encoding_format`` float or base64, ``usage.prompt_tokens``), with the same faults.
 - Fault knobs (`agent.emulator.faults`) stored on the job at creation add 429/500
   request failures, ``expired`` batches with ``batch_expired`` lines, shuffled
   result files, late file ids and unknown final statuses.
