@@ -55,6 +55,13 @@ Shapes follow what google-genai 3.6 sends and parses (`google/genai/batches.py`,
   instead: ``[{response | error, metadata}]``, in the same order as that file would be.
   Whether a cancelled or expired batch keeps a responses file upstream is UNCONFIRMED; here it
   does, for the requests done.
+- **Embeddings**: ``POST /{ver}/models/{model}:asyncBatchEmbedContent`` takes the same
+  ``{"batch": {displayName, inputConfig}}`` (google-genai's ``batches.create_embeddings``
+  sends ``file_name`` in snake case; both spellings are read), of ``{"key", "request":
+  EmbedContentRequest}`` lines; the Operation's ``@type`` is ``EmbedContentBatch``, and each
+  responses-file line is ``{"key", "response": {"embedding": {"values"}, "tokenCount"}}``
+  (`agent.emulator.embedding_answers`; inline input: ``inlinedEmbedContentResponses``), with
+  the same faults and error lines.
 - **Fault knobs** (`agent.emulator.faults`, Gemini paragraph) and ``create_429=N``.
 """
 
@@ -69,6 +76,7 @@ from typing import Any
 
 from agent.emulator.answers import InvalidRequest, compute_reply, validate_body
 from agent.emulator.clock import Clock
+from agent.emulator.embedding_answers import gemini_answer, gemini_error, gemini_marker_body
 from agent.emulator.faults import ERROR_SHAPES, job_faults, longest_delay, request_fault
 from agent.emulator.gemini_answers import (
     InvalidGeminiRequest,
@@ -90,6 +98,10 @@ VERSIONS = ("v1", "v1beta")
 TIMELINE = Timeline(start=0.1, finalize=1.0, cancel=0.0)
 BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
 OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
+EMBED_BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.EmbedContentBatch"
+EMBED_OUTPUT_TYPE = (
+    "type.googleapis.com/google.ai.generativelanguage.v1main.EmbedContentBatchOutput"
+)
 FILE_TTL = 48 * 3600
 OUTPUT_MIME = "application/jsonl"
 _STATE = {
@@ -260,6 +272,7 @@ class GeminiRoutes:
         add("GET", "/files/{file_id}", self.get_file)
         add("DELETE", "/files/{file_id}", self.delete_file)
         add("POST", "/models/{model}:batchGenerateContent", self.create_batch)
+        add("POST", "/models/{model}:asyncBatchEmbedContent", self.create_embeddings_batch)
         add("POST", "/batches/{batch_id}:cancel", self.cancel_batch)
         add("GET", "/batches", self.list_batches)
         add("GET", "/batches/{batch_id}", self.get_batch)
@@ -486,6 +499,19 @@ class GeminiRoutes:
 
     def create_batch(self, request: Request) -> Response:
         """``POST /{ver}/models/{model}:batchGenerateContent``: from a file or inline requests."""
+        return self._create(request, embeddings=False)
+
+    def create_embeddings_batch(self, request: Request) -> Response:
+        """``POST /{ver}/models/{model}:asyncBatchEmbedContent``: embeddings, one text a line.
+
+        The same batch as `create_batch`, of ``{"key", "request": EmbedContentRequest}`` lines
+        answered by `agent.emulator.embedding_answers` (``{"key", "response":
+        {"embedding": {"values"}, "tokenCount"}}``).
+        """
+        return self._create(request, embeddings=True)
+
+    def _create(self, request: Request, *, embeddings: bool) -> Response:
+        """Create a batch of generateContent (or, with `embeddings`, embedContent) requests."""
         faults = request.faults
         if faults.create_429 and self._take_create_429(faults.create_429):
             _, message, status, _ = ERROR_SHAPES[PROVIDER]["rate_limit"]
@@ -495,7 +521,7 @@ class GeminiRoutes:
             raise HttpError(
                 404,
                 f"models/{model} is not found for API version {api_version(request)}, or is "
-                "not supported for batchGenerateContent.",
+                f"not supported for {'asyncBatchEmbedContent' if embeddings else 'batchGenerateContent'}.",
                 error_type="NOT_FOUND",
             )
         batch = request.json().get("batch")
@@ -534,7 +560,7 @@ class GeminiRoutes:
             delay: float | None = None
             for line in iter_requests(self.store, PROVIDER, sources):
                 total += 1
-                body, problem = _checked(line)
+                body, problem = _checked(line, model if embeddings else None)
                 delay = longest_delay(delay, body)
                 if problem is not None or request_fault(knobs or {}, batch_id, _key(line), body):
                     failed.append(line.index)
@@ -550,6 +576,7 @@ class GeminiRoutes:
                 "metadata": {"displayName": display_name},
                 "_input_file": f"files/{sources[0]}" if file_name is not None else None,
                 "_inline": file_name is None,
+                "_embeddings": embeddings,
             }
             job = self.jobs.record(
                 fields,
@@ -602,6 +629,8 @@ class GeminiRoutes:
         if not job.get("_inline"):
             return {"responsesFile": f"files/{file_id}"}
         rows = [json.loads(raw) for raw in self.store.iter_file_lines(PROVIDER, file_id)]
+        if job.get("_embeddings"):
+            return {"inlinedEmbedContentResponses": {"inlinedResponses": rows}}
         return {"inlinedResponses": {"inlinedResponses": rows}}
 
     def _operation(
@@ -632,8 +661,9 @@ class GeminiRoutes:
             updated = created_at
         else:
             updated = max(created_at, min(now, created_at + float(job["_delay"])))
+        embeddings = bool(job.get("_embeddings"))
         metadata: dict[str, Any] = {
-            "@type": BATCH_TYPE,
+            "@type": EMBED_BATCH_TYPE if embeddings else BATCH_TYPE,
             "model": job["model"],
             "displayName": job["displayName"],
         }
@@ -660,7 +690,8 @@ class GeminiRoutes:
         output = self._output(job, now, end)
         if output is not None:
             metadata["output"] = output
-            operation["response"] = {"@type": OUTPUT_TYPE, **output}
+            kind = EMBED_OUTPUT_TYPE if embeddings else OUTPUT_TYPE
+            operation["response"] = {"@type": kind, **output}
         return operation
 
     def get_batch(self, request: Request) -> Response:
@@ -706,11 +737,20 @@ def _key(line: RequestLine) -> Any:
     return obj.get("key")
 
 
-def _checked(line: RequestLine) -> tuple[dict[str, Any], str | None]:
-    """Return the chat body of a line and why it is invalid (None when valid)."""
+def _checked(
+    line: RequestLine, embed_model: str | None = None
+) -> tuple[dict[str, Any], str | None]:
+    """Return the chat body of a line and why it is invalid (None when valid).
+
+    An embeddings line (`embed_model` given) has no chat body: a chat-shaped body holding its
+    text stands in, for the fault rules' markers.
+    """
     obj = line.obj
     if not isinstance(obj, dict):
         return {}, f"Line {line.line}: not a JSON object."
+    if embed_model is not None:
+        embed = obj.get("request")
+        return gemini_marker_body(embed), gemini_error(embed, embed_model)
     return check_request(obj.get("request"))
 
 
@@ -745,7 +785,8 @@ def _render_line(
     line: RequestLine, job: dict[str, Any], faults: dict[str, Any], inline: bool
 ) -> tuple[bool, dict[str, Any], tuple[int, int]]:
     """Build the responses-file line of one processed request."""
-    body, problem = _checked(line)
+    embed_model = str(job["model"]).removeprefix("models/") if job.get("_embeddings") else None
+    body, problem = _checked(line, embed_model)
     if problem is not None:
         return False, _wrap(line, {"error": {"code": 3, "message": problem}}, inline), (0, 0)
     fault = request_fault(faults, job["id"], _key(line), body)
@@ -756,8 +797,11 @@ def _render_line(
             _wrap(line, {"error": {"code": int(code), "message": message}}, inline),
             (0, 0),
         )
-    reply = compute_reply(body)
     request = line.obj.get("request") if isinstance(line.obj, dict) else None
+    if embed_model is not None:
+        answer, tokens = gemini_answer(request, embed_model)
+        return True, _wrap(line, {"response": answer}, inline), (tokens, 0)
+    reply = compute_reply(body)
     response = render_response(reply, str(job["model"]), _key(line), thinking_budget(request))
     return (
         True,

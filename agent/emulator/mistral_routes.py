@@ -15,6 +15,9 @@ reference notes (`shared/reference/provider-batch-apis.md` §2 and §6):
 - ``GET /batch/jobs`` filters on ``status`` (repeatable), ``model``,
   ``agent_id``, ``created_after`` and on metadata sent as bare query parameters
   (``job_key=k1``), which is how the SDK serialises ``metadata={...}``.
+- Endpoints: ``/v1/chat/completions`` and ``/v1/embeddings``; an embeddings line's ``body``
+  (``{"model"?, "input"}``) is answered by `agent.emulator.embedding_answers`, with the same
+  faults.
 - Fault knobs (`agent.emulator.faults`) stored on the job at creation add 429/500
   request failures, ``TIMEOUT_EXCEEDED`` jobs (no line for unfinished requests),
   shuffled result files, late file ids and unknown final statuses.
@@ -37,6 +40,7 @@ from agent.emulator.answers import (
     validate_body,
 )
 from agent.emulator.clock import Clock
+from agent.emulator.embedding_answers import body_texts, marker_body, mistral_answer, mistral_error
 from agent.emulator.faults import ERROR_SHAPES, job_faults, longest_delay, request_fault
 from agent.emulator.file_routes import FileRoutes, public
 from agent.emulator.jobs import JobLifecycle, Phase, Timeline, split_counts
@@ -48,6 +52,9 @@ from agent.emulator.web import HttpError, Request, Response, json_response
 PROVIDER: Provider = "mistral"
 TIMELINE = Timeline(start=0.2, finalize=1.0)
 SUPPORTED_ENDPOINT = "/v1/chat/completions"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+# What the emulator answers (`agent.emulator.answers`, `agent.emulator.embedding_answers`).
+SUPPORTED_ENDPOINTS = frozenset({SUPPORTED_ENDPOINT, EMBEDDINGS_ENDPOINT})
 # Query parameters of GET /batch/jobs that are not metadata filters.
 LIST_PARAMS = frozenset(
     {
@@ -187,11 +194,11 @@ class MistralRoutes(FileRoutes):
         metadata = body.get("metadata")
         if not isinstance(endpoint, str):
             raise HttpError(400, "Missing required field 'endpoint'.", param="endpoint")
-        if endpoint != SUPPORTED_ENDPOINT:
-            # Deliberate limit: the emulator only knows how to answer chat completions.
+        if endpoint not in SUPPORTED_ENDPOINTS:
+            # Deliberate limit: the emulator only knows how to answer these.
             raise HttpError(
                 400,
-                f"The emulator only supports endpoint {SUPPORTED_ENDPOINT!r}.",
+                f"The emulator only supports endpoints {', '.join(sorted(SUPPORTED_ENDPOINTS))}.",
                 param="endpoint",
             )
         if not isinstance(input_files, list) or not all(isinstance(f, str) for f in input_files):
@@ -223,7 +230,9 @@ class MistralRoutes(FileRoutes):
             )
             sources.append(inline_id)
         with self.jobs.creating(request.faults.job_record()) as faults:
-            total, failed, delay = _scan_requests(self.store, sources, model, job_id, faults or {})
+            total, failed, delay = _scan_requests(
+                self.store, sources, model, job_id, faults or {}, endpoint
+            )
             fields: dict[str, Any] = {
                 "id": job_id,
                 "object": "batch",
@@ -261,7 +270,7 @@ class MistralRoutes(FileRoutes):
         def render(
             request: RequestLine, created: int
         ) -> tuple[bool, dict[str, Any], tuple[int, int]]:
-            return _render_line(request, created, model, job_id, faults)
+            return _render_line(request, created, model, job_id, faults, job["endpoint"])
 
         # An expired job writes no line for its unfinished requests (no `unfinished`).
         outputs = self.jobs.write_outputs(job, phase, ended, render, _result_file_meta)
@@ -394,11 +403,20 @@ def _parse_time(value: str | None) -> float | None:
         ) from exc
 
 
-def _request_error(obj: Any, model: str | None) -> InvalidRequest | None:
+def _request_error(
+    obj: Any, model: str | None, endpoint: str = SUPPORTED_ENDPOINT
+) -> InvalidRequest | None:
     """Return why a request line fails on its own, or None if it is answered."""
     if not isinstance(obj, dict):
         return InvalidRequest("The line is not a valid JSON object.", None)
+    if endpoint == EMBEDDINGS_ENDPOINT:
+        return mistral_error(obj.get("body"), model)
     return body_error(obj.get("body"), model)
+
+
+def _fault_body(endpoint: str, body: Any) -> Any:
+    """Return the chat-shaped body the fault rules read markers from (an embeddings' texts)."""
+    return marker_body(body_texts(body)) if endpoint == EMBEDDINGS_ENDPOINT else body
 
 
 def body_error(body: Any, model: str | None = None) -> InvalidRequest | None:
@@ -419,7 +437,12 @@ def body_error(body: Any, model: str | None = None) -> InvalidRequest | None:
 
 
 def _scan_requests(
-    store: Store, sources: list[str], model: str | None, job_id: str, faults: dict[str, Any]
+    store: Store,
+    sources: list[str],
+    model: str | None,
+    job_id: str,
+    faults: dict[str, Any],
+    endpoint: str = SUPPORTED_ENDPOINT,
 ) -> tuple[int, list[int], float | None]:
     """Count the requests, find the ones that will fail and the delay they ask for, in one pass.
 
@@ -433,8 +456,10 @@ def _scan_requests(
     for request in iter_requests(store, PROVIDER, sources):
         total += 1
         obj = request.obj if isinstance(request.obj, dict) else {}
-        delay = longest_delay(delay, obj.get("body"))
-        if _request_error(request.obj, model) is not None or _fault(request, job_id, faults):
+        delay = longest_delay(delay, _fault_body(endpoint, obj.get("body")))
+        if _request_error(request.obj, model, endpoint) is not None or _fault(
+            request, job_id, faults, endpoint
+        ):
             failed.append(request.index)
     return total, failed, delay
 
@@ -446,10 +471,13 @@ def _custom_id(request: RequestLine) -> Any:
     return str(request.index) if custom_id is None else custom_id
 
 
-def _fault(request: RequestLine, job_id: str, faults: dict[str, Any]) -> str | None:
+def _fault(
+    request: RequestLine, job_id: str, faults: dict[str, Any], endpoint: str = SUPPORTED_ENDPOINT
+) -> str | None:
     """Return the injected failure kind of a (valid) request line, if any."""
     obj = request.obj if isinstance(request.obj, dict) else {}
-    return request_fault(faults, job_id, _custom_id(request), obj.get("body"))
+    body = _fault_body(endpoint, obj.get("body"))
+    return request_fault(faults, job_id, _custom_id(request), body)
 
 
 def _error_line(
@@ -486,23 +514,34 @@ def _render_line(
     job_model: str | None,
     job_id: str,
     faults: dict[str, Any],
+    endpoint: str = SUPPORTED_ENDPOINT,
 ) -> tuple[bool, dict[str, Any], tuple[int, int]]:
     """Build the output or error line of one request (see `agent.emulator.answers`)."""
     obj = request.obj if isinstance(request.obj, dict) else {}
     # Mistral makes custom_id optional; the line position keeps results joinable.
     custom_id = _custom_id(request)
     body = obj.get("body")
-    problem = _request_error(request.obj, job_model)
+    problem = _request_error(request.obj, job_model, endpoint)
     if problem is not None:
         line = _error_line(
             custom_id, body, 400, problem.message, "invalid_request_error", None, problem.param
         )
         return False, line, (0, 0)
-    fault = _fault(request, job_id, faults)
+    fault = _fault(request, job_id, faults, endpoint)
     if fault is not None:
         status, message, error_type, code = ERROR_SHAPES[PROVIDER][fault]
         return False, _error_line(custom_id, body, status, message, error_type, code, None), (0, 0)
     assert isinstance(body, dict)
+    if endpoint == EMBEDDINGS_ENDPOINT:
+        answer, tokens = mistral_answer(body, job_model)
+        seed = line_digest(custom_id, answer["id"])
+        line = {
+            "id": f"batch-{seed[:32]}",
+            "custom_id": custom_id,
+            "response": {"status_code": 200, "body": answer},
+            "error": None,
+        }
+        return True, line, (tokens, 0)
     completion, reply = completion_body(body, created, job_model)
     seed = line_digest(custom_id, reply.digest)
     line = {

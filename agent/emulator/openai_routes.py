@@ -12,6 +12,9 @@ the reference notes (`shared/reference/provider-batch-apis.md` §1 and §6):
   goes ``validating -> failed`` with ``errors.data[{code, line, message, param}]``.
 - Per-request failures (HTTP 400) go to the error file; when no request succeeds
   the batch is still ``completed`` with ``output_file_id: null``.
+- Endpoints: ``/v1/chat/completions`` and ``/v1/embeddings``; an embeddings line's ``body``
+  is answered by `agent.emulator.embedding_answers` (a deterministic unit vector per input,
+  ``encoding_format`` float or base64, ``usage.prompt_tokens``), with the same faults.
 - Fault knobs (`agent.emulator.faults`) stored on the job at creation add 429/500
   request failures, ``expired`` batches with ``batch_expired`` lines, shuffled
   result files, late file ids and unknown final statuses.
@@ -33,6 +36,12 @@ from agent.emulator.answers import (
     validate_body,
 )
 from agent.emulator.clock import Clock
+from agent.emulator.embedding_answers import (
+    body_texts,
+    marker_body,
+    openai_answer,
+    openai_error,
+)
 from agent.emulator.faults import (
     BATCH_EXPIRED_ERROR,
     ERROR_SHAPES,
@@ -50,9 +59,11 @@ from agent.emulator.web import HttpError, Request, Response, json_response
 
 PROVIDER: Provider = "openai"
 TIMELINE = Timeline(start=0.1, finalize=0.8)
-# The endpoints whose lines the emulator answers: chat completions and the Responses API
-# (`agent.emulator.responses_answers`).
-SUPPORTED_ENDPOINTS = ("/v1/chat/completions", RESPONSES_ENDPOINT)
+SUPPORTED_ENDPOINT = "/v1/chat/completions"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+# What the emulator answers: chat completions (`agent.emulator.answers`), the Responses API
+# (`agent.emulator.responses_answers`) and embeddings (`agent.emulator.embedding_answers`).
+SUPPORTED_ENDPOINTS = frozenset({SUPPORTED_ENDPOINT, RESPONSES_ENDPOINT, EMBEDDINGS_ENDPOINT})
 KNOWN_ENDPOINTS = frozenset(
     {
         "/v1/responses",
@@ -220,7 +231,7 @@ class OpenAIRoutes(FileRoutes):
             # Deliberate limit: the emulator only knows how to answer these.
             raise HttpError(
                 400,
-                f"The emulator only supports endpoints {', '.join(map(repr, SUPPORTED_ENDPOINTS))}.",
+                f"The emulator only supports endpoints {', '.join(sorted(SUPPORTED_ENDPOINTS))}.",
                 param="endpoint",
             )
         if window != "24h":
@@ -282,7 +293,7 @@ class OpenAIRoutes(FileRoutes):
         def render(
             request: RequestLine, created: int
         ) -> tuple[bool, dict[str, Any], tuple[int, int]]:
-            return _render_line(request, created, job_id, faults)
+            return _render_line(request, created, job_id, faults, job["endpoint"])
 
         outputs = self.jobs.write_outputs(
             job,
@@ -496,14 +507,7 @@ def _scan_input(
                 )
             )
         body = obj.get("body")
-        # A Responses body is answered (markers, faults) as the chat body it stands for.
-        view = responses_answers.chat_view(body) if endpoint == RESPONSES_ENDPOINT else body
-        invalid = (
-            responses_answers.request_error(body)
-            if endpoint == RESPONSES_ENDPOINT
-            else request_error(body)
-        )
-        delay = longest_delay(delay, view)
+        delay = longest_delay(delay, fault_body(endpoint, body))
         line_model = body.get("model") if isinstance(body, dict) else None
         if isinstance(line_model, str):
             if model is None:
@@ -518,7 +522,10 @@ def _scan_input(
                         "body.model",
                     )
                 )
-        if invalid is not None or request_fault(faults, job_id, custom_id, view) is not None:
+        if (
+            body_problem(endpoint, body) is not None
+            or request_fault(faults, job_id, custom_id, fault_body(endpoint, body)) is not None
+        ):
             failed.append(index)
     if faults.get("batch_fail"):
         # Fault: the batch fails as a whole, like one over the enqueued-token limit.
@@ -547,6 +554,27 @@ def request_error(body: Any) -> InvalidRequest | None:
     if not isinstance(body.get("model"), str) or not body["model"]:
         return InvalidRequest("you must provide a model parameter", "model")
     return None
+
+
+def body_problem(endpoint: str, body: Any) -> InvalidRequest | None:
+    """Return why a line's body fails on its own at `endpoint` (a 400), or None."""
+    if endpoint == EMBEDDINGS_ENDPOINT:
+        return openai_error(body)
+    if endpoint == RESPONSES_ENDPOINT:
+        return responses_answers.request_error(body)
+    return request_error(body)
+
+
+def fault_body(endpoint: str, body: Any) -> Any:
+    """Return the chat-shaped body the fault rules read markers from.
+
+    An embeddings body's texts, or the chat body a Responses body stands for.
+    """
+    if endpoint == EMBEDDINGS_ENDPOINT:
+        return marker_body(body_texts(body))
+    if endpoint == RESPONSES_ENDPOINT:
+        return responses_answers.chat_view(body)
+    return body
 
 
 def _error_line(
@@ -588,28 +616,33 @@ def _expired_line(request: RequestLine) -> dict[str, Any]:
 
 
 def _render_line(
-    request: RequestLine, created: int, job_id: str, faults: dict[str, Any]
+    request: RequestLine,
+    created: int,
+    job_id: str,
+    faults: dict[str, Any],
+    endpoint: str = SUPPORTED_ENDPOINT,
 ) -> tuple[bool, dict[str, Any], tuple[int, int]]:
     """Build the output or error line of one request (see `agent.emulator.answers`)."""
     obj = request.obj if isinstance(request.obj, dict) else {}
     custom_id = obj.get("custom_id")
     body = obj.get("body")
-    responses = obj.get("url") == RESPONSES_ENDPOINT
-    problem = responses_answers.request_error(body) if responses else request_error(body)
+    problem = body_problem(endpoint, body)
     if problem is not None:
         line = _error_line(
             custom_id, body, 400, problem.message, "invalid_request_error", None, problem.param
         )
         return False, line, (0, 0)
-    view = responses_answers.chat_view(body) if responses else body
-    fault = request_fault(faults, job_id, custom_id, view)
+    fault = request_fault(faults, job_id, custom_id, fault_body(endpoint, body))
     if fault is not None:
         status, message, error_type, code = ERROR_SHAPES[PROVIDER][fault]
         return False, _error_line(custom_id, body, status, message, error_type, code, None), (0, 0)
     assert isinstance(body, dict)
+    if endpoint == EMBEDDINGS_ENDPOINT:
+        line, tokens = _embedding_line(custom_id, body)
+        return True, line, (tokens, 0)
     completion, reply = (
         responses_answers.response_body(body, created)
-        if responses
+        if endpoint == RESPONSES_ENDPOINT
         else completion_body(body, created)
     )
     seed = line_digest(custom_id, reply.digest)
@@ -624,6 +657,22 @@ def _render_line(
         "error": None,
     }
     return True, line, (reply.prompt_tokens, reply.completion_tokens)
+
+
+def _embedding_line(custom_id: Any, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Build the output line of an embeddings request and its prompt tokens.
+
+    The answer follows `agent.emulator.embedding_answers`.
+    """
+    answer, tokens = openai_answer(body)
+    seed = line_digest(custom_id, json.dumps(body, sort_keys=True))
+    line = {
+        "id": f"batch_req_{seed[:32]}",
+        "custom_id": custom_id,
+        "response": {"status_code": 200, "request_id": f"req_{seed[32:64]}", "body": answer},
+        "error": None,
+    }
+    return line, tokens
 
 
 def completion_body(body: dict[str, Any], created: int) -> tuple[dict[str, Any], Reply]:

@@ -15,7 +15,12 @@ would have given for the same request body:
   ``usage.service_tier: "standard"``;
 - ``POST /gemini/{v1,v1beta}/models/{model}:generateContent`` (``ChatGoogleGenerativeAI``)
   answers the ``response`` of the responses-file line
-  (`agent.emulator.gemini_answers.render_response`), ``modelVersion`` from the path's model.
+  (`agent.emulator.gemini_answers.render_response`), ``modelVersion`` from the path's model;
+- embeddings: ``POST /openai/v1/embeddings`` (``OpenAIEmbeddings``) and ``POST
+  /mistral/v1/embeddings`` (``MistralAIEmbeddings``) answer the ``body`` of the batch output
+  line for the same body, ``POST /gemini/{ver}/models/{model}:batchEmbedContents``
+  (``GoogleGenerativeAIEmbeddings``) the ``embedding`` of each request's responses-file line
+  (`agent.emulator.embedding_answers`).
 
 Ids come from the body digest alone (a batch line's also hash its ``custom_id`` or ``key``), so
 the same body gets the same ids on every call. Auth, the ``anthropic-version`` header, the
@@ -41,8 +46,16 @@ from agent.emulator import (
     openai_routes,
     responses_answers,
 )
-from agent.emulator.answers import compute_reply
+from agent.emulator.answers import InvalidRequest, compute_reply
 from agent.emulator.clock import Clock
+from agent.emulator.embedding_answers import (
+    body_texts,
+    gemini_answer,
+    gemini_marker_body,
+    marker_body,
+    mistral_answer,
+    openai_answer,
+)
 from agent.emulator.faults import ERROR_SHAPES, Faults, marker_fault
 from agent.emulator.gemini_answers import render_response, thinking_budget
 from agent.emulator.model_routes import emulator_serves
@@ -93,8 +106,10 @@ class RealtimeRoutes:
         if protocol == "openai":
             router.add("POST", "/chat/completions", self._guarded(protocol, self.openai_chat))
             router.add("POST", "/responses", self._guarded(protocol, self.openai_responses))
+            router.add("POST", "/embeddings", self._guarded(protocol, self.openai_embeddings))
         elif protocol == "mistral":
             router.add("POST", "/chat/completions", self._guarded(protocol, self.mistral_chat))
+            router.add("POST", "/embeddings", self._guarded(protocol, self.mistral_embeddings))
         elif protocol == "anthropic":
             router.add("POST", "/messages", self._guarded(protocol, self.anthropic_message))
         elif protocol == "gemini":
@@ -104,6 +119,11 @@ class RealtimeRoutes:
                 self._guarded(protocol, self.gemini_generate),
             )
             router.add("POST", "/models/{model}:streamGenerateContent", _refuse_gemini_stream)
+            router.add(
+                "POST",
+                "/models/{model}:batchEmbedContents",
+                self._guarded(protocol, self.gemini_embed),
+            )
         else:
             raise ValueError(f"unknown protocol {protocol!r}")
 
@@ -199,6 +219,53 @@ class RealtimeRoutes:
         reply = compute_reply(body)
         # No line key in realtime: the responseId comes from the body digest alone.
         return json_response(render_response(reply, model, None, thinking_budget(payload)))
+
+    def openai_embeddings(self, request: Request) -> Response:
+        """``POST /openai/v1/embeddings``: the batch line's ``body`` for this body."""
+        body = request.json()
+        _check_model("openai", body.get("model"))
+        _check_markers("openai", marker_body(body_texts(body)))
+        try:
+            answer, _ = openai_answer(body)
+        except InvalidRequest as exc:
+            raise HttpError(400, exc.message, param=exc.param) from None
+        return json_response(answer)
+
+    def mistral_embeddings(self, request: Request) -> Response:
+        """``POST /mistral/v1/embeddings``: the batch line's ``body`` for this body."""
+        body = request.json()
+        _check_model("mistral", body.get("model"))
+        _check_markers("mistral", marker_body(body_texts(body)))
+        try:
+            answer, _ = mistral_answer(body, None)
+        except InvalidRequest as exc:
+            raise HttpError(400, exc.message, param=exc.param) from None
+        return json_response(answer)
+
+    def gemini_embed(self, request: Request) -> Response:
+        """``POST /gemini/{ver}/models/{model}:batchEmbedContents``: one embedding per request."""
+        model = request.params["model"].removeprefix("models/")
+        if not emulator_serves(model):
+            raise HttpError(
+                404,
+                f"models/{model} is not found for API version "
+                f"{gemini_routes.api_version(request)}, or is not supported for embedContent.",
+                error_type="NOT_FOUND",
+            )
+        requests = request.json().get("requests")
+        if not isinstance(requests, list) or not requests:
+            raise HttpError(
+                400, "* requests: requests must not be empty", error_type="INVALID_ARGUMENT"
+            )
+        embeddings = []
+        for item in requests:
+            _check_markers("gemini", gemini_marker_body(item))
+            try:
+                answer, _ = gemini_answer(item, model)
+            except InvalidRequest as exc:
+                raise HttpError(400, exc.message, error_type="INVALID_ARGUMENT") from None
+            embeddings.append(answer["embedding"])
+        return json_response({"embeddings": embeddings})
 
 
 def _chat_request(request: Request) -> dict[str, Any]:

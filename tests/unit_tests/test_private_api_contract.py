@@ -134,6 +134,14 @@ CONTRACT: list[tuple[str, str, list[str] | None]] = [
         "BaseApiClient._build_request",
         ["self", "http_method", "path", "request_dict", "http_options"],
     ),
+    # Embeddings (agent.providers.*.embeddings): how OpenAIEmbeddings combines a long text's
+    # chunk vectors, and how the SDK decodes a base64 answer
+    (
+        "langchain_openai.embeddings.base",
+        "_process_batched_chunked_embeddings",
+        ["num_texts", "tokens", "batched_embeddings", "indices", "skip_empty"],
+    ),
+    ("openai.lib._parsing._embeddings", "parse_embedding_response", ["obj", "encoding_format"]),
     # pydantic: attribute docstrings copied into the state's channel types (agent.state), which
     # is how Studio's state schema gets its field descriptions
     ("pydantic._internal._docs_extraction", "extract_docstrings_from_cls", ["cls", "use_inspect"]),
@@ -182,6 +190,32 @@ def test_the_genai_client_keeps_its_api_client_where_the_gemini_provider_reads_i
     assert built.url.endswith("/v1/files/x:download?alt=media")
     assert built.headers["x-goog-api-key"] == "contract-check"
     assert {"url", "headers", "timeout"} <= set(vars(built))
+
+
+def test_tiktoken_finds_the_vocabulary_written_where_its_cache_looks(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """`offline_tokens` writes tiktoken's download into the cache `read_file_cached` reads.
+
+    With the network refused, tiktoken only finds `cl100k_base` in that cache (its file name
+    and hash check are tiktoken's own).
+    """
+    import tiktoken.load
+    import tiktoken.registry
+
+    from agent.providers.openai import offline_tokens
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(offline_tokens, "_done", set())
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+
+    def no_network(blobpath: str) -> bytes:
+        raise AssertionError(f"tiktoken tried to download {blobpath}")
+
+    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
+    encoding = offline_tokens.encoding_for_model("text-embedding-3-small")
+    assert encoding.name == "cl100k_base"
+    assert encoding.encode_ordinary("hello world") == [15339, 1917]
 
 
 # A private method of each reference parser, taken away as a release renaming it would.

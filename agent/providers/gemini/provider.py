@@ -42,6 +42,7 @@ How Gemini differs from the other providers, and how this module adapts:
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -54,7 +55,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from langchain_google_genai import ChatGoogleGenerativeAI
 
-from agent.endpoints import CHAT, Endpoint
+from agent.endpoints import CHAT, EMBEDDINGS, Endpoint
 from agent.providers.base import (
     DELETE_RETRIES,
     JOB_KEY_METADATA,
@@ -65,6 +66,7 @@ from agent.providers.base import (
     JobUpdate,
     LineParser,
     ProviderLimits,
+    VectorParser,
     bounded_listing,
     job_counts,
     nonblank_lines,
@@ -197,6 +199,7 @@ class GeminiProvider(BatchProvider):
     stores_files = True
     # Gemini batches target 24 hours (and expire after 48): no other window is offered.
     fixed_completion_window = "24h"
+    endpoints = frozenset({CHAT, EMBEDDINGS})
 
     def __init__(
         self, *, emulated: bool, base_url: str, http_client: httpx2.Client | None = None
@@ -239,6 +242,25 @@ class GeminiProvider(BatchProvider):
         property tests) and falls back to it for anything it does not handle.
         """
         return GeminiBodyBuilder(model, params, spec).line
+
+    def embedding_line_builder(
+        self, model: str, params: dict[str, Any]
+    ) -> Callable[[BatchRequest], bytes]:
+        """Build `{key, request: EmbedContentRequest}` lines, one text each.
+
+        The request is what `GoogleGenerativeAIEmbeddings(model=model, **params)
+        .embed_documents([text])` sends for the text (`agent.providers.gemini.embeddings`).
+        """
+        # Imported here: numpy and the embeddings class are only needed by embeddings runs.
+        from agent.providers.gemini.embedding_fast import GeminiEmbeddingBuilder
+
+        return GeminiEmbeddingBuilder(model, params).line
+
+    def vector_parser(self, model: str, params: Mapping[str, Any]) -> VectorParser:
+        """Return the parser of embeddings responses-file lines into one vector per text."""
+        from agent.providers.gemini.embedding_fast import GeminiVectorParser
+
+        return GeminiVectorParser(model, params)
 
     def line_id(self, raw: bytes) -> str:
         """Return the request id of a built input line (its `key`)."""
@@ -310,11 +332,13 @@ class GeminiProvider(BatchProvider):
         """
         self.check_endpoint(endpoint)
         self.check_completion_window(completion_window)
-        config = types.CreateBatchJobConfig(
-            display_name=display_name(metadata[JOB_KEY_METADATA]), http_options=ONCE
-        )
+        name = display_name(metadata[JOB_KEY_METADATA])
         with provider_call(self.name, "create the batch"):
-            created = self._client.batches.create(model=model, src=input_file_id, config=config)
+            if endpoint == EMBEDDINGS:
+                created = self._create_embeddings(model, input_file_id, name)
+            else:
+                config = types.CreateBatchJobConfig(display_name=name, http_options=ONCE)
+                created = self._client.batches.create(model=model, src=input_file_id, config=config)
         if not created.name:
             raise ProviderError(f"{self.name}: the batch create answered no batch name")
         return CreatedJob(
@@ -322,6 +346,21 @@ class GeminiProvider(BatchProvider):
             created_at=_timestamp(created.create_time),
             input_file_id=input_file_id,
         )
+
+    def _create_embeddings(self, model: str, input_file_id: str, name: str) -> types.BatchJob:
+        """Create an embeddings batch (`models/<model>:asyncBatchEmbedContent`) from a file.
+
+        google-genai marks `batches.create_embeddings` experimental and warns on every call;
+        the warning is for the SDK's users, not ours.
+        """
+        config = types.CreateEmbeddingsBatchJobConfig(display_name=name, http_options=ONCE)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self._client.batches.create_embeddings(
+                model=model,
+                src=types.EmbeddingsBatchJobSource(file_name=input_file_id),
+                config=config,
+            )
 
     def scan_jobs(
         self, keys: set[str], since: float, claimed: Collection[str]

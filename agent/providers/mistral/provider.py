@@ -12,14 +12,14 @@ import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx2
 from langchain_mistralai import ChatMistralAI
 from mistralai.client import Mistral
 from mistralai.client.utils import BackoffStrategy, RetryConfig
 
-from agent.endpoints import CHAT, Endpoint
+from agent.endpoints import CHAT, EMBEDDINGS, Endpoint
 from agent.providers.base import (
     JOB_KEY_METADATA,
     MAX_LISTED,
@@ -30,6 +30,7 @@ from agent.providers.base import (
     JobUpdate,
     LineParser,
     ProviderLimits,
+    VectorParser,
     bounded_listing,
     job_counts,
     jsonl_line,
@@ -42,7 +43,7 @@ from agent.providers.mistral import realtime_errors
 from agent.providers.mistral.fast import MistralBodyBuilder, MistralMessageParser
 from agent.providers.mistral.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
-from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest, InputError
+from agent.requests import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, BatchRequest, InputError
 from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
@@ -55,6 +56,11 @@ DELETE_RETRY = RetryConfig(
 )
 FILE_PAGE_SIZE = 100
 JOB_PAGE_SIZE = 100
+# The job `endpoint` of each endpoint batched (`agent.endpoints`).
+ENDPOINT_URLS: Final[Mapping[Endpoint, str]] = {
+    CHAT: CHAT_COMPLETIONS_URL,
+    EMBEDDINGS: EMBEDDINGS_URL,
+}
 
 STATUS_MAP: dict[str, JobStatus] = {
     "QUEUED": "queued",
@@ -118,6 +124,7 @@ class MistralProvider(BatchProvider):
     supports_output_spec = True
     expired_statuses = frozenset({"TIMEOUT_EXCEEDED"})
     stores_files = True
+    endpoints = frozenset(ENDPOINT_URLS)
 
     def __init__(
         self, *, emulated: bool, base_url: str, http_client: httpx2.Client | None = None
@@ -156,6 +163,21 @@ class MistralProvider(BatchProvider):
             return jsonl_line({"custom_id": request.id, "body": builder.build(request)})
 
         return build
+
+    def embedding_line_builder(
+        self, model: str, params: dict[str, Any]
+    ) -> Callable[[BatchRequest], bytes]:
+        """Build `{custom_id, body}` lines, one text each, as `MistralAIEmbeddings` sends it."""
+        # Imported here: numpy and the embeddings class are only needed by embeddings runs.
+        from agent.providers.mistral.embedding_fast import MistralEmbeddingBuilder
+
+        return MistralEmbeddingBuilder(model, params).line
+
+    def vector_parser(self, model: str, params: Mapping[str, Any]) -> VectorParser:
+        """Return the parser of embeddings result lines into one vector per text."""
+        from agent.providers.mistral.embedding_fast import MistralVectorParser
+
+        return MistralVectorParser(model, params)
 
     def check_completion_window(self, completion_window: str) -> None:
         """Mistral takes whole hours from 1 to 168."""
@@ -217,7 +239,7 @@ class MistralProvider(BatchProvider):
             created = self._client.batch.jobs.create(
                 input_files=[input_file_id],
                 model=model,
-                endpoint=CHAT_COMPLETIONS_URL,
+                endpoint=ENDPOINT_URLS[endpoint],  # type: ignore[arg-type]
                 metadata=metadata,
                 timeout_hours=hours,
                 retries=NO_RETRIES,

@@ -16,7 +16,7 @@ import httpx2
 from langchain_openai import ChatOpenAI
 from openai import DefaultHttpxClient, OpenAI
 
-from agent.endpoints import CHAT, RESPONSES, Endpoint
+from agent.endpoints import CHAT, EMBEDDINGS, RESPONSES, Endpoint
 from agent.providers.base import (
     DELETE_RETRIES,
     JOB_KEY_METADATA,
@@ -26,6 +26,7 @@ from agent.providers.base import (
     JobUpdate,
     LineParser,
     ProviderLimits,
+    VectorParser,
     bounded_listing,
     job_counts,
     jsonl_line,
@@ -43,7 +44,7 @@ from agent.providers.openai.responses import (
     openai_endpoint,
 )
 from agent.providers.params import Allowed, ParamRules
-from agent.requests import CHAT_COMPLETIONS_URL, BatchRequest
+from agent.requests import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, BatchRequest
 from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
@@ -52,6 +53,7 @@ from agent.structured import OutputSpec
 ENDPOINT_URLS: Final[Mapping[Endpoint, str]] = {
     CHAT: CHAT_COMPLETIONS_URL,
     RESPONSES: RESPONSES_URL,
+    EMBEDDINGS: EMBEDDINGS_URL,
 }
 # What `--endpoint` (`Context.endpoint`) sets in the model settings: ChatOpenAI's own switch.
 _ENDPOINT_SETTINGS: Final[Mapping[str, dict[str, Any]]] = {
@@ -96,9 +98,9 @@ class OpenAIProvider(BatchProvider):
     limits = ProviderLimits(max_requests=50_000, max_file_bytes=200 * 1024 * 1024)
     param_rules = PARAM_RULES
     supports_output_spec = True
-    endpoints = frozenset({CHAT, RESPONSES})
     expired_statuses = frozenset({"expired"})
     stores_files = True
+    endpoints = frozenset(ENDPOINT_URLS)
 
     def __init__(
         self,
@@ -180,6 +182,25 @@ class OpenAIProvider(BatchProvider):
             return jsonl_line(line)
 
         return build
+
+    def embedding_line_builder(
+        self, model: str, params: dict[str, Any]
+    ) -> Callable[[BatchRequest], bytes]:
+        """Build `{custom_id, method, url: /v1/embeddings, body}` lines, one text each.
+
+        The body is what `OpenAIEmbeddings(model=model, **params).embed_documents([text])`
+        sends (`agent.providers.openai.embeddings`); the fast builder equals it.
+        """
+        # Imported here: tiktoken and numpy are only needed by embeddings runs.
+        from agent.providers.openai.embedding_fast import OpenAIEmbeddingBuilder
+
+        return OpenAIEmbeddingBuilder(model, params).line
+
+    def vector_parser(self, model: str, params: Mapping[str, Any]) -> VectorParser:
+        """Return the parser of `/v1/embeddings` result lines into one vector per text."""
+        from agent.providers.openai.embedding_fast import OpenAIVectorParser
+
+        return OpenAIVectorParser(model, params)
 
     def retrieve_model(self, model: str) -> None:
         """Retrieve `model` (`client.models.retrieve`): it raises for a model not served."""
