@@ -91,11 +91,11 @@ def provider_for_job(job: Job, context: Context | None = None) -> BatchProvider:
         raise ProviderError(
             f"job {job['job_id']} names unknown provider {job['provider']!r}"
         ) from None
-    endpoint = job_endpoint(job, context)
+    endpoint = job_base_url(job, context)
     return _provider(cls, job["emulated"], endpoint, job.get("organization") or "")
 
 
-def job_endpoint(job: Job, context: Context | None = None) -> str:
+def job_base_url(job: Job, context: Context | None = None) -> str:
     """Return the base URL to reach `job` at, its password supplied by the run's `base_url`.
 
     Raises:
