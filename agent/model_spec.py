@@ -15,7 +15,6 @@ API keys and HTTP clients are never read into the spec.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -25,13 +24,14 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableParallel, RunnableSequence
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from agent.providers.settings import SettingRules
+from agent.providers.settings import SettingRules, endpoint_setting, set_fields, setting_json
 from agent.requests import BatchRequest
 from agent.structured import OutputSpec, bind_kwargs
 
 # Model parameters the run context carries (`agent.planning.context_params`).
 CONTEXT_PARAMS: Final = ("temperature", "max_tokens", "top_p")
 _TRACING_KEY: Final = "ls_structured_output_format"
+_MODEL_FIELDS: Final = frozenset({"model", "model_name"})
 _PROBE: Final = BatchRequest("probe", [{"role": "user", "content": "probe"}], {})
 
 
@@ -76,7 +76,7 @@ def spec_from_chat_model(runnable: Runnable[Any, Any]) -> dict[str, Any]:
     spec = _output_spec(kwargs, runnable)
     bound = bind_kwargs(reference, spec)
     request_params = {
-        key: _json(key, value)
+        key: setting_json(key, value)
         for key, value in kwargs.items()
         if key != _TRACING_KEY and (key not in bound or bound[key] != value)
     }
@@ -108,21 +108,9 @@ def _model_settings(
     params: dict[str, Any] = {}
     settings: dict[str, Any] = {}
     endpoint: dict[str, str] = {}
-    for name, field in type(llm).model_fields.items():
-        value = getattr(llm, name, None)
-        if name in ("model", "model_name") or name in rules.no_effect:
-            continue
-        if value == getattr(default, name, None):
-            continue
-        if name in rules.refused:
-            if value:
-                # The value is not shown: headers and proxies may hold credentials.
-                raise ValueError(
-                    f"cannot batch this {type(llm).__name__}'s requests: its {name} setting "
-                    f"cannot be reproduced in a batch ({rules.refused[name]})"
-                )
-        elif name in rules.endpoint:
-            endpoint.update(_endpoint(rules, rules.endpoint[name], name, value))
+    for name, field, value in set_fields(llm, default, rules, _MODEL_FIELDS):
+        if name in rules.endpoint:
+            endpoint.update(endpoint_setting(rules, name, value))
         elif name in CONTEXT_PARAMS:
             params[name] = value
         elif field.alias in CONTEXT_PARAMS:
@@ -130,32 +118,8 @@ def _model_settings(
             # alias): carried as such, the cost estimate and budget see the output cap.
             params[field.alias] = value
         else:
-            settings[name] = _json(name, value)
+            settings[name] = setting_json(name, value)
     return params, settings, endpoint
-
-
-def _endpoint(rules: SettingRules, target: str, name: str, value: Any) -> dict[str, str]:
-    """Return the context field carrying an endpoint setting (`base_url` / `organization`)."""
-    if not value:
-        return {}
-    url = rules.base_url(str(value)) if target == "base_url" else str(value)
-    if url is None:
-        raise ValueError(
-            f"the model's {name} is not an endpoint the batch client can use; pass base_url= "
-            "(the provider SDK's base URL) instead"
-        )
-    return {target: url}
-
-
-def _json(name: str, value: Any) -> Any:
-    """Return `value` as JSON carries it (int `logit_bias` keys become strings, as on the wire)."""
-    try:
-        return json.loads(json.dumps(value))
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"setting {name} ({type(value).__name__}) is not JSON, so it cannot travel with a "
-            "batch (run context and checkpoints are JSON)"
-        ) from None
 
 
 def realtime_output(

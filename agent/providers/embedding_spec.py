@@ -14,11 +14,10 @@ HTTP headers, Vertex AI, Azure) is refused by name.
 
 from __future__ import annotations
 
-import json
 from types import ModuleType
 from typing import Any
 
-from agent.providers.settings import SettingRules
+from agent.providers.settings import SettingRules, endpoint_setting, set_fields, setting_json
 
 
 def _provider_of(embeddings: Any) -> tuple[str, ModuleType]:
@@ -51,19 +50,6 @@ def _provider_of(embeddings: Any) -> tuple[str, ModuleType]:
     )
 
 
-def _json(name: str, value: Any) -> Any:
-    """Return `value` as JSON carries it (a set of special tokens becomes a sorted list)."""
-    if isinstance(value, set | frozenset):
-        value = sorted(value)
-    try:
-        return json.loads(json.dumps(value))
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"setting {name} ({type(value).__name__}) is not JSON, so it cannot travel with a "
-            "batch (run context and checkpoints are JSON)"
-        ) from None
-
-
 def embeddings_spec(embeddings: Any) -> dict[str, Any]:
     """Return the batch description of a LangChain embeddings object.
 
@@ -87,34 +73,18 @@ def embeddings_spec(embeddings: Any) -> dict[str, Any]:
     default = module.embeddings_model(model, {})
     params: dict[str, Any] = {}
     endpoint: dict[str, str] = {}
-    for name, field in type(embeddings).model_fields.items():
-        if name == "model" or name in rules.no_effect or field.exclude:
+    for name, field, value in set_fields(embeddings, default, rules, frozenset({"model"})):
+        if field.exclude:
             continue
-        value = getattr(embeddings, name, None)
-        if value == getattr(default, name, None):
-            continue
-        if name in rules.refused:
-            if value:
-                raise ValueError(
-                    f"cannot batch this {type(embeddings).__name__}'s requests: its {name} "
-                    f"setting cannot be reproduced in a batch ({rules.refused[name]})"
-                )
-        elif name in rules.endpoint:
-            target = rules.endpoint[name]
-            url = rules.base_url(str(value)) if target == "base_url" else str(value)
-            if url is None:
-                raise ValueError(
-                    f"the embeddings object's {name} is not an endpoint the batch client can "
-                    "use; pass base_url= (the provider SDK's base URL) instead"
-                )
-            endpoint[target] = url
+        if name in rules.endpoint:
+            endpoint.update(endpoint_setting(rules, name, value))
         elif name not in module.CARRIED:
             raise ValueError(
                 f"cannot batch this {type(embeddings).__name__}'s requests: batch-agent does "
                 f"not carry its {name} setting"
             )
         else:
-            params[name] = _json(name, value)
+            params[name] = setting_json(name, value)
     # The same settings must rebuild the same object (what builds every line and vector).
     module.embeddings_model(model, params)
     return {"provider": provider, "model": model, "params": params, **endpoint}

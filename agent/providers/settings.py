@@ -21,7 +21,8 @@ for everything a request or its answer shows. A field of the chat model class is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -94,6 +95,70 @@ class SettingRules:
             else:
                 continue
             raise InputError(f"model setting {key!r} {problem}", source="context")
+
+
+def set_fields(
+    obj: Any, default: Any, rules: SettingRules, skip: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, Any, Any]]:
+    """Yield `(name, field, value)` of each field `obj` sets to other than `default`'s value.
+
+    The one reading of a LangChain object's settings (a chat model for `agent.model_spec`, an
+    embeddings object for `agent.providers.embedding_spec`): fields of no effect and `skip` are
+    passed over, and a refused field set to something truthy raises.
+
+    Raises:
+        ValueError: `obj` sets a field a batch cannot reproduce (its value is not shown:
+            headers and proxies may hold credentials).
+    """
+    for name, field_info in type(obj).model_fields.items():
+        if name in skip or name in rules.no_effect:
+            continue
+        value = getattr(obj, name, None)
+        if value == getattr(default, name, None):
+            continue
+        if name in rules.refused:
+            if value:
+                raise ValueError(
+                    f"cannot batch this {type(obj).__name__}'s requests: its {name} setting "
+                    f"cannot be reproduced in a batch ({rules.refused[name]})"
+                )
+            continue
+        yield name, field_info, value
+
+
+def endpoint_setting(rules: SettingRules, name: str, value: Any) -> dict[str, str]:
+    """Return the context field (`base_url` / `organization`) an endpoint setting gives.
+
+    Raises:
+        ValueError: The setting names an endpoint the batch client cannot use.
+    """
+    if not value:
+        return {}
+    target = rules.endpoint[name]
+    url = rules.base_url(str(value)) if target == "base_url" else str(value)
+    if url is None:
+        raise ValueError(
+            f"the object's {name} is not an endpoint the batch client can use; pass base_url= "
+            "(the provider SDK's base URL) instead"
+        )
+    return {target: url}
+
+
+def setting_json(name: str, value: Any) -> Any:
+    """Return a setting as JSON carries it (int dict keys become strings, sets sorted lists).
+
+    Raises:
+        ValueError: The value is not JSON (run context and checkpoints are JSON).
+    """
+    if isinstance(value, set | frozenset):
+        value = sorted(value)
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"setting {name} ({type(value).__name__}) is not JSON, so it cannot travel with a "
+            "batch (run context and checkpoints are JSON)"
+        ) from None
 
 
 def rules_for(
