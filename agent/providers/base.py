@@ -308,8 +308,14 @@ def token_usage(input_tokens: Any, output_tokens: Any, total_tokens: Any = None)
     return Usage(input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=total_tokens)
 
 
-def chat_completion_usage(line: Any) -> Usage | None:
-    """Return the billed usage of an OpenAI / Mistral output line (`response.body.usage`)."""
+def chat_completion_usage(
+    line: Any, input_key: str = "prompt_tokens", output_key: str = "completion_tokens"
+) -> Usage | None:
+    """Return the billed usage of an OpenAI / Mistral output line (`response.body.usage`).
+
+    The token counts are named `prompt_tokens` / `completion_tokens` in a chat completion;
+    a Responses-API body names them `input_tokens` / `output_tokens`.
+    """
     if not isinstance(line, dict):
         return None
     response = line.get("response")
@@ -317,9 +323,7 @@ def chat_completion_usage(line: Any) -> Usage | None:
     usage = body.get("usage") if isinstance(body, dict) else None
     if not isinstance(usage, dict):
         return None
-    return token_usage(
-        usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens")
-    )
+    return token_usage(usage.get(input_key), usage.get(output_key), usage.get("total_tokens"))
 
 
 class BatchProvider(ABC):

@@ -26,7 +26,7 @@ from openai.resources.responses import Responses
 from openai.types.responses import Response
 
 from agent.endpoints import CHAT, RESPONSES, Endpoint
-from agent.providers.base import finish_message, lc_messages, token_usage
+from agent.providers.base import chat_completion_usage, finish_message, lc_messages
 from agent.providers.fast import BodyBuilder, MessageParser
 from agent.providers.openai.reference import (
     bound_kwargs,
@@ -109,16 +109,7 @@ def parse_response(body: dict[str, Any]) -> Response:
 
 def responses_usage(line: Any) -> Usage | None:
     """Return the billed usage of a Responses-API output line (`response.body.usage`)."""
-    if not isinstance(line, dict):
-        return None
-    response = line.get("response")
-    body = response.get("body") if isinstance(response, dict) else None
-    usage = body.get("usage") if isinstance(body, dict) else None
-    if not isinstance(usage, dict):
-        return None
-    return token_usage(
-        usage.get("input_tokens"), usage.get("output_tokens"), usage.get("total_tokens")
-    )
+    return chat_completion_usage(line, "input_tokens", "output_tokens")
 
 
 class ResponsesBodyBuilder(BodyBuilder):
