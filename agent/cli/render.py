@@ -15,6 +15,8 @@ from rich.console import Console, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
 
+from agent.endpoints import job_endpoint
+
 NO_COUNTS = {"total": 0, "succeeded": 0, "failed": 0, "pending": 0}
 
 # The fields of each job in `status --json`, in order (the README lists the same).
@@ -24,6 +26,7 @@ STATUS_JOB_FIELDS = (
     "attempt",
     "provider",
     "model",
+    "endpoint",
     "emulated",
     "provider_status",
     "status",
@@ -56,6 +59,7 @@ def _job_report(job: Mapping[str, Any]) -> dict[str, Any]:
     report = {name: job.get(name) for name in STATUS_JOB_FIELDS}
     report["key"] = job.get("job_key")
     report["attempt"] = job.get("attempt", 1)
+    report["endpoint"] = job_endpoint(job)
     return report
 
 
