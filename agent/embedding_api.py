@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.api import ThreadSummary, drive_thread, open_graph, run_settings
 from agent.statuses import TERMINAL_THREAD_STATUSES
-from agent.vectors import decode
+from agent.vectors import DTYPE, decode
 
 if TYPE_CHECKING:
     import numpy as np
@@ -110,7 +110,7 @@ def run_batch_embeddings(
         if values.get("status") not in TERMINAL_THREAD_STATUSES:
             import numpy as np
 
-            return EmbeddingResults([], np.empty((0, 0), "<f4"), {}, thread_id, values)
+            return EmbeddingResults([], np.empty((0, 0), DTYPE), {}, thread_id, values)
         return _read_vectors(graph, thread_id, values)
 
 
@@ -166,8 +166,8 @@ def _read_vectors(graph: Any, thread_id: str, values: dict[str, Any]) -> Embeddi
             continue
         row = decode(vector)
         if array is None:
-            array = np.full((count, row.shape[0]), np.nan, dtype="<f4")
+            array = np.full((count, row.shape[0]), np.nan, dtype=DTYPE)
         array[position] = row
     if array is None:
-        array = np.full((count, 0), np.nan, dtype="<f4")
+        array = np.full((count, 0), np.nan, dtype=DTYPE)
     return EmbeddingResults(ids, array, errors, thread_id, values)

@@ -19,9 +19,10 @@ from typing import Any, Final
 import numpy as np
 
 from agent.requests import BatchRequest, InputError, request_text
+from agent.vectors import DTYPE
 
-# The dtype every stored vector has (`RequestOutcome.vector`).
-VECTOR_DTYPE: Final = np.dtype("<f4")
+# The dtype every stored vector has (`RequestOutcome.vector`, `agent.vectors.DTYPE`).
+VECTOR_DTYPE: Final = np.dtype(DTYPE)
 # The probe texts a builder's fast path is checked against its reference path with.
 PROBE_TEXTS: Final = ("ping", "", "Two lines\nof text, with punctuation: ok?")
 
