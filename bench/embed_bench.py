@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from run import BIN, measure, start_emulator  # noqa: E402 (bench/run.py, next to this script)
+from harness import BIN, measure, start_emulator  # noqa: E402 (bench/harness.py, next to this script)
 
 THREAD = "embed-bench"
 MODEL = "text-embedding-3-small"

@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import BIN, measure, start_emulator  # noqa: E402 (bench/run.py, next to this script)
+from harness import BIN, measure, start_emulator  # noqa: E402 (bench/harness.py, next to this script)
 
 PIPELINE = "examples/graphs/pipeline.py:graph"
 ROUNDS = 3

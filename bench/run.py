@@ -38,22 +38,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def measure(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
-    """Run `cmd`; return (wall seconds, peak RSS in MiB of that process tree's largest member)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    stderr = process.stderr.read().decode() if process.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{stderr[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+from harness import BIN, measure, start_emulator  # noqa: E402 (bench/harness.py, next to this script)
 
 
 def write_input(path: Path, n: int) -> None:
@@ -202,23 +190,6 @@ def median_row(group: list[dict[str, Any]]) -> dict[str, Any]:
         merged[key] = statistics.median(row[key] for row in group)
     merged["walls"] = sorted(row["wall"] for row in group)
     return merged
-
-
-def start_emulator(state_dir: Path, delay: str) -> tuple[subprocess.Popen[str], str]:
-    """Start `batch-agent emulator serve` on a free loopback port; return it and its URL."""
-    env = {**os.environ, "BATCH_AGENT_EMULATOR_DELAY": delay}
-    env.pop("BATCH_AGENT_EMULATOR_FAULTS", None)
-    process = subprocess.Popen(
-        [str(BIN / "batch-agent"), "emulator", "serve", "--port", "0", "--dir", str(state_dir)],
-        env=env,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", process.stdout.readline())
-    if not match:
-        raise RuntimeError("the emulator did not start")
-    return process, match.group(1)
 
 
 class FakeClock:
