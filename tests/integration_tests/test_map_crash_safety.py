@@ -38,7 +38,7 @@ MAP_ID = "map-killed"
 MIN_KILLS = 15
 MAX_RUNS = 80
 """A map still running after this many runs is stuck."""
-POINT_WEIGHTS = {"time": 3, "invoke": 3, "item_writes": 2, "pool": 1, "answers": 1}
+POINT_WEIGHTS = {"time": 2, "invoke": 4, "item_writes": 3, "pool": 1, "answers": 1}
 """How often each kind of kill is drawn: by the clock, or at a kill point."""
 
 
@@ -71,16 +71,18 @@ def _next_kill(rng: random.Random, number: int) -> tuple[str, Any]:
     """The kill of run `number`: ("time", seconds after its start) or ("point", "POINT:N").
 
     The first lands after the map's inputs are recorded (a resume needs them). A kill point's
-    N is small, so that each run moves the map on by a few items at most and the kills fall
-    in every round.
+    N is small (and a timed kill early), so that each run moves the map on by a few items at
+    most and the kills fall in every round, however fast the machine.
     """
     if number == 0:
         return "point", f"invoke:{rng.randint(2, ITEMS // 3)}"
     kind = rng.choices(list(POINT_WEIGHTS), weights=list(POINT_WEIGHTS.values()))[0]
     if kind == "time":
-        return "time", rng.uniform(0.2, 1.2)
+        return "time", rng.uniform(0.1, 0.6)
     if kind in ("invoke", "item_writes"):
-        return "point", f"{kind}:{rng.randint(1, ITEMS // 2)}"
+        # A few items at most per run: on a fast machine a run otherwise ends a whole round,
+        # and the map finishes before 15 kills have landed.
+        return "point", f"{kind}:{rng.randint(1, 3)}"
     return "point", f"{kind}:1"
 
 
