@@ -29,6 +29,8 @@ ALLOWED_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 CHAT_COMPLETIONS_URL: Final = "/v1/chat/completions"
 # The URL of OpenAI's (and Mistral's) embeddings batch lines and jobs.
 EMBEDDINGS_URL: Final = "/v1/embeddings"
+# The URL of OpenAI's Responses API batch lines and jobs.
+RESPONSES_URL: Final = "/v1/responses"
 # Keys a request may not set itself: the batch decides streaming and carries the messages.
 RESERVED_PARAMS = frozenset({"messages", "stream", "stream_options"})
 # The keys of each record form. Any other key is refused rather than dropped: a top-level

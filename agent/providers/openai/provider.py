@@ -38,13 +38,12 @@ from agent.providers.openai import realtime_errors
 from agent.providers.openai.fast import OpenAIBodyBuilder, OpenAIMessageParser
 from agent.providers.openai.reference import chat_model
 from agent.providers.openai.responses import (
-    RESPONSES_URL,
     ResponsesBodyBuilder,
     ResponsesMessageParser,
     openai_endpoint,
 )
 from agent.providers.params import Allowed, ParamRules
-from agent.requests import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, BatchRequest
+from agent.requests import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, RESPONSES_URL, BatchRequest
 from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec

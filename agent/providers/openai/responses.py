@@ -39,7 +39,6 @@ from agent.requests import BatchRequest, InputError
 from agent.state import Usage
 from agent.structured import OutputSpec
 
-RESPONSES_URL: Final = "/v1/responses"
 # Every keyword argument `responses.create` takes: realtime raises a TypeError for any other.
 RESPONSES_CREATE_ARGS: Final = frozenset(inspect.signature(Responses.create).parameters) - {"self"}
 
