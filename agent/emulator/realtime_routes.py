@@ -222,25 +222,13 @@ class RealtimeRoutes:
 
     def openai_embeddings(self, request: Request) -> Response:
         """``POST /openai/v1/embeddings``: the batch line's ``body`` for this body."""
-        body = request.json()
-        _check_model("openai", body.get("model"))
-        _check_markers("openai", marker_body(body_texts(body)))
-        try:
-            answer, _ = openai_answer(body)
-        except InvalidRequest as exc:
-            raise HttpError(400, exc.message, param=exc.param) from None
-        return json_response(answer)
+        return _embeddings_response("openai", request.json(), openai_answer)
 
     def mistral_embeddings(self, request: Request) -> Response:
         """``POST /mistral/v1/embeddings``: the batch line's ``body`` for this body."""
-        body = request.json()
-        _check_model("mistral", body.get("model"))
-        _check_markers("mistral", marker_body(body_texts(body)))
-        try:
-            answer, _ = mistral_answer(body, None)
-        except InvalidRequest as exc:
-            raise HttpError(400, exc.message, param=exc.param) from None
-        return json_response(answer)
+        return _embeddings_response(
+            "mistral", request.json(), lambda body: mistral_answer(body, None)
+        )
 
     def gemini_embed(self, request: Request) -> Response:
         """``POST /gemini/{ver}/models/{model}:batchEmbedContents``: one embedding per request."""
@@ -316,3 +304,16 @@ def _check_model(protocol: str, model: Any) -> None:
             code="model_not_found",
             param="model",
         )
+
+
+def _embeddings_response(
+    protocol: str, body: Any, answer: Callable[[Any], tuple[dict[str, Any], int]]
+) -> Response:
+    """Answer a realtime ``/embeddings`` call of `protocol` as its batch line is answered."""
+    _check_model(protocol, body.get("model"))
+    _check_markers(protocol, marker_body(body_texts(body)))
+    try:
+        vectors, _ = answer(body)
+    except InvalidRequest as exc:
+        raise HttpError(400, exc.message, param=exc.param) from None
+    return json_response(vectors)
