@@ -8,9 +8,13 @@ rather than guessed. A model the database does not know gives no number at all (
 "unknown price"), never a wrong one.
 
 Thinking tokens are output tokens (Gemini bills them at the output rate, and its usage counts
-them in the output); cache reads are priced at the database's cache-read rate, which a batch
-variant without one of its own keeps from the standard price (genai-prices merges a variant
-over the standard prices: Gemini 2.5 Flash keeps context caching at the standard rate).
+them in the output). Cache reads and cache writes (Anthropic's `cache_control`; 1-hour writes
+apart) are priced at the database's own cache rates, which a batch variant without its own
+keeps from the standard price (genai-prices merges a variant over the standard prices: Gemini
+2.5 Flash keeps context caching at the standard rate, Anthropic's batch halves both). A batch
+variant is only the one in force when the job was created: before its start date (genai-prices
+0.2.3's begin 2026-10-14) the batch cost is unknown, never the standard price genai-prices
+itself would silently give for the batch context then.
 
 Costs are computed from token totals (per job, then summed per thread), which is exact only for
 prices linear in tokens; a model whose price has tiers by prompt size or a per-request fee is
@@ -25,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NotRequired
 
 from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict  # pydantic needs this TypedDict on Python < 3.12
@@ -37,7 +41,9 @@ PRICE_PROVIDERS = {"gemini": "google"}
 (the Gemini Developer API is its `google`; Vertex AI would be `google-vertex`)."""
 OVERRIDE_SOURCE = "price_override"
 # Price keys whose cost is linear in the token totals we keep (anything else is not priced).
-_LINEAR_TOKEN_PRICES = frozenset({"input_mtok", "cache_read_mtok", "output_mtok"})
+_LINEAR_TOKEN_PRICES = frozenset(
+    {"input_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok", "output_mtok"}
+)
 _MILLION = Decimal(1_000_000)
 
 
@@ -49,6 +55,9 @@ class Cost(TypedDict):
     """Input (prompt) tokens of the collected results."""
     cached_input_tokens: int
     """Input tokens the provider reported as prompt-cache reads (priced at the cache rate)."""
+    cache_write_tokens: NotRequired[int]
+    """Input tokens written to the prompt cache (Anthropic `cache_control`), priced at the
+    cache-write rates (the 1-hour ones for 1-hour writes). Absent in records written before."""
     output_tokens: int
     """Output (completion) tokens of the collected results."""
     batch_usd: float | None
@@ -64,21 +73,45 @@ class Cost(TypedDict):
 
 
 @dataclass(frozen=True)
+class Tokens:
+    """A job's billed token counts, by how each is priced.
+
+    `input` counts every input token, the cached and cache-written ones too (LangChain's
+    `usage_metadata["input_tokens"]` is that total for every provider); `cache_read`,
+    `cache_write` (5-minute or unspecified writes) and `cache_write_1h` are the parts of it
+    priced at their own rates.
+    """
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    cache_write_1h: int = 0
+
+
+@dataclass(frozen=True)
 class Rates:
-    """USD per million tokens: input, cache-read input (None: as input) and output."""
+    """USD per million tokens: input, output, and the prompt-cache rates (None: as input)."""
 
     input_mtok: Decimal
     output_mtok: Decimal
     cache_read_mtok: Decimal | None = None
+    cache_write_mtok: Decimal | None = None
+    cache_write_1h_mtok: Decimal | None = None
 
-    def cost(self, input_tokens: int, cached_input_tokens: int, output_tokens: int) -> Decimal:
+    def cost(self, tokens: Tokens) -> Decimal:
         """Return the cost of these token counts at these rates."""
-        cache_rate = self.input_mtok if self.cache_read_mtok is None else self.cache_read_mtok
-        uncached = max(input_tokens - cached_input_tokens, 0)
+        read = _or(self.cache_read_mtok, self.input_mtok)
+        write = _or(self.cache_write_mtok, self.input_mtok)
+        write_1h = _or(self.cache_write_1h_mtok, write)
+        cached = tokens.cache_read + tokens.cache_write + tokens.cache_write_1h
+        uncached = max(tokens.input - cached, 0)
         return (
             uncached * self.input_mtok
-            + cached_input_tokens * cache_rate
-            + output_tokens * self.output_mtok
+            + tokens.cache_read * read
+            + tokens.cache_write * write
+            + tokens.cache_write_1h * write_1h
+            + tokens.output * self.output_mtok
         ) / _MILLION
 
 
@@ -91,15 +124,29 @@ class Quote:
     source: str
     note: str | None = None
 
-    def price(self, input_tokens: int, cached_input_tokens: int, output_tokens: int) -> Cost:
+    def price(
+        self,
+        input_tokens: int,
+        cached_input_tokens: int,
+        output_tokens: int,
+        cache_write_tokens: int = 0,
+        cache_write_1h_tokens: int = 0,
+    ) -> Cost:
         """Return the cost of these tokens at both prices, and the saving."""
-        counts = (input_tokens, cached_input_tokens, output_tokens)
-        batch = self.batch.cost(*counts) if self.batch else None
-        realtime = self.realtime.cost(*counts) if self.realtime else None
+        tokens = Tokens(
+            input=input_tokens,
+            output=output_tokens,
+            cache_read=cached_input_tokens,
+            cache_write=cache_write_tokens,
+            cache_write_1h=cache_write_1h_tokens,
+        )
+        batch = self.batch.cost(tokens) if self.batch else None
+        realtime = self.realtime.cost(tokens) if self.realtime else None
         saving = realtime - batch if batch is not None and realtime is not None else None
         return Cost(
             input_tokens=input_tokens,
             cached_input_tokens=cached_input_tokens,
+            cache_write_tokens=cache_write_tokens + cache_write_1h_tokens,
             output_tokens=output_tokens,
             batch_usd=_usd(batch),
             realtime_usd=_usd(realtime),
@@ -194,6 +241,7 @@ def total_cost(costs: Iterable[Cost]) -> Cost | None:
     return Cost(
         input_tokens=sum(c["input_tokens"] for c in items),
         cached_input_tokens=sum(c["cached_input_tokens"] for c in items),
+        cache_write_tokens=sum(c.get("cache_write_tokens", 0) for c in items),
         output_tokens=sum(c["output_tokens"] for c in items),
         batch_usd=_sum([c["batch_usd"] for c in items]),
         realtime_usd=_sum([c["realtime_usd"] for c in items]),
@@ -217,6 +265,8 @@ class TokenTally:
         """Start from zero."""
         self.input_tokens = 0
         self.cached_input_tokens = 0
+        self.cache_write_tokens = 0
+        self.cache_write_1h_tokens = 0
         self.output_tokens = 0
 
     def add(self, result: Mapping[str, Any]) -> None:
@@ -229,6 +279,12 @@ class TokenTally:
         meta = message.get("usage_metadata") if isinstance(message, dict) else None
         details = (meta or {}).get("input_token_details") or {}
         self.cached_input_tokens += int(details.get("cache_read") or 0)
+        # ChatAnthropic reports cache writes as `cache_creation`, or by their time to live
+        # (then `cache_creation` is 0): 1-hour writes are priced apart.
+        self.cache_write_tokens += int(details.get("cache_creation") or 0) + int(
+            details.get("ephemeral_5m_input_tokens") or 0
+        )
+        self.cache_write_1h_tokens += int(details.get("ephemeral_1h_input_tokens") or 0)
 
     def cost(
         self,
@@ -240,11 +296,12 @@ class TokenTally:
     ) -> Cost:
         """Price the tally; an invalid `price_override` gives an unknown price that says so."""
         counts = (self.input_tokens, self.cached_input_tokens, self.output_tokens)
+        writes = (self.cache_write_tokens, self.cache_write_1h_tokens)
         try:
             overrides = parse_price_override(price_override)
         except ValueError as exc:
             return unknown_cost(*counts, note=str(exc))
-        return quote(provider, model, when=when, overrides=overrides).price(*counts)
+        return quote(provider, model, when=when, overrides=overrides).price(*counts, *writes)
 
 
 @dataclass(frozen=True)
@@ -303,6 +360,8 @@ def _linear(prices: Any) -> Rates | None:
         input_mtok=values.get("input_mtok", Decimal(0)),
         output_mtok=values.get("output_mtok", Decimal(0)),
         cache_read_mtok=values.get("cache_read_mtok"),
+        cache_write_mtok=values.get("cache_write_mtok"),
+        cache_write_1h_mtok=values.get("cache_write_1h_mtok"),
     )
 
 
@@ -327,6 +386,10 @@ def _rates(model: str, side: str, value: Any) -> Rates:
             f"price_override[{model!r}][{side!r}] must be [input, output] USD per million tokens, got {value!r}"
         )
     return Rates(input_mtok=Decimal(str(value[0])), output_mtok=Decimal(str(value[1])))
+
+
+def _or(rate: Decimal | None, default: Decimal) -> Decimal:
+    return default if rate is None else rate
 
 
 def _usd(value: Decimal | None) -> float | None:

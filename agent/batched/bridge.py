@@ -421,7 +421,13 @@ def _priced_answer(result: Any, prices: Quote, batch: str) -> dict[str, Any]:
     message = result.message.model_dump() if result.message else None
     tally = TokenTally()
     tally.add({"usage": result.usage, "message": message})
-    cost = prices.price(tally.input_tokens, tally.cached_input_tokens, tally.output_tokens)
+    cost = prices.price(
+        tally.input_tokens,
+        tally.cached_input_tokens,
+        tally.output_tokens,
+        tally.cache_write_tokens,
+        tally.cache_write_1h_tokens,
+    )
     meta = (message or {}).get("usage_metadata") or {}
     usage = {name: int(meta.get(name) or 0) for name in USAGE_KEYS}
     return {**answer(message, result.error, batch), "cost": cost, "usage": usage}

@@ -500,3 +500,45 @@ def test_the_emulator_speaks_message_batches_to_the_sdk(
     with pytest.raises(anthropic.AuthenticationError) as refused:
         client.messages.batches.list()
     assert refused.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+
+
+def test_prompt_caching_cache_control_is_kept_in_the_batch_body_as_chat_anthropic_sends_it() -> (
+    None
+):
+    from langchain_anthropic import ChatAnthropic
+
+    messages = [
+        {
+            "role": "system",
+            "content": [
+                {
+                    "type": "text",
+                    "text": "A long shared document.",
+                    "cache_control": {"type": "ephemeral"},
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "text",
+                    "text": "Question one?",
+                    "cache_control": {"type": "ephemeral", "ttl": "1h"},
+                }
+            ],
+        },
+    ]
+    build = AnthropicProvider(emulated=True, base_url="").line_builder(
+        "claude-haiku-4-5", {"max_tokens": 64}
+    )
+    line = orjson.loads(build(BatchRequest("a", messages, {})))
+    realtime = ChatAnthropic(model="claude-haiku-4-5", max_tokens=64, api_key="sk-ant-test")  # type: ignore[call-arg,arg-type]
+    payload = realtime._get_request_payload(messages)
+    assert line["params"]["system"] == payload["system"]
+    assert line["params"]["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert line["params"]["messages"][0]["content"][0]["cache_control"] == {
+        "type": "ephemeral",
+        "ttl": "1h",
+    }
+    assert line["params"]["messages"] == payload["messages"]

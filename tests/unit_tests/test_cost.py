@@ -24,6 +24,7 @@ from agent.cli.render import status_report
 from agent.context import Context
 from agent.emulator import list_jobs, read_access_log
 from agent.graph import build_graph
+from agent.pricing import TokenTally, quote
 from agent.requests import InputError
 
 RECORDS: list[dict[str, Any]] = [
@@ -230,3 +231,115 @@ def test_cli_plan_shows_the_estimate_and_refuses_over_max_cost(tmp_path: Path) -
     assert "estimate:" in refused.stdout and "batch $" in refused.stdout
     assert "exceeds max_cost" in str(refused.exception)
     assert read_access_log() == []
+
+
+# -- prices right to the token ---------------------------------------------------------------
+
+AFTER_BATCH_PRICES = datetime(2026, 12, 2, tzinfo=UTC)
+BEFORE_BATCH_PRICES = datetime(2026, 10, 1, tzinfo=UTC)  # genai-prices' variants start 2026-10-14
+PRICED = [
+    ("openai", "gpt-4o-mini", "openai"),
+    ("openai", "gpt-5-mini", "openai"),
+    ("anthropic", "claude-haiku-4-5", "anthropic"),
+    ("gemini", "gemini-2.5-flash", "google"),
+    ("mistral", "mistral-small-latest", "mistral"),
+]
+
+
+def _genai_prices(
+    provider_id: str, model: str, when: datetime, batch: bool, **tokens: int
+) -> Decimal:
+    """What genai-prices itself charges for these tokens (the independent reference)."""
+    context = {"price_context": {"processing": "batch"}} if batch else {}
+    found = genai_prices.calc_price(
+        genai_prices.Usage(**tokens),
+        model,
+        provider_id=provider_id,
+        genai_request_timestamp=when,
+        **context,
+    )
+    return Decimal(str(found.total_price))
+
+
+@pytest.mark.parametrize(("provider", "model", "provider_id"), PRICED)
+def test_cache_reads_and_writes_are_priced_at_their_own_batch_and_realtime_rates(
+    provider: str, model: str, provider_id: str
+) -> None:
+    tally = TokenTally()
+    tally.add(
+        {
+            "usage": {"input_tokens": 10_000, "output_tokens": 700},
+            "message": {
+                "usage_metadata": {
+                    "input_token_details": {"cache_read": 4_000, "cache_creation": 2_500}
+                }
+            },
+        }
+    )
+    cost = tally.cost(provider, model, when=AFTER_BATCH_PRICES, price_override="")
+    assert cost["cached_input_tokens"] == 4_000 and cost["cache_write_tokens"] == 2_500
+    tokens = {
+        "input_tokens": 10_000,
+        "cache_read_tokens": 4_000,
+        "cache_write_tokens": 2_500,
+        "output_tokens": 700,
+    }
+    for side, batch in (("batch_usd", True), ("realtime_usd", False)):
+        expected = _genai_prices(provider_id, model, AFTER_BATCH_PRICES, batch, **tokens)
+        assert Decimal(str(cost[side])) == pytest.approx(expected, rel=1e-9), side
+
+
+def test_anthropic_one_hour_cache_writes_cost_the_one_hour_rate() -> None:
+    def cost(details: dict[str, int]) -> Any:
+        tally = TokenTally()
+        tally.add(
+            {
+                "usage": {"input_tokens": 3_000, "output_tokens": 0},
+                "message": {"usage_metadata": {"input_token_details": details}},
+            }
+        )
+        return tally.cost(
+            "anthropic", "claude-haiku-4-5", when=AFTER_BATCH_PRICES, price_override=""
+        )
+
+    five_minutes = cost({"cache_creation": 0, "ephemeral_5m_input_tokens": 2_000})
+    one_hour = cost({"cache_creation": 0, "ephemeral_1h_input_tokens": 2_000})
+    rates = quote("anthropic", "claude-haiku-4-5", when=AFTER_BATCH_PRICES).batch
+    assert rates is not None and rates.cache_write_1h_mtok and rates.cache_write_mtok
+    extra = 2_000 * (rates.cache_write_1h_mtok - rates.cache_write_mtok) / Decimal(1_000_000)
+    assert Decimal(str(one_hour["batch_usd"])) - Decimal(str(five_minutes["batch_usd"])) == (
+        pytest.approx(extra)
+    )
+    assert one_hour["cache_write_tokens"] == five_minutes["cache_write_tokens"] == 2_000
+
+
+@pytest.mark.parametrize(("provider", "model", "provider_id"), PRICED)
+def test_a_batch_price_never_falls_back_to_the_standard_price(
+    provider: str, model: str, provider_id: str
+) -> None:
+    after = quote(provider, model, when=AFTER_BATCH_PRICES)
+    before = quote(provider, model, when=BEFORE_BATCH_PRICES)
+    tokens = (100_000, 0, 10_000)
+    if after.batch is None:
+        # No batch variant at all: unknown, and said so, never the standard price.
+        assert after.note is not None and "no batch price" in after.note
+        assert after.price(*tokens)["batch_usd"] is None
+    else:
+        # The variant in force at the job's creation: below the realtime price, and exactly
+        # what genai-prices charges with the batch context at that time.
+        batch = after.price(*tokens)
+        assert batch["batch_usd"] is not None and batch["realtime_usd"] is not None
+        assert batch["batch_usd"] < batch["realtime_usd"]
+        expected = _genai_prices(
+            provider_id, model, AFTER_BATCH_PRICES, True, input_tokens=100_000, output_tokens=10_000
+        )
+        assert Decimal(str(batch["batch_usd"])) == pytest.approx(expected, rel=1e-9)
+    # Created before any batch variant was in force: genai-prices would silently give the
+    # standard price for the batch context; we give none, and say why.
+    assert before.batch is None and before.realtime is not None
+    assert before.note is not None and BEFORE_BATCH_PRICES.strftime("%Y-%m-%d") in before.note
+    assert before.price(*tokens)["batch_usd"] is None
+    standard = _genai_prices(
+        provider_id, model, BEFORE_BATCH_PRICES, True, input_tokens=100_000, output_tokens=10_000
+    )
+    assert standard == Decimal(str(before.price(*tokens)["realtime_usd"]))  # the trap we avoid

@@ -28,7 +28,7 @@ from agent.emulator import ManualClock, list_jobs, read_access_log, running_emul
 from agent.graph import build_graph
 from agent.model_spec import spec_from_chat_model
 from agent.planning import new_intent
-from agent.pricing import TokenTally, quote
+from agent.pricing import Tokens, TokenTally, quote
 from agent.providers import ProviderError, resolve_provider
 from agent.providers.base import JOB_KEY_METADATA
 from agent.providers.gemini import GeminiProvider
@@ -120,7 +120,7 @@ def test_full_lifecycle_results_in_input_order_with_usage_and_cost(
     assert cost["batch_usd"] == pytest.approx(cost["realtime_usd"] / 2)
     rates = quote("gemini", MODEL).batch
     assert rates is not None
-    expected = rates.cost(usage["input_tokens"], 0, usage["output_tokens"])
+    expected = rates.cost(Tokens(input=usage["input_tokens"], output=usage["output_tokens"]))
     assert Decimal(str(cost["batch_usd"])) == pytest.approx(expected)
     assert len(_creates()) == 1 and len(_gemini_jobs()) == 1
     # The job is known to Gemini by its job key alone (the display name).
