@@ -180,6 +180,21 @@ def _word_limit(body: dict[str, Any]) -> int | None:
     return None
 
 
+def prompt_token_count(messages: Any) -> int:
+    """Return the prompt tokens of chat messages by the module's rule (3 + words each).
+
+    What a chat answer's usage reports, and what the OpenAI emulator's enqueued-token quota
+    counts (`enqueued_token_limit`); anything that is not a list of messages counts 0.
+    """
+    if not isinstance(messages, list):
+        return 0
+    return sum(
+        PER_MESSAGE_OVERHEAD + len(message_text(message).split())
+        for message in messages
+        if isinstance(message, dict)
+    )
+
+
 def compute_reply(body: Any) -> Reply:
     """Answer a chat-completions body by the deterministic rule.
 
@@ -194,12 +209,10 @@ def compute_reply(body: Any) -> Reply:
     """
     messages = validate_body(body)
     last_user = ""
-    prompt_tokens = 0
+    prompt_tokens = prompt_token_count(messages)
     for message in messages:
-        text = message_text(message)
-        prompt_tokens += PER_MESSAGE_OVERHEAD + len(text.split())
         if message.get("role") == "user":
-            last_user = text
+            last_user = message_text(message)
     content = REPLY_PREFIX + last_user
     structured, tool_calls = plan_answer(body, last_user, content)
     shapes = frozenset(marker for marker in SHAPE_MARKERS if marker in last_user)

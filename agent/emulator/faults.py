@@ -71,6 +71,11 @@ Knobs:
   "param": null}]`` and no output or error file, as it does for an invalid input file (e.g.
   ``token_limit_exceeded``, which the real API gives when the organisation's enqueued-token
   limit is reached).
+- ``enqueued_token_limit=N`` (integer >= 0; OpenAI): the organisation's enqueued-token quota
+  per model, as OpenAI enforces it. A batch whose prompt tokens (the answers' own count: 3 + words
+  per message), added to those of the same model's batches not yet ended, exceed N fails
+  validation, ``validating -> failed`` with ``errors.data = [{"code": "token_limit_exceeded",
+  ...}]`` and no output, and holds no quota. Read on every create; 0 is no limit.
 - ``no_listing=1``: the collection listings an OpenAI-compatible server may lack
   answer HTTP 405 (method not allowed), in the protocol's error shape: ``GET
   /files`` and ``GET /batches`` (OpenAI), ``GET /files`` and ``GET /batch/jobs``
@@ -307,6 +312,7 @@ class Faults:
         output_lag: Seconds after the terminal status during which file ids are null.
         unknown_status: Status string replacing completed/SUCCESS, or None.
         batch_fail: Error code a batch (OpenAI, Gemini) fails with as a whole, or None.
+        enqueued_token_limit: OpenAI's enqueued prompt tokens per model (0: no limit).
         no_listing: Whether the file and job listings answer 405.
         create_429: How many Gemini batch creates (in the state directory) answer 429 first.
         delete_fail: Whether every file delete answers 500.
@@ -323,6 +329,7 @@ class Faults:
     output_lag: float = 0.0
     unknown_status: str | None = None
     batch_fail: str | None = None
+    enqueued_token_limit: int = 0
     no_listing: bool = False
     create_429: int = 0
     delete_fail: bool = False
@@ -420,6 +427,7 @@ _PARSERS = {
     "output_lag": _seconds,
     "unknown_status": _status,
     "batch_fail": _code,
+    "enqueued_token_limit": _count,
     "no_listing": _flag,
     "create_429": _count,
     "delete_fail": _flag,

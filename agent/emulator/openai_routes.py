@@ -32,6 +32,7 @@ from agent.emulator.answers import (
     Reply,
     compute_reply,
     line_digest,
+    prompt_token_count,
     reshape_completion,
     validate_body,
 )
@@ -251,6 +252,11 @@ class OpenAIRoutes(FileRoutes):
         batch_id = f"batch_{secrets.token_hex(16)}"
         with self.jobs.creating(request.faults.job_record()) as faults:
             scan = _scan_input(self.store, input_file_id, endpoint, batch_id, faults or {})
+            limit = request.faults.enqueued_token_limit
+            if limit and not scan["errors"]:
+                over = self._over_quota(scan["model"], scan["tokens"], limit, now)
+                if over is not None:
+                    scan["errors"] = [over]
             fields: dict[str, Any] = {
                 "id": batch_id,
                 "object": "batch",
@@ -266,6 +272,8 @@ class OpenAIRoutes(FileRoutes):
                 "error_file_id": None,
                 "usage": None,
                 "_validation_errors": scan["errors"],
+                # What the batch holds of its model's enqueued-token quota while it runs.
+                "_enqueued_tokens": 0 if scan["errors"] else scan["tokens"],
             }
             job = self.jobs.record(
                 fields,
@@ -281,6 +289,30 @@ class OpenAIRoutes(FileRoutes):
         self.jobs.answer_late(request.faults)
         # The create response is always "validating", whatever the delay.
         return json_response(self._view(job, now, force_status="validating"))
+
+    def _over_quota(
+        self, model: str | None, tokens: int, limit: int, now: float
+    ) -> dict[str, Any] | None:
+        """Return the `token_limit_exceeded` error of a batch over its model's quota, or None.
+
+        The quota holds the prompt tokens of the model's batches that have not ended (OpenAI
+        releases a batch's tokens once it completes, fails, expires or is cancelled).
+        """
+        enqueued = sum(
+            int(job.get("_enqueued_tokens") or 0)
+            for job in self.jobs.newest_first()
+            if job.get("model") == model and not self.jobs.phase(job, now).terminal
+        )
+        if enqueued + tokens <= limit:
+            return None
+        return _error(
+            "token_limit_exceeded",
+            None,
+            f"Enqueued token limit reached for {model} in organization org-emulator. Limit: "
+            f"{limit:,} enqueued tokens. Please try submitting your batch again once you have "
+            "fewer enqueued tokens.",
+            None,
+        )
 
     def _produce(self, job: dict[str, Any], phase: Phase, ended: float) -> None:
         """Write outputs for a job reaching a terminal phase (called under the lock)."""
@@ -444,10 +476,11 @@ def _scan_input(
         faults: The job's fault knobs (empty for none).
 
     Returns:
-        ``{"total", "failed", "errors", "model", "delay"}``: request count, sorted
+        ``{"total", "failed", "errors", "model", "delay", "tokens"}``: request count, sorted
         indices of requests that will fail individually, batch-level validation errors
-        (shown only once the batch leaves ``validating``), the file's model and the
-        delay its requests ask for (``[emulator:delay=S]``; None for none).
+        (shown only once the batch leaves ``validating``), the file's model, the
+        delay its requests ask for (``[emulator:delay=S]``; None for none) and its prompt
+        tokens (what the enqueued-token quota counts).
     """
     errors: list[dict[str, Any]] = []
     delay: float | None = None
@@ -455,6 +488,7 @@ def _scan_input(
     seen: set[str] = set()
     model: str | None = None
     total = 0
+    tokens = 0
 
     def report(error: dict[str, Any]) -> None:
         if len(errors) < MAX_REPORTED_ERRORS:
@@ -507,7 +541,9 @@ def _scan_input(
                 )
             )
         body = obj.get("body")
-        delay = longest_delay(delay, fault_body(endpoint, body))
+        view = fault_body(endpoint, body)
+        delay = longest_delay(delay, view)
+        tokens += prompt_token_count(view.get("messages") if isinstance(view, dict) else None)
         line_model = body.get("model") if isinstance(body, dict) else None
         if isinstance(line_model, str):
             if model is None:
@@ -541,7 +577,14 @@ def _scan_input(
                 None,
             )
         )
-    return {"total": total, "failed": failed, "errors": errors, "model": model, "delay": delay}
+    return {
+        "total": total,
+        "failed": failed,
+        "errors": errors,
+        "model": model,
+        "delay": delay,
+        "tokens": tokens,
+    }
 
 
 def request_error(body: Any) -> InvalidRequest | None:

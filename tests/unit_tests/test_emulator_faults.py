@@ -661,3 +661,27 @@ def test_create_delay_persists_first_and_server_stays_responsive(
         assert time.time() - started >= 2
         outcome = run.wait(created[0])
         assert outcome.status == ("completed" if provider == "openai" else "SUCCESS")
+
+
+def test_enqueued_token_limit_fails_a_batch_over_the_models_quota_until_earlier_ones_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each text is 3 + 4 words = 7 prompt tokens (the answers' own count); 10 texts hold 70.
+    monkeypatch.setenv(DELAY, "1")
+    monkeypatch.setenv(FAULTS, "enqueued_token_limit=100")
+    clock = ManualClock()
+    run = driver("openai", tmp_path, clock)
+    texts = [(f"t{n}", f"short text number {n}") for n in range(10)]
+    first = run.submit(texts)
+    # Another 70 tokens while the first batch runs: 140 > 100, so OpenAI fails it whole.
+    second = run.submit([(f"u{n}", text) for n, (_, text) in enumerate(texts)])
+    refused = run.wait(second)
+    assert refused.status == "failed" and refused.output == [] and refused.errors == []
+    (error,) = refused.raw.errors.data
+    assert error.code == "token_limit_exceeded" and "100 enqueued tokens" in error.message
+    # A failed batch holds no quota, and the first one's tokens are released once it ends.
+    assert run.wait(first).status == "completed"
+    third = run.submit([(f"v{n}", text) for n, (_, text) in enumerate(texts)])
+    done = run.wait(third)
+    assert done.status == "completed" and done.succeeded == 10
+    assert sum(row["response"]["body"]["usage"]["prompt_tokens"] for row in done.output) == 70
