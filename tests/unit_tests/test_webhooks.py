@@ -68,3 +68,37 @@ def test_an_event_about_something_else_is_not_a_batch_event() -> None:
     headers = sign(SECRET, "wh_3", int(time.time()), body.encode())
     event = verify_event("openai", body.encode(), headers, SECRET)
     assert not event.is_batch_event
+
+
+def test_the_emulator_redelivers_until_the_receiver_accepts() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from agent.emulator.webhooks import deliver
+
+    received: list[tuple[bytes, dict[str, str]]] = []
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append((body, {k.lower(): v for k, v in self.headers.items()}))
+            self.send_response(500 if len(received) == 1 else 200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        body = event_body("openai", "failed", {"id": "batch_f"}, int(time.time()))
+        url = f"http://127.0.0.1:{server.server_port}/hook"
+        assert deliver(url, SECRET, body, "wh_retry")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(received) == 2  # the 500 was retried
+    assert {headers["webhook-id"] for _, headers in received} == {"wh_retry"}
+    event = verify_event("openai", received[1][0], received[1][1], SECRET)
+    assert (event.type, event.job_id) == ("batch.failed", "batch_f")
