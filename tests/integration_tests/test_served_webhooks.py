@@ -87,5 +87,12 @@ def test_a_webhook_makes_the_thread_collect_with_at_most_three_status_calls(
         seen = client.store.search_items(["batch_agent_webhooks", "seen"], limit=10)["items"]
         assert [item["value"]["job_id"] for item in seen] == [job_id]  # the duplicate was dropped
         assert json.dumps(seen).count(SECRET) == 0
+        # A redelivery of that event is acknowledged and starts nothing.
+        again = event_body(hook, "done", {"id": job_id, "name": job_id}, int(time.time()))
+        headers = sign(SECRET, seen[0]["key"], int(time.time()), again)
+        runs_before = len(client.runs.list(thread_id, limit=100))
+        answer = _post(url, hook, again, headers)
+        assert (answer.status_code, answer.json()["status"]) == (200, "duplicate")
+        assert len(client.runs.list(thread_id, limit=100)) == runs_before
     finally:
         stop_dev_server(process)
