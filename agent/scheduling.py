@@ -35,6 +35,8 @@ from langgraph.runtime import get_runtime
 
 from agent.context import Context
 from agent.state import State
+from agent.statuses import TERMINAL_JOB_STATUSES
+from agent.webhooks import safety_interval, webhook_secret
 
 if TYPE_CHECKING:
     from langgraph.store.base import BaseStore
@@ -82,6 +84,9 @@ async def schedule_next_poll(state: State) -> dict[str, Any]:
             await _forget_booking(store, thread_id)
         return {"next_check_at": None}
     delay = ctx.next_poll_interval(max(int(state.get("polls", 0)) - 1, 0))
+    if _webhooks_configured(state):
+        # The provider calls `agent.webhook_routes` when the job ends: polls are a safety net.
+        delay = max(delay, safety_interval())
     context = dataclasses.asdict(ctx)
     try:
         if store is not None:
@@ -155,3 +160,13 @@ async def _forget_booking(store: BaseStore, thread_id: str) -> None:
         await store.adelete(BOOKINGS_NAMESPACE, thread_id)
     except Exception as exc:  # a stale booking only costs one no-op run after a restart
         logger.warning("could not clear the poll booking of thread %s: %s", thread_id, exc)
+
+
+def _webhooks_configured(state: State) -> bool:
+    """Tell whether every job in flight is of a provider whose webhook secret is set."""
+    providers = {
+        str(job.get("provider"))
+        for job in state.get("jobs") or []
+        if job.get("job_id") and job.get("status") not in TERMINAL_JOB_STATUSES
+    }
+    return bool(providers) and all(webhook_secret(p) is not None for p in providers)

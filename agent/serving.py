@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 
 from agent.scheduling import BOOKINGS_NAMESPACE
 from agent.statuses import TERMINAL_THREAD_STATUSES
+from agent.webhook_routes import ROUTES as WEBHOOK_ROUTES
 
 if TYPE_CHECKING:
     from langgraph_sdk.client import LangGraphClient
@@ -152,5 +153,6 @@ async def lifespan(_: Starlette) -> AsyncIterator[None]:
             bridge.cancel()
 
 
-app = Starlette(lifespan=lifespan)
-"""Named in `langgraph.json` (`http.app`); it adds no routes, only the start-up hook."""
+app = Starlette(routes=WEBHOOK_ROUTES, lifespan=lifespan)
+"""Named in `langgraph.json` (`http.app`): the start-up hook and the provider webhook routes
+(`agent.webhook_routes`)."""

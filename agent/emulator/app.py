@@ -45,6 +45,7 @@ from agent.emulator.openai_routes import render_error as render_openai_error
 from agent.emulator.realtime_routes import RealtimeRoutes
 from agent.emulator.store import Store
 from agent.emulator.web import HttpError, Request, Response, json_response
+from agent.emulator.webhooks import start_sender
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class EmulatorApp:
         # `http_error_rate` draws: one seeded generator per app (per process).
         self._rng_lock = threading.Lock()
         self._rngs: dict[int, random.Random] = {}
+        # Signed `batch.*` events to a webhook URL, when one is configured.
+        self.webhooks = start_sender({"openai": self.openai.jobs, "gemini": self.gemini.jobs})
 
     @property
     def state_dir(self) -> Path:

@@ -91,6 +91,9 @@ Knobs:
 - ``delete_fail=1``: every file delete (``DELETE .../files/{id}``, any protocol)
   answers HTTP 500 in the protocol's error shape, before any state change, with the
   ``retry-after`` headers of ``http_error_rate``: the file stays. Read on every request.
+- ``webhook_duplicates=1``: the emulator's outgoing webhooks (`agent.emulator.webhooks`) send
+  every event twice, with the same ``webhook-id``, and each round's events in reverse order.
+  Read at every delivery round.
 
 Anthropic Message Batches (one results file, one line per request): a failed
 request is an ``errored`` result (``rate_limit_error`` / ``api_error``; markers give
@@ -316,6 +319,7 @@ class Faults:
         no_listing: Whether the file and job listings answer 405.
         create_429: How many Gemini batch creates (in the state directory) answer 429 first.
         delete_fail: Whether every file delete answers 500.
+        webhook_duplicates: Whether every webhook event is sent twice, out of order.
     """
 
     seed: int = 0
@@ -333,6 +337,7 @@ class Faults:
     no_listing: bool = False
     create_429: int = 0
     delete_fail: bool = False
+    webhook_duplicates: bool = False
 
     def job_record(self) -> dict[str, Any] | None:
         """Return the knobs that shape a job, for its record (None if all default)."""
@@ -431,6 +436,7 @@ _PARSERS = {
     "no_listing": _flag,
     "create_429": _count,
     "delete_fail": _flag,
+    "webhook_duplicates": _flag,
 }
 assert set(_PARSERS) == {f.name for f in fields(Faults)}
 
