@@ -122,6 +122,38 @@ KILLED_PROVIDERS = {"emulator": (), "gemini": ("--provider", "gemini")}
 TRIALS = 10
 
 
+def _uninterrupted_seconds(
+    tmp_path: Path, env: dict[str, str], provider_args: tuple[str, ...]
+) -> float:
+    """How long one trial's run takes here when nothing kills it (own emulator and database).
+
+    The quicker of two runs: the first also starts the preloaded fork server.
+    """
+    seconds = []
+    for n in range(2):
+        own = tmp_path / f"uninterrupted-{n}"
+        own.mkdir()
+        args = [
+            "run",
+            str(TICKETS),
+            *provider_args,
+            "--wait",
+            "--poll-interval",
+            "0.1",
+            "--out",
+            str(own / "out.jsonl"),
+            "--db",
+            str(own / "db.sqlite"),
+        ]
+        started = time.monotonic()
+        child = start_cli(
+            args, tmp_path, {**env, "BATCH_AGENT_EMULATOR_DIR": str(own / "emulator")}
+        )
+        assert child.wait() == 0
+        seconds.append(time.monotonic() - started)
+    return min(seconds)
+
+
 def _wait_for_a_call(served: Path, calls_before: int, child: CliProcess) -> None:
     """Wait until the emulator in `served` logs a call after the first `calls_before` ones."""
     deadline = time.monotonic() + 60
@@ -142,6 +174,9 @@ def test_random_kill_points_never_duplicate_or_lose(
     rng = random.Random(20261122)
     runner = CliRunner()
     killed = 0
+    # Kills are drawn within an uninterrupted run's own duration on this machine (on its own
+    # emulator state): a fixed window let a fast machine finish 4 runs in 10 before the kill.
+    window = _uninterrupted_seconds(tmp_path, env, KILLED_PROVIDERS[provider])
     for trial in range(TRIALS):
         thread = f"trial-{trial}"
         out = tmp_path / f"{thread}.jsonl"
@@ -169,7 +204,7 @@ def test_random_kill_points_never_duplicate_or_lose(
             _wait_for_a_call(served, calls_before, child)
             time.sleep(rng.uniform(0.0, 1.0))
         else:
-            time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(rng.uniform(0.0, 0.9 * window))
         child.kill()
         killed += child.wait() == -signal.SIGKILL
 
