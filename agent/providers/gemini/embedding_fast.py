@@ -15,12 +15,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import orjson
 
 from agent.providers.base import RequestOutcome, token_usage
 from agent.providers.embedding_common import PROBE_TEXTS, embedding_text, probe_vector, vector_bytes
 from agent.providers.gemini.embeddings import embeddings_model, reference_vectors, request_body
-from agent.providers.gemini.reference import batch_line, line_error
+from agent.providers.gemini.reference import batch_line, keyed_line, line_error, unreadable_line
 from agent.requests import BatchRequest
 from agent.state import RequestError, Usage
 
@@ -84,15 +83,9 @@ class GeminiVectorParser:
 
     def parse_line(self, raw: bytes | str, job_id: str) -> RequestOutcome:
         """Return the request's outcome: its vector, or its error (`VectorParser.parse_line`)."""
-        try:
-            line = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            line = None
-        if not isinstance(line, dict):
-            error = RequestError(code="bad_result_line", message="unreadable result line")
-            return RequestOutcome("", None, error, False)
-        key = line.get("key")
-        custom_id = key if isinstance(key, str) else ""
+        line, custom_id = keyed_line(raw)
+        if line is None:
+            return RequestOutcome("", None, unreadable_line(), False)
         if line.get("error") is not None:
             error, retryable = line_error(line["error"])
             return RequestOutcome(custom_id, None, error, retryable)

@@ -16,7 +16,6 @@ what the batch answered: no call can reach the network.
 from __future__ import annotations
 
 import functools
-import ssl
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -25,7 +24,7 @@ from langchain_google_genai import GoogleGenerativeAIEmbeddings
 from pydantic import SecretStr
 
 from agent.providers.embedding_common import CapturingTransport, embedding_settings
-from agent.providers.gemini.reference import VERTEX
+from agent.providers.gemini.reference import NO_TLS, VERTEX
 from agent.providers.settings import HEADERS, build_chat_model, rules_for
 
 # The class's fields a batch carries (the ones that shape a request).
@@ -52,11 +51,10 @@ SETTING_RULES: Final = rules_for(
 )
 _CAPTURE: Final = CapturingTransport(httpx2.Response)
 # No CA bundle for a client that never connects (google-genai would load it, ~150 ms).
-_NO_TLS: Final = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 _CLIENT_ARGS: Final = {
     "transport": httpx2.MockTransport(_CAPTURE),
-    "verify": _NO_TLS,
-    "ssl": _NO_TLS,
+    "verify": NO_TLS,
+    "ssl": NO_TLS,
 }
 
 

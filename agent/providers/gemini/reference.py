@@ -95,11 +95,12 @@ def _refuse(request: httpx2.Request) -> httpx2.Response:
 # transport that refuses to send, so no realtime call can slip out through it, and a TLS context
 # without CA certificates (google-genai otherwise loads the CA bundle twice for every chat model,
 # about 300 ms; `ssl` is the one its websocket client reads).
-_NO_TLS: Final = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+NO_TLS: Final = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+"""A TLS context without CA certificates, for google-genai clients that never connect."""
 _CLIENT_ARGS: Final = {
     "transport": httpx2.MockTransport(_refuse),
-    "verify": _NO_TLS,
-    "ssl": _NO_TLS,
+    "verify": NO_TLS,
+    "ssl": NO_TLS,
 }
 
 
@@ -279,6 +280,26 @@ def response_usage(response: Any) -> Usage | None:
     return token_usage(prompt + tool_prompt, candidates + thoughts, usage.get("totalTokenCount"))
 
 
+def unreadable_line() -> RequestError:
+    """Return the failure of a result line that is not a JSON object (it names no request)."""
+    return RequestError(code="bad_result_line", message="unreadable result line")
+
+
+def keyed_line(raw: bytes | str) -> tuple[dict[str, Any] | None, str]:
+    """Decode a responses-file line: the object (None if it is not one) and its request key.
+
+    A key that is not a string matches no request (""). Chat and embeddings lines alike.
+    """
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, ""
+    if not isinstance(line, dict):
+        return None, ""
+    key = line.get("key")
+    return line, key if isinstance(key, str) else ""
+
+
 def line_error(error: Any) -> tuple[RequestError, bool]:
     """Read a failed line's `error` (`{"code", "message", "status"}`): the error and retryability."""
     if not isinstance(error, dict):
@@ -318,16 +339,9 @@ class GeminiLineParser:
         A `response` is parsed as realtime parses a `generateContent` answer, and raises what
         that raises (`agent.providers.base.read_outcome` makes it the request's failure).
         """
-        try:
-            line = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            line = None
-        if not isinstance(line, dict):
-            error = RequestError(code="bad_result_line", message="unreadable result line")
-            return "", None, error, False
-        key = line.get("key")
-        # A key that is not a string matches no request.
-        custom_id = key if isinstance(key, str) else ""
+        line, custom_id = keyed_line(raw)
+        if line is None:
+            return "", None, unreadable_line(), False
         if line.get("error") is not None:
             return (custom_id, None, *line_error(line["error"]))
         if "response" not in line:
