@@ -222,15 +222,13 @@ def read_outcome(parser: LineParser, raw: bytes, job_id: str) -> RequestOutcome:
         cause = exc.cause if isinstance(exc, UnusableAnswer) else exc
         kept = exc.message if isinstance(exc, UnusableAnswer) else None
         line = _loose_json(raw)
-        # Result lines name their request `custom_id`, or `key` (Gemini).
-        found = (line.get("custom_id") or line.get("key")) if isinstance(line, dict) else None
         if kept is not None:
             try:
                 kept = _storable(kept)
             except Exception:  # noqa: BLE001 (then it is not kept)
                 kept = None
         return RequestOutcome(
-            found if isinstance(found, str) else "",
+            _line_id(line),
             kept,
             RequestError(code=INVALID_RESPONSE, message=exception_text(cause)),
             False,
@@ -247,14 +245,21 @@ def read_vector_outcome(parser: VectorParser, raw: bytes, job_id: str) -> Reques
     try:
         return parser.parse_line(raw, job_id)
     except Exception as exc:  # noqa: BLE001 (any odd line fails its own request only)
-        line = _loose_json(raw)
-        found = (line.get("custom_id") or line.get("key")) if isinstance(line, dict) else None
         return RequestOutcome(
-            found if isinstance(found, str) else "",
+            _line_id(_loose_json(raw)),
             None,
             RequestError(code=INVALID_RESPONSE, message=exception_text(exc)),
             False,
         )
+
+
+def _line_id(line: Any) -> str:
+    """Return the request id an odd result line still names ("" when it names none).
+
+    Result lines name their request `custom_id`, or `key` (Gemini).
+    """
+    found = (line.get("custom_id") or line.get("key")) if isinstance(line, dict) else None
+    return found if isinstance(found, str) else ""
 
 
 def _fast_message(message: AIMessage) -> bool:
