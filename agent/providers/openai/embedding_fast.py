@@ -202,6 +202,10 @@ def combine(vectors: list[np.ndarray], weights: list[int]) -> np.ndarray:
     One vector is returned as it is. Several: the weighted sum added up chunk by chunk, divided
     by the total weight, then divided by its norm, whose squares are summed one after another
     (`cumsum`, not numpy's pairwise `sum`) and raised to 0.5 by Python, as LangChain's loops do.
+
+    Raises:
+        ZeroDivisionError: The average is the zero vector (chunks that cancel out), where
+            LangChain's Python division raises too; numpy would give NaN instead.
     """
     if len(vectors) == 1:
         return vectors[0]
@@ -210,6 +214,8 @@ def combine(vectors: list[np.ndarray], weights: list[int]) -> np.ndarray:
         total = total + vector * float(weight)
     average = total / float(sum(weights))
     magnitude = float(np.cumsum(average * average)[-1]) ** 0.5
+    if magnitude == 0.0:
+        raise ZeroDivisionError("float division by zero")
     return average / magnitude  # type: ignore[no-any-return]
 
 
