@@ -242,6 +242,17 @@ def _page(
     return page, (_page_token(page[-1]["id"]) if more and page else None)
 
 
+def require_served(request: Request, model: str, method: str) -> None:
+    """Answer 404 as Google does for a model the emulator does not serve (`method` named)."""
+    if not emulator_serves(model):
+        raise HttpError(
+            404,
+            f"models/{model} is not found for API version {api_version(request)}, or is "
+            f"not supported for {method}.",
+            error_type="NOT_FOUND",
+        )
+
+
 def api_version(request: Request) -> str:
     """Return the API version the client addressed (``v1`` or ``v1beta``)."""
     found = _VERSIONED.match(str(request.environ.get("PATH_INFO", ""))[len(PREFIX) :])
@@ -517,13 +528,9 @@ class GeminiRoutes:
             _, message, status, _ = ERROR_SHAPES[PROVIDER]["rate_limit"]
             raise HttpError(429, message, error_type=status)
         model = request.params["model"].removeprefix("models/")
-        if not emulator_serves(model):
-            raise HttpError(
-                404,
-                f"models/{model} is not found for API version {api_version(request)}, or is "
-                f"not supported for {'asyncBatchEmbedContent' if embeddings else 'batchGenerateContent'}.",
-                error_type="NOT_FOUND",
-            )
+        require_served(
+            request, model, "asyncBatchEmbedContent" if embeddings else "batchGenerateContent"
+        )
         batch = request.json().get("batch")
         if not isinstance(batch, dict):
             raise _bad("* BatchGenerateContentRequest.batch: batch is required")

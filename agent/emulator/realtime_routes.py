@@ -204,13 +204,7 @@ class RealtimeRoutes:
     def gemini_generate(self, request: Request) -> Response:
         """``POST /gemini/{ver}/models/{model}:generateContent``: the batch line's ``response``."""
         model = request.params["model"].removeprefix("models/")
-        if not emulator_serves(model):
-            raise HttpError(
-                404,
-                f"models/{model} is not found for API version "
-                f"{gemini_routes.api_version(request)}, or is not supported for generateContent.",
-                error_type="NOT_FOUND",
-            )
+        gemini_routes.require_served(request, model, "generateContent")
         payload = request.json()
         body, problem = gemini_routes.check_request(payload)
         if problem is not None:
@@ -233,13 +227,7 @@ class RealtimeRoutes:
     def gemini_embed(self, request: Request) -> Response:
         """``POST /gemini/{ver}/models/{model}:batchEmbedContents``: one embedding per request."""
         model = request.params["model"].removeprefix("models/")
-        if not emulator_serves(model):
-            raise HttpError(
-                404,
-                f"models/{model} is not found for API version "
-                f"{gemini_routes.api_version(request)}, or is not supported for embedContent.",
-                error_type="NOT_FOUND",
-            )
+        gemini_routes.require_served(request, model, "embedContent")
         requests = request.json().get("requests")
         if not isinstance(requests, list) or not requests:
             raise HttpError(
