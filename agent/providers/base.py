@@ -119,6 +119,10 @@ class JobUpdate:
     """The job ended because it was cancelled (by us or by someone at the provider)."""
     retryable: bool = False
     """A job that failed as a whole for a passing reason (a quota): its requests may be retried."""
+    quota_refused: bool = False
+    """The provider refused the whole job for a cap on what is in flight (OpenAI's enqueued
+    tokens, `token_limit_exceeded`): none of its requests ran, and the same job is re-queued
+    (`agent.quotas`) rather than failed."""
 
 
 class RequestOutcome(NamedTuple):

@@ -34,6 +34,21 @@ class TransientProviderError(ProviderError):
     """A provider call failed in a way that may pass: rate limit, server error, network."""
 
 
+class QuotaExceededError(ProviderError):
+    """The provider refused a job for a cap on what may be in flight; nothing was created.
+
+    Mistral's pending requests per workspace, Gemini's concurrent jobs or file storage: the same
+    create succeeds once earlier jobs finish (or their files are deleted). The submitting node
+    keeps the intent, lowers the thread's learned budget (`agent.quotas`) and waits.
+    `limit` names the cap ('requests', 'jobs', 'bytes', 'tokens').
+    """
+
+    def __init__(self, message: str, *, limit: str, status_code: int | None = None) -> None:
+        """Store the redacted message and which cap refused the job."""
+        super().__init__(message, status_code=status_code)
+        self.limit = limit
+
+
 @contextmanager
 def provider_call(provider: str, action: str) -> Iterator[None]:
     """Translate any SDK or transport exception raised inside into our two error kinds.
