@@ -186,6 +186,10 @@ class ThreadData:
         item = self.store.get(self.namespace("creates"), job_key)
         return dict(item.value) if item is not None else None
 
+    def forget_create(self, job_key: str) -> None:
+        """Drop the create journal entry of `job_key` (its job was refused: a new one is due)."""
+        self.store.delete(self.namespace("creates"), job_key)
+
     def claimed(self, own: Iterable[str]) -> ClaimedJobs:
         """Return the job ids no intent of this thread may adopt: `own` plus other threads'."""
         return ClaimedJobs(self.store, self.thread_id, set(own))

@@ -218,6 +218,37 @@ class Context:
         },
     )
 
+    max_enqueued_tokens: int = field(
+        default=0,
+        metadata={
+            "description": "Quota: estimated input tokens one model's running jobs may hold "
+            "at once (OpenAI's enqueued-token pool: e.g. 5M for gpt-5-mini at Tier 1). Jobs "
+            "over it wait as intents and are sent in waves as earlier ones finish. 0: the "
+            "provider's default (OpenAI: none; learned from its token_limit_exceeded refusals)."
+        },
+    )
+    max_pending_requests: int = field(
+        default=0,
+        metadata={
+            "description": "Quota: requests the thread's running jobs may hold at once. 0: the "
+            "provider's default (Mistral 1,000,000 pending per workspace; others none)."
+        },
+    )
+    max_concurrent_jobs: int = field(
+        default=0,
+        metadata={
+            "description": "Quota: jobs the thread may have running at once. 0: the provider's "
+            "default (Gemini 100 per project; others none)."
+        },
+    )
+    max_stored_bytes: int = field(
+        default=0,
+        metadata={
+            "description": "Quota: input-file bytes of the thread's running jobs. 0: the "
+            "provider's default (Gemini 20 GB of file storage per project; others none)."
+        },
+    )
+
     results_in_state: int = field(
         default=1000,
         metadata={

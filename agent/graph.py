@@ -75,7 +75,8 @@ from agent.planning import (
     retry_intents,
 )
 from agent.pricing import total_cost
-from agent.providers.errors import ProviderError, TransientProviderError
+from agent.providers.errors import ProviderError, QuotaExceededError, TransientProviderError
+from agent.quotas import Waves, can_submit
 from agent.requests import InputError
 from agent.results import collect_round, results_store, state_results
 from agent.scheduling import schedule_next_poll, schedule_noop
@@ -156,10 +157,21 @@ def submit(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     if not pending:
         # Identical input sent again to a thread whose jobs all exist: nothing to submit.
         return {**_NO_SOURCE, "error": None}
-    index = pending[0]
+    waves = Waves(jobs, runtime.context, state.get("quota_learned"))
+    index = waves.next_intent()
+    if index is None:
+        # Every intent waits for quota: say why on each, and check the running jobs instead.
+        return {"jobs": waves.marked(), "status": progress_status(jobs), "error": None}
     data = ThreadData(runtime.store, _thread_id())
     window = runtime.context.completion_window
-    jobs[index] = submit_intent(jobs[index], jobs, state, data, completion_window=window)
+    try:
+        jobs[index] = submit_intent(jobs[index], jobs, state, data, completion_window=window)
+    except QuotaExceededError as exc:
+        # Nothing was created: keep the intent, lower the budget, and wait for jobs to end.
+        return waves.refused(index, exc)
+    jobs[index].pop("waiting_for", None)
+    # The intents the new job leaves no room for say so (`batch-agent status` shows them).
+    jobs = Waves(jobs, runtime.context, state.get("quota_learned")).marked()
     update: dict[str, Any] = {"jobs": jobs, "counts": progress_counts(state, jobs), "error": None}
     if len(pending) == 1:
         # Every job exists: drop the bulk input so later checkpoints do not re-write it.
@@ -341,10 +353,10 @@ def route_start(
         # A finished thread answers again from its state, without calling the provider; only a
         # notice that a crash kept from being sent is still due.
         return "notify" if _notice_due(state, runtime) else "__end__"
-    if any(pending_intent(job) for job in jobs):
+    if can_submit(state, runtime.context):
         return "submit"  # an intent (or a follow-up job) still has to be submitted
     if jobs:
-        return "poll"
+        return "poll"  # (intents waiting for quota are sent once a poll sees jobs end)
     # A new thread without requests: let submit raise the clear "input is empty" error.
     return "submit"
 
@@ -356,7 +368,7 @@ def route_after_submit(
     jobs = state.get("jobs") or []
     if state.get("status") == "error" or not jobs:
         return "schedule" if _retry_later(state) else "__end__"
-    if any(pending_intent(job) for job in jobs):
+    if can_submit(state, runtime.context):
         return "submit"
     if state.get("status") in TERMINAL_THREAD_STATUSES:
         # The same request set sent again to a finished thread: answer from its state.
@@ -373,8 +385,10 @@ def route_after_check(
     """Decide on the polling edge: collect when every job is terminal, else wait or schedule."""
     if state.get("status") in {"error", "cancelled"}:
         return "schedule" if _retry_later(state) else "__end__"
-    if any(pending_intent(job) for job in state.get("jobs") or []):
-        return "submit"  # a batch adopted unverified was not ours: create the job after all
+    if can_submit(state, runtime.context):
+        # A job ended and frees quota for the next wave (or a batch adopted unverified was not
+        # ours, or one was refused for a quota and re-queued): submit what fits now.
+        return "submit"
     if all(job["status"] in TERMINAL_JOB_STATUSES for job in state.get("jobs") or []):
         return "collect"
     if state.get("waited_seconds", 0.0) < runtime.context.max_wait_seconds:

@@ -18,9 +18,10 @@ from agent.pricing import TokenTally
 from agent.providers import provider_for_job
 from agent.providers.base import JobUpdate
 from agent.providers.errors import ProviderError, TransientProviderError
+from agent.quotas import learn, usage
 from agent.state import Counts, Job, State
 from agent.statuses import TERMINAL_JOB_STATUSES, WAITING_JOB_STATUSES, ThreadStatus
-from agent.submission import settle_identity
+from agent.submission import requeue, settle_identity
 
 
 def check_jobs(state: State, ctx: Context, data: ThreadData) -> dict[str, Any]:
@@ -34,21 +35,51 @@ def check_jobs(state: State, ctx: Context, data: ThreadData) -> dict[str, Any]:
     Returns:
         The state update: the jobs, the thread's progress counts and status, the poll count.
     """
+    before = list(state.get("jobs") or [])
     jobs: list[Job] = []
-    for job in state.get("jobs") or []:
+    refused: list[int] = []
+    for job in before:
         if job["job_id"] is not None and job["status"] not in TERMINAL_JOB_STATUSES:
-            job = apply_update(job, provider_for_job(job).status(job), ctx)
+            update = provider_for_job(job).status(job)
+            job = apply_update(job, update, ctx)
+            if _refused_whole(job, update) and usage(before, before[len(jobs)])["jobs"]:
+                # Refused next to jobs of the thread still in flight at the last check: it
+                # fits once they end. (Refused alone, it failed as a whole as any job does.)
+                refused.append(len(jobs))
         jobs.append(job)
+    learned = state.get("quota_learned") or {}
+    for index in refused:
+        learned = learn(learned, before[index], before, "tokens")
+        if not state.get("cancel_requested"):
+            jobs[index] = requeue(jobs[index], data)
     for index, job in enumerate(jobs):
         if job.get("unverified") and job["status"] in TERMINAL_JOB_STATUSES:
             settle_identity(jobs, index, data, cancelled=bool(state.get("cancel_requested")))
     return {
         "jobs": jobs,
+        "quota_learned": learned,
         "counts": progress_counts(state, jobs),
         "status": progress_status(jobs),
         "polls": state.get("polls", 0) + 1,
         "error": None,
     }
+
+
+def _refused_whole(job: Job, update: JobUpdate) -> bool:
+    """Tell whether a checked job was refused for a quota before any of its requests ran.
+
+    Only such a job is sent again: one with any output or processed request is collected as
+    it is (its failed requests then go the usual way of retryable failures), never paid twice.
+    """
+    processed = update.counts["succeeded"] + update.counts["failed"]
+    return (
+        update.quota_refused
+        and job["status"] == "failed"
+        and not update.cancelled
+        and processed == 0
+        and not update.output_file_id
+        and not update.error_file_id
+    )
 
 
 def apply_update(job: Job, update: JobUpdate, ctx: Context) -> Job:

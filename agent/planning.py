@@ -491,6 +491,7 @@ def intents_for(plan: Plan, provider: BatchProvider, context: Context, thread_id
             endpoint=plan.endpoint,
         )
         intent["input_bytes"] = planned.input_bytes
+        intent["input_tokens"] = planned.tokens.input_tokens if planned.tokens else 0
         intents.append(intent)
     return intents
 
@@ -512,19 +513,22 @@ def retry_intents(
     for part, (source, ids) in enumerate(to_retry.items()):
         key = job_key(data.thread_id, request_hash, attempt, part)
         data.put_ids(ids, "jobs", key)
-        follow_ups.append(
-            new_intent(
-                provider_for_job(by_key[source]),
-                key=key,
-                attempt=attempt,
-                model=by_key[source]["model"],
-                params=by_key[source]["params"],
-                request_count=len(ids),
-                retry_of=source,
-                chat_model=job_chat_model(by_key[source]),
-                endpoint=job_endpoint(by_key[source]),
-            )
+        origin = by_key[source]
+        follow_up = new_intent(
+            provider_for_job(origin),
+            key=key,
+            attempt=attempt,
+            model=origin["model"],
+            params=origin["params"],
+            request_count=len(ids),
+            retry_of=source,
+            chat_model=job_chat_model(origin),
+            endpoint=job_endpoint(origin),
         )
+        # Its share of the source job's estimate: what it holds of a token quota (`agent.quotas`).
+        share = origin.get("input_tokens", 0) * len(ids) // max(origin["request_count"], 1)
+        follow_up["input_tokens"] = share
+        follow_ups.append(follow_up)
     return follow_ups
 
 

@@ -118,6 +118,14 @@ class Job(TypedDict):
     """Requests in this job; their ids are in the store (`agent.bulk`), not in state."""
     input_bytes: int
     """Size of the job's input file in bytes."""
+    input_tokens: NotRequired[int]
+    """Estimated input tokens of the job's requests: what it holds of an enqueued-token quota
+    while it runs (`agent.quotas`). Absent in records written before it existed: 0."""
+    waiting_for: NotRequired[str]
+    """For an intent held back: why it waits (the quota that is full while earlier jobs run)."""
+    refused_jobs: NotRequired[list[str]]
+    """Provider jobs refused for a quota (`token_limit_exceeded`) before this one was created
+    for the same requests: none of their requests ran, and none is ever adopted again."""
     retry_of: str | None
     """For a follow-up job, the `job_key` of the job whose failed requests it resubmits."""
     intent_at: float
@@ -316,6 +324,9 @@ class State(InputState, OutputState):
     retry_later: NotRequired[bool]
     """Internal: with status `error`, the provider stayed unavailable through the retries (a
     served thread books another try); False for errors that need a fix (a key, a quota)."""
+    quota_learned: NotRequired[dict[str, dict[str, int]]]
+    """Internal: per 'provider/model', the caps the provider's quota refusals taught the thread
+    (`agent.quotas.learn`), e.g. `{"openai/gpt-4o-mini": {"tokens": 1800000}}`."""
     waits_this_run: NotRequired[int]
     """Internal: waits done in the current run (drives the growing poll interval)."""
     waited_seconds: NotRequired[float]

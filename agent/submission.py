@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.bulk import ThreadData
+from agent.bulk import ClaimedJobs, ThreadData
 from agent.endpoints import job_endpoint
 from agent.planning import planned_spec, source_requests, spool_path, write_lines
 from agent.providers import BatchProvider, provider_for_job
@@ -70,20 +70,24 @@ def submit_intent(
     found = _reconcile(provider, job, jobs, data)
     if found is not None:
         return _adopt(job, found)
-    job = _built_input(job, path, jobs, state, provider, data)
-    file_name = f"batch-agent-{job['job_key']}.jsonl"
-    size, intent_at = job["input_bytes"], job["intent_at"]
-    file_id = provider.find_file(file_name, size, intent_at) or send_once(
-        lambda: provider.upload(path, file_name),
-        lambda: provider.find_file(file_name, size, intent_at),
-    )
+    if job.get("refused_jobs") and job["input_file_id"] and provider.keeps_input:
+        # Re-queued after a quota refusal: the provider still holds the uploaded input.
+        file_id = job["input_file_id"]
+    else:
+        job = _built_input(job, path, jobs, state, provider, data)
+        file_name = f"batch-agent-{job['job_key']}.jsonl"
+        size, intent_at = job["input_bytes"], job["intent_at"]
+        file_id = provider.find_file(file_name, size, intent_at) or send_once(
+            lambda: provider.upload(path, file_name),
+            lambda: provider.find_file(file_name, size, intent_at),
+        )
     metadata = {
         JOB_KEY_METADATA: job["job_key"],
         THREAD_METADATA: data.thread_id[:500],
         "batch_agent_attempt": str(job["attempt"]),
     }
     sent_at = data.journal_create(job["job_key"])  # from here on, a job may exist for this intent
-    claimed = data.claimed(j["job_id"] for j in jobs if j["job_id"])
+    claimed = claimed_jobs(data, jobs)
     created = send_once(
         lambda: provider.create(
             file_id,
@@ -108,6 +112,10 @@ def _built_input(
     """
     if path.is_file() and path.stat().st_size == job["input_bytes"]:
         return job
+    if data.has_input(job["job_key"]):
+        # The store keeps the lines already (a provider that keeps no copy): no source needed.
+        lines = data.input_lines(job["job_key"], job["request_count"])
+        return Job(**{**job, "input_bytes": write_lines(path, lines)})  # type: ignore[typeddict-item]
     wanted = data.job_ids(job["job_key"], job["request_count"])
     # Rebuilt from the thread's source, the request set must be the one planned, byte for byte.
     digest = hashlib.sha256() if job["retry_of"] is None else None
@@ -174,7 +182,7 @@ def _take_inventory(
     intents = [job for job in jobs if pending_intent(job)]
     if intents and not state.get("new_thread"):
         since = min(job["intent_at"] for job in intents) - ADOPTION_LOOKBACK_SECONDS
-        claimed = data.claimed(job["job_id"] for job in jobs if job["job_id"])
+        claimed = claimed_jobs(data, jobs)
         found = provider.thread_jobs(data.thread_id, intents, since=since, claimed=claimed)
         for key, created in found.items():
             if data.create_record(key) is None:
@@ -212,7 +220,7 @@ def _reconcile(
     found = provider.find_job(
         job,
         sent_at=float(record["sent_at"]),
-        claimed=data.claimed(j["job_id"] for j in jobs if j["job_id"]),
+        claimed=claimed_jobs(data, jobs),
     )
     if found is not None:
         _journal(data, job["job_key"], found)
@@ -303,6 +311,47 @@ def _adopt(job: Job, created: CreatedJob) -> Job:
             "input_file_id": created.input_file_id,
             "status": "queued",
             "unverified": not created.verified,
+        }
+    )  # type: ignore[typeddict-item]
+
+
+def claimed_jobs(data: ThreadData, jobs: list[Job]) -> ClaimedJobs:
+    """Return the job ids no lookup for this thread may adopt: its own, refused ones included."""
+    own = [job["job_id"] for job in jobs if job["job_id"]]
+    own += [refused for job in jobs for refused in job.get("refused_jobs", ())]
+    return data.claimed(own)
+
+
+def requeue(job: Job, data: ThreadData) -> Job:
+    """Return a job the provider refused for a quota as an intent again, for the same requests.
+
+    None of its requests ran, so it is not an attempt: the intent keeps its key, its request
+    ids and (at a provider that keeps it) its uploaded input file. The refused job's id is kept
+    in `refused_jobs`, where no lookup adopts it, and the create journal forgets it, so the
+    next submit creates a new job. Safe to repeat: a crash before the checkpoint leaves the
+    refused job in state, which the next check requeues again.
+    """
+    data.forget_create(job["job_key"])
+    refused = [*job.get("refused_jobs", ()), str(job["job_id"])]
+    total = job["request_count"]
+    return Job(
+        **{
+            **job,
+            "job_id": None,
+            "status": "intent",
+            "provider_status": "",
+            "created_at": None,
+            "counts": Counts(total=total, succeeded=0, failed=0, pending=total),
+            "output_file_id": None,
+            "error_file_id": None,
+            "errors": [
+                f"{job['provider']} refused job {job['job_id']} for a quota "
+                f"({'; '.join(job['errors']) or 'no detail'}); re-queued"
+            ],
+            "terminal_since": None,
+            "cancelled": False,
+            "retryable": False,
+            "refused_jobs": refused,
         }
     )  # type: ignore[typeddict-item]
 

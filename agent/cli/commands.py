@@ -114,6 +114,13 @@ def run(
     validate_schema: ValidateSchemaOption = False,
     check_models: CheckModelsOption = None,
     keep_files: KeepFilesOption = None,
+    max_enqueued_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Quota: estimated input tokens a model's running jobs may hold (OpenAI's "
+            "enqueued-token pool); jobs over it are sent in waves."
+        ),
+    ] = None,
     allow_failures: AllowFailuresOption = False,
 ) -> None:
     """Submit INPUT on a new thread (or --thread), or resume --thread; with --wait, finish it.
@@ -139,6 +146,7 @@ def run(
         "poll_backoff": poll_backoff,
         "check_models": check_models,
         "keep_files": keep_files,
+        "max_enqueued_tokens": max_enqueued_tokens,
     }
     check_input_file(input_file)
     spec_input = _spec_input(input_file, tools, schema, tool_choice, schema_method, strict)

@@ -34,6 +34,7 @@ STATUS_JOB_FIELDS = (
     "created_at",
     "errors",
     "cost",
+    "waiting_for",
 )
 
 
@@ -49,6 +50,8 @@ def status_report(thread_id: str, values: dict[str, Any]) -> dict[str, Any]:
         "cost": values.get("cost"),
         "estimate": values.get("estimate"),
         "attempt": values.get("attempt", 1),
+        # Intents held back until earlier jobs free the provider's quota (`agent.quotas`).
+        "waiting_for_quota": sum(1 for job in jobs if job.get("waiting_for")),
         "polls": values.get("polls", 0),
         "error": values.get("error"),
     }
@@ -109,7 +112,10 @@ def _status_table(report: Mapping[str, Any], *, with_ids: bool) -> Table:
         title += f" · {providers[0]}"
     if any(job["emulated"] for job in jobs):
         title += " (emulator)"
-    table = Table(title=title)
+    waiting = [str(job["waiting_for"]) for job in jobs if job.get("waiting_for")]
+    # Why the intents wait (the first one's reason; all wait on the same full quota).
+    caption = f"{len(waiting)} job(s) {waiting[0]}" if waiting else None
+    table = Table(title=title, caption=caption)
     table.add_column("job", no_wrap=with_ids)
     if len(providers) > 1:
         table.add_column("provider")
@@ -125,7 +131,7 @@ def _status_table(report: Mapping[str, Any], *, with_ids: bool) -> Table:
             str(job["job_id"]) if with_ids else str(n),
             *([job["provider"]] if len(providers) > 1 else []),
             job["model"],
-            job["provider_status"],
+            job["provider_status"] or ("waiting for quota" if job.get("waiting_for") else ""),
             str(c["succeeded"]),
             str(c["failed"]),
             str(c["total"]),

@@ -40,6 +40,7 @@ from agent.endpoints import CHAT, EMBEDDINGS, RESPONSES, Endpoint, job_endpoint,
 from agent.error_text import exception_text
 from agent.providers.errors import ProviderError, TransientProviderError, provider_call
 from agent.providers.params import ParamRules
+from agent.quota_budget import Budget
 from agent.requests import BatchRequest, InputError
 from agent.secrets import API_KEY_ENV, key_problem, key_variable, redact
 from agent.state import Counts, Job, RequestError, Usage
@@ -834,6 +835,11 @@ class BatchProvider(ABC):
             ProviderError: The listing failed (`find_listed_job` reads a missing listing).
         """
         raise NotImplementedError(f"{self.name} finds its jobs without a listing scan")
+
+    quota_defaults: Budget = Budget()
+    """What the provider lets be in flight at once, as documented (`agent.quotas`): the
+    context's `max_enqueued_tokens` / `max_pending_requests` / `max_concurrent_jobs` /
+    `max_stored_bytes` lower it, and the provider's refusals teach the thread the rest."""
 
     keeps_input: bool = True
     """True when the provider keeps a copy of each job's input that `input_lines` reads back (to

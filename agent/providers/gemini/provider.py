@@ -77,6 +77,7 @@ from agent.providers.gemini import realtime_errors
 from agent.providers.gemini.fast import GeminiBodyBuilder, GeminiMessageParser
 from agent.providers.gemini.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
+from agent.quota_budget import Budget
 from agent.requests import BatchRequest
 from agent.state import Job
 from agent.statuses import JobStatus
@@ -193,6 +194,8 @@ class GeminiProvider(BatchProvider):
     default_embedding_model = "gemini-embedding-001"
     limits = ProviderLimits(max_requests=MAX_REQUESTS, max_file_bytes=MAX_FILE_BYTES)
     keeps_input = False
+    # 100 concurrent batch jobs and 20 GB of stored files per project (figures UNCONFIRMED).
+    quota_defaults = Budget(jobs=100, bytes=20_000_000_000)
     param_rules = PARAM_RULES
     supports_output_spec = True
     expired_statuses = frozenset({"BATCH_STATE_EXPIRED", "JOB_STATE_EXPIRED"})
@@ -438,6 +441,8 @@ class GeminiProvider(BatchProvider):
             errors=errors,
             cancelled=raw in _CANCELLED,
             retryable=retryable,
+            # RESOURCE_EXHAUSTED for the whole batch: none of its requests ran (`agent.quotas`).
+            quota_refused=retryable,
         )
 
     # ----------------------------------------------------------------- results

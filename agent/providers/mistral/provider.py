@@ -43,6 +43,7 @@ from agent.providers.mistral import realtime_errors
 from agent.providers.mistral.fast import MistralBodyBuilder, MistralMessageParser
 from agent.providers.mistral.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
+from agent.quota_budget import Budget
 from agent.requests import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, BatchRequest, InputError
 from agent.state import Job
 from agent.statuses import JobStatus
@@ -118,6 +119,8 @@ class MistralProvider(BatchProvider):
     http_by_code = realtime_errors.HTTP_BY_CODE
     default_model = "mistral-small-latest"
     default_embedding_model = "mistral-embed"
+    # At most 1M pending requests per workspace (two 600k jobs cannot be queued together).
+    quota_defaults = Budget(requests=1_000_000)
     # Mistral caps pending requests per workspace (1M) rather than per job; keep jobs OpenAI-sized.
     limits = ProviderLimits(max_requests=1_000_000, max_file_bytes=512 * 1024 * 1024)
     param_rules = PARAM_RULES

@@ -1,0 +1,151 @@
+"""Quota-aware waves: a thread larger than the provider's in-flight quota runs in waves.
+
+Through the real OpenAI SDK against the emulator, whose `enqueued_token_limit` knob fails a batch
+whose prompt tokens would push the model's enqueued total over the limit, as OpenAI does
+(`token_limit_exceeded`). Learned from those refusals, or set up front in the context, the
+thread submits only what fits and the next jobs as earlier ones end: no failed job, no request
+answered twice, no attempt spent on a refusal.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.store.memory import InMemoryStore
+from rich.console import Console
+
+from agent.cli.render import status_renderables, status_report
+from agent.context import Context
+from agent.emulator import list_jobs
+from agent.emulator.answers import prompt_token_count
+from agent.graph import build_graph
+from agent.quotas import Waves, blocking, budget_for
+from agent.state import Job
+from tests.support import FAST_POLLING, assert_all_accounted
+
+FAULTS = "BATCH_AGENT_EMULATOR_FAULTS"
+DELAY = "BATCH_AGENT_EMULATOR_DELAY"
+PER_JOB = 4
+RECORDS: list[dict[str, Any]] = [
+    {"id": f"req-{i:02d}", "prompt": f"question number {i}"} for i in range(6 * PER_JOB)
+]
+# The emulator's count of one job's prompt tokens (every prompt has the same word count).
+JOB_TOKENS = PER_JOB * prompt_token_count([{"role": "user", "content": RECORDS[0]["prompt"]}])
+
+
+def _run(**context: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run the thread to its end; return its final values and every checkpoint's values."""
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config: dict[str, Any] = {"configurable": {"thread_id": "waves"}}
+    ctx = Context(provider="openai", max_requests_per_job=PER_JOB, **{**FAST_POLLING, **context})
+    graph.invoke({"requests": RECORDS}, config, context=ctx)
+    for _ in range(40):
+        if graph.get_state(config).values.get("status") in {"completed", "failed", "error"}:
+            break
+        graph.invoke({}, config, context=ctx)
+    history = [dict(snapshot.values) for snapshot in graph.get_state_history(config)]
+    return dict(graph.get_state(config).values), history
+
+
+def _answered_once(values: dict[str, Any]) -> None:
+    """Every request succeeded in its first attempt, and ran in exactly one emulator job."""
+    assert_all_accounted(values, RECORDS)
+    assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in values["results"])
+    assert [job["status"] for job in values["jobs"]] == ["done"] * 6
+    completed = [job for job in list_jobs() if job["status"] == "completed"]
+    ran = Counter(job["id"] for job in completed)
+    assert len(ran) == 6 and set(ran.values()) == {1}
+    assert {job["job_id"] for job in values["jobs"]} == set(ran)
+
+
+def test_refusals_teach_the_thread_its_quota_and_refused_jobs_are_requeued_not_failed(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Room for two jobs at once; the thread is not told, and first sends all six.
+    monkeypatch.setenv(FAULTS, f"enqueued_token_limit={2 * JOB_TOKENS}")
+    monkeypatch.setenv(DELAY, "2")
+    values, history = _run()
+    assert values["status"] == "completed", values.get("error")
+    _answered_once(values)
+    refused = [job for job in list_jobs() if job["status"] == "failed"]
+    assert refused, "the emulator never refused a batch: the test does not exercise waves"
+    requeued = [j for j in values["jobs"] if j.get("refused_jobs")]
+    assert {r for j in requeued for r in j["refused_jobs"]} == {job["id"] for job in refused}
+    # Never a follow-up attempt for a refusal: the jobs stay the six planned ones.
+    assert values["attempt"] == 1 and all(job["attempt"] == 1 for job in values["jobs"])
+    (learned,) = values["quota_learned"].values()
+    assert 0 < learned["tokens"] < 6 * JOB_TOKENS * 2
+    assert any(job.get("waiting_for") for state in history for job in state.get("jobs") or [])
+
+
+def test_a_configured_budget_sends_waves_that_fit_and_the_provider_refuses_none(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAULTS, f"enqueued_token_limit={2 * JOB_TOKENS}")
+    monkeypatch.setenv(DELAY, "2")
+    # The budget counts the thread's own estimate of each job (a tokenizer's count).
+    dry, _ = _dry_run()
+    estimate = max(part["input_tokens"] for part in dry["plan"])
+    values, history = _run(max_enqueued_tokens=2 * estimate)
+    assert values["status"] == "completed", values.get("error")
+    _answered_once(values)
+    assert [job for job in list_jobs() if job["status"] == "failed"] == []
+    # At no checkpoint were more than two jobs in flight; some intents waited, and said why.
+    for state in history:
+        running = [j for j in state.get("jobs") or [] if j["job_id"] and j["status"] != "done"]
+        assert len(running) <= 2
+    reasons = {j.get("waiting_for") for state in history for j in state.get("jobs") or []}
+    assert any(r and "max_enqueued_tokens" in r for r in reasons)
+    # `batch-agent status` of a thread mid-way shows the intents that wait, and why.
+    mid = next(s for s in history if any(j.get("waiting_for") for j in s.get("jobs") or []))
+    report = status_report("waves", mid)
+    assert report["waiting_for_quota"] == sum(1 for j in mid["jobs"] if j.get("waiting_for"))
+    console = Console(record=True, width=80)
+    for renderable in status_renderables(report, console):
+        console.print(renderable)
+    shown = console.export_text()
+    assert "waiting for quota" in shown and "max_enqueued_tokens" in shown
+    # Once every job is sent, none says it waits.
+    assert all(job["waiting_for"] is None for job in status_report("waves", values)["jobs"])
+
+
+def _dry_run() -> tuple[dict[str, Any], None]:
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config: dict[str, Any] = {"configurable": {"thread_id": "dry"}}
+    ctx = Context(provider="openai", max_requests_per_job=PER_JOB)
+    return dict(graph.invoke({"requests": RECORDS, "dry_run": True}, config, context=ctx)), None
+
+
+def _job(key: str, *, job_id: str | None, status: str, tokens: int, model: str = "m") -> Job:
+    return Job(  # type: ignore[typeddict-item]
+        job_key=key,
+        attempt=1,
+        provider="openai",
+        job_id=job_id,
+        model=model,
+        params={},
+        request_count=10,
+        input_bytes=100,
+        input_tokens=tokens,
+        status=status,
+    )
+
+
+def test_an_intent_waits_only_while_jobs_of_its_own_model_hold_the_token_pool() -> None:
+    ctx = Context(provider="openai", max_enqueued_tokens=1000)
+    running = _job("a", job_id="batch_a", status="running", tokens=700)
+    other_model = _job("b", job_id="batch_b", status="running", tokens=900, model="n")
+    intent = _job("c", job_id=None, status="intent", tokens=400)
+    budget = budget_for(intent, ctx)
+    reason = blocking(intent, [running, other_model, intent], budget)
+    assert reason is not None and "700" in reason and "max_enqueued_tokens" in reason
+    # The job that held the pool ends: the intent is next, whatever the other model holds.
+    done = {**running, "status": "done"}
+    assert blocking(intent, [done, other_model, intent], budget) is None  # type: ignore[list-item]
+    # Alone, a job is always sent (only the provider can say whether it fits then).
+    big = _job("d", job_id=None, status="intent", tokens=5000)
+    assert Waves([big], ctx, None).next_intent() == 0
