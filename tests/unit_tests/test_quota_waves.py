@@ -62,12 +62,16 @@ def _answered_once(values: dict[str, Any]) -> None:
     assert {job["job_id"] for job in values["jobs"]} == set(ran)
 
 
-def test_refusals_teach_the_thread_its_quota_and_refused_jobs_are_requeued_not_failed(
-    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Room for two jobs at once; the thread is not told, and first sends all six.
+@pytest.fixture
+def room_for_two_jobs(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An emulated OpenAI whose enqueued-token quota holds two of the thread's jobs at once."""
     monkeypatch.setenv(FAULTS, f"enqueued_token_limit={2 * JOB_TOKENS}")
-    monkeypatch.setenv(DELAY, "2")
+    monkeypatch.setenv(DELAY, "2")  # jobs run long enough for the next ones to meet the quota
+
+
+@pytest.mark.usefixtures("room_for_two_jobs")
+def test_refusals_teach_the_thread_its_quota_and_refused_jobs_are_requeued_not_failed() -> None:
+    # The thread is not told the quota, and first sends all six jobs.
     values, history = _run()
     assert values["status"] == "completed", values.get("error")
     _answered_once(values)
@@ -82,11 +86,8 @@ def test_refusals_teach_the_thread_its_quota_and_refused_jobs_are_requeued_not_f
     assert any(job.get("waiting_for") for state in history for job in state.get("jobs") or [])
 
 
-def test_a_configured_budget_sends_waves_that_fit_and_the_provider_refuses_none(
-    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(FAULTS, f"enqueued_token_limit={2 * JOB_TOKENS}")
-    monkeypatch.setenv(DELAY, "2")
+@pytest.mark.usefixtures("room_for_two_jobs")
+def test_a_configured_budget_sends_waves_that_fit_and_the_provider_refuses_none() -> None:
     # The budget counts the thread's own estimate of each job (a tokenizer's count).
     dry, _ = _dry_run()
     estimate = max(part["input_tokens"] for part in dry["plan"])
