@@ -1,8 +1,8 @@
 """The batch graph: submit -> poll (conditional polling edge) -> collect, crash-safe.
 
     START ──► submit ⟲ (one job per step) ──► (schedule | wait | poll)
-      ├─────► poll ──► (collect | wait | schedule)
-      │       wait ──► (collect | wait | schedule)
+      ├─────► poll ──► (submit | collect | wait | schedule)   (submit: the next quota wave)
+      │       wait ──► (submit | collect | wait | schedule)
       ├─────► cancel ──► (collect | wait | schedule)
       └─────► (notify | END)                    (results already collected)
     collect ──► submit (follow-up job for retryable failures) | notify | END
@@ -12,7 +12,9 @@
   by model, count and bytes, builds each job's input file, puts the ids in the store
   (`agent.bulk`), estimates tokens and cost (`agent.estimate`; over `max_cost` it stops here)
   and records every job as an *intent* with a deterministic key; then it submits one intent per
-  step (`agent.submission`): it adopts the job the create journal (in the store) says a create
+  step, while it fits the provider's in-flight quota (`agent.quotas`: the rest wait, and a poll
+  that sees jobs end sends the next wave; a job the provider refuses for a quota is re-queued)
+  (`agent.submission`): it adopts the job the create journal (in the store) says a create
   made, else finds or uploads the input file and creates the job, never resending either call
   blindly (`send_once` looks the file or job up first), and stores the job ID. So neither a crash
   at any point nor a lost answer ever creates a second job, and every job ID is checkpointed right

@@ -57,7 +57,8 @@ def check_jobs(state: State, ctx: Context, data: ThreadData) -> dict[str, Any]:
             settle_identity(jobs, index, data, cancelled=bool(state.get("cancel_requested")))
     return {
         "jobs": jobs,
-        "quota_learned": learned,
+        # Written only when a refusal taught something: every poll's checkpoint stays as small.
+        **({"quota_learned": learned} if refused else {}),
         "counts": progress_counts(state, jobs),
         "status": progress_status(jobs),
         "polls": state.get("polls", 0) + 1,
