@@ -330,6 +330,7 @@ class OpenAIProvider(BatchProvider):
         errors = [
             f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "") for e in error_items
         ]
+        over_quota = any(e.code == "token_limit_exceeded" for e in error_items)
         return JobUpdate(
             provider_status=raw,
             status=normalise_status(raw, STATUS_MAP, errors),
@@ -339,5 +340,7 @@ class OpenAIProvider(BatchProvider):
             errors=errors,
             cancelled=raw == "cancelled",
             # A batch refused for the organisation's enqueued-token limit succeeds once others end.
-            retryable=any(e.code == "token_limit_exceeded" for e in error_items),
+            retryable=over_quota,
+            # Created, then refused whole for that quota: none of its requests ran.
+            quota_refused=over_quota,
         )
