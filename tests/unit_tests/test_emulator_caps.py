@@ -360,3 +360,37 @@ def test_a_clear_refusal_is_raised_at_once_without_a_lookup() -> None:
     with pytest.raises(QuotaExceededError):
         send_once(send, find, sleep=lambda _: None)
     assert calls == ["send"]
+
+
+def test_gemini_checks_the_storage_again_when_side_by_side_uploads_finalise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two uploads started while both fit: the second to finalise is refused, nothing stored.
+
+    The SDK's `files.upload` starts and sends in one call, so the two sessions are driven on the
+    wire, with the headers it sends (`agent.emulator.gemini_routes` docstring).
+    """
+    data = b'{"key": "a", "request": {"contents": []}}\n' * 10
+    monkeypatch.setenv(FAULTS, f"file_storage_limit={len(data) + len(data) // 2}")
+    http = emulator_http_client()
+    start_headers = {
+        "x-goog-api-key": "x",
+        "X-Goog-Upload-Protocol": "resumable",
+        "X-Goog-Upload-Command": "start",
+        "X-Goog-Upload-Header-Content-Length": str(len(data)),
+    }
+    urls = []
+    for name in ("one", "two"):
+        started = http.post(
+            f"{IN_PROCESS_BASE_URL}/gemini/upload/v1beta/files",
+            json={"file": {"displayName": name}},
+            headers=start_headers,
+        )
+        assert started.status_code == 200
+        urls.append(started.headers["x-goog-upload-url"])
+    finish = {"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"}
+    assert http.post(urls[0], content=data, headers=finish).status_code == 200
+    refused = http.post(urls[1], content=data, headers=finish)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert [f.display_name for f in _gemini_sdk().files.list()] == ["one"]
