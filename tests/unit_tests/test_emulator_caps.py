@@ -39,12 +39,19 @@ from agent.requests import BatchRequest
 from tests.support import built_lines
 
 FAULTS = "BATCH_AGENT_EMULATOR_FAULTS"
+# Jobs last a virtual minute: on a loaded machine the ticking clock must not end them mid-test.
+DELAY = 60.0
 MODELS = {
     "openai": "gpt-4o-mini",
     "mistral": "mistral-small-latest",
     "gemini": "gemini-2.5-flash",
     "anthropic": "claude-haiku-4-5",
 }
+
+
+@pytest.fixture(autouse=True)
+def _minute_long_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", str(DELAY))
 
 
 def _input(provider: BatchProvider, tmp_path: Path, key: str, count: int) -> Path:
@@ -138,7 +145,7 @@ def test_mistral_refuses_a_job_over_the_workspaces_pending_requests_until_jobs_e
     assert body["object"] == "error" and body["type"] == "rate_limited"
     # 4 requests still fit beside the 6 pending.
     fits = _submit(provider, tmp_path, "fits", 4)
-    emulator_clock.advance(1.0)  # every job ends: nothing is pending any more
+    emulator_clock.advance(DELAY + 1)  # every job ends: nothing is pending any more
     assert provider.status(_intent(provider, first, "first", 6)).status == "done"
     again = _create(provider, file_id, "second")
     assert {j["id"] for j in _jobs("mistral")} == {first.job_id, fits.job_id, again.job_id}
@@ -153,7 +160,7 @@ def test_mistral_counts_every_model_and_a_cancelled_job_frees_its_requests(
     with pytest.raises(QuotaExceededError):
         _submit(provider, tmp_path, "second", 1)
     provider.cancel(_intent(provider, first, "first", 5))
-    emulator_clock.advance(0.1)  # CANCELLATION_REQUESTED for 10 % of the delay, then CANCELLED
+    emulator_clock.advance(DELAY / 10 + 1)  # CANCELLATION_REQUESTED for 10 % of the delay
     assert _submit(provider, tmp_path, "second", 1).job_id
 
 
@@ -196,7 +203,7 @@ def test_gemini_refuses_a_batch_while_the_concurrent_job_cap_is_reached(
     third = _create(provider, file_id, "third")
     with pytest.raises(QuotaExceededError):
         _submit(provider, tmp_path, "fourth", 2)
-    emulator_clock.advance(1.0)  # the running batches end
+    emulator_clock.advance(DELAY + 1)  # the running batches end
     assert _submit(provider, tmp_path, "fourth", 2).job_id
     assert third.job_id in {j["id"] for j in _jobs("gemini")}
     assert len(_jobs("gemini")) == 4
@@ -243,7 +250,7 @@ def test_gemini_counts_responses_files_against_the_storage(
     # Room for the input twice: the batch's responses file (longer than its input) takes it.
     monkeypatch.setenv(FAULTS, f"file_storage_limit={2 * spool.stat().st_size}")
     created = _submit(provider, tmp_path, "k", 3)
-    emulator_clock.advance(1.0)
+    emulator_clock.advance(DELAY + 1)
     ended = provider.status(_intent(provider, created, "k", 3))
     assert ended.status == "done" and ended.output_file_id
     with pytest.raises(QuotaExceededError):
@@ -258,7 +265,7 @@ def test_a_gemini_batch_failed_for_a_quota_is_quota_refused(
     monkeypatch.setenv(FAULTS, "batch_fail=token_limit_exceeded")  # code 8 RESOURCE_EXHAUSTED
     provider = GeminiProvider(emulated=True, base_url="")
     created = _submit(provider, tmp_path, "k", 2)
-    emulator_clock.advance(1.0)
+    emulator_clock.advance(DELAY + 1)
     update = provider.status(_intent(provider, created, "k", 2))
     assert update.status == "failed" and update.quota_refused and update.retryable
 
@@ -289,7 +296,7 @@ def test_anthropic_refuses_a_batch_over_the_processing_queue_until_batches_end(
         )
     assert type(raw.value).__name__ == "RateLimitError"
     assert "processing queue" in str(raw.value)
-    emulator_clock.advance(1.0)
+    emulator_clock.advance(DELAY + 1)
     assert _submit(provider, tmp_path, "second", 3).job_id
 
 
@@ -307,7 +314,7 @@ def test_an_openai_batch_failed_for_the_enqueued_token_quota_is_quota_refused(
     monkeypatch.setenv(FAULTS, f"batch_fail={code}")
     provider = OpenAIProvider(emulated=True, base_url="")
     created = _submit(provider, tmp_path, "k", 2)
-    emulator_clock.advance(1.0)
+    emulator_clock.advance(DELAY + 1)
     update = provider.status(_intent(provider, created, "k", 2))
     assert update.status == "failed" and code in update.errors[0]
     assert update.quota_refused is refused and update.retryable is refused
@@ -320,7 +327,7 @@ def test_an_openai_batch_over_the_enqueued_token_limit_is_quota_refused(
     provider = OpenAIProvider(emulated=True, base_url="")
     first = _submit(provider, tmp_path, "first", 3)  # 3 x (3 + 2 words) = 15 tokens
     second = _submit(provider, tmp_path, "second", 3)  # 30 > 20: created, then failed
-    emulator_clock.advance(1.0)
+    emulator_clock.advance(DELAY + 1)
     assert not provider.status(_intent(provider, first, "first", 3)).quota_refused
     update = provider.status(_intent(provider, second, "second", 3))
     assert update.status == "failed" and update.quota_refused
