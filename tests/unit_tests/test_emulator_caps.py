@@ -36,7 +36,7 @@ from agent.providers.gemini import GeminiProvider
 from agent.providers.mistral import MistralProvider
 from agent.providers.openai import OpenAIProvider
 from agent.requests import BatchRequest
-from tests.support import built_lines
+from tests.support import assert_all_accounted, built_lines, run_with_wait_budget
 
 FAULTS = "BATCH_AGENT_EMULATOR_FAULTS"
 # Jobs last a virtual minute: on a loaded machine the ticking clock must not end them mid-test.
@@ -113,6 +113,28 @@ def test_the_cap_knobs_parse_as_counts_and_default_to_no_cap() -> None:
     assert parse_faults("").pending_request_limit == 0
     with pytest.raises(ValueError, match="concurrent_job_limit"):
         parse_faults("concurrent_job_limit=-1")
+
+
+@pytest.mark.parametrize(
+    ("provider", "knobs"),
+    [
+        ("mistral", "pending_request_limit=4"),
+        ("gemini", "concurrent_job_limit=1,file_storage_limit=100000"),
+        ("anthropic", "queued_request_limit=4"),
+        ("openai", "enqueued_token_limit=100"),
+    ],
+)
+def test_a_run_within_the_caps_completes_as_without_them(
+    provider: str, knobs: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAULTS, knobs)
+    # Short jobs: the test polling (at most 0.3 s apart) would check a minute-long job ~200 times.
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "1")
+    records = [{"id": f"r{n}", "prompt": f"within the cap {n}"} for n in range(4)]
+    values, _ = run_with_wait_budget(provider, records)
+    assert values["status"] == "completed", values.get("error")
+    assert_all_accounted(values, records)
+    assert len(values["jobs"]) == 1
 
 
 # --------------------------------------------------------------------------- Mistral
