@@ -31,7 +31,9 @@ Every request is appended to ``<state_dir>/access.log`` (read it with
 `read_access_log`; headers and bodies are never logged), and
 ``BATCH_AGENT_EMULATOR_FAULTS`` injects provider misbehaviour (rate-limited or
 failed requests, expired jobs, shuffled or late results, unknown statuses, HTTP
-errors, slow creates): see `agent.emulator.faults` for every knob.
+errors, slow creates) and the providers' caps on what is in flight (enqueued tokens, pending
+or queued requests, concurrent jobs, file storage: `agent.emulator.caps`): see
+`agent.emulator.faults` for every knob.
 """
 
 from __future__ import annotations

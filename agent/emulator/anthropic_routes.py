@@ -23,7 +23,9 @@ notes (`shared/reference/provider-batch-apis.md` §3 and §6):
   ``service_tier: "batch"``.
 - Fault knobs (`agent.emulator.faults`) apply as for the other protocols: ``errored`` results
   (``rate_limit_error`` / ``api_error``), ``expired`` results, shuffled results, a late
-  ``results_url``, an unknown final ``processing_status``, slow creates and HTTP errors.
+  ``results_url``, an unknown final ``processing_status``, slow creates and HTTP errors;
+  ``queued_request_limit=N`` refuses (429, nothing created) a create that would put more than N
+  requests in the processing queue (`agent.emulator.caps`).
 - Every call needs the ``anthropic-version`` header, as the real API does.
 """
 
@@ -36,6 +38,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from agent.emulator.answers import Reply, compute_reply, line_digest, reshape_message
+from agent.emulator.caps import over_cap, queue_refused, requests_held
 from agent.emulator.clock import Clock
 from agent.emulator.faults import ERROR_SHAPES, job_faults, longest_delay, request_fault
 from agent.emulator.jobs import JobLifecycle, Phase, Timeline, split_counts
@@ -146,6 +149,12 @@ class AnthropicRoutes:
             (json.dumps(item, separators=(",", ":")).encode() + b"\n" for item in items),
         )
         with self.jobs.creating(request.faults.job_record()) as faults:
+            limit = request.faults.queued_request_limit
+            if limit:
+                queued = requests_held(self.jobs.in_flight(now))
+                if over_cap(queued, len(items), limit):
+                    self.store.delete_file(PROVIDER, source)
+                    raise queue_refused(queued, len(items), limit)
             failed: list[int] = []
             delay: float | None = None
             for r in iter_requests(self.store, PROVIDER, [source]):

@@ -76,6 +76,25 @@ Knobs:
   per message), added to those of the same model's batches not yet ended, exceed N fails
   validation, ``validating -> failed`` with ``errors.data = [{"code": "token_limit_exceeded",
   ...}]`` and no output, and holds no quota. Read on every create; 0 is no limit.
+- ``pending_request_limit=N`` (integer >= 0; Mistral): the workspace's cap on pending requests
+  (Mistral documents 1M). A job create whose requests, added to those of the workspace's jobs not
+  yet ended (any model), exceed N is refused, nothing created: HTTP 429 ``{"object": "error",
+  "message": "... pending requests ...", "type": "rate_limited", "param": null, "code": null}``
+  (`agent.emulator.caps`; the real answer is UNCONFIRMED). Read on every create; 0 is no limit.
+- ``concurrent_job_limit=N`` (integer >= 0; Gemini): the project's cap on batch jobs
+  ``BATCH_STATE_PENDING`` or ``BATCH_STATE_RUNNING`` (Google documents 100). A create while N
+  are is refused, nothing created: HTTP 429 ``RESOURCE_EXHAUSTED`` with a
+  ``google.rpc.QuotaFailure`` detail naming the concurrent-jobs quota (`agent.emulator.caps`).
+  Read on every create; 0 is no limit.
+- ``file_storage_limit=BYTES`` (integer >= 0; Gemini): the project's file storage (Google
+  documents 20 GB): the bytes of the files held, uploaded and generated (responses files), until
+  deleted. An upload that would exceed it is refused at its start (its declared size), nothing
+  stored: HTTP 429 ``RESOURCE_EXHAUSTED`` with a ``QuotaFailure`` detail naming the storage
+  quota. Deleting files frees it. Read on every upload; 0 is no limit.
+- ``queued_request_limit=N`` (integer >= 0; Anthropic): the organisation's cap on requests in
+  the batch processing queue (the requests of batches still ``in_progress``). A create over it
+  is refused, nothing created: HTTP 429 ``rate_limit_error`` naming the queue (the real
+  message is UNCONFIRMED). Read on every create; 0 is no limit.
 - ``no_listing=1``: the collection listings an OpenAI-compatible server may lack
   answer HTTP 405 (method not allowed), in the protocol's error shape: ``GET
   /files`` and ``GET /batches`` (OpenAI), ``GET /files`` and ``GET /batch/jobs``
@@ -316,6 +335,10 @@ class Faults:
         unknown_status: Status string replacing completed/SUCCESS, or None.
         batch_fail: Error code a batch (OpenAI, Gemini) fails with as a whole, or None.
         enqueued_token_limit: OpenAI's enqueued prompt tokens per model (0: no limit).
+        pending_request_limit: Mistral's pending requests per workspace (0: no limit).
+        concurrent_job_limit: Gemini's pending or running batch jobs (0: no limit).
+        file_storage_limit: Gemini's bytes of files held (0: no limit).
+        queued_request_limit: Anthropic's requests in the processing queue (0: no limit).
         no_listing: Whether the file and job listings answer 405.
         create_429: How many Gemini batch creates (in the state directory) answer 429 first.
         delete_fail: Whether every file delete answers 500.
@@ -334,6 +357,10 @@ class Faults:
     unknown_status: str | None = None
     batch_fail: str | None = None
     enqueued_token_limit: int = 0
+    pending_request_limit: int = 0
+    concurrent_job_limit: int = 0
+    file_storage_limit: int = 0
+    queued_request_limit: int = 0
     no_listing: bool = False
     create_429: int = 0
     delete_fail: bool = False
@@ -433,6 +460,10 @@ _PARSERS = {
     "unknown_status": _status,
     "batch_fail": _code,
     "enqueued_token_limit": _count,
+    "pending_request_limit": _count,
+    "concurrent_job_limit": _count,
+    "file_storage_limit": _count,
+    "queued_request_limit": _count,
     "no_listing": _flag,
     "create_429": _count,
     "delete_fail": _flag,

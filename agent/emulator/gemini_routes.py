@@ -62,7 +62,10 @@ Shapes follow what google-genai 3.6 sends and parses (`google/genai/batches.py`,
   responses-file line is ``{"key", "response": {"embedding": {"values"}, "tokenCount"}}``
   (`agent.emulator.embedding_answers`; inline input: ``inlinedEmbedContentResponses``), with
   the same faults and error lines.
-- **Fault knobs** (`agent.emulator.faults`, Gemini paragraph) and ``create_429=N``.
+- **Fault knobs** (`agent.emulator.faults`, Gemini paragraph) and ``create_429=N``; the caps
+  ``concurrent_job_limit=N`` (a create while N batches are pending or running) and
+  ``file_storage_limit=BYTES`` (an upload over the bytes held) are refused with 429
+  ``RESOURCE_EXHAUSTED`` and a ``QuotaFailure`` detail (`agent.emulator.caps`).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ import secrets
 from typing import Any
 
 from agent.emulator.answers import InvalidRequest, compute_reply, validate_body
+from agent.emulator.caps import jobs_refused, over_cap, storage_refused
 from agent.emulator.clock import Clock
 from agent.emulator.embedding_answers import gemini_answer, gemini_error, gemini_marker_body
 from agent.emulator.faults import ERROR_SHAPES, job_faults, longest_delay, request_fault
@@ -154,6 +158,8 @@ def render_error(error: HttpError) -> Response:
     }
     if error.code == "API_KEY_INVALID":
         body["details"] = [INVALID_KEY_DETAIL]
+    elif error.details:
+        body["details"] = error.details
     return json_response({"error": body}, status=error.status)
 
 
@@ -333,6 +339,9 @@ class GeminiRoutes:
             expected = int(request.header("X-Goog-Upload-Header-Content-Length") or -1)
         except ValueError:
             expected = -1
+        # Refused at the start, on the declared size: nothing is stored. (The finalize checks the
+        # bytes received again, for uploads started side by side or of an undeclared size.)
+        self._check_storage(request, max(expected, 0))
         session = {
             "id": file_id,
             "displayName": field(described, "displayName"),
@@ -391,6 +400,12 @@ class GeminiRoutes:
                     f"Upload size {session['received']} does not match the declared "
                     f"{session['expected']} bytes."
                 )
+            try:
+                self._check_storage(request, session["received"])
+            except HttpError:
+                part_path.unlink(missing_ok=True)
+                meta_path.unlink(missing_ok=True)
+                raise
             now = self.clock.now()
             meta: dict[str, Any] = {
                 "id": session["id"],
@@ -430,6 +445,32 @@ class GeminiRoutes:
             obj["downloadUri"] = f"{base}:download?alt=media"
         return obj
 
+    def _stored_metas(self) -> list[dict[str, Any]]:
+        """Every stored file record of the protocol, internal ones included, in no order."""
+        directory = self.store.root / PROVIDER / "files"
+        metas = []
+        for path in directory.glob("*.json") if directory.is_dir() else []:
+            if not path.name.startswith(".tmp-"):
+                meta = self.store.read_json(path)
+                if meta is not None:
+                    metas.append(meta)
+        return metas
+
+    def _stored_bytes(self) -> int:
+        """Return the bytes of the project's files (uploaded and generated): the storage cap's count.
+
+        The private files holding inline requests are not the user's files and do not count.
+        """
+        return sum(int(m.get("_size") or 0) for m in self._stored_metas() if not m.get("_internal"))
+
+    def _check_storage(self, request: Request, adding: int) -> None:
+        """Refuse (429) an upload of `adding` bytes over ``file_storage_limit``, if one is set."""
+        limit = request.faults.file_storage_limit
+        if limit:
+            held = self._stored_bytes()
+            if over_cap(held, adding, limit):
+                raise storage_refused(held, adding, limit)
+
     def _visible(self, meta: dict[str, Any] | None, now: float) -> bool:
         """Tell whether a file is listed: not internal, nor a responses file ``output_lag`` hides."""
         if meta is None or meta.get("_internal"):
@@ -452,14 +493,7 @@ class GeminiRoutes:
     def list_files(self, request: Request) -> Response:
         """``GET /{ver}/files``: newest first, ``pageSize`` (default 10, max 100) and ``pageToken``."""
         now = self.clock.now()
-        directory = self.store.root / PROVIDER / "files"
-        metas = []
-        for path in directory.glob("*.json") if directory.is_dir() else []:
-            if not path.name.startswith(".tmp-"):
-                meta = self.store.read_json(path)
-                if self._visible(meta, now):
-                    assert meta is not None
-                    metas.append(meta)
+        metas = [meta for meta in self._stored_metas() if self._visible(meta, now)]
         metas.sort(key=lambda m: (m.get("created_at", 0), m["id"]), reverse=True)
         page, token = _page(metas, request, default=10, cap=100)
         body: dict[str, Any] = {"files": [self._file_object(m, request) for m in page]}
@@ -562,6 +596,13 @@ class GeminiRoutes:
             )
             sources = [source]
         with self.jobs.creating(faults.job_record()) as knobs:
+            limit = faults.concurrent_job_limit
+            if limit:
+                running = len(self.jobs.in_flight(now))
+                if over_cap(running, 1, limit):
+                    if file_name is None:
+                        self.store.delete_file(PROVIDER, sources[0])
+                    raise jobs_refused(running, limit)
             failed = []
             total = 0
             delay: float | None = None

@@ -335,6 +335,15 @@ class JobLifecycle:
         jobs = self.store.list_jobs(self.provider)
         return sorted(jobs, key=lambda j: (j["_created"], j["id"]), reverse=True)
 
+    def in_flight(self, now: float) -> list[dict[str, Any]]:
+        """Every job of the protocol not ended at `now`: what a provider's caps count.
+
+        Read under the creation lock (`creating`), so a create's check and its save are one step.
+        """
+        return [
+            job for job in self.store.list_jobs(self.provider) if not self.phase(job, now).terminal
+        ]
+
     def phase(self, job: dict[str, Any], now: float) -> Phase:
         """Return where `job` stands at `now`."""
         return compute_phase(job, now, self.timeline)

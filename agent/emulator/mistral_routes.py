@@ -20,7 +20,9 @@ reference notes (`shared/reference/provider-batch-apis.md` §2 and §6):
   faults.
 - Fault knobs (`agent.emulator.faults`) stored on the job at creation add 429/500
   request failures, ``TIMEOUT_EXCEEDED`` jobs (no line for unfinished requests),
-  shuffled result files, late file ids and unknown final statuses.
+  shuffled result files, late file ids and unknown final statuses;
+  ``pending_request_limit=N`` refuses (429, nothing created) a create that would put more than
+  N requests in the workspace's jobs not yet ended (`agent.emulator.caps`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from agent.emulator.answers import (
     reshape_completion,
     validate_body,
 )
+from agent.emulator.caps import over_cap, pending_requests_refused, requests_held
 from agent.emulator.clock import Clock
 from agent.emulator.embedding_answers import body_texts, marker_body, mistral_answer, mistral_error
 from agent.emulator.faults import ERROR_SHAPES, job_faults, longest_delay, request_fault
@@ -233,6 +236,13 @@ class MistralRoutes(FileRoutes):
             total, failed, delay = _scan_requests(
                 self.store, sources, model, job_id, faults or {}, endpoint
             )
+            limit = request.faults.pending_request_limit
+            if limit:
+                pending = requests_held(self.jobs.in_flight(now))
+                if over_cap(pending, total, limit):
+                    if inline:
+                        self.store.delete_file(PROVIDER, sources[-1])
+                    raise pending_requests_refused(pending, total, limit)
             fields: dict[str, Any] = {
                 "id": job_id,
                 "object": "batch",

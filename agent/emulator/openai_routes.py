@@ -300,8 +300,8 @@ class OpenAIRoutes(FileRoutes):
         """
         enqueued = sum(
             int(job.get("_enqueued_tokens") or 0)
-            for job in self.jobs.newest_first()
-            if job.get("model") == model and not self.jobs.phase(job, now).terminal
+            for job in self.jobs.in_flight(now)
+            if job.get("model") == model
         )
         if enqueued + tokens <= limit:
             return None

@@ -29,6 +29,8 @@ class HttpError(Exception):
         error_type: Error type, e.g. ``invalid_request_error``.
         code: Machine-readable code, if any.
         param: The offending parameter, if any.
+        details: Typed detail objects, for a protocol whose errors carry them (Google's
+            ``error.details``, e.g. a ``google.rpc.QuotaFailure``); the others ignore them.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class HttpError(Exception):
         error_type: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
+        details: list[dict[str, Any]] | None = None,
     ) -> None:
         """Keep every field needed to render the error in either protocol's shape."""
         super().__init__(message)
@@ -46,6 +49,7 @@ class HttpError(Exception):
         self.error_type = error_type
         self.code = code
         self.param = param
+        self.details = details
 
 
 @dataclass

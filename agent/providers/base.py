@@ -38,7 +38,12 @@ from langchain_core.utils.utils import LC_ID_PREFIX
 from agent.batched.calls import BatchCallError, as_batch_call_error, failure_text
 from agent.endpoints import CHAT, EMBEDDINGS, RESPONSES, Endpoint, job_endpoint, unsupported
 from agent.error_text import exception_text
-from agent.providers.errors import ProviderError, TransientProviderError, provider_call
+from agent.providers.errors import (
+    ProviderError,
+    QuotaExceededError,
+    TransientProviderError,
+    provider_call,
+)
 from agent.providers.params import ParamRules
 from agent.quota_budget import Budget
 from agent.requests import BatchRequest, InputError
@@ -1001,7 +1006,10 @@ def send_once(
     request was out, a timeout) makes a second paid job. So these calls go out with the SDK's
     retries off, and here a refusal (429, 529: the provider did nothing) is simply sent again
     after a pause, while any other transient failure first asks `find` whether the call took
-    effect, and uses what it found. Permanent errors (4xx) are raised at once.
+    effect, and uses what it found. Permanent errors (4xx) are raised at once, and so is a refusal
+    for a cap on what is in flight (`QuotaExceededError`: nothing was made, the planner waits),
+    unless an earlier attempt's fate is unknown: that attempt may be what filled the cap, so
+    `find` is asked first, and a job it made is never hidden behind the refusal.
 
     Args:
         send: Makes the call once; raises `ProviderError` (wrapped by `provider_call`).
@@ -1012,9 +1020,15 @@ def send_once(
     Raises:
         ProviderError: The last failure, when every attempt failed and nothing was found.
     """
+    unsure = False  # whether an earlier attempt may have taken effect
     for attempt in range(attempts):
         try:
             return send()
+        except QuotaExceededError:
+            found = find() if unsure else None
+            if found is not None:
+                return found
+            raise
         except TransientProviderError as exc:
             if attempt == attempts - 1:
                 raise
@@ -1022,6 +1036,7 @@ def send_once(
             # A lookup comes after the pause: a job that was just made may take a moment to list.
             sleep(exc.retry_after if exc.retry_after is not None else backoff)
             if exc.status_code not in REFUSED_STATUS:
+                unsure = True
                 found = find()
                 if found is not None:
                     return found

@@ -8,7 +8,7 @@ thread can be resumed once the cause (a key, a quota, a model name) is fixed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx2
@@ -49,28 +49,45 @@ class QuotaExceededError(ProviderError):
         self.limit = limit
 
 
+# Reads a provider's HTTP error: the cap it names ('requests', 'jobs', 'bytes', 'tokens') when
+# it is a refusal for a cap on what is in flight (`QuotaExceededError`), else None.
+CapReader = Callable[[BaseException], str | None]
+
+
 @contextmanager
-def provider_call(provider: str, action: str) -> Iterator[None]:
-    """Translate any SDK or transport exception raised inside into our two error kinds.
+def provider_call(provider: str, action: str, cap: CapReader | None = None) -> Iterator[None]:
+    """Translate any SDK or transport exception raised inside into our error kinds.
 
     Args:
         provider: Provider name for the message ('openai', 'mistral').
         action: What was being done ('upload the input file', 'check job batch_1', ...).
+        cap: For a create or an upload: tells the provider's refusal for a cap on what is in
+            flight (raised as `QuotaExceededError`) from its other errors.
     """
     try:
         yield
     except ProviderError:
         raise
     except Exception as exc:  # the SDKs raise many types; classify by status code and transport
-        raise classify(exc, provider, action) from None
+        raise classify(exc, provider, action, cap) from None
 
 
-def classify(exc: BaseException, provider: str, action: str) -> ProviderError:
-    """Return the `ProviderError` (transient or permanent) that describes `exc`."""
+def classify(
+    exc: BaseException, provider: str, action: str, cap: CapReader | None = None
+) -> ProviderError:
+    """Return the `ProviderError` (transient, permanent or a cap refusal) that describes `exc`.
+
+    A cap refusal is usually a 429, like a passing rate limit; it is not transient, though: the
+    same call keeps failing until earlier jobs end, so it is not resent (`send_once` raises it at
+    once) but handed to the planner, which waits for the jobs in flight.
+    """
     status = _status_code(exc)
     detail = _detail(exc)
     if status is not None:
         message = f"{provider}: could not {action}: HTTP {status}: {detail}"
+        limit = cap(exc) if cap is not None and status < 500 else None
+        if limit is not None:
+            return QuotaExceededError(message, limit=limit, status_code=status)
         kind = TransientProviderError if status in TRANSIENT_STATUS else ProviderError
         return kind(message, status_code=status, retry_after=_retry_after(exc))
     if isinstance(

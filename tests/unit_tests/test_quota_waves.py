@@ -150,3 +150,37 @@ def test_an_intent_waits_only_while_jobs_of_its_own_model_hold_the_token_pool() 
     # Alone, a job is always sent (only the provider can say whether it fits then).
     big = _job("d", job_id=None, status="intent", tokens=5000)
     assert Waves([big], ctx, None).next_intent() == 0
+
+
+# A create refused for a cap on what is in flight (nothing made): the knob, and its limit.
+CREATE_CAPS = [
+    ("mistral", f"pending_request_limit={2 * PER_JOB}", "requests"),
+    ("gemini", "concurrent_job_limit=2", "jobs"),
+    ("anthropic", f"queued_request_limit={2 * PER_JOB}", "requests"),
+]
+
+
+@pytest.mark.parametrize(
+    ("provider", "knob", "limit"), CREATE_CAPS, ids=[c[0] for c in CREATE_CAPS]
+)
+def test_a_create_refused_for_a_cap_keeps_the_intent_and_waits_for_a_wave(
+    provider: str, knob: str, limit: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAULTS, knob)
+    monkeypatch.setenv(DELAY, "1")
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config: dict[str, Any] = {"configurable": {"thread_id": f"caps-{provider}"}}
+    ctx = Context(provider=provider, max_requests_per_job=PER_JOB, **FAST_POLLING)  # type: ignore[arg-type]
+    graph.invoke({"requests": RECORDS}, config, context=ctx)
+    for _ in range(40):
+        if graph.get_state(config).values.get("status") in {"completed", "failed", "error"}:
+            break
+        graph.invoke({}, config, context=ctx)
+    values = dict(graph.get_state(config).values)
+    assert values["status"] == "completed", values.get("error")
+    assert_all_accounted(values, RECORDS)
+    assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in values["results"])
+    # Six jobs, each created once: the refused creates made nothing.
+    assert len(values["jobs"]) == 6 and len(list_jobs()) == 6
+    (learned,) = values["quota_learned"].values()
+    assert learned[limit] == (2 if limit == "jobs" else 2 * PER_JOB)

@@ -113,6 +113,16 @@ PROCESSING_AT_MOST_SECONDS = 86400.0 + RECONCILE_SKEW_SECONDS
 MAX_PEEKS = 100
 
 
+def cap_refused(exc: BaseException) -> str | None:
+    """Return 'requests' for Anthropic's refusal of a batch over the processing-queue cap.
+
+    UNCONFIRMED: Anthropic documents a rate limit on requests in the processing queue, not its
+    answer; the refusal is a 429 that names the queue (the emulator's, `agent.emulator.caps`),
+    where a per-minute rate limit does not.
+    """
+    return "requests" if "processing queue" in str(exc).lower() else None
+
+
 def custom_id(job_key: str, position: int) -> str:
     """Return the custom id request `position` of job `job_key` is sent under."""
     return f"{job_key}-{position}"
@@ -255,7 +265,7 @@ class AnthropicProvider(BatchProvider):
         self.check_endpoint(endpoint)
         body = InlineRequests(Path(input_file_id), metadata[JOB_KEY_METADATA])
         client = self._client.with_options(max_retries=0)
-        with provider_call(self.name, "create the message batch"):
+        with provider_call(self.name, "create the message batch", cap_refused):
             batch = client.post(
                 "/v1/messages/batches",
                 cast_to=MessageBatch,

@@ -31,7 +31,11 @@ How Gemini differs from the other providers, and how this module adapts:
 - **Retries.** The SDK retries nothing unless told to: reads get `READ_RETRIES`; the upload and
   the create go out once (`ONCE`), and the graph resends them through `send_once`, after looking
   for what they may have made. A 429 `RESOURCE_EXHAUSTED` on create (seen below the published
-  limits, googleapis/python-genai#1901) is a refusal that `send_once` waits out and resends.
+  limits, googleapis/python-genai#1901) is a refusal that `send_once` waits out and resends;
+  one whose ``QuotaFailure`` detail names a cap on what is in flight (concurrent batch jobs, file
+  storage: `cap_refused`) is a `QuotaExceededError`, for the planner to wait for jobs to end.
+- **Quota failures.** A batch that failed whole with code 8 (RESOURCE_EXHAUSTED) ran none of its
+  requests: its update says `quota_refused` (and `retryable`).
 - **API version.** google-genai talks to `v1` unless told otherwise. A `base_url` ending in
   `/v1` or `/v1beta` selects that version (the rest of the URL is the SDK's base URL); otherwise
   `GOOGLE_GENAI_API_VERSION` decides, as it does for the SDK (`beta` meaning `v1beta`).
@@ -104,6 +108,12 @@ STATUS_MAP: dict[str, JobStatus] = {
 _CANCELLED = frozenset({"BATCH_STATE_CANCELLED", "JOB_STATE_CANCELLED"})
 # gRPC code of a batch that failed for a quota (RESOURCE_EXHAUSTED): its requests may be retried.
 _QUOTA_CODE = 8
+_QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
+# Words of a `QuotaFailure` violation's metric or id -> the cap on what is in flight it names.
+# UNCONFIRMED: Google publishes the caps (concurrent batch jobs, file storage, enqueued tokens),
+# not the metric names of their refusals; a violation naming none of them (a per-minute rate
+# limit) stays a passing 429 that `send_once` waits out.
+_CAP_WORDS: Final = (("concurrent", "jobs"), ("storage", "bytes"), ("enqueued", "tokens"))
 # What Google documents for the numeric generation parameters (the `GenerationConfig` reference
 # of the Gemini API, as google-genai's `GenerateContentConfig` docstrings have them, named as
 # `ChatGoogleGenerativeAI` takes them): temperature from 0 to 2, top_p a probability, top_k a
@@ -146,6 +156,31 @@ DELETE_OPTIONS: Final = types.HttpOptions(
 TIMEOUT_MS = 300_000
 # A base URL naming the API version: `<root>/v1` or `<root>/v1beta` (a trailing slash allowed).
 _VERSIONED_URL = re.compile(r"^(?P<root>.*?)/(?P<version>v1|v1beta)/?$")
+
+
+def cap_refused(exc: BaseException) -> str | None:
+    """Name the cap a Gemini 429 refused a create or an upload for, or None for another error.
+
+    Gemini answers both a passing rate limit and a cap on what is in flight with 429
+    ``RESOURCE_EXHAUSTED``; the cap is told by the ``google.rpc.QuotaFailure`` detail's violated
+    quota (as the emulator's `agent.emulator.caps` answers it).
+    """
+    if not isinstance(exc, genai_errors.APIError) or exc.status != "RESOURCE_EXHAUSTED":
+        return None
+    answer = exc.details if isinstance(exc.details, dict) else {}
+    error = answer.get("error", answer)
+    details = error.get("details") if isinstance(error, dict) else None
+    for detail in details if isinstance(details, list) else []:
+        if not isinstance(detail, dict) or detail.get("@type") != _QUOTA_FAILURE:
+            continue
+        for violation in detail.get("violations") or []:
+            if not isinstance(violation, dict):
+                continue
+            named = f"{violation.get('quotaMetric', '')} {violation.get('quotaId', '')}".lower()
+            for word, limit in _CAP_WORDS:
+                if word in named:
+                    return limit
+    return None
 
 
 def display_name(job_key: str) -> str:
@@ -297,7 +332,7 @@ class GeminiProvider(BatchProvider):
         config = types.UploadFileConfig(
             mime_type="jsonl", display_name=file_name, http_options=ONCE
         )
-        with provider_call(self.name, "upload the batch input file"):
+        with provider_call(self.name, "upload the batch input file", cap_refused):
             uploaded = self._client.files.upload(file=str(path), config=config)
         if not uploaded.name:
             raise ProviderError(f"{self.name}: the upload of {file_name} answered no file name")
@@ -336,7 +371,7 @@ class GeminiProvider(BatchProvider):
         self.check_endpoint(endpoint)
         self.check_completion_window(completion_window)
         name = display_name(metadata[JOB_KEY_METADATA])
-        with provider_call(self.name, "create the batch"):
+        with provider_call(self.name, "create the batch", cap_refused):
             if endpoint == EMBEDDINGS:
                 created = self._create_embeddings(model, input_file_id, name)
             else:
@@ -422,11 +457,11 @@ class GeminiProvider(BatchProvider):
         succeeded = _count(stats, "successfulRequestCount")
         failed = _count(stats, "failedRequestCount")
         errors: list[str] = []
-        retryable = False
+        retryable = quota_refused = False
         error = operation.get("error")
         if isinstance(error, dict):
             errors.append(f"{error.get('code')}: {error.get('message') or 'the batch failed'}")
-            retryable = error.get("code") == _QUOTA_CODE
+            retryable = quota_refused = error.get("code") == _QUOTA_CODE
         output = metadata.get("output")
         if not isinstance(output, dict):
             response = operation.get("response")
@@ -441,8 +476,8 @@ class GeminiProvider(BatchProvider):
             errors=errors,
             cancelled=raw in _CANCELLED,
             retryable=retryable,
-            # RESOURCE_EXHAUSTED for the whole batch: none of its requests ran (`agent.quotas`).
-            quota_refused=retryable,
+            # Created, then failed whole with RESOURCE_EXHAUSTED (a quota): none of its requests ran.
+            quota_refused=quota_refused,
         )
 
     # ----------------------------------------------------------------- results

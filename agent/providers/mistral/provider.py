@@ -89,6 +89,16 @@ PARAM_RULES: ParamRules = {
 }
 
 
+def cap_refused(exc: BaseException) -> str | None:
+    """Return 'requests' for Mistral's refusal of a job over the workspace's pending requests.
+
+    UNCONFIRMED: Mistral documents the cap (1M pending requests per workspace), not its answer;
+    the refusal is told by naming the pending requests, whatever its status (the emulator's is a
+    429, `agent.emulator.caps`), since a per-minute rate limit (code 1300) does not.
+    """
+    return "requests" if "pending requests" in str(exc).lower() else None
+
+
 def timeout_hours(completion_window: str) -> int:
     """Convert a completion window such as '24h' or '7d' to Mistral's whole hours (1..168)."""
     match = re.fullmatch(r"\s*(\d+)\s*([hd])\s*", completion_window)
@@ -238,7 +248,7 @@ class MistralProvider(BatchProvider):
         """Create the batch job from an uploaded file, once (no SDK retries: see `send_once`)."""
         self.check_endpoint(endpoint)
         hours = timeout_hours(completion_window)
-        with provider_call(self.name, "create the batch job"):
+        with provider_call(self.name, "create the batch job", cap_refused):
             created = self._client.batch.jobs.create(
                 input_files=[input_file_id],
                 model=model,

@@ -330,7 +330,7 @@ class OpenAIProvider(BatchProvider):
         errors = [
             f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "") for e in error_items
         ]
-        quota_refused = any(e.code == "token_limit_exceeded" for e in error_items)
+        over_quota = any(e.code == "token_limit_exceeded" for e in error_items)
         return JobUpdate(
             provider_status=raw,
             status=normalise_status(raw, STATUS_MAP, errors),
@@ -339,8 +339,8 @@ class OpenAIProvider(BatchProvider):
             error_file_id=batch.error_file_id,
             errors=errors,
             cancelled=raw == "cancelled",
-            # A batch refused for the organisation's enqueued-token limit succeeds once others
-            # end: none of its requests ran, and the graph re-queues it (`agent.quotas`).
-            retryable=quota_refused,
-            quota_refused=quota_refused,
+            # A batch refused for the organisation's enqueued-token limit succeeds once others end.
+            retryable=over_quota,
+            # Created, then refused whole for that quota: none of its requests ran.
+            quota_refused=over_quota,
         )
