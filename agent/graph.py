@@ -173,7 +173,7 @@ def submit(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
         return waves.refused(index, exc)
     jobs[index].pop("waiting_for", None)
     # The intents the new job leaves no room for say so (`batch-agent status` shows them).
-    jobs = Waves(jobs, runtime.context, state.get("quota_learned")).marked()
+    jobs = waves.marked()
     update: dict[str, Any] = {"jobs": jobs, "counts": progress_counts(state, jobs), "error": None}
     if len(pending) == 1:
         # Every job exists: drop the bulk input so later checkpoints do not re-write it.

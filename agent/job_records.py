@@ -18,7 +18,7 @@ from agent.pricing import TokenTally
 from agent.providers import provider_for_job
 from agent.providers.base import JobUpdate
 from agent.providers.errors import ProviderError, TransientProviderError
-from agent.quotas import learn, usage
+from agent.quotas import in_flight, learn, usage
 from agent.state import Counts, Job, State
 from agent.statuses import TERMINAL_JOB_STATUSES, WAITING_JOB_STATUSES, ThreadStatus
 from agent.submission import requeue, settle_identity
@@ -39,7 +39,7 @@ def check_jobs(state: State, ctx: Context, data: ThreadData) -> dict[str, Any]:
     jobs: list[Job] = []
     refused: list[int] = []
     for job in before:
-        if job["job_id"] is not None and job["status"] not in TERMINAL_JOB_STATUSES:
+        if in_flight(job):
             update = provider_for_job(job).status(job)
             job = apply_update(job, update, ctx)
             if _refused_whole(job, update) and usage(before, before[len(jobs)])["jobs"]:

@@ -66,20 +66,6 @@ def in_flight(job: Job) -> bool:
     return job["job_id"] is not None and job["status"] not in TERMINAL_JOB_STATUSES
 
 
-def usage(jobs: Iterable[Job], like: Job) -> dict[Limit, int]:
-    """Return what the running jobs of `like`'s provider hold (tokens: of `like`'s model only)."""
-    held: dict[Limit, int] = dict.fromkeys(LIMITS, 0)
-    for job in jobs:
-        if job is like or not in_flight(job) or job["provider"] != like["provider"]:
-            continue
-        if job["model"] == like["model"]:
-            held["tokens"] += job.get("input_tokens", 0)
-        held["requests"] += job["request_count"]
-        held["jobs"] += 1
-        held["bytes"] += job["input_bytes"]
-    return held
-
-
 def needs(job: Job) -> dict[Limit, int]:
     """Return what `job` takes of each limit once it is sent."""
     return {
@@ -88,6 +74,19 @@ def needs(job: Job) -> dict[Limit, int]:
         "jobs": 1,
         "bytes": job["input_bytes"],
     }
+
+
+def usage(jobs: Iterable[Job], like: Job) -> dict[Limit, int]:
+    """Return what the running jobs of `like`'s provider hold (tokens: of `like`'s model only)."""
+    held: dict[Limit, int] = dict.fromkeys(LIMITS, 0)
+    for job in jobs:
+        if job is like or not in_flight(job) or job["provider"] != like["provider"]:
+            continue
+        for limit, amount in needs(job).items():
+            # The token pool is per model; the other caps count every model of the provider.
+            if limit != "tokens" or job["model"] == like["model"]:
+                held[limit] += amount
+    return held
 
 
 def blocking(job: Job, jobs: list[Job], budget: Budget) -> str | None:
