@@ -82,7 +82,7 @@ from agent.quotas import Waves, can_submit
 from agent.requests import InputError
 from agent.results import collect_round, results_store, state_results
 from agent.scheduling import schedule_next_poll, schedule_noop
-from agent.state import InputState, Job, OutputState, State
+from agent.state import InputState, Job, OutputState, State, changed_jobs
 from agent.statuses import TERMINAL_JOB_STATUSES, TERMINAL_THREAD_STATUSES
 from agent.submission import adopt_existing, never_submitted, pending_intent, submit_intent
 
@@ -214,7 +214,9 @@ def _check(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Check every open job once, and stream the thread's progress (`batch_progress`)."""
     update = check_jobs(state, runtime.context, ThreadData(runtime.store, _thread_id()))
     get_stream_writer()(progress_event(_thread_id(), update, runtime.context))
-    return update
+    # Only the records whose status moved are written (`merge_jobs` keeps the others): a poll
+    # step's writes do not grow with the jobs that are still waiting.
+    return {**update, "jobs": changed_jobs(state.get("jobs") or [], update["jobs"])}
 
 
 @records_errors

@@ -19,7 +19,7 @@ from agent.providers import provider_for_job
 from agent.providers.base import JobUpdate
 from agent.providers.errors import ProviderError, TransientProviderError
 from agent.quotas import in_flight, learn, usage
-from agent.state import Counts, Job, State
+from agent.state import Counts, Job, State, flagged
 from agent.statuses import TERMINAL_JOB_STATUSES, WAITING_JOB_STATUSES, ThreadStatus
 from agent.submission import requeue, settle_identity
 
@@ -110,8 +110,8 @@ def apply_update(job: Job, update: JobUpdate, ctx: Context) -> Job:
             errors.append(
                 f"no output file {ctx.output_wait_seconds:.0f}s after '{update.provider_status}'; collected as it is"
             )
-    return Job(
-        **{  # type: ignore[typeddict-item]
+    return flagged(
+        {
             **job,
             "provider_status": update.provider_status,
             "status": status,
@@ -120,9 +120,9 @@ def apply_update(job: Job, update: JobUpdate, ctx: Context) -> Job:
             "error_file_id": update.error_file_id,
             "errors": errors,
             "terminal_since": terminal_since,
-            "cancelled": update.cancelled,
-            "retryable": update.retryable,
-        }
+        },
+        cancelled=update.cancelled,
+        retryable=update.retryable,
     )
 
 

@@ -730,7 +730,7 @@ def plan_batch(
         "system_prompt": ctx.system_prompt,
         "output_spec": spec.to_state() if spec else None,
         "jobs": intents,
-        "plan": summary,
+        "plan": _kept_plan(summary),
         "estimate": estimate,
         "attempt": 1,
         "status": "new",
@@ -840,3 +840,14 @@ def refuse_another_request_set(state: State, ctx: Context, thread_id: str) -> No
 
 def _requests(count: int) -> str:
     return f"{count:,} request{'' if count == 1 else 's'}"
+
+
+def _kept_plan(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the plan entries a submitted batch keeps in state.
+
+    The state is written into every checkpoint of the thread: a counting method that is the
+    same for every job is named once, in the estimate's `tokens_by`.
+    """
+    if len({entry.get("tokens_by") for entry in summary}) > 1:
+        return summary
+    return [{k: v for k, v in entry.items() if k != "tokens_by"} for entry in summary]

@@ -11,6 +11,7 @@ start with "Internal:", and callers should not set them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, NotRequired, TypeVar, cast, get_args, get_origin, get_type_hints
 
 from langchain_core.messages import AIMessage
@@ -41,11 +42,23 @@ def _describe_channels(cls: _T) -> _T:
     for name, text in extract_docstrings_from_cls(cast(type, cls), use_inspect=True).items():
         hint, described = hints[name], Field(description=text)
         if get_origin(hint) is NotRequired:
-            hint = NotRequired[Annotated[get_args(hint)[0], described]]
+            hint = NotRequired[_described(get_args(hint)[0], described)]
         else:
-            hint = Annotated[hint, described]
+            hint = _described(hint, described)
         cls.__annotations__[name] = hint
     return cls
+
+
+def _described(hint: Any, described: Any) -> Any:
+    """Return `hint` annotated with `described`, before any metadata it has (a reducer).
+
+    LangGraph takes a channel's reducer from the *last* `Annotated` metadata, so the
+    description goes first.
+    """
+    if get_origin(hint) is Annotated:
+        base, *meta = get_args(hint)
+        return Annotated[(base, described, *meta)]  # type: ignore[valid-type]
+    return Annotated[hint, described]
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -168,6 +181,95 @@ class Job(TypedDict):
     carry no metadata, while the batch still runs); checked once it ends, released if not ours."""
 
 
+def flagged(record: Mapping[str, Any], **flags: bool) -> Job:
+    """Return a copy of a job record with each flag present when true and absent when false.
+
+    Readers take an absent flag as false (`job.get("cancelled")`), and every byte of a job
+    record is written again in each checkpoint of the thread.
+    """
+    out = dict(record)
+    for name, on in flags.items():
+        if on:
+            out[name] = True
+        else:
+            out.pop(name, None)
+    return cast(Job, out)
+
+
+class JobChange(TypedDict):
+    """What a status check changed in one job record (`changed_jobs`, applied by `merge_jobs`)."""
+
+    job_key: str
+    """The record's `job_key`."""
+    set: dict[str, Any]
+    """Fields with a new value."""
+    unset: list[str]
+    """Fields the record no longer has."""
+
+
+class JobChanges(TypedDict):
+    """An update of the `jobs` channel that names only the changed fields of changed records."""
+
+    changes: list[JobChange]
+    """One entry per changed record."""
+
+
+def merge_jobs(current: list[Job] | None, update: list[Job] | JobChanges | None) -> list[Job]:
+    """Reduce the `jobs` channel: records replace those with their `job_key`; changes patch them.
+
+    Planning, submit and collect return whole records: each replaces the record with its key
+    (a new key is appended; records are never dropped). A status check returns `JobChanges`
+    (`changed_jobs`): the fields that moved, so a poll step writes a few bytes per job that
+    progressed instead of every record again.
+    """
+    merged = list(current or [])
+    if not update:
+        return merged
+    where = {job["job_key"]: index for index, job in enumerate(merged)}
+    if isinstance(update, dict):
+        for change in update["changes"]:
+            index = where.get(change["job_key"])
+            if index is None:  # a record the check added: its changes are all of it
+                where[change["job_key"]] = len(merged)
+                merged.append(cast(Job, dict(change["set"])))
+                continue
+            patched = {**merged[index], **change["set"]}
+            for name in change["unset"]:
+                patched.pop(name, None)
+            merged[index] = cast(Job, patched)
+        return merged
+    for job in update:
+        index = where.get(job["job_key"])
+        if index is None:
+            where[job["job_key"]] = len(merged)
+            merged.append(job)
+        else:
+            merged[index] = job
+    return merged
+
+
+def changed_jobs(before: list[Job], after: list[Job]) -> JobChanges:
+    """Return what changed from `before`'s records to `after`'s, as the update `merge_jobs` applies."""
+    held: dict[str, Mapping[str, Any]] = {job["job_key"]: job for job in before}
+    changes: list[JobChange] = []
+    for job in after:
+        old: Mapping[str, Any] = held.get(job["job_key"], {})
+        if old == job:
+            continue
+        changes.append(
+            JobChange(
+                job_key=job["job_key"],
+                set={name: value for name, value in job.items() if old.get(name, _ABSENT) != value},
+                unset=[name for name in old if name not in job],
+            )
+        )
+    return JobChanges(changes=changes)
+
+
+# Tells a field that is absent from one that holds None.
+_ABSENT = object()
+
+
 @with_config(_DOCSTRING_DESCRIPTIONS)
 class Dedup(TypedDict):
     """Identical requests sent once: how many, and what that saved."""
@@ -259,7 +361,7 @@ class OutputState(TypedDict):
     """The thread's status: new, submitted (jobs created, none running yet), running,
     completed, failed, cancelled, or error (see `error`; invoking the thread again resumes
     it)."""
-    jobs: NotRequired[list[Job]]
+    jobs: NotRequired[Annotated[list[Job], merge_jobs]]
     """One record per provider job: its id, raw and normalised status, counts and cost."""
     counts: NotRequired[Counts]
     """Request counts over all jobs: total, succeeded, failed, pending."""

@@ -36,7 +36,7 @@ from agent.providers.base import (
 )
 from agent.providers.errors import ProviderError
 from agent.requests import InputError, finish_hash, update_hash
-from agent.state import Counts, Job, State
+from agent.state import Counts, Job, State, flagged
 from agent.statuses import TERMINAL_JOB_STATUSES
 
 logger = logging.getLogger("batch_agent")
@@ -303,16 +303,16 @@ def _source_job_lines(
 
 def _adopt(job: Job, created: CreatedJob) -> Job:
     """Return the intent `job` holding the job a create made (or a lookup found)."""
-    return Job(
-        **{
+    return flagged(
+        {
             **job,
             "job_id": created.job_id,
             "created_at": created.created_at,
             "input_file_id": created.input_file_id,
             "status": "queued",
-            "unverified": not created.verified,
-        }
-    )  # type: ignore[typeddict-item]
+        },
+        unverified=not created.verified,
+    )
 
 
 def claimed_jobs(data: ThreadData, jobs: list[Job]) -> ClaimedJobs:
@@ -334,8 +334,8 @@ def requeue(job: Job, data: ThreadData) -> Job:
     data.forget_create(job["job_key"])
     refused = [*job.get("refused_jobs", ()), str(job["job_id"])]
     total = job["request_count"]
-    return Job(
-        **{
+    return flagged(
+        {
             **job,
             "job_id": None,
             "status": "intent",
@@ -349,11 +349,11 @@ def requeue(job: Job, data: ThreadData) -> Job:
                 f"({'; '.join(job['errors']) or 'no detail'}); re-queued"
             ],
             "terminal_since": None,
-            "cancelled": False,
-            "retryable": False,
             "refused_jobs": refused,
-        }
-    )  # type: ignore[typeddict-item]
+        },
+        cancelled=False,
+        retryable=False,
+    )
 
 
 def pending_intent(job: Job) -> bool:
@@ -385,7 +385,7 @@ def settle_identity(jobs: list[Job], index: int, data: ThreadData, *, cancelled:
     job = jobs[index]
     owner = provider_for_job(job).job_owner(job)
     if owner == job["job_key"]:
-        jobs[index] = Job(**{**job, "unverified": False})  # type: ignore[typeddict-item]
+        jobs[index] = flagged(job, unverified=False)
         return
     other = next((i for i, j in enumerate(jobs) if owner and j["job_key"] == owner), None)
     logger.warning(
@@ -413,15 +413,14 @@ def settle_identity(jobs: list[Job], index: int, data: ThreadData, *, cancelled:
             "cancelled before it was submitted",  # type: ignore[typeddict-item]
         )
         return
-    jobs[index] = Job(
-        **{  # type: ignore[typeddict-item]
+    jobs[index] = flagged(
+        {
             **job,
             "job_id": None,
             "created_at": None,
             "input_file_id": None,
             "status": "intent",
             "provider_status": "",
-            "unverified": False,
             "counts": Counts(
                 total=job["request_count"],
                 succeeded=0,
@@ -431,7 +430,8 @@ def settle_identity(jobs: list[Job], index: int, data: ThreadData, *, cancelled:
             "output_file_id": None,
             "error_file_id": None,
             "terminal_since": None,
-        }
+        },
+        unverified=False,
     )
 
 
@@ -452,7 +452,7 @@ def _moved(job: Job, holder: Job) -> Job:
         )
     }
     verified = holder["status"] in TERMINAL_JOB_STATUSES  # an ended batch's owner is proven
-    return Job(**{**job, **moved, "unverified": not verified})  # type: ignore[typeddict-item]
+    return flagged({**job, **moved}, unverified=not verified)
 
 
 def _journal_moved(data: ThreadData, job: Job) -> None:

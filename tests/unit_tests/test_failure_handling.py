@@ -133,7 +133,7 @@ def test_a_batch_that_failed_as_a_whole_is_retried_only_for_a_passing_cause(
     _assert_all_accounted(values)
     assert values["status"] == "failed" and code in values["error"]
     first = values["jobs"][0]
-    assert first["status"] == "failed" and first["retryable"] is retried
+    assert first["status"] == "failed" and bool(first.get("retryable")) is retried
     # Retried: every request goes into a follow-up job, each failing the same way, up to
     # max_attempts; not retried: one job, and each request fails once.
     attempts = 3 if retried else 1

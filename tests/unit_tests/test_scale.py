@@ -19,6 +19,7 @@ from agent.persistence import sqlite_checkpointer
 from agent.planning import plan_requests
 from agent.providers import resolve_provider
 from agent.requests import iter_file_requests
+from agent.state import changed_jobs, merge_jobs
 
 
 def _write_input(path: Path, n: int, model_every: int = 0) -> Path:
@@ -131,6 +132,66 @@ def test_a_poll_step_writes_under_20kb_at_20000_requests(
     assert time.monotonic() - started < 30
 
 
+def test_a_poll_step_writes_only_what_moved_with_20_jobs_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 1,000,000 requests are 20 OpenAI jobs: here 20 jobs of 100, whose counts rise at every
+    # check (a 600 s lifecycle, checked every 20 virtual seconds).
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_DELAY", "600")
+    source = _write_input(tmp_path / "in.jsonl", 2_000)
+    db = tmp_path / "checkpoints.sqlite"
+    with sqlite_checkpointer(db) as saver:
+        graph = build_graph().compile(checkpointer=saver, store=InMemoryStore())
+        config = {"configurable": {"thread_id": "twenty"}}
+        ctx = Context(provider="emulator", max_requests_per_job=100)
+        graph.invoke({"input_path": str(source)}, config, context=ctx)
+        submitted = graph.get_state(config).values["jobs"]
+        assert len(submitted) == 20
+        waiting = Context(
+            provider="emulator",
+            max_requests_per_job=100,
+            max_wait_seconds=300,
+            poll_interval_seconds=20,
+            poll_backoff=1.0,
+        )
+        graph.invoke({}, config, context=waiting)
+        values = graph.get_state(config).values
+        step_bytes, job_writes = _check_step_bytes(db)
+    assert len(step_bytes) == values["polls"] >= 15 and values["status"] == "running"
+    # Every record moved and is merged in full: the state holds the provider's latest word.
+    jobs = values["jobs"]
+    assert [job["job_key"] for job in jobs] == [job["job_key"] for job in submitted]
+    assert all(job["provider_status"] == "in_progress" for job in jobs)
+    assert all(0 < job["counts"]["succeeded"] < 100 for job in jobs)
+    assert all(job["job_id"] == old["job_id"] for job, old in zip(jobs, submitted, strict=True))
+    # ... while each check wrote only the fields that moved, a fraction of the records.
+    records = len(json.dumps(jobs))
+    assert max(job_writes) < records / 4, (max(job_writes), records)
+    per_step = max(step_bytes)
+    print(f"bytes written per poll step with 20 jobs in flight: at most {per_step:,}")
+    assert per_step < 20_000, f"{per_step:,} bytes written by a poll step"
+
+
+def _check_step_bytes(db: Path) -> tuple[list[int], list[int]]:
+    """Return what each status-check step wrote (its writes plus the checkpoint after it), and
+    the size of each of those steps' `jobs` write."""
+    with sqlite3.connect(db) as conn:
+        checkpoints = conn.execute(
+            "SELECT checkpoint_id, LENGTH(checkpoint) + LENGTH(metadata) FROM checkpoints "
+            "ORDER BY checkpoint_id"
+        ).fetchall()
+        writes = conn.execute(
+            "SELECT checkpoint_id, channel, LENGTH(value) FROM writes "
+            "WHERE task_path LIKE '%, poll' OR task_path LIKE '%, wait'"
+        ).fetchall()
+    by_step: dict[str, int] = {}
+    for checkpoint_id, _, size in writes:
+        by_step[checkpoint_id] = by_step.get(checkpoint_id, 0) + size
+    following = {cid: checkpoints[i + 1][1] for i, (cid, _) in enumerate(checkpoints[:-1])}
+    step_bytes = [size + following[cid] for cid, size in by_step.items()]
+    return step_bytes, [size for _, channel, size in writes if channel == "jobs"]
+
+
 @pytest.mark.parametrize("hours", [1, 6, 24])
 def test_polling_schedule_costs_a_few_hundred_calls_a_day(hours: int) -> None:
     ctx = Context()
@@ -170,3 +231,27 @@ def test_result_pages_are_in_input_order_whatever_the_arrival_order(order: str) 
     assert [r["id"] for r in replaced] == ["r5", f"r{count - 1}"]
     results = list(data.iter_results(count))
     assert [r["status"] for r in results].count("failed") == 2 and len(results) == count
+
+
+def test_a_status_check_update_patches_each_record_into_what_the_check_made() -> None:
+    def record(key: str, **fields: Any) -> dict[str, Any]:
+        return {"job_key": key, "status": "queued", "counts": {"total": 5}, "errors": [], **fields}
+
+    before = [record("a"), record("b", waiting_for="tokens"), record("c", cancelled=True)]
+    after = [
+        record("a", status="running", counts={"total": 5, "succeeded": 2}),
+        record("b"),  # a field removed
+        record("c", cancelled=True),  # unchanged: not written
+        record("d"),  # a record the check added
+    ]
+    update = changed_jobs(before, after)  # type: ignore[arg-type]
+    assert [change["job_key"] for change in update["changes"]] == ["a", "b", "d"]
+    assert update["changes"][1] == {"job_key": "b", "set": {}, "unset": ["waiting_for"]}
+    assert merge_jobs(before, update) == after  # type: ignore[arg-type]
+    # Whole records (planning, submit, collect) replace by key and append, in order.
+    assert merge_jobs(before, [record("b", status="done"), record("e")]) == [  # type: ignore[arg-type, list-item]
+        before[0],
+        record("b", status="done"),
+        before[2],
+        record("e"),
+    ]
