@@ -25,6 +25,11 @@ Layout, under the namespace `("batch_agent", <thread id>, ...)`:
   keeps no copy of its input (Anthropic), which follow-up jobs rebuild their requests from.
 - `("settings",)`, key `inventory`: set once the thread has looked for jobs an earlier life of it
   created (a lost checkpoint database).
+- `("parked", <job key>)`: the results of a job stored as soon as it ended, while the thread's
+  other jobs still ran (`agent.parking`), in pages like the results, one `[id, result,
+  retryable]` line each; `("parked",)`, key `<job key>`, `{"rows", "pages"}` says the pages are
+  complete. The collect of the job's round reads them instead of the provider's files (deleted
+  by then), and removes them.
 
 And one store-wide namespace, `("batch_agent_jobs",)`: key `<job id>`, `{"thread_id", "job_key"}`
 for every job a thread holds, so that no other thread adopts it.
@@ -262,6 +267,69 @@ class ThreadData:
             for copy_id, original in item.value["pairs"]:
                 copies.setdefault(original, []).append(copy_id)
         return copies
+
+    # ----------------------------------------------------------------- parked results
+
+    def put_parked(self, job_key: str, rows: Iterable[tuple[str, dict[str, Any], bool]]) -> int:
+        """Store one job's `(request id, result, retryable)` rows, then the mark that they are all in.
+
+        Returns:
+            The number of rows stored.
+        """
+        from langgraph.store.base import PutOp
+
+        namespace = self.namespace("parked", job_key)
+        pages, page, count = 0, [], 0
+        batch: list[PutOp] = []
+        for row in rows:
+            page.append(dumps(row))
+            count += 1
+            if len(page) == PAGE_SIZE:
+                batch.append(
+                    PutOp(namespace, page_key(pages), {"jsonl": b"\n".join(page).decode()})
+                )
+                pages, page = pages + 1, []
+                if len(batch) >= 20:
+                    _put_all(self.store, batch)
+                    batch = []
+        if page:
+            batch.append(PutOp(namespace, page_key(pages), {"jsonl": b"\n".join(page).decode()}))
+            pages += 1
+        _put_all(self.store, batch)
+        # Last, so a kill while writing pages leaves no mark and the job is parked again.
+        self.store.put(self.namespace("parked"), job_key, {"rows": count, "pages": pages})
+        return count
+
+    def parked(self, job_key: str) -> bool:
+        """Tell whether a job's results are parked in full (`put_parked` finished)."""
+        return self.store.get(self.namespace("parked"), job_key) is not None
+
+    def iter_parked(self, job_key: str) -> Iterator[tuple[str, dict[str, Any], bool]]:
+        """Yield a parked job's `(request id, result, retryable)`, as `put_parked` stored them."""
+        mark = self.store.get(self.namespace("parked"), job_key)
+        if mark is None:
+            raise KeyError(f"the results of job {job_key} are not parked in the store")
+        namespace = self.namespace("parked", job_key)
+        for n in range(int(mark.value["pages"])):
+            item = self.store.get(namespace, page_key(n))
+            if item is None:
+                raise KeyError(f"missing parked page {n} of {namespace} in the store")
+            for line in item.value["jsonl"].split("\n"):
+                request_id, result, retryable = orjson.loads(line)
+                yield request_id, result, retryable
+
+    def forget_parked(self, job_key: str) -> None:
+        """Delete a job's parked results (its round's results are stored)."""
+        from langgraph.store.base import PutOp
+
+        mark = self.store.get(self.namespace("parked"), job_key)
+        if mark is None:
+            return
+        namespace = self.namespace("parked", job_key)
+        _put_all(
+            self.store, [PutOp(namespace, page_key(n), None) for n in range(mark.value["pages"])]
+        )
+        self.store.delete(self.namespace("parked"), job_key)
 
     # ----------------------------------------------------------------- settings
 

@@ -1,9 +1,10 @@
 """The batch graph: submit -> poll (conditional polling edge) -> collect, crash-safe.
 
     START ──► submit ⟲ (one job per step) ──► (schedule | wait | poll)
-      ├─────► poll ──► (submit | collect | wait | schedule)   (submit: the next quota wave)
-      │       wait ──► (submit | collect | wait | schedule)
-      ├─────► cancel ──► (collect | wait | schedule)
+      ├─────► poll ──► (park | submit | collect | wait | schedule)   (submit: the next quota wave)
+      │       wait ──► (park | submit | collect | wait | schedule)
+      │       park ──► (submit | collect | wait | schedule)
+      ├─────► cancel ──► (park | collect | wait | schedule)
       └─────► (notify | END)                    (results already collected)
     collect ──► submit (follow-up job for retryable failures) | notify | END
     schedule ──► END;  notify ──► END
@@ -28,6 +29,9 @@
   `schedule` (the default: one check per run) or, with a wait budget (`max_wait_seconds`), to
   `wait`, which sleeps for a growing interval and checks again. Each check emits a
   `batch_progress` custom stream event.
+- `park` stores the results of a job that ended while others of the thread still run (or wait
+  for quota) and deletes its files (`agent.parking`): in a thread of many waves, finished jobs
+  would otherwise hold the provider's file storage the next wave needs.
 - `schedule` ends the run; on a LangGraph server it first books the thread's next poll as a
   delayed run (`agent.scheduling`), so a served batch finishes with no client.
 - `collect` streams output and error files and records one result per request (`agent.results`),
@@ -69,6 +73,7 @@ from agent.job_records import (
     progress_status,
 )
 from agent.notify import completion_payload, safe_target, send_notice
+from agent.parking import park_jobs, parkable
 from agent.pause import pause
 from agent.planning import (
     has_source,
@@ -217,6 +222,13 @@ def _check(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     # Only the records whose status moved are written (`merge_jobs` keeps the others): a poll
     # step's writes do not grow with the jobs that are still waiting.
     return {**update, "jobs": changed_jobs(state.get("jobs") or [], update["jobs"])}
+
+
+@records_errors
+def park(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Store the results of jobs that ended while others run, and free their files (`agent.parking`)."""
+    data = ThreadData(runtime.store, _thread_id())
+    return {"jobs": park_jobs(state, runtime.context, data)}
 
 
 @records_errors
@@ -385,8 +397,21 @@ def route_after_submit(
 
 def route_after_check(
     state: State, runtime: Runtime[Context]
-) -> Literal["submit", "collect", "wait", "schedule", "__end__"]:
+) -> Literal["park", "submit", "collect", "wait", "schedule", "__end__"]:
     """Decide on the polling edge: collect when every job is terminal, else wait or schedule."""
+    if state.get("status") in {"error", "cancelled"}:
+        return "schedule" if _retry_later(state) else "__end__"
+    if parkable(state):
+        # A job ended while others run: store its results and free its files first (its
+        # storage may be what the next wave's upload needs).
+        return "park"
+    return route_after_park(state, runtime)
+
+
+def route_after_park(
+    state: State, runtime: Runtime[Context]
+) -> Literal["submit", "collect", "wait", "schedule", "__end__"]:
+    """Go on from a check whose ended jobs are parked: the next wave, collect, wait or schedule."""
     if state.get("status") in {"error", "cancelled"}:
         return "schedule" if _retry_later(state) else "__end__"
     if can_submit(state, runtime.context):
@@ -423,6 +448,7 @@ def build_graph() -> StateGraph[State, Context, InputState, OutputState]:
     builder.add_node("submit", submit, retry_policy=NODE_RETRY)
     builder.add_node("poll", poll, retry_policy=NODE_RETRY)
     builder.add_node("wait", wait, retry_policy=NODE_RETRY)
+    builder.add_node("park", park, retry_policy=NODE_RETRY)
     builder.add_node("cancel", cancel, retry_policy=NODE_RETRY)
     builder.add_node("collect", collect, retry_policy=NODE_RETRY)
     # Sync under the CLI (a no-op), async under a server (books a delayed run in process).
@@ -433,6 +459,7 @@ def build_graph() -> StateGraph[State, Context, InputState, OutputState]:
     builder.add_conditional_edges("poll", route_after_check)
     builder.add_conditional_edges("wait", route_after_check)
     builder.add_conditional_edges("cancel", route_after_check)
+    builder.add_conditional_edges("park", route_after_park)
     builder.add_conditional_edges("collect", route_after_collect)
     builder.add_edge("schedule", END)
     builder.add_edge("notify", END)

@@ -89,6 +89,8 @@ def collect_round(state: State, ctx: Context, data: ThreadData) -> CollectedRoun
         dedup=record["collected"]["dedup"],
         to_retry=record["collected"]["to_retry"],
     )
+    for key, _ in round_jobs:
+        data.forget_parked(str(key))  # the round's results hold them now
     if not ctx.keep_files:
         # The results are in the store now; what a follow-up job is made from stays.
         follow_up = collected.to_retry if attempt < ctx.max_attempts else {}
@@ -125,11 +127,16 @@ def _store_round(
         for index, job in enumerate(jobs):
             if job["attempt"] != attempt:
                 continue
-            ids = data.job_ids(job["job_key"], job["request_count"])
             tally, copies_tally = TokenTally(), TokenTally()
-            for request_id, result, retryable in job_results(
-                job, ids, attempt, planned_spec(state), validate=ctx.validate_schema
-            ):
+            if job.get("parked"):
+                # Stored when it ended, while other jobs ran (`agent.parking`): its files are gone.
+                rows = data.iter_parked(job["job_key"])
+            else:
+                ids = data.job_ids(job["job_key"], job["request_count"])
+                rows = job_results(
+                    job, ids, attempt, planned_spec(state), validate=ctx.validate_schema
+                )
+            for request_id, result, retryable in rows:
                 spool.put(positions[request_id], result)
                 added.add(result)
                 tally.add(result)

@@ -184,3 +184,30 @@ def test_a_create_refused_for_a_cap_keeps_the_intent_and_waits_for_a_wave(
     assert len(values["jobs"]) == 6 and len(list_jobs()) == 6
     (learned,) = values["quota_learned"].values()
     assert learned[limit] == (2 if limit == "jobs" else 2 * PER_JOB)
+
+
+def test_ended_jobs_free_the_file_storage_the_next_wave_needs(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Gemini's file storage, inputs and outputs, holds about two of the thread's jobs: a job's
+    # files stay only until its results are stored, which is as it ends, not when the round does.
+    monkeypatch.setenv(FAULTS, "file_storage_limit=2000")
+    monkeypatch.setenv(DELAY, "1")
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config: dict[str, Any] = {"configurable": {"thread_id": "storage"}}
+    ctx = Context(provider="gemini", max_requests_per_job=PER_JOB, **FAST_POLLING)  # type: ignore[arg-type]
+    graph.invoke({"requests": RECORDS}, config, context=ctx)
+    for _ in range(40):
+        if graph.get_state(config).values.get("status") in {"completed", "failed", "error"}:
+            break
+        graph.invoke({}, config, context=ctx)
+    values = dict(graph.get_state(config).values)
+    assert values["status"] == "completed", values.get("error")
+    assert_all_accounted(values, RECORDS)
+    assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in values["results"])
+    assert [r["id"] for r in values["results"]] == [r["id"] for r in RECORDS]
+    jobs = values["jobs"]
+    assert len(jobs) == 6 and len(list_jobs()) == 6  # no job failed or was made twice
+    # Every job but the last ended while others ran: its results were parked, its files freed.
+    assert sum(bool(job.get("parked")) for job in jobs) >= 4
+    assert all(job.get("files_deleted") for job in jobs)
