@@ -108,6 +108,13 @@ def test_flex_is_refused_where_the_provider_has_none(isolated_env: Path, provide
     assert not [e for e in read_access_log(isolated_env) if e["method"] == "POST"]
 
 
+@pytest.mark.parametrize("provider", ["gemini", "mistral"])
+def test_realtime_is_refused_where_it_is_not_implemented(isolated_env: Path, provider: str) -> None:
+    with pytest.raises(InputError, match=f"not available for {provider} yet"):
+        _run(_records(2), provider=provider, deadline="2h", fallback="realtime")
+    assert not [e for e in read_access_log(isolated_env) if e["method"] == "POST"]
+
+
 # --------------------------------------------------------------------------- the graph
 
 
@@ -244,3 +251,75 @@ def test_a_fallback_killed_midway_resumes_without_sending_twice(
     realtime = [r for r in values["results"] if r["via"] == "realtime"]
     assert len(_chat_calls(isolated_env)) == len(realtime)
     assert all(r["status"] == "succeeded" for r in values["results"])
+
+
+def test_intents_never_submitted_are_sent_at_the_deadline(
+    isolated_env: Path, virtual_waits: ManualClock
+) -> None:
+    # Two jobs of 5, one at a time: the second waits for the slow first one, past the deadline.
+    values, _ = _run(
+        _records(),
+        deadline="1h",
+        fallback="realtime",
+        max_requests_per_job=5,
+        max_concurrent_jobs=1,
+    )
+    assert values["status"] == "completed", values.get("error")
+    first, second = values["jobs"]
+    assert first["provider_status"] == "cancelled"
+    assert second["job_id"] is None and second["cancelled"]
+    assert any("the deadline came first" in note for note in second["errors"])
+    vias = {r["id"]: r["via"] for r in values["results"]}
+    assert all(vias[f"r{i}"] == "realtime" for i in range(5, 10))
+    assert all(r["status"] == "succeeded" for r in values["results"])
+    # One batch was created; the second job's requests went straight to realtime.
+    creates = [e for e in read_access_log(isolated_env) if e["path"] == "/openai/v1/batches"]
+    assert len([e for e in creates if e["method"] == "POST"]) == 1
+
+
+def test_anthropic_cancelled_requests_run_through_the_messages_api(
+    isolated_env: Path, virtual_waits: ManualClock
+) -> None:
+    values, _ = _run(_records(), provider="anthropic", deadline="1h", fallback="realtime")
+    assert values["status"] == "completed", values.get("error")
+    vias = [r["via"] for r in values["results"]]
+    assert "batch" in vias and "realtime" in vias
+    assert all(r["status"] == "succeeded" for r in values["results"])
+    calls = [
+        e
+        for e in read_access_log(isolated_env)
+        if e["method"] == "POST" and e["path"] == "/anthropic/v1/messages"
+    ]
+    assert len(calls) == vias.count("realtime")
+    assert set(values["cost_by_via"]) == {"batch", "realtime"}
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_the_cli_takes_a_deadline_and_status_shows_it(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli.app import app
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in _records(3)))
+    db = str(tmp_path / "db.sqlite")
+    base = ["--provider", "emulator", "--db", db]
+    runner = CliRunner()
+
+    bad = runner.invoke(app, ["run", str(source), *base, "--deadline", "soon"])
+    # The console script prints it as one `error:` line (`agent.cli.app`).
+    assert isinstance(bad.exception, InputError) and "deadline 'soon' is neither" in str(
+        bad.exception
+    )
+
+    args = ["run", str(source), *base, "--thread", "dl", "--deadline", "1h"]
+    done = runner.invoke(app, [*args, "--fallback", "realtime", "--wait", "--poll-interval", "60"])
+    assert done.exit_code == 0, done.output
+    status = runner.invoke(app, ["status", "dl", "--db", db])
+    assert "deadline: " in status.output and "fallback realtime" in status.output
+    report = json.loads(runner.invoke(app, ["status", "dl", "--db", db, "--json"]).output)
+    assert report["deadline_at"] is not None
+    assert set(report["cost_by_via"]) == {"batch", "realtime"}
+    assert report["fallback"]["via"] == "realtime"

@@ -334,7 +334,7 @@ class OpenAIProvider(BatchProvider):
         if job_endpoint(job) == EMBEDDINGS:
             raise InputError("an embeddings job has no deadline fallback", source=self.name)
         parser = self.message_parser(job_chat_model(job), spec, job["params"])
-        return send_line(self._client, raw, parser, str(job["job_id"]), flex=flex)
+        return send_line(self._client, raw, parser, str(job["job_id"] or job["job_key"]), flex=flex)
 
     def chat_model(self, model: str, params: dict[str, Any]) -> ChatOpenAI:
         """Return the `ChatOpenAI` whose realtime calls this provider's batch lines reproduce."""
