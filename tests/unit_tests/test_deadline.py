@@ -108,13 +108,6 @@ def test_flex_is_refused_where_the_provider_has_none(isolated_env: Path, provide
     assert not [e for e in read_access_log(isolated_env) if e["method"] == "POST"]
 
 
-@pytest.mark.parametrize("provider", ["gemini", "mistral"])
-def test_realtime_is_refused_where_it_is_not_implemented(isolated_env: Path, provider: str) -> None:
-    with pytest.raises(InputError, match=f"not available for {provider} yet"):
-        _run(_records(2), provider=provider, deadline="2h", fallback="realtime")
-    assert not [e for e in read_access_log(isolated_env) if e["method"] == "POST"]
-
-
 # --------------------------------------------------------------------------- the graph
 
 
@@ -277,18 +270,24 @@ def test_intents_never_submitted_are_sent_at_the_deadline(
     assert len([e for e in creates if e["method"] == "POST"]) == 1
 
 
-def test_anthropic_cancelled_requests_run_through_the_messages_api(
-    isolated_env: Path, virtual_waits: ManualClock
+@pytest.mark.parametrize(
+    ("provider", "path"),
+    [
+        ("anthropic", "/anthropic/v1/messages"),
+        ("mistral", "/mistral/v1/chat/completions"),
+        ("gemini", "/gemini/v1beta/models/gemini-2.5-flash:generateContent"),
+    ],
+)
+def test_other_providers_send_missing_requests_through_their_chat_api(
+    isolated_env: Path, virtual_waits: ManualClock, provider: str, path: str
 ) -> None:
-    values, _ = _run(_records(), provider="anthropic", deadline="1h", fallback="realtime")
+    values, _ = _run(_records(), provider=provider, deadline="1h", fallback="realtime")
     assert values["status"] == "completed", values.get("error")
     vias = [r["via"] for r in values["results"]]
     assert "batch" in vias and "realtime" in vias
     assert all(r["status"] == "succeeded" for r in values["results"])
     calls = [
-        e
-        for e in read_access_log(isolated_env)
-        if e["method"] == "POST" and e["path"] == "/anthropic/v1/messages"
+        e for e in read_access_log(isolated_env) if e["method"] == "POST" and e["path"] == path
     ]
     assert len(calls) == vias.count("realtime")
     assert set(values["cost_by_via"]) == {"batch", "realtime"}
