@@ -137,6 +137,17 @@ def deadline_due(state: Mapping[str, Any], ctx: Context, now: float) -> bool:
     return now >= at - max(0.0, ctx.deadline_margin_seconds)
 
 
+def seconds_until_due(state: Mapping[str, Any], ctx: Context, now: float) -> float | None:
+    """Return how long until the deadline (less the margin) is due; None: no deadline pending.
+
+    A served thread books its next poll no later than that (`agent.scheduling`).
+    """
+    at = deadline_at(state)
+    if at is None or state.get("deadline_hit"):
+        return None
+    return max(0.0, at - max(0.0, ctx.deadline_margin_seconds) - now)
+
+
 def is_missing(result: Mapping[str, Any]) -> bool:
     """Tell whether a stored result is a request the batch never answered (worth re-sending).
 

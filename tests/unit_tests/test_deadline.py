@@ -322,3 +322,42 @@ def test_the_cli_takes_a_deadline_and_status_shows_it(tmp_path: Path) -> None:
     assert report["deadline_at"] is not None
     assert set(report["cost_by_via"]) == {"batch", "realtime"}
     assert report["fallback"]["via"] == "realtime"
+
+
+def test_rate_limits_are_ridden_out_with_backoff_on_the_injected_clock(
+    isolated_env: Path, virtual_waits: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Mistral's realtime 429s carry no retry-after and the call has no SDK retries: the
+    # fallback's own backoff (virtual time here) retries them.
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "realtime_429_rate=0.5,seed=2")
+    values, _ = _run(_records(), provider="mistral", deadline="1h", fallback="realtime")
+    assert values["status"] == "completed", values.get("error")
+    realtime = [r for r in values["results"] if r["via"] == "realtime"]
+    calls = [
+        e for e in read_access_log(isolated_env) if e["path"] == "/mistral/v1/chat/completions"
+    ]
+    assert any(e["status"] == 429 for e in calls)
+    assert sum(e["status"] == 200 for e in calls) == len(realtime)
+    assert all(r["status"] == "succeeded" for r in values["results"])
+
+
+def test_requests_that_cannot_be_sent_are_tried_again_by_the_next_run(
+    isolated_env: Path, virtual_waits: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BATCH_AGENT_EMULATOR_FAULTS", "realtime_429_rate=1")
+    values, graph = _run(_records(), provider="mistral", deadline="1h", fallback="realtime")
+    assert values["status"] == "error"
+    assert "invoke the thread again to retry them" in values["error"]
+    missing = [r for r in values["results"] if r["status"] == "failed"]
+    assert missing and all(r["via"] == "batch" for r in missing)
+
+    monkeypatch.delenv("BATCH_AGENT_EMULATOR_FAULTS")
+    again, _ = _run(None, graph=graph)
+    assert again["status"] == "completed", again.get("error")
+    assert all(r["status"] == "succeeded" for r in again["results"])
+    ok = [
+        e
+        for e in read_access_log(isolated_env)
+        if e["path"] == "/mistral/v1/chat/completions" and e["status"] == 200
+    ]
+    assert len(ok) == len(missing)
