@@ -72,6 +72,9 @@ def keep_input(job: Job, jobs: list[Job], state: State, data: ThreadData) -> Non
     """
     if data.has_input(job["job_key"]):
         return
+    counts = job["counts"]
+    if job["status"] == "done" and counts["total"] and counts["succeeded"] == counts["total"]:
+        return  # every request answered: nothing of it will be missing
     if job["job_id"] is None:
         data.put_input(job["job_key"], built_input_file(job, jobs, state, data))
         return
@@ -183,7 +186,14 @@ def _missing(state: State, data: ThreadData, journaled: set[str]) -> tuple[list[
             continue
         needed = set(ids)
         job_ids = data.job_ids(key, job["request_count"])
-        for request_id, raw in zip(job_ids, _lines(data, job), strict=False):
+        known = set(job_ids)
+        provider = provider_for_job(job)
+        for position, raw in enumerate(_lines(data, job)):
+            # A line names its request (a kept line holds the request's own id); else the
+            # lines are in the order of the job's ids, as they were built.
+            request_id = provider.line_id(raw)
+            if request_id not in known:
+                request_id = job_ids[position] if position < len(job_ids) else ""
             if request_id in needed:
                 found.append(Missing(request_id, job, raw))
     return found, len(wanted) - len(found)

@@ -361,3 +361,34 @@ def test_requests_that_cannot_be_sent_are_tried_again_by_the_next_run(
         if e["path"] == "/mistral/v1/chat/completions" and e["status"] == 200
     ]
     assert len(ok) == len(missing)
+
+
+def test_a_duplicate_of_a_missing_request_gets_its_fallback_answer(
+    isolated_env: Path, virtual_waits: ManualClock
+) -> None:
+    records = _records()
+    records.append({"id": "again", "prompt": records[9]["prompt"]})  # identical to r9
+    values, _ = _run(records, deadline="1h", fallback="realtime")
+    assert values["status"] == "completed", values.get("error")
+    by_id = {r["id"]: r for r in values["results"]}
+    assert by_id["r9"]["via"] == by_id["again"]["via"] == "realtime"
+    assert by_id["again"]["duplicate_of"] == "r9"
+    assert by_id["again"]["message"].content == by_id["r9"]["message"].content
+    sent = [r for r in values["results"] if r["via"] == "realtime" and "duplicate_of" not in r]
+    assert len(_chat_calls(isolated_env)) == len(sent)
+    assert values["counts"]["succeeded"] == 11
+
+
+def test_responses_api_lines_are_sent_to_the_responses_api(
+    isolated_env: Path, virtual_waits: ManualClock
+) -> None:
+    values, _ = _run(_records(), deadline="1h", fallback="realtime", endpoint="responses")
+    assert values["status"] == "completed", values.get("error")
+    realtime = [r for r in values["results"] if r["via"] == "realtime"]
+    assert realtime and all(r["status"] == "succeeded" for r in values["results"])
+    calls = [
+        e
+        for e in read_access_log(isolated_env)
+        if e["method"] == "POST" and e["path"] == "/openai/v1/responses"
+    ]
+    assert len(calls) == len(realtime)
