@@ -121,7 +121,13 @@ def run_fallback(state: State, ctx: Context, data: ThreadData) -> dict[str, Any]
     refusal = _over_budget(state, ctx, journal, todo, estimate, via)
     if refusal is not None:
         report["refused"] = refusal
-        return {"fallback_report": report, "status": state.get("status"), "error": refusal}
+        # Finished as a deadline without a fallback finishes: what the batch gave, and why.
+        return {
+            "fallback_report": report,
+            "status": "cancelled",
+            "error": refusal,
+            "retry_later": False,
+        }
     spec = planned_spec(state)
     given_up: list[str] = []
     for entry, outcome in _sent(todo, flex, spec, max(1, ctx.fallback_concurrency)):

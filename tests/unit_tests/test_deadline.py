@@ -182,6 +182,7 @@ def test_a_fallback_over_max_cost_is_not_run(
         max_cost=1.0,
         price_override=json.dumps(prices),
     )
+    assert values["status"] == "cancelled"
     assert "max_cost" in values["error"] and "not run" in values["error"]
     assert values["fallback_report"]["refused"]
     failed = [r for r in values["results"] if r["status"] == "failed"]
