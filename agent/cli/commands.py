@@ -658,3 +658,6 @@ def _print_summary(values: dict[str, Any], elapsed: float | None = None) -> None
     line = cost_line(values)
     if line:
         err.print(line)
+    deadline = deadline_line(values)
+    if deadline:
+        err.print(deadline)
