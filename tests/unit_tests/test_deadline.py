@@ -21,6 +21,7 @@ from agent.deadline import parse_deadline
 from agent.emulator import ManualClock, read_access_log
 from agent.graph import build_graph
 from agent.requests import InputError
+from tests.emulated_models import PROVIDERS, comparable, realtime_model
 
 NOW = 1_800_000_000.0
 # With a 1-hour deadline and the default 10-minute margin, the batch is cancelled at 50 min;
@@ -393,3 +394,19 @@ def test_responses_api_lines_are_sent_to_the_responses_api(
         if e["method"] == "POST" and e["path"] == "/openai/v1/responses"
     ]
     assert len(calls) == len(realtime)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_fallback_answer_is_what_the_chat_model_returns_in_realtime(
+    isolated_env: Path,
+    virtual_waits: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+    provider: str,
+) -> None:
+    values, _ = _run(_records(), provider=provider, deadline="1h", fallback="realtime")
+    late = next(r for r in values["results"] if r["via"] == "realtime")
+    llm = realtime_model(provider, isolated_env, virtual_waits, monkeypatch)
+    answer = llm.invoke([("human", f"say {late['id'][1:]}")])
+    assert comparable(late["message"], provider, "realtime") == comparable(
+        answer, provider, "realtime"
+    )
