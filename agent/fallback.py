@@ -24,6 +24,7 @@ tier at the batch price. Their results have the batch's format and say how they 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -41,12 +42,13 @@ from agent.planning import planned_spec
 from agent.pricing import Cost, TokenTally, format_usd, total_cost
 from agent.providers import provider_for_job
 from agent.providers.base import RequestOutcome
-from agent.providers.errors import TransientProviderError
+from agent.providers.errors import ProviderError, TransientProviderError
 from agent.results import Totals, outcome_result, state_results
 from agent.state import Job, State
 from agent.structured import OutputSpec
 from agent.submission import built_input_file
 
+logger = logging.getLogger("batch_agent")
 # Retries of one request after the SDK's own (a 429 that outlasts them: flex capacity).
 RETRIES = 6
 FIRST_BACKOFF_SECONDS = 2.0
@@ -83,9 +85,21 @@ def keep_input(job: Job, jobs: list[Job], state: State, data: ThreadData) -> Non
         return
     with tempfile.TemporaryDirectory(prefix="batch-agent-fallback-") as directory:
         path = Path(directory) / "input.jsonl"
-        with path.open("wb") as fh:
-            for _, raw in provider.input_lines(job):
-                fh.write(raw.rstrip(b"\n") + b"\n")
+        try:
+            with path.open("wb") as fh:
+                for _, raw in provider.input_lines(job):
+                    fh.write(raw.rstrip(b"\n") + b"\n")
+        except TransientProviderError:
+            raise  # the node's retry policy tries again
+        except ProviderError as exc:
+            # Gone at the provider (deleted, expired): the deadline still cancels on time.
+            logger.warning(
+                "could not keep the input of job %s for the deadline's fallback (its missing "
+                "requests keep their error): %s",
+                job["job_id"],
+                exc,
+            )
+            return
         data.put_input(job["job_key"], path)
 
 
