@@ -41,7 +41,7 @@ from agent.pause import pause
 from agent.planning import planned_spec
 from agent.pricing import Cost, TokenTally, format_usd, total_cost
 from agent.providers import provider_for_job
-from agent.providers.base import RequestOutcome
+from agent.providers.base import BatchProvider, RequestOutcome
 from agent.providers.errors import ProviderError, TransientProviderError
 from agent.results import Totals, outcome_result, state_results
 from agent.state import Job, State
@@ -233,11 +233,20 @@ def _sent(
     the caller) leaves no queue of calls behind: at most `concurrency` were in flight.
     """
     pending = iter(todo)
+    # One SDK client per job, shared by the calls in flight (the clients are thread-safe).
+    providers: dict[str, BatchProvider] = {}
+
+    def start(entry: Missing) -> Future[RequestOutcome | None]:
+        key = entry.job["job_key"]
+        if key not in providers:
+            providers[key] = provider_for_job(entry.job)
+        return pool.submit(_send, providers[key], entry, flex, spec)
+
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         running: dict[Future[RequestOutcome | None], Missing] = {}
         try:
             for entry in islice(pending, concurrency):
-                running[pool.submit(_send, entry, flex, spec)] = entry
+                running[start(entry)] = entry
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -245,15 +254,16 @@ def _sent(
                     # Journaled by the caller before the next call starts.
                     yield entry, future.result()
                     for following in islice(pending, 1):
-                        running[pool.submit(_send, following, flex, spec)] = following
+                        running[start(following)] = following
         finally:
             for future in running:
                 future.cancel()
 
 
-def _send(entry: Missing, flex: bool, spec: OutputSpec | None) -> RequestOutcome | None:
+def _send(
+    provider: BatchProvider, entry: Missing, flex: bool, spec: OutputSpec | None
+) -> RequestOutcome | None:
     """Send one request, backing off on passing faults; None when they outlast the retries."""
-    provider = provider_for_job(entry.job)
     for attempt in range(RETRIES + 1):
         try:
             return provider.realtime_line(entry.job, entry.raw, flex=flex, spec=spec)
