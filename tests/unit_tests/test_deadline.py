@@ -410,3 +410,18 @@ def test_a_fallback_answer_is_what_the_chat_model_returns_in_realtime(
     assert comparable(late["message"], provider, "realtime") == comparable(
         answer, provider, "realtime"
     )
+
+
+def test_run_batch_takes_a_deadline(isolated_env: Path, virtual_waits: ManualClock) -> None:
+    from agent import run_batch
+
+    results = run_batch(
+        _records(),
+        provider="emulator",
+        deadline="1h",
+        fallback="realtime",
+        **WAITING,
+    )
+    assert results.status == "completed" and all(result.ok for result in results)
+    assert {result.via for result in results} == {"batch", "realtime"}
+    assert results.cost_by_via is not None and set(results.cost_by_via) == {"batch", "realtime"}
