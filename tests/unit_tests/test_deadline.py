@@ -425,3 +425,20 @@ def test_run_batch_takes_a_deadline(isolated_env: Path, virtual_waits: ManualClo
     assert results.status == "completed" and all(result.ok for result in results)
     assert {result.via for result in results} == {"batch", "realtime"}
     assert results.cost_by_via is not None and set(results.cost_by_via) == {"batch", "realtime"}
+
+
+def test_the_completion_notice_carries_the_cost_by_via(
+    isolated_env: Path, virtual_waits: ManualClock
+) -> None:
+    from tests.support import WebhookReceiver
+
+    receiver = WebhookReceiver()
+    try:
+        values, _ = _run(_records(), deadline="1h", fallback="realtime", webhook_url=receiver.url)
+        assert values["webhook"]["error"] is None
+        (body,) = receiver.bodies
+    finally:
+        receiver.close()
+    notice = json.loads(body)
+    assert notice["status"] == "completed"
+    assert notice["cost_by_via"] == values["cost_by_via"]
