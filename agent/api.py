@@ -67,6 +67,8 @@ class BatchResult:
             `validate_schema=True` one that breaks the schema (`schema`); else None.
         usage: `{"input_tokens", "output_tokens", "total_tokens"}`.
         attempts: How many jobs the request went through (more than 1 after a retry).
+        via: How the result was obtained: `batch`, or at a deadline (`deadline=`,
+            `fallback=`) `realtime` / `flex` (`agent.fallback`).
         parsed: With a response schema, the parsed answer: JSON, or with
             `model=llm.with_structured_output(Schema)` exactly what that runnable's `.invoke()`
             returns (a `Schema` instance for a Pydantic class, partial JSON, None, or with
@@ -80,6 +82,7 @@ class BatchResult:
     usage: dict[str, int]
     attempts: int = 1
     parsed: Any = None
+    via: str = "batch"
 
     @property
     def ok(self) -> bool:
@@ -102,6 +105,8 @@ class ThreadSummary:
         self.counts: dict[str, int] = dict(values.get("counts") or {})
         self.usage: dict[str, int] = dict(values.get("usage") or {})
         self.cost: dict[str, Any] | None = values.get("cost")
+        # With a deadline's fallback: USD by how the results were obtained (`batch`, ...).
+        self.cost_by_via: dict[str, float | None] | None = values.get("cost_by_via")
         self.jobs: list[dict[str, Any]] = list(values.get("jobs") or [])
 
     @property
@@ -490,4 +495,5 @@ def _read_results(
             usage=stored["usage"],
             attempts=stored.get("attempts", 1),
             parsed=parsed,
+            via=stored.get("via", "batch"),
         )

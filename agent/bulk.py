@@ -23,6 +23,8 @@ Layout, under the namespace `("batch_agent", <thread id>, ...)`:
   a lookup found), so a resume adopts the job a crash or a lost answer left behind.
 - `("inputs", <job key>)`: the job's input lines in pages like the results, for a provider that
   keeps no copy of its input (Anthropic), which follow-up jobs rebuild their requests from.
+- `("fallback",)`: key `<request id>`, `{"result", "job_key"}`: each result a deadline's fallback got
+  (`agent.fallback`), journaled as it arrives, so a resumed fallback never sends one twice.
 - `("settings",)`, key `inventory`: set once the thread has looked for jobs an earlier life of it
   created (a lost checkpoint database).
 - `("parked", <job key>)`: the results of a job stored as soon as it ended, while the thread's
@@ -206,6 +208,29 @@ class ThreadData:
     def mark_inventory_taken(self) -> None:
         """Remember that the thread's look for earlier jobs is done (it runs once)."""
         self.store.put(self.namespace("settings"), "inventory", {"at": time.time()})
+
+    # ----------------------------------------------------------------- fallback journal
+
+    def put_fallback_result(self, request_id: str, result: dict[str, Any], job_key: str) -> None:
+        """Journal one deadline-fallback result as soon as it arrives (`agent.fallback`).
+
+        A run killed mid-fallback then re-sends only the requests with no entry here.
+        `job_key` names the job whose input line was sent (its model prices the result).
+        """
+        self.store.put(
+            self.namespace("fallback"), request_id, {"result": result, "job_key": job_key}
+        )
+
+    def fallback_results(self) -> dict[str, dict[str, Any]]:
+        """Return every journaled fallback entry `{"result", "job_key"}`, by request id."""
+        found: dict[str, dict[str, Any]] = {}
+        offset = 0
+        while True:
+            page = self.store.search(self.namespace("fallback"), limit=1000, offset=offset)
+            found.update((item.key, dict(item.value)) for item in page)
+            if len(page) < 1000:
+                return found
+            offset += len(page)
 
     # ----------------------------------------------------------------- kept inputs
 
@@ -609,4 +634,6 @@ def to_result(stored: dict[str, Any]) -> Result:
         result["parsed"] = stored["parsed"]
     if "duplicate_of" in stored:
         result["duplicate_of"] = stored["duplicate_of"]
+    if "via" in stored:
+        result["via"] = stored["via"]
     return result

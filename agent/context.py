@@ -249,6 +249,37 @@ class Context:
         },
     )
 
+    deadline: str = field(
+        default="",
+        metadata={
+            "description": "When the results are needed: an ISO 8601 time with its offset "
+            "(2026-12-03T18:00:00+00:00) or a duration from when the batch is planned (90m, "
+            "2h, 1d, 3600s). At the deadline minus deadline_margin_seconds, the jobs not "
+            "finished are cancelled, every result already produced is kept, and (with a "
+            "fallback) the missing requests are sent again outside the batch. Empty: none."
+        },
+    )
+    fallback: Literal["none", "realtime", "flex"] = field(
+        default="none",
+        metadata={
+            "description": "At the deadline, how the requests the batch did not answer are "
+            "sent: 'realtime' (the provider's chat API, at the standard price), 'flex' "
+            "(OpenAI's flex tier, slower, at the batch price; other providers refuse it) or "
+            "'none' (they keep their error)."
+        },
+    )
+    deadline_margin_seconds: float = field(
+        default=600.0,
+        metadata={
+            "description": "How long before the deadline the batch is cancelled, so the "
+            "fallback has time to send the missing requests."
+        },
+    )
+    fallback_concurrency: int = field(
+        default=8,
+        metadata={"description": "How many fallback requests are in flight at once."},
+    )
+
     results_in_state: int = field(
         default=1000,
         metadata={

@@ -6,7 +6,9 @@
       │       park ──► (submit | collect | wait | schedule)
       ├─────► cancel ──► (park | collect | wait | schedule)
       └─────► (notify | END)                    (results already collected)
-    collect ──► submit (follow-up job for retryable failures) | notify | END
+    collect ──► submit (follow-up job for retryable failures) | fallback | notify | END
+    deadline ──► (collect | wait | schedule)   (from START, submit, poll, wait: once due)
+    fallback ──► (notify | schedule | END)
     schedule ──► END;  notify ──► END
 
 - `submit` first streams the requests once (`agent.planning`): checks them, splits them into jobs
@@ -40,6 +42,12 @@
   `max_attempts`. Each job's tokens are priced at batch and realtime prices (`agent.pricing`).
 - `cancel` (input `{"cancel": true}`) cancels the provider jobs; their partial results are
   collected once they end.
+- `deadline` (`Context.deadline`, fixed in `deadline_at` when the thread plans; `agent.deadline`)
+  runs once the deadline less its margin has come: it keeps every job's input lines, cancels
+  the unfinished jobs and marks intents never submitted; collect then keeps every result
+  already produced. With a `fallback`, the `fallback` node (`agent.fallback`) sends the requests
+  still missing through the provider's chat API (realtime, or a flex tier), journaled one by
+  one, and splits the cost by `via`.
 - `notify` sends the completion webhook (`agent.notify`) once, when `webhook_url` is set.
 
 Provider faults: transient ones (429, 5xx, network) are retried by the SDKs and then by the
@@ -63,6 +71,9 @@ from langgraph.types import RetryPolicy
 
 from agent.bulk import ThreadData
 from agent.context import Context
+from agent.deadline import check_settings, deadline_due
+from agent.endpoints import EMBEDDINGS
+from agent.fallback import keep_input, run_fallback
 from agent.job_records import (
     apply_update,
     cancel_job,
@@ -74,14 +85,16 @@ from agent.job_records import (
 )
 from agent.notify import completion_payload, safe_target, send_notice
 from agent.parking import park_jobs, parkable
-from agent.pause import pause
+from agent.pause import now, pause
 from agent.planning import (
     has_source,
     plan_batch,
     refuse_another_request_set,
     retry_intents,
+    thread_endpoint,
 )
 from agent.pricing import total_cost
+from agent.providers import resolve_provider
 from agent.providers.errors import ProviderError, QuotaExceededError, TransientProviderError
 from agent.quotas import Waves, can_submit
 from agent.requests import InputError
@@ -158,7 +171,7 @@ def submit(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
                 "no requests: the input is empty (give `requests`, `input_path` or `embed`)",
                 source="input",
             )
-        return plan_batch(state, runtime.context, runtime.store, _thread_id())
+        return _plan(state, runtime)
     # Input sent again to a thread that holds a batch was checked by `route_start`: the same set.
     pending = [i for i, job in enumerate(jobs) if pending_intent(job)]
     if not pending:
@@ -188,6 +201,20 @@ def submit(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
             waits_this_run=0,
             waited_seconds=0.0,
         )
+    return update
+
+
+def _plan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Plan the batch; fix its deadline (a duration counts from now) before anything is sent."""
+    ctx = runtime.context
+    at = None
+    if ctx.deadline or ctx.fallback != "none":
+        if ctx.fallback != "none" and thread_endpoint(state) == EMBEDDINGS:
+            raise InputError("an embeddings run has no deadline fallback", source="context")
+        at = check_settings(ctx, resolve_provider(ctx), now())
+    update = plan_batch(state, ctx, runtime.store, _thread_id())
+    if update.get("jobs"):
+        update.update(deadline_at=at, fallback_tier=ctx.fallback if at is not None else "none")
     return update
 
 
@@ -234,25 +261,7 @@ def park(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
 @records_errors
 def cancel(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
     """Cancel every open provider job; partial results are collected when they end."""
-    jobs: list[Job] = []
-    data = ThreadData(runtime.store, _thread_id())
-    held = list(state.get("jobs") or [])
-    for job in held:
-        if pending_intent(job):
-            # The create may have reached the provider before a crash: cancel that job too.
-            adopted = adopt_existing(job, held, state, data)
-            if adopted is None:
-                jobs.append(never_submitted(job, "cancelled before it was submitted"))
-                continue
-            job = adopted
-        if job.get("unverified") and job["status"] not in TERMINAL_JOB_STATUSES:
-            # Adopted without proof that it is ours: cancelling it could stop another's batch.
-            note = f"not cancelled: batch {job['job_id']} was adopted without proof that it is this thread's; check it at the provider"
-            jobs.append(never_submitted(job, note))
-            continue
-        if job["status"] not in TERMINAL_JOB_STATUSES:
-            job = apply_update(job, cancel_job(job), runtime.context)
-        jobs.append(job)
+    jobs = _cancel_all(state, runtime, "cancelled before it was submitted", keep_inputs=False)
     return {
         "jobs": jobs,
         "requests": [],
@@ -264,6 +273,61 @@ def cancel(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
         "waits_this_run": 0,
         "waited_seconds": 0.0,
     }
+
+
+@records_errors
+def deadline(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
+    """At the deadline (less its margin): cancel what has not finished, keep what has.
+
+    Intents never submitted are marked so; every job's input lines are kept in the store
+    first (`agent.fallback.keep_input`), so the fallback can re-send its missing requests
+    after collect deleted the provider's files. Nothing more is submitted or retried.
+    """
+    jobs = _cancel_all(state, runtime, "not submitted: the deadline came first", keep_inputs=True)
+    return {
+        "jobs": jobs,
+        "cancel_requested": True,
+        "deadline_hit": True,
+        "counts": progress_counts(state, jobs),
+        "status": "running",
+        "error": None,
+    }
+
+
+def _cancel_all(
+    state: State, runtime: Runtime[Context], unsent_note: str, *, keep_inputs: bool
+) -> list[Job]:
+    """Cancel every open provider job of the thread; mark intents never submitted."""
+    jobs: list[Job] = []
+    data = ThreadData(runtime.store, _thread_id())
+    held = list(state.get("jobs") or [])
+    for job in held:
+        if pending_intent(job):
+            # The create may have reached the provider before a crash: cancel that job too.
+            adopted = adopt_existing(job, held, state, data)
+            if adopted is None:
+                if keep_inputs:
+                    keep_input(job, held, state, data)
+                jobs.append(never_submitted(job, unsent_note))
+                continue
+            job = adopted
+        if job.get("unverified") and job["status"] not in TERMINAL_JOB_STATUSES:
+            # Adopted without proof that it is ours: cancelling it could stop another's batch.
+            note = f"not cancelled: batch {job['job_id']} was adopted without proof that it is this thread's; check it at the provider"
+            jobs.append(never_submitted(job, note))
+            continue
+        if keep_inputs:
+            keep_input(job, held, state, data)
+        if job["status"] not in TERMINAL_JOB_STATUSES:
+            job = apply_update(job, cancel_job(job), runtime.context)
+        jobs.append(job)
+    return jobs
+
+
+@records_errors
+def fallback(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Send the requests the batch did not answer by the deadline through the chat API."""
+    return run_fallback(state, runtime.context, ThreadData(runtime.store, _thread_id()))
 
 
 @records_errors
@@ -292,6 +356,9 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
         follow_ups = retry_intents(jobs, collected.to_retry, data, request_hash, attempt + 1)
         return {**update, "jobs": jobs + follow_ups, "attempt": attempt + 1, "status": "running"}
     status = final_status(jobs, collected.counts, bool(state.get("cancel_requested")))
+    if _fallback_next(state):
+        # Not finished yet: a resumed thread must still reach the fallback.
+        return {**update, "status": "running"}
     failures = [e for job in jobs for e in job["errors"]]
     return {
         **update,
@@ -349,9 +416,19 @@ def _remember_webhook(runtime: Runtime[Context]) -> None:
         ThreadData(runtime.store, _thread_id()).remember_webhook_url(runtime.context.webhook_url)
 
 
+def _fallback_next(state: State) -> bool:
+    """Tell whether the deadline came and its fallback is to send the missing requests."""
+    return bool(state.get("deadline_hit")) and state.get("fallback_tier", "none") != "none"
+
+
+def _deadline_due(state: State, runtime: Runtime[Context]) -> bool:
+    """Tell whether the thread's deadline (less the margin) has come, on the injected clock."""
+    return deadline_due(state, runtime.context, now())
+
+
 def route_start(
     state: State, runtime: Runtime[Context]
-) -> Literal["submit", "poll", "cancel", "notify", "__end__"]:
+) -> Literal["submit", "poll", "cancel", "deadline", "notify", "__end__"]:
     """Route a new invocation by what the thread already holds.
 
     Input sent to a thread that holds a batch is checked here, before any node runs: a
@@ -369,6 +446,8 @@ def route_start(
         # A finished thread answers again from its state, without calling the provider; only a
         # notice that a crash kept from being sent is still due.
         return "notify" if _notice_due(state, runtime) else "__end__"
+    if jobs and _deadline_due(state, runtime):
+        return "deadline"
     if can_submit(state, runtime.context):
         return "submit"  # an intent (or a follow-up job) still has to be submitted
     if jobs:
@@ -379,11 +458,13 @@ def route_start(
 
 def route_after_submit(
     state: State, runtime: Runtime[Context]
-) -> Literal["submit", "poll", "wait", "schedule", "notify", "__end__"]:
+) -> Literal["submit", "poll", "wait", "deadline", "schedule", "notify", "__end__"]:
     """Keep submitting one intent per step; then end the run, or wait within its budget."""
     jobs = state.get("jobs") or []
     if state.get("status") == "error" or not jobs:
         return "schedule" if _retry_later(state) else "__end__"
+    if _deadline_due(state, runtime):
+        return "deadline"
     if can_submit(state, runtime.context):
         return "submit"
     if state.get("status") in TERMINAL_THREAD_STATUSES:
@@ -397,23 +478,29 @@ def route_after_submit(
 
 def route_after_check(
     state: State, runtime: Runtime[Context]
-) -> Literal["park", "submit", "collect", "wait", "schedule", "__end__"]:
-    """Decide on the polling edge: collect when every job is terminal, else wait or schedule."""
+) -> Literal["park", "submit", "collect", "wait", "deadline", "schedule", "__end__"]:
+    """Decide on the polling edge: collect when every job is terminal, else wait or schedule.
+
+    The deadline comes first: once it is due, nothing more is submitted. A job that ended while
+    others run is parked first (its storage may be what the next wave's upload needs).
+    """
     if state.get("status") in {"error", "cancelled"}:
         return "schedule" if _retry_later(state) else "__end__"
+    if _deadline_due(state, runtime):
+        return "deadline"
     if parkable(state):
-        # A job ended while others run: store its results and free its files first (its
-        # storage may be what the next wave's upload needs).
         return "park"
     return route_after_park(state, runtime)
 
 
 def route_after_park(
     state: State, runtime: Runtime[Context]
-) -> Literal["submit", "collect", "wait", "schedule", "__end__"]:
+) -> Literal["submit", "collect", "wait", "deadline", "schedule", "__end__"]:
     """Go on from a check whose ended jobs are parked: the next wave, collect, wait or schedule."""
     if state.get("status") in {"error", "cancelled"}:
         return "schedule" if _retry_later(state) else "__end__"
+    if _deadline_due(state, runtime):
+        return "deadline"
     if can_submit(state, runtime.context):
         # A job ended and frees quota for the next wave (or a batch adopted unverified was not
         # ours, or one was refused for a quota and re-queued): submit what fits now.
@@ -428,12 +515,26 @@ def route_after_park(
 
 def route_after_collect(
     state: State, runtime: Runtime[Context]
-) -> Literal["submit", "notify", "schedule", "__end__"]:
-    """Submit the follow-up job when collect queued retries, else notify (if asked) and finish."""
+) -> Literal["submit", "fallback", "notify", "schedule", "__end__"]:
+    """Submit the follow-up job when collect queued retries, else notify (if asked) and finish.
+
+    After the deadline's collect, the fallback sends what the batch did not answer.
+    """
     if state.get("status") == "error":
         return "schedule" if _retry_later(state) else "__end__"
+    if _fallback_next(state):
+        return "fallback"
     if any(pending_intent(job) for job in state.get("jobs") or []):
         return "submit"
+    return "notify" if _notice_due(state, runtime) else "__end__"
+
+
+def route_after_fallback(
+    state: State, runtime: Runtime[Context]
+) -> Literal["notify", "schedule", "__end__"]:
+    """Finish after the fallback; requests it could not send yet are tried on a later run."""
+    if state.get("status") == "error":
+        return "schedule" if _retry_later(state) else "__end__"
     return "notify" if _notice_due(state, runtime) else "__end__"
 
 
@@ -451,6 +552,8 @@ def build_graph() -> StateGraph[State, Context, InputState, OutputState]:
     builder.add_node("park", park, retry_policy=NODE_RETRY)
     builder.add_node("cancel", cancel, retry_policy=NODE_RETRY)
     builder.add_node("collect", collect, retry_policy=NODE_RETRY)
+    builder.add_node("deadline", deadline, retry_policy=NODE_RETRY)
+    builder.add_node("fallback", fallback, retry_policy=NODE_RETRY)
     # Sync under the CLI (a no-op), async under a server (books a delayed run in process).
     builder.add_node("schedule", RunnableLambda(schedule_noop, afunc=schedule_next_poll))
     builder.add_node("notify", notify)
@@ -461,6 +564,8 @@ def build_graph() -> StateGraph[State, Context, InputState, OutputState]:
     builder.add_conditional_edges("cancel", route_after_check)
     builder.add_conditional_edges("park", route_after_park)
     builder.add_conditional_edges("collect", route_after_collect)
+    builder.add_conditional_edges("deadline", route_after_check)
+    builder.add_conditional_edges("fallback", route_after_fallback)
     builder.add_edge("schedule", END)
     builder.add_edge("notify", END)
     return builder

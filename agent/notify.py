@@ -36,6 +36,8 @@ def completion_payload(thread_id: str, state: dict[str, Any]) -> dict[str, Any]:
         "counts": state.get("counts"),
         "usage": state.get("usage"),
         "cost": state.get("cost"),
+        # With a deadline's fallback: what was paid by how results were obtained (else None).
+        "cost_by_via": state.get("cost_by_via"),
         "jobs": [
             {"job_id": j.get("job_id"), "provider": j.get("provider"), "status": j.get("status")}
             for j in state.get("jobs") or []

@@ -22,6 +22,7 @@ from typing import Any
 
 from agent.bulk import ThreadData
 from agent.context import Context
+from agent.fallback import keep_input
 from agent.planning import planned_spec
 from agent.quotas import in_flight
 from agent.results import free_files, job_results
@@ -75,6 +76,10 @@ def park_jobs(state: State, ctx: Context, data: ThreadData) -> list[Job]:
             data.put_parked(job["job_key"], _noting_retryable(rows, retryable))
         retried = bool(retryable) and not cancelled
         job = Job(**{**job, "parked": True})  # type: ignore[typeddict-item]
+        if state.get("deadline_at") and state.get("fallback_tier", "none") != "none":
+            # A deadline's fallback re-sends the requests the batch left unanswered from their
+            # input lines: keep them before the files go (a no-op for a fully answered job).
+            keep_input(job, list(jobs), state, data)
         if not ctx.keep_files:
             # A follow-up job built from this job's input file needs it (`free_files`).
             follow_up: dict[str, list[str]] = (

@@ -128,6 +128,9 @@ def _store_round(
             if job["attempt"] != attempt:
                 continue
             tally, copies_tally = TokenTally(), TokenTally()
+            # How a chat result was obtained (a deadline's fallback writes "realtime" or
+            # "flex"); vectors have no fallback, and their results stay as small as they were.
+            via = None if job_endpoint(job) == EMBEDDINGS else "batch"
             if job.get("parked"):
                 # Stored when it ended, while other jobs ran (`agent.parking`): its files are gone.
                 rows = data.iter_parked(job["job_key"])
@@ -137,6 +140,8 @@ def _store_round(
                     job, ids, attempt, planned_spec(state), validate=ctx.validate_schema
                 )
             for request_id, result, retryable in rows:
+                if via:
+                    result["via"] = via
                 spool.put(positions[request_id], result)
                 added.add(result)
                 tally.add(result)
@@ -278,6 +283,31 @@ def job_results(
         if request_id not in answered and request_id not in failures:
             result = _failed_without_line(request_id, missing, attempt)
             yield request_id, _not_embedded(result) if embeddings else result, missing_retryable
+
+
+def outcome_result(
+    job: Job,
+    request_id: str,
+    outcome: RequestOutcome,
+    attempt: int,
+    spec: OutputSpec | None = None,
+    *,
+    validate: bool = False,
+) -> dict[str, Any]:
+    """Return the stored result of one request's outcome, as `job_results` makes it.
+
+    For an outcome read outside the job's files (a deadline's fallback sent the request in
+    realtime, `agent.fallback`): the same format as the batch's results.
+    """
+    provider = provider_for_job(job)
+    check = answer_check(provider, job_chat_model(job), spec, validate=validate)
+    missing, _ = _missing_error(job)
+    if outcome.message is None or outcome.error is not None:
+        return _failed(request_id, outcome, missing, attempt, check)
+    result = _succeeded(request_id, outcome, attempt)
+    if check is not None:
+        result = checked_result(result, outcome.message, check, request_id)
+    return result
 
 
 def _missing_error(job: Job) -> tuple[RequestError, bool]:

@@ -34,6 +34,8 @@ from langgraph.config import get_config
 from langgraph.runtime import get_runtime
 
 from agent.context import Context
+from agent.deadline import seconds_until_due
+from agent.pause import now
 from agent.state import State
 from agent.statuses import TERMINAL_JOB_STATUSES
 from agent.webhooks import safety_interval, webhook_secret
@@ -87,6 +89,10 @@ async def schedule_next_poll(state: State) -> dict[str, Any]:
     if _webhooks_configured(state):
         # The provider calls `agent.webhook_routes` when the job ends: polls are a safety net.
         delay = max(delay, safety_interval())
+    due = seconds_until_due(state, ctx, now())
+    if due is not None:
+        # The deadline is met by the next run: it cancels and sends the rest (`agent.deadline`).
+        delay = min(delay, max(1.0, due))
     context = dataclasses.asdict(ctx)
     try:
         if store is not None:

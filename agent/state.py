@@ -12,7 +12,17 @@ start with "Internal:", and callers should not set them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, NotRequired, TypeVar, cast, get_args, get_origin, get_type_hints
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    NotRequired,
+    TypeVar,
+    cast,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 from langchain_core.messages import AIMessage
 from pydantic import ConfigDict, Field, with_config
@@ -26,6 +36,7 @@ from agent.statuses import JobStatus, ResultStatus, ThreadStatus
 
 # Attribute docstrings become JSON-schema descriptions, which Studio shows next to each field.
 _DOCSTRING_DESCRIPTIONS = ConfigDict(use_attribute_docstrings=True)
+Via = Literal["batch", "realtime", "flex"]
 _T = TypeVar("_T")
 
 
@@ -303,6 +314,9 @@ class Result(TypedDict):
     """Why the request failed; None when it succeeded."""
     attempts: int
     """How many jobs this request went through (1 unless it was retried)."""
+    via: NotRequired[Via]
+    """How the result was obtained: 'batch', or at a deadline 'realtime' / 'flex' (the
+    fallback sent the request through the chat API, `agent.fallback`)."""
     duplicate_of: NotRequired[str]
     """Set when this request was identical to an earlier one and got its answer (`dedupe`)."""
     tool_calls: NotRequired[list[dict[str, Any]]]
@@ -392,6 +406,15 @@ class OutputState(TypedDict):
     nothing is booked (finished, standalone, or `self_schedule` off)."""
     webhook: NotRequired[dict[str, Any] | None]
     """The completion notice: `{"target" (scheme and host only), "sent_at", "error"}`."""
+    deadline_at: NotRequired[float | None]
+    """The thread's deadline (epoch seconds), fixed when it planned (`Context.deadline`; a
+    duration counts from then); None: no deadline."""
+    cost_by_via: NotRequired[dict[str, float | None]]
+    """What the results cost by how they were obtained: `{"batch", "flex", "realtime"}` ->
+    USD (None: unknown price); realtime at the standard price, flex at the batch price."""
+    fallback_report: NotRequired[dict[str, Any] | None]
+    """At a deadline with a fallback: `{"via", "requests" (missing ones), "sent", "succeeded",
+    "failed", "estimate_usd", "refused"}` (`agent.fallback`)."""
 
 
 @with_config(_DOCSTRING_DESCRIPTIONS)
@@ -432,6 +455,11 @@ class State(InputState, OutputState):
     quota_learned: NotRequired[dict[str, dict[str, int]]]
     """Internal: per 'provider/model', the caps the provider's quota refusals taught the thread
     (`agent.quotas.learn`), e.g. `{"openai/gpt-4o-mini": {"tokens": 1800000}}`."""
+    fallback_tier: NotRequired[str]
+    """Internal: the fallback the batch was planned with ('none', 'realtime', 'flex'), so a
+    resumed run without `--fallback` still sends what the deadline left missing."""
+    deadline_hit: NotRequired[bool]
+    """Internal: the deadline came: unfinished jobs were cancelled, nothing more is submitted."""
     waits_this_run: NotRequired[int]
     """Internal: waits done in the current run (drives the growing poll interval)."""
     waited_seconds: NotRequired[float]

@@ -103,6 +103,17 @@ def submit_intent(
     return _adopt(job, created)
 
 
+def built_input_file(job: Job, jobs: list[Job], state: State, data: ThreadData) -> Path:
+    """Return the spool file holding an intent's input lines, rebuilt if it is gone.
+
+    Raises:
+        ProviderError: The input cannot be rebuilt (the thread's source changed or is gone).
+    """
+    path = spool_path(job["job_key"])
+    _built_input(job, path, jobs, state, provider_for_job(job), data)
+    return path
+
+
 def _built_input(
     job: Job, path: Path, jobs: list[Job], state: State, provider: BatchProvider, data: ThreadData
 ) -> Job:

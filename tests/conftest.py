@@ -69,5 +69,5 @@ def virtual_waits(
     not see the time move.
     """
     monkeypatch.setattr(drive, "time", SimpleNamespace(sleep=emulator_clock.advance))
-    with pause_with(emulator_clock.advance):
+    with pause_with(emulator_clock.advance, emulator_clock.now):
         yield emulator_clock

@@ -42,6 +42,9 @@ READ_KEYS = frozenset(
         "request_count",
         "endpoint",
         "results_store",
+        "deadline_at",
+        "cost_by_via",
+        "fallback_report",
     }
 )
 ThreadRow = tuple[str, Values, str]

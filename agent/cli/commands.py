@@ -27,9 +27,13 @@ from agent.cli.options import (
     BaseUrlOption,
     CheckModelsOption,
     DbOption,
+    DeadlineMarginOption,
+    DeadlineOption,
     DedupeOption,
     DimensionsOption,
     EndpointOption,
+    FallbackConcurrencyOption,
+    FallbackOption,
     FormatOption,
     JsonOption,
     KeepFilesOption,
@@ -56,6 +60,7 @@ from agent.cli.options import (
 )
 from agent.cli.render import (
     cost_line,
+    deadline_line,
     dedup_line,
     limits_line,
     status_renderables,
@@ -121,6 +126,10 @@ def run(
             "enqueued-token pool); jobs over it are sent in waves."
         ),
     ] = None,
+    deadline: DeadlineOption = None,
+    fallback: FallbackOption = None,
+    deadline_margin: DeadlineMarginOption = None,
+    fallback_concurrency: FallbackConcurrencyOption = None,
     allow_failures: AllowFailuresOption = False,
 ) -> None:
     """Submit INPUT on a new thread (or --thread), or resume --thread; with --wait, finish it.
@@ -147,6 +156,10 @@ def run(
         "check_models": check_models,
         "keep_files": keep_files,
         "max_enqueued_tokens": max_enqueued_tokens,
+        "deadline": deadline,
+        "fallback": fallback,
+        "deadline_margin_seconds": deadline_margin,
+        "fallback_concurrency": fallback_concurrency,
     }
     check_input_file(input_file)
     spec_input = _spec_input(input_file, tools, schema, tool_choice, schema_method, strict)
@@ -303,6 +316,9 @@ def status(
     cost = cost_line(values)
     if cost:
         typer.echo(cost)
+    deadline = deadline_line(values)
+    if deadline:
+        typer.echo(deadline)
     if report["error"]:
         err.print(f"error: {report['error']}")
 
@@ -642,3 +658,6 @@ def _print_summary(values: dict[str, Any], elapsed: float | None = None) -> None
     line = cost_line(values)
     if line:
         err.print(line)
+    deadline = deadline_line(values)
+    if deadline:
+        err.print(deadline)

@@ -46,6 +46,29 @@ MaxCostOption = Annotated[
         help="Budget in USD: refuse before uploading when the estimated batch cost exceeds it."
     ),
 ]
+DeadlineOption = Annotated[
+    str | None,
+    typer.Option(
+        help="When the results are needed: a duration from now (90m, 2h, 1d) or an ISO time "
+        "with offset. At the deadline minus --deadline-margin, unfinished jobs are cancelled "
+        "and their results kept."
+    ),
+]
+FallbackOption = Annotated[
+    str | None,
+    typer.Option(
+        help="At the deadline, send the missing requests 'realtime' (standard price), 'flex' "
+        "(OpenAI flex tier, batch price) or 'none'."
+    ),
+]
+DeadlineMarginOption = Annotated[
+    float | None,
+    typer.Option(help="Seconds before the deadline at which the batch is cancelled (600)."),
+]
+FallbackConcurrencyOption = Annotated[
+    int | None,
+    typer.Option(help="Fallback requests in flight at once (8)."),
+]
 DedupeOption = Annotated[
     bool | None,
     typer.Option(

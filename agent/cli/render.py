@@ -53,6 +53,9 @@ def status_report(thread_id: str, values: dict[str, Any]) -> dict[str, Any]:
         # Intents held back until earlier jobs free the provider's quota (`agent.quotas`).
         "waiting_for_quota": sum(1 for job in jobs if job.get("waiting_for")),
         "polls": values.get("polls", 0),
+        "deadline_at": values.get("deadline_at"),
+        "cost_by_via": values.get("cost_by_via"),
+        "fallback": values.get("fallback_report"),
         "error": values.get("error"),
     }
 
@@ -167,6 +170,30 @@ def _duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m{secs:02d}s"
     return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+def deadline_line(values: Mapping[str, Any]) -> str | None:
+    """Describe the thread's deadline and, once it came, how its results were obtained."""
+    from datetime import UTC, datetime
+
+    from agent.pricing import format_usd
+
+    at = values.get("deadline_at")
+    if at is None:
+        return None
+    when = datetime.fromtimestamp(float(at), tz=UTC).isoformat(timespec="seconds")
+    line = f"deadline: {when}"
+    report = values.get("fallback_report")
+    if report:
+        line += f"; fallback {report['via']}: {report['succeeded']} of {report['requests']} missing requests answered"
+        if report.get("refused"):
+            line += " (not run: over max_cost)"
+    by_via = values.get("cost_by_via") or {}
+    if by_via:
+        line += "; cost by via: " + ", ".join(
+            f"{via} {format_usd(usd)}" for via, usd in sorted(by_via.items())
+        )
+    return line
 
 
 def dedup_line(dedup: Mapping[str, Any]) -> str:

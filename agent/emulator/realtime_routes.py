@@ -30,12 +30,19 @@ that error as an HTTP error in the provider's shape; a model the emulator does n
 (`agent.emulator.model_routes.emulator_serves`) is a 404. Non-streaming only: ``stream: true``
 (and Gemini's ``:streamGenerateContent``) answers 400. The knob ``realtime_429_rate=F``
 (`agent.emulator.faults`) answers a call 429 with probability F, before the body is read.
+
+OpenAI's flex tier: a call whose body asks ``service_tier: "flex"`` is answered like any other
+but says ``service_tier: "flex"``; the knobs ``flex_429_rate=F`` (capacity refusals, 429
+``resource_unavailable``) and ``flex_delay_seconds=S`` (slow answers, on the emulator's clock)
+make it behave as flex does.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -76,6 +83,12 @@ RETRY_HEADERS: dict[str, list[tuple[str, str]]] = {
     "anthropic": [("retry-after", "1")],
     "gemini": [],
 }
+# OpenAI's flex capacity refusal (a 429 that is not billed; retry later or use another tier).
+FLEX_CODE = "resource_unavailable"
+FLEX_UNAVAILABLE = (
+    "Resource Unavailable: flex processing has no capacity for this request right now. "
+    "Please retry later, or use the default service tier."
+)
 STREAM_REFUSED = (
     "stream: true is not supported by the emulator: it answers realtime calls non-streaming only."
 )
@@ -154,12 +167,54 @@ class RealtimeRoutes:
 
     def openai_chat(self, request: Request) -> Response:
         """``POST /openai/v1/chat/completions``: the batch line's ``body`` for this body."""
-        return self._chat_completion(
+        flex = self._flex(request)
+        if isinstance(flex, Response):
+            return flex
+        response = self._chat_completion(
             "openai", request, openai_routes.request_error, openai_routes.completion_body
         )
+        return _flex_tier(response) if flex else response
+
+    def _flex(self, request: Request) -> bool | Response:
+        """For a flex call: the capacity refusal `flex_429_rate` draws, else wait and say True.
+
+        The delay is spent on the emulator's clock: a `ManualClock` is advanced (a test's
+        virtual time), the wall clock slept.
+        """
+        try:
+            tier = request.json().get("service_tier")
+        except Exception:  # noqa: BLE001 (a bad body is the handler's 400)
+            return False
+        if tier != "flex":
+            return False
+        faults = request.faults
+        if faults.flex_429_rate > 0:
+            with self._rng_lock:
+                rng = self._rngs.setdefault(faults.seed, random.Random(faults.seed))
+                refused = rng.random() < faults.flex_429_rate
+            if refused:
+                response = RENDER["openai"](
+                    HttpError(429, FLEX_UNAVAILABLE, error_type="requests", code=FLEX_CODE)
+                )
+                response.headers.extend([("retry-after-ms", "10"), ("retry-after", "0")])
+                return response
+        if faults.flex_delay_seconds > 0:
+            advance = getattr(self.clock, "advance", None)
+            if callable(advance):
+                advance(faults.flex_delay_seconds)
+            else:
+                time.sleep(faults.flex_delay_seconds)
+        return True
 
     def openai_responses(self, request: Request) -> Response:
         """``POST /openai/v1/responses``: the ``/v1/responses`` batch line's ``Response``."""
+        flex = self._flex(request)
+        if isinstance(flex, Response):
+            return flex
+        response = self._openai_responses(request)
+        return _flex_tier(response) if flex else response
+
+    def _openai_responses(self, request: Request) -> Response:
         body = _chat_request(request)
         body.pop("stream", None)
         problem = responses_answers.request_error(body)
@@ -242,6 +297,15 @@ class RealtimeRoutes:
                 raise HttpError(400, exc.message, error_type="INVALID_ARGUMENT") from None
             embeddings.append(answer["embedding"])
         return json_response({"embeddings": embeddings})
+
+
+def _flex_tier(response: Response) -> Response:
+    """Return an answer that says it was served on the flex tier (`service_tier: "flex"`)."""
+    body = json.loads(b"".join(response.body))
+    if isinstance(body, dict) and "service_tier" in body:
+        body["service_tier"] = "flex"
+        return json_response(body, status=response.status)
+    return response
 
 
 def _chat_request(request: Request) -> dict[str, Any]:

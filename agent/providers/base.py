@@ -535,6 +535,40 @@ class BatchProvider(ABC):
         """Return the LangChain chat model whose realtime calls this provider's lines reproduce."""
         raise NotImplementedError(f"{self.name} has no chat model for tools or response schemas")
 
+    realtime_fallback: bool = False
+    """True when `realtime_line` can send a batch input line through the chat API instead (a
+    deadline's fallback, `agent.fallback`)."""
+    flex_tier: bool = False
+    """True when `realtime_line(..., flex=True)` can send it at a flex tier (the batch price)."""
+
+    def realtime_line(
+        self, job: Job, raw: bytes, *, flex: bool = False, spec: OutputSpec | None = None
+    ) -> RequestOutcome:
+        """Send one of `job`'s input lines through the provider's chat API, outside the batch.
+
+        The call is the one the job's chat model makes for that request in realtime (the line's
+        body was built by it), and its answer is parsed exactly as the batch's result lines are
+        (`read_outcome` on a result line holding it), so the stored result has the same format.
+
+        Args:
+            job: The job the line belongs to (its model, settings and endpoint).
+            raw: The input line, as the job's input file holds it.
+            flex: Send it at the flex tier (`flex_tier` providers only).
+            spec: The request set's tools / response schema, if any (for parsing).
+
+        Returns:
+            The request's outcome: an answer, or the error a non-passing failure (a 400) gave.
+
+        Raises:
+            TransientProviderError: A rate limit (429, flex capacity) or a server fault
+                outlasted the SDK's retries; the caller backs off and tries again.
+            InputError: The provider cannot send lines in realtime.
+        """
+        raise InputError(
+            f"the {self.name} provider cannot send batch lines in realtime (no deadline fallback)",
+            source=self.name,
+        )
+
     def lacks_listing(self, exc: ProviderError, listing: str, fallback: str) -> bool:
         """Tell whether `exc` says the server has no such listing; if so, warn once what is done.
 

@@ -95,8 +95,17 @@ def test_resume_across_processes(tmp_path: Path) -> None:
         r["usage"]["total_tokens"] == r["usage"]["input_tokens"] + r["usage"]["output_tokens"] > 0
         for r in rows
     )
-    assert set(rows[0]) == {"id", "status", "content", "message", "usage", "error", "attempts"}
-    assert all(r["attempts"] == 1 for r in rows)
+    assert set(rows[0]) == {
+        "id",
+        "status",
+        "content",
+        "message",
+        "usage",
+        "error",
+        "attempts",
+        "via",
+    }
+    assert all(r["attempts"] == 1 and r["via"] == "batch" for r in rows)
 
     again = cli(tmp_path, "results", thread)
     assert again.returncode == 0, again.stderr

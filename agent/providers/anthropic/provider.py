@@ -51,6 +51,7 @@ from langchain_anthropic import ChatAnthropic
 
 from agent.endpoints import CHAT, Endpoint
 from agent.providers.anthropic import realtime_errors
+from agent.providers.anthropic.fallback import send_line
 from agent.providers.anthropic.fast import AnthropicBodyBuilder, AnthropicMessageParser
 from agent.providers.anthropic.reference import chat_model
 from agent.providers.base import (
@@ -73,7 +74,7 @@ from agent.providers.base import (
 )
 from agent.providers.errors import ProviderError, provider_call
 from agent.providers.params import Allowed, ParamRules
-from agent.requests import BatchRequest
+from agent.requests import BatchRequest, InputError
 from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
@@ -228,6 +229,17 @@ class AnthropicProvider(BatchProvider):
             return jsonl_line({"custom_id": request.id, "params": builder.build(request)})
 
         return build
+
+    realtime_fallback = True
+
+    def realtime_line(
+        self, job: Job, raw: bytes, *, flex: bool = False, spec: OutputSpec | None = None
+    ) -> RequestOutcome:
+        """Send a kept request line through the Messages API (Anthropic has no flex tier)."""
+        if flex:
+            raise InputError("Anthropic has no flex tier (fallback 'flex')", source=self.name)
+        parser = self.message_parser(job_chat_model(job), spec, job["params"])
+        return send_line(self._client, raw, parser, str(job["job_id"] or job["job_key"]))
 
     def chat_model(self, model: str, params: dict[str, Any]) -> ChatAnthropic:
         """Return the `ChatAnthropic` whose realtime calls this provider's requests reproduce."""

@@ -59,7 +59,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from langchain_google_genai import ChatGoogleGenerativeAI
 
-from agent.endpoints import CHAT, EMBEDDINGS, Endpoint
+from agent.endpoints import CHAT, EMBEDDINGS, Endpoint, job_endpoint
 from agent.providers.base import (
     DELETE_RETRIES,
     JOB_KEY_METADATA,
@@ -70,19 +70,22 @@ from agent.providers.base import (
     JobUpdate,
     LineParser,
     ProviderLimits,
+    RequestOutcome,
     VectorParser,
     bounded_listing,
+    job_chat_model,
     job_counts,
     nonblank_lines,
     normalise_status,
 )
 from agent.providers.errors import ProviderError, provider_call
 from agent.providers.gemini import realtime_errors
+from agent.providers.gemini.fallback import send_line
 from agent.providers.gemini.fast import GeminiBodyBuilder, GeminiMessageParser
 from agent.providers.gemini.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
 from agent.quota_budget import Budget
-from agent.requests import BatchRequest
+from agent.requests import BatchRequest, InputError
 from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
@@ -316,6 +319,25 @@ class GeminiProvider(BatchProvider):
     ) -> LineParser:
         """Return the fast, parity-exact parser of Gemini result lines."""
         return GeminiMessageParser(model, params, spec)
+
+    realtime_fallback = True
+
+    def realtime_line(
+        self, job: Job, raw: bytes, *, flex: bool = False, spec: OutputSpec | None = None
+    ) -> RequestOutcome:
+        """Send a chat line through `generateContent` (no flex tier through LangChain)."""
+        if flex:
+            raise InputError(
+                "Gemini's flex tier cannot be asked for (fallback 'flex')", source=self.name
+            )
+        if job_endpoint(job) == EMBEDDINGS:
+            raise InputError("an embeddings job has no deadline fallback", source=self.name)
+        # The key is read from the environment for this call only, as at construction.
+        sdk_base_url, api_key, _ = self.sdk_endpoint("/gemini", self._http)
+        root, version = split_version(sdk_base_url)
+        parser = self.message_parser(job_chat_model(job), spec, job["params"])
+        job_id = str(job["job_id"] or job["job_key"])
+        return send_line(self._http, root, version, api_key, job["model"], raw, parser, job_id)
 
     def retrieve_model(self, model: str) -> None:
         """Get `model` (`client.models.get`): it raises for a model not served."""

@@ -19,7 +19,7 @@ from langchain_mistralai import ChatMistralAI
 from mistralai.client import Mistral
 from mistralai.client.utils import BackoffStrategy, RetryConfig
 
-from agent.endpoints import CHAT, EMBEDDINGS, Endpoint
+from agent.endpoints import CHAT, EMBEDDINGS, Endpoint, job_endpoint
 from agent.providers.base import (
     JOB_KEY_METADATA,
     MAX_LISTED,
@@ -30,8 +30,10 @@ from agent.providers.base import (
     JobUpdate,
     LineParser,
     ProviderLimits,
+    RequestOutcome,
     VectorParser,
     bounded_listing,
+    job_chat_model,
     job_counts,
     jsonl_line,
     nonblank_lines,
@@ -40,6 +42,7 @@ from agent.providers.base import (
 )
 from agent.providers.errors import ProviderError, provider_call
 from agent.providers.mistral import realtime_errors
+from agent.providers.mistral.fallback import send_line
 from agent.providers.mistral.fast import MistralBodyBuilder, MistralMessageParser
 from agent.providers.mistral.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
@@ -152,6 +155,8 @@ class MistralProvider(BatchProvider):
         retry = RetryConfig(
             "backoff", BackoffStrategy(500, 30_000, 1.8, 120_000), retry_connection_errors=True
         )
+        # The deadline fallback posts on the same HTTP client, as ChatMistralAI does.
+        self._http_client = http_client
         self._client = Mistral(
             api_key=api_key,
             server_url=server_url,
@@ -359,6 +364,24 @@ class MistralProvider(BatchProvider):
         A spec changes nothing here: realtime `ChatMistralAI` parses every answer the same way.
         """
         return MistralMessageParser(model, params)
+
+    realtime_fallback = True
+
+    def realtime_line(
+        self, job: Job, raw: bytes, *, flex: bool = False, spec: OutputSpec | None = None
+    ) -> RequestOutcome:
+        """Send a chat line through `/v1/chat/completions` (Mistral has no flex tier)."""
+        if flex:
+            raise InputError("Mistral has no flex tier (fallback 'flex')", source=self.name)
+        if job_endpoint(job) == EMBEDDINGS:
+            raise InputError("an embeddings job has no deadline fallback", source=self.name)
+        # The key is read from the environment for this call only, as at construction.
+        server_url, api_key, client = self.sdk_endpoint("/mistral", self._http_client)
+        assert client is not None
+        parser = self.message_parser(job_chat_model(job), spec, job["params"])
+        return send_line(
+            client, server_url, api_key, raw, parser, str(job["job_id"] or job["job_key"])
+        )
 
     def chat_model(self, model: str, params: dict[str, Any]) -> ChatMistralAI:
         """Return the `ChatMistralAI` whose realtime calls this provider's batch lines reproduce."""

@@ -16,7 +16,7 @@ import httpx2
 from langchain_openai import ChatOpenAI
 from openai import DefaultHttpxClient, OpenAI
 
-from agent.endpoints import CHAT, EMBEDDINGS, RESPONSES, Endpoint
+from agent.endpoints import CHAT, EMBEDDINGS, RESPONSES, Endpoint, job_endpoint
 from agent.providers.base import (
     DELETE_RETRIES,
     JOB_KEY_METADATA,
@@ -26,8 +26,10 @@ from agent.providers.base import (
     JobUpdate,
     LineParser,
     ProviderLimits,
+    RequestOutcome,
     VectorParser,
     bounded_listing,
+    job_chat_model,
     job_counts,
     jsonl_line,
     nonblank_lines,
@@ -35,6 +37,7 @@ from agent.providers.base import (
 )
 from agent.providers.errors import provider_call
 from agent.providers.openai import realtime_errors
+from agent.providers.openai.fallback import send_line
 from agent.providers.openai.fast import OpenAIBodyBuilder, OpenAIMessageParser
 from agent.providers.openai.reference import chat_model
 from agent.providers.openai.responses import (
@@ -43,7 +46,13 @@ from agent.providers.openai.responses import (
     openai_endpoint,
 )
 from agent.providers.params import Allowed, ParamRules
-from agent.requests import CHAT_COMPLETIONS_URL, EMBEDDINGS_URL, RESPONSES_URL, BatchRequest
+from agent.requests import (
+    CHAT_COMPLETIONS_URL,
+    EMBEDDINGS_URL,
+    RESPONSES_URL,
+    BatchRequest,
+    InputError,
+)
 from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
@@ -100,6 +109,8 @@ class OpenAIProvider(BatchProvider):
     expired_statuses = frozenset({"expired"})
     stores_files = True
     endpoints = frozenset(ENDPOINT_URLS)
+    realtime_fallback = True
+    flex_tier = True
 
     def __init__(
         self,
@@ -315,6 +326,15 @@ class OpenAIProvider(BatchProvider):
         if openai_endpoint(model, dict(params or {}), spec) == RESPONSES:
             return ResponsesMessageParser(model, spec, params)
         return OpenAIMessageParser(model, spec, params)
+
+    def realtime_line(
+        self, job: Job, raw: bytes, *, flex: bool = False, spec: OutputSpec | None = None
+    ) -> RequestOutcome:
+        """Send a chat or Responses line in realtime (flex: `service_tier="flex"`)."""
+        if job_endpoint(job) == EMBEDDINGS:
+            raise InputError("an embeddings job has no deadline fallback", source=self.name)
+        parser = self.message_parser(job_chat_model(job), spec, job["params"])
+        return send_line(self._client, raw, parser, str(job["job_id"] or job["job_key"]), flex=flex)
 
     def chat_model(self, model: str, params: dict[str, Any]) -> ChatOpenAI:
         """Return the `ChatOpenAI` whose realtime calls this provider's batch lines reproduce."""

@@ -1,0 +1,72 @@
+"""Re-send a Gemini batch line through `generateContent`, for a deadline's fallback.
+
+The line's `request` is exactly what `ChatGoogleGenerativeAI` sends for that request in
+realtime (the job's chat model built it, `agent.providers.gemini.reference`): a REST
+`GenerateContentRequest`, posted here to `{root}/{version}/models/{model}:generateContent` on the
+provider's HTTP client (the one google-genai uses), with the key read from the environment for
+the call only. The answer is wrapped in a responses-file line (`{"key", "response"}`; an HTTP
+error in `{"key", "error"}`) and parsed by the job's parser, so the stored result is the one a
+batch answer gives. The fallback's own backoff (`agent.fallback`) retries 429s and server
+faults. No flex tier: `langchain-google-genai` has no way to ask for one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx2
+import orjson
+
+from agent.providers.base import LineParser, RequestOutcome, read_outcome
+from agent.providers.errors import TRANSIENT_STATUS, TransientProviderError
+
+DEFAULT_ROOT = "https://generativelanguage.googleapis.com"
+TIMEOUT_SECONDS = 600.0
+
+
+def send_line(
+    client: httpx2.Client,
+    root: str | None,
+    version: str | None,
+    api_key: str,
+    model: str,
+    raw: bytes,
+    parser: LineParser,
+    job_id: str,
+) -> RequestOutcome:
+    """Send one input line's request in realtime and return its outcome, parsed as a result line.
+
+    Raises:
+        TransientProviderError: A 429 or a server fault, or the connection failed.
+    """
+    line = orjson.loads(raw)
+    key = str(line.get("key") or "")
+    version = version or os.environ.get("GOOGLE_GENAI_API_VERSION") or "v1beta"
+    name = model if model.startswith("models/") else f"models/{model}"
+    url = f"{(root or DEFAULT_ROOT).rstrip('/')}/{version}/{name}:generateContent"
+    try:
+        answer = client.post(
+            url,
+            content=orjson.dumps(line["request"]),
+            headers={"x-goog-api-key": api_key, "Content-Type": "application/json"},
+            timeout=TIMEOUT_SECONDS,
+        )
+    except httpx2.HTTPError as exc:
+        raise TransientProviderError(
+            f"gemini realtime call for {key!r} failed: {type(exc).__name__}"
+        ) from None
+    if answer.status_code in TRANSIENT_STATUS:
+        raise TransientProviderError(
+            f"gemini realtime call for {key!r} answered {answer.status_code}"
+        )
+    try:
+        body: Any = answer.json()
+    except ValueError:
+        body = {"error": {"code": answer.status_code, "message": answer.text}}
+    if answer.status_code >= 400:
+        error = body.get("error", body) if isinstance(body, dict) else body
+        result: dict[str, Any] = {"key": key, "error": error}
+    else:
+        result = {"key": key, "response": body}
+    return read_outcome(parser, orjson.dumps(result), job_id)
