@@ -17,8 +17,7 @@ from anthropic import Anthropic
 
 from agent.providers.base import LineParser, RequestOutcome, read_outcome
 from agent.providers.errors import TRANSIENT_STATUS, TransientProviderError
-
-TIMEOUT_SECONDS = 600.0
+from agent.providers.realtime_post import TIMEOUT_SECONDS
 
 
 def send_line(client: Anthropic, raw: bytes, parser: LineParser, job_id: str) -> RequestOutcome:

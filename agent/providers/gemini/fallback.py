@@ -19,10 +19,9 @@ import httpx2
 import orjson
 
 from agent.providers.base import LineParser, RequestOutcome, read_outcome
-from agent.providers.errors import TRANSIENT_STATUS, TransientProviderError
+from agent.providers.realtime_post import post_body
 
 DEFAULT_ROOT = "https://generativelanguage.googleapis.com"
-TIMEOUT_SECONDS = 600.0
 
 
 def send_line(
@@ -45,26 +44,16 @@ def send_line(
     version = version or os.environ.get("GOOGLE_GENAI_API_VERSION") or "v1beta"
     name = model if model.startswith("models/") else f"models/{model}"
     url = f"{(root or DEFAULT_ROOT).rstrip('/')}/{version}/{name}:generateContent"
-    try:
-        answer = client.post(
-            url,
-            content=orjson.dumps(line["request"]),
-            headers={"x-goog-api-key": api_key, "Content-Type": "application/json"},
-            timeout=TIMEOUT_SECONDS,
-        )
-    except httpx2.HTTPError as exc:
-        raise TransientProviderError(
-            f"gemini realtime call for {key!r} failed: {type(exc).__name__}"
-        ) from None
-    if answer.status_code in TRANSIENT_STATUS:
-        raise TransientProviderError(
-            f"gemini realtime call for {key!r} answered {answer.status_code}"
-        )
-    try:
-        body: Any = answer.json()
-    except ValueError:
-        body = {"error": {"code": answer.status_code, "message": answer.text}}
-    if answer.status_code >= 400:
+    status, body, text = post_body(
+        client,
+        url,
+        line["request"],
+        {"x-goog-api-key": api_key},
+        f"gemini realtime call for {key!r}",
+    )
+    if body is None:
+        body = {"error": {"code": status, "message": text}}
+    if status >= 400:
         error = body.get("error", body) if isinstance(body, dict) else body
         result: dict[str, Any] = {"key": key, "error": error}
     else:

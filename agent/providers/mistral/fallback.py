@@ -12,16 +12,13 @@ retried by the fallback's own backoff (`agent.fallback`).
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx2
 import orjson
 
 from agent.providers.base import LineParser, RequestOutcome, read_outcome
-from agent.providers.errors import TRANSIENT_STATUS, TransientProviderError
+from agent.providers.realtime_post import post_body
 
 DEFAULT_SERVER = "https://api.mistral.ai"
-TIMEOUT_SECONDS = 600.0
 
 
 def send_line(
@@ -40,29 +37,15 @@ def send_line(
     line = orjson.loads(raw)
     custom_id = str(line.get("custom_id") or "")
     url = f"{(server_url or DEFAULT_SERVER).rstrip('/')}/v1/chat/completions"
-    try:
-        answer = client.post(
-            url,
-            content=orjson.dumps(line["body"]),
-            headers={
-                "Authorization": f"Bearer {api_key}",
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            },
-            timeout=TIMEOUT_SECONDS,
-        )
-    except httpx2.HTTPError as exc:
-        raise TransientProviderError(
-            f"mistral realtime call for {custom_id!r} failed: {type(exc).__name__}"
-        ) from None
-    if answer.status_code in TRANSIENT_STATUS:
-        raise TransientProviderError(
-            f"mistral realtime call for {custom_id!r} answered {answer.status_code}"
-        )
-    try:
-        body: Any = answer.json()
-    except ValueError:
-        body = {"message": answer.text, "type": "invalid_response"}
-    response = {"status_code": answer.status_code, "body": body}
+    status, body, text = post_body(
+        client,
+        url,
+        line["body"],
+        {"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
+        f"mistral realtime call for {custom_id!r}",
+    )
+    if body is None:
+        body = {"message": text, "type": "invalid_response"}
+    response = {"status_code": status, "body": body}
     result_line = {"id": f"realtime-{custom_id}", "custom_id": custom_id, "response": response}
     return read_outcome(parser, orjson.dumps({**result_line, "error": None}), job_id)

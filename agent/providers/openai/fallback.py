@@ -18,10 +18,10 @@ from openai import OpenAI
 
 from agent.providers.base import LineParser, RequestOutcome, read_outcome
 from agent.providers.errors import TRANSIENT_STATUS, TransientProviderError
+from agent.providers.realtime_post import TIMEOUT_SECONDS as REALTIME_TIMEOUT_SECONDS
 
 # OpenAI's advice for flex: a long timeout, since answers may take many minutes.
 FLEX_TIMEOUT_SECONDS: Final = 900.0
-REALTIME_TIMEOUT_SECONDS: Final = 600.0
 
 
 def send_line(
