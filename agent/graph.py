@@ -360,11 +360,15 @@ def collect(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
         # Not finished yet: a resumed thread must still reach the fallback.
         return {**update, "status": "running"}
     failures = [e for job in jobs for e in job["errors"]]
-    return {
-        **update,
-        "status": status,
-        "error": ("; ".join(failures) or "every job failed") if status == "failed" else None,
-    }
+    error = ("; ".join(failures) or "every job failed") if status == "failed" else None
+    if state.get("deadline_hit") and collected.counts["failed"]:
+        # No fallback: say why the thread stopped short, not just that it was cancelled.
+        error = (
+            f"the deadline came: {collected.counts['failed']:,} of {collected.counts['total']:,} "
+            "requests have no answer (kept with their error; set a fallback, realtime or flex, "
+            "to send them at the deadline)"
+        )
+    return {**update, "status": status, "error": error}
 
 
 def notify(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:

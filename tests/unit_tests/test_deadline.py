@@ -168,6 +168,8 @@ def test_without_a_fallback_the_deadline_keeps_what_was_done(
     failed = [r for r in values["results"] if r["status"] == "failed"]
     assert failed and all(r["error"]["code"] == "no_result" for r in failed)
     assert len(failed) < 10
+    assert values["error"].startswith(f"the deadline came: {len(failed)} of 10 requests")
+    assert "set a fallback" in values["error"]
     assert not _chat_calls(isolated_env)
 
 
