@@ -122,10 +122,10 @@ class JobTokens:
     max_output_tokens: int | None = 0
     requests: int = 0
 
-    def add(self, request: BatchRequest) -> None:
-        """Count one request in."""
+    def add(self, request: BatchRequest, tokens: int | None = None) -> None:
+        """Count one request in (`tokens`: its input tokens, when already counted)."""
         self.requests += 1
-        self.input_tokens += self.counter.count(request)
+        self.input_tokens += self.counter.count(request) if tokens is None else tokens
         cap = _output_cap(request.params, self.default_max_tokens)
         if cap is None or self.max_output_tokens is None:
             self.max_output_tokens = None

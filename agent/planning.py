@@ -303,6 +303,9 @@ def plan_requests(
     provider.check_completion_window(context.completion_window)
     provider.check_endpoint(endpoint)
     limits = effective_limits(provider, context)
+    token_cap = provider.quota_defaults.lowered(
+        {"tokens": context.max_enqueued_tokens or None}
+    ).tokens
     params = run_params(context, endpoint)
     embeddings = endpoint == EMBEDDINGS
     rules = provider.param_rules
@@ -385,10 +388,17 @@ def plan_requests(
                         duplicate_tokens[model].add(request)
                         continue
             job = filling.get(model)
+            tokens = counter.count(request)
             if (
                 job is None
                 or len(job.request_ids) >= limits.max_requests
                 or job.input_bytes + len(line) > limits.max_file_bytes
+                or (
+                    # A job over the in-flight token quota would be refused even alone.
+                    token_cap is not None
+                    and job.tokens is not None
+                    and job.tokens.input_tokens + tokens > token_cap
+                )
             ):
                 if job is not None:
                     job.close()
@@ -404,7 +414,7 @@ def plan_requests(
                 jobs.append(job)
             job.add(request.id, line)
             assert job.tokens is not None
-            job.tokens.add(request)
+            job.tokens.add(request, tokens)
         for job in jobs:
             job.close()
         # Last, once every line was checked here: the only check that asks the provider.

@@ -211,3 +211,25 @@ def test_ended_jobs_free_the_file_storage_the_next_wave_needs(
     # Every job but the last ended while others ran: its results were parked, its files freed.
     assert sum(bool(job.get("parked")) for job in jobs) >= 4
     assert all(job.get("files_deleted") for job in jobs)
+
+
+@pytest.mark.usefixtures("isolated_env")
+def test_jobs_are_planned_to_fit_the_enqueued_token_quota_each() -> None:
+    # One job would hold every request (the per-job caps are far away); the quota holds a third
+    # of their tokens, and a job over it would be refused even alone: planned as three or more.
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config: dict[str, Any] = {"configurable": {"thread_id": "fit"}}
+    whole = graph.invoke(
+        {"requests": RECORDS, "dry_run": True}, config, context=Context(provider="openai")
+    )
+    (only,) = whole["plan"]
+    cap = only["input_tokens"] // 3
+    split = graph.invoke(
+        {"requests": RECORDS, "dry_run": True},
+        {"configurable": {"thread_id": "fit-2"}},
+        context=Context(provider="openai", max_enqueued_tokens=cap),
+    )
+    parts = split["plan"]
+    assert len(parts) >= 3 and all(part["input_tokens"] <= cap for part in parts)
+    assert sum(part["requests"] for part in parts) == len(RECORDS)
+    assert sum(part["input_tokens"] for part in parts) == only["input_tokens"]
