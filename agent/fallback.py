@@ -4,8 +4,8 @@ At the deadline (`agent.deadline`) the graph cancels what has not finished and c
 result already produced. The requests still missing (cancelled, expired, never submitted: see
 `agent.deadline.is_missing`; not the ones that failed for a request error such as a 400) are
 then re-sent one by one, each from its job's own input line, through the provider's chat API
-(`BatchProvider.realtime_line`): in `realtime` at the standard price, or on OpenAI's `flex`
-tier at the batch price. Their results have the batch's format and say how they were obtained
+(`BatchProvider.realtime_line`): in `realtime` at the standard price, or on OpenAI's or
+Gemini's `flex` tier at the batch price. Their results have the batch's format and say how they were obtained
 (`via`).
 
 - Inputs: the `deadline` node keeps every job's input lines in the store before anything is

@@ -40,15 +40,17 @@ Knobs:
   ``retry-after`` header OpenAI and Anthropic send (1 second; Mistral and Gemini send none).
   Batch routes never see it. Read on every request; draws from a ``random.Random(seed)`` per
   emulator app, apart from ``http_error_rate``'s.
-- ``flex_429_rate=F`` (0..1; OpenAI): each realtime call asking ``service_tier: "flex"``
-  (``POST /openai/v1/chat/completions`` or ``/responses``) is answered, with probability F, by
-  OpenAI's flex capacity refusal: HTTP 429 ``{"error": {"message": "Resource Unavailable ...",
-  "type": "requests", "param": null, "code": "resource_unavailable"}}`` (not billed), with the
-  headers ``retry-after-ms: 10`` and ``retry-after: 0`` so SDK retries stay fast. Drawn from the
-  same per-seed generator as ``realtime_429_rate``, after it. Read on every request.
-- ``flex_delay_seconds=S`` (seconds >= 0; OpenAI): a flex call answers S seconds late, on the
-  emulator's clock: a `ManualClock` is advanced by S (a test's virtual time), the wall clock
-  slept. Its answer says ``service_tier: "flex"``. Read on every request.
+- ``flex_429_rate=F`` (0..1; OpenAI and Gemini): each realtime call asking the flex tier
+  (OpenAI's ``POST /openai/v1/chat/completions`` or ``/responses`` with ``service_tier:
+  "flex"``, Gemini's ``...:generateContent`` with ``serviceTier: "flex"``) is answered, with
+  probability F, by a flex capacity refusal (not billed): OpenAI's HTTP 429 ``{"error":
+  {"message": "Resource Unavailable ...", "type": "requests", "param": null, "code":
+  "resource_unavailable"}}``, Gemini's 429 ``RESOURCE_EXHAUSTED``, with the headers
+  ``retry-after-ms: 10`` and ``retry-after: 0`` so SDK retries stay fast. Drawn from the same
+  per-seed generator as ``realtime_429_rate``, after it. Read on every request.
+- ``flex_delay_seconds=S`` (seconds >= 0; OpenAI and Gemini): a flex call answers S seconds
+  late, on the emulator's clock: a `ManualClock` is advanced by S (a test's virtual time), the
+  wall clock slept. An OpenAI answer says ``service_tier: "flex"``. Read on every request.
 - ``create_delay=S`` (seconds >= 0): a batch/job create persists the job, then
   sleeps S seconds before answering: the job exists even if the client gives up
   (a create whose response is lost). Its clock starts at creation as usual.
@@ -336,8 +338,8 @@ class Faults:
         request_fail_rate: Probability that a request fails with a 429/500 line.
         http_error_rate: Probability that an API call is answered 429/500.
         realtime_429_rate: Probability that a realtime chat call is answered 429.
-        flex_429_rate: Probability that an OpenAI flex call is answered 429 (no capacity).
-        flex_delay_seconds: Seconds an OpenAI flex call takes, on the emulator's clock.
+        flex_429_rate: Probability that a flex call is answered 429 (no capacity).
+        flex_delay_seconds: Seconds a flex call takes, on the emulator's clock.
         create_delay: Seconds a create sleeps after persisting the job.
         expire: Fraction of requests done before the job expires, or None.
         all_fail: Whether every request fails with a 500 line.

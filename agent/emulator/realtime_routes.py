@@ -31,7 +31,7 @@ that error as an HTTP error in the provider's shape; a model the emulator does n
 (and Gemini's ``:streamGenerateContent``) answers 400. The knob ``realtime_429_rate=F``
 (`agent.emulator.faults`) answers a call 429 with probability F, before the body is read.
 
-OpenAI's flex tier: a call whose body asks ``service_tier: "flex"`` is answered like any other
+The flex tier (OpenAI's body ``service_tier: "flex"``, Gemini's ``serviceTier: "flex"``) is answered like any other
 but says ``service_tier: "flex"``; the knobs ``flex_429_rate=F`` (capacity refusals, 429
 ``resource_unavailable``) and ``flex_delay_seconds=S`` (slow answers, on the emulator's clock)
 make it behave as flex does.
@@ -88,6 +88,11 @@ FLEX_CODE = "resource_unavailable"
 FLEX_UNAVAILABLE = (
     "Resource Unavailable: flex processing has no capacity for this request right now. "
     "Please retry later, or use the default service tier."
+)
+# Gemini's (a RESOURCE_EXHAUSTED 429; its wording is not published).
+GEMINI_FLEX_UNAVAILABLE = (
+    "The flex service tier has no capacity for this request right now. Please retry later, "
+    "or use the standard service tier. (emulated)"
 )
 STREAM_REFUSED = (
     "stream: true is not supported by the emulator: it answers realtime calls non-streaming only."
@@ -175,17 +180,18 @@ class RealtimeRoutes:
         )
         return _flex_tier(response) if flex else response
 
-    def _flex(self, request: Request) -> bool | Response:
+    def _flex(self, request: Request, protocol: str = "openai") -> bool | Response:
         """For a flex call: the capacity refusal `flex_429_rate` draws, else wait and say True.
 
+        OpenAI asks in the body's ``service_tier``, Gemini in the request's ``serviceTier``.
         The delay is spent on the emulator's clock: a `ManualClock` is advanced (a test's
         virtual time), the wall clock slept.
         """
         try:
-            tier = request.json().get("service_tier")
+            tier = request.json().get("serviceTier" if protocol == "gemini" else "service_tier")
         except Exception:  # noqa: BLE001 (a bad body is the handler's 400)
             return False
-        if tier != "flex":
+        if str(tier).lower() != "flex":
             return False
         faults = request.faults
         if faults.flex_429_rate > 0:
@@ -193,9 +199,12 @@ class RealtimeRoutes:
                 rng = self._rngs.setdefault(faults.seed, random.Random(faults.seed))
                 refused = rng.random() < faults.flex_429_rate
             if refused:
-                response = RENDER["openai"](
-                    HttpError(429, FLEX_UNAVAILABLE, error_type="requests", code=FLEX_CODE)
-                )
+                if protocol == "gemini":
+                    # UNCONFIRMED: Google documents flex's capacity 429s, not their wording.
+                    error = HttpError(429, GEMINI_FLEX_UNAVAILABLE, error_type="RESOURCE_EXHAUSTED")
+                else:
+                    error = HttpError(429, FLEX_UNAVAILABLE, error_type="requests", code=FLEX_CODE)
+                response = RENDER[protocol](error)
                 response.headers.extend([("retry-after-ms", "10"), ("retry-after", "0")])
                 return response
         if faults.flex_delay_seconds > 0:
@@ -260,7 +269,11 @@ class RealtimeRoutes:
         """``POST /gemini/{ver}/models/{model}:generateContent``: the batch line's ``response``."""
         model = request.params["model"].removeprefix("models/")
         gemini_routes.require_served(request, model, "generateContent")
+        flex = self._flex(request, "gemini")
+        if isinstance(flex, Response):
+            return flex
         payload = request.json()
+        payload.pop("serviceTier", None)  # any tier is answered alike
         body, problem = gemini_routes.check_request(payload)
         if problem is not None:
             raise HttpError(400, problem, error_type="INVALID_ARGUMENT")

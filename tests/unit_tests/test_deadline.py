@@ -102,7 +102,7 @@ def test_bad_settings_are_refused_before_anything_is_uploaded(isolated_env: Path
     assert not [e for e in read_access_log(isolated_env) if e["method"] == "POST"]
 
 
-@pytest.mark.parametrize("provider", ["gemini", "mistral", "anthropic"])
+@pytest.mark.parametrize("provider", ["mistral", "anthropic"])
 def test_flex_is_refused_where_the_provider_has_none(isolated_env: Path, provider: str) -> None:
     with pytest.raises(InputError, match=f"'flex' is not available for {provider}"):
         _run(_records(2), provider=provider, deadline="2h", fallback="flex")
@@ -209,6 +209,30 @@ def test_flex_rides_out_capacity_429s_at_the_batch_price(
     assert any(e["status"] == 429 for e in calls)
     assert sum(e["status"] == 200 for e in calls) == len(flex)
     assert set(values["cost_by_via"]) == {"batch", "flex"}
+
+
+def test_gemini_flex_asks_for_the_flex_tier_and_rides_out_its_429s_at_the_batch_price(
+    isolated_env: Path, virtual_waits: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "BATCH_AGENT_EMULATOR_FAULTS", "flex_429_rate=0.5,flex_delay_seconds=30,seed=4"
+    )
+    values, _ = _run(_records(), provider="gemini", deadline="1h", fallback="flex")
+
+    assert values["status"] == "completed", values.get("error")
+    flex = [r for r in values["results"] if r["via"] == "flex"]
+    assert flex and all(r["status"] == "succeeded" for r in values["results"])
+    path = "/gemini/v1beta/models/gemini-2.5-flash:generateContent"
+    calls = [e for e in read_access_log(isolated_env) if e["path"] == path]
+    assert any(e["status"] == 429 for e in calls)
+    assert sum(e["status"] == 200 for e in calls) == len(flex)
+    # Flex is billed at the batch price: the same tokens cost what they cost in the batch.
+    assert set(values["cost_by_via"]) == {"batch", "flex"}
+    per_request = {
+        via: values["cost_by_via"][via] / sum(r["via"] == via for r in values["results"])
+        for via in ("batch", "flex")
+    }
+    assert per_request["flex"] == pytest.approx(per_request["batch"], rel=0.5)
 
 
 class KilledError(RuntimeError):

@@ -7,7 +7,9 @@ provider's HTTP client (the one google-genai uses), with the key read from the e
 the call only. The answer is wrapped in a responses-file line (`{"key", "response"}`; an HTTP
 error in `{"key", "error"}`) and parsed by the job's parser, so the stored result is the one a
 batch answer gives. The fallback's own backoff (`agent.fallback`) retries 429s and server
-faults. No flex tier: `langchain-google-genai` has no way to ask for one.
+faults. Flex: the request's top-level `serviceTier: "flex"`, where google-genai puts
+`GenerateContentConfig.service_tier` (`ChatGoogleGenerativeAI` has no setting for it), billed
+at the batch price, slower, and refused with a 429 when Google has no flex capacity.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def send_line(
     raw: bytes,
     parser: LineParser,
     job_id: str,
+    *,
+    flex: bool = False,
 ) -> RequestOutcome:
     """Send one input line's request in realtime and return its outcome, parsed as a result line.
 
@@ -44,10 +48,11 @@ def send_line(
     version = version or os.environ.get("GOOGLE_GENAI_API_VERSION") or "v1beta"
     name = model if model.startswith("models/") else f"models/{model}"
     url = f"{(root or DEFAULT_ROOT).rstrip('/')}/{version}/{name}:generateContent"
+    request = {**line["request"], "serviceTier": "flex"} if flex else line["request"]
     status, body, text = post_body(
         client,
         url,
-        line["request"],
+        request,
         {"x-goog-api-key": api_key},
         f"gemini realtime call for {key!r}",
     )

@@ -321,15 +321,12 @@ class GeminiProvider(BatchProvider):
         return GeminiMessageParser(model, params, spec)
 
     realtime_fallback = True
+    flex_tier = True
 
     def realtime_line(
         self, job: Job, raw: bytes, *, flex: bool = False, spec: OutputSpec | None = None
     ) -> RequestOutcome:
-        """Send a chat line through `generateContent` (no flex tier through LangChain)."""
-        if flex:
-            raise InputError(
-                "Gemini's flex tier cannot be asked for (fallback 'flex')", source=self.name
-            )
+        """Send a chat line through `generateContent` (flex: `serviceTier: "flex"`)."""
         if job_endpoint(job) == EMBEDDINGS:
             raise InputError("an embeddings job has no deadline fallback", source=self.name)
         # The key is read from the environment for this call only, as at construction.
@@ -337,7 +334,9 @@ class GeminiProvider(BatchProvider):
         root, version = split_version(sdk_base_url)
         parser = self.message_parser(job_chat_model(job), spec, job["params"])
         job_id = str(job["job_id"] or job["job_key"])
-        return send_line(self._http, root, version, api_key, job["model"], raw, parser, job_id)
+        return send_line(
+            self._http, root, version, api_key, job["model"], raw, parser, job_id, flex=flex
+        )
 
     def retrieve_model(self, model: str) -> None:
         """Get `model` (`client.models.get`): it raises for a model not served."""
