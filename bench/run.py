@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import re
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from harness import BIN, measure, start_emulator  # noqa: E402 (bench/harness.py, next to this script)
+from harness import BIN, checkpoint_stats, measure, start_emulator  # noqa: E402 (bench/harness.py, next to this script)
 
 
 def write_input(path: Path, n: int) -> None:
@@ -73,26 +72,6 @@ def status_calls(state_dir: Path, since: float) -> int:
         and e["method"] == "GET"
         and re.search(r"/batches/[^/]+$", e["path"].split("?")[0])
     )
-
-
-def checkpoint_stats(db: Path) -> tuple[int, float]:
-    """Return the database size and the mean bytes one poll step writes (its writes + checkpoint)."""
-    size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
-    with sqlite3.connect(db) as conn:
-        ordered = conn.execute(
-            "SELECT checkpoint_id, LENGTH(checkpoint) + LENGTH(metadata) FROM checkpoints ORDER BY checkpoint_id"
-        ).fetchall()
-        poll_writes = dict(
-            conn.execute(
-                "SELECT checkpoint_id, SUM(LENGTH(value)) FROM writes WHERE task_path LIKE '%, poll' GROUP BY checkpoint_id"
-            ).fetchall()
-        )
-    steps = [
-        poll_writes[cid] + ordered[i + 1][1]
-        for i, (cid, _) in enumerate(ordered[:-1])
-        if cid in poll_writes
-    ]
-    return size, (sum(steps) / len(steps)) if steps else 0.0
 
 
 def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]]:
