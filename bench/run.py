@@ -13,7 +13,9 @@ reference path against fast path (OpenAI, Mistral, Gemini). A fifth (`bench/map_
 user's three-step graph over 10,000 items with `batch-agent map` against three plain `run` calls.
 A sixth (`bench/embed_bench.py`) exports 1,000,000 stored embeddings of 1,536 dimensions to
 Parquet and `.npy` (wall, rows/s, MB/s, peak RSS; goal under 1 GiB) and runs `batch-agent embed`
-on 100,000 texts against a plain openai SDK + numpy script.
+on 100,000 texts against a plain openai SDK + numpy script. A seventh (`bench/scale_bench.py`)
+plans 10,000,000 requests and runs 1,000,000 end to end against the plain script and under an
+emulated enqueued-token quota (`--scale-sizes 20000,200000` for a quick look, `--no-scale` to skip).
 
 A second table simulates polling with a fake clock against the emulator: how many status calls a
 job of 1, 6 and 24 hours costs with the default backoff, and how late its completion is noticed.
@@ -267,6 +269,13 @@ def main() -> None:
     parser.add_argument("--no-map", action="store_true", help="skip bench/map_bench.py")
     parser.add_argument("--map-items", type=int, default=10_000, help="items of bench/map_bench.py")
     parser.add_argument("--no-embed", action="store_true", help="skip bench/embed_bench.py")
+    parser.add_argument("--no-scale", action="store_true", help="skip bench/scale_bench.py")
+    parser.add_argument(
+        "--scale-sizes",
+        default="1000000,10000000",
+        help="bench/scale_bench.py's SMALL,LARGE: end to end and quota, and planned "
+        "(20000,200000 runs in about a minute)",
+    )
     parser.add_argument(
         "--embed-vectors", type=int, default=1_000_000, help="vectors bench/embed_bench.py exports"
     )
@@ -394,6 +403,14 @@ def main() -> None:
             "[bold]embeddings: export to Parquet / .npy, and embed against plain SDK[/bold]"
         )
         embed_bench.main(["--vectors", str(args.embed_vectors), "--texts", str(args.embed_texts)])
+
+    if not args.no_scale:
+        import scale_bench  # bench/scale_bench.py, next to this script
+
+        console.print(
+            "[bold]scale: plan 10,000,000 requests; 1,000,000 end to end and under a quota[/bold]"
+        )
+        scale_bench.main(["--sizes", args.scale_sizes])
 
 
 if __name__ == "__main__":

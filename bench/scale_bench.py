@@ -190,6 +190,7 @@ def quota_rows(source: Path, n: int, base: Path) -> list[dict[str, Any]]:
                 env_extra={"BATCH_AGENT_MAX_REQUESTS_PER_JOB": str(per_job)},
             )
             emulated = list_jobs(state)
+            _, per_poll = checkpoint_stats(db)
         finally:
             process.terminate()
             process.wait()
@@ -216,6 +217,7 @@ def quota_rows(source: Path, n: int, base: Path) -> list[dict[str, Any]]:
                 "waves": waves(ran, per_request, quota),
                 "refused": sum(1 for job in emulated if job["status"] == "failed"),
                 "failed": sum(1 for job in jobs if job.get("status") == "failed"),
+                "per_poll": per_poll,
             }
         )
         shutil.rmtree(work)
@@ -277,7 +279,8 @@ def print_table(rows: list[dict[str, Any]], load: tuple[float, float]) -> None:
         elif row["row"].startswith("quota"):
             figures = (
                 f"{row['tokens']:,} tokens, quota {row['quota']:,}: {row['jobs']} jobs in "
-                f"{row['waves']} waves, {row['refused']} refused, {row['failed']} failed (goal 0)"
+                f"{row['waves']} waves, {row['refused']} refused, {row['failed']} failed (goal 0); "
+                f"{row['per_poll']:,.0f} bytes/poll step"
             )
         table.add_row(
             row["row"],
