@@ -12,8 +12,8 @@ RSS of the process):
   <= 1.3x), peak RSS (goal < 1 GiB) and bytes one poll step writes to the checkpoint database
   (goal < 20 KB; `harness.checkpoint_stats`).
 - The small size under an emulated OpenAI enqueued-token quota (`enqueued_token_limit`, 20,000,000
-  at 1,000,000 requests, scaled with the size), with prompts of 52 tokens (the emulator's count)
-  so the batch holds more than twice the quota: once with the quota learned from the provider's
+  at 1,000,000 requests, scaled with the size; job delay 20 s, so jobs meet it), with prompts of
+  50 tokens (the emulator's count) so the batch holds 2.5x the quota: once learned from the provider's
   refusal, once set with `--max-enqueued-tokens`. It reports the jobs that ran, the waves (the
   jobs in creation order, grouped into runs whose tokens fit the quota), the refused creates, the
   thread's failed jobs (goal 0) and wall.
@@ -45,8 +45,12 @@ from harness import BIN, checkpoint_stats, measure, start_emulator  # noqa: E402
 # and the per-job request cap (OpenAI's 50,000), so they run the same number of jobs and waves.
 QUOTA_PER_REQUEST = 20
 JOBS_AT_ANY_SIZE = 20
-# 49 words: the emulator counts 3 + words per message, 52 tokens, 2.6x the quota in all.
+# "ticket N says: " and 44 words: the emulator counts 3 + words per message, 50 tokens, 2.5x the
+# quota in all.
 LONG_PROMPT = " ".join(["word"] * 44)
+# Under the quota, jobs run 20 s: longer than it takes to upload the jobs that fill the quota,
+# so they meet it (with 1 s, each job ends before the next few are uploaded).
+QUOTA_JOB_DELAY = "20"
 
 
 def write_input(path: Path, n: int, *, long: bool = False) -> int:
@@ -179,7 +183,9 @@ def quota_rows(source: Path, n: int, base: Path) -> list[dict[str, Any]]:
     rows = []
     for mode, extra in (("learned", ()), ("configured", ("--max-enqueued-tokens", str(quota)))):
         state = base / f"emulator-quota-{mode}"
-        process, url = start_emulator(state, "1", faults=f"enqueued_token_limit={quota}")
+        process, url = start_emulator(
+            state, QUOTA_JOB_DELAY, faults=f"enqueued_token_limit={quota}"
+        )
         work = base / f"quota-{mode}"
         try:
             wall, rss, db = agent_run(
@@ -224,28 +230,32 @@ def quota_rows(source: Path, n: int, base: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def measure_all(small: int, large: int, base: Path) -> list[dict[str, Any]]:
-    """Run every scale row: plan at both sizes, end to end and under the quota at `small`."""
+def measure_all(small: int, large: int, base: Path, kinds: set[str]) -> list[dict[str, Any]]:
+    """Run the scale rows of `kinds`: plan at both sizes, end to end and under the quota at `small`."""
     from rich.console import Console
 
     console = Console()
     rows = []
-    for n in (small, large):
+    for n in (small, large) if "plan" in kinds else ():
         source = base / f"plan-{n}.jsonl"
         console.print(f"[bold]scale: writing {n:,} requests...[/bold]")
         size = write_input(source, n)
         console.print(f"[bold]scale: plan of {n:,} requests ({size / 2**20:,.0f} MiB)...[/bold]")
         rows.append({**plan_row(source, n, base / f"plan-{n}"), "bytes": size})
-        if n != small:
-            source.unlink()
-    source = base / f"plan-{small}.jsonl"
-    console.print(f"[bold]scale: {small:,} requests end to end, baseline and batch-agent...[/bold]")
-    rows += end_to_end_rows(source, small, base)
-    source.unlink()
-    source = base / f"long-{small}.jsonl"
-    write_input(source, small, long=True)
-    console.print(f"[bold]scale: {small:,} requests under an enqueued-token quota...[/bold]")
-    rows += quota_rows(source, small, base)
+        source.unlink()
+    if "e2e" in kinds:
+        source = base / f"plan-{small}.jsonl"
+        write_input(source, small)
+        console.print(
+            f"[bold]scale: {small:,} requests end to end, baseline and batch-agent[/bold]"
+        )
+        rows += end_to_end_rows(source, small, base)
+        source.unlink()
+    if "quota" in kinds:
+        source = base / f"long-{small}.jsonl"
+        write_input(source, small, long=True)
+        console.print(f"[bold]scale: {small:,} requests under an enqueued-token quota...[/bold]")
+        rows += quota_rows(source, small, base)
     return rows
 
 
@@ -255,7 +265,7 @@ def print_table(rows: list[dict[str, Any]], load: tuple[float, float]) -> None:
     from rich.table import Table
 
     table = Table(
-        title=f"scale (emulator over loopback, job delay 1 s; load average {load[0]:.1f} "
+        title=f"scale (emulator over loopback, job delay 1 s, 20 s under the quota; load average {load[0]:.1f} "
         f"before, {load[1]:.1f} after)"
     )
     for column in ("row", "requests", "wall s", "req/s", "peak RSS MiB", "figures"):
@@ -303,12 +313,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         help="SMALL,LARGE: the end-to-end and quota size (also planned), and the planned size",
     )
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument(
+        "--rows", default="plan,e2e,quota", help="which rows to run (default: all three kinds)"
+    )
     args = parser.parse_args(argv)
     small, large = (int(s) for s in args.sizes.split(","))
     before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="batch-agent-scale-") as tmp:
         started = time.perf_counter()
-        rows = measure_all(small, large, Path(tmp))
+        rows = measure_all(small, large, Path(tmp), set(args.rows.split(",")))
     print(f"scale rows took {time.perf_counter() - started:.0f} s")
     print_table(rows, (before, os.getloadavg()[0]))
     if args.json:
