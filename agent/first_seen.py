@@ -8,7 +8,9 @@ in front of the table answers "certainly new" for almost every new key without t
 only the keys the filter cannot rule out are looked up in SQLite. The answer is exact either way:
 the filter only decides whether the table is asked.
 
-Memory is the dict (at most `memory_keys` entries) plus the filter, whatever the number of keys.
+Memory is the dict (at most `memory_keys` entries), the filter and SQLite's 16 MiB page cache,
+whatever the number of keys. The spill file goes to `directory` (default: `TMPDIR`): at
+10,000,000 keys, a few hundred MB.
 """
 
 from __future__ import annotations

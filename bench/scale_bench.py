@@ -18,7 +18,7 @@ RSS of the process):
   jobs in creation order, grouped into runs whose tokens fit the quota), the refused creates, the
   thread's failed jobs (goal 0) and wall.
 
-    python bench/scale_bench.py                          # 1,000,000 and 10,000,000 (~20 min)
+    python bench/scale_bench.py                          # 1,000,000 and 10,000,000 (~15 min)
     python bench/scale_bench.py --sizes 20000,200000     # a developer's minute
 """
 
