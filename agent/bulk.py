@@ -48,6 +48,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,8 @@ ROOT = "batch_agent"
 JOBS_INDEX = "batch_agent_jobs"
 PAGE_SIZE = 1000
 ID_PAGE_SIZE = 10_000
+# Pages of ids written per store batch: bounded memory (100,000 ids) for any number of ids.
+PUT_PAGES = 10
 
 
 class MissingStoreError(RuntimeError):
@@ -109,17 +112,28 @@ class ThreadData:
 
     # ----------------------------------------------------------------- ids
 
-    def put_ids(self, ids: list[str], *parts: str) -> int:
-        """Store `ids` in pages under `parts`; return the number of pages."""
+    def put_ids(self, ids: Iterable[str], *parts: str) -> int:
+        """Store `ids` in pages under `parts`; return the number of pages.
+
+        `ids` is read once, a page at a time (a plan spools 10,000,000 ids to a file rather than
+        a list): memory holds `PUT_PAGES` pages, whatever the count.
+        """
+        return self._put_pages(self.namespace(*parts), "ids", ids)
+
+    def _put_pages(self, namespace: tuple[str, ...], name: str, values: Iterable[Any]) -> int:
         from langgraph.store.base import PutOp
 
-        namespace = self.namespace(*parts)
-        ops = [
-            PutOp(namespace, page_key(n), {"ids": ids[start : start + ID_PAGE_SIZE]})
-            for n, start in enumerate(range(0, len(ids), ID_PAGE_SIZE))
-        ]
+        ops: list[PutOp] = []
+        pages = 0
+        iterator = iter(values)
+        while page := list(islice(iterator, ID_PAGE_SIZE)):
+            ops.append(PutOp(namespace, page_key(pages), {name: page}))
+            pages += 1
+            if len(ops) == PUT_PAGES:
+                _put_all(self.store, ops)
+                ops = []
         _put_all(self.store, ops)
-        return len(ops)
+        return pages
 
     def iter_ids(self, count: int, *parts: str) -> Iterator[str]:
         """Yield `count` ids stored under `parts`, in order."""
@@ -270,16 +284,12 @@ class ThreadData:
             if text:
                 yield from (line.encode() for line in text.split("\n"))
 
-    def put_duplicates(self, pairs: list[tuple[str, str]]) -> None:
-        """Store `(request id, original id)` pairs of requests answered from an identical one."""
-        from langgraph.store.base import PutOp
+    def put_duplicates(self, pairs: Iterable[tuple[str, str] | list[str]]) -> None:
+        """Store `(request id, original id)` pairs of requests answered from an identical one.
 
-        namespace = self.namespace("duplicates")
-        ops = [
-            PutOp(namespace, page_key(n), {"pairs": pairs[start : start + ID_PAGE_SIZE]})
-            for n, start in enumerate(range(0, len(pairs), ID_PAGE_SIZE))
-        ]
-        _put_all(self.store, ops)
+        Read once, a page at a time, like `put_ids`.
+        """
+        self._put_pages(self.namespace("duplicates"), "pairs", (list(pair) for pair in pairs))
 
     def duplicates_by_original(self, count: int) -> dict[str, list[str]]:
         """Return original id -> ids of the `count` stored duplicates that take its answer."""

@@ -477,7 +477,10 @@ def route_after_submit(
     if runtime.context.max_wait_seconds > 0:
         return "wait"
     # Identical input re-sent to a thread that is already being polled: poll as a resume would.
-    return "poll" if state.get("polls", 0) > 0 else "schedule"
+    # So too when intents wait for quota: only a poll that sees jobs end sends the next wave,
+    # and a run that waits outside the graph (`run --wait`) comes back through submit each time.
+    waiting = any(pending_intent(job) for job in jobs)
+    return "poll" if waiting or state.get("polls", 0) > 0 else "schedule"
 
 
 def route_after_check(

@@ -35,6 +35,8 @@ from agent.bulk import ThreadData
 from agent.context import Context
 from agent.endpoints import CHAT, EMBEDDINGS, Endpoint, job_endpoint
 from agent.estimate import JobTokens, TokenCounter, check_budget, price_plan
+from agent.first_seen import FirstSeen
+from agent.id_spool import IdSpool
 from agent.providers import provider_for_job, resolve_provider
 from agent.providers.base import BatchProvider, ProviderLimits, job_chat_model
 from agent.providers.params import check_context_params, check_request_params
@@ -187,31 +189,51 @@ def job_key(thread_id: str, request_hash: str, attempt: int, part: int) -> str:
     return hashlib.sha256(f"{thread_id}|{request_hash}|{attempt}|{part}".encode()).hexdigest()[:32]
 
 
+def _counted() -> IdSpool:
+    return IdSpool(None)
+
+
 @dataclass
 class PlannedJob:
-    """One job of a plan: its model, requests and the built input file."""
+    """One job of a plan: its model, requests (ids spooled to a file) and the built input file.
+
+    A plan made with `spool=False` keeps neither file: only the counts, bytes and tokens.
+    """
 
     part: int
     model: str
-    request_ids: list[str] = field(default_factory=list)
+    ids: IdSpool = field(default_factory=_counted)
+    """The job's request ids, in input order (`iter_request_ids`)."""
     input_bytes: int = 0
     path: Path | None = None
     tokens: JobTokens | None = None
     """The job's estimated input tokens and output cap (`agent.estimate`)."""
     _handle: IO[bytes] | None = None
 
+    @property
+    def request_count(self) -> int:
+        """Return how many requests the job holds."""
+        return self.ids.count
+
+    def iter_request_ids(self) -> Iterator[str]:
+        """Yield the job's request ids in input order (read back from its spool file)."""
+        return iter(self.ids)
+
     def add(self, request_id: str, line: bytes) -> None:
-        """Append one built line."""
-        assert self._handle is not None
-        self._handle.write(line)
-        self.request_ids.append(request_id)
+        """Append one built line (only counted when the plan builds no files)."""
+        if self._handle is not None:
+            self._handle.write(line)
+        self.ids.add(request_id)
         self.input_bytes += len(line)
 
     def close(self) -> None:
-        """Close the spool file (the last buffered write may fail here: a full disk)."""
+        """Close the spool files (the last buffered write may fail here: a full disk)."""
         handle, self._handle = self._handle, None
-        if handle is not None:
-            handle.close()
+        try:
+            if handle is not None:
+                handle.close()
+        finally:
+            self.ids.close()
 
 
 @dataclass
@@ -219,10 +241,12 @@ class Plan:
     """A checked request set, split into jobs with their input files built."""
 
     request_hash: str
-    request_ids: list[str]
+    ids: IdSpool
+    """Every request id in input order (`iter_request_ids`), duplicates included."""
     jobs: list[PlannedJob]
-    duplicates: list[tuple[str, str]] = field(default_factory=list)
-    """`(request id, id of the earlier request with the same body)`: sent once, answered for both."""
+    duplicates: IdSpool = field(default_factory=_counted)
+    """`[request id, id of the earlier request with the same body]` pairs (`iter_duplicates`):
+    sent once, answered for both."""
     duplicate_tokens: dict[str, JobTokens] = field(default_factory=dict)
     """Per model, the tokens the duplicates would have cost (for the plan's saving estimate)."""
     chat_model: str = ""
@@ -233,6 +257,28 @@ class Plan:
     params: dict[str, Any] = field(default_factory=dict)
     """The settings of the model object every job records (`Job.params`): the run's, with what
     pins the endpoint."""
+
+    @property
+    def request_count(self) -> int:
+        """Return how many requests the set holds, duplicates included."""
+        return self.ids.count
+
+    @property
+    def duplicate_count(self) -> int:
+        """Return how many requests are answered from an identical earlier one."""
+        return self.duplicates.count
+
+    def iter_request_ids(self) -> Iterator[str]:
+        """Yield every request id in input order (read back from the plan's spool file).
+
+        Raises:
+            ValueError: The plan was made with `spool=False` (it kept only counts).
+        """
+        return iter(self.ids)
+
+    def iter_duplicates(self) -> Iterator[tuple[str, str]]:
+        """Yield `(request id, original id)` for every duplicate, in input order."""
+        return ((copy_id, original) for copy_id, original in self.duplicates)
 
     def duplicate_summary(self) -> list[dict[str, Any]]:
         """Return the duplicates per model as plan-like entries (to price what they save)."""
@@ -253,15 +299,23 @@ class Plan:
             {
                 "part": j.part,
                 "model": j.model,
-                "requests": len(j.request_ids),
+                "requests": j.request_count,
                 "bytes": j.input_bytes,
                 **(j.tokens.summary() if j.tokens else {}),
             }
             for j in self.jobs
         ]
 
+    def drop_id_spools(self) -> None:
+        """Delete the spooled ids and duplicates (once the store holds them); keep input files."""
+        self.ids.discard()
+        self.duplicates.discard()
+        for job in self.jobs:
+            job.ids.discard()
+
     def discard(self) -> None:
-        """Delete the spool files (a dry run, or a plan that was refused)."""
+        """Delete every spool file (a dry run, or a plan that was refused)."""
+        self.drop_id_spools()
         for job in self.jobs:
             try:
                 job.close()
@@ -279,8 +333,14 @@ def plan_requests(
     spec: OutputSpec | None = None,
     exact_tokens: bool = True,
     endpoint: Endpoint = CHAT,
+    spool: bool = True,
 ) -> Plan:
     """Check the request set and split it into jobs, building each job's input file.
+
+    The ids, each job's ids and the duplicates go to spool files, not lists, and the dedupe
+    map spills to disk past half a million bodies (`agent.first_seen`), so memory stays
+    bounded at 10,000,000 requests. `spool=False` (`batch-agent plan`, dry runs) builds and
+    checks every line but keeps nothing: only counts, bytes, tokens and the hash.
 
     `endpoint` is what the requests call (`agent.endpoints`): embeddings requests are texts,
     each built into the body its provider's LangChain embeddings class sends for it.
@@ -326,19 +386,25 @@ def plan_requests(
     first_for_model: dict[str, BatchRequest] = {}
     filling: dict[str, PlannedJob] = {}
     jobs: list[PlannedJob] = []
-    ids: list[str] = []
+
+    def spooled(name: str) -> IdSpool:
+        return IdSpool(directory / f"plan-{token}-{name}.jsonl" if spool else None)
+
+    # Opened in the try below, where a spool directory that cannot be written is named.
+    ids = duplicates = _counted()
     digest = hashlib.sha256()
-    # Body digest -> first request id with that body. 16-byte keys: ~100 bytes per request.
-    first_with_body: dict[bytes, str] | None = {} if context.dedupe else None
-    duplicates: list[tuple[str, str]] = []
+    # Body digest -> first request id with that body (16-byte keys), bounded memory at any size.
+    first_with_body = FirstSeen() if context.dedupe else None
     duplicate_tokens: dict[str, JobTokens] = {}
     request: BatchRequest | None = None
     # An embedding has no output tokens: its estimate is exact (0), not open-ended.
     output_cap = 0 if embeddings else context.max_tokens
     try:
+        ids = spooled("ids")
+        duplicates = spooled("duplicates")
         for request in requests:
             update_hash(digest, request)
-            ids.append(request.id)
+            ids.add(request.id)
             model = request.model or chat_model
             if build is None:
                 # Built and tried once, parser included, so a library that changed under us
@@ -382,7 +448,7 @@ def plan_requests(
                 if body_key is not None:
                     original = first_with_body.setdefault(body_key, request.id)
                     if original != request.id:
-                        duplicates.append((request.id, original))
+                        duplicates.add((request.id, original))
                         if model not in duplicate_tokens:
                             duplicate_tokens[model] = JobTokens(counter, output_cap)
                         duplicate_tokens[model].add(request)
@@ -391,7 +457,7 @@ def plan_requests(
             tokens = counter.count(request)
             if (
                 job is None
-                or len(job.request_ids) >= limits.max_requests
+                or job.request_count >= limits.max_requests
                 or job.input_bytes + len(line) > limits.max_file_bytes
                 or (
                     # A job over the in-flight token quota would be refused even alone.
@@ -405,11 +471,12 @@ def plan_requests(
                 job = PlannedJob(
                     part=len(jobs),
                     model=model,
-                    path=directory / f"plan-{token}-{len(jobs)}.jsonl",
+                    ids=spooled(f"{len(jobs)}-ids"),
+                    path=directory / f"plan-{token}-{len(jobs)}.jsonl" if spool else None,
                     tokens=JobTokens(counter, output_cap),
                 )
-                assert job.path is not None
-                job._handle = job.path.open("wb")
+                if job.path is not None:
+                    job._handle = job.path.open("wb")
                 filling[model] = job
                 jobs.append(job)
             job.add(request.id, line)
@@ -417,12 +484,14 @@ def plan_requests(
             job.tokens.add(request, tokens)
         for job in jobs:
             job.close()
+        ids.close()
+        duplicates.close()
         # Last, once every line was checked here: the only check that asks the provider.
         for model, first in first_for_model.items():
             request = first
             check_model(provider, model, first, context)
     except BaseException as exc:
-        Plan("", ids, jobs).discard()
+        Plan("", ids, jobs, duplicates).discard()
         if isinstance(exc, InputError) and request is not None:
             # The checks above (and the line builders) know the request, not where it was read.
             located = exc.located_at(request)
@@ -434,10 +503,13 @@ def plan_requests(
             # A write to the spool (a full disk's ENOSPC names no file): say which directory.
             raise StorageError.spool(exc, directory) from None
         raise
+    finally:
+        if first_with_body is not None:
+            first_with_body.close()
     finish_hash(digest, spec)
     return Plan(
         request_hash=digest.hexdigest(),
-        request_ids=ids,
+        ids=ids,
         jobs=jobs,
         duplicates=duplicates,
         duplicate_tokens=duplicate_tokens,
@@ -496,7 +568,7 @@ def intents_for(plan: Plan, provider: BatchProvider, context: Context, thread_id
             attempt=1,
             model=planned.model,
             params=plan.params,
-            request_count=len(planned.request_ids),
+            request_count=planned.request_count,
             chat_model=plan.chat_model,
             endpoint=plan.endpoint,
         )
@@ -699,6 +771,8 @@ def plan_batch(
         # Exact token counts where the budget or a plan needs them; else the cheap heuristic.
         exact_tokens=bool(state.get("dry_run")) or ctx.max_cost is not None,
         endpoint=endpoint,
+        # A dry run builds nothing to keep: counts, tokens and cost only.
+        spool=not state.get("dry_run"),
     )
     try:
         summary, estimate = price_plan(plan.summary(), provider.name, ctx.price_override)
@@ -722,18 +796,23 @@ def plan_batch(
         }
     intents = intents_for(plan, provider, ctx, thread_id)
     data = ThreadData(store, thread_id)
-    data.put_ids(plan.request_ids, "request_ids")
-    for planned, intent in zip(plan.jobs, intents, strict=True):
-        data.put_ids(planned.request_ids, "jobs", intent["job_key"])
-    data.put_duplicates(plan.duplicates)
+    try:
+        # Streamed from the plan's spool files into store pages: no list of every id.
+        data.put_ids(plan.iter_request_ids(), "request_ids")
+        for planned, intent in zip(plan.jobs, intents, strict=True):
+            data.put_ids(planned.iter_request_ids(), "jobs", intent["job_key"])
+        data.put_duplicates(plan.iter_duplicates())
+    finally:
+        # The input files stay for submit; the ids live in the store now (or are re-planned).
+        plan.drop_id_spools()
     # Every request is pending, duplicates too (answered at collect, from their originals).
-    total = sum(intent["request_count"] for intent in intents) + len(plan.duplicates)
+    total = sum(intent["request_count"] for intent in intents) + plan.duplicate_count
     counts = Counts(total=total, succeeded=0, failed=0, pending=total)
     return {
-        "request_count": len(plan.request_ids),
+        "request_count": plan.request_count,
         # The plan's: chat may have become OpenAI's Responses API (`choose_endpoint`).
         "endpoint": plan.endpoint,
-        "duplicate_count": len(plan.duplicates),
+        "duplicate_count": plan.duplicate_count,
         "dedup": dedup,
         "request_hash": plan.request_hash,
         "source_fingerprint": _source_fingerprint(state),
@@ -751,11 +830,11 @@ def plan_batch(
 
 def dedup_estimate(plan: Plan, provider: str, ctx: Context) -> Dedup | None:
     """Price what the plan's duplicates would have cost: the estimated saving of sending each once."""
-    if not plan.duplicates:
+    if not plan.duplicate_count:
         return None
     _, saved = price_plan(plan.duplicate_summary(), provider, ctx.price_override)
     return Dedup(
-        requests=len(plan.duplicates),
+        requests=plan.duplicate_count,
         estimated_batch_usd=saved["batch_usd"],
         saved_batch_usd=None,
         saved_realtime_usd=None,

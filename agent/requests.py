@@ -24,6 +24,8 @@ from typing import Any, Final, Protocol
 
 import orjson
 
+from agent.first_seen import FirstSeen
+
 MAX_ID_LENGTH = 64
 ALLOWED_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 CHAT_COMPLETIONS_URL: Final = "/v1/chat/completions"
@@ -156,20 +158,22 @@ def iter_validated(records: Iterable[tuple[int, Any]], *, source: str) -> Iterat
         InputError: On the first invalid record or duplicate id (raised when reached), or
             when there are no records at all.
     """
-    first_line: dict[str, int] = {}
-    for line, record in records:
-        request = _validate_record(record, source=source, line=line)
-        if request.id in first_line:
-            raise InputError(
-                f"duplicate id, first used on line {first_line[request.id]}",
-                source=source,
-                line=line,
-                request_id=request.id,
-            )
-        first_line[request.id] = line
-        yield request
-    if not first_line:
-        raise InputError("no requests: the input is empty", source=source)
+    # Id -> the line it was first used on; bounded memory at any size (`agent.first_seen`).
+    with FirstSeen() as first_line:
+        for line, record in records:
+            request = _validate_record(record, source=source, line=line)
+            here = str(line)
+            first = first_line.setdefault(request.id, here)
+            if first != here:
+                raise InputError(
+                    f"duplicate id, first used on line {first}",
+                    source=source,
+                    line=line,
+                    request_id=request.id,
+                )
+            yield request
+        if not len(first_line):
+            raise InputError("no requests: the input is empty", source=source)
 
 
 def iter_with_system_prompt(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,23 +20,34 @@ BIN = Path(sys.executable).parent
 
 
 def measure(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
-    """Run `cmd`; return (wall seconds, peak RSS in MiB of that process tree's largest member)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    stderr = process.stderr.read().decode() if process.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{stderr[-2000:]}")
+    """Run `cmd`; return (wall seconds, peak RSS in MiB of that process tree's largest member).
+
+    Its stderr goes to a temporary file, not a pipe: a long `run --wait` (quota waits) writes
+    more progress than a pipe holds, and a pipe nobody reads until the end would block it.
+    """
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            errors.seek(0)
+            stderr = errors.read().decode(errors="replace")
+            raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{stderr[-2000:]}")
     return wall, usage.ru_maxrss / 1024
 
 
-def start_emulator(state_dir: Path, delay: str) -> tuple[subprocess.Popen[str], str]:
-    """Start `batch-agent emulator serve` on a free loopback port; return it and its URL."""
+def start_emulator(
+    state_dir: Path, delay: str, faults: str = ""
+) -> tuple[subprocess.Popen[str], str]:
+    """Start `batch-agent emulator serve` on a free loopback port; return it and its URL.
+
+    `faults` is its `BATCH_AGENT_EMULATOR_FAULTS` (e.g. a quota: `enqueued_token_limit=N`).
+    """
     env = {**os.environ, "BATCH_AGENT_EMULATOR_DELAY": delay}
     env.pop("BATCH_AGENT_EMULATOR_FAULTS", None)
+    if faults:
+        env["BATCH_AGENT_EMULATOR_FAULTS"] = faults
     process = subprocess.Popen(
         [str(BIN / "batch-agent"), "emulator", "serve", "--port", "0", "--dir", str(state_dir)],
         env=env,
@@ -46,3 +59,23 @@ def start_emulator(state_dir: Path, delay: str) -> tuple[subprocess.Popen[str], 
     if not match:
         raise RuntimeError("the emulator did not start")
     return process, match.group(1)
+
+
+def checkpoint_stats(db: Path) -> tuple[int, float]:
+    """Return the database size and the mean bytes one poll step writes (its writes + checkpoint)."""
+    size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+    with sqlite3.connect(db) as conn:
+        ordered = conn.execute(
+            "SELECT checkpoint_id, LENGTH(checkpoint) + LENGTH(metadata) FROM checkpoints ORDER BY checkpoint_id"
+        ).fetchall()
+        poll_writes = dict(
+            conn.execute(
+                "SELECT checkpoint_id, SUM(LENGTH(value)) FROM writes WHERE task_path LIKE '%, poll' GROUP BY checkpoint_id"
+            ).fetchall()
+        )
+    steps = [
+        poll_writes[cid] + ordered[i + 1][1]
+        for i, (cid, _) in enumerate(ordered[:-1])
+        if cid in poll_writes
+    ]
+    return size, (sum(steps) / len(steps)) if steps else 0.0

@@ -13,7 +13,9 @@ reference path against fast path (OpenAI, Mistral, Gemini). A fifth (`bench/map_
 user's three-step graph over 10,000 items with `batch-agent map` against three plain `run` calls.
 A sixth (`bench/embed_bench.py`) exports 1,000,000 stored embeddings of 1,536 dimensions to
 Parquet and `.npy` (wall, rows/s, MB/s, peak RSS; goal under 1 GiB) and runs `batch-agent embed`
-on 100,000 texts against a plain openai SDK + numpy script.
+on 100,000 texts against a plain openai SDK + numpy script. A seventh (`bench/scale_bench.py`)
+plans 10,000,000 requests and runs 1,000,000 end to end against the plain script and under an
+emulated enqueued-token quota (`--scale-sizes 20000,200000` for a quick look, `--no-scale` to skip).
 
 A second table simulates polling with a fake clock against the emulator: how many status calls a
 job of 1, 6 and 24 hours costs with the default backoff, and how late its completion is noticed.
@@ -28,7 +30,6 @@ import argparse
 import json
 import os
 import re
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from harness import BIN, measure, start_emulator  # noqa: E402 (bench/harness.py, next to this script)
+from harness import BIN, checkpoint_stats, measure, start_emulator  # noqa: E402 (bench/harness.py, next to this script)
 
 
 def write_input(path: Path, n: int) -> None:
@@ -73,26 +74,6 @@ def status_calls(state_dir: Path, since: float) -> int:
         and e["method"] == "GET"
         and re.search(r"/batches/[^/]+$", e["path"].split("?")[0])
     )
-
-
-def checkpoint_stats(db: Path) -> tuple[int, float]:
-    """Return the database size and the mean bytes one poll step writes (its writes + checkpoint)."""
-    size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
-    with sqlite3.connect(db) as conn:
-        ordered = conn.execute(
-            "SELECT checkpoint_id, LENGTH(checkpoint) + LENGTH(metadata) FROM checkpoints ORDER BY checkpoint_id"
-        ).fetchall()
-        poll_writes = dict(
-            conn.execute(
-                "SELECT checkpoint_id, SUM(LENGTH(value)) FROM writes WHERE task_path LIKE '%, poll' GROUP BY checkpoint_id"
-            ).fetchall()
-        )
-    steps = [
-        poll_writes[cid] + ordered[i + 1][1]
-        for i, (cid, _) in enumerate(ordered[:-1])
-        if cid in poll_writes
-    ]
-    return size, (sum(steps) / len(steps)) if steps else 0.0
 
 
 def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]]:
@@ -288,6 +269,13 @@ def main() -> None:
     parser.add_argument("--no-map", action="store_true", help="skip bench/map_bench.py")
     parser.add_argument("--map-items", type=int, default=10_000, help="items of bench/map_bench.py")
     parser.add_argument("--no-embed", action="store_true", help="skip bench/embed_bench.py")
+    parser.add_argument("--no-scale", action="store_true", help="skip bench/scale_bench.py")
+    parser.add_argument(
+        "--scale-sizes",
+        default="1000000,10000000",
+        help="bench/scale_bench.py's SMALL,LARGE: end to end and quota, and planned "
+        "(20000,200000 runs in about a minute)",
+    )
     parser.add_argument(
         "--embed-vectors", type=int, default=1_000_000, help="vectors bench/embed_bench.py exports"
     )
@@ -415,6 +403,14 @@ def main() -> None:
             "[bold]embeddings: export to Parquet / .npy, and embed against plain SDK[/bold]"
         )
         embed_bench.main(["--vectors", str(args.embed_vectors), "--texts", str(args.embed_texts)])
+
+    if not args.no_scale:
+        import scale_bench  # bench/scale_bench.py, next to this script
+
+        console.print(
+            "[bold]scale: plan 10,000,000 requests; 1,000,000 end to end and under a quota[/bold]"
+        )
+        scale_bench.main(["--sizes", args.scale_sizes])
 
 
 if __name__ == "__main__":

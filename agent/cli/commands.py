@@ -436,6 +436,7 @@ def plan(
         context=context,
         spec=spec,
         endpoint=EMBEDDINGS if embed else CHAT,
+        spool=False,  # nothing is uploaded: build and check every line, keep only counts
     )
     checked.discard()
     summary, estimate = price_plan(checked.summary(), chosen.name, context.price_override)
@@ -456,7 +457,7 @@ def plan(
             "provider_max_requests": chosen.limits.max_requests,
             "provider_max_file_bytes": chosen.limits.max_file_bytes,
         },
-        "requests": len(checked.request_ids),
+        "requests": checked.request_count,
         "bytes": sum(j["bytes"] for j in summary),
         "jobs": summary,
         "dedup": dedup,

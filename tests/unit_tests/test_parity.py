@@ -342,7 +342,7 @@ def test_a_request_naming_its_model_keeps_the_run_models_rules(
         by_model = {job.model: job for job in plan.jobs}
         assert sorted(by_model) == sorted({run_model, request_model})
         own = by_model[request_model]
-        assert own.path is not None and own.request_ids == ["own"]
+        assert own.path is not None and list(own.iter_request_ids()) == ["own"]
         (line,) = [json.loads(raw) for raw in own.path.read_bytes().splitlines()]
         assert line.get("body", line.get("params", line.get("request"))) == realtime_body
         assert realtime_body.get("model", request_model) == request_model

@@ -20,7 +20,7 @@ from rich.console import Console
 
 from agent.cli.render import status_renderables, status_report
 from agent.context import Context
-from agent.emulator import list_jobs
+from agent.emulator import ManualClock, list_jobs
 from agent.emulator.answers import prompt_token_count
 from agent.graph import build_graph
 from agent.quotas import Waves, blocking, budget_for
@@ -112,6 +112,34 @@ def test_a_configured_budget_sends_waves_that_fit_and_the_provider_refuses_none(
     assert "waiting for quota" in shown and "max_enqueued_tokens" in shown
     # Once every job is sent, none says it waits.
     assert all(job["waiting_for"] is None for job in status_report("waves", values)["jobs"])
+
+
+@pytest.mark.usefixtures("room_for_two_jobs")
+def test_runs_that_do_not_wait_in_the_graph_poll_while_intents_wait_for_quota(
+    emulator_clock: ManualClock,
+) -> None:
+    # As `batch-agent run --wait` drives a thread: every invocation returns at once (no wait in
+    # the graph) and the loop pauses between them. Intents that wait must not stop the polling.
+    dry, _ = _dry_run()
+    estimate = max(part["input_tokens"] for part in dry["plan"])
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config: dict[str, Any] = {"configurable": {"thread_id": "waves"}}
+    ctx = Context(
+        provider="openai",
+        max_requests_per_job=PER_JOB,
+        max_wait_seconds=0,
+        max_enqueued_tokens=2 * estimate,
+    )
+    graph.invoke({"requests": RECORDS}, config, context=ctx)
+    for _ in range(60):
+        if graph.get_state(config).values.get("status") in {"completed", "failed", "error"}:
+            break
+        emulator_clock.advance(0.5)
+        graph.invoke({}, config, context=ctx)
+    values = dict(graph.get_state(config).values)
+    assert values["status"] == "completed", values.get("error")
+    _answered_once(values)
+    assert [job for job in list_jobs() if job["status"] == "failed"] == []
 
 
 def _dry_run() -> tuple[dict[str, Any], None]:

@@ -47,7 +47,7 @@ def test_120k_requests_with_a_50k_cap_plan_three_jobs(tmp_path: Path) -> None:
         assert first.path is not None and first.path.stat().st_size == first.input_bytes
         with first.path.open("rb") as fh:
             assert json.loads(fh.readline())["custom_id"] == "r000000"
-        assert plan.jobs[2].request_ids[-1] == "r119999"
+        assert list(plan.jobs[2].iter_request_ids())[-1] == "r119999"
     finally:
         plan.discard()
     assert read_access_log() == []  # planning uploads nothing
@@ -255,3 +255,40 @@ def test_a_status_check_update_patches_each_record_into_what_the_check_made() ->
         before[2],
         record("e"),
     ]
+
+
+def test_a_count_only_plan_keeps_no_files_and_a_spooled_plan_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.first_seen
+
+    # Ids and bodies spill to disk after 100 keys (a real plan: after half a million).
+    monkeypatch.setattr(agent.first_seen, "DEFAULT_MEMORY_KEYS", 100)
+    source = tmp_path / "in.jsonl"
+    with source.open("w") as fh:
+        for i in range(1_000):  # every fourth request repeats the body of one 500 earlier
+            prompt = f"classify item {i - 500 if i >= 500 and i % 4 == 0 else i}"
+            fh.write(json.dumps({"id": f"r{i:04d}", "prompt": prompt}) + "\n")
+    spool = tmp_path / "spool"  # the conftest's BATCH_AGENT_SPOOL_DIR
+    ctx = Context(provider="emulator", max_requests_per_job=400)
+    provider = resolve_provider(ctx)
+    counted = plan_requests(iter_file_requests(source), provider=provider, context=ctx, spool=False)
+    assert not list(spool.iterdir())  # `plan`: nothing built, nothing kept
+    with pytest.raises(ValueError, match="spool=False"):
+        next(counted.iter_request_ids())
+    plan = plan_requests(iter_file_requests(source), provider=provider, context=ctx)
+    try:
+        # The same jobs, bytes and hash either way.
+        assert counted.summary() == plan.summary() and counted.request_hash == plan.request_hash
+        assert (plan.request_count, plan.duplicate_count) == (1_000, 125)
+        assert [j.request_count for j in plan.jobs] == [400, 400, 75]
+        assert list(plan.iter_request_ids()) == [f"r{i:04d}" for i in range(1_000)]
+        assert next(plan.iter_duplicates()) == ("r0500", "r0000")
+        assert list(plan.iter_duplicates())[-1] == ("r0996", "r0496")
+        job_ids = [i for job in plan.jobs for i in job.iter_request_ids()]
+        assert len(job_ids) == 875 and "r0500" not in job_ids and "r0501" in job_ids
+        plan.drop_id_spools()  # what plan_batch does once the store holds the ids
+        assert sorted(p.name.count("ids") for p in spool.iterdir()) == [0, 0, 0]
+    finally:
+        plan.discard()
+    assert not list(spool.iterdir())
