@@ -638,7 +638,6 @@ def new_intent(
         provider=provider.name,
         job_id=None,
         model=model,
-        chat_model=chat_model or model,
         params=params,
         request_count=request_count,
         input_bytes=0,
@@ -649,7 +648,6 @@ def new_intent(
         emulated=provider.emulated,
         # Never the password of an authenticating endpoint: `provider_for_job` asks the run for it.
         base_url=redact_url(provider.base_url),
-        organization=provider.organization,
         provider_status="",
         status="intent",
         counts=Counts(total=request_count, succeeded=0, failed=0, pending=request_count),
@@ -658,8 +656,13 @@ def new_intent(
         errors=[],
         terminal_since=None,
     )
+    # Written only when they say something: a job record is written into every checkpoint
+    # (absent, the chat model is `model`, the organization the SDK's default, the endpoint chat).
+    if chat_model and chat_model != model:
+        job["chat_model"] = chat_model
+    if provider.organization:
+        job["organization"] = provider.organization
     if endpoint != CHAT:
-        # Chat jobs keep the records they always had: `job_endpoint` reads no key as chat.
         job["endpoint"] = endpoint
     return job
 
@@ -819,7 +822,6 @@ def plan_batch(
         "system_prompt": ctx.system_prompt,
         "output_spec": spec.to_state() if spec else None,
         "jobs": intents,
-        "plan": _kept_plan(summary),
         "estimate": estimate,
         "attempt": 1,
         "status": "new",
@@ -929,14 +931,3 @@ def refuse_another_request_set(state: State, ctx: Context, thread_id: str) -> No
 
 def _requests(count: int) -> str:
     return f"{count:,} request{'' if count == 1 else 's'}"
-
-
-def _kept_plan(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Return the plan entries a submitted batch keeps in state.
-
-    The state is written into every checkpoint of the thread: a counting method that is the
-    same for every job is named once, in the estimate's `tokens_by`.
-    """
-    if len({entry.get("tokens_by") for entry in summary}) > 1:
-        return summary
-    return [{k: v for k, v in entry.items() if k != "tokens_by"} for entry in summary]

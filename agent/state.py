@@ -134,7 +134,7 @@ class Job(TypedDict):
     chat_model: NotRequired[str]
     """The model of the chat model object that built the bodies and parses the answers: the
     run's, also when the requests named `model` themselves, as `llm.invoke(msgs, model=X)` keeps
-    `llm`'s rules. Absent in records written before it existed: then `model`."""
+    `llm`'s rules. Absent when it is `model` itself (and in records written before it existed)."""
     endpoint: NotRequired[Endpoint]
     """What the job's requests call: 'chat', 'responses' (OpenAI's Responses API) or
     'embeddings' (`agent.endpoints`). Absent in records written before it existed: 'chat'."""
@@ -388,7 +388,9 @@ class OutputState(TypedDict):
     results_store: NotRequired[dict[str, Any] | None]
     """Where the results live in the store: `{"namespace", "pages", "page_size", "count"}`."""
     plan: NotRequired[list[dict[str, Any]]]
-    """Jobs, requests and bytes per job (from a dry run, or of the submitted batch)."""
+    """From a dry run: jobs, requests, bytes, estimated tokens and cost per job. A submitted
+    batch keeps the same per job in `jobs` (and the totals in `estimate`), not here: the state is
+    written into every checkpoint."""
     usage: NotRequired[Usage]
     """Token usage summed over the collected results."""
     cost: NotRequired[Cost | None]
