@@ -79,3 +79,27 @@ def checkpoint_stats(db: Path) -> tuple[int, float]:
         if cid in poll_writes
     ]
     return size, (sum(steps) / len(steps)) if steps else 0.0
+
+
+def run_wait_command(source: Path, url: str, out: Path, *extra: str) -> list[str]:
+    """Return the `batch-agent run --wait` command the benchmarks time.
+
+    The OpenAI protocol at `url`, a constant 0.5 s between polls (as the baselines poll).
+    """
+    return [
+        str(BIN / "batch-agent"),
+        "run",
+        str(source),
+        "--provider",
+        "openai",
+        "--base-url",
+        url,
+        "--wait",
+        "--poll-interval",
+        "0.5",
+        "--poll-backoff",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]

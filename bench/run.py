@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from harness import BIN, checkpoint_stats, measure, start_emulator  # noqa: E402 (bench/harness.py, next to this script)
+from harness import checkpoint_stats, measure, run_wait_command, start_emulator  # noqa: E402 (bench/harness.py, next to this script)
 
 
 def write_input(path: Path, n: int) -> None:
@@ -124,22 +124,7 @@ def run_size(n: int, base: Path, url_for: dict[str, str]) -> list[dict[str, Any]
         "BATCH_AGENT_DB": str(db),
         "BATCH_AGENT_SPOOL_DIR": str(agent_dir / "spool"),
     }
-    cmd = [
-        str(BIN / "batch-agent"),
-        "run",
-        str(source),
-        "--provider",
-        "openai",
-        "--base-url",
-        url_for["agent"],
-        "--wait",
-        "--poll-interval",
-        "0.5",
-        "--poll-backoff",
-        "1",
-        "--out",
-        str(agent_dir / "out.jsonl"),
-    ]
+    cmd = run_wait_command(source, url_for["agent"], agent_dir / "out.jsonl")
     started = time.time()
     wall, rss = measure(cmd, agent_env, agent_dir)
     size, per_poll = checkpoint_stats(db)

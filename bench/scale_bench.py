@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from harness import BIN, checkpoint_stats, measure, start_emulator  # noqa: E402 (next to this)
+from harness import BIN, checkpoint_stats, measure, run_wait_command, start_emulator  # noqa: E402 (next to this)
 
 # The quota: 20,000,000 enqueued tokens for 1,000,000 requests; smaller runs scale it,
 # and the per-job request cap (OpenAI's 50,000), so they run the same number of jobs and waves.
@@ -98,25 +98,7 @@ def agent_run(
         TMPDIR=str(work),
         **(env_extra or {}),
     )
-    cmd = [
-        str(BIN / "batch-agent"),
-        "run",
-        str(source),
-        "--provider",
-        "openai",
-        "--base-url",
-        url,
-        "--wait",
-        "--poll-interval",
-        "0.5",
-        "--poll-backoff",
-        "1",
-        "--thread",
-        "scale",
-        "--out",
-        str(work / "out.jsonl"),
-        *extra,
-    ]
+    cmd = run_wait_command(source, url, work / "out.jsonl", "--thread", "scale", *extra)
     wall, rss = measure(cmd, env, work)
     return wall, rss, db
 

@@ -51,6 +51,19 @@ def _run(**context: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return dict(graph.get_state(config).values), history
 
 
+def _run_on(provider: str, thread: str) -> dict[str, Any]:
+    """Run the records on `provider`, `PER_JOB` a job, to the thread's end; return its values."""
+    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
+    config: dict[str, Any] = {"configurable": {"thread_id": thread}}
+    ctx = Context(provider=provider, max_requests_per_job=PER_JOB, **FAST_POLLING)  # type: ignore[arg-type]
+    graph.invoke({"requests": RECORDS}, config, context=ctx)
+    for _ in range(40):
+        if graph.get_state(config).values.get("status") in {"completed", "failed", "error"}:
+            break
+        graph.invoke({}, config, context=ctx)
+    return dict(graph.get_state(config).values)
+
+
 def _answered_once(values: dict[str, Any]) -> None:
     """Every request succeeded in its first attempt, and ran in exactly one emulator job."""
     assert_all_accounted(values, RECORDS)
@@ -196,15 +209,7 @@ def test_a_create_refused_for_a_cap_keeps_the_intent_and_waits_for_a_wave(
 ) -> None:
     monkeypatch.setenv(FAULTS, knob)
     monkeypatch.setenv(DELAY, "1")
-    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
-    config: dict[str, Any] = {"configurable": {"thread_id": f"caps-{provider}"}}
-    ctx = Context(provider=provider, max_requests_per_job=PER_JOB, **FAST_POLLING)  # type: ignore[arg-type]
-    graph.invoke({"requests": RECORDS}, config, context=ctx)
-    for _ in range(40):
-        if graph.get_state(config).values.get("status") in {"completed", "failed", "error"}:
-            break
-        graph.invoke({}, config, context=ctx)
-    values = dict(graph.get_state(config).values)
+    values = _run_on(provider, f"caps-{provider}")
     assert values["status"] == "completed", values.get("error")
     assert_all_accounted(values, RECORDS)
     assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in values["results"])
@@ -221,15 +226,7 @@ def test_ended_jobs_free_the_file_storage_the_next_wave_needs(
     # files stay only until its results are stored, which is as it ends, not when the round does.
     monkeypatch.setenv(FAULTS, "file_storage_limit=2000")
     monkeypatch.setenv(DELAY, "1")
-    graph = build_graph().compile(checkpointer=InMemorySaver(), store=InMemoryStore())
-    config: dict[str, Any] = {"configurable": {"thread_id": "storage"}}
-    ctx = Context(provider="gemini", max_requests_per_job=PER_JOB, **FAST_POLLING)  # type: ignore[arg-type]
-    graph.invoke({"requests": RECORDS}, config, context=ctx)
-    for _ in range(40):
-        if graph.get_state(config).values.get("status") in {"completed", "failed", "error"}:
-            break
-        graph.invoke({}, config, context=ctx)
-    values = dict(graph.get_state(config).values)
+    values = _run_on("gemini", "storage")
     assert values["status"] == "completed", values.get("error")
     assert_all_accounted(values, RECORDS)
     assert all(r["status"] == "succeeded" and r["attempts"] == 1 for r in values["results"])
