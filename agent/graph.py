@@ -31,9 +31,9 @@
   `schedule` (the default: one check per run) or, with a wait budget (`max_wait_seconds`), to
   `wait`, which sleeps for a growing interval and checks again. Each check emits a
   `batch_progress` custom stream event.
-- `park` stores the results of a job that ended while others of the thread still run (or wait
-  for quota) and deletes its files (`agent.parking`): in a thread of many waves, finished jobs
-  would otherwise hold the provider's file storage the next wave needs.
+- `park` stores the results of a job that ended while later jobs of the thread wait for quota
+  and deletes its files (`agent.parking`): in a thread of many waves, finished jobs would
+  otherwise hold the provider's file storage the next wave needs.
 - `schedule` ends the run; on a LangGraph server it first books the thread's next poll as a
   delayed run (`agent.scheduling`), so a served batch finishes with no client.
 - `collect` streams output and error files and records one result per request (`agent.results`),
@@ -253,7 +253,7 @@ def _check(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 
 @records_errors
 def park(state: State, *, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Store the results of jobs that ended while others run, and free their files (`agent.parking`)."""
+    """Store the results of jobs that ended while later waves wait, and free their files."""
     data = ThreadData(runtime.store, _thread_id())
     return {"jobs": park_jobs(state, runtime.context, data)}
 
@@ -489,7 +489,7 @@ def route_after_check(
     """Decide on the polling edge: collect when every job is terminal, else wait or schedule.
 
     The deadline comes first: once it is due, nothing more is submitted. A job that ended while
-    others run is parked first (its storage may be what the next wave's upload needs).
+    later waves wait is parked first (its storage may be what the next wave's upload needs).
     """
     if state.get("status") in {"error", "cancelled"}:
         return "schedule" if _retry_later(state) else "__end__"

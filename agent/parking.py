@@ -1,14 +1,14 @@
-"""Parking: a job's results are stored as soon as it ends, while the thread's other jobs still run.
+"""Parking: a job's results are stored as soon as it ends, while later waves wait to be sent.
 
 A round is collected once all its jobs are terminal (`agent.results.collect_round`), and in a
 thread that runs in quota waves (`agent.quotas`) the first jobs end hours or days before the
 last. Until their results are stored, their input and output files stay at the provider, where
 they count against its file storage (Gemini caps a project at 20 GB, which 10M requests' inputs
 alone exceed): the next wave's upload would be refused for storage that only the thread's own
-finished jobs hold. So a poll that sees a job end while others of the thread are in flight or
-still to be sent *parks* it: reads its output and error files once, stores each request's
-result in the store (`ThreadData.put_parked`), and deletes its files (unless kept). The round's
-collect then reads the parked results instead of the files.
+finished jobs hold. So a poll that sees a job end while intents of the thread still wait to be
+sent *parks* it: reads its output and error files once, stores each request's result in the
+store (`ThreadData.put_parked`), and deletes its files (unless kept). The round's collect then
+reads the parked results instead of the files.
 
 Crash safety: the parked pages are marked complete last, and the files are deleted only after
 that. A kill before the mark parks the job again from its files; a kill after it finds the mark
@@ -24,7 +24,6 @@ from agent.bulk import ThreadData
 from agent.context import Context
 from agent.fallback import keep_input
 from agent.planning import planned_spec
-from agent.quotas import in_flight
 from agent.results import free_files, job_results
 from agent.state import Job, State
 from agent.statuses import TERMINAL_JOB_STATUSES
@@ -35,12 +34,14 @@ def parkable(state: State) -> list[int]:
     """Return the indexes of the jobs to park now: ended, while other work of the thread remains.
 
     A job is parked once: it belongs to the round being run, it ended with a provider job of its
-    own (one adopted unverified is settled first), and some other job of the thread is in flight
-    or still to be sent. When every job has ended, the round's collect reads them all at once.
+    own (one adopted unverified is settled first), and intents of the thread still wait to be
+    sent (the next wave may need the storage its files hold).
     """
     jobs = state.get("jobs") or []
     attempt = state.get("attempt", 1)
-    if not any(in_flight(job) or pending_intent(job) for job in jobs):
+    if not any(pending_intent(job) for job in jobs):
+        # Every job is sent: the round's collect, when the last ends, is as soon as storage
+        # matters (parking then would only store each result twice).
         return []
     return [
         index
