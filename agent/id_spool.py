@@ -8,7 +8,7 @@ reads them back once (`agent.bulk.ThreadData.put_ids`). A spool made without a p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,10 +51,15 @@ class IdSpool:
 
     def discard(self) -> None:
         """Close and delete the file; the count stays."""
-        try:
-            self.close()
-        except OSError:  # a full disk fails the last flush; the file goes all the same
-            pass
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-            self.path = None
+        close_and_delete(self.close, self.path)
+        self.path = None
+
+
+def close_and_delete(close: Callable[[], None], path: Path | None) -> None:
+    """Close a spool file's handle and delete the file, even when the last flush fails."""
+    try:
+        close()
+    except OSError:  # a full disk fails the last flush; the file goes all the same
+        pass
+    if path is not None:
+        path.unlink(missing_ok=True)

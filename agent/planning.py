@@ -36,7 +36,7 @@ from agent.context import Context
 from agent.endpoints import CHAT, EMBEDDINGS, Endpoint, job_endpoint
 from agent.estimate import JobTokens, TokenCounter, check_budget, price_plan
 from agent.first_seen import FirstSeen
-from agent.id_spool import IdSpool
+from agent.id_spool import IdSpool, close_and_delete
 from agent.providers import provider_for_job, resolve_provider
 from agent.providers.base import BatchProvider, ProviderLimits, job_chat_model
 from agent.providers.params import check_context_params, check_request_params
@@ -317,12 +317,7 @@ class Plan:
         """Delete every spool file (a dry run, or a plan that was refused)."""
         self.drop_id_spools()
         for job in self.jobs:
-            try:
-                job.close()
-            except OSError:  # a full disk fails the last flush; the file goes all the same
-                pass
-            if job.path is not None:
-                job.path.unlink(missing_ok=True)
+            close_and_delete(job.close, job.path)
 
 
 def plan_requests(

@@ -58,7 +58,7 @@ FallbackOption = Annotated[
     str | None,
     typer.Option(
         help="At the deadline, send the missing requests 'realtime' (standard price), 'flex' "
-        "(OpenAI flex tier, batch price) or 'none'."
+        "(OpenAI's or Gemini's flex tier, batch price) or 'none'."
     ),
 ]
 DeadlineMarginOption = Annotated[
