@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.first_seen import FirstSeen
+from agent.id_spool import CHUNK, IdSpool
 from agent.requests import InputError, iter_file_requests
 
 
@@ -62,3 +64,19 @@ def test_duplicate_ids_are_found_across_the_spill_with_their_first_line(
 def test_memory_keys_must_be_positive() -> None:
     with pytest.raises(ValueError, match="memory_keys"):
         FirstSeen(memory_keys=0)
+
+
+def test_an_id_spool_reads_back_every_value_in_order_across_chunks(tmp_path: Path) -> None:
+
+    values: list[Any] = [
+        f'id-{i}\n"odd"' if i % 7 == 0 else f"id-{i}" for i in range(CHUNK * 2 + 17)
+    ]
+    values[5] = ["dup-5", "id-1"]  # a duplicate pair is a list
+    spool = IdSpool(tmp_path / "ids.spool")
+    for value in values:
+        spool.add(value)
+    assert spool.count == len(values)
+    assert list(spool) == values
+    assert list(spool) == values  # read again: the same
+    spool.discard()
+    assert not (tmp_path / "ids.spool").exists() and spool.count == len(values)
