@@ -40,6 +40,7 @@ from agent.id_spool import IdSpool, close_and_delete
 from agent.providers import provider_for_job, resolve_provider
 from agent.providers.base import BatchProvider, ProviderLimits, job_chat_model
 from agent.providers.params import check_context_params, check_request_params
+from agent.quota_budget import configured_budget
 from agent.requests import (
     BatchRequest,
     InputError,
@@ -358,9 +359,7 @@ def plan_requests(
     provider.check_completion_window(context.completion_window)
     provider.check_endpoint(endpoint)
     limits = effective_limits(provider, context)
-    token_cap = provider.quota_defaults.lowered(
-        {"tokens": context.max_enqueued_tokens or None}
-    ).tokens
+    token_cap = configured_budget(provider.quota_defaults, context).tokens
     params = run_params(context, endpoint)
     embeddings = endpoint == EMBEDDINGS
     rules = provider.param_rules

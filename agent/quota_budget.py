@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from agent.context import Context
 
 Limit = Literal["tokens", "requests", "jobs", "bytes"]
 """What a budget caps: enqueued input tokens (per model), pending requests, jobs, stored bytes."""
@@ -38,3 +41,19 @@ class Budget:
                 theirs if mine is None or (theirs is not None and theirs < mine) else mine
             )
         return Budget(**values)
+
+
+# The context field that sets each limit (0 leaves the provider's default).
+CONTEXT_FIELDS: dict[Limit, str] = {
+    "tokens": "max_enqueued_tokens",
+    "requests": "max_pending_requests",
+    "jobs": "max_concurrent_jobs",
+    "bytes": "max_stored_bytes",
+}
+
+
+def configured_budget(defaults: Budget, ctx: Context) -> Budget:
+    """Return a provider's default budget lowered by the run's context settings."""
+    return defaults.lowered(
+        {limit: getattr(ctx, CONTEXT_FIELDS[limit]) or None for limit in LIMITS}
+    )

@@ -26,18 +26,12 @@ from typing import Any
 from agent.context import Context
 from agent.providers import provider_class
 from agent.providers.errors import QuotaExceededError
-from agent.quota_budget import LIMITS, Budget, Limit
+from agent.quota_budget import CONTEXT_FIELDS, LIMITS, Budget, Limit, configured_budget
 from agent.state import Job, State
 from agent.statuses import TERMINAL_JOB_STATUSES
 from agent.submission import pending_intent
 
-# The context field that sets each limit, and how a waiting job names it.
-CONTEXT_FIELDS: dict[Limit, str] = {
-    "tokens": "max_enqueued_tokens",
-    "requests": "max_pending_requests",
-    "jobs": "max_concurrent_jobs",
-    "bytes": "max_stored_bytes",
-}
+# How a waiting job names each limit.
 _WORDS: dict[Limit, str] = {
     "tokens": "enqueued input tokens",
     "requests": "pending requests",
@@ -53,11 +47,7 @@ def learned_key(job: Job) -> str:
 
 def budget_for(job: Job, ctx: Context, learned: Mapping[str, Any] | None = None) -> Budget:
     """Return the budget `job` must fit: provider defaults, the context's, what was learned."""
-    budget = provider_class(job["provider"]).quota_defaults
-    configured: dict[str, int | None] = {
-        limit: getattr(ctx, CONTEXT_FIELDS[limit]) or None for limit in LIMITS
-    }
-    budget = budget.lowered(configured)
+    budget = configured_budget(provider_class(job["provider"]).quota_defaults, ctx)
     return budget.lowered((learned or {}).get(learned_key(job)) or {})
 
 
