@@ -43,7 +43,7 @@ from agent.pricing import Cost, TokenTally, format_usd, total_cost
 from agent.providers import provider_for_job
 from agent.providers.base import BatchProvider, RequestOutcome
 from agent.providers.errors import ProviderError, TransientProviderError
-from agent.results import Totals, outcome_result, state_results
+from agent.results import Totals, outcome_result, put_copies, state_results
 from agent.state import Job, State
 from agent.structured import OutputSpec
 from agent.submission import built_input_file
@@ -303,10 +303,8 @@ def _merge(state: State, data: ThreadData, journal: dict[str, dict[str, Any]]) -
     positions = {request_id: n for n, request_id in enumerate(data.request_ids(count))}
     with ResultSpool(data, first_round=False, count=count) as spool:
         for request_id, entry in journal.items():
-            result = entry["result"]
-            spool.put(positions[request_id], result)
-            for copy_id in copies_of.get(request_id, ()):
-                spool.put(positions[copy_id], {**result, "id": copy_id, "duplicate_of": request_id})
+            spool.put(positions[request_id], entry["result"])
+            put_copies(spool, positions, copies_of, request_id, entry["result"])
         spool.merge()
 
 

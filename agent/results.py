@@ -132,7 +132,7 @@ def _store_round(
             # "flex"); vectors have no fallback, and their results stay as small as they were.
             via = None if job_endpoint(job) == EMBEDDINGS else "batch"
             if job.get("parked"):
-                # Stored when it ended, while other jobs ran (`agent.parking`): its files are gone.
+                # Stored when it ended, while later waves waited (`agent.parking`): files gone.
                 rows = data.iter_parked(job["job_key"])
             else:
                 ids = data.job_ids(job["job_key"], job["request_count"])
@@ -145,10 +145,7 @@ def _store_round(
                 spool.put(positions[request_id], result)
                 added.add(result)
                 tally.add(result)
-                for copy_id in copies_of.get(request_id, ()):
-                    # An identical request, sent once: the same answer under its own id.
-                    copy = {**result, "id": copy_id, "duplicate_of": request_id}
-                    spool.put(positions[copy_id], copy)
+                for copy in put_copies(spool, positions, copies_of, request_id, result):
                     added.add(copy)
                     copies_tally.add(copy)
                 if retryable and not cancelled:
@@ -179,6 +176,27 @@ def _store_round(
     record = {**record, "stored": True}
     data.put_round_record(attempt, record)
     return record
+
+
+def put_copies(
+    spool: ResultSpool,
+    positions: Mapping[str, int],
+    copies_of: Mapping[str, list[str]],
+    request_id: str,
+    result: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Put the answer of `request_id` under the id of each identical request sent with it.
+
+    Returns:
+        The copies put (`duplicate_of` names the original), for the caller's totals.
+    """
+    copies = []
+    for copy_id in copies_of.get(request_id, ()):
+        # An identical request, sent once: the same answer under its own id.
+        copy = {**result, "id": copy_id, "duplicate_of": request_id}
+        spool.put(positions[copy_id], copy)
+        copies.append(copy)
+    return copies
 
 
 def free_files(job: Job, attempt: int, follow_up: Mapping[str, list[str]]) -> Job:
@@ -264,13 +282,7 @@ def job_results(
                 # An answer was produced (and billed): final, even when it cannot be used.
                 answered.add(request_id)
                 failures.pop(request_id, None)
-                if outcome.error is not None:
-                    yield request_id, _failed(request_id, outcome, missing, attempt, check), False
-                    continue
-                result = _succeeded(request_id, outcome, attempt)
-                if check is not None:
-                    result = checked_result(result, outcome.message, check, request_id)
-                yield request_id, result, False
+                yield request_id, _answered(request_id, outcome, missing, attempt, check), False
             elif request_id not in failures:
                 failures[request_id] = (
                     _failed(request_id, outcome, missing, attempt, check),
@@ -302,7 +314,21 @@ def outcome_result(
     provider = provider_for_job(job)
     check = answer_check(provider, job_chat_model(job), spec, validate=validate)
     missing, _ = _missing_error(job)
-    if outcome.message is None or outcome.error is not None:
+    if outcome.message is None:
+        return _failed(request_id, outcome, missing, attempt, check)
+    return _answered(request_id, outcome, missing, attempt, check)
+
+
+def _answered(
+    request_id: str,
+    outcome: RequestOutcome,
+    missing: RequestError,
+    attempt: int,
+    check: AnswerCheck | None,
+) -> dict[str, Any]:
+    """Return the result of an outcome with a message: failed with its error, else checked."""
+    assert outcome.message is not None
+    if outcome.error is not None:
         return _failed(request_id, outcome, missing, attempt, check)
     result = _succeeded(request_id, outcome, attempt)
     if check is not None:

@@ -186,8 +186,9 @@ class Job(TypedDict):
     """True once the job's files at the provider were deleted (or a delete was tried and
     logged), after its results were stored; absent while they are kept (`Context.keep_files`)."""
     parked: NotRequired[bool]
-    """True once the job's results were stored as it ended, while other jobs of the thread still
-    ran (`agent.parking`): its files are deleted then, and its round's collect reads the store."""
+    """True once the job's results were stored as it ended, while later jobs of the thread
+    waited for quota (`agent.parking`): its files are deleted then, and its round's collect
+    reads the store."""
     cost: NotRequired[Cost]
     """Tokens of the collected results and their batch and realtime cost (`agent.pricing`)."""
     unverified: NotRequired[bool]
