@@ -110,7 +110,7 @@ def check_settings(ctx: Context, provider: BatchProvider, now: float) -> float |
     if ctx.fallback == "flex" and not provider.flex_tier:
         raise InputError(
             f"fallback 'flex' is not available for {provider.name}: its chat API has no flex "
-            "tier at the batch price that batch-agent can send (OpenAI only); use "
+            "tier at the batch price that batch-agent can send (OpenAI and Gemini only); use "
             "--fallback realtime or none",
             source="context",
         )
@@ -131,10 +131,13 @@ def deadline_at(state: Mapping[str, Any]) -> float | None:
 
 def deadline_due(state: Mapping[str, Any], ctx: Context, now: float) -> bool:
     """Tell whether the thread's deadline, less the margin, has come and is not handled yet."""
-    at = deadline_at(state)
-    if at is None or state.get("deadline_hit"):
-        return False
-    return now >= at - max(0.0, ctx.deadline_margin_seconds)
+    left = seconds_until_due(state, ctx, now)
+    return left is not None and left <= 0
+
+
+def has_fallback(state: Mapping[str, Any]) -> bool:
+    """Tell whether the thread was planned with a deadline and a fallback to send at it."""
+    return deadline_at(state) is not None and state.get("fallback_tier", "none") != "none"
 
 
 def seconds_until_due(state: Mapping[str, Any], ctx: Context, now: float) -> float | None:

@@ -71,7 +71,7 @@ from langgraph.types import RetryPolicy
 
 from agent.bulk import ThreadData
 from agent.context import Context
-from agent.deadline import check_settings, deadline_due
+from agent.deadline import check_settings, deadline_due, has_fallback
 from agent.endpoints import EMBEDDINGS
 from agent.fallback import keep_input, run_fallback
 from agent.job_records import (
@@ -422,7 +422,7 @@ def _remember_webhook(runtime: Runtime[Context]) -> None:
 
 def _fallback_next(state: State) -> bool:
     """Tell whether the deadline came and its fallback is to send the missing requests."""
-    return bool(state.get("deadline_hit")) and state.get("fallback_tier", "none") != "none"
+    return bool(state.get("deadline_hit")) and has_fallback(state)
 
 
 def _deadline_due(state: State, runtime: Runtime[Context]) -> bool:

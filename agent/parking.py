@@ -22,6 +22,7 @@ from typing import Any
 
 from agent.bulk import ThreadData
 from agent.context import Context
+from agent.deadline import has_fallback
 from agent.fallback import keep_input
 from agent.planning import planned_spec
 from agent.results import free_files, job_results
@@ -77,7 +78,7 @@ def park_jobs(state: State, ctx: Context, data: ThreadData) -> list[Job]:
             data.put_parked(job["job_key"], _noting_retryable(rows, retryable))
         retried = bool(retryable) and not cancelled
         job = Job(**{**job, "parked": True})  # type: ignore[typeddict-item]
-        if state.get("deadline_at") and state.get("fallback_tier", "none") != "none":
+        if has_fallback(state):
             # A deadline's fallback re-sends the requests the batch left unanswered from their
             # input lines: keep them before the files go (a no-op for a fully answered job).
             keep_input(job, list(jobs), state, data)
