@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast
 
 import httpx2
 import orjson
@@ -562,12 +562,36 @@ class BatchProvider(ABC):
         Raises:
             TransientProviderError: A rate limit (429, flex capacity) or a server fault
                 outlasted the SDK's retries; the caller backs off and tries again.
-            InputError: The provider cannot send lines in realtime.
+            InputError: The provider cannot send lines in realtime, or not at the flex tier,
+                or the job is an embeddings job (they have no fallback).
         """
-        raise InputError(
-            f"the {self.name} provider cannot send batch lines in realtime (no deadline fallback)",
-            source=self.name,
+        if not self.realtime_fallback:
+            raise InputError(
+                f"the {self.name} provider cannot send batch lines in realtime (no deadline fallback)",
+                source=self.name,
+            )
+        if flex and not self.flex_tier:
+            raise InputError(f"{self.name} has no flex tier (fallback 'flex')", source=self.name)
+        if job_endpoint(job) == EMBEDDINGS:
+            raise InputError("an embeddings job has no deadline fallback", source=self.name)
+        parser = cast(
+            LineParser,
+            parser_for(self, job_chat_model(job), job["params"], spec, job_endpoint(job)),
         )
+        return self.send_realtime(job, raw, parser, flex=flex)
+
+    def send_realtime(
+        self, job: Job, raw: bytes, parser: LineParser, *, flex: bool
+    ) -> RequestOutcome:
+        """Send one checked input line in realtime (`realtime_fallback` providers implement it).
+
+        Args:
+            job: The job the line belongs to (`job_id`, else `job_key`, names the outcome).
+            raw: The input line.
+            parser: The job's parser of result lines, which reads the answer.
+            flex: Send it at the flex tier (only asked of `flex_tier` providers).
+        """
+        raise NotImplementedError(f"{self.name} cannot send batch lines in realtime")
 
     def lacks_listing(self, exc: ProviderError, listing: str, fallback: str) -> bool:
         """Tell whether `exc` says the server has no such listing; if so, warn once what is done.

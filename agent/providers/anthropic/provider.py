@@ -74,7 +74,7 @@ from agent.providers.base import (
 )
 from agent.providers.errors import ProviderError, provider_call
 from agent.providers.params import Allowed, ParamRules
-from agent.requests import BatchRequest, InputError
+from agent.requests import BatchRequest
 from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
@@ -232,13 +232,10 @@ class AnthropicProvider(BatchProvider):
 
     realtime_fallback = True
 
-    def realtime_line(
-        self, job: Job, raw: bytes, *, flex: bool = False, spec: OutputSpec | None = None
+    def send_realtime(
+        self, job: Job, raw: bytes, parser: LineParser, *, flex: bool
     ) -> RequestOutcome:
         """Send a kept request line through the Messages API (Anthropic has no flex tier)."""
-        if flex:
-            raise InputError("Anthropic has no flex tier (fallback 'flex')", source=self.name)
-        parser = self.message_parser(job_chat_model(job), spec, job["params"])
         return send_line(self._client, raw, parser, str(job["job_id"] or job["job_key"]))
 
     def chat_model(self, model: str, params: dict[str, Any]) -> ChatAnthropic:

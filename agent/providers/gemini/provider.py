@@ -59,7 +59,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from langchain_google_genai import ChatGoogleGenerativeAI
 
-from agent.endpoints import CHAT, EMBEDDINGS, Endpoint, job_endpoint
+from agent.endpoints import CHAT, EMBEDDINGS, Endpoint
 from agent.providers.base import (
     DELETE_RETRIES,
     JOB_KEY_METADATA,
@@ -73,7 +73,6 @@ from agent.providers.base import (
     RequestOutcome,
     VectorParser,
     bounded_listing,
-    job_chat_model,
     job_counts,
     nonblank_lines,
     normalise_status,
@@ -85,7 +84,7 @@ from agent.providers.gemini.fast import GeminiBodyBuilder, GeminiMessageParser
 from agent.providers.gemini.reference import chat_model
 from agent.providers.params import Allowed, ParamRules
 from agent.quota_budget import Budget
-from agent.requests import BatchRequest, InputError
+from agent.requests import BatchRequest
 from agent.state import Job
 from agent.statuses import JobStatus
 from agent.structured import OutputSpec
@@ -323,16 +322,13 @@ class GeminiProvider(BatchProvider):
     realtime_fallback = True
     flex_tier = True
 
-    def realtime_line(
-        self, job: Job, raw: bytes, *, flex: bool = False, spec: OutputSpec | None = None
+    def send_realtime(
+        self, job: Job, raw: bytes, parser: LineParser, *, flex: bool
     ) -> RequestOutcome:
         """Send a chat line through `generateContent` (flex: `serviceTier: "flex"`)."""
-        if job_endpoint(job) == EMBEDDINGS:
-            raise InputError("an embeddings job has no deadline fallback", source=self.name)
         # The key is read from the environment for this call only, as at construction.
         sdk_base_url, api_key, _ = self.sdk_endpoint("/gemini", self._http)
         root, version = split_version(sdk_base_url)
-        parser = self.message_parser(job_chat_model(job), spec, job["params"])
         job_id = str(job["job_id"] or job["job_key"])
         return send_line(
             self._http, root, version, api_key, job["model"], raw, parser, job_id, flex=flex

@@ -19,7 +19,7 @@ from langchain_mistralai import ChatMistralAI
 from mistralai.client import Mistral
 from mistralai.client.utils import BackoffStrategy, RetryConfig
 
-from agent.endpoints import CHAT, EMBEDDINGS, Endpoint, job_endpoint
+from agent.endpoints import CHAT, EMBEDDINGS, Endpoint
 from agent.providers.base import (
     JOB_KEY_METADATA,
     MAX_LISTED,
@@ -33,7 +33,6 @@ from agent.providers.base import (
     RequestOutcome,
     VectorParser,
     bounded_listing,
-    job_chat_model,
     job_counts,
     jsonl_line,
     nonblank_lines,
@@ -367,18 +366,13 @@ class MistralProvider(BatchProvider):
 
     realtime_fallback = True
 
-    def realtime_line(
-        self, job: Job, raw: bytes, *, flex: bool = False, spec: OutputSpec | None = None
+    def send_realtime(
+        self, job: Job, raw: bytes, parser: LineParser, *, flex: bool
     ) -> RequestOutcome:
         """Send a chat line through `/v1/chat/completions` (Mistral has no flex tier)."""
-        if flex:
-            raise InputError("Mistral has no flex tier (fallback 'flex')", source=self.name)
-        if job_endpoint(job) == EMBEDDINGS:
-            raise InputError("an embeddings job has no deadline fallback", source=self.name)
         # The key is read from the environment for this call only, as at construction.
         server_url, api_key, client = self.sdk_endpoint("/mistral", self._http_client)
         assert client is not None
-        parser = self.message_parser(job_chat_model(job), spec, job["params"])
         return send_line(
             client, server_url, api_key, raw, parser, str(job["job_id"] or job["job_key"])
         )

@@ -16,7 +16,7 @@ import httpx2
 from langchain_openai import ChatOpenAI
 from openai import DefaultHttpxClient, OpenAI
 
-from agent.endpoints import CHAT, EMBEDDINGS, RESPONSES, Endpoint, job_endpoint
+from agent.endpoints import CHAT, EMBEDDINGS, RESPONSES, Endpoint
 from agent.providers.base import (
     DELETE_RETRIES,
     JOB_KEY_METADATA,
@@ -29,7 +29,6 @@ from agent.providers.base import (
     RequestOutcome,
     VectorParser,
     bounded_listing,
-    job_chat_model,
     job_counts,
     jsonl_line,
     nonblank_lines,
@@ -51,7 +50,6 @@ from agent.requests import (
     EMBEDDINGS_URL,
     RESPONSES_URL,
     BatchRequest,
-    InputError,
 )
 from agent.state import Job
 from agent.statuses import JobStatus
@@ -327,13 +325,10 @@ class OpenAIProvider(BatchProvider):
             return ResponsesMessageParser(model, spec, params)
         return OpenAIMessageParser(model, spec, params)
 
-    def realtime_line(
-        self, job: Job, raw: bytes, *, flex: bool = False, spec: OutputSpec | None = None
+    def send_realtime(
+        self, job: Job, raw: bytes, parser: LineParser, *, flex: bool
     ) -> RequestOutcome:
         """Send a chat or Responses line in realtime (flex: `service_tier="flex"`)."""
-        if job_endpoint(job) == EMBEDDINGS:
-            raise InputError("an embeddings job has no deadline fallback", source=self.name)
-        parser = self.message_parser(job_chat_model(job), spec, job["params"])
         return send_line(self._client, raw, parser, str(job["job_id"] or job["job_key"]), flex=flex)
 
     def chat_model(self, model: str, params: dict[str, Any]) -> ChatOpenAI:
